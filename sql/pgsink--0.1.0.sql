@@ -1,0 +1,131 @@
+-- pgsink 0.1.0: install script. Run by CREATE EXTENSION pgsink.
+\echo Use "CREATE EXTENSION pgsink" to load this file. \quit
+
+-- Who may manage capture: superusers and members of pgsink_admin. Roles are
+-- cluster-wide, so the role outlives DROP EXTENSION; it is only created here
+-- when it does not exist yet.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pgsink_admin') THEN
+        CREATE ROLE pgsink_admin NOLOGIN;
+    END IF;
+END
+$$;
+
+-- The tables pgsink captures. A user catalog table: the output plugin reads
+-- it with the historic snapshot of each decoded transaction, so a table added
+-- by a transaction that commits at LSN X is captured from exactly X on.
+CREATE TABLE pgsink.captured_tables (
+    relid oid PRIMARY KEY,
+    added_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    added_by name NOT NULL DEFAULT CURRENT_USER,
+    import_requested boolean NOT NULL
+) WITH (user_catalog_table = true);
+
+COMMENT ON TABLE pgsink.captured_tables IS
+    'Tables pgsink captures; change with pgsink.add_table() and pgsink.remove_table()';
+
+CREATE FUNCTION pgsink.add_table(rel regclass, import boolean DEFAULT true)
+RETURNS boolean
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'pgsink_add_table';
+
+COMMENT ON FUNCTION pgsink.add_table(regclass, boolean) IS
+    'Start capturing the changes of a table; returns false if it already was';
+
+CREATE FUNCTION pgsink.remove_table(rel regclass)
+RETURNS boolean
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'pgsink_remove_table';
+
+COMMENT ON FUNCTION pgsink.remove_table(regclass) IS
+    'Stop capturing the changes of a table; returns false if it was not captured';
+
+CREATE FUNCTION pgsink.status(
+    OUT worker_pid integer,
+    OUT launcher_pid integer,
+    OUT state text,
+    OUT database text,
+    OUT slot_name text,
+    OUT slot_active boolean,
+    OUT confirmed_lsn pg_lsn,
+    OUT lag_bytes bigint,
+    OUT retained_wal_bytes bigint,
+    OUT entries_delivered bigint,
+    OUT transactions_delivered bigint,
+    OUT last_commit_time timestamptz,
+    OUT last_error text,
+    OUT last_error_at timestamptz,
+    OUT worker_started_at timestamptz,
+    OUT worker_restarts integer,
+    OUT next_start_at timestamptz,
+    OUT config_problem text)
+RETURNS record
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'pgsink_status';
+
+COMMENT ON FUNCTION pgsink.status() IS
+    'State of the pgsink stream worker and its replication slot';
+
+CREATE VIEW pgsink.status AS SELECT * FROM pgsink.status();
+
+-- Every captured table, its key and its state.
+CREATE VIEW pgsink.tables AS
+SELECT c.relid::regclass AS "table",
+       n.nspname AS schema_name,
+       r.relname AS table_name,
+       c.added_at,
+       c.added_by,
+       (SELECT pg_catalog.array_agg(a.attname ORDER BY k.ord)
+          FROM pg_catalog.pg_index i
+          CROSS JOIN LATERAL pg_catalog.unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         WHERE i.indexrelid = (SELECT i2.indexrelid FROM pg_catalog.pg_index i2
+                                WHERE i2.indrelid = c.relid
+                                  AND (i2.indisprimary OR (r.relreplident = 'i' AND i2.indisreplident))
+                                ORDER BY i2.indisprimary DESC LIMIT 1)) AS key_columns,
+       CASE r.relreplident WHEN 'd' THEN 'default' WHEN 'f' THEN 'full'
+                           WHEN 'i' THEN 'index' WHEN 'n' THEN 'nothing' END AS replica_identity,
+       CASE WHEN s.state = 'streaming' THEN 'capturing' ELSE 'paused: ' || s.state END
+           AS capture_state,
+       CASE WHEN c.import_requested THEN 'scheduled' ELSE 'not requested' END AS import_state
+  FROM pgsink.captured_tables c
+  JOIN pg_catalog.pg_class r ON r.oid = c.relid
+  JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
+  CROSS JOIN pgsink.status() s;
+
+COMMENT ON VIEW pgsink.tables IS 'Tables pgsink captures, with their keys and state';
+
+-- A dropped table stops being captured: its membership row goes with it.
+CREATE FUNCTION pgsink._forget_dropped_tables()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM pgsink.captured_tables c
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND d.objsubid = 0
+       AND d.objid = c.relid;
+END
+$$;
+
+CREATE EVENT TRIGGER pgsink_forget_dropped_tables ON sql_drop
+    EXECUTE FUNCTION pgsink._forget_dropped_tables();
+
+-- Exercises the C++/PostgreSQL error boundary (regression tests).
+CREATE FUNCTION pgsink._selftest_boundary(mode text)
+RETURNS bigint
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'pgsink_selftest_boundary';
+
+-- Privileges: nothing for PUBLIC; pgsink_admin manages capture; pg_monitor
+-- (and pgsink_admin) may watch.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgsink FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA pgsink FROM PUBLIC;
+GRANT USAGE ON SCHEMA pgsink TO pgsink_admin, pg_monitor;
+GRANT EXECUTE ON FUNCTION pgsink.add_table(regclass, boolean) TO pgsink_admin;
+GRANT EXECUTE ON FUNCTION pgsink.remove_table(regclass) TO pgsink_admin;
+GRANT EXECUTE ON FUNCTION pgsink.status() TO pgsink_admin, pg_monitor;
+GRANT SELECT ON pgsink.status, pgsink.tables TO pgsink_admin, pg_monitor;

@@ -1,0 +1,121 @@
+/*
+ * shared_state.cpp: allocation of and small helpers around SharedState.
+ */
+#include <cstring>
+
+#include "core/shared_state.h"
+
+extern "C" {
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/timestamp.h"
+}
+
+namespace pgsink {
+
+SharedState *shared = nullptr;
+LWLock *shared_lock = nullptr;
+
+static shmem_request_hook_type prev_shmem_request_hook = nullptr;
+static shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
+
+const char *worker_state_name(WorkerState s)
+{
+    switch (s) {
+    case WorkerState::stopped:
+        return "stopped";
+    case WorkerState::starting:
+        return "starting";
+    case WorkerState::waiting_for_database:
+        return "waiting for database";
+    case WorkerState::waiting_for_extension:
+        return "waiting for extension";
+    case WorkerState::misconfigured:
+        return "misconfigured";
+    case WorkerState::streaming:
+        return "streaming";
+    case WorkerState::sink_retrying:
+        return "sink retrying";
+    case WorkerState::backing_off:
+        return "backing off";
+    }
+    return "unknown";
+}
+
+static void shmem_request()
+{
+    if (prev_shmem_request_hook)
+        prev_shmem_request_hook();
+    RequestAddinShmemSpace(MAXALIGN(sizeof(SharedState)));
+    RequestNamedLWLockTranche("pgsink", 1);
+}
+
+static void shmem_startup()
+{
+    if (prev_shmem_startup_hook)
+        prev_shmem_startup_hook();
+
+    LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+    bool found = false;
+    shared = static_cast<SharedState *>(ShmemInitStruct("pgsink", sizeof(SharedState), &found));
+    if (!found) {
+        memset(shared, 0, sizeof(SharedState));
+        shared->launcher_procno = -1;
+        shared->worker_procno = -1;
+        shared->state = WorkerState::stopped;
+        shared->confirmed_lsn = InvalidXLogRecPtr;
+    }
+    shared_lock = &(GetNamedLWLockTranche("pgsink"))->lock;
+    LWLockRelease(AddinShmemInitLock);
+}
+
+void request_shared_state()
+{
+    prev_shmem_request_hook = shmem_request_hook;
+    shmem_request_hook = shmem_request;
+    prev_shmem_startup_hook = shmem_startup_hook;
+    shmem_startup_hook = shmem_startup;
+}
+
+
+void record_error(const char *message)
+{
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    strlcpy(shared->last_error, message, sizeof(shared->last_error));
+    shared->last_error_at = GetCurrentTimestamp();
+    LWLockRelease(shared_lock);
+}
+
+void set_worker_state(WorkerState s)
+{
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    shared->state = s;
+    LWLockRelease(shared_lock);
+}
+
+static void set_latch_of(int procno)
+{
+    if (procno >= 0 && static_cast<uint32>(procno) < ProcGlobal->allProcCount)
+        SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
+
+void wake_worker()
+{
+    LWLockAcquire(shared_lock, LW_SHARED);
+    int procno = shared->worker_pid != 0 ? shared->worker_procno : -1;
+    LWLockRelease(shared_lock);
+    set_latch_of(procno);
+}
+
+void wake_launcher()
+{
+    LWLockAcquire(shared_lock, LW_SHARED);
+    int procno = shared->launcher_pid != 0 ? shared->launcher_procno : -1;
+    LWLockRelease(shared_lock);
+    set_latch_of(procno);
+}
+
+} // namespace pgsink

@@ -1,0 +1,66 @@
+/*
+ * shared_state.h: pgsink's state in shared memory, read by pgsink.status().
+ *
+ * Holds only plain values (pids, proc numbers, LSNs, counters, text): never a
+ * process-local pointer or file descriptor. Guarded by one LWLock.
+ */
+#pragma once
+
+extern "C" {
+#include "postgres.h"
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
+#include "storage/lwlock.h"
+}
+
+namespace pgsink {
+
+enum class WorkerState : int {
+    stopped = 0,          /* no stream worker running */
+    starting,             /* connected, checking the database */
+    waiting_for_database, /* pgsink.database does not exist (launcher) */
+    waiting_for_extension,/* CREATE EXTENSION pgsink not run yet */
+    misconfigured,        /* wal_level / output_plugin_libraries: see last_error */
+    streaming,            /* decoding and delivering */
+    sink_retrying,        /* the sink failed; retrying with back-off */
+    backing_off,          /* the worker failed; the launcher restarts it later */
+};
+
+const char *worker_state_name(WorkerState s);
+
+constexpr int kErrorLen = 1024;
+
+struct SharedState {
+    pid_t launcher_pid;
+    int launcher_procno; /* index into ProcGlobal->allProcs, for its latch */
+    pid_t worker_pid;
+    int worker_procno;
+    WorkerState state;
+    char database[NAMEDATALEN];
+    char slot_name[NAMEDATALEN];
+    XLogRecPtr confirmed_lsn;
+    uint64 entries_delivered;
+    uint64 transactions_delivered;
+    TimestampTz last_commit_time;  /* commit time of the last delivered transaction */
+    TimestampTz worker_started_at;
+    int worker_restarts;
+    TimestampTz next_start_at; /* when the launcher restarts a failed worker */
+    char last_error[kErrorLen];
+    TimestampTz last_error_at;
+};
+
+/* Attached in every process by the shmem startup hook. */
+extern SharedState *shared;
+extern LWLock *shared_lock;
+
+void request_shared_state();
+
+/* Record an error for pgsink.status(); also keeps it for the log's dedup. */
+void record_error(const char *message);
+void set_worker_state(WorkerState s);
+
+/* Wake the stream worker (or the launcher) by setting its latch. */
+void wake_worker();
+void wake_launcher();
+
+} // namespace pgsink

@@ -1,0 +1,61 @@
+/*
+ * selftest.cpp: pgsink._selftest_boundary(mode), which exercises the
+ * C++/PostgreSQL boundary from SQL so that a regression test can prove that
+ * errors cross it both ways, destructors run, and the backend stays usable.
+ * Superuser only (EXECUTE is revoked from PUBLIC).
+ */
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "boundary/pg_boundary.h"
+
+extern "C" {
+#include "fmgr.h"
+#include "utils/builtins.h"
+
+PGDLLEXPORT Datum pgsink_selftest_boundary(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pgsink_selftest_boundary);
+}
+
+namespace pgsink {
+
+/* How many Witness objects were destroyed: proves unwinding ran destructors. */
+static int64 destroyed_witnesses = 0;
+
+struct Witness {
+    std::vector<std::string> payload{"heap", "allocated", "state"};
+    ~Witness() { destroyed_witnesses++; }
+};
+
+static int64 selftest(const std::string &mode)
+{
+    if (mode == "destroyed")
+        return destroyed_witnesses;
+
+    Witness witness;
+    if (mode == "pg_error") {
+        /* A PostgreSQL ERROR inside a guarded call becomes a C++ exception... */
+        pg_call([] { return DirectFunctionCall1(int4in, CStringGetDatum("not a number")); });
+    } else if (mode == "cpp_exception") {
+        throw std::runtime_error("pgsink selftest: a C++ exception");
+    } else if (mode == "pgsink_error") {
+        throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "pgsink selftest: a pgsink error",
+                    "This hint travels with it.");
+    } else if (mode == "bad_alloc") {
+        throw std::bad_alloc();
+    } else if (mode == "ok") {
+        return pg_call([] { return DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum("42"))); });
+    }
+    throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "unknown selftest mode \"" + mode + "\"",
+                "Use ok, pg_error, cpp_exception, pgsink_error, bad_alloc or destroyed.");
+}
+
+} // namespace pgsink
+
+Datum pgsink_selftest_boundary(PG_FUNCTION_ARGS)
+{
+    char *mode = text_to_cstring(PG_GETARG_TEXT_PP(0));
+    int64 result = pgsink::cxx_entry([&] { return pgsink::selftest(mode); });
+    PG_RETURN_INT64(result);
+}

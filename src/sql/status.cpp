@@ -1,0 +1,150 @@
+/*
+ * status.cpp: pgsink.status(), a snapshot of the worker's shared state and
+ * of its replication slot, read under the locks that guard them.
+ */
+#include "core/config.h"
+#include "core/shared_state.h"
+#include "boundary/pg_boundary.h"
+
+extern "C" {
+#include "access/htup_details.h"
+#include "access/xlog.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "replication/slot.h"
+#include "utils/builtins.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
+
+PGDLLEXPORT Datum pgsink_status(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pgsink_status);
+}
+
+namespace pgsink {
+
+struct SlotInfo {
+    bool exists = false;
+    bool active = false;
+    bool invalidated = false;
+    XLogRecPtr confirmed_flush = InvalidXLogRecPtr;
+    XLogRecPtr restart_lsn = InvalidXLogRecPtr;
+};
+
+/* Find the slot by name; the slot's own position is the truth about progress. */
+static SlotInfo read_slot(const char *name)
+{
+    SlotInfo info;
+    LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+    for (int i = 0; i < max_replication_slots; i++) {
+        ReplicationSlot *s = &ReplicationSlotCtl->replication_slots[i];
+        if (!s->in_use)
+            continue;
+        SpinLockAcquire(&s->mutex);
+        if (strcmp(NameStr(s->data.name), name) == 0) {
+            info.exists = true;
+            info.active = s->active_pid != 0;
+            info.confirmed_flush = s->data.confirmed_flush;
+            info.restart_lsn = s->data.restart_lsn;
+            info.invalidated = !XLogRecPtrIsInvalid(s->data.invalidated_at) &&
+                               XLogRecPtrIsInvalid(s->data.restart_lsn);
+        }
+        SpinLockRelease(&s->mutex);
+    }
+    LWLockRelease(ReplicationSlotControlLock);
+    return info;
+}
+
+enum StatusColumn {
+    COL_WORKER_PID,
+    COL_LAUNCHER_PID,
+    COL_STATE,
+    COL_DATABASE,
+    COL_SLOT_NAME,
+    COL_SLOT_ACTIVE,
+    COL_CONFIRMED_LSN,
+    COL_LAG_BYTES,
+    COL_RETAINED_WAL_BYTES,
+    COL_ENTRIES_DELIVERED,
+    COL_TRANSACTIONS_DELIVERED,
+    COL_LAST_COMMIT_TIME,
+    COL_LAST_ERROR,
+    COL_LAST_ERROR_AT,
+    COL_WORKER_STARTED_AT,
+    COL_WORKER_RESTARTS,
+    COL_NEXT_START_AT,
+    COL_CONFIG_PROBLEM,
+    NUM_COLUMNS
+};
+
+static Datum status(PG_FUNCTION_ARGS)
+{
+    TupleDesc tupdesc;
+    if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE)
+        elog(ERROR, "pgsink.status() must return a record");
+    if (tupdesc->natts != NUM_COLUMNS)
+        elog(ERROR, "pgsink.status() has %d columns, expected %d: run ALTER EXTENSION pgsink "
+                    "UPDATE",
+             tupdesc->natts, NUM_COLUMNS);
+
+    SharedState s;
+    LWLockAcquire(shared_lock, LW_SHARED);
+    memcpy(&s, shared, sizeof(s));
+    LWLockRelease(shared_lock);
+
+    const char *slot_name = s.slot_name[0] ? s.slot_name : guc_slot_name;
+    SlotInfo slot = read_slot(slot_name);
+    XLogRecPtr flush = RecoveryInProgress() ? InvalidXLogRecPtr : GetFlushRecPtr(nullptr);
+
+    Datum values[NUM_COLUMNS];
+    bool nulls[NUM_COLUMNS];
+    memset(nulls, 0, sizeof(nulls));
+
+    auto set_or_null = [&](int col, bool present, Datum value) {
+        values[col] = present ? value : (Datum)0;
+        nulls[col] = !present;
+    };
+
+    set_or_null(COL_WORKER_PID, s.worker_pid != 0, Int32GetDatum(s.worker_pid));
+    set_or_null(COL_LAUNCHER_PID, s.launcher_pid != 0, Int32GetDatum(s.launcher_pid));
+    values[COL_STATE] = CStringGetTextDatum(worker_state_name(s.state));
+    values[COL_DATABASE] = CStringGetTextDatum(s.database[0] ? s.database : guc_database);
+    values[COL_SLOT_NAME] = CStringGetTextDatum(slot_name);
+    values[COL_SLOT_ACTIVE] = BoolGetDatum(slot.active);
+    set_or_null(COL_CONFIRMED_LSN, slot.exists && !XLogRecPtrIsInvalid(slot.confirmed_flush),
+                LSNGetDatum(slot.confirmed_flush));
+    set_or_null(COL_LAG_BYTES,
+                slot.exists && !XLogRecPtrIsInvalid(slot.confirmed_flush) && flush != 0,
+                Int64GetDatum(flush > slot.confirmed_flush ? flush - slot.confirmed_flush : 0));
+    set_or_null(COL_RETAINED_WAL_BYTES,
+                slot.exists && !XLogRecPtrIsInvalid(slot.restart_lsn) && flush != 0,
+                Int64GetDatum(flush > slot.restart_lsn ? flush - slot.restart_lsn : 0));
+    values[COL_ENTRIES_DELIVERED] = Int64GetDatum(s.entries_delivered);
+    values[COL_TRANSACTIONS_DELIVERED] = Int64GetDatum(s.transactions_delivered);
+    set_or_null(COL_LAST_COMMIT_TIME, s.last_commit_time != 0,
+                TimestampTzGetDatum(s.last_commit_time));
+
+    const char *problem = server_config_problem();
+    if (slot.invalidated)
+        problem = "the replication slot was invalidated because it fell behind "
+                  "max_slot_wal_keep_size: changes were lost; drop the slot with "
+                  "pg_drop_replication_slot() and re-import the captured tables";
+    set_or_null(COL_LAST_ERROR, s.last_error[0] != '\0', CStringGetTextDatum(s.last_error));
+    set_or_null(COL_LAST_ERROR_AT, s.last_error_at != 0, TimestampTzGetDatum(s.last_error_at));
+    set_or_null(COL_WORKER_STARTED_AT, s.worker_started_at != 0,
+                TimestampTzGetDatum(s.worker_started_at));
+    values[COL_WORKER_RESTARTS] = Int32GetDatum(s.worker_restarts);
+    set_or_null(COL_NEXT_START_AT, s.worker_pid == 0 && s.next_start_at != 0,
+                TimestampTzGetDatum(s.next_start_at));
+    set_or_null(COL_CONFIG_PROBLEM, problem != nullptr,
+                problem ? CStringGetTextDatum(problem) : (Datum)0);
+
+    HeapTuple tuple = heap_form_tuple(tupdesc, values, nulls);
+    PG_RETURN_DATUM(HeapTupleGetDatum(tuple));
+}
+
+} // namespace pgsink
+
+Datum pgsink_status(PG_FUNCTION_ARGS)
+{
+    return pgsink::cxx_entry([&] { return pgsink::status(fcinfo); });
+}

@@ -1,0 +1,211 @@
+/*
+ * tables.cpp: pgsink.add_table() and pgsink.remove_table().
+ *
+ * Membership lives in pgsink.captured_tables, a user catalog table: the
+ * output plugin reads it with the historic snapshot of each decoded
+ * transaction, so a table added by a transaction committed at LSN X is
+ * captured exactly from X on, and one removed stops exactly there.
+ */
+#include "boundary/pg_boundary.h"
+#include "worker/workers.h"
+
+extern "C" {
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "catalog/catalog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_namespace.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/syscache.h"
+
+PGDLLEXPORT Datum pgsink_add_table(PG_FUNCTION_ARGS);
+PGDLLEXPORT Datum pgsink_remove_table(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pgsink_add_table);
+PG_FUNCTION_INFO_V1(pgsink_remove_table);
+}
+
+namespace pgsink {
+
+/* The qualified, quoted name of a relation, for messages. */
+static char *qualified_name(Relation rel)
+{
+    return quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+                                      RelationGetRelationName(rel));
+}
+
+/* Refuse, with a message saying why and what to do instead. */
+[[noreturn]] static void refuse(Relation rel, const char *why, const char *hint)
+{
+    ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
+                    errmsg("pgsink cannot capture \"%s\": %s", qualified_name(rel), why),
+                    hint ? errhint("%s", hint) : 0));
+    pg_unreachable();
+}
+
+/*
+ * Check that rel is a table whose changes logical decoding can report with a
+ * key: a WAL-logged, permanent, user table (or partitioned table) with a
+ * primary key, a replica identity index, or REPLICA IDENTITY FULL.
+ */
+static void check_capturable(Relation rel)
+{
+    Oid nsp = RelationGetNamespace(rel);
+    Oid pgsink_nsp = get_namespace_oid("pgsink", true);
+
+    switch (rel->rd_rel->relkind) {
+    case RELKIND_RELATION:
+    case RELKIND_PARTITIONED_TABLE:
+        break;
+    case RELKIND_VIEW:
+        refuse(rel, "it is a view", "Capture the tables the view reads from.");
+    case RELKIND_MATVIEW:
+        refuse(rel, "it is a materialized view",
+               "Logical decoding does not report REFRESH; capture the tables it is built from.");
+    case RELKIND_SEQUENCE:
+        refuse(rel, "it is a sequence", "Only tables can be captured.");
+    case RELKIND_FOREIGN_TABLE:
+        refuse(rel, "it is a foreign table",
+               "Its rows live on another server; capture them there.");
+    default:
+        refuse(rel, "it is not a table", "Only tables can be captured.");
+    }
+
+    if (IsCatalogRelation(rel) || IsToastNamespace(nsp) || nsp == PG_CATALOG_NAMESPACE ||
+        strcmp(get_namespace_name(nsp), "information_schema") == 0)
+        refuse(rel, "it is a system catalog", "Only user tables can be captured.");
+    if (nsp == pgsink_nsp)
+        refuse(rel, "it is one of pgsink's own tables", nullptr);
+    if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
+        refuse(rel, "it is a temporary table",
+               "Temporary tables are not written to WAL, so there are no changes to capture.");
+    if (rel->rd_rel->relpersistence == RELPERSISTENCE_UNLOGGED)
+        refuse(rel, "it is an unlogged table",
+               "Unlogged tables are not written to WAL. Make it logged first: ALTER TABLE ... "
+               "SET LOGGED.");
+
+    char identity = rel->rd_rel->relreplident;
+    bool has_pk = OidIsValid(RelationGetPrimaryKeyIndex(rel));
+    if (identity == REPLICA_IDENTITY_NOTHING)
+        refuse(rel, "its REPLICA IDENTITY is NOTHING, so deletes and updates carry no key",
+               "Use ALTER TABLE ... REPLICA IDENTITY DEFAULT (with a primary key), USING INDEX, "
+               "or FULL.");
+    if (identity == REPLICA_IDENTITY_DEFAULT && !has_pk)
+        refuse(rel, "it has no primary key, so deletes and updates carry no key",
+               "Add a primary key, or set ALTER TABLE ... REPLICA IDENTITY FULL (or USING INDEX "
+               "on a unique index).");
+}
+
+/* Non-superusers may only capture tables they can read. */
+static void check_can_read(Relation rel)
+{
+    if (superuser())
+        return;
+    if (pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+        ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                        errmsg("permission denied to capture \"%s\"", qualified_name(rel)),
+                        errdetail("Capturing a table copies all of its rows to the sink."),
+                        errhint("Ask its owner to GRANT SELECT on it to you.")));
+}
+
+/* The role that ran CREATE EXTENSION pgsink: a superuser, as the control file requires. */
+static Oid extension_owner()
+{
+    Oid extoid = get_extension_oid("pgsink", false);
+    HeapTuple tup = SearchSysCache1(EXTENSIONOID, ObjectIdGetDatum(extoid));
+    if (!HeapTupleIsValid(tup))
+        elog(ERROR, "pgsink: cache lookup failed for extension %u", extoid);
+    Oid owner = ((Form_pg_extension)GETSTRUCT(tup))->extowner;
+    ReleaseSysCache(tup);
+    return owner;
+}
+
+/*
+ * Run one statement on pgsink.captured_tables as the extension's owner, so
+ * that members of pgsink_admin need no privilege on the table itself.
+ * Returns the number of rows processed.
+ */
+static uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values)
+{
+    Oid owner = extension_owner();
+
+    Oid save_userid;
+    int save_sec;
+    GetUserIdAndSecContext(&save_userid, &save_sec);
+    SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+                                      SECURITY_RESTRICTED_OPERATION);
+    SPI_connect();
+    int rc = SPI_execute_with_args(sql, nargs, types, values, nullptr, false, 0);
+    if (rc < 0)
+        elog(ERROR, "pgsink: could not update pgsink.captured_tables: %s",
+             SPI_result_code_string(rc));
+    uint64 processed = SPI_processed;
+    SPI_finish();
+    SetUserIdAndSecContext(save_userid, save_sec);
+    return processed;
+}
+
+static Datum add_table(PG_FUNCTION_ARGS)
+{
+    Oid relid = PG_GETARG_OID(0);
+    bool import = PG_ARGISNULL(1) ? true : PG_GETARG_BOOL(1);
+
+    Relation rel = relation_open(relid, AccessShareLock);
+    check_capturable(rel);
+    check_can_read(rel);
+    char *name = qualified_name(rel);
+    relation_close(rel, NoLock);
+
+    Oid types[2] = {OIDOID, BOOLOID};
+    Datum values[2] = {ObjectIdGetDatum(relid), BoolGetDatum(import)};
+    uint64 added = run_as_owner(
+        /* ON CONFLICT is not allowed on catalog tables; the lock serialises adders. */
+        "LOCK TABLE pgsink.captured_tables IN SHARE ROW EXCLUSIVE MODE; "
+        "INSERT INTO pgsink.captured_tables (relid, import_requested) SELECT $1, $2 "
+        "WHERE NOT EXISTS (SELECT FROM pgsink.captured_tables WHERE relid = $1)",
+        2, types, values);
+    if (added == 0) {
+        ereport(NOTICE, (errmsg("table \"%s\" is already captured", name)));
+        PG_RETURN_BOOL(false);
+    }
+    wake_worker_at_commit();
+    PG_RETURN_BOOL(true);
+}
+
+static Datum remove_table(PG_FUNCTION_ARGS)
+{
+    Oid relid = PG_GETARG_OID(0);
+    char *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+                                      get_rel_name(relid));
+    Oid types[1] = {OIDOID};
+    Datum values[1] = {ObjectIdGetDatum(relid)};
+    uint64 removed =
+        run_as_owner("DELETE FROM pgsink.captured_tables WHERE relid = $1", 1, types, values);
+    if (removed == 0) {
+        ereport(NOTICE, (errmsg("table \"%s\" is not captured", name)));
+        PG_RETURN_BOOL(false);
+    }
+    wake_worker_at_commit();
+    PG_RETURN_BOOL(true);
+}
+
+} // namespace pgsink
+
+Datum pgsink_add_table(PG_FUNCTION_ARGS)
+{
+    return pgsink::cxx_entry([&] { return pgsink::add_table(fcinfo); });
+}
+
+Datum pgsink_remove_table(PG_FUNCTION_ARGS)
+{
+    return pgsink::cxx_entry([&] { return pgsink::remove_table(fcinfo); });
+}

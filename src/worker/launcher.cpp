@@ -1,0 +1,209 @@
+/*
+ * launcher.cpp: the static background worker that starts the stream worker.
+ */
+#include <algorithm>
+#include <cstring>
+
+#include "core/config.h"
+#include "core/shared_state.h"
+#include "worker/workers.h"
+
+extern "C" {
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_database.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+}
+
+namespace pgsink {
+
+/* A worker that ran this long without failing is healthy: its back-off resets. */
+static constexpr long kHealthyRunMs = 60000;
+static constexpr long kFirstBackoffMs = 1000;
+/* How often to look for pgsink.database while it does not exist. */
+static constexpr long kDatabasePollMs = 2000;
+
+void register_launcher()
+{
+    BackgroundWorker bgw;
+    memset(&bgw, 0, sizeof(bgw));
+    bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    bgw.bgw_restart_time = 5;
+    strlcpy(bgw.bgw_library_name, "pgsink", BGW_MAXLEN);
+    strlcpy(bgw.bgw_function_name, "pgsink_launcher_main", BGW_MAXLEN);
+    strlcpy(bgw.bgw_name, "pgsink launcher", BGW_MAXLEN);
+    strlcpy(bgw.bgw_type, "pgsink launcher", BGW_MAXLEN);
+    RegisterBackgroundWorker(&bgw);
+}
+
+static void launcher_detach(int code, Datum arg)
+{
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    shared->launcher_pid = 0;
+    shared->launcher_procno = -1;
+    LWLockRelease(shared_lock);
+}
+
+/*
+ * The OID of pgsink.database, or InvalidOid while it does not exist. Without
+ * a database of its own the launcher can only heap-scan shared catalogs (no
+ * relcache for their indexes), as the autovacuum launcher does.
+ */
+static Oid lookup_database()
+{
+    Oid dboid = InvalidOid;
+    StartTransactionCommand();
+    Relation rel = table_open(DatabaseRelationId, AccessShareLock);
+    TableScanDesc scan = table_beginscan_catalog(rel, 0, nullptr);
+    HeapTuple tup;
+    while (HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection))) {
+        Form_pg_database db = (Form_pg_database)GETSTRUCT(tup);
+        if (strcmp(NameStr(db->datname), guc_database) == 0) {
+            dboid = db->oid;
+            break;
+        }
+    }
+    table_endscan(scan);
+    table_close(rel, AccessShareLock);
+    CommitTransactionCommand();
+    return dboid;
+}
+
+static BackgroundWorkerHandle *start_stream_worker(Oid dboid)
+{
+    BackgroundWorker bgw;
+    memset(&bgw, 0, sizeof(bgw));
+    bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    bgw.bgw_restart_time = BGW_NEVER_RESTART; /* the launcher restarts it, with back-off */
+    strlcpy(bgw.bgw_library_name, "pgsink", BGW_MAXLEN);
+    strlcpy(bgw.bgw_function_name, "pgsink_stream_main", BGW_MAXLEN);
+    strlcpy(bgw.bgw_name, "pgsink stream", BGW_MAXLEN);
+    strlcpy(bgw.bgw_type, "pgsink stream", BGW_MAXLEN);
+    bgw.bgw_main_arg = ObjectIdGetDatum(dboid);
+    bgw.bgw_notify_pid = MyProcPid;
+
+    BackgroundWorkerHandle *handle = nullptr;
+    if (!RegisterDynamicBackgroundWorker(&bgw, &handle)) {
+        ereport(WARNING,
+                (errmsg("pgsink: could not start the stream worker: no background worker slot "
+                        "free"),
+                 errhint("Raise max_worker_processes.")));
+        return nullptr;
+    }
+    return handle;
+}
+
+} // namespace pgsink
+
+using namespace pgsink;
+
+void pgsink_launcher_main(Datum main_arg)
+{
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    pqsignal(SIGTERM, die);
+    BackgroundWorkerUnblockSignals();
+    BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
+
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    shared->launcher_pid = MyProcPid;
+    shared->launcher_procno = MyProc->pgprocno;
+    LWLockRelease(shared_lock);
+    before_shmem_exit(launcher_detach, 0);
+
+    BackgroundWorkerHandle *worker = nullptr;
+    char worker_database[NAMEDATALEN] = "";
+    TimestampTz worker_started = 0;
+    TimestampTz next_start = 0;
+    long backoff_ms = kFirstBackoffMs;
+    bool reported_missing_database = false;
+
+    for (;;) {
+        CHECK_FOR_INTERRUPTS();
+        long timeout_ms = kDatabasePollMs;
+
+        if (ConfigReloadPending) {
+            ConfigReloadPending = false;
+            ProcessConfigFile(PGC_SIGHUP);
+            /* A new pgsink.database: stop the worker; it restarts in the new one. */
+            if (worker != nullptr && strcmp(worker_database, guc_database) != 0) {
+                ereport(LOG, (errmsg("pgsink: pgsink.database changed from \"%s\" to \"%s\"; "
+                                     "restarting the stream worker",
+                                     worker_database, guc_database)));
+                TerminateBackgroundWorker(worker);
+                next_start = 0;
+                backoff_ms = kFirstBackoffMs;
+            }
+        }
+
+        if (worker != nullptr) {
+            pid_t pid;
+            if (GetBackgroundWorkerPid(worker, &pid) == BGWH_STOPPED) {
+                pfree(worker);
+                worker = nullptr;
+                TimestampTz now = GetCurrentTimestamp();
+                if (TimestampDifferenceExceeds(worker_started, now, kHealthyRunMs))
+                    backoff_ms = kFirstBackoffMs;
+                next_start = TimestampTzPlusMilliseconds(now, backoff_ms);
+                LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+                shared->worker_restarts++;
+                shared->next_start_at = next_start;
+                if (strcmp(worker_database, guc_database) == 0)
+                    shared->state = WorkerState::backing_off;
+                LWLockRelease(shared_lock);
+                backoff_ms = std::min<long>(backoff_ms * 2, guc_retry_max_interval_ms);
+            }
+        }
+
+        if (worker == nullptr) {
+            TimestampTz now = GetCurrentTimestamp();
+            if (now < next_start) {
+                timeout_ms = std::max<long>(1, (next_start - now) / 1000);
+            } else {
+                Oid dboid = lookup_database();
+                if (!OidIsValid(dboid)) {
+                    if (!reported_missing_database)
+                        ereport(LOG,
+                                (errmsg("pgsink: database \"%s\" does not exist; waiting for it",
+                                        guc_database),
+                                 errhint("Create it, or set pgsink.database to the database "
+                                         "whose tables pgsink should capture.")));
+                    reported_missing_database = true;
+                    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+                    shared->state = WorkerState::waiting_for_database;
+                    strlcpy(shared->database, guc_database, NAMEDATALEN);
+                    LWLockRelease(shared_lock);
+                } else {
+                    reported_missing_database = false;
+                    worker = start_stream_worker(dboid);
+                    if (worker != nullptr) {
+                        strlcpy(worker_database, guc_database, NAMEDATALEN);
+                        worker_started = now;
+                        LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+                        shared->next_start_at = 0;
+                        LWLockRelease(shared_lock);
+                    } else {
+                        next_start = TimestampTzPlusMilliseconds(now, kDatabasePollMs);
+                    }
+                }
+            }
+        }
+
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout_ms,
+                        PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+    }
+}

@@ -1,0 +1,21 @@
+/*
+ * stream.h: the stream worker's unit of work: decode WAL up to the flushed
+ * position, deliver to the sink, confirm what the sink made durable.
+ */
+#pragma once
+
+namespace pgsink {
+
+/*
+ * Decode and deliver what is available. Returns how long to sleep before
+ * the next call (0: more work is ready now).
+ */
+long stream_step();
+
+/* Release the slot and the decoding context (shutdown, misconfiguration). */
+void stream_stop();
+
+/* The extension is gone: drop the slot so it does not hold WAL for nobody. */
+void stream_extension_dropped();
+
+} // namespace pgsink

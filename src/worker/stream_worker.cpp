@@ -1,0 +1,182 @@
+/*
+ * stream_worker.cpp: the dynamic background worker that runs in
+ * pgsink.database, waits for the extension and streams changes.
+ *
+ * Lifecycle: SIGHUP reloads the configuration; SIGTERM sets a flag checked
+ * between units of work, so the worker exits within a second; an ERROR is
+ * recorded for pgsink.status() and ends the process with exit code 1, after
+ * which the launcher restarts it with back-off.
+ */
+#include <cstring>
+
+#include "boundary/pg_boundary.h"
+#include "core/config.h"
+#include "core/shared_state.h"
+#include "worker/stream.h"
+#include "worker/workers.h"
+
+extern "C" {
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+}
+
+namespace pgsink {
+
+/* While waiting for the extension or a configuration fix, look again this often. */
+static constexpr long kWaitPollMs = 1000;
+
+static void worker_detach(int code, Datum arg)
+{
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    shared->worker_pid = 0;
+    shared->worker_procno = -1;
+    if (shared->state != WorkerState::backing_off)
+        shared->state = WorkerState::stopped;
+    LWLockRelease(shared_lock);
+}
+
+static void worker_attach()
+{
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    shared->worker_pid = MyProcPid;
+    shared->worker_procno = MyProc->pgprocno;
+    shared->worker_started_at = GetCurrentTimestamp();
+    shared->state = WorkerState::starting;
+    strlcpy(shared->database, guc_database, NAMEDATALEN);
+    strlcpy(shared->slot_name, guc_slot_name, NAMEDATALEN);
+    LWLockRelease(shared_lock);
+    before_shmem_exit(worker_detach, 0);
+}
+
+/* Is CREATE EXTENSION pgsink done in this database? Runs its own transaction. */
+static bool extension_exists()
+{
+    StartTransactionCommand();
+    bool exists = OidIsValid(get_extension_oid("pgsink", true));
+    CommitTransactionCommand();
+    return exists;
+}
+
+/* Sleep until the latch is set, the timeout passes or the postmaster dies. */
+static void wait_for(long timeout_ms)
+{
+    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout_ms,
+                    PG_WAIT_EXTENSION);
+    ResetLatch(MyLatch);
+}
+
+static void reload_config_if_requested()
+{
+    if (!ConfigReloadPending)
+        return;
+    ConfigReloadPending = false;
+    ProcessConfigFile(PGC_SIGHUP);
+    ereport(DEBUG1, (errmsg("pgsink: stream worker reloaded its configuration")));
+}
+
+/*
+ * The worker's loop. Waits, without repeating itself in the log, while the
+ * server configuration or the extension is missing; otherwise lets the
+ * stream do a unit of work and sleeps when it is caught up.
+ */
+static void stream_loop()
+{
+    const char *reported_problem = nullptr;
+    bool reported_missing_extension = false;
+
+    while (!ShutdownRequestPending) {
+        CHECK_FOR_INTERRUPTS();
+        reload_config_if_requested();
+
+        const char *problem = server_config_problem();
+        if (problem != nullptr) {
+            if (problem != reported_problem) {
+                ereport(WARNING, (errmsg("pgsink: %s", problem)));
+                record_error(problem);
+                reported_problem = problem;
+            }
+            set_worker_state(WorkerState::misconfigured);
+            stream_stop();
+            wait_for(kWaitPollMs);
+            continue;
+        }
+        reported_problem = nullptr;
+
+        if (!extension_exists()) {
+            if (!reported_missing_extension)
+                ereport(LOG, (errmsg("pgsink: extension \"pgsink\" does not exist in database "
+                                     "\"%s\"; waiting for it",
+                                     guc_database),
+                              errhint("Run CREATE EXTENSION pgsink in that database.")));
+            reported_missing_extension = true;
+            set_worker_state(WorkerState::waiting_for_extension);
+            stream_extension_dropped();
+            wait_for(kWaitPollMs);
+            continue;
+        }
+        reported_missing_extension = false;
+
+        long sleep_ms = stream_step();
+        if (sleep_ms > 0)
+            wait_for(sleep_ms);
+    }
+    stream_stop();
+}
+
+/* Record an ERROR that ends the worker, for pgsink.status(), and log it. */
+static void report_fatal_error()
+{
+    MemoryContextSwitchTo(TopMemoryContext);
+    ErrorData *edata = CopyErrorData();
+    record_error(edata->message ? edata->message : "unknown error");
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    shared->state = WorkerState::backing_off;
+    LWLockRelease(shared_lock);
+    EmitErrorReport();
+    FlushErrorState();
+}
+
+} // namespace pgsink
+
+using namespace pgsink;
+
+void pgsink_stream_main(Datum main_arg)
+{
+    Oid dboid = DatumGetObjectId(main_arg);
+
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+    BackgroundWorkerUnblockSignals();
+    BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+    worker_attach();
+
+    ereport(LOG, (errmsg("pgsink: stream worker started in database \"%s\"", guc_database)));
+
+    volatile bool failed = false;
+    PG_TRY();
+    {
+        cxx_entry([] { stream_loop(); });
+    }
+    PG_CATCH();
+    {
+        report_fatal_error();
+        failed = true;
+    }
+    PG_END_TRY();
+
+    if (failed)
+        proc_exit(1);
+    ereport(LOG, (errmsg("pgsink: stream worker shutting down")));
+    proc_exit(0);
+}
