@@ -5,7 +5,8 @@
  */
 #include "boundary/pg_boundary.h"
 
-namespace pgsink {
+namespace pgsink
+{
 
 void pg_call_void(void (*fn)(void *), void *arg)
 {
@@ -33,8 +34,8 @@ void raise_caught(ErrorData *pg, int sqlstate, const char *message, const char *
 {
     if (pg != nullptr)
         ReThrowError(pg);
-    ereport(ERROR, (errcode(sqlstate), errmsg("%s", message),
-                    hint[0] != '\0' ? errhint("%s", hint) : 0));
+    ereport(ERROR,
+            (errcode(sqlstate), errmsg("%s", message), hint[0] != '\0' ? errhint("%s", hint) : 0));
     pg_unreachable();
 }
 

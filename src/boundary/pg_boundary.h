@@ -25,10 +25,12 @@ extern "C" {
 #include "utils/memutils.h"
 }
 
-namespace pgsink {
+namespace pgsink
+{
 
 /* A PostgreSQL ERROR caught by pg_call(), carried as a C++ exception. */
-class PgError : public std::exception {
+class PgError : public std::exception
+{
   public:
     explicit PgError(ErrorData *edata) : edata_(edata) {}
     ErrorData *data() const noexcept { return edata_; }
@@ -42,7 +44,8 @@ class PgError : public std::exception {
 };
 
 /* An error raised by pgsink's C++ code, with the SQLSTATE and hint to report. */
-class Error : public std::exception {
+class Error : public std::exception
+{
   public:
     Error(int sqlstate, std::string message, std::string hint = {})
         : sqlstate_(sqlstate), message_(std::move(message)), hint_(std::move(hint))
@@ -81,8 +84,7 @@ template <typename F> auto pg_call(F &&f) -> decltype(f())
 }
 
 /* Report a caught exception as a PostgreSQL ERROR. Never returns. */
-[[noreturn]] void raise_caught(ErrorData *pg, int sqlstate, const char *message,
-                               const char *hint);
+[[noreturn]] void raise_caught(ErrorData *pg, int sqlstate, const char *message, const char *hint);
 
 /*
  * Run f, which is C++, from a PostgreSQL entry point (SQL function, callback,

@@ -17,7 +17,8 @@ extern "C" {
 #include "nodes/pg_list.h"
 }
 
-namespace pgsink {
+namespace pgsink
+{
 
 char *guc_database = nullptr;
 int guc_sink = SINK_FILE;
@@ -103,13 +104,13 @@ void define_gucs()
         &guc_database, "postgres", PGC_SIGHUP, 0, check_database, nullptr, nullptr);
 
     DefineCustomEnumVariable("pgsink.sink", "Where captured changes are delivered.", nullptr,
-                             &guc_sink, SINK_FILE, sink_options, PGC_SIGHUP, 0, nullptr,
-                             nullptr, nullptr);
+                             &guc_sink, SINK_FILE, sink_options, PGC_SIGHUP, 0, nullptr, nullptr,
+                             nullptr);
 
-    DefineCustomStringVariable(
-        "pgsink.file_path", "File the file sink appends JSON lines to.",
-        "Absolute, or relative to the data directory.", &guc_file_path, "pgsink.jsonl",
-        PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_file_path, nullptr, nullptr);
+    DefineCustomStringVariable("pgsink.file_path", "File the file sink appends JSON lines to.",
+                               "Absolute, or relative to the data directory.", &guc_file_path,
+                               "pgsink.jsonl", PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_file_path,
+                               nullptr, nullptr);
 
     DefineCustomStringVariable(
         "pgsink.slot_name", "Logical replication slot pgsink consumes.",
@@ -128,17 +129,17 @@ void define_gucs()
 
     DefineCustomIntVariable(
         "pgsink.flush_interval", "Longest time a change waits in a batch before it is flushed.",
-        "When the stream is caught up, batches are flushed at once.", &guc_flush_interval_ms,
-        200, 1, 60000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+        "When the stream is caught up, batches are flushed at once.", &guc_flush_interval_ms, 200,
+        1, 60000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
 
     DefineCustomIntVariable("pgsink.poll_interval", "How often an idle stream looks for new WAL.",
-                            nullptr, &guc_poll_interval_ms, 10, 1, 10000, PGC_SIGHUP,
-                            GUC_UNIT_MS, nullptr, nullptr, nullptr);
+                            nullptr, &guc_poll_interval_ms, 10, 1, 10000, PGC_SIGHUP, GUC_UNIT_MS,
+                            nullptr, nullptr, nullptr);
 
     DefineCustomIntVariable("pgsink.retry_max_interval",
                             "Longest back-off between retries of a failing sink or worker.",
-                            nullptr, &guc_retry_max_interval_ms, 60000, 100, 3600000,
-                            PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+                            nullptr, &guc_retry_max_interval_ms, 60000, 100, 3600000, PGC_SIGHUP,
+                            GUC_UNIT_MS, nullptr, nullptr, nullptr);
 
     MarkGUCPrefixReserved("pgsink");
 }

@@ -7,7 +7,8 @@ extern "C" {
 #include "postgres.h"
 }
 
-namespace pgsink {
+namespace pgsink
+{
 
 /* Sinks selectable with pgsink.sink. Grows as sinks are implemented. */
 enum SinkKind { SINK_FILE = 0 };

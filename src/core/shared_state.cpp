@@ -14,7 +14,8 @@ extern "C" {
 #include "utils/timestamp.h"
 }
 
-namespace pgsink {
+namespace pgsink
+{
 
 SharedState *shared = nullptr;
 LWLock *shared_lock = nullptr;
@@ -79,7 +80,6 @@ void request_shared_state()
     prev_shmem_startup_hook = shmem_startup_hook;
     shmem_startup_hook = shmem_startup;
 }
-
 
 void record_error(const char *message)
 {

@@ -13,17 +13,18 @@ extern "C" {
 #include "storage/lwlock.h"
 }
 
-namespace pgsink {
+namespace pgsink
+{
 
 enum class WorkerState : int {
-    stopped = 0,          /* no stream worker running */
-    starting,             /* connected, checking the database */
-    waiting_for_database, /* pgsink.database does not exist (launcher) */
-    waiting_for_extension,/* CREATE EXTENSION pgsink not run yet */
-    misconfigured,        /* wal_level / output_plugin_libraries: see last_error */
-    streaming,            /* decoding and delivering */
-    sink_retrying,        /* the sink failed; retrying with back-off */
-    backing_off,          /* the worker failed; the launcher restarts it later */
+    stopped = 0,           /* no stream worker running */
+    starting,              /* connected, checking the database */
+    waiting_for_database,  /* pgsink.database does not exist (launcher) */
+    waiting_for_extension, /* CREATE EXTENSION pgsink not run yet */
+    misconfigured,         /* wal_level / output_plugin_libraries: see last_error */
+    streaming,             /* decoding and delivering */
+    sink_retrying,         /* the sink failed; retrying with back-off */
+    backing_off,           /* the worker failed; the launcher restarts it later */
 };
 
 const char *worker_state_name(WorkerState s);
@@ -41,7 +42,7 @@ struct SharedState {
     XLogRecPtr confirmed_lsn;
     uint64 entries_delivered;
     uint64 transactions_delivered;
-    TimestampTz last_commit_time;  /* commit time of the last delivered transaction */
+    TimestampTz last_commit_time; /* commit time of the last delivered transaction */
     TimestampTz worker_started_at;
     int worker_restarts;
     TimestampTz next_start_at; /* when the launcher restarts a failed worker */

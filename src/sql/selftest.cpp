@@ -18,7 +18,8 @@ PGDLLEXPORT Datum pgsink_selftest_boundary(PG_FUNCTION_ARGS);
 PG_FUNCTION_INFO_V1(pgsink_selftest_boundary);
 }
 
-namespace pgsink {
+namespace pgsink
+{
 
 /* How many Witness objects were destroyed: proves unwinding ran destructors. */
 static int64 destroyed_witnesses = 0;
@@ -45,7 +46,8 @@ static int64 selftest(const std::string &mode)
     } else if (mode == "bad_alloc") {
         throw std::bad_alloc();
     } else if (mode == "ok") {
-        return pg_call([] { return DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum("42"))); });
+        return pg_call(
+            [] { return DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum("42"))); });
     }
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "unknown selftest mode \"" + mode + "\"",
                 "Use ok, pg_error, cpp_exception, pgsink_error, bad_alloc or destroyed.");

@@ -20,7 +20,8 @@ PGDLLEXPORT Datum pgsink_status(PG_FUNCTION_ARGS);
 PG_FUNCTION_INFO_V1(pgsink_status);
 }
 
-namespace pgsink {
+namespace pgsink
+{
 
 struct SlotInfo {
     bool exists = false;
@@ -82,8 +83,9 @@ static Datum status(PG_FUNCTION_ARGS)
     if (get_call_result_type(fcinfo, nullptr, &tupdesc) != TYPEFUNC_COMPOSITE)
         elog(ERROR, "pgsink.status() must return a record");
     if (tupdesc->natts != NUM_COLUMNS)
-        elog(ERROR, "pgsink.status() has %d columns, expected %d: run ALTER EXTENSION pgsink "
-                    "UPDATE",
+        elog(ERROR,
+             "pgsink.status() has %d columns, expected %d: run ALTER EXTENSION pgsink "
+             "UPDATE",
              tupdesc->natts, NUM_COLUMNS);
 
     SharedState s;

@@ -7,6 +7,8 @@
  * captured exactly from X on, and one removed stops exactly there.
  */
 #include "boundary/pg_boundary.h"
+#include "core/config.h"
+#include "decoding/slot.h"
 #include "worker/workers.h"
 
 extern "C" {
@@ -16,6 +18,7 @@ extern "C" {
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_namespace.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -23,6 +26,7 @@ extern "C" {
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
@@ -34,7 +38,8 @@ PG_FUNCTION_INFO_V1(pgsink_add_table);
 PG_FUNCTION_INFO_V1(pgsink_remove_table);
 }
 
-namespace pgsink {
+namespace pgsink
+{
 
 /* The qualified, quoted name of a relation, for messages. */
 static char *qualified_name(Relation rel)
@@ -141,8 +146,8 @@ static uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values
     Oid save_userid;
     int save_sec;
     GetUserIdAndSecContext(&save_userid, &save_sec);
-    SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-                                      SECURITY_RESTRICTED_OPERATION);
+    SetUserIdAndSecContext(owner,
+                           save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
     SPI_connect();
     int rc = SPI_execute_with_args(sql, nargs, types, values, nullptr, false, 0);
     if (rc < 0)
@@ -154,6 +159,20 @@ static uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values
     return processed;
 }
 
+/*
+ * Log a relcache invalidation of the table and its partitions with this
+ * transaction: the decoder then re-reads membership at exactly this point of
+ * the WAL, also in transactions that were already running.
+ */
+static void invalidate_for_decoding(Oid relid)
+{
+    List *rels = find_all_inheritors(relid, NoLock, nullptr);
+    ListCell *lc;
+    foreach (lc, rels)
+        CacheInvalidateRelcacheByRelid(lfirst_oid(lc));
+    list_free(rels);
+}
+
 static Datum add_table(PG_FUNCTION_ARGS)
 {
     Oid relid = PG_GETARG_OID(0);
@@ -161,6 +180,8 @@ static Datum add_table(PG_FUNCTION_ARGS)
 
     Relation rel = relation_open(relid, AccessShareLock);
     check_capturable(rel);
+    /* Before this transaction writes: changes are captured from its commit on. */
+    ensure_slot(guc_slot_name);
     check_can_read(rel);
     char *name = qualified_name(rel);
     relation_close(rel, NoLock);
@@ -177,6 +198,7 @@ static Datum add_table(PG_FUNCTION_ARGS)
         ereport(NOTICE, (errmsg("table \"%s\" is already captured", name)));
         PG_RETURN_BOOL(false);
     }
+    invalidate_for_decoding(relid);
     wake_worker_at_commit();
     PG_RETURN_BOOL(true);
 }
@@ -185,7 +207,7 @@ static Datum remove_table(PG_FUNCTION_ARGS)
 {
     Oid relid = PG_GETARG_OID(0);
     char *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-                                      get_rel_name(relid));
+                                            get_rel_name(relid));
     Oid types[1] = {OIDOID};
     Datum values[1] = {ObjectIdGetDatum(relid)};
     uint64 removed =
@@ -194,6 +216,7 @@ static Datum remove_table(PG_FUNCTION_ARGS)
         ereport(NOTICE, (errmsg("table \"%s\" is not captured", name)));
         PG_RETURN_BOOL(false);
     }
+    invalidate_for_decoding(relid);
     wake_worker_at_commit();
     PG_RETURN_BOOL(true);
 }

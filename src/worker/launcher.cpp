@@ -27,7 +27,8 @@ extern "C" {
 #include "utils/timestamp.h"
 }
 
-namespace pgsink {
+namespace pgsink
+{
 
 /* A worker that ran this long without failing is healthy: its back-off resets. */
 static constexpr long kHealthyRunMs = 60000;

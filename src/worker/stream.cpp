@@ -1,7 +1,366 @@
-#include "worker/stream.h"
+/*
+ * stream.cpp: decode the slot, deliver to the sink, confirm what is durable.
+ *
+ * The worker keeps one decoding context for its lifetime (as a walsender
+ * does) and decodes up to the flushed WAL position, as
+ * pg_logical_slot_get_changes() does. Entries fill a batch; a full batch is
+ * written to the sink at once, even in the middle of a transaction, so
+ * memory stays bounded; after each round the sink makes everything durable
+ * and only then does the slot confirm the position decoded up to. A crash
+ * anywhere replays from the slot's confirmed position, and the sink drops
+ * what it holds past it (see sinks/file_sink.cpp).
+ */
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "boundary/pg_boundary.h"
 #include "core/config.h"
-namespace pgsink {
-long stream_step() { return guc_poll_interval_ms; }
-void stream_stop() {}
-void stream_extension_dropped() {}
+#include "core/shared_state.h"
+#include "decoding/entry_consumer.h"
+#include "decoding/slot.h"
+#include "sinks/file_sink.h"
+#include "worker/stream.h"
+
+extern "C" {
+#include "access/xlog.h"
+#include "access/xlogutils.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "replication/decode.h"
+#include "replication/logical.h"
+#include "replication/slot.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+}
+
+namespace pgsink
+{
+
+static constexpr long kFirstRetryMs = 100;
+/* While a sink keeps failing, repeat the warning at most this often. */
+static constexpr long kRepeatWarningMs = 60000;
+
+/* The decoding context's text-output hooks: the worker never writes through them. */
+static void unused_prepare_write(LogicalDecodingContext *, XLogRecPtr, TransactionId, bool)
+{
+    elog(ERROR, "pgsink: unexpected output plugin write in the stream worker");
+}
+static void unused_write(LogicalDecodingContext *, XLogRecPtr, TransactionId, bool)
+{
+    elog(ERROR, "pgsink: unexpected output plugin write in the stream worker");
+}
+
+class Stream final : public EntryConsumer
+{
+  public:
+    std::string &buffer() override { return batch_; }
+    void entry_done() override;
+    void commit(const TxnMeta &txn, uint64 entries) override;
+
+    bool running() const { return ctx_ != nullptr; }
+    void start();
+    long step();
+    void stop();
+    void before_catalog_access();
+
+  private:
+    void open_sink();
+    void write_batch();
+    void deliver_and_confirm(XLogRecPtr decoded_upto);
+    template <typename F> void with_retry(F &&f);
+
+    LogicalDecodingContext *ctx_ = nullptr;
+    MemoryContext cxt_ = nullptr;
+    std::unique_ptr<FileSink> sink_;
+    std::string batch_;
+    uint64 batch_entries_ = 0;
+    /* Written to the sink but not yet durable (counted as delivered after sync). */
+    uint64 unsynced_entries_ = 0;
+    uint64 unsynced_txns_ = 0;
+    TimestampTz unsynced_commit_time_ = 0;
+    XLogRecPtr confirmed_ = InvalidXLogRecPtr;
+    bool caches_need_reset_ = false;
+    bool sink_failing_ = false;
+    char last_warning_[kErrorLen] = "";
+    TimestampTz last_warning_at_ = 0;
+};
+
+static Stream *the_stream = nullptr;
+
+static Stream &stream()
+{
+    if (the_stream == nullptr)
+        the_stream = new Stream();
+    return *the_stream;
+}
+
+/*
+ * Run a sink operation; retry a retryable failure with exponential back-off
+ * until it succeeds, keeping the error in pgsink.status(). Interrupts
+ * (SIGTERM) are served while waiting. Non-retryable errors propagate.
+ */
+template <typename F> void Stream::with_retry(F &&f)
+{
+    long backoff_ms = kFirstRetryMs;
+    for (;;) {
+        char message[kErrorLen];
+        bool failed = false;
+        try {
+            f();
+        } catch (const SinkError &e) {
+            if (!e.retryable())
+                throw;
+            strlcpy(message, e.what(), sizeof(message));
+            failed = true;
+        }
+        if (!failed) {
+            if (sink_failing_) {
+                sink_failing_ = false;
+                set_worker_state(WorkerState::streaming);
+                ereport(LOG, (errmsg("pgsink: the sink has recovered")));
+            }
+            return;
+        }
+
+        sink_failing_ = true;
+        record_error(message);
+        set_worker_state(WorkerState::sink_retrying);
+        TimestampTz now = GetCurrentTimestamp();
+        if (strcmp(message, last_warning_) != 0 ||
+            TimestampDifferenceExceeds(last_warning_at_, now, kRepeatWarningMs)) {
+            ereport(WARNING, (errmsg("pgsink: %s", message),
+                              errdetail("Nothing is lost: the slot keeps the changes until the "
+                                        "sink accepts them. Retrying with back-off.")));
+            strlcpy(last_warning_, message, sizeof(last_warning_));
+            last_warning_at_ = now;
+        }
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, backoff_ms,
+                        PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+        CHECK_FOR_INTERRUPTS();
+        if (ConfigReloadPending)
+            /* A fix may be in the new configuration: restart the stream to apply it. */
+            throw Error(ERRCODE_CONFIG_FILE_ERROR,
+                        std::string("configuration reloaded while the sink was failing (") +
+                            message + "); restarting the stream worker to apply it");
+        backoff_ms = std::min<long>(backoff_ms * 2, guc_retry_max_interval_ms);
+    }
+}
+
+void Stream::entry_done()
+{
+    batch_.push_back('\n');
+    batch_entries_++;
+    if (batch_.size() >= static_cast<size_t>(guc_batch_bytes_kb) * 1024 ||
+        batch_entries_ >= static_cast<uint64>(guc_batch_rows))
+        write_batch();
+}
+
+void Stream::commit(const TxnMeta &txn, uint64 entries)
+{
+    unsynced_txns_++;
+    unsynced_commit_time_ = txn.commit_time;
+}
+
+/* Hand the batch to the sink (not yet durable), and free its memory if a huge row grew it. */
+void Stream::write_batch()
+{
+    if (batch_.empty())
+        return;
+    with_retry([&] { sink_->write(batch_.data(), batch_.size()); });
+    unsynced_entries_ += batch_entries_;
+    batch_entries_ = 0;
+    size_t limit = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
+    if (batch_.capacity() > 2 * limit)
+        std::string().swap(batch_);
+    else
+        batch_.clear();
+}
+
+void Stream::deliver_and_confirm(XLogRecPtr decoded_upto)
+{
+    write_batch();
+    sink_->sync(); /* a failed fsync is never retried in place: see file_sink.cpp */
+
+    if (decoded_upto > confirmed_) {
+        LogicalConfirmReceivedLocation(decoded_upto);
+        ReplicationSlotMarkDirty();
+        confirmed_ = decoded_upto;
+    }
+
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    shared->confirmed_lsn = confirmed_;
+    shared->entries_delivered += unsynced_entries_;
+    shared->transactions_delivered += unsynced_txns_;
+    if (unsynced_commit_time_ != 0)
+        shared->last_commit_time = unsynced_commit_time_;
+    if (!sink_failing_)
+        shared->state = WorkerState::streaming;
+    LWLockRelease(shared_lock);
+    unsynced_entries_ = 0;
+    unsynced_txns_ = 0;
+    unsynced_commit_time_ = 0;
+}
+
+void Stream::open_sink()
+{
+    sink_ = std::make_unique<FileSink>(guc_file_path);
+    with_retry([&] { sink_->open(confirmed_); });
+}
+
+void Stream::start()
+{
+    if (cxt_ == nullptr)
+        cxt_ = AllocSetContextCreate(TopMemoryContext, "pgsink stream", ALLOCSET_DEFAULT_SIZES);
+    if (CurrentResourceOwner == nullptr)
+        CurrentResourceOwner = ResourceOwnerCreate(nullptr, "pgsink stream");
+
+    CheckLogicalDecodingRequirements();
+    const char *name = guc_slot_name;
+    ensure_slot(name);
+    ReplicationSlotAcquire(name, true);
+
+    if (strcmp(NameStr(MyReplicationSlot->data.plugin), "pgsink") != 0)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("replication slot \"%s\" uses output plugin \"%s\", not pgsink",
+                               name, NameStr(MyReplicationSlot->data.plugin)),
+                        errhint("Set pgsink.slot_name to a name no other tool uses.")));
+    if (MyReplicationSlot->data.invalidated_at != InvalidXLogRecPtr &&
+        MyReplicationSlot->data.restart_lsn == InvalidXLogRecPtr)
+        ereport(ERROR,
+                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                 errmsg("replication slot \"%s\" was invalidated: it fell behind "
+                        "max_slot_wal_keep_size and the WAL it needed is gone",
+                        name),
+                 errhint("Changes were lost. Drop the slot with SELECT "
+                         "pg_drop_replication_slot('%s'), then re-import the captured tables; "
+                         "raise max_slot_wal_keep_size to avoid this.",
+                         name)));
+
+    confirmed_ = MyReplicationSlot->data.confirmed_flush;
+    cxx_entry([&] { open_sink(); });
+
+    MemoryContext old = MemoryContextSwitchTo(cxt_);
+    worker_consumer = this;
+    ctx_ = CreateDecodingContext(InvalidXLogRecPtr, NIL, false, wal_reader_routine(),
+                                 unused_prepare_write, unused_write, nullptr);
+    MemoryContextSwitchTo(old);
+
+    /* Decoding starts at restart_lsn so that every transaction after confirmed_flush is whole. */
+    XLogBeginRead(ctx_->reader, MyReplicationSlot->data.restart_lsn);
+    caches_need_reset_ = true;
+
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    shared->state = WorkerState::streaming;
+    shared->confirmed_lsn = confirmed_;
+    strlcpy(shared->slot_name, name, NAMEDATALEN);
+    LWLockRelease(shared_lock);
+    ereport(LOG, (errmsg("pgsink: streaming from slot \"%s\" at %X/%X to %s", name,
+                         static_cast<uint32>(confirmed_ >> 32), static_cast<uint32>(confirmed_),
+                         sink_->describe().c_str())));
+}
+
+long Stream::step()
+{
+    if (!running())
+        start();
+    if (strcmp(sink_->path().c_str(), guc_file_path) != 0) {
+        ereport(LOG, (errmsg("pgsink: pgsink.file_path changed to \"%s\"", guc_file_path)));
+        write_batch();
+        sink_->sync();
+        cxx_entry([&] { open_sink(); });
+    }
+    if (CurrentResourceOwner == nullptr)
+        CurrentResourceOwner = ResourceOwnerCreate(nullptr, "pgsink stream");
+    if (caches_need_reset_) {
+        /* Drop catalog cache entries built outside historic snapshots. */
+        InvalidateSystemCaches();
+        caches_need_reset_ = false;
+    }
+
+    XLogRecPtr end = GetFlushRecPtr(nullptr);
+    TimestampTz deadline =
+        TimestampTzPlusMilliseconds(GetCurrentTimestamp(), guc_flush_interval_ms);
+    uint32 records = 0;
+    while (ctx_->reader->EndRecPtr < end) {
+        char *errm = nullptr;
+        XLogRecord *record = XLogReadRecord(ctx_->reader, &errm);
+        if (errm)
+            elog(ERROR, "pgsink: could not read WAL for logical decoding: %s", errm);
+        if (record != nullptr)
+            LogicalDecodingProcessRecord(ctx_, ctx_->reader);
+        CHECK_FOR_INTERRUPTS();
+        if ((++records & 1023) == 0 && GetCurrentTimestamp() >= deadline)
+            break; /* deliver what we have: latency stays bounded during catch-up */
+    }
+    bool caught_up = ctx_->reader->EndRecPtr >= end;
+    deliver_and_confirm(ctx_->reader->EndRecPtr);
+    return caught_up ? guc_poll_interval_ms : 0;
+}
+
+void Stream::stop()
+{
+    if (ctx_ != nullptr) {
+        FreeDecodingContext(ctx_);
+        ctx_ = nullptr;
+        InvalidateSystemCaches();
+    }
+    worker_consumer = nullptr;
+    if (MyReplicationSlot != nullptr)
+        ReplicationSlotRelease();
+    if (sink_)
+        sink_->close();
+    batch_.clear();
+    batch_entries_ = 0;
+}
+
+void Stream::before_catalog_access()
+{
+    if (running()) {
+        InvalidateSystemCaches();
+        caches_need_reset_ = true;
+    }
+}
+
+long stream_step()
+{
+    return stream().step();
+}
+
+void stream_stop()
+{
+    if (the_stream)
+        the_stream->stop();
+}
+
+void stream_before_catalog_access()
+{
+    if (the_stream)
+        the_stream->before_catalog_access();
+}
+
+void stream_extension_dropped()
+{
+    stream_stop();
+    ReplicationSlot *slot = SearchNamedReplicationSlot(guc_slot_name, true);
+    if (slot == nullptr)
+        return;
+    SpinLockAcquire(&slot->mutex);
+    bool ours =
+        slot->data.database == MyDatabaseId && strcmp(NameStr(slot->data.plugin), "pgsink") == 0;
+    SpinLockRelease(&slot->mutex);
+    if (!ours)
+        return;
+    /* Nobody consumes this slot any more: drop it rather than let it hold WAL. */
+    ReplicationSlotDrop(guc_slot_name, true);
+    ereport(LOG, (errmsg("pgsink: dropped replication slot \"%s\": extension pgsink was dropped",
+                         guc_slot_name)));
+}
+
 } // namespace pgsink

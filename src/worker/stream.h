@@ -4,7 +4,8 @@
  */
 #pragma once
 
-namespace pgsink {
+namespace pgsink
+{
 
 /*
  * Decode and deliver what is available. Returns how long to sleep before
@@ -14,6 +15,9 @@ long stream_step();
 
 /* Release the slot and the decoding context (shutdown, misconfiguration). */
 void stream_stop();
+
+/* About to read catalogs outside decoding: drop historic cache entries first. */
+void stream_before_catalog_access();
 
 /* The extension is gone: drop the slot so it does not hold WAL for nobody. */
 void stream_extension_dropped();

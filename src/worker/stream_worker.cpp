@@ -2,8 +2,9 @@
  * stream_worker.cpp: the dynamic background worker that runs in
  * pgsink.database, waits for the extension and streams changes.
  *
- * Lifecycle: SIGHUP reloads the configuration; SIGTERM sets a flag checked
- * between units of work, so the worker exits within a second; an ERROR is
+ * Lifecycle: SIGHUP reloads the configuration; SIGTERM ends the worker at
+ * the next CHECK_FOR_INTERRUPTS (between WAL records, in every wait), so it
+ * exits within a second, with nothing confirmed that is not durable; an ERROR is
  * recorded for pgsink.status() and ends the process with exit code 1, after
  * which the launcher restarts it with back-off.
  */
@@ -31,10 +32,13 @@ extern "C" {
 #include "utils/timestamp.h"
 }
 
-namespace pgsink {
+namespace pgsink
+{
 
 /* While waiting for the extension or a configuration fix, look again this often. */
 static constexpr long kWaitPollMs = 1000;
+/* While streaming, check this often that the extension still exists. */
+static constexpr long kExtensionCheckMs = 2000;
 
 static void worker_detach(int code, Datum arg)
 {
@@ -88,14 +92,17 @@ static void reload_config_if_requested()
 /*
  * The worker's loop. Waits, without repeating itself in the log, while the
  * server configuration or the extension is missing; otherwise lets the
- * stream do a unit of work and sleeps when it is caught up.
+ * stream do a unit of work and sleeps when it is caught up. SIGTERM is
+ * served by CHECK_FOR_INTERRUPTS (die), wherever the worker is waiting.
  */
 static void stream_loop()
 {
     const char *reported_problem = nullptr;
     bool reported_missing_extension = false;
+    TimestampTz extension_checked_at = 0;
+    bool extension_present = false;
 
-    while (!ShutdownRequestPending) {
+    for (;;) {
         CHECK_FOR_INTERRUPTS();
         reload_config_if_requested();
 
@@ -113,7 +120,15 @@ static void stream_loop()
         }
         reported_problem = nullptr;
 
-        if (!extension_exists()) {
+        /* DROP EXTENSION is noticed within kExtensionCheckMs while streaming. */
+        TimestampTz now = GetCurrentTimestamp();
+        if (!extension_present ||
+            TimestampDifferenceExceeds(extension_checked_at, now, kExtensionCheckMs)) {
+            stream_before_catalog_access();
+            extension_present = extension_exists();
+            extension_checked_at = now;
+        }
+        if (!extension_present) {
             if (!reported_missing_extension)
                 ereport(LOG, (errmsg("pgsink: extension \"pgsink\" does not exist in database "
                                      "\"%s\"; waiting for it",
@@ -131,7 +146,6 @@ static void stream_loop()
         if (sleep_ms > 0)
             wait_for(sleep_ms);
     }
-    stream_stop();
 }
 
 /* Record an ERROR that ends the worker, for pgsink.status(), and log it. */
@@ -156,14 +170,13 @@ void pgsink_stream_main(Datum main_arg)
     Oid dboid = DatumGetObjectId(main_arg);
 
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
-    pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+    pqsignal(SIGTERM, die);
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
     worker_attach();
 
     ereport(LOG, (errmsg("pgsink: stream worker started in database \"%s\"", guc_database)));
 
-    volatile bool failed = false;
     PG_TRY();
     {
         cxx_entry([] { stream_loop(); });
@@ -171,12 +184,9 @@ void pgsink_stream_main(Datum main_arg)
     PG_CATCH();
     {
         report_fatal_error();
-        failed = true;
     }
     PG_END_TRY();
 
-    if (failed)
-        proc_exit(1);
-    ereport(LOG, (errmsg("pgsink: stream worker shutting down")));
-    proc_exit(0);
+    /* Only an ERROR gets here (the loop never returns): the launcher restarts us. */
+    proc_exit(1);
 }

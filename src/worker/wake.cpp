@@ -9,7 +9,8 @@ extern "C" {
 #include "access/xact.h"
 }
 
-namespace pgsink {
+namespace pgsink
+{
 
 static bool wake_pending = false;
 static bool callback_registered = false;

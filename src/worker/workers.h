@@ -16,7 +16,8 @@ PGDLLEXPORT void pgsink_launcher_main(Datum main_arg);
 PGDLLEXPORT void pgsink_stream_main(Datum main_arg);
 }
 
-namespace pgsink {
+namespace pgsink
+{
 
 /* Register the launcher; called from _PG_init. */
 void register_launcher();

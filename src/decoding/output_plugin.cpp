@@ -1,0 +1,399 @@
+/*
+ * output_plugin.cpp: pgsink as a logical decoding output plugin.
+ *
+ * Turns the changes of captured tables into changelog entries (see
+ * README.md, "The changelog"). The callbacks run under a historic catalog
+ * snapshot: they read catalogs and build entries in memory, never use SPI
+ * or read user tables. Entries go to an EntryConsumer: the stream worker's
+ * batch, or the rows of pg_logical_slot_get_changes() for SQL users.
+ */
+#include <string>
+#include <vector>
+
+#include "boundary/pg_boundary.h"
+#include "changelog/json_writer.h"
+#include "decoding/entry_consumer.h"
+#include "decoding/relation_cache.h"
+
+extern "C" {
+#include "access/htup_details.h"
+#include "replication/logical.h"
+#include "replication/output_plugin.h"
+#include "replication/reorderbuffer.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+
+PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
+}
+
+namespace pgsink
+{
+
+EntryConsumer *worker_consumer = nullptr;
+
+/* Entries as rows of pg_logical_slot_get_changes(). */
+class SqlConsumer final : public EntryConsumer
+{
+  public:
+    explicit SqlConsumer(LogicalDecodingContext *ctx) : ctx_(ctx) {}
+    std::string &buffer() override { return buf_; }
+    void entry_done() override
+    {
+        pg_call([&] {
+            OutputPluginPrepareWrite(ctx_, true);
+            appendBinaryStringInfo(ctx_->out, buf_.data(), static_cast<int>(buf_.size()));
+            OutputPluginWrite(ctx_, true);
+        });
+        buf_.clear();
+    }
+    void commit(const TxnMeta &, uint64) override {}
+
+  private:
+    LogicalDecodingContext *ctx_;
+    std::string buf_;
+};
+
+/* The plugin's state for one decoding context. */
+struct Decoder {
+    RelationCache rels;
+    EntryConsumer *consumer = nullptr;
+    std::unique_ptr<SqlConsumer> sql_consumer;
+    MemoryContext change_cxt = nullptr;
+
+    TxnMeta txn;
+    uint64 sequence = 0;
+    std::string txn_timestamp; /* "\"2024-...+00:00\"", built at the first entry */
+    std::string txn_lsn;
+
+    /* Scratch, reused for every row. */
+    std::vector<Datum> values, old_values;
+    std::vector<bool> nulls, old_nulls;
+    std::vector<const ColumnInfo *> unchanged;
+    std::vector<Oid> truncated;
+};
+
+static Decoder *active_decoder = nullptr;
+
+static void relcache_invalidated(Datum, Oid relid)
+{
+    if (active_decoder)
+        active_decoder->rels.invalidate(relid);
+}
+
+/* The decoding context's memory is going away: so does the Decoder. */
+static void free_decoder(void *arg)
+{
+    Decoder *d = static_cast<Decoder *>(arg);
+    if (active_decoder == d)
+        active_decoder = nullptr;
+    /* change_cxt is a child of the dying context: it is already gone. */
+    delete d;
+}
+
+/* Common head of every entry: timestamp, then (for modifications) sequence and name. */
+static void begin_entry(Decoder &d, std::string &out)
+{
+    if (d.txn_timestamp.empty()) {
+        d.txn_timestamp.push_back('"');
+        json::append_timestamp(d.txn_timestamp, d.txn.commit_time, true, true);
+        d.txn_timestamp.push_back('"');
+        json::append_lsn(d.txn_lsn, d.txn.commit_lsn);
+    }
+    out.append("{\"timestamp\":");
+    out.append(d.txn_timestamp);
+}
+
+static void write_schema(Decoder &d, const RelationInfo &info)
+{
+    std::string &out = d.consumer->buffer();
+    begin_entry(d, out);
+    out.append(",\"lsn\":");
+    out.append(d.txn_lsn);
+    out.append(",\"schema\":");
+    out.append(info.schema_json);
+    out.push_back('}');
+    d.consumer->entry_done();
+}
+
+/* Deform tup into values/nulls (sized to the descriptor). */
+static void deform(TupleDesc desc, HeapTuple tup, std::vector<Datum> &values,
+                   std::vector<bool> &nulls)
+{
+    values.resize(desc->natts);
+    nulls.resize(desc->natts);
+    /* std::vector<bool> is packed: deform into a bool array, then copy. */
+    bool isnull[MaxTupleAttributeNumber];
+    heap_deform_tuple(tup, desc, values.data(), isnull);
+    for (int i = 0; i < desc->natts; i++)
+        nulls[i] = isnull[i];
+}
+
+static bool is_unchanged_toast(const ColumnInfo &col, Datum v)
+{
+    return col.is_varlena && VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(v));
+}
+
+/*
+ * A row as a JSON object. key_only: the replica identity's columns only.
+ * An unchanged TOASTed value (not in WAL) is taken from the old row when it
+ * is there, else left out and listed in d.unchanged.
+ */
+static void write_row(Decoder &d, std::string &out, const RelationInfo &info, bool key_only,
+                      bool with_old)
+{
+    out.push_back('{');
+    bool first = true;
+    for (const ColumnInfo &col : info.columns) {
+        if (key_only && !col.is_key)
+            continue;
+        int i = col.attnum - 1;
+        Datum v = d.values[i];
+        bool isnull = d.nulls[i];
+        if (!isnull && is_unchanged_toast(col, v)) {
+            if (with_old && !d.old_nulls[i] && !is_unchanged_toast(col, d.old_values[i])) {
+                v = d.old_values[i];
+            } else {
+                d.unchanged.push_back(&col);
+                continue;
+            }
+        }
+        if (!first)
+            out.push_back(',');
+        first = false;
+        out.append(col.json_key);
+        if (isnull)
+            out.append("null");
+        else
+            encode_value(out, col.encoder, v);
+    }
+    out.push_back('}');
+}
+
+static const char *op_name(ReorderBufferChangeType type)
+{
+    switch (type) {
+    case REORDER_BUFFER_CHANGE_INSERT:
+        return "insert";
+    case REORDER_BUFFER_CHANGE_UPDATE:
+        return "update";
+    case REORDER_BUFFER_CHANGE_DELETE:
+        return "delete";
+    default:
+        return nullptr;
+    }
+}
+
+static void write_modification_head(Decoder &d, std::string &out, const RelationInfo &info,
+                                    const char *op)
+{
+    begin_entry(d, out);
+    out.append(",\"sequence\":");
+    json::append_uint(out, ++d.sequence);
+    out.push_back(',');
+    out.append(info.name_json);
+    out.append(",\"op\":\"");
+    out.append(op);
+    out.append("\",\"lsn\":");
+    out.append(d.txn_lsn);
+    out.append(",\"xid\":");
+    json::append_uint(out, d.txn.xid);
+}
+
+static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change)
+{
+    const char *op = op_name(change->action);
+    if (op == nullptr)
+        return;
+    if (d.rels.is_membership_table(RelationGetRelid(relation))) {
+        d.rels.membership_changed();
+        return;
+    }
+    RelationInfo &info = d.rels.get(relation);
+    if (!info.captured)
+        return;
+    if (d.rels.schema_needs_sending(info))
+        write_schema(d, info);
+
+    HeapTuple newtup = change->data.tp.newtuple ? &change->data.tp.newtuple->tuple : nullptr;
+    HeapTuple oldtup = change->data.tp.oldtuple ? &change->data.tp.oldtuple->tuple : nullptr;
+    TupleDesc desc = RelationGetDescr(relation);
+    if (info.to_root) {
+        if (newtup)
+            newtup = execute_attr_map_tuple(newtup, info.to_root);
+        if (oldtup)
+            oldtup = execute_attr_map_tuple(oldtup, info.to_root);
+        desc = info.to_root->outdesc;
+    }
+
+    std::string &out = d.consumer->buffer();
+    write_modification_head(d, out, info, op);
+    d.unchanged.clear();
+
+    bool key_only = info.replident != REPLICA_IDENTITY_FULL;
+    out.append(",\"before\":");
+    if (oldtup) {
+        deform(desc, oldtup, d.values, d.nulls);
+        write_row(d, out, info, key_only, false);
+    } else if (change->action == REORDER_BUFFER_CHANGE_UPDATE && newtup &&
+               info.replident != REPLICA_IDENTITY_NOTHING) {
+        /* The key did not change, so PostgreSQL logged no old key: it is the new one. */
+        deform(desc, newtup, d.values, d.nulls);
+        write_row(d, out, info, true, false);
+    } else {
+        out.append("null");
+    }
+
+    out.append(",\"after\":");
+    if (newtup) {
+        bool with_old = false;
+        if (oldtup) {
+            deform(desc, oldtup, d.old_values, d.old_nulls);
+            with_old = true;
+        }
+        deform(desc, newtup, d.values, d.nulls);
+        d.unchanged.clear();
+        write_row(d, out, info, false, with_old);
+    } else {
+        out.append("null");
+    }
+    if (!d.unchanged.empty()) {
+        out.append(",\"unchanged\":[");
+        for (size_t i = 0; i < d.unchanged.size(); i++) {
+            if (i)
+                out.push_back(',');
+            json::append_string(out, d.unchanged[i]->name);
+        }
+        out.push_back(']');
+    }
+    out.push_back('}');
+    d.consumer->entry_done();
+}
+
+static void on_truncate(Decoder &d, int nrelations, Relation relations[])
+{
+    d.truncated.clear();
+    for (int i = 0; i < nrelations; i++) {
+        if (d.rels.is_membership_table(RelationGetRelid(relations[i]))) {
+            d.rels.membership_changed();
+            continue;
+        }
+        RelationInfo &info = d.rels.get(relations[i]);
+        if (!info.captured)
+            continue;
+        /* TRUNCATE of a partitioned table lists every partition: report the root once. */
+        bool seen = false;
+        for (Oid t : d.truncated)
+            seen |= t == info.target_relid;
+        if (seen)
+            continue;
+        d.truncated.push_back(info.target_relid);
+        if (d.rels.schema_needs_sending(info))
+            write_schema(d, info);
+        std::string &out = d.consumer->buffer();
+        write_modification_head(d, out, info, "truncate");
+        out.append(",\"before\":null,\"after\":null}");
+        d.consumer->entry_done();
+    }
+}
+
+/* Run a callback body with the per-change memory context, released after. */
+template <typename F> static void in_change_context(Decoder &d, F &&f)
+{
+    MemoryContext old = MemoryContextSwitchTo(d.change_cxt);
+    f();
+    MemoryContextSwitchTo(old);
+    MemoryContextReset(d.change_cxt);
+}
+
+static Decoder &decoder_of(LogicalDecodingContext *ctx)
+{
+    return *static_cast<Decoder *>(ctx->output_plugin_private);
+}
+
+} // namespace pgsink
+
+using namespace pgsink;
+
+static void pgsink_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
+{
+    static bool relcache_callback_registered = false;
+
+    opt->output_type = OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
+    opt->receive_rewrites = false;
+
+    if (ctx->output_plugin_options != NIL)
+        ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                        errmsg("the pgsink output plugin takes no options")));
+
+    Decoder *d = cxx_entry([&] {
+        auto decoder = std::make_unique<Decoder>();
+        if (worker_consumer != nullptr) {
+            decoder->consumer = worker_consumer;
+        } else {
+            decoder->sql_consumer = std::make_unique<SqlConsumer>(ctx);
+            decoder->consumer = decoder->sql_consumer.get();
+        }
+        return decoder.release();
+    });
+    d->change_cxt = AllocSetContextCreate(ctx->context, "pgsink change", ALLOCSET_DEFAULT_SIZES);
+    MemoryContextCallback *cb = static_cast<MemoryContextCallback *>(
+        MemoryContextAllocZero(ctx->context, sizeof(MemoryContextCallback)));
+    cb->func = free_decoder;
+    cb->arg = d;
+    MemoryContextRegisterResetCallback(ctx->context, cb);
+    ctx->output_plugin_private = d;
+    active_decoder = d;
+
+    if (!relcache_callback_registered) {
+        CacheRegisterRelcacheCallback(relcache_invalidated, (Datum)0);
+        relcache_callback_registered = true;
+    }
+}
+
+static void pgsink_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+    Decoder &d = decoder_of(ctx);
+    d.txn.commit_lsn = txn->final_lsn;
+    d.txn.end_lsn = txn->end_lsn;
+    d.txn.xid = txn->xid;
+    d.txn.commit_time = txn->xact_time.commit_time;
+    d.sequence = 0;
+    d.txn_timestamp.clear();
+    d.txn_lsn.clear();
+}
+
+static void pgsink_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
+                          ReorderBufferChange *change)
+{
+    Decoder &d = decoder_of(ctx);
+    in_change_context(d, [&] { cxx_entry([&] { on_change(d, relation, change); }); });
+}
+
+static void pgsink_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelations,
+                            Relation relations[], ReorderBufferChange *change)
+{
+    Decoder &d = decoder_of(ctx);
+    in_change_context(d, [&] { cxx_entry([&] { on_truncate(d, nrelations, relations); }); });
+}
+
+static void pgsink_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
+{
+    Decoder &d = decoder_of(ctx);
+    if (d.sequence > 0)
+        cxx_entry([&] { d.consumer->commit(d.txn, d.sequence); });
+}
+
+static void pgsink_shutdown(LogicalDecodingContext *ctx)
+{
+    /* The Decoder is freed with ctx->context (free_decoder). */
+}
+
+void _PG_output_plugin_init(OutputPluginCallbacks *cb)
+{
+    cb->startup_cb = pgsink_startup;
+    cb->begin_cb = pgsink_begin;
+    cb->change_cb = pgsink_change;
+    cb->truncate_cb = pgsink_truncate;
+    cb->commit_cb = pgsink_commit;
+    cb->shutdown_cb = pgsink_shutdown;
+}

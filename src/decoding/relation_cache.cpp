@@ -1,0 +1,233 @@
+/*
+ * relation_cache.cpp: per-relation state of the output plugin.
+ */
+#include <algorithm>
+#include <stdexcept>
+
+#include "boundary/pg_boundary.h"
+#include "changelog/avro_schema.h"
+#include "changelog/json_writer.h"
+#include "decoding/relation_cache.h"
+
+extern "C" {
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/partition.h"
+#include "catalog/pg_index.h"
+#include "nodes/pg_list.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/relcache.h"
+#include "utils/syscache.h"
+}
+
+namespace pgsink
+{
+
+RelationCache::RelationCache() = default;
+
+RelationCache::~RelationCache()
+{
+    for (auto &e : entries_)
+        if (e.second->mcxt)
+            MemoryContextDelete(e.second->mcxt);
+}
+
+Oid RelationCache::membership_relid()
+{
+    if (!OidIsValid(membership_relid_)) {
+        Oid nsp = get_namespace_oid("pgsink", true);
+        if (OidIsValid(nsp))
+            membership_relid_ = get_relname_relid("captured_tables", nsp);
+    }
+    return membership_relid_;
+}
+
+bool RelationCache::is_membership_table(Oid relid)
+{
+    return OidIsValid(relid) && relid == membership_relid();
+}
+
+void RelationCache::membership_changed()
+{
+    members_valid_ = false;
+    for (auto &e : entries_)
+        e.second->valid = false;
+}
+
+void RelationCache::invalidate(Oid relid)
+{
+    members_valid_ = false;
+    if (!OidIsValid(relid) || relid == membership_relid_)
+        membership_relid_ = InvalidOid;
+    for (auto &e : entries_) {
+        RelationInfo &info = *e.second;
+        if (!OidIsValid(relid) || info.relid == relid || info.target_relid == relid)
+            info.valid = false;
+    }
+}
+
+/* Read the relids in pgsink.captured_tables, as the historic snapshot sees them. */
+void RelationCache::load_membership()
+{
+    members_.clear();
+    Oid relid = membership_relid();
+    if (OidIsValid(relid)) {
+        Relation rel = table_open(relid, AccessShareLock);
+        SysScanDesc scan = systable_beginscan(rel, InvalidOid, false, nullptr, 0, nullptr);
+        HeapTuple tup;
+        while (HeapTupleIsValid(tup = systable_getnext(scan))) {
+            bool isnull;
+            Datum d = heap_getattr(tup, 1, RelationGetDescr(rel), &isnull);
+            if (!isnull)
+                members_.push_back(DatumGetObjectId(d));
+        }
+        systable_endscan(scan);
+        table_close(rel, AccessShareLock);
+    }
+    std::sort(members_.begin(), members_.end());
+    members_valid_ = true;
+}
+
+/* Key columns of rel, in key order: its replica identity index, else its primary key. */
+static List *key_attnums(Relation rel)
+{
+    Oid index = RelationGetReplicaIndex(rel);
+    if (!OidIsValid(index))
+        index = RelationGetPrimaryKeyIndex(rel);
+    if (!OidIsValid(index))
+        return NIL;
+    HeapTuple tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(index));
+    if (!HeapTupleIsValid(tup))
+        return NIL;
+    Form_pg_index idx = (Form_pg_index)GETSTRUCT(tup);
+    List *attnums = NIL;
+    for (int i = 0; i < idx->indnkeyatts; i++)
+        attnums = lappend_int(attnums, idx->indkey.values[i]);
+    ReleaseSysCache(tup);
+    return attnums;
+}
+
+void RelationCache::build(RelationInfo &info, Relation rel)
+{
+    /*
+     * This frame owns C++ objects (strings, the schema), so every PostgreSQL
+     * call that can ERROR goes through pg_call().
+     */
+    if (!members_valid_)
+        pg_call([&] { load_membership(); });
+
+    if (info.mcxt)
+        MemoryContextDelete(info.mcxt);
+    info.mcxt = pg_call([] {
+        return AllocSetContextCreate(TopMemoryContext, "pgsink relation", ALLOCSET_SMALL_SIZES);
+    });
+    info.columns.clear();
+    info.to_root = nullptr;
+    info.relid = RelationGetRelid(rel);
+    info.target_relid = InvalidOid;
+    info.schema_checked = false;
+
+    auto is_member = [&](Oid relid) {
+        return std::binary_search(members_.begin(), members_.end(), relid);
+    };
+    /* A partition is reported under its topmost captured ancestor, else its own name. */
+    if (rel->rd_rel->relispartition) {
+        List *ancestors = pg_call([&] { return get_partition_ancestors(info.relid); });
+        ListCell *lc;
+        foreach (lc, ancestors)
+            if (is_member(lfirst_oid(lc)))
+                info.target_relid = lfirst_oid(lc);
+        pg_call([&] { list_free(ancestors); });
+    }
+    if (!OidIsValid(info.target_relid) && is_member(info.relid))
+        info.target_relid = info.relid;
+    info.captured = OidIsValid(info.target_relid);
+    if (!info.captured) {
+        info.valid = true;
+        return;
+    }
+
+    Relation target = info.target_relid == info.relid
+                          ? rel
+                          : pg_call([&] { return RelationIdGetRelation(info.target_relid); });
+    if (target == nullptr)
+        throw std::runtime_error("pgsink: could not open relation " +
+                                 std::to_string(info.target_relid));
+    TupleDesc desc = pg_call([&] {
+        MemoryContext old = MemoryContextSwitchTo(info.mcxt);
+        TupleDesc copy = CreateTupleDescCopy(RelationGetDescr(target));
+        if (target != rel)
+            info.to_root = convert_tuples_by_name(CreateTupleDescCopy(RelationGetDescr(rel)), copy);
+        MemoryContextSwitchTo(old);
+        return copy;
+    });
+
+    const char *nspname = pg_call([&] { return get_namespace_name(RelationGetNamespace(target)); });
+    const char *relname = RelationGetRelationName(target);
+    info.name_json.clear();
+    info.name_json.append("\"namespace\":");
+    json::append_string(info.name_json, nspname);
+    info.name_json.append(",\"name\":");
+    json::append_string(info.name_json, relname);
+    info.replident = target->rd_rel->relreplident;
+
+    List *keys = pg_call([&] { return key_attnums(target); });
+    RelationSchema schema;
+    schema.nspname = nspname;
+    schema.relname = relname;
+    for (int i = 0; i < desc->natts; i++) {
+        Form_pg_attribute att = TupleDescAttr(desc, i);
+        if (att->attisdropped)
+            continue;
+        ColumnInfo &col = info.columns.emplace_back();
+        col.name = NameStr(att->attname);
+        col.json_key.clear();
+        json::append_string(col.json_key, col.name);
+        col.json_key.push_back(':');
+        col.attnum = att->attnum;
+        col.is_key = list_member_int(keys, att->attnum);
+        col.is_varlena = att->attlen == -1;
+        pg_call([&] { init_value_encoder(col.encoder, att->atttypid, info.mcxt); });
+        const char *pg_type =
+            pg_call([&] { return format_type_with_typemod(att->atttypid, att->atttypmod); });
+        schema.columns.push_back({col.name, pg_type, avro_type_of(col.encoder)});
+    }
+    ListCell *lc;
+    foreach (lc, keys)
+        schema.key.push_back(NameStr(TupleDescAttr(desc, lfirst_int(lc) - 1)->attname));
+    pg_call([&] { list_free(keys); });
+    if (target != rel)
+        pg_call([&] { RelationClose(target); });
+    info.schema_json = build_avro_schema(schema);
+    info.valid = true;
+}
+
+RelationInfo &RelationCache::get(Relation rel)
+{
+    Oid relid = RelationGetRelid(rel);
+    auto it = entries_.find(relid);
+    if (it == entries_.end())
+        it = entries_.emplace(relid, std::make_unique<RelationInfo>()).first;
+    RelationInfo &info = *it->second;
+    if (!info.valid)
+        build(info, rel);
+    return info;
+}
+
+bool RelationCache::schema_needs_sending(RelationInfo &info)
+{
+    if (info.schema_checked)
+        return false;
+    info.schema_checked = true;
+    std::string &sent = sent_schemas_[info.target_relid];
+    if (sent == info.schema_json)
+        return false;
+    sent = info.schema_json;
+    return true;
+}
+
+} // namespace pgsink

@@ -1,0 +1,85 @@
+/*
+ * relation_cache.h: what the output plugin knows about each relation it
+ * sees: whether it is captured, under which name (a partition is reported as
+ * its captured root), its columns' encoders, key and Avro schema.
+ *
+ * Entries are built with the historic snapshot of the transaction being
+ * decoded, so membership and layout are those at that point of the WAL, and
+ * are dropped on relcache invalidation (ALTER TABLE, add_table/remove_table).
+ */
+#pragma once
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "decoding/value_encoder.h"
+
+extern "C" {
+#include "postgres.h"
+#include "access/attmap.h"
+#include "access/tupconvert.h"
+#include "utils/rel.h"
+}
+
+namespace pgsink
+{
+
+struct ColumnInfo {
+    std::string json_key; /* "\"name\":", pre-escaped */
+    std::string name;
+    AttrNumber attnum; /* in the reported (root) relation's descriptor */
+    bool is_key;
+    bool is_varlena;
+    ValueEncoder encoder;
+};
+
+struct RelationInfo {
+    Oid relid = InvalidOid;
+    bool valid = false;
+    bool captured = false;
+    Oid target_relid = InvalidOid;   /* the relation reported: itself or a partition root */
+    std::string name_json;           /* "\"namespace\":\"public\",\"name\":\"t\"" */
+    std::vector<ColumnInfo> columns; /* non-dropped columns of the target */
+    char replident = 'd';
+    std::string schema_json;               /* Avro schema of the target */
+    bool schema_checked = false;           /* compared with the last schema sent */
+    TupleConversionMap *to_root = nullptr; /* partition -> root rows, or null */
+    MemoryContext mcxt = nullptr;          /* FmgrInfo state and the conversion map */
+};
+
+class RelationCache
+{
+  public:
+    RelationCache();
+    ~RelationCache();
+    RelationCache(const RelationCache &) = delete;
+    RelationCache &operator=(const RelationCache &) = delete;
+
+    /* The info for a relation being decoded, (re)built if invalid. */
+    RelationInfo &get(Relation rel);
+    /* Is relid pgsink.captured_tables (whose changes change membership)? */
+    bool is_membership_table(Oid relid);
+    /* Membership changed: re-read it before the next change. */
+    void membership_changed();
+    /* Relcache invalidation of relid (InvalidOid: all). */
+    void invalidate(Oid relid);
+    /*
+     * Has target's current schema not been sent yet? Records it as sent.
+     */
+    bool schema_needs_sending(RelationInfo &info);
+
+  private:
+    void build(RelationInfo &info, Relation rel);
+    void load_membership();
+    Oid membership_relid();
+
+    std::unordered_map<Oid, std::unique_ptr<RelationInfo>> entries_;
+    std::unordered_map<Oid, std::string> sent_schemas_; /* target relid -> schema JSON */
+    std::vector<Oid> members_;                          /* sorted relids in captured_tables */
+    bool members_valid_ = false;
+    Oid membership_relid_ = InvalidOid;
+};
+
+} // namespace pgsink

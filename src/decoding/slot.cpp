@@ -1,0 +1,54 @@
+/*
+ * slot.cpp: creation of pgsink's logical replication slot.
+ *
+ * Both the stream worker and pgsink.add_table() create it when missing: a
+ * table added before the slot exists would otherwise lose the changes made
+ * between its add_table() and the worker's first start.
+ */
+#include "decoding/slot.h"
+
+extern "C" {
+#include "access/xact.h"
+#include "access/xlogutils.h"
+#include "replication/logical.h"
+#include "replication/slot.h"
+#include "utils/memutils.h"
+}
+
+namespace pgsink
+{
+
+XLogReaderRoutine *wal_reader_routine()
+{
+    static XLogReaderRoutine routine = {};
+    routine.page_read = read_local_xlog_page;
+    routine.segment_open = wal_segment_open;
+    routine.segment_close = wal_segment_close;
+    return &routine;
+}
+
+void ensure_slot(const char *name)
+{
+    if (SearchNamedReplicationSlot(name, true) != nullptr)
+        return;
+    if (IsTransactionState() && GetTopTransactionIdIfAny() != InvalidTransactionId)
+        ereport(ERROR,
+                (errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+                 errmsg("pgsink's replication slot \"%s\" does not exist yet, and it cannot be "
+                        "created in a transaction that has already written",
+                        name),
+                 errhint("Call pgsink.add_table() in a transaction of its own: the slot is "
+                         "created then.")));
+
+    CheckLogicalDecodingRequirements();
+    ereport(LOG, (errmsg("pgsink: creating logical replication slot \"%s\"", name)));
+    ReplicationSlotCreate(name, true, RS_EPHEMERAL, false);
+    LogicalDecodingContext *ctx = CreateInitDecodingContext(
+        "pgsink", NIL, false, InvalidXLogRecPtr, wal_reader_routine(), nullptr, nullptr, nullptr);
+    DecodingContextFindStartpoint(ctx);
+    FreeDecodingContext(ctx);
+    ReplicationSlotPersist();
+    ReplicationSlotRelease();
+}
+
+} // namespace pgsink

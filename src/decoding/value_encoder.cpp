@@ -1,0 +1,272 @@
+/*
+ * value_encoder.cpp: JSON encoding of PostgreSQL values.
+ *
+ * Runs inside output plugin callbacks, per value: no allocation of its own
+ * beyond the output string; PostgreSQL memory it causes (detoasting, output
+ * functions) is released when the caller resets the per-change context.
+ * Frames here hold no C++ object with a destructor, so an ERROR raised by an
+ * output function unwinds through them safely.
+ */
+#include <cmath>
+
+#include "changelog/json_writer.h"
+#include "decoding/value_encoder.h"
+
+extern "C" {
+#include "catalog/pg_type.h"
+#include "common/shortest_dec.h"
+#include "mb/pg_wchar.h"
+#include "utils/array.h"
+#include "utils/date.h"
+#include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+}
+
+namespace pgsink
+{
+
+static ValueKind kind_of(Oid typid)
+{
+    switch (typid) {
+    case INT2OID:
+        return ValueKind::int2;
+    case INT4OID:
+        return ValueKind::int4;
+    case INT8OID:
+        return ValueKind::int8;
+    case FLOAT4OID:
+        return ValueKind::float4;
+    case FLOAT8OID:
+        return ValueKind::float8;
+    case BOOLOID:
+        return ValueKind::boolean;
+    case TEXTOID:
+    case VARCHAROID:
+    case BPCHAROID:
+    case XMLOID:
+        return ValueKind::text;
+    case NAMEOID:
+        return ValueKind::name;
+    case JSONOID:
+        return ValueKind::json;
+    case JSONBOID:
+        return ValueKind::jsonb;
+    case BYTEAOID:
+        return ValueKind::bytea;
+    case DATEOID:
+        return ValueKind::date;
+    case TIMEOID:
+        return ValueKind::time;
+    case TIMESTAMPOID:
+        return ValueKind::timestamp;
+    case TIMESTAMPTZOID:
+        return ValueKind::timestamptz;
+    default:
+        return ValueKind::output;
+    }
+}
+
+void init_value_encoder(ValueEncoder &enc, Oid typid, MemoryContext mcxt)
+{
+    Oid base = getBaseType(typid);
+    enc.type = base;
+    enc.kind = kind_of(base);
+
+    Oid outfunc;
+    bool varlena;
+    getTypeOutputInfo(base, &outfunc, &varlena);
+    fmgr_info_cxt(outfunc, &enc.output, mcxt);
+
+    Oid elem = get_element_type(base);
+    if (enc.kind == ValueKind::output && OidIsValid(elem)) {
+        enc.kind = ValueKind::array;
+        enc.elem_type = elem;
+        get_typlenbyvalalign(elem, &enc.elem_len, &enc.elem_byval, &enc.elem_align);
+        enc.elem = std::make_unique<ValueEncoder>();
+        init_value_encoder(*enc.elem, elem, mcxt);
+    }
+}
+
+/* Text in the server encoding, as a JSON string in UTF-8. */
+static void append_server_text(std::string &out, const char *s, size_t len)
+{
+    if (GetDatabaseEncoding() == PG_UTF8 || GetDatabaseEncoding() == PG_SQL_ASCII) {
+        json::append_string(out, std::string_view(s, len));
+        return;
+    }
+    char *utf8 = pg_server_to_any(s, static_cast<int>(len), PG_UTF8);
+    json::append_string(out, std::string_view(utf8, strlen(utf8)));
+}
+
+static void append_output(std::string &out, const ValueEncoder &enc, Datum value)
+{
+    char *text = OutputFunctionCall(const_cast<FmgrInfo *>(&enc.output), value);
+    append_server_text(out, text, strlen(text));
+}
+
+static void append_float(std::string &out, double v, bool single, const ValueEncoder &enc,
+                         Datum value)
+{
+    if (std::isnan(v) || std::isinf(v)) {
+        /* Not representable in JSON: PostgreSQL's own spelling, as a string. */
+        out.append(std::isnan(v) ? "\"NaN\"" : (v > 0 ? "\"Infinity\"" : "\"-Infinity\""));
+        return;
+    }
+    char buf[32];
+    int n = single ? float_to_shortest_decimal_buf(static_cast<float>(v), buf)
+                   : double_to_shortest_decimal_buf(v, buf);
+    out.append(buf, n);
+}
+
+/* Nested JSON arrays for the dimensions of an array, from element index *pos on. */
+static void append_array_dim(std::string &out, const ValueEncoder &enc, int dim, int ndim,
+                             const int *dims, Datum *elems, bool *nulls, int *pos)
+{
+    out.push_back('[');
+    for (int i = 0; i < dims[dim]; i++) {
+        if (i)
+            out.push_back(',');
+        if (dim + 1 < ndim) {
+            append_array_dim(out, enc, dim + 1, ndim, dims, elems, nulls, pos);
+        } else {
+            if (nulls[*pos])
+                out.append("null");
+            else
+                encode_value(out, *enc.elem, elems[*pos]);
+            (*pos)++;
+        }
+    }
+    out.push_back(']');
+}
+
+static void append_array(std::string &out, const ValueEncoder &enc, Datum value)
+{
+    ArrayType *arr = DatumGetArrayTypeP(value);
+    int ndim = ARR_NDIM(arr);
+    if (ndim == 0) {
+        out.append("[]");
+        return;
+    }
+    Datum *elems;
+    bool *nulls;
+    int nelems;
+    deconstruct_array(arr, enc.elem_type, enc.elem_len, enc.elem_byval, enc.elem_align, &elems,
+                      &nulls, &nelems);
+    int pos = 0;
+    append_array_dim(out, enc, 0, ndim, ARR_DIMS(arr), elems, nulls, &pos);
+}
+
+void encode_value(std::string &out, const ValueEncoder &enc, Datum value)
+{
+    switch (enc.kind) {
+    case ValueKind::int2:
+        json::append_int(out, DatumGetInt16(value));
+        return;
+    case ValueKind::int4:
+        json::append_int(out, DatumGetInt32(value));
+        return;
+    case ValueKind::int8:
+        json::append_int_as_string(out, DatumGetInt64(value));
+        return;
+    case ValueKind::float4:
+        append_float(out, DatumGetFloat4(value), true, enc, value);
+        return;
+    case ValueKind::float8:
+        append_float(out, DatumGetFloat8(value), false, enc, value);
+        return;
+    case ValueKind::boolean:
+        out.append(DatumGetBool(value) ? "true" : "false");
+        return;
+    case ValueKind::text: {
+        struct varlena *v = PG_DETOAST_DATUM_PACKED(value);
+        append_server_text(out, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+        return;
+    }
+    case ValueKind::name: {
+        const char *s = NameStr(*DatumGetName(value));
+        append_server_text(out, s, strlen(s));
+        return;
+    }
+    case ValueKind::json: {
+        struct varlena *v = PG_DETOAST_DATUM_PACKED(value);
+        out.append(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+        return;
+    }
+    case ValueKind::jsonb:
+        out.append(OutputFunctionCall(const_cast<FmgrInfo *>(&enc.output), value));
+        return;
+    case ValueKind::bytea: {
+        struct varlena *v = PG_DETOAST_DATUM_PACKED(value);
+        json::append_base64(out, reinterpret_cast<const unsigned char *>(VARDATA_ANY(v)),
+                            VARSIZE_ANY_EXHDR(v));
+        return;
+    }
+    case ValueKind::date: {
+        DateADT d = DatumGetDateADT(value);
+        if (DATE_NOT_FINITE(d)) {
+            out.append(DATE_IS_NOBEGIN(d) ? "\"-infinity\"" : "\"infinity\"");
+            return;
+        }
+        out.push_back('"');
+        if (json::append_date(out, d)) {
+            out.push_back('"');
+            return;
+        }
+        out.pop_back();
+        append_output(out, enc, value);
+        return;
+    }
+    case ValueKind::time:
+        out.push_back('"');
+        json::append_time_of_day(out, DatumGetTimeADT(value), false);
+        out.push_back('"');
+        return;
+    case ValueKind::timestamp:
+    case ValueKind::timestamptz: {
+        Timestamp ts = DatumGetTimestamp(value);
+        if (TIMESTAMP_NOT_FINITE(ts)) {
+            out.append(TIMESTAMP_IS_NOBEGIN(ts) ? "\"-infinity\"" : "\"infinity\"");
+            return;
+        }
+        out.push_back('"');
+        if (json::append_timestamp(out, ts, enc.kind == ValueKind::timestamptz, false)) {
+            out.push_back('"');
+            return;
+        }
+        out.pop_back();
+        append_output(out, enc, value);
+        return;
+    }
+    case ValueKind::array:
+        append_array(out, enc, value);
+        return;
+    case ValueKind::output:
+        append_output(out, enc, value);
+        return;
+    }
+}
+
+std::string avro_type_of(const ValueEncoder &enc)
+{
+    switch (enc.kind) {
+    case ValueKind::int2:
+    case ValueKind::int4:
+        return "\"int\"";
+    case ValueKind::int8:
+        return "\"long\"";
+    case ValueKind::float4:
+        return "\"float\"";
+    case ValueKind::float8:
+        return "\"double\"";
+    case ValueKind::boolean:
+        return "\"boolean\"";
+    case ValueKind::bytea:
+        return "\"bytes\"";
+    case ValueKind::array:
+        return "{\"type\":\"array\",\"items\":[" + avro_type_of(*enc.elem) + ",\"null\"]}";
+    default:
+        return "\"string\"";
+    }
+}
+
+} // namespace pgsink

@@ -1,0 +1,40 @@
+/*
+ * file_sink.h: JSON lines appended to a file, fsynced before the slot
+ * confirms, exactly once across crashes.
+ */
+#pragma once
+
+#include <sys/types.h>
+
+#include "sinks/sink.h"
+
+namespace pgsink
+{
+
+class FileSink final : public Sink
+{
+  public:
+    explicit FileSink(std::string path) : path_(std::move(path)) {}
+    ~FileSink() override;
+    void open(uint64_t replay_from) override;
+    void write(const char *data, size_t len) override;
+    void sync() override;
+    void close() override;
+    std::string describe() const override { return "file \"" + path_ + "\""; }
+    const std::string &path() const { return path_; }
+
+  private:
+    [[noreturn]] void fail(const std::string &what, int err, bool retryable);
+    /* Cut entries at or after replay_from, and any torn last line. */
+    void truncate_replayed(uint64_t replay_from);
+    void sync_directory();
+
+    std::string path_;
+    int fd_ = -1;
+    off_t size_ = 0; /* bytes in the file that are whole lines we wrote */
+    bool dirty_ = false;
+    uint64_t replay_from_ = 0;
+    bool recovered_ = false;
+};
+
+} // namespace pgsink
