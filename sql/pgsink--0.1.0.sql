@@ -69,6 +69,14 @@ COMMENT ON FUNCTION pgsink.status() IS
 
 CREATE VIEW pgsink.status AS SELECT * FROM pgsink.status();
 
+CREATE FUNCTION pgsink.wait_for_delivery(timeout interval DEFAULT '30 seconds')
+RETURNS pg_lsn
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'pgsink_wait_for_delivery';
+
+COMMENT ON FUNCTION pgsink.wait_for_delivery(interval) IS
+    'Wait until every transaction committed before the call is durable in the sink';
+
 -- Every captured table, its key and its state.
 CREATE VIEW pgsink.tables AS
 SELECT c.relid::regclass AS "table",
@@ -128,4 +136,5 @@ GRANT USAGE ON SCHEMA pgsink TO pgsink_admin, pg_monitor;
 GRANT EXECUTE ON FUNCTION pgsink.add_table(regclass, boolean) TO pgsink_admin;
 GRANT EXECUTE ON FUNCTION pgsink.remove_table(regclass) TO pgsink_admin;
 GRANT EXECUTE ON FUNCTION pgsink.status() TO pgsink_admin, pg_monitor;
+GRANT EXECUTE ON FUNCTION pgsink.wait_for_delivery(interval) TO pgsink_admin;
 GRANT SELECT ON pgsink.status, pgsink.tables TO pgsink_admin, pg_monitor;

@@ -1,0 +1,94 @@
+/*
+ * wait.cpp: pgsink.wait_for_delivery(timeout): block until everything
+ * committed before the call is durable in the sink.
+ *
+ * It writes a small non-transactional logical message, flushes it, and waits
+ * until the slot's confirmed position passes its end: the stream worker only
+ * confirms positions whose transactions the sink has made durable.
+ */
+#include "boundary/pg_boundary.h"
+#include "core/config.h"
+#include "core/shared_state.h"
+
+extern "C" {
+#include "access/xlog.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "replication/message.h"
+#include "replication/slot.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/pg_lsn.h"
+#include "utils/timestamp.h"
+
+PGDLLEXPORT Datum pgsink_wait_for_delivery(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pgsink_wait_for_delivery);
+}
+
+namespace pgsink
+{
+
+static XLogRecPtr slot_confirmed(const char *name)
+{
+    XLogRecPtr confirmed = InvalidXLogRecPtr;
+    LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+    for (int i = 0; i < max_replication_slots; i++) {
+        ReplicationSlot *s = &ReplicationSlotCtl->replication_slots[i];
+        if (!s->in_use)
+            continue;
+        SpinLockAcquire(&s->mutex);
+        if (strcmp(NameStr(s->data.name), name) == 0)
+            confirmed = s->data.confirmed_flush;
+        SpinLockRelease(&s->mutex);
+    }
+    LWLockRelease(ReplicationSlotControlLock);
+    return confirmed;
+}
+
+static Datum wait_for_delivery(PG_FUNCTION_ARGS)
+{
+    Interval *timeout = PG_GETARG_INTERVAL_P(0);
+    int64 timeout_us = timeout->time + (int64)timeout->day * USECS_PER_DAY +
+                       (int64)timeout->month * DAYS_PER_MONTH * USECS_PER_DAY;
+    if (RecoveryInProgress())
+        ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+                        errmsg("pgsink.wait_for_delivery() cannot run during recovery")));
+
+    const char *marker = "wait_for_delivery";
+    XLogRecPtr target = LogLogicalMessage("pgsink", marker, strlen(marker), false);
+    XLogFlush(target);
+
+    TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_us / 1000);
+    for (;;) {
+        XLogRecPtr confirmed = slot_confirmed(guc_slot_name);
+        if (confirmed != InvalidXLogRecPtr && confirmed >= target)
+            PG_RETURN_LSN(confirmed);
+        if (GetCurrentTimestamp() >= deadline) {
+            SharedState s;
+            LWLockAcquire(shared_lock, LW_SHARED);
+            memcpy(&s, shared, sizeof(s));
+            LWLockRelease(shared_lock);
+            ereport(ERROR,
+                    (errcode(ERRCODE_QUERY_CANCELED),
+                     errmsg("pgsink did not deliver up to %X/%X within the timeout",
+                            static_cast<uint32>(target >> 32), static_cast<uint32>(target)),
+                     errdetail("The stream worker is %s; confirmed position %X/%X%s%s.",
+                               worker_state_name(s.state), static_cast<uint32>(confirmed >> 32),
+                               static_cast<uint32>(confirmed),
+                               s.last_error[0] ? "; last error: " : "", s.last_error),
+                     errhint("See SELECT * FROM pgsink.status.")));
+        }
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
+                        PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+        CHECK_FOR_INTERRUPTS();
+    }
+}
+
+} // namespace pgsink
+
+Datum pgsink_wait_for_delivery(PG_FUNCTION_ARGS)
+{
+    return pgsink::cxx_entry([&] { return pgsink::wait_for_delivery(fcinfo); });
+}
