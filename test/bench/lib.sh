@@ -1,0 +1,51 @@
+# lib.sh: shared helpers for pgsink's benchmarks (sourced, not run).
+# A throwaway cluster in $BENCH_DIR, on $BENCH_PORT, configured for pgsink.
+set -euo pipefail
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+export PATH="$PGBIN:$PATH"
+BENCH_DIR=${BENCH_DIR:-$(pwd)/test/bench/out}
+BENCH_PORT=${BENCH_PORT:-5477}
+export PGHOST="$BENCH_DIR" PGPORT="$BENCH_PORT" PGDATABASE=bench
+DATA="$BENCH_DIR/data"
+
+psqlq() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
+
+bench_cluster_start() {
+    pg_ctl -D "$DATA" stop -m immediate >/dev/null 2>&1 || true
+    rm -rf "$DATA" && mkdir -p "$BENCH_DIR"
+    initdb -D "$DATA" -A trust >/dev/null
+    cat >> "$DATA/postgresql.conf" <<CONF
+port = $BENCH_PORT
+listen_addresses = ''
+unix_socket_directories = '$BENCH_DIR'
+shared_preload_libraries = 'pgsink'
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
+output_plugin_libraries = 'pgoutput, test_decoding, pgsink, wal2json'
+shared_buffers = 1GB
+max_wal_size = 8GB
+checkpoint_timeout = 30min
+synchronous_commit = on
+pgsink.database = 'bench'
+pgsink.file_path = '$BENCH_DIR/pgsink.jsonl'
+CONF
+    pg_ctl -D "$DATA" -l "$BENCH_DIR/server.log" -w start >/dev/null
+    createdb bench
+    psqlq -c "CREATE EXTENSION pgsink"
+}
+
+bench_cluster_stop() { pg_ctl -D "$DATA" stop -m fast >/dev/null 2>&1 || true; }
+
+# Pause or resume the pgsink stream worker (it stops while pgsink.database names no database).
+pgsink_pause() {
+    psqlq -c "ALTER SYSTEM SET pgsink.database = 'bench_paused'" -c "SELECT pg_reload_conf()" >/dev/null
+    for _ in $(seq 1 100); do
+        [ "$(psqlq -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pgsink stream'")" = 0 ] && return 0
+        sleep 0.1
+    done
+    echo "pgsink stream worker did not stop" >&2; return 1
+}
+pgsink_resume() { psqlq -c "ALTER SYSTEM RESET pgsink.database" -c "SELECT pg_reload_conf()" >/dev/null; }
+
+now_ms() { date +%s%3N; }

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# stream_bench.sh: change capture throughput, latency and overhead, in one run
+# on one cluster, so the ratios compare like with like.
+#
+#   1. Throughput: ROWS rows (default 1M) in 1000-row transactions are written
+#      while every consumer is behind; then each consumer reads the same WAL:
+#        pgsink (stream worker -> file sink, fsynced)
+#        pg_recvlogical + wal2json (format-version 2) -> file
+#        raw in-server decoding: pg_logical_slot_get_binary_changes(pgoutput), counting rows
+#   2. Commit-to-file latency p50/p99 at a steady RATE rows/s (default 2000).
+#   3. pgbench TPS with and without capture.
+#
+# Usage: test/bench/stream_bench.sh   (as a user that may run initdb; not root)
+cd "$(dirname "$0")/../.."
+source test/bench/lib.sh
+ROWS=${ROWS:-1000000}
+TXN_ROWS=${TXN_ROWS:-1000}
+RATE=${RATE:-2000}
+LATENCY_SECONDS=${LATENCY_SECONDS:-20}
+PGBENCH_SECONDS=${PGBENCH_SECONDS:-30}
+
+bench_cluster_start
+trap bench_cluster_stop EXIT
+
+psqlq <<'SQL'
+CREATE TABLE bench_rows (id bigserial PRIMARY KEY, account int NOT NULL, note text,
+                         amount numeric(12,2), created timestamptz NOT NULL DEFAULT now());
+CREATE PUBLICATION bench_pub FOR TABLE bench_rows;
+SQL
+psqlq -c "SELECT pgsink.add_table('bench_rows', false)" >/dev/null
+psqlq -c "SELECT pgsink.wait_for_delivery()" >/dev/null
+psqlq -c "SELECT pg_create_logical_replication_slot('bench_wal2json', 'wal2json')" >/dev/null
+psqlq -c "SELECT pg_create_logical_replication_slot('bench_pgoutput', 'pgoutput')" >/dev/null
+
+echo "== throughput: $ROWS rows in $TXN_ROWS-row transactions"
+pgsink_pause
+: > "$BENCH_DIR/pgsink.jsonl"
+t0=$(now_ms)
+psqlq <<SQL
+DO \$\$
+BEGIN
+  FOR i IN 1..($ROWS / $TXN_ROWS) LOOP
+    INSERT INTO bench_rows (account, note, amount)
+    SELECT g % 1000, 'note number ' || g, g * 1.25 FROM generate_series(1, $TXN_ROWS) g;
+    COMMIT;
+  END LOOP;
+END
+\$\$;
+SQL
+echo "load: $(( $(now_ms) - t0 )) ms"
+end_lsn=$(psqlq -c "SELECT pg_current_wal_flush_lsn()")
+
+# pgsink: resume, and time until the file holds everything, fsynced and confirmed.
+t0=$(now_ms)
+pgsink_resume
+psqlq -c "SELECT pgsink.wait_for_delivery('30 min')" >/dev/null
+pgsink_ms=$(( $(now_ms) - t0 ))
+pgsink_lines=$(grep -c '"op":"insert"' "$BENCH_DIR/pgsink.jsonl")
+[ "$pgsink_lines" -ge "$ROWS" ] || { echo "pgsink delivered $pgsink_lines of $ROWS rows" >&2; exit 1; }
+
+# pg_recvlogical + wal2json format-version 2, to a file.
+t0=$(now_ms)
+pg_recvlogical -d bench --slot bench_wal2json --start --endpos "$end_lsn" -o format-version=2 \
+    -f "$BENCH_DIR/wal2json.jsonl" --no-loop
+w2j_ms=$(( $(now_ms) - t0 ))
+w2j_lines=$(grep -c '"action":"I"' "$BENCH_DIR/wal2json.jsonl")
+
+# Raw in-server decoding with pgoutput, counting rows (the ceiling for any in-server consumer).
+t0=$(now_ms)
+raw_msgs=$(psqlq -c "SELECT count(*) FROM pg_logical_slot_get_binary_changes('bench_pgoutput', '$end_lsn', NULL, 'proto_version', '1', 'publication_names', 'bench_pub') WHERE get_byte(data, 0) = 73")
+raw_ms=$(( $(now_ms) - t0 ))
+
+rate() { echo $(( $1 * 1000 / ($2 > 0 ? $2 : 1) )); }
+pgsink_rate=$(rate "$pgsink_lines" "$pgsink_ms")
+w2j_rate=$(rate "$w2j_lines" "$w2j_ms")
+raw_rate=$(rate "$raw_msgs" "$raw_ms")
+printf '%-34s %10s rows %8s ms %10s rows/s\n' "pgsink -> file (fsynced)" "$pgsink_lines" "$pgsink_ms" "$pgsink_rate"
+printf '%-34s %10s rows %8s ms %10s rows/s\n' "pg_recvlogical + wal2json -> file" "$w2j_lines" "$w2j_ms" "$w2j_rate"
+printf '%-34s %10s rows %8s ms %10s rows/s\n' "raw pgoutput decoding (count)" "$raw_msgs" "$raw_ms" "$raw_rate"
+awk -v a="$pgsink_rate" -v b="$w2j_rate" -v c="$raw_rate" \
+    'BEGIN { printf "ratio pgsink / wal2json:   %.2fx (target >= 8x)\nratio pgsink / raw decode: %.2fx (target >= 0.6x)\n", a/b, a/c }'
+psqlq -c "SELECT pg_drop_replication_slot('bench_wal2json')" -c "SELECT pg_drop_replication_slot('bench_pgoutput')" >/dev/null
+
+echo "== latency: commit-to-file at $RATE rows/s for ${LATENCY_SECONDS}s"
+python3 test/bench/latency_tail.py "$BENCH_DIR/pgsink.jsonl" "$((LATENCY_SECONDS + 3))" > "$BENCH_DIR/latency.txt" &
+tail_pid=$!
+sleep 0.5
+echo "INSERT INTO bench_rows (account, note, amount) VALUES (1, 'latency probe', 1.00);" > "$BENCH_DIR/latency.sql"
+pgbench -n -f "$BENCH_DIR/latency.sql" -R "$RATE" -T "$LATENCY_SECONDS" -c 2 -j 2 bench > "$BENCH_DIR/latency_pgbench.txt" 2>&1
+wait "$tail_pid"
+cat "$BENCH_DIR/latency.txt"
+
+echo "== pgbench TPS with and without capture (${PGBENCH_SECONDS}s each, 2 clients)"
+pgbench -i -q -s 10 bench >/dev/null 2>&1
+psqlq -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL" >/dev/null
+run_pgbench() { pgbench -n -c 2 -j 2 -T "$PGBENCH_SECONDS" bench 2>/dev/null | awk '/^tps/ { printf "%d", $3 }'; }
+psqlq -c "CHECKPOINT" >/dev/null
+tps_off=$(run_pgbench)
+for t in pgbench_accounts pgbench_branches pgbench_tellers pgbench_history; do
+    psqlq -c "SELECT pgsink.add_table('$t', false)" >/dev/null
+done
+psqlq -c "CHECKPOINT" >/dev/null
+tps_on=$(run_pgbench)
+psqlq -c "SELECT pgsink.wait_for_delivery('5 min')" >/dev/null
+echo "pgbench TPS without capture: $tps_off"
+echo "pgbench TPS with capture:    $tps_on"
+awk -v a="$tps_on" -v b="$tps_off" 'BEGIN { printf "ratio: %.2fx (target >= 0.9x)\n", a/b }'
