@@ -10,6 +10,9 @@
 extern "C" {
 #include "access/xact.h"
 #include "access/xlogutils.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "storage/lmgr.h"
 #include "replication/logical.h"
 #include "replication/slot.h"
 #include "utils/memutils.h"
@@ -29,6 +32,14 @@ XLogReaderRoutine *wal_reader_routine()
 
 void ensure_slot(const char *name)
 {
+    if (SearchNamedReplicationSlot(name, true) != nullptr)
+        return;
+    /*
+     * add_table() and the stream worker may both get here right after CREATE
+     * EXTENSION: serialise them on the extension object (which also keeps
+     * DROP EXTENSION out) and look again.
+     */
+    LockDatabaseObject(ExtensionRelationId, get_extension_oid("pgsink", false), 0, ExclusiveLock);
     if (SearchNamedReplicationSlot(name, true) != nullptr)
         return;
     if (IsTransactionState() && GetTopTransactionIdIfAny() != InvalidTransactionId)

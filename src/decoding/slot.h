@@ -17,7 +17,7 @@ XLogReaderRoutine *wal_reader_routine();
 /*
  * Create the slot (plugin pgsink) if it does not exist, as
  * pg_create_logical_replication_slot() does: waits for running transactions
- * to find a consistent point. Must run before the transaction writes.
+ * to find a consistent point. Must run in a transaction, before it writes.
  */
 void ensure_slot(const char *name);
 

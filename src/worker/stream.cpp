@@ -23,6 +23,7 @@
 #include "worker/stream.h"
 
 extern "C" {
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "access/xlogutils.h"
 #include "miscadmin.h"
@@ -92,6 +93,21 @@ class Stream final : public EntryConsumer
 };
 
 static Stream *the_stream = nullptr;
+
+/*
+ * Decoding runs outside a transaction, and each transaction the worker or
+ * the reorder buffer runs leaves no resource owner behind: give the stream
+ * one of its own, created once.
+ */
+static void use_stream_resource_owner()
+{
+    static ResourceOwner owner = nullptr;
+    if (CurrentResourceOwner != nullptr)
+        return;
+    if (owner == nullptr)
+        owner = ResourceOwnerCreate(nullptr, "pgsink stream");
+    CurrentResourceOwner = owner;
+}
 
 static Stream &stream()
 {
@@ -218,12 +234,13 @@ void Stream::start()
 {
     if (cxt_ == nullptr)
         cxt_ = AllocSetContextCreate(TopMemoryContext, "pgsink stream", ALLOCSET_DEFAULT_SIZES);
-    if (CurrentResourceOwner == nullptr)
-        CurrentResourceOwner = ResourceOwnerCreate(nullptr, "pgsink stream");
 
     CheckLogicalDecodingRequirements();
     const char *name = guc_slot_name;
+    StartTransactionCommand();
     ensure_slot(name);
+    CommitTransactionCommand();
+    use_stream_resource_owner();
     ReplicationSlotAcquire(name, true);
 
     if (strcmp(NameStr(MyReplicationSlot->data.plugin), "pgsink") != 0)
@@ -276,8 +293,7 @@ long Stream::step()
         sink_->sync();
         cxx_entry([&] { open_sink(); });
     }
-    if (CurrentResourceOwner == nullptr)
-        CurrentResourceOwner = ResourceOwnerCreate(nullptr, "pgsink stream");
+    use_stream_resource_owner();
     if (caches_need_reset_) {
         /* Drop catalog cache entries built outside historic snapshots. */
         InvalidateSystemCaches();
