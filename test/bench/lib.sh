@@ -13,6 +13,7 @@ psqlq() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 bench_cluster_start() {
     pg_ctl -D "$DATA" stop -m immediate >/dev/null 2>&1 || true
     rm -rf "$DATA" && mkdir -p "$BENCH_DIR"
+    rm -f "$BENCH_DIR"/*.jsonl "$BENCH_DIR"/*.txt
     initdb -D "$DATA" -A trust >/dev/null
     cat >> "$DATA/postgresql.conf" <<CONF
 port = $BENCH_PORT
