@@ -25,6 +25,7 @@ extern "C" {
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "commands/dbcommands.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -41,7 +42,7 @@ PG_FUNCTION_INFO_V1(pgsink_remove_table);
 namespace pgsink
 {
 
-/* The qualified, quoted name of a relation, for messages. */
+/* The qualified name of a relation, quoted where SQL needs it, for messages. */
 static char *qualified_name(Relation rel)
 {
     return quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
@@ -52,7 +53,7 @@ static char *qualified_name(Relation rel)
 [[noreturn]] static void refuse(Relation rel, const char *why, const char *hint)
 {
     ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
-                    errmsg("pgsink cannot capture \"%s\": %s", qualified_name(rel), why),
+                    errmsg("pgsink cannot capture %s: %s", qualified_name(rel), why),
                     hint ? errhint("%s", hint) : 0));
     pg_unreachable();
 }
@@ -117,7 +118,7 @@ static void check_can_read(Relation rel)
         return;
     if (pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_SELECT) != ACLCHECK_OK)
         ereport(ERROR, (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-                        errmsg("permission denied to capture \"%s\"", qualified_name(rel)),
+                        errmsg("permission denied to capture %s", qualified_name(rel)),
                         errdetail("Capturing a table copies all of its rows to the sink."),
                         errhint("Ask its owner to GRANT SELECT on it to you.")));
 }
@@ -166,6 +167,8 @@ static uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values
  */
 static void invalidate_for_decoding(Oid relid)
 {
+    if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+        return; /* already dropped: nothing will be decoded for it */
     List *rels = find_all_inheritors(relid, NoLock, nullptr);
     ListCell *lc;
     foreach (lc, rels)
@@ -173,29 +176,50 @@ static void invalidate_for_decoding(Oid relid)
     list_free(rels);
 }
 
+/*
+ * Capture happens in pgsink.database only: a table of another database
+ * would never be decoded (the slot belongs to one database).
+ */
+static void check_in_captured_database()
+{
+    const char *here = get_database_name(MyDatabaseId);
+    if (here == nullptr || strcmp(here, guc_database) != 0)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("pgsink captures tables of database \"%s\", not of \"%s\"",
+                               guc_database, here ? here : "?"),
+                        errhint("Connect to database \"%s\", or set pgsink.database = '%s' in "
+                                "postgresql.conf and reload.",
+                                guc_database, here ? here : "?")));
+}
+
 static Datum add_table(PG_FUNCTION_ARGS)
 {
     Oid relid = PG_GETARG_OID(0);
     bool import = PG_ARGISNULL(1) ? true : PG_GETARG_BOOL(1);
 
+    check_in_captured_database();
     Relation rel = relation_open(relid, AccessShareLock);
     check_capturable(rel);
-    /* Before this transaction writes: changes are captured from its commit on. */
-    ensure_slot(guc_slot_name);
     check_can_read(rel);
     char *name = qualified_name(rel);
     relation_close(rel, NoLock);
+    /* Before this transaction writes: changes are captured from its commit on. */
+    ensure_slot(guc_slot_name);
 
-    Oid types[2] = {OIDOID, BOOLOID};
-    Datum values[2] = {ObjectIdGetDatum(relid), BoolGetDatum(import)};
+    /* Recorded as the caller, not as the owner the insert runs as. */
+    Oid types[3] = {OIDOID, BOOLOID, NAMEOID};
+    Datum values[3] = {
+        ObjectIdGetDatum(relid), BoolGetDatum(import),
+        DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(GetUserId(), false)))};
     uint64 added = run_as_owner(
         /* ON CONFLICT is not allowed on catalog tables; the lock serialises adders. */
         "LOCK TABLE pgsink.captured_tables IN SHARE ROW EXCLUSIVE MODE; "
-        "INSERT INTO pgsink.captured_tables (relid, import_requested) SELECT $1, $2 "
+        "INSERT INTO pgsink.captured_tables (relid, import_requested, added_by) "
+        "SELECT $1, $2, $3 "
         "WHERE NOT EXISTS (SELECT FROM pgsink.captured_tables WHERE relid = $1)",
-        2, types, values);
+        3, types, values);
     if (added == 0) {
-        ereport(NOTICE, (errmsg("table \"%s\" is already captured", name)));
+        ereport(NOTICE, (errmsg("table %s is already captured", name)));
         PG_RETURN_BOOL(false);
     }
     invalidate_for_decoding(relid);
@@ -206,14 +230,17 @@ static Datum add_table(PG_FUNCTION_ARGS)
 static Datum remove_table(PG_FUNCTION_ARGS)
 {
     Oid relid = PG_GETARG_OID(0);
-    char *name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-                                            get_rel_name(relid));
+    /* The relation may be gone (dropped while the event trigger was disabled). */
+    const char *relname = get_rel_name(relid);
+    const char *nspname = relname ? get_namespace_name(get_rel_namespace(relid)) : nullptr;
+    char *name = relname && nspname ? quote_qualified_identifier(nspname, relname)
+                                    : psprintf("with OID %u", relid);
     Oid types[1] = {OIDOID};
     Datum values[1] = {ObjectIdGetDatum(relid)};
     uint64 removed =
         run_as_owner("DELETE FROM pgsink.captured_tables WHERE relid = $1", 1, types, values);
     if (removed == 0) {
-        ereport(NOTICE, (errmsg("table \"%s\" is not captured", name)));
+        ereport(NOTICE, (errmsg("table %s is not captured", name)));
         PG_RETURN_BOOL(false);
     }
     invalidate_for_decoding(relid);
