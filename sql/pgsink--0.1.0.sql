@@ -25,6 +25,31 @@ CREATE TABLE pgsink.captured_tables (
 COMMENT ON TABLE pgsink.captured_tables IS
     'Tables pgsink captures; change with pgsink.add_table() and pgsink.remove_table()';
 
+-- Import (backfill) jobs: one per add_table(import => true) or reimport().
+-- The stream worker reads each table in keyset pages over its key, one short
+-- transaction per chunk, and persists the cursor once a chunk is durable.
+CREATE TABLE pgsink.import_jobs (
+    id bigserial PRIMARY KEY,
+    relid oid NOT NULL,
+    state text NOT NULL DEFAULT 'scheduled'
+        CHECK (state IN ('scheduled', 'running', 'complete', 'failed', 'expired', 'cancelled')),
+    cursor text[],                   -- key of the last row delivered; NULL: from the start
+    rows_imported bigint NOT NULL DEFAULT 0,
+    chunks bigint NOT NULL DEFAULT 0,
+    chunk_rows integer,              -- the current, adaptive, chunk size
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    started_at timestamptz,
+    finished_at timestamptz,
+    error text,
+    error_count integer NOT NULL DEFAULT 0,
+    next_retry_at timestamptz
+);
+CREATE INDEX import_jobs_unfinished ON pgsink.import_jobs (id)
+    WHERE state IN ('scheduled', 'running', 'failed');
+
+COMMENT ON TABLE pgsink.import_jobs IS
+    'Import (backfill) jobs; see the view pgsink.imports';
+
 CREATE FUNCTION pgsink.add_table(rel regclass, import boolean DEFAULT true)
 RETURNS boolean
 LANGUAGE c VOLATILE STRICT
@@ -40,6 +65,22 @@ AS 'MODULE_PATHNAME', 'pgsink_remove_table';
 
 COMMENT ON FUNCTION pgsink.remove_table(regclass) IS
     'Stop capturing the changes of a table; returns false if it was not captured';
+
+CREATE FUNCTION pgsink.reimport(rel regclass)
+RETURNS bigint
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'pgsink_reimport';
+
+COMMENT ON FUNCTION pgsink.reimport(regclass) IS
+    'Schedule a new import of a captured table (expiring an unfinished one); returns its job id';
+
+CREATE FUNCTION pgsink.cancel_import(rel regclass)
+RETURNS boolean
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'pgsink_cancel_import';
+
+COMMENT ON FUNCTION pgsink.cancel_import(regclass) IS
+    'Cancel the unfinished import of a table; returns false if there was none';
 
 CREATE FUNCTION pgsink.status(
     OUT worker_pid integer,
@@ -77,6 +118,31 @@ AS 'MODULE_PATHNAME', 'pgsink_wait_for_delivery';
 COMMENT ON FUNCTION pgsink.wait_for_delivery(interval) IS
     'Wait until every transaction committed before the call is durable in the sink';
 
+-- Every import job, with its progress.
+CREATE VIEW pgsink.imports AS
+SELECT j.id,
+       j.relid::regclass AS "table",
+       j.state,
+       j.cursor,
+       j.rows_imported,
+       j.chunks,
+       j.chunk_rows,
+       greatest(r.reltuples, 0)::bigint AS estimated_rows,
+       CASE WHEN j.state = 'complete' THEN 100.0
+            WHEN r.reltuples > 0
+            THEN least(99.9, round(100.0 * j.rows_imported / r.reltuples::numeric, 1))
+       END AS percent,
+       j.created_at,
+       j.started_at,
+       j.finished_at,
+       j.error,
+       j.error_count,
+       j.next_retry_at
+  FROM pgsink.import_jobs j
+  LEFT JOIN pg_catalog.pg_class r ON r.oid = j.relid;
+
+COMMENT ON VIEW pgsink.imports IS 'Import (backfill) jobs and their progress';
+
 -- Every captured table, its key and its state.
 CREATE VIEW pgsink.tables AS
 SELECT c.relid::regclass AS "table",
@@ -96,7 +162,9 @@ SELECT c.relid::regclass AS "table",
                            WHEN 'i' THEN 'index' WHEN 'n' THEN 'nothing' END AS replica_identity,
        CASE WHEN s.state = 'streaming' THEN 'capturing' ELSE 'paused: ' || s.state END
            AS capture_state,
-       CASE WHEN c.import_requested THEN 'scheduled' ELSE 'not requested' END AS import_state
+       coalesce((SELECT j.state FROM pgsink.import_jobs j
+                  WHERE j.relid = c.relid ORDER BY j.id DESC LIMIT 1),
+                'not requested') AS import_state
   FROM pgsink.captured_tables c
   JOIN pg_catalog.pg_class r ON r.oid = c.relid
   JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace
@@ -116,6 +184,14 @@ BEGIN
      WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
        AND d.objsubid = 0
        AND d.objid = c.relid;
+    UPDATE pgsink.import_jobs j
+       SET state = 'expired', finished_at = pg_catalog.now(),
+           error = 'the table was dropped'
+      FROM pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND d.objsubid = 0
+       AND d.objid = j.relid
+       AND j.state IN ('scheduled', 'running', 'failed');
 END
 $$;
 
@@ -135,6 +211,8 @@ REVOKE ALL ON ALL TABLES IN SCHEMA pgsink FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgsink TO pgsink_admin, pg_monitor;
 GRANT EXECUTE ON FUNCTION pgsink.add_table(regclass, boolean) TO pgsink_admin;
 GRANT EXECUTE ON FUNCTION pgsink.remove_table(regclass) TO pgsink_admin;
+GRANT EXECUTE ON FUNCTION pgsink.reimport(regclass) TO pgsink_admin;
+GRANT EXECUTE ON FUNCTION pgsink.cancel_import(regclass) TO pgsink_admin;
 GRANT EXECUTE ON FUNCTION pgsink.status() TO pgsink_admin, pg_monitor;
 GRANT EXECUTE ON FUNCTION pgsink.wait_for_delivery(interval) TO pgsink_admin;
-GRANT SELECT ON pgsink.status, pgsink.tables TO pgsink_admin, pg_monitor;
+GRANT SELECT ON pgsink.status, pgsink.tables, pgsink.imports TO pgsink_admin, pg_monitor;

@@ -22,6 +22,8 @@ extern int guc_batch_bytes_kb;
 extern int guc_flush_interval_ms;
 extern int guc_poll_interval_ms;
 extern int guc_retry_max_interval_ms;
+extern int guc_import_chunk_rows;
+extern int guc_import_chunk_time_ms;
 
 /* Define every GUC; called once from _PG_init. */
 void define_gucs();

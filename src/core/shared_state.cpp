@@ -110,6 +110,13 @@ void wake_worker()
     set_latch_of(procno);
 }
 
+void request_import_scan()
+{
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    shared->import_requests++;
+    LWLockRelease(shared_lock);
+}
+
 void wake_launcher()
 {
     LWLockAcquire(shared_lock, LW_SHARED);

@@ -46,6 +46,7 @@ struct SharedState {
     TimestampTz worker_started_at;
     int worker_restarts;
     TimestampTz next_start_at; /* when the launcher restarts a failed worker */
+    uint64 import_requests;    /* bumped when an import is scheduled: the worker looks at once */
     char last_error[kErrorLen];
     TimestampTz last_error_at;
 };
@@ -63,5 +64,8 @@ void set_worker_state(WorkerState s);
 /* Wake the stream worker (or the launcher) by setting its latch. */
 void wake_worker();
 void wake_launcher();
+
+/* An import was scheduled: the worker should look at pgsink.import_jobs. */
+void request_import_scan();
 
 } // namespace pgsink

@@ -14,6 +14,7 @@
 #include "changelog/json_writer.h"
 #include "decoding/entry_consumer.h"
 #include "decoding/relation_cache.h"
+#include "imports/import_chunk.h"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -30,6 +31,7 @@ namespace pgsink
 {
 
 EntryConsumer *worker_consumer = nullptr;
+ImportChunk *active_import = nullptr;
 
 /* Entries as rows of pg_logical_slot_get_changes(). */
 class SqlConsumer final : public EntryConsumer
@@ -64,6 +66,9 @@ struct Decoder {
     uint64 sequence = 0;
     std::string txn_timestamp; /* "\"2024-...+00:00\"", built at the first entry */
     std::string txn_lsn;
+    /* Changes of this transaction supersede rows of the pending import chunk. */
+    bool txn_conflicts_with_import = false;
+    std::string key_scratch;
 
     /* Scratch, reused for every row. */
     std::vector<Datum> values, old_values;
@@ -199,6 +204,30 @@ static void write_modification_head(Decoder &d, std::string &out, const Relation
     json::append_uint(out, d.txn.xid);
 }
 
+/* The key of a row as JSON, exactly as the importer writes it for its chunk rows. */
+static const std::string &key_json(Decoder &d, const RelationInfo &info, TupleDesc desc,
+                                   HeapTuple tup)
+{
+    deform(desc, tup, d.values, d.nulls);
+    d.key_scratch.clear();
+    write_row(d, d.key_scratch, info, true, false);
+    return d.key_scratch;
+}
+
+/* Rows of the pending import chunk that this change makes stale are dropped from it. */
+static void drop_superseded_import_rows(Decoder &d, const RelationInfo &info, TupleDesc desc,
+                                        HeapTuple oldtup, HeapTuple newtup)
+{
+    if (info.key_attnums.empty()) {
+        active_import->drop_all();
+        return;
+    }
+    if (oldtup)
+        active_import->drop_key(key_json(d, info, desc, oldtup));
+    if (newtup)
+        active_import->drop_key(key_json(d, info, desc, newtup));
+}
+
 static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change)
 {
     const char *op = op_name(change->action);
@@ -224,6 +253,10 @@ static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change
             oldtup = execute_attr_map_tuple(oldtup, info.to_root);
         desc = info.to_root->outdesc;
     }
+
+    if (d.txn_conflicts_with_import && active_import && !active_import->emitted &&
+        active_import->relid == info.target_relid)
+        drop_superseded_import_rows(d, info, desc, oldtup, newtup);
 
     std::string &out = d.consumer->buffer();
     write_modification_head(d, out, info, op);
@@ -287,6 +320,9 @@ static void on_truncate(Decoder &d, int nrelations, Relation relations[])
         if (seen)
             continue;
         d.truncated.push_back(info.target_relid);
+        if (d.txn_conflicts_with_import && active_import && !active_import->emitted &&
+            active_import->relid == info.target_relid)
+            active_import->drop_all();
         if (d.rels.schema_needs_sending(info))
             write_schema(d, info);
         std::string &out = d.consumer->buffer();
@@ -360,6 +396,12 @@ static void pgsink_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
     d.sequence = 0;
     d.txn_timestamp.clear();
     d.txn_lsn.clear();
+    /*
+     * Transactions are replayed in commit order, watermarks at their WAL
+     * position: after L, every transaction commits between L and H.
+     */
+    d.txn_conflicts_with_import = active_import != nullptr && !active_import->emitted &&
+                                  (active_import->window_open || !active_import->visible(txn->xid));
 }
 
 static void pgsink_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
@@ -383,6 +425,87 @@ static void pgsink_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XL
         cxx_entry([&] { d.consumer->commit(d.txn, d.sequence); });
 }
 
+/* At the high watermark: the chunk's surviving rows, as "import" entries at H's position. */
+static void emit_import(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
+{
+    d.txn.commit_lsn = lsn;
+    d.txn.xid = InvalidTransactionId;
+    d.txn.commit_time = chunk.read_at;
+    d.sequence = 0;
+    d.txn_timestamp.clear();
+    d.txn_lsn.clear();
+    if (d.rels.announce_schema(chunk.relid, chunk.schema_json)) {
+        std::string &out = d.consumer->buffer();
+        begin_entry(d, out);
+        out.append(",\"lsn\":");
+        out.append(d.txn_lsn);
+        out.append(",\"schema\":");
+        out.append(chunk.schema_json);
+        out.push_back('}');
+        d.consumer->entry_done();
+    }
+    for (size_t i = 0; i < chunk.rows.size(); i++) {
+        if (chunk.dropped[i])
+            continue;
+        std::string &out = d.consumer->buffer();
+        begin_entry(d, out);
+        out.append(",\"sequence\":");
+        json::append_uint(out, ++d.sequence);
+        out.push_back(',');
+        out.append(chunk.name_json);
+        out.append(",\"op\":\"import\",\"lsn\":");
+        out.append(d.txn_lsn);
+        out.append(",\"xid\":null,\"before\":null,\"after\":");
+        out.append(chunk.rows[i]);
+        out.push_back('}');
+        d.consumer->entry_done();
+    }
+    chunk.emitted_rows = d.sequence;
+    if (d.sequence > 0)
+        d.consumer->commit(d.txn, d.sequence);
+}
+
+/*
+ * Watermarks of imports: non-transactional messages "L <job> <chunk>" and
+ * "H <job> <chunk>" with prefix pgsink-import. Watermarks of a chunk the
+ * worker no longer holds (written before a restart) are ignored: that chunk
+ * is read again from the persisted cursor.
+ */
+static void on_message(Decoder &d, LogicalDecodingContext *ctx, XLogRecPtr lsn, bool transactional,
+                       const char *prefix, Size size, const char *message)
+{
+    if (transactional || strcmp(prefix, kImportMessagePrefix) != 0 || active_import == nullptr ||
+        d.consumer != worker_consumer)
+        return;
+    char kind;
+    long long job;
+    unsigned long long chunk_no;
+    std::string text(message, size);
+    if (sscanf(text.c_str(), "%c %lld %llu", &kind, &job, &chunk_no) != 3)
+        return;
+    ImportChunk &chunk = *active_import;
+    if (job != chunk.job_id || chunk_no != chunk.chunk_no || chunk.emitted)
+        return;
+    if (kind == 'L') {
+        chunk.window_open = true;
+    } else if (kind == 'H') {
+        emit_import(d, chunk, lsn);
+        chunk.emitted = true;
+        chunk.high_end = ctx->reader->EndRecPtr;
+    }
+}
+
+static void pgsink_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
+                           XLogRecPtr message_lsn, bool transactional, const char *prefix,
+                           Size message_size, const char *message)
+{
+    Decoder &d = decoder_of(ctx);
+    in_change_context(d, [&] {
+        cxx_entry(
+            [&] { on_message(d, ctx, message_lsn, transactional, prefix, message_size, message); });
+    });
+}
+
 static void pgsink_shutdown(LogicalDecodingContext *ctx)
 {
     /* The Decoder is freed with ctx->context (free_decoder). */
@@ -395,5 +518,6 @@ void _PG_output_plugin_init(OutputPluginCallbacks *cb)
     cb->change_cb = pgsink_change;
     cb->truncate_cb = pgsink_truncate;
     cb->commit_cb = pgsink_commit;
+    cb->message_cb = pgsink_message;
     cb->shutdown_cb = pgsink_shutdown;
 }

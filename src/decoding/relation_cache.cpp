@@ -111,6 +111,55 @@ static List *key_attnums(Relation rel)
     return attnums;
 }
 
+/*
+ * Fill the parts of info that describe the reported relation: its name, key,
+ * columns with their encoders, and Avro schema. desc is target's descriptor
+ * (a copy that lives in info.mcxt). Shared by decoding and imports, so both
+ * describe a table identically.
+ */
+void describe_relation(RelationInfo &info, Relation target, TupleDesc desc)
+{
+    info.columns.clear();
+    const char *nspname = pg_call([&] { return get_namespace_name(RelationGetNamespace(target)); });
+    const char *relname = RelationGetRelationName(target);
+    info.name_json.clear();
+    info.name_json.append("\"namespace\":");
+    json::append_string(info.name_json, nspname);
+    info.name_json.append(",\"name\":");
+    json::append_string(info.name_json, relname);
+    info.replident = target->rd_rel->relreplident;
+
+    List *keys = pg_call([&] { return key_attnums(target); });
+    RelationSchema schema;
+    schema.nspname = nspname;
+    schema.relname = relname;
+    for (int i = 0; i < desc->natts; i++) {
+        Form_pg_attribute att = TupleDescAttr(desc, i);
+        if (att->attisdropped)
+            continue;
+        ColumnInfo &col = info.columns.emplace_back();
+        col.name = NameStr(att->attname);
+        col.json_key.clear();
+        json::append_string(col.json_key, col.name);
+        col.json_key.push_back(':');
+        col.attnum = att->attnum;
+        col.is_key = list_member_int(keys, att->attnum);
+        col.is_varlena = att->attlen == -1;
+        pg_call([&] { init_value_encoder(col.encoder, att->atttypid, info.mcxt); });
+        const char *pg_type =
+            pg_call([&] { return format_type_with_typemod(att->atttypid, att->atttypmod); });
+        schema.columns.push_back({col.name, pg_type, avro_type_of(col.encoder)});
+    }
+    info.key_attnums.clear();
+    ListCell *lc;
+    foreach (lc, keys) {
+        info.key_attnums.push_back(static_cast<AttrNumber>(lfirst_int(lc)));
+        schema.key.push_back(NameStr(TupleDescAttr(desc, lfirst_int(lc) - 1)->attname));
+    }
+    pg_call([&] { list_free(keys); });
+    info.schema_json = build_avro_schema(schema);
+}
+
 void RelationCache::build(RelationInfo &info, Relation rel)
 {
     /*
@@ -166,44 +215,19 @@ void RelationCache::build(RelationInfo &info, Relation rel)
         return copy;
     });
 
-    const char *nspname = pg_call([&] { return get_namespace_name(RelationGetNamespace(target)); });
-    const char *relname = RelationGetRelationName(target);
-    info.name_json.clear();
-    info.name_json.append("\"namespace\":");
-    json::append_string(info.name_json, nspname);
-    info.name_json.append(",\"name\":");
-    json::append_string(info.name_json, relname);
-    info.replident = target->rd_rel->relreplident;
-
-    List *keys = pg_call([&] { return key_attnums(target); });
-    RelationSchema schema;
-    schema.nspname = nspname;
-    schema.relname = relname;
-    for (int i = 0; i < desc->natts; i++) {
-        Form_pg_attribute att = TupleDescAttr(desc, i);
-        if (att->attisdropped)
-            continue;
-        ColumnInfo &col = info.columns.emplace_back();
-        col.name = NameStr(att->attname);
-        col.json_key.clear();
-        json::append_string(col.json_key, col.name);
-        col.json_key.push_back(':');
-        col.attnum = att->attnum;
-        col.is_key = list_member_int(keys, att->attnum);
-        col.is_varlena = att->attlen == -1;
-        pg_call([&] { init_value_encoder(col.encoder, att->atttypid, info.mcxt); });
-        const char *pg_type =
-            pg_call([&] { return format_type_with_typemod(att->atttypid, att->atttypmod); });
-        schema.columns.push_back({col.name, pg_type, avro_type_of(col.encoder)});
-    }
-    ListCell *lc;
-    foreach (lc, keys)
-        schema.key.push_back(NameStr(TupleDescAttr(desc, lfirst_int(lc) - 1)->attname));
-    pg_call([&] { list_free(keys); });
+    describe_relation(info, target, desc);
     if (target != rel)
         pg_call([&] { RelationClose(target); });
-    info.schema_json = build_avro_schema(schema);
     info.valid = true;
+}
+
+bool RelationCache::announce_schema(Oid target_relid, const std::string &schema_json)
+{
+    std::string &sent = sent_schemas_[target_relid];
+    if (sent == schema_json)
+        return false;
+    sent = schema_json;
+    return true;
 }
 
 RelationInfo &RelationCache::get(Relation rel)
@@ -223,11 +247,7 @@ bool RelationCache::schema_needs_sending(RelationInfo &info)
     if (info.schema_checked)
         return false;
     info.schema_checked = true;
-    std::string &sent = sent_schemas_[info.target_relid];
-    if (sent == info.schema_json)
-        return false;
-    sent = info.schema_json;
-    return true;
+    return announce_schema(info.target_relid, info.schema_json);
 }
 
 } // namespace pgsink

@@ -39,15 +39,19 @@ struct RelationInfo {
     Oid relid = InvalidOid;
     bool valid = false;
     bool captured = false;
-    Oid target_relid = InvalidOid;   /* the relation reported: itself or a partition root */
-    std::string name_json;           /* "\"namespace\":\"public\",\"name\":\"t\"" */
-    std::vector<ColumnInfo> columns; /* non-dropped columns of the target */
+    Oid target_relid = InvalidOid;       /* the relation reported: itself or a partition root */
+    std::string name_json;               /* "\"namespace\":\"public\",\"name\":\"t\"" */
+    std::vector<ColumnInfo> columns;     /* non-dropped columns of the target */
+    std::vector<AttrNumber> key_attnums; /* key columns in key order (empty: no key) */
     char replident = 'd';
     std::string schema_json;               /* Avro schema of the target */
     bool schema_checked = false;           /* compared with the last schema sent */
     TupleConversionMap *to_root = nullptr; /* partition -> root rows, or null */
     MemoryContext mcxt = nullptr;          /* FmgrInfo state and the conversion map */
 };
+
+/* Describe target (name, key, columns, schema) into info; see relation_cache.cpp. */
+void describe_relation(RelationInfo &info, Relation target, TupleDesc desc);
 
 class RelationCache
 {
@@ -69,6 +73,8 @@ class RelationCache
      * Has target's current schema not been sent yet? Records it as sent.
      */
     bool schema_needs_sending(RelationInfo &info);
+    /* Has this schema of target_relid not been sent yet? Records it as sent. */
+    bool announce_schema(Oid target_relid, const std::string &schema_json);
 
   private:
     void build(RelationInfo &info, Relation rel);

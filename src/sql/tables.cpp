@@ -9,6 +9,8 @@
 #include "boundary/pg_boundary.h"
 #include "core/config.h"
 #include "decoding/slot.h"
+#include "core/shared_state.h"
+#include "sql/run_as_owner.h"
 #include "worker/workers.h"
 
 extern "C" {
@@ -37,6 +39,10 @@ PGDLLEXPORT Datum pgsink_add_table(PG_FUNCTION_ARGS);
 PGDLLEXPORT Datum pgsink_remove_table(PG_FUNCTION_ARGS);
 PG_FUNCTION_INFO_V1(pgsink_add_table);
 PG_FUNCTION_INFO_V1(pgsink_remove_table);
+PGDLLEXPORT Datum pgsink_reimport(PG_FUNCTION_ARGS);
+PGDLLEXPORT Datum pgsink_cancel_import(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pgsink_reimport);
+PG_FUNCTION_INFO_V1(pgsink_cancel_import);
 }
 
 namespace pgsink
@@ -123,43 +129,6 @@ static void check_can_read(Relation rel)
                         errhint("Ask its owner to GRANT SELECT on it to you.")));
 }
 
-/* The role that ran CREATE EXTENSION pgsink: a superuser, as the control file requires. */
-static Oid extension_owner()
-{
-    Oid extoid = get_extension_oid("pgsink", false);
-    HeapTuple tup = SearchSysCache1(EXTENSIONOID, ObjectIdGetDatum(extoid));
-    if (!HeapTupleIsValid(tup))
-        elog(ERROR, "pgsink: cache lookup failed for extension %u", extoid);
-    Oid owner = ((Form_pg_extension)GETSTRUCT(tup))->extowner;
-    ReleaseSysCache(tup);
-    return owner;
-}
-
-/*
- * Run one statement on pgsink.captured_tables as the extension's owner, so
- * that members of pgsink_admin need no privilege on the table itself.
- * Returns the number of rows processed.
- */
-static uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values)
-{
-    Oid owner = extension_owner();
-
-    Oid save_userid;
-    int save_sec;
-    GetUserIdAndSecContext(&save_userid, &save_sec);
-    SetUserIdAndSecContext(owner,
-                           save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
-    SPI_connect();
-    int rc = SPI_execute_with_args(sql, nargs, types, values, nullptr, false, 0);
-    if (rc < 0)
-        elog(ERROR, "pgsink: could not update pgsink.captured_tables: %s",
-             SPI_result_code_string(rc));
-    uint64 processed = SPI_processed;
-    SPI_finish();
-    SetUserIdAndSecContext(save_userid, save_sec);
-    return processed;
-}
-
 /*
  * Log a relcache invalidation of the table and its partitions with this
  * transaction: the decoder then re-reads membership at exactly this point of
@@ -192,6 +161,78 @@ static void check_in_captured_database()
                                 guc_database, here ? here : "?")));
 }
 
+/* End the unfinished import jobs of relid with state; returns how many there were. */
+static uint64 end_unfinished_imports(Oid relid, const char *state, const char *why)
+{
+    Oid types[3] = {OIDOID, TEXTOID, TEXTOID};
+    Datum values[3] = {ObjectIdGetDatum(relid), CStringGetTextDatum(state),
+                       CStringGetTextDatum(why)};
+    return run_as_owner("UPDATE pgsink.import_jobs SET state = $2, error = $3, "
+                        "finished_at = pg_catalog.now() "
+                        "WHERE relid = $1 AND state IN ('scheduled', 'running', 'failed')",
+                        3, types, values);
+}
+
+/* Schedule an import of relid; the worker starts it once this transaction commits. */
+static int64 schedule_import(Oid relid)
+{
+    Oid types[1] = {OIDOID};
+    Datum values[1] = {ObjectIdGetDatum(relid)};
+    run_as_owner("INSERT INTO pgsink.import_jobs (relid) VALUES ($1)", 1, types, values);
+    int64 id = 0;
+    /* currval() of the job sequence, in this session: the id just inserted. */
+    SPI_connect();
+    if (SPI_execute("SELECT pg_catalog.currval('pgsink.import_jobs_id_seq')", true, 1) ==
+            SPI_OK_SELECT &&
+        SPI_processed == 1) {
+        bool isnull;
+        Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+        if (!isnull)
+            id = DatumGetInt64(d);
+    }
+    SPI_finish();
+    request_import_scan();
+    return id;
+}
+
+/* Is relid in pgsink.captured_tables? */
+static bool is_captured(Oid relid)
+{
+    Oid types[1] = {OIDOID};
+    Datum values[1] = {ObjectIdGetDatum(relid)};
+    return run_as_owner("SELECT FROM pgsink.captured_tables WHERE relid = $1", 1, types, values) >
+           0;
+}
+
+static Datum reimport(PG_FUNCTION_ARGS)
+{
+    Oid relid = PG_GETARG_OID(0);
+    check_in_captured_database();
+    Relation rel = relation_open(relid, AccessShareLock);
+    char *name = qualified_name(rel);
+    check_can_read(rel);
+    relation_close(rel, NoLock);
+    if (!is_captured(relid))
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("table %s is not captured", name),
+                        errhint("Use pgsink.add_table(), which imports the table too.")));
+    end_unfinished_imports(relid, "expired", "replaced by a new import");
+    int64 id = schedule_import(relid);
+    wake_worker_at_commit();
+    PG_RETURN_INT64(id);
+}
+
+static Datum cancel_import(PG_FUNCTION_ARGS)
+{
+    Oid relid = PG_GETARG_OID(0);
+    if (end_unfinished_imports(relid, "cancelled", "cancelled by pgsink.cancel_import()") == 0) {
+        char *name = DatumGetCString(DirectFunctionCall1(regclassout, ObjectIdGetDatum(relid)));
+        ereport(NOTICE, (errmsg("no unfinished import of table %s", name)));
+        PG_RETURN_BOOL(false);
+    }
+    PG_RETURN_BOOL(true);
+}
+
 static Datum add_table(PG_FUNCTION_ARGS)
 {
     Oid relid = PG_GETARG_OID(0);
@@ -222,6 +263,8 @@ static Datum add_table(PG_FUNCTION_ARGS)
         ereport(NOTICE, (errmsg("table %s is already captured", name)));
         PG_RETURN_BOOL(false);
     }
+    if (import)
+        schedule_import(relid);
     invalidate_for_decoding(relid);
     wake_worker_at_commit();
     PG_RETURN_BOOL(true);
@@ -243,6 +286,7 @@ static Datum remove_table(PG_FUNCTION_ARGS)
         ereport(NOTICE, (errmsg("table %s is not captured", name)));
         PG_RETURN_BOOL(false);
     }
+    end_unfinished_imports(relid, "expired", "the table was removed from capture");
     invalidate_for_decoding(relid);
     wake_worker_at_commit();
     PG_RETURN_BOOL(true);
@@ -253,6 +297,16 @@ static Datum remove_table(PG_FUNCTION_ARGS)
 Datum pgsink_add_table(PG_FUNCTION_ARGS)
 {
     return pgsink::cxx_entry([&] { return pgsink::add_table(fcinfo); });
+}
+
+Datum pgsink_reimport(PG_FUNCTION_ARGS)
+{
+    return pgsink::cxx_entry([&] { return pgsink::reimport(fcinfo); });
+}
+
+Datum pgsink_cancel_import(PG_FUNCTION_ARGS)
+{
+    return pgsink::cxx_entry([&] { return pgsink::cancel_import(fcinfo); });
 }
 
 Datum pgsink_remove_table(PG_FUNCTION_ARGS)

@@ -19,6 +19,7 @@
 #include "core/shared_state.h"
 #include "decoding/entry_consumer.h"
 #include "decoding/slot.h"
+#include "imports/importer.h"
 #include "sinks/file_sink.h"
 #include "worker/stream.h"
 
@@ -77,6 +78,7 @@ class Stream final : public EntryConsumer
     template <typename F> void with_retry(F &&f);
 
     LogicalDecodingContext *ctx_ = nullptr;
+    Importer importer_;
     MemoryContext cxt_ = nullptr;
     std::unique_ptr<FileSink> sink_;
     std::string batch_;
@@ -317,6 +319,21 @@ long Stream::step()
     }
     bool caught_up = ctx_->reader->EndRecPtr >= end;
     deliver_and_confirm(ctx_->reader->EndRecPtr);
+
+    /*
+     * Imports run between rounds, one chunk at a time, and only when the
+     * stream is caught up: streamed changes wait for at most one chunk read
+     * (pgsink.import_chunk_time).
+     */
+    if (importer_.ready_to_persist(confirmed_)) {
+        before_catalog_access();
+        importer_.after_confirm(confirmed_);
+    }
+    if (caught_up && !importer_.busy() && importer_.due()) {
+        before_catalog_access();
+        if (importer_.read_next_chunk())
+            return 0; /* decode up to its high watermark at once */
+    }
     return caught_up ? guc_poll_interval_ms : 0;
 }
 
@@ -328,6 +345,7 @@ void Stream::stop()
         InvalidateSystemCaches();
     }
     worker_consumer = nullptr;
+    importer_.reset();
     if (MyReplicationSlot != nullptr)
         ReplicationSlotRelease();
     if (sink_)

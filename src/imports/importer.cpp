@@ -1,0 +1,436 @@
+/*
+ * importer.cpp: reading import chunks and persisting their progress.
+ *
+ * One chunk is one short transaction: pick the job, write the low
+ * watermark, take a fresh snapshot, read up to chunk_rows rows in key order
+ * after the cursor (WHERE (k1, k2) > ($1, $2) ORDER BY k1, k2 LIMIT n), write
+ * the high watermark, commit. No snapshot outlives the chunk, so vacuum keeps
+ * working during an import of any size. The chunk size adapts to
+ * pgsink.import_chunk_time, bounded by pgsink.import_chunk_rows.
+ *
+ * PostgreSQL calls that can fail run through pg_call(), so a failed chunk
+ * (table altered, dropped, ...) becomes a PgError here: the transaction is
+ * aborted and the job backs off exponentially, without stopping the stream.
+ */
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "boundary/pg_boundary.h"
+#include "changelog/json_writer.h"
+#include "core/config.h"
+#include "core/shared_state.h"
+#include "decoding/relation_cache.h"
+#include "decoding/value_encoder.h"
+#include "imports/importer.h"
+
+extern "C" {
+#include "access/relation.h"
+#include "access/table.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "replication/message.h"
+#include "replication/slot.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+}
+
+namespace pgsink
+{
+
+/* While no job is runnable, look at pgsink.import_jobs this often (or when asked). */
+static constexpr long kIdleLookMs = 1000;
+static constexpr int kMinChunkRows = 100;
+
+bool Importer::due() const
+{
+    uint64 requests;
+    LWLockAcquire(shared_lock, LW_SHARED);
+    requests = shared->import_requests;
+    LWLockRelease(shared_lock);
+    return job_active_ || requests != requests_seen_ || GetCurrentTimestamp() >= next_look_;
+}
+
+void Importer::reset()
+{
+    chunk_.reset();
+    active_import = nullptr;
+    job_active_ = true;
+}
+
+/* The job to work on: the oldest runnable one. Marks it running. */
+struct JobRow {
+    int64 id = 0;
+    Oid relid = InvalidOid;
+    int chunk_rows = 0;
+    ArrayType *cursor = nullptr; /* text[], or null */
+};
+
+static bool pick_job(JobRow *job)
+{
+    int rc = SPI_execute("SELECT id, relid, chunk_rows, cursor FROM pgsink.import_jobs "
+                         "WHERE state IN ('scheduled', 'running') "
+                         "   OR (state = 'failed' AND next_retry_at <= pg_catalog.now()) "
+                         "ORDER BY id LIMIT 1 FOR UPDATE",
+                         false, 1);
+    if (rc != SPI_OK_SELECT)
+        elog(ERROR, "pgsink: could not read pgsink.import_jobs: %s", SPI_result_code_string(rc));
+    if (SPI_processed == 0)
+        return false;
+    HeapTuple tup = SPI_tuptable->vals[0];
+    TupleDesc desc = SPI_tuptable->tupdesc;
+    bool isnull;
+    job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+    job->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+    Datum rows = SPI_getbinval(tup, desc, 3, &isnull);
+    job->chunk_rows = isnull ? 0 : DatumGetInt32(rows);
+    Datum cursor = SPI_getbinval(tup, desc, 4, &isnull);
+    job->cursor = isnull ? nullptr : DatumGetArrayTypePCopy(cursor);
+
+    Oid types[1] = {INT8OID};
+    Datum values[1] = {Int64GetDatum(job->id)};
+    rc = SPI_execute_with_args("UPDATE pgsink.import_jobs SET state = 'running', "
+                               "started_at = coalesce(started_at, pg_catalog.now()) "
+                               "WHERE id = $1",
+                               1, types, values, nullptr, false, 0);
+    if (rc != SPI_OK_UPDATE)
+        elog(ERROR, "pgsink: could not update pgsink.import_jobs: %s", SPI_result_code_string(rc));
+    return true;
+}
+
+/* Is relid still captured (the job may outlive a remove_table)? */
+static bool still_captured(Oid relid)
+{
+    Oid types[1] = {OIDOID};
+    Datum values[1] = {ObjectIdGetDatum(relid)};
+    int rc = SPI_execute_with_args("SELECT FROM pgsink.captured_tables WHERE relid = $1", 1, types,
+                                   values, nullptr, true, 1);
+    return rc == SPI_OK_SELECT && SPI_processed == 1;
+}
+
+/*
+ * The keyset query of a table:
+ *   SELECT * FROM [ONLY] t WHERE (k1, k2) > ($1::type1, $2::type2) ORDER BY k1, k2 LIMIT n
+ * Partitioned tables are read through the root (all partitions, root's layout).
+ */
+static char *chunk_query(Relation rel, const RelationInfo &info, bool with_cursor, int limit)
+{
+    StringInfoData sql;
+    initStringInfo(&sql);
+    bool partitioned = rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE;
+    appendStringInfo(&sql, "SELECT * FROM %s%s", partitioned ? "" : "ONLY ",
+                     quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+                                                RelationGetRelationName(rel)));
+    TupleDesc desc = RelationGetDescr(rel);
+    StringInfoData cols, params;
+    initStringInfo(&cols);
+    initStringInfo(&params);
+    for (size_t i = 0; i < info.key_attnums.size(); i++) {
+        Form_pg_attribute att = TupleDescAttr(desc, info.key_attnums[i] - 1);
+        appendStringInfo(&cols, "%s%s", i ? ", " : "", quote_identifier(NameStr(att->attname)));
+        appendStringInfo(&params, "%s$%zu::%s", i ? ", " : "", i + 1,
+                         format_type_with_typemod(att->atttypid, att->atttypmod));
+    }
+    if (with_cursor)
+        appendStringInfo(&sql, " WHERE (%s) > (%s)", cols.data, params.data);
+    appendStringInfo(&sql, " ORDER BY %s LIMIT %d", cols.data, limit);
+    return sql.data;
+}
+
+/*
+ * A row (SPI tuple of SELECT *) as JSON: the whole row, or its key columns
+ * only. SELECT * has the non-dropped columns in order, as info.columns: the
+ * i-th column is at position i + 1 (not at its attnum, if columns were dropped).
+ */
+static void row_json(std::string &out, const RelationInfo &info, HeapTuple tup, TupleDesc desc,
+                     bool key_only)
+{
+    out.push_back('{');
+    bool first = true;
+    for (size_t i = 0; i < info.columns.size(); i++) {
+        const ColumnInfo &col = info.columns[i];
+        if (key_only && !col.is_key)
+            continue;
+        bool isnull;
+        int position = static_cast<int>(i) + 1;
+        Datum v = pg_call([&] { return heap_getattr(tup, position, desc, &isnull); });
+        if (!first)
+            out.push_back(',');
+        first = false;
+        out.append(col.json_key);
+        if (isnull)
+            out.append("null");
+        else
+            pg_call([&] { encode_value(out, col.encoder, v); });
+    }
+    out.push_back('}');
+}
+
+static XLogRecPtr write_watermark(char kind, int64 job, uint64 chunk_no)
+{
+    char message[64];
+    int len = snprintf(message, sizeof(message), "%c %lld %llu", kind, static_cast<long long>(job),
+                       static_cast<unsigned long long>(chunk_no));
+    return LogLogicalMessage(kImportMessagePrefix, message, len, false);
+}
+
+bool Importer::read_next_chunk()
+{
+    if (chunk_)
+        return false;
+    LWLockAcquire(shared_lock, LW_SHARED);
+    requests_seen_ = shared->import_requests;
+    LWLockRelease(shared_lock);
+
+    auto chunk = std::make_unique<ImportChunk>();
+    RelationInfo info;
+    int64 failed_job = 0;
+    char failure[kErrorLen] = "";
+    bool read = false;
+    bool retry_soon = false;
+
+    pg_call([] {
+        StartTransactionCommand();
+        SPI_connect();
+        PushActiveSnapshot(GetTransactionSnapshot());
+    });
+    try {
+        JobRow job;
+        if (!pg_call([&] { return pick_job(&job); })) {
+            job_active_ = false;
+            next_look_ = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kIdleLookMs);
+            pg_call([] {
+                PopActiveSnapshot();
+                SPI_finish();
+                CommitTransactionCommand();
+            });
+            return false;
+        }
+        job_active_ = true;
+        failed_job = job.id;
+        if (!pg_call([&] { return still_captured(job.relid); }))
+            throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        "the table is no longer captured");
+
+        Relation rel = pg_call([&] { return try_relation_open(job.relid, AccessShareLock); });
+        if (rel == nullptr)
+            throw Error(ERRCODE_UNDEFINED_TABLE, "the table no longer exists");
+        info.mcxt = pg_call([] {
+            return AllocSetContextCreate(CurrentMemoryContext, "pgsink import",
+                                         ALLOCSET_SMALL_SIZES);
+        });
+        TupleDesc desc = RelationGetDescr(rel);
+        describe_relation(info, rel, desc);
+        if (info.key_attnums.empty())
+            throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        "the table has no primary key or replica identity index to page through",
+                        "Add a primary key, then call pgsink.reimport().");
+
+        int nkeys = static_cast<int>(info.key_attnums.size());
+        bool with_cursor = job.cursor != nullptr;
+        Datum *cursor_values = nullptr;
+        int ncursor = 0;
+        if (with_cursor) {
+            pg_call([&] {
+                deconstruct_array(job.cursor, TEXTOID, -1, false, TYPALIGN_INT, &cursor_values,
+                                  nullptr, &ncursor);
+            });
+            if (ncursor != nkeys) /* the key changed since: start over */
+                with_cursor = false;
+        }
+        int limit = job.chunk_rows > 0 ? job.chunk_rows : std::min(1000, guc_import_chunk_rows);
+        limit = std::clamp(limit, kMinChunkRows, guc_import_chunk_rows);
+        const char *sql = pg_call([&] { return chunk_query(rel, info, with_cursor, limit); });
+        chunk->job_id = job.id;
+        chunk->chunk_no = ++chunk_seq_;
+        chunk->relid = job.relid;
+        chunk->name_json = info.name_json;
+        chunk->schema_json = info.schema_json;
+        chunk->chunk_rows = limit;
+
+        /* Low watermark, then a snapshot taken after it. */
+        pg_call([&] {
+            write_watermark('L', job.id, chunk->chunk_no);
+            PopActiveSnapshot();
+            PushActiveSnapshot(GetTransactionSnapshot());
+        });
+        Snapshot snap = GetActiveSnapshot();
+        chunk->xmin = snap->xmin;
+        chunk->xmax = snap->xmax;
+        chunk->xip.assign(snap->xip, snap->xip + snap->xcnt);
+        std::sort(chunk->xip.begin(), chunk->xip.end());
+        /*
+         * A transaction the snapshot does not see but that has committed may
+         * have been streamed before the chunk existed: its change would be
+         * overwritten by the older row read here. Rare (a commit between its
+         * WAL record and its visibility); read again a moment later.
+         */
+        for (TransactionId xid : chunk->xip)
+            if (pg_call([&] { return TransactionIdDidCommit(xid); }))
+                throw Error(ERRCODE_T_R_SERIALIZATION_FAILURE, "retry: snapshot race");
+
+        /* The cursor's key values, as text, cast in the query to the key types. */
+        int nargs = with_cursor ? nkeys : 0;
+        Oid *types =
+            static_cast<Oid *>(pg_call([&] { return palloc0((nkeys + 1) * sizeof(Oid)); }));
+        for (int i = 0; i < nargs; i++)
+            types[i] = TEXTOID;
+
+        TimestampTz started = GetCurrentTimestamp();
+        chunk->read_at = started;
+        int rc = pg_call([&] {
+            return SPI_execute_with_args(sql, nargs, types, cursor_values, nullptr, true, 0);
+        });
+        if (rc != SPI_OK_SELECT)
+            throw Error(ERRCODE_INTERNAL_ERROR,
+                        std::string("could not read the table: ") + SPI_result_code_string(rc));
+        uint64 n = SPI_processed;
+        SPITupleTable *tuptable = SPI_tuptable;
+        chunk->keys.reserve(n);
+        chunk->rows.reserve(n);
+        for (uint64 i = 0; i < n; i++) {
+            HeapTuple tup = tuptable->vals[i];
+            std::string &key = chunk->keys.emplace_back();
+            row_json(key, info, tup, tuptable->tupdesc, true);
+            std::string &row = chunk->rows.emplace_back();
+            row_json(row, info, tup, tuptable->tupdesc, false);
+            chunk->index.emplace(key, i);
+        }
+        chunk->dropped.assign(n, false);
+        if (n > 0) {
+            HeapTuple last = tuptable->vals[n - 1];
+            for (AttrNumber attnum : info.key_attnums) {
+                int position = 0;
+                for (size_t i = 0; i < info.columns.size(); i++)
+                    if (info.columns[i].attnum == attnum)
+                        position = static_cast<int>(i) + 1;
+                char *text =
+                    pg_call([&] { return SPI_getvalue(last, tuptable->tupdesc, position); });
+                chunk->last_key.emplace_back(text ? text : "");
+            }
+        } else if (with_cursor) {
+            for (int i = 0; i < nkeys; i++)
+                chunk->last_key.emplace_back(
+                    pg_call([&] { return TextDatumGetCString(cursor_values[i]); }));
+        }
+        chunk->last_chunk = n < static_cast<uint64>(limit);
+
+        /* Adapt the next chunk to the time budget. */
+        long elapsed_ms = std::max<long>(1, (GetCurrentTimestamp() - started) / 1000);
+        double scale = static_cast<double>(guc_import_chunk_time_ms) / elapsed_ms;
+        chunk->next_chunk_rows = std::clamp(static_cast<int>(limit * std::min(scale, 2.0)),
+                                            kMinChunkRows, guc_import_chunk_rows);
+
+        pg_call([&] {
+            XLogRecPtr high = write_watermark('H', job.id, chunk->chunk_no);
+            relation_close(rel, AccessShareLock);
+            PopActiveSnapshot();
+            SPI_finish();
+            CommitTransactionCommand();
+            XLogFlush(high); /* let the decoder reach it now */
+        });
+        read = true;
+    } catch (const Error &e) {
+        if (e.sqlstate() == ERRCODE_T_R_SERIALIZATION_FAILURE)
+            retry_soon = true;
+        else
+            strlcpy(failure, e.what(), sizeof(failure));
+    } catch (const PgError &e) {
+        strlcpy(failure, e.what(), sizeof(failure));
+    }
+
+    if (!read) {
+        pg_call([] { AbortCurrentTransaction(); });
+        chunk_seq_++;
+        if (!retry_soon && failed_job != 0)
+            record_failure(failed_job, failure);
+        return false;
+    }
+    chunk_ = std::move(chunk);
+    active_import = chunk_.get();
+    return true;
+}
+
+void Importer::record_failure(int64 job_id, const char *message)
+{
+    ereport(WARNING,
+            (errmsg("pgsink: import job %lld failed: %s", static_cast<long long>(job_id), message),
+             errdetail("It is retried with exponential back-off; the stream goes on.")));
+    pg_call([&] {
+        StartTransactionCommand();
+        SPI_connect();
+        PushActiveSnapshot(GetTransactionSnapshot());
+        Oid types[3] = {INT8OID, TEXTOID, INT4OID};
+        Datum values[3] = {Int64GetDatum(job_id), CStringGetTextDatum(message),
+                           Int32GetDatum(guc_retry_max_interval_ms)};
+        SPI_execute_with_args("UPDATE pgsink.import_jobs SET state = 'failed', error = $2, "
+                              "error_count = error_count + 1, "
+                              "next_retry_at = pg_catalog.now() + pg_catalog.make_interval(secs => "
+                              "  least(power(2, least(error_count, 20)), $3 / 1000.0)) "
+                              "WHERE id = $1 AND state IN ('scheduled', 'running', 'failed')",
+                              3, types, values, nullptr, false, 0);
+        PopActiveSnapshot();
+        SPI_finish();
+        CommitTransactionCommand();
+    });
+}
+
+void Importer::after_confirm(XLogRecPtr confirmed)
+{
+    if (!ready_to_persist(confirmed))
+        return;
+    ImportChunk &c = *chunk_;
+    /*
+     * The slot must be durable past H before the cursor moves: otherwise a
+     * crash could replay from before H, drop the chunk's rows from the sink,
+     * and find no chunk to emit at H.
+     */
+    ReplicationSlotMarkDirty();
+    ReplicationSlotSave();
+
+    std::string cursor = "{";
+    for (size_t i = 0; i < c.last_key.size(); i++) {
+        if (i)
+            cursor.push_back(',');
+        json::append_string(cursor, c.last_key[i]); /* a JSON string is a valid array element */
+    }
+    cursor.push_back('}');
+    pg_call([&] {
+        StartTransactionCommand();
+        SPI_connect();
+        PushActiveSnapshot(GetTransactionSnapshot());
+        Oid types[6] = {INT8OID, TEXTOID, INT8OID, INT4OID, BOOLOID, BOOLOID};
+        Datum values[6] = {Int64GetDatum(c.job_id),
+                           CStringGetTextDatum(cursor.c_str()),
+                           Int64GetDatum(static_cast<int64>(c.emitted_rows)),
+                           Int32GetDatum(c.next_chunk_rows),
+                           BoolGetDatum(c.last_chunk),
+                           BoolGetDatum(c.last_key.empty())};
+        SPI_execute_with_args(
+            "UPDATE pgsink.import_jobs SET "
+            "cursor = CASE WHEN $6 THEN cursor ELSE $2::text[] END, "
+            "rows_imported = rows_imported + $3, chunks = chunks + 1, chunk_rows = $4, "
+            "state = CASE WHEN $5 THEN 'complete' ELSE 'running' END, "
+            "finished_at = CASE WHEN $5 THEN pg_catalog.now() END, next_retry_at = NULL "
+            "WHERE id = $1 AND state IN ('running', 'failed')",
+            6, types, values, nullptr, false, 0);
+        PopActiveSnapshot();
+        SPI_finish();
+        CommitTransactionCommand();
+    });
+    if (c.last_chunk)
+        ereport(LOG,
+                (errmsg("pgsink: import job %lld complete", static_cast<long long>(c.job_id))));
+    chunk_.reset();
+    active_import = nullptr;
+}
+
+} // namespace pgsink

@@ -1,0 +1,55 @@
+/*
+ * run_as_owner.cpp: see run_as_owner.h.
+ */
+#include "sql/run_as_owner.h"
+
+extern "C" {
+#include "access/htup_details.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/syscache.h"
+}
+
+namespace pgsink
+{
+
+/* The role that ran CREATE EXTENSION pgsink: a superuser, as the control file requires. */
+static Oid extension_owner()
+{
+    Oid extoid = get_extension_oid("pgsink", false);
+    HeapTuple tup = SearchSysCache1(EXTENSIONOID, ObjectIdGetDatum(extoid));
+    if (!HeapTupleIsValid(tup))
+        elog(ERROR, "pgsink: cache lookup failed for extension %u", extoid);
+    Oid owner = ((Form_pg_extension)GETSTRUCT(tup))->extowner;
+    ReleaseSysCache(tup);
+    return owner;
+}
+
+/*
+ * Run one statement on pgsink.captured_tables as the extension's owner, so
+ * that members of pgsink_admin need no privilege on the table itself.
+ * Returns the number of rows processed.
+ */
+uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values)
+{
+    Oid owner = extension_owner();
+
+    Oid save_userid;
+    int save_sec;
+    GetUserIdAndSecContext(&save_userid, &save_sec);
+    SetUserIdAndSecContext(owner,
+                           save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+    SPI_connect();
+    int rc = SPI_execute_with_args(sql, nargs, types, values, nullptr, false, 0);
+    if (rc < 0)
+        elog(ERROR, "pgsink: could not update pgsink.captured_tables: %s",
+             SPI_result_code_string(rc));
+    uint64 processed = SPI_processed;
+    SPI_finish();
+    SetUserIdAndSecContext(save_userid, save_sec);
+    return processed;
+}
+
+} // namespace pgsink
