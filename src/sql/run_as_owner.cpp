@@ -32,7 +32,7 @@ static Oid extension_owner()
  * that members of pgsink_admin need no privilege on the table itself.
  * Returns the number of rows processed.
  */
-uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values)
+uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values, int64 *first_int8)
 {
     Oid owner = extension_owner();
 
@@ -47,6 +47,15 @@ uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values)
         elog(ERROR, "pgsink: could not update pgsink.captured_tables: %s",
              SPI_result_code_string(rc));
     uint64 processed = SPI_processed;
+    if (first_int8 != nullptr) {
+        *first_int8 = 0;
+        if (SPI_tuptable != nullptr && SPI_processed > 0) {
+            bool isnull;
+            Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+            if (!isnull)
+                *first_int8 = DatumGetInt64(d);
+        }
+    }
     SPI_finish();
     SetUserIdAndSecContext(save_userid, save_sec);
     return processed;

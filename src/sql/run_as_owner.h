@@ -11,7 +11,12 @@ extern "C" {
 namespace pgsink
 {
 
-/* Run one SQL string (maybe several statements) with parameters; rows processed by the last. */
-uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values);
+/*
+ * Run one SQL string (maybe several statements) with parameters; returns the
+ * rows processed by the last. If first_int8 is given, it receives the first
+ * column of the first row returned (a bigint), or 0.
+ */
+uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values,
+                    int64 *first_int8 = nullptr);
 
 } // namespace pgsink

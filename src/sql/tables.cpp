@@ -178,19 +178,9 @@ static int64 schedule_import(Oid relid)
 {
     Oid types[1] = {OIDOID};
     Datum values[1] = {ObjectIdGetDatum(relid)};
-    run_as_owner("INSERT INTO pgsink.import_jobs (relid) VALUES ($1)", 1, types, values);
     int64 id = 0;
-    /* currval() of the job sequence, in this session: the id just inserted. */
-    SPI_connect();
-    if (SPI_execute("SELECT pg_catalog.currval('pgsink.import_jobs_id_seq')", true, 1) ==
-            SPI_OK_SELECT &&
-        SPI_processed == 1) {
-        bool isnull;
-        Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-        if (!isnull)
-            id = DatumGetInt64(d);
-    }
-    SPI_finish();
+    run_as_owner("INSERT INTO pgsink.import_jobs (relid) VALUES ($1) RETURNING id", 1, types,
+                 values, &id);
     request_import_scan();
     return id;
 }
