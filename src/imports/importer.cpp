@@ -196,6 +196,7 @@ bool Importer::read_next_chunk()
     char failure[kErrorLen] = "";
     bool read = false;
     bool retry_soon = false;
+    bool expire = false; /* the job can never succeed: end it */
 
     pg_call([] {
         StartTransactionCommand();
@@ -217,8 +218,7 @@ bool Importer::read_next_chunk()
         job_active_ = true;
         failed_job = job.id;
         if (!pg_call([&] { return still_captured(job.relid); }))
-            throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                        "the table is no longer captured");
+            throw Error(ERRCODE_UNDEFINED_TABLE, "the table is no longer captured");
 
         Relation rel = pg_call([&] { return try_relation_open(job.relid, AccessShareLock); });
         if (rel == nullptr)
@@ -341,8 +341,8 @@ bool Importer::read_next_chunk()
     } catch (const Error &e) {
         if (e.sqlstate() == ERRCODE_T_R_SERIALIZATION_FAILURE)
             retry_soon = true;
-        else
-            strlcpy(failure, e.what(), sizeof(failure));
+        expire = e.sqlstate() == ERRCODE_UNDEFINED_TABLE;
+        strlcpy(failure, e.what(), sizeof(failure));
     } catch (const PgError &e) {
         strlcpy(failure, e.what(), sizeof(failure));
     }
@@ -351,7 +351,7 @@ bool Importer::read_next_chunk()
         pg_call([] { AbortCurrentTransaction(); });
         chunk_seq_++;
         if (!retry_soon && failed_job != 0)
-            record_failure(failed_job, failure);
+            record_failure(failed_job, failure, expire);
         return false;
     }
     chunk_ = std::move(chunk);
@@ -359,8 +359,26 @@ bool Importer::read_next_chunk()
     return true;
 }
 
-void Importer::record_failure(int64 job_id, const char *message)
+void Importer::record_failure(int64 job_id, const char *message, bool expire)
 {
+    if (expire) {
+        ereport(LOG, (errmsg("pgsink: import job %lld expired: %s", static_cast<long long>(job_id),
+                             message)));
+        pg_call([&] {
+            StartTransactionCommand();
+            SPI_connect();
+            PushActiveSnapshot(GetTransactionSnapshot());
+            Oid types[2] = {INT8OID, TEXTOID};
+            Datum values[2] = {Int64GetDatum(job_id), CStringGetTextDatum(message)};
+            SPI_execute_with_args("UPDATE pgsink.import_jobs SET state = 'expired', error = $2, "
+                                  "finished_at = pg_catalog.now() WHERE id = $1",
+                                  2, types, values, nullptr, false, 0);
+            PopActiveSnapshot();
+            SPI_finish();
+            CommitTransactionCommand();
+        });
+        return;
+    }
     ereport(WARNING,
             (errmsg("pgsink: import job %lld failed: %s", static_cast<long long>(job_id), message),
              errdetail("It is retried with exponential back-off; the stream goes on.")));

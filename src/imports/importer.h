@@ -39,7 +39,8 @@ class Importer
     void reset();
 
   private:
-    void record_failure(int64 job_id, const char *message);
+    /* A chunk failed: back off (or end the job, if it can never succeed). */
+    void record_failure(int64 job_id, const char *message, bool expire);
 
     std::unique_ptr<ImportChunk> chunk_;
     uint64 chunk_seq_ = 0;
