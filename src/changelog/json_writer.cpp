@@ -42,7 +42,12 @@ inline void put2(char *p, int v)
 
 void append_string(std::string &out, std::string_view s)
 {
-    out.reserve(out.size() + s.size() + 2);
+    /*
+     * Room for the string, its quotes, a few escapes and what usually follows
+     * (closing braces, newline): a huge value then grows the buffer once
+     * instead of doubling it, and its copy, for the last few bytes.
+     */
+    out.reserve(out.size() + s.size() + s.size() / 64 + 64);
     out.push_back('"');
     const char *p = s.data();
     const char *end = p + s.size();

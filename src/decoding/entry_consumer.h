@@ -38,6 +38,9 @@ class EntryConsumer
     virtual void commit(const TxnMeta &txn, uint64 entries) = 0;
 };
 
+/* The sink changed (a new file): the decoder announces every schema again. */
+void forget_sent_schemas();
+
 /* Set by the stream worker before it creates its decoding context. */
 extern EntryConsumer *worker_consumer;
 

@@ -79,6 +79,12 @@ struct Decoder {
 
 static Decoder *active_decoder = nullptr;
 
+void forget_sent_schemas()
+{
+    if (active_decoder)
+        active_decoder->rels.forget_sent_schemas();
+}
+
 static void relcache_invalidated(Datum, Oid relid)
 {
     if (active_decoder)

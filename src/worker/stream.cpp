@@ -294,6 +294,7 @@ long Stream::step()
         write_batch();
         sink_->sync();
         cxx_entry([&] { open_sink(); });
+        forget_sent_schemas();
     }
     use_stream_resource_owner();
     if (caches_need_reset_) {
