@@ -18,7 +18,7 @@ SELECT c.oid::regclass AS relation, c.relkind,
        has_table_privilege('pg_monitor', c.oid, 'SELECT') AS monitor_select
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = 'pgsink' AND c.relkind IN ('r', 'v', 'm', 'p', 'f')
- ORDER BY 1::text;
+ ORDER BY c.oid::regclass::text;
 SELECT has_schema_privilege('public', 'pgsink', 'USAGE') AS public_usage,
        has_schema_privilege('public', 'pgsink', 'CREATE') AS public_create;
 
@@ -69,7 +69,7 @@ SELECT pgsink.remove_table('public.priv_secret');
 RESET ROLE;
 
 -- A superuser may capture anything capturable; added_by records who did.
-SELECT "table", added_by = current_user AS added_by_me FROM pgsink.tables ORDER BY 1::text;
+SELECT "table", added_by = current_user AS added_by_me FROM pgsink.tables ORDER BY "table"::text;
 
 -- Clean up.
 SELECT pgsink.remove_table('public.priv_secret');

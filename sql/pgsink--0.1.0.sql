@@ -157,7 +157,9 @@ SELECT c.relid::regclass AS "table",
          WHERE i.indexrelid = (SELECT i2.indexrelid FROM pg_catalog.pg_index i2
                                 WHERE i2.indrelid = c.relid
                                   AND (i2.indisprimary OR (r.relreplident = 'i' AND i2.indisreplident))
-                                ORDER BY i2.indisprimary DESC LIMIT 1)) AS key_columns,
+                                ORDER BY (r.relreplident = 'i' AND i2.indisreplident) DESC,
+                                         i2.indisprimary DESC
+                                LIMIT 1)) AS key_columns,
        CASE r.relreplident WHEN 'd' THEN 'default' WHEN 'f' THEN 'full'
                            WHEN 'i' THEN 'index' WHEN 'n' THEN 'nothing' END AS replica_identity,
        CASE WHEN s.state = 'streaming' THEN 'capturing' ELSE 'paused: ' || s.state END

@@ -21,7 +21,9 @@ extern "C" {
 #include "replication/logical.h"
 #include "replication/output_plugin.h"
 #include "replication/reorderbuffer.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
+#include "utils/syscache.h"
 #include "utils/memutils.h"
 
 PGDLLEXPORT void _PG_output_plugin_init(OutputPluginCallbacks *cb);
@@ -61,6 +63,7 @@ struct Decoder {
     EntryConsumer *consumer = nullptr;
     std::unique_ptr<SqlConsumer> sql_consumer;
     MemoryContext change_cxt = nullptr;
+    int guc_level = 0; /* SQL interface: the settings fixed for this decoding call */
 
     TxnMeta txn;
     uint64 sequence = 0;
@@ -83,6 +86,13 @@ void forget_sent_schemas()
 {
     if (active_decoder)
         active_decoder->rels.forget_sent_schemas();
+}
+
+/* A schema was renamed (or dropped): every reported name may have changed. */
+static void namespace_invalidated(Datum, int, uint32)
+{
+    if (active_decoder)
+        active_decoder->rels.invalidate(InvalidOid);
 }
 
 static void relcache_invalidated(Datum, Oid relid)
@@ -388,8 +398,12 @@ static void pgsink_startup(LogicalDecodingContext *ctx, OutputPluginOptions *opt
 
     if (!relcache_callback_registered) {
         CacheRegisterRelcacheCallback(relcache_invalidated, (Datum)0);
+        CacheRegisterSyscacheCallback(NAMESPACEOID, namespace_invalidated, (Datum)0);
         relcache_callback_registered = true;
     }
+    /* The worker fixed its settings for good; a SQL caller's are restored at shutdown. */
+    if (worker_consumer == nullptr)
+        d->guc_level = fix_output_settings(false);
 }
 
 static void pgsink_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
@@ -514,7 +528,12 @@ static void pgsink_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn,
 
 static void pgsink_shutdown(LogicalDecodingContext *ctx)
 {
-    /* The Decoder is freed with ctx->context (free_decoder). */
+    /* The Decoder itself is freed with ctx->context (free_decoder). */
+    Decoder &d = decoder_of(ctx);
+    if (d.guc_level > 0) {
+        AtEOXact_GUC(true, d.guc_level);
+        d.guc_level = 0;
+    }
 }
 
 void _PG_output_plugin_init(OutputPluginCallbacks *cb)

@@ -20,6 +20,9 @@ extern "C" {
 #include "utils/array.h"
 #include "utils/date.h"
 #include "utils/lsyscache.h"
+#include "utils/guc.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
 #include "utils/timestamp.h"
 }
 
@@ -138,6 +141,18 @@ static void append_float(std::string &out, double v, bool single, const ValueEnc
     out.append(buf, n);
 }
 
+/*
+ * A date/time outside years 1..9999 as to_json() writes it (ISO 8601 with
+ * PostgreSQL's BC suffix and its five-digit years), in UTC for timestamptz.
+ */
+static void append_json_datetime(std::string &out, Datum value, Oid typid)
+{
+    char buf[MAXDATELEN + 1];
+    int utc = 0;
+    JsonEncodeDateTime(buf, value, typid, typid == TIMESTAMPTZOID ? &utc : nullptr);
+    json::append_string(out, buf);
+}
+
 /* Nested JSON arrays for the dimensions of an array, from element index *pos on. */
 static void append_array_dim(std::string &out, const ValueEncoder &enc, int dim, int ndim,
                              const int *dims, Datum *elems, bool *nulls, int *pos)
@@ -233,7 +248,7 @@ void encode_value(std::string &out, const ValueEncoder &enc, Datum value)
             return;
         }
         out.pop_back();
-        append_output(out, enc, value);
+        append_json_datetime(out, value, DATEOID);
         return;
     }
     case ValueKind::time:
@@ -254,7 +269,7 @@ void encode_value(std::string &out, const ValueEncoder &enc, Datum value)
             return;
         }
         out.pop_back();
-        append_output(out, enc, value);
+        append_json_datetime(out, value, enc.type);
         return;
     }
     case ValueKind::array:
@@ -264,6 +279,23 @@ void encode_value(std::string &out, const ValueEncoder &enc, Datum value)
         append_output(out, enc, value);
         return;
     }
+}
+
+int fix_output_settings(bool for_session)
+{
+    static const char *const settings[][2] = {
+        {"TimeZone", "UTC"},         {"DateStyle", "ISO, YMD"}, {"IntervalStyle", "postgres"},
+        {"extra_float_digits", "1"}, {"lc_monetary", "C"},
+    };
+    int level = for_session ? 0 : NewGUCNestLevel();
+    for (const auto &kv : settings) {
+        if (for_session)
+            SetConfigOption(kv[0], kv[1], PGC_SUSET, PGC_S_OVERRIDE);
+        else
+            (void)set_config_option(kv[0], kv[1], PGC_SUSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
+                                    0, false);
+    }
+    return level;
 }
 
 std::string avro_type_of(const ValueEncoder &enc)

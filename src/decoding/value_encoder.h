@@ -58,6 +58,15 @@ void init_value_encoder(ValueEncoder &enc, Oid typid, MemoryContext mcxt);
 /* Append the JSON of a non-null value. May call PostgreSQL (output functions, detoasting). */
 void encode_value(std::string &out, const ValueEncoder &enc, Datum value);
 
+/*
+ * Text output of some types (ranges and intervals of dates and times,
+ * timetz, money, out-of-range years) depends on settings: fix them, so the
+ * changelog depends on the data only. In the stream worker, for its whole
+ * life (at_session_level); under the SQL interface, for the decoding call:
+ * returns a GUC nest level to end with AtEOXact_GUC(true, level).
+ */
+int fix_output_settings(bool for_session);
+
 /* The Avro type (JSON) that describes the values of this encoder. */
 std::string avro_type_of(const ValueEncoder &enc);
 

@@ -98,7 +98,7 @@ static bool pick_job(JobRow *job)
     Oid types[1] = {INT8OID};
     Datum values[1] = {Int64GetDatum(job->id)};
     rc = SPI_execute_with_args("UPDATE pgsink.import_jobs SET state = 'running', "
-                               "started_at = coalesce(started_at, pg_catalog.now()) "
+                               "started_at = coalesce(started_at, pg_catalog.clock_timestamp()) "
                                "WHERE id = $1",
                                1, types, values, nullptr, false, 0);
     if (rc != SPI_OK_UPDATE)
@@ -437,7 +437,8 @@ void Importer::after_confirm(XLogRecPtr confirmed)
             "cursor = CASE WHEN $6 THEN cursor ELSE $2::text[] END, "
             "rows_imported = rows_imported + $3, chunks = chunks + 1, chunk_rows = $4, "
             "state = CASE WHEN $5 THEN 'complete' ELSE 'running' END, "
-            "finished_at = CASE WHEN $5 THEN pg_catalog.now() END, next_retry_at = NULL "
+            "finished_at = CASE WHEN $5 THEN pg_catalog.clock_timestamp() END, next_retry_at = "
+            "NULL "
             "WHERE id = $1 AND state IN ('running', 'failed')",
             6, types, values, nullptr, false, 0);
         PopActiveSnapshot();

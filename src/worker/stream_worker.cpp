@@ -13,6 +13,7 @@
 #include "boundary/pg_boundary.h"
 #include "core/config.h"
 #include "core/shared_state.h"
+#include "decoding/value_encoder.h"
 #include "worker/stream.h"
 #include "worker/workers.h"
 
@@ -174,6 +175,7 @@ void pgsink_stream_main(Datum main_arg)
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
     worker_attach();
+    fix_output_settings(true);
 
     ereport(LOG, (errmsg("pgsink: stream worker started in database \"%s\"", guc_database)));
 
