@@ -3,6 +3,8 @@
  * cxx_entry(). Kept out of line so that no frame holding C++ objects ever
  * contains a sigsetjmp.
  */
+#include <exception>
+
 #include "boundary/pg_boundary.h"
 
 namespace pgsink
@@ -12,10 +14,20 @@ void pg_call_void(void (*fn)(void *), void *arg)
 {
     MemoryContext oldcxt = CurrentMemoryContext;
     ErrorData *volatile edata = nullptr;
+    /*
+     * A C++ exception thrown by fn must not unwind through PG_TRY: that would
+     * leave PG_exception_stack pointing into this dead frame. Catch it inside
+     * and rethrow it once PG_END_TRY has restored the stack.
+     */
+    std::exception_ptr cxx_error;
 
     PG_TRY();
     {
-        fn(arg);
+        try {
+            fn(arg);
+        } catch (...) {
+            cxx_error = std::current_exception();
+        }
     }
     PG_CATCH();
     {
@@ -26,6 +38,8 @@ void pg_call_void(void (*fn)(void *), void *arg)
     }
     PG_END_TRY();
 
+    if (cxx_error)
+        std::rethrow_exception(cxx_error);
     if (edata != nullptr)
         throw PgError(edata);
 }

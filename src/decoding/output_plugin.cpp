@@ -73,9 +73,12 @@ struct Decoder {
     bool txn_conflicts_with_import = false;
     std::string key_scratch;
 
-    /* Scratch, reused for every row. */
-    std::vector<Datum> values, old_values;
-    std::vector<bool> nulls, old_nulls;
+    /* Scratch, reused for every row (indexed by attnum - 1). */
+    Datum values[MaxTupleAttributeNumber];
+    Datum old_values[MaxTupleAttributeNumber];
+    bool nulls[MaxTupleAttributeNumber];
+    bool old_nulls[MaxTupleAttributeNumber];
+    bool omit[MaxTupleAttributeNumber];
     std::vector<const ColumnInfo *> unchanged;
     std::vector<Oid> truncated;
 };
@@ -124,29 +127,16 @@ static void begin_entry(Decoder &d, std::string &out)
     out.append(d.txn_timestamp);
 }
 
-static void write_schema(Decoder &d, const RelationInfo &info)
+static void write_schema(Decoder &d, const std::string &schema_json)
 {
     std::string &out = d.consumer->buffer();
     begin_entry(d, out);
     out.append(",\"lsn\":");
     out.append(d.txn_lsn);
     out.append(",\"schema\":");
-    out.append(info.schema_json);
+    out.append(schema_json);
     out.push_back('}');
     d.consumer->entry_done();
-}
-
-/* Deform tup into values/nulls (sized to the descriptor). */
-static void deform(TupleDesc desc, HeapTuple tup, std::vector<Datum> &values,
-                   std::vector<bool> &nulls)
-{
-    values.resize(desc->natts);
-    nulls.resize(desc->natts);
-    /* std::vector<bool> is packed: deform into a bool array, then copy. */
-    bool isnull[MaxTupleAttributeNumber];
-    heap_deform_tuple(tup, desc, values.data(), isnull);
-    for (int i = 0; i < desc->natts; i++)
-        nulls[i] = isnull[i];
 }
 
 static bool is_unchanged_toast(const ColumnInfo &col, Datum v)
@@ -162,32 +152,22 @@ static bool is_unchanged_toast(const ColumnInfo &col, Datum v)
 static void write_row(Decoder &d, std::string &out, const RelationInfo &info, bool key_only,
                       bool with_old)
 {
-    out.push_back('{');
-    bool first = true;
+    bool any_omitted = false;
     for (const ColumnInfo &col : info.columns) {
+        int i = col.attnum - 1;
+        d.omit[i] = false;
         if (key_only && !col.is_key)
             continue;
-        int i = col.attnum - 1;
-        Datum v = d.values[i];
-        bool isnull = d.nulls[i];
-        if (!isnull && is_unchanged_toast(col, v)) {
+        if (!d.nulls[i] && is_unchanged_toast(col, d.values[i])) {
             if (with_old && !d.old_nulls[i] && !is_unchanged_toast(col, d.old_values[i])) {
-                v = d.old_values[i];
+                d.values[i] = d.old_values[i];
             } else {
                 d.unchanged.push_back(&col);
-                continue;
+                d.omit[i] = any_omitted = true;
             }
         }
-        if (!first)
-            out.push_back(',');
-        first = false;
-        out.append(col.json_key);
-        if (isnull)
-            out.append("null");
-        else
-            encode_value(out, col.encoder, v);
     }
-    out.push_back('}');
+    append_row_json(out, info, d.values, d.nulls, key_only, any_omitted ? d.omit : nullptr);
 }
 
 static const char *op_name(ReorderBufferChangeType type)
@@ -224,7 +204,7 @@ static void write_modification_head(Decoder &d, std::string &out, const Relation
 static const std::string &key_json(Decoder &d, const RelationInfo &info, TupleDesc desc,
                                    HeapTuple tup)
 {
-    deform(desc, tup, d.values, d.nulls);
+    heap_deform_tuple(tup, desc, d.values, d.nulls);
     d.key_scratch.clear();
     write_row(d, d.key_scratch, info, true, false);
     return d.key_scratch;
@@ -257,7 +237,7 @@ static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change
     if (!info.captured)
         return;
     if (d.rels.schema_needs_sending(info))
-        write_schema(d, info);
+        write_schema(d, info.schema_json);
 
     HeapTuple newtup = change->data.tp.newtuple ? &change->data.tp.newtuple->tuple : nullptr;
     HeapTuple oldtup = change->data.tp.oldtuple ? &change->data.tp.oldtuple->tuple : nullptr;
@@ -281,12 +261,12 @@ static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change
     bool key_only = info.replident != REPLICA_IDENTITY_FULL;
     out.append(",\"before\":");
     if (oldtup) {
-        deform(desc, oldtup, d.values, d.nulls);
+        heap_deform_tuple(oldtup, desc, d.values, d.nulls);
         write_row(d, out, info, key_only, false);
     } else if (change->action == REORDER_BUFFER_CHANGE_UPDATE && newtup &&
                info.replident != REPLICA_IDENTITY_NOTHING) {
         /* The key did not change, so PostgreSQL logged no old key: it is the new one. */
-        deform(desc, newtup, d.values, d.nulls);
+        heap_deform_tuple(newtup, desc, d.values, d.nulls);
         write_row(d, out, info, true, false);
     } else {
         out.append("null");
@@ -296,10 +276,10 @@ static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change
     if (newtup) {
         bool with_old = false;
         if (oldtup) {
-            deform(desc, oldtup, d.old_values, d.old_nulls);
+            heap_deform_tuple(oldtup, desc, d.old_values, d.old_nulls);
             with_old = true;
         }
-        deform(desc, newtup, d.values, d.nulls);
+        heap_deform_tuple(newtup, desc, d.values, d.nulls);
         d.unchanged.clear();
         write_row(d, out, info, false, with_old);
     } else {
@@ -340,7 +320,7 @@ static void on_truncate(Decoder &d, int nrelations, Relation relations[])
             active_import->relid == info.target_relid)
             active_import->drop_all();
         if (d.rels.schema_needs_sending(info))
-            write_schema(d, info);
+            write_schema(d, info.schema_json);
         std::string &out = d.consumer->buffer();
         write_modification_head(d, out, info, "truncate");
         out.append(",\"before\":null,\"after\":null}");
@@ -454,16 +434,8 @@ static void emit_import(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
     d.sequence = 0;
     d.txn_timestamp.clear();
     d.txn_lsn.clear();
-    if (d.rels.announce_schema(chunk.relid, chunk.schema_json)) {
-        std::string &out = d.consumer->buffer();
-        begin_entry(d, out);
-        out.append(",\"lsn\":");
-        out.append(d.txn_lsn);
-        out.append(",\"schema\":");
-        out.append(chunk.schema_json);
-        out.push_back('}');
-        d.consumer->entry_done();
-    }
+    if (d.rels.announce_schema(chunk.relid, chunk.schema_json))
+        write_schema(d, chunk.schema_json);
     for (size_t i = 0; i < chunk.rows.size(); i++) {
         if (chunk.dropped[i])
             continue;

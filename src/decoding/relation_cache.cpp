@@ -111,6 +111,27 @@ static List *key_attnums(Relation rel)
     return attnums;
 }
 
+void append_row_json(std::string &out, const RelationInfo &info, const Datum *values,
+                     const bool *nulls, bool key_only, const bool *omit)
+{
+    out.push_back('{');
+    bool first = true;
+    for (const ColumnInfo &col : info.columns) {
+        int i = col.attnum - 1;
+        if ((key_only && !col.is_key) || (omit && omit[i]))
+            continue;
+        if (!first)
+            out.push_back(',');
+        first = false;
+        out.append(col.json_key);
+        if (nulls[i])
+            out.append("null");
+        else
+            encode_value(out, col.encoder, values[i]);
+    }
+    out.push_back('}');
+}
+
 /*
  * Fill the parts of info that describe the reported relation: its name, key,
  * columns with their encoders, and Avro schema. desc is target's descriptor

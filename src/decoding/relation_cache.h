@@ -50,6 +50,15 @@ struct RelationInfo {
     MemoryContext mcxt = nullptr;          /* FmgrInfo state and the conversion map */
 };
 
+/*
+ * A row as a JSON object: values[attnum - 1] / nulls[attnum - 1] for each
+ * column of info; key_only: the key columns only; omit (optional, indexed
+ * the same way): columns to leave out. The one encoder of rows, so that the
+ * decoder's keys and the importer's match byte for byte.
+ */
+void append_row_json(std::string &out, const RelationInfo &info, const Datum *values,
+                     const bool *nulls, bool key_only, const bool *omit = nullptr);
+
 /* Describe target (name, key, columns, schema) into info; see relation_cache.cpp. */
 void describe_relation(RelationInfo &info, Relation target, TupleDesc desc);
 

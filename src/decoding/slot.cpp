@@ -30,6 +30,29 @@ XLogReaderRoutine *wal_reader_routine()
     return &routine;
 }
 
+SlotState read_slot_state(const char *name)
+{
+    SlotState state;
+    LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+    for (int i = 0; i < max_replication_slots; i++) {
+        ReplicationSlot *s = &ReplicationSlotCtl->replication_slots[i];
+        if (!s->in_use)
+            continue;
+        SpinLockAcquire(&s->mutex);
+        if (strcmp(NameStr(s->data.name), name) == 0) {
+            state.exists = true;
+            state.active = s->active_pid != 0;
+            state.confirmed_flush = s->data.confirmed_flush;
+            state.restart_lsn = s->data.restart_lsn;
+            state.invalidated = !XLogRecPtrIsInvalid(s->data.invalidated_at) &&
+                                XLogRecPtrIsInvalid(s->data.restart_lsn);
+        }
+        SpinLockRelease(&s->mutex);
+    }
+    LWLockRelease(ReplicationSlotControlLock);
+    return state;
+}
+
 void ensure_slot(const char *name)
 {
     if (SearchNamedReplicationSlot(name, true) != nullptr)

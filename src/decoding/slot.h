@@ -11,6 +11,18 @@ extern "C" {
 namespace pgsink
 {
 
+/* A replication slot's state, as pg_replication_slots shows it. */
+struct SlotState {
+    bool exists = false;
+    bool active = false;
+    bool invalidated = false;
+    XLogRecPtr confirmed_flush = InvalidXLogRecPtr;
+    XLogRecPtr restart_lsn = InvalidXLogRecPtr;
+};
+
+/* Read the slot named name under the locks that guard it. */
+SlotState read_slot_state(const char *name);
+
 /* How decoding reads WAL: from local files, up to the flushed position. */
 XLogReaderRoutine *wal_reader_routine();
 

@@ -14,7 +14,9 @@
  */
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "boundary/pg_boundary.h"
 #include "changelog/json_writer.h"
@@ -25,6 +27,7 @@
 #include "imports/importer.h"
 
 extern "C" {
+#include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/table.h"
 #include "access/transam.h"
@@ -146,32 +149,19 @@ static char *chunk_query(Relation rel, const RelationInfo &info, bool with_curso
 }
 
 /*
- * A row (SPI tuple of SELECT *) as JSON: the whole row, or its key columns
- * only. SELECT * has the non-dropped columns in order, as info.columns: the
- * i-th column is at position i + 1 (not at its attnum, if columns were dropped).
+ * Spread an SPI tuple of SELECT * (the non-dropped columns, in order, as
+ * info.columns) into values/nulls indexed by attnum - 1, as the decoder has
+ * them, so that both encode rows with append_row_json().
  */
-static void row_json(std::string &out, const RelationInfo &info, HeapTuple tup, TupleDesc desc,
-                     bool key_only)
+static void spread_row(const RelationInfo &info, HeapTuple tup, TupleDesc desc, Datum *values,
+                       bool *nulls, Datum *scratch_values, bool *scratch_nulls)
 {
-    out.push_back('{');
-    bool first = true;
+    heap_deform_tuple(tup, desc, scratch_values, scratch_nulls);
     for (size_t i = 0; i < info.columns.size(); i++) {
-        const ColumnInfo &col = info.columns[i];
-        if (key_only && !col.is_key)
-            continue;
-        bool isnull;
-        int position = static_cast<int>(i) + 1;
-        Datum v = pg_call([&] { return heap_getattr(tup, position, desc, &isnull); });
-        if (!first)
-            out.push_back(',');
-        first = false;
-        out.append(col.json_key);
-        if (isnull)
-            out.append("null");
-        else
-            pg_call([&] { encode_value(out, col.encoder, v); });
+        int at = info.columns[i].attnum - 1;
+        values[at] = scratch_values[i];
+        nulls[at] = scratch_nulls[i];
     }
-    out.push_back('}');
 }
 
 static XLogRecPtr write_watermark(char kind, int64 job, uint64 chunk_no)
@@ -296,12 +286,19 @@ bool Importer::read_next_chunk()
         SPITupleTable *tuptable = SPI_tuptable;
         chunk->keys.reserve(n);
         chunk->rows.reserve(n);
+        std::vector<Datum> values(MaxTupleAttributeNumber), spi_values(MaxTupleAttributeNumber);
+        std::unique_ptr<bool[]> nulls(new bool[MaxTupleAttributeNumber]);
+        std::unique_ptr<bool[]> spi_nulls(new bool[MaxTupleAttributeNumber]);
         for (uint64 i = 0; i < n; i++) {
             HeapTuple tup = tuptable->vals[i];
             std::string &key = chunk->keys.emplace_back();
-            row_json(key, info, tup, tuptable->tupdesc, true);
             std::string &row = chunk->rows.emplace_back();
-            row_json(row, info, tup, tuptable->tupdesc, false);
+            pg_call([&] {
+                spread_row(info, tup, tuptable->tupdesc, values.data(), nulls.get(),
+                           spi_values.data(), spi_nulls.get());
+                append_row_json(key, info, values.data(), nulls.get(), true);
+                append_row_json(row, info, values.data(), nulls.get(), false);
+            });
             chunk->index.emplace(key, i);
         }
         chunk->dropped.assign(n, false);

@@ -5,6 +5,7 @@
 #include "core/config.h"
 #include "core/shared_state.h"
 #include "boundary/pg_boundary.h"
+#include "decoding/slot.h"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -22,38 +23,6 @@ PG_FUNCTION_INFO_V1(pgsink_status);
 
 namespace pgsink
 {
-
-struct SlotInfo {
-    bool exists = false;
-    bool active = false;
-    bool invalidated = false;
-    XLogRecPtr confirmed_flush = InvalidXLogRecPtr;
-    XLogRecPtr restart_lsn = InvalidXLogRecPtr;
-};
-
-/* Find the slot by name; the slot's own position is the truth about progress. */
-static SlotInfo read_slot(const char *name)
-{
-    SlotInfo info;
-    LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
-    for (int i = 0; i < max_replication_slots; i++) {
-        ReplicationSlot *s = &ReplicationSlotCtl->replication_slots[i];
-        if (!s->in_use)
-            continue;
-        SpinLockAcquire(&s->mutex);
-        if (strcmp(NameStr(s->data.name), name) == 0) {
-            info.exists = true;
-            info.active = s->active_pid != 0;
-            info.confirmed_flush = s->data.confirmed_flush;
-            info.restart_lsn = s->data.restart_lsn;
-            info.invalidated = !XLogRecPtrIsInvalid(s->data.invalidated_at) &&
-                               XLogRecPtrIsInvalid(s->data.restart_lsn);
-        }
-        SpinLockRelease(&s->mutex);
-    }
-    LWLockRelease(ReplicationSlotControlLock);
-    return info;
-}
 
 enum StatusColumn {
     COL_WORKER_PID,
@@ -94,7 +63,7 @@ static Datum status(PG_FUNCTION_ARGS)
     LWLockRelease(shared_lock);
 
     const char *slot_name = s.slot_name[0] ? s.slot_name : guc_slot_name;
-    SlotInfo slot = read_slot(slot_name);
+    SlotState slot = read_slot_state(slot_name);
     XLogRecPtr flush = RecoveryInProgress() ? InvalidXLogRecPtr : GetFlushRecPtr(nullptr);
 
     Datum values[NUM_COLUMNS];

@@ -9,6 +9,7 @@
 #include "boundary/pg_boundary.h"
 #include "core/config.h"
 #include "core/shared_state.h"
+#include "decoding/slot.h"
 
 extern "C" {
 #include "access/xlog.h"
@@ -29,23 +30,6 @@ PG_FUNCTION_INFO_V1(pgsink_wait_for_delivery);
 namespace pgsink
 {
 
-static XLogRecPtr slot_confirmed(const char *name)
-{
-    XLogRecPtr confirmed = InvalidXLogRecPtr;
-    LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
-    for (int i = 0; i < max_replication_slots; i++) {
-        ReplicationSlot *s = &ReplicationSlotCtl->replication_slots[i];
-        if (!s->in_use)
-            continue;
-        SpinLockAcquire(&s->mutex);
-        if (strcmp(NameStr(s->data.name), name) == 0)
-            confirmed = s->data.confirmed_flush;
-        SpinLockRelease(&s->mutex);
-    }
-    LWLockRelease(ReplicationSlotControlLock);
-    return confirmed;
-}
-
 static Datum wait_for_delivery(PG_FUNCTION_ARGS)
 {
     Interval *timeout = PG_GETARG_INTERVAL_P(0);
@@ -61,7 +45,7 @@ static Datum wait_for_delivery(PG_FUNCTION_ARGS)
 
     TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_us / 1000);
     for (;;) {
-        XLogRecPtr confirmed = slot_confirmed(guc_slot_name);
+        XLogRecPtr confirmed = read_slot_state(guc_slot_name).confirmed_flush;
         if (confirmed != InvalidXLogRecPtr && confirmed >= target)
             PG_RETURN_LSN(confirmed);
         if (GetCurrentTimestamp() >= deadline) {
