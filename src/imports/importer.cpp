@@ -189,6 +189,7 @@ bool Importer::read_next_chunk()
     bool expire = false; /* the job can never succeed: end it */
 
     pg_call([] {
+        SetCurrentStatementStartTimestamp(); /* else now() stays at the worker's start */
         StartTransactionCommand();
         SPI_connect();
         PushActiveSnapshot(GetTransactionSnapshot());
@@ -362,6 +363,7 @@ void Importer::record_failure(int64 job_id, const char *message, bool expire)
         ereport(LOG, (errmsg("pgsink: import job %lld expired: %s", static_cast<long long>(job_id),
                              message)));
         pg_call([&] {
+            SetCurrentStatementStartTimestamp(); /* else now() stays at the worker's start */
             StartTransactionCommand();
             SPI_connect();
             PushActiveSnapshot(GetTransactionSnapshot());
@@ -380,6 +382,7 @@ void Importer::record_failure(int64 job_id, const char *message, bool expire)
             (errmsg("pgsink: import job %lld failed: %s", static_cast<long long>(job_id), message),
              errdetail("It is retried with exponential back-off; the stream goes on.")));
     pg_call([&] {
+        SetCurrentStatementStartTimestamp(); /* else now() stays at the worker's start */
         StartTransactionCommand();
         SPI_connect();
         PushActiveSnapshot(GetTransactionSnapshot());
@@ -419,6 +422,7 @@ void Importer::after_confirm(XLogRecPtr confirmed)
     }
     cursor.push_back('}');
     pg_call([&] {
+        SetCurrentStatementStartTimestamp(); /* else now() stays at the worker's start */
         StartTransactionCommand();
         SPI_connect();
         PushActiveSnapshot(GetTransactionSnapshot());

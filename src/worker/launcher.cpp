@@ -66,6 +66,7 @@ static void launcher_detach(int code, Datum arg)
 static Oid lookup_database()
 {
     Oid dboid = InvalidOid;
+    SetCurrentStatementStartTimestamp(); /* else now() stays at the worker's start */
     StartTransactionCommand();
     Relation rel = table_open(DatabaseRelationId, AccessShareLock);
     TableScanDesc scan = table_beginscan_catalog(rel, 0, nullptr);

@@ -239,6 +239,7 @@ void Stream::start()
 
     CheckLogicalDecodingRequirements();
     const char *name = guc_slot_name;
+    SetCurrentStatementStartTimestamp(); /* else now() stays at the worker's start */
     StartTransactionCommand();
     ensure_slot(name);
     CommitTransactionCommand();

@@ -67,6 +67,7 @@ static void worker_attach()
 /* Is CREATE EXTENSION pgsink done in this database? Runs its own transaction. */
 static bool extension_exists()
 {
+    SetCurrentStatementStartTimestamp(); /* else now() stays at the worker's start */
     StartTransactionCommand();
     bool exists = OidIsValid(get_extension_oid("pgsink", true));
     CommitTransactionCommand();
