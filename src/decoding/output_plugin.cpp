@@ -79,6 +79,9 @@ struct Decoder {
     bool nulls[MaxTupleAttributeNumber];
     bool old_nulls[MaxTupleAttributeNumber];
     bool omit[MaxTupleAttributeNumber];
+    std::string_view raw[MaxTupleAttributeNumber];
+    /* The pending import chunk's copy of the row this change supersedes, if any. */
+    const std::string *superseded_row = nullptr;
     std::vector<const ColumnInfo *> unchanged;
     std::vector<Oid> truncated;
 };
@@ -159,15 +162,30 @@ static void write_row(Decoder &d, std::string &out, const RelationInfo &info, bo
         if (key_only && !col.is_key)
             continue;
         if (!d.nulls[i] && is_unchanged_toast(col, d.values[i])) {
-            if (with_old && !d.old_nulls[i] && !is_unchanged_toast(col, d.old_values[i])) {
+            if (with_old && !d.old_nulls[i] && !is_unchanged_toast(col, d.old_values[i]))
                 d.values[i] = d.old_values[i];
-            } else {
-                d.unchanged.push_back(&col);
+            else
                 d.omit[i] = any_omitted = true;
-            }
         }
     }
-    append_row_json(out, info, d.values, d.nulls, key_only, any_omitted ? d.omit : nullptr);
+    const std::string_view *raw = nullptr;
+    if (any_omitted && !key_only && d.superseded_row != nullptr &&
+        split_row_json(*d.superseded_row, info, d.raw)) {
+        /* Unchanged TOAST values from the import chunk's copy of the row; the rest from WAL. */
+        raw = d.raw;
+        for (const ColumnInfo &col : info.columns) {
+            int i = col.attnum - 1;
+            if (!d.omit[i])
+                d.raw[i] = std::string_view();
+            d.omit[i] = false;
+        }
+        any_omitted = false;
+    }
+    if (any_omitted)
+        for (const ColumnInfo &col : info.columns)
+            if (d.omit[col.attnum - 1])
+                d.unchanged.push_back(&col);
+    append_row_json(out, info, d.values, d.nulls, key_only, any_omitted ? d.omit : nullptr, raw);
 }
 
 static const char *op_name(ReorderBufferChangeType type)
@@ -218,10 +236,17 @@ static void drop_superseded_import_rows(Decoder &d, const RelationInfo &info, Tu
         active_import->drop_all();
         return;
     }
-    if (oldtup)
-        active_import->drop_key(key_json(d, info, desc, oldtup));
-    if (newtup)
-        active_import->drop_key(key_json(d, info, desc, newtup));
+    long old_index = oldtup ? active_import->drop_key(key_json(d, info, desc, oldtup)) : -1;
+    long new_index = newtup ? active_import->drop_key(key_json(d, info, desc, newtup)) : -1;
+    /*
+     * The first change of a chunk row sees exactly the chunk's version (every
+     * earlier change was visible to the chunk's snapshot): that copy is the
+     * row before this change, the source of the values an update leaves
+     * unchanged in TOAST, which WAL does not carry.
+     */
+    long before = oldtup ? old_index : new_index;
+    if (before >= 0)
+        d.superseded_row = &active_import->rows[before];
 }
 
 static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change)
@@ -250,6 +275,7 @@ static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change
         desc = info.to_root->outdesc;
     }
 
+    d.superseded_row = nullptr;
     if (d.txn_conflicts_with_import && active_import && !active_import->emitted &&
         active_import->relid == info.target_relid)
         drop_superseded_import_rows(d, info, desc, oldtup, newtup);

@@ -112,7 +112,8 @@ static List *key_attnums(Relation rel)
 }
 
 void append_row_json(std::string &out, const RelationInfo &info, const Datum *values,
-                     const bool *nulls, bool key_only, const bool *omit)
+                     const bool *nulls, bool key_only, const bool *omit,
+                     const std::string_view *raw)
 {
     out.push_back('{');
     bool first = true;
@@ -124,12 +125,61 @@ void append_row_json(std::string &out, const RelationInfo &info, const Datum *va
             out.push_back(',');
         first = false;
         out.append(col.json_key);
-        if (nulls[i])
+        if (raw && !raw[i].empty())
+            out.append(raw[i]);
+        else if (nulls[i])
             out.append("null");
         else
             encode_value(out, col.encoder, values[i]);
     }
     out.push_back('}');
+}
+
+/* The end of the JSON value starting at p (a string, number, literal, array or object). */
+static size_t skip_json_value(const std::string &s, size_t p)
+{
+    int depth = 0;
+    bool in_string = false;
+    for (; p < s.size(); p++) {
+        char c = s[p];
+        if (in_string) {
+            if (c == '\\')
+                p++;
+            else if (c == '"') {
+                in_string = false;
+                if (depth == 0)
+                    return p + 1;
+            }
+            continue;
+        }
+        if (c == '"')
+            in_string = true;
+        else if (c == '[' || c == '{')
+            depth++;
+        else if (c == ']' || c == '}') {
+            if (depth == 0)
+                return p;
+            if (--depth == 0)
+                return p + 1;
+        } else if (c == ',' && depth == 0)
+            return p;
+    }
+    return p;
+}
+
+bool split_row_json(const std::string &row, const RelationInfo &info,
+                    std::string_view *values_by_attnum)
+{
+    size_t p = 1; /* after '{' */
+    for (const ColumnInfo &col : info.columns) {
+        if (row.compare(p, col.json_key.size(), col.json_key) != 0)
+            return false;
+        p += col.json_key.size();
+        size_t end = skip_json_value(row, p);
+        values_by_attnum[col.attnum - 1] = std::string_view(row).substr(p, end - p);
+        p = end + 1; /* past ',' or '}' */
+    }
+    return true;
 }
 
 /*

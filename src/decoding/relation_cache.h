@@ -11,6 +11,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -57,7 +58,16 @@ struct RelationInfo {
  * decoder's keys and the importer's match byte for byte.
  */
 void append_row_json(std::string &out, const RelationInfo &info, const Datum *values,
-                     const bool *nulls, bool key_only, const bool *omit = nullptr);
+                     const bool *nulls, bool key_only, const bool *omit = nullptr,
+                     const std::string_view *raw = nullptr);
+
+/*
+ * The JSON value of each column in a row written by append_row_json() for
+ * info (all columns), into values_by_attnum[attnum - 1]. False if the row
+ * does not have info's columns in order (the table changed shape).
+ */
+bool split_row_json(const std::string &row, const RelationInfo &info,
+                    std::string_view *values_by_attnum);
 
 /* Describe target (name, key, columns, schema) into info; see relation_cache.cpp. */
 void describe_relation(RelationInfo &info, Relation target, TupleDesc desc);

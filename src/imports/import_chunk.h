@@ -68,13 +68,15 @@ struct ImportChunk {
         return !std::binary_search(xip.begin(), xip.end(), xid);
     }
 
-    void drop_key(const std::string &key)
+    /* Drop the row with this key; returns its index, or -1 if it was not (or no longer) here. */
+    long drop_key(const std::string &key)
     {
         auto it = index.find(key);
-        if (it != index.end() && !dropped[it->second]) {
-            dropped[it->second] = true;
-            dropped_rows++;
-        }
+        if (it == index.end() || dropped[it->second])
+            return -1;
+        dropped[it->second] = true;
+        dropped_rows++;
+        return static_cast<long>(it->second);
     }
 
     void drop_all()
