@@ -507,7 +507,12 @@ static void on_message(Decoder &d, LogicalDecodingContext *ctx, XLogRecPtr lsn, 
     if (kind == 'L') {
         chunk.window_open = true;
     } else if (kind == 'H') {
-        emit_import(d, chunk, lsn);
+        /*
+         * message_lsn is the END of the watermark record, which the next
+         * record (maybe a commit) starts at: use the record's start, so that
+         * (lsn, sequence) stays unique.
+         */
+        emit_import(d, chunk, ctx->reader->ReadRecPtr);
         chunk.emitted = true;
         chunk.high_end = ctx->reader->EndRecPtr;
     }

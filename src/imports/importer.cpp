@@ -114,8 +114,9 @@ static bool still_captured(Oid relid)
 {
     Oid types[1] = {OIDOID};
     Datum values[1] = {ObjectIdGetDatum(relid)};
+    /* Not read_only: a fresh snapshot, at least as new as the one that found the job. */
     int rc = SPI_execute_with_args("SELECT FROM pgsink.captured_tables WHERE relid = $1", 1, types,
-                                   values, nullptr, true, 1);
+                                   values, nullptr, false, 1);
     return rc == SPI_OK_SELECT && SPI_processed == 1;
 }
 

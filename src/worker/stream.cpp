@@ -34,6 +34,8 @@ extern "C" {
 #include "replication/logical.h"
 #include "replication/slot.h"
 #include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
@@ -93,6 +95,24 @@ class Stream final : public EntryConsumer
     char last_warning_[kErrorLen] = "";
     TimestampTz last_warning_at_ = 0;
 };
+
+/*
+ * Holding the slot marks this process as "in logical decoding", and other
+ * sessions' snapshots then leave its transaction ids out: its own
+ * transactions (import chunks, job updates) would look aborted to them, and
+ * their updates could fork rows of pgsink.import_jobs. The flag is only
+ * right while decoding: clear it for the worker's own transactions.
+ */
+static void set_in_logical_decoding(bool on)
+{
+    LWLockAcquire(ProcArrayLock, LW_EXCLUSIVE);
+    if (on)
+        MyProc->statusFlags |= PROC_IN_LOGICAL_DECODING;
+    else
+        MyProc->statusFlags &= ~PROC_IN_LOGICAL_DECODING;
+    ProcGlobal->statusFlags[MyProc->pgxactoff] = MyProc->statusFlags;
+    LWLockRelease(ProcArrayLock);
+}
 
 static Stream *the_stream = nullptr;
 
@@ -301,6 +321,7 @@ long Stream::step()
     if (caches_need_reset_) {
         /* Drop catalog cache entries built outside historic snapshots. */
         InvalidateSystemCaches();
+        set_in_logical_decoding(true);
         caches_need_reset_ = false;
     }
 
@@ -360,6 +381,7 @@ void Stream::before_catalog_access()
 {
     if (running()) {
         InvalidateSystemCaches();
+        set_in_logical_decoding(false);
         caches_need_reset_ = true;
     }
 }
