@@ -27,7 +27,7 @@ char *guc_slot_name = nullptr;
 int guc_batch_rows = 10000;
 int guc_batch_bytes_kb = 16 * 1024;
 int guc_flush_interval_ms = 200;
-int guc_poll_interval_ms = 10;
+int guc_poll_interval_ms = 20;
 int guc_retry_max_interval_ms = 60000;
 int guc_import_chunk_rows = 50000;
 int guc_import_chunk_time_ms = 200;
@@ -135,7 +135,7 @@ void define_gucs()
         1, 60000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
 
     DefineCustomIntVariable("pgsink.poll_interval", "How often an idle stream looks for new WAL.",
-                            nullptr, &guc_poll_interval_ms, 10, 1, 10000, PGC_SIGHUP, GUC_UNIT_MS,
+                            nullptr, &guc_poll_interval_ms, 20, 1, 10000, PGC_SIGHUP, GUC_UNIT_MS,
                             nullptr, nullptr, nullptr);
 
     DefineCustomIntVariable("pgsink.retry_max_interval",

@@ -29,9 +29,14 @@ CREATE PUBLICATION bench_pub FOR TABLE bench_rows;
 SQL
 psqlq -c "SELECT pgsink.add_table('bench_rows', false)" >/dev/null
 psqlq -c "SELECT pgsink.wait_for_delivery()" >/dev/null
+
+if [ -n "${POLL_INTERVAL:-}" ]; then
+    psqlq -c "ALTER SYSTEM SET pgsink.poll_interval = '$POLL_INTERVAL'" -c "SELECT pg_reload_conf()" >/dev/null
+fi
+
+if [ -z "${SKIP_THROUGHPUT:-}" ]; then
 psqlq -c "SELECT pg_create_logical_replication_slot('bench_wal2json', 'wal2json')" >/dev/null
 psqlq -c "SELECT pg_create_logical_replication_slot('bench_pgoutput', 'pgoutput')" >/dev/null
-
 echo "== throughput: $ROWS rows in $TXN_ROWS-row transactions"
 pgsink_pause
 : > "$BENCH_DIR/pgsink.jsonl"
@@ -81,6 +86,9 @@ awk -v a="$pgsink_rate" -v b="$w2j_rate" -v c="$raw_rate" \
     'BEGIN { printf "ratio pgsink / wal2json:   %.2fx (target >= 8x)\nratio pgsink / raw decode: %.2fx (target >= 0.6x)\n", a/b, a/c }'
 psqlq -c "SELECT pg_drop_replication_slot('bench_wal2json')" -c "SELECT pg_drop_replication_slot('bench_pgoutput')" >/dev/null
 
+fi
+
+if [ -z "${SKIP_LATENCY:-}" ]; then
 echo "== latency: commit-to-file at $RATE rows/s for ${LATENCY_SECONDS}s"
 python3 test/bench/latency_tail.py "$BENCH_DIR/pgsink.jsonl" "$((LATENCY_SECONDS + 3))" > "$BENCH_DIR/latency.txt" &
 tail_pid=$!
@@ -89,6 +97,8 @@ echo "INSERT INTO bench_rows (account, note, amount) VALUES (1, 'latency probe',
 pgbench -n -f "$BENCH_DIR/latency.sql" -R "$RATE" -T "$LATENCY_SECONDS" -c 2 -j 2 bench > "$BENCH_DIR/latency_pgbench.txt" 2>&1
 wait "$tail_pid"
 cat "$BENCH_DIR/latency.txt"
+
+fi
 
 echo "== pgbench TPS with and without capture (${PGBENCH_SECONDS}s rounds, 2 clients, alternating, best of 2)"
 pgbench -i -q -s 10 bench >/dev/null 2>&1
