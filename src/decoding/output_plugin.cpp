@@ -202,18 +202,25 @@ static const char *op_name(ReorderBufferChangeType type)
     }
 }
 
-static void write_modification_head(Decoder &d, std::string &out, const RelationInfo &info,
-                                    const char *op)
+/* Timestamp, sequence, name, op and lsn: the head every modification and import shares. */
+static void write_entry_head(Decoder &d, std::string &out, const std::string &name_json,
+                             const char *op)
 {
     begin_entry(d, out);
     out.append(",\"sequence\":");
     json::append_uint(out, ++d.sequence);
     out.push_back(',');
-    out.append(info.name_json);
+    out.append(name_json);
     out.append(",\"op\":\"");
     out.append(op);
     out.append("\",\"lsn\":");
     out.append(d.txn_lsn);
+}
+
+static void write_modification_head(Decoder &d, std::string &out, const RelationInfo &info,
+                                    const char *op)
+{
+    write_entry_head(d, out, info.name_json, op);
     out.append(",\"xid\":");
     json::append_uint(out, d.txn.xid);
 }
@@ -466,13 +473,7 @@ static void emit_import(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
         if (chunk.dropped[i])
             continue;
         std::string &out = d.consumer->buffer();
-        begin_entry(d, out);
-        out.append(",\"sequence\":");
-        json::append_uint(out, ++d.sequence);
-        out.push_back(',');
-        out.append(chunk.name_json);
-        out.append(",\"op\":\"import\",\"lsn\":");
-        out.append(d.txn_lsn);
+        write_entry_head(d, out, chunk.name_json, "import");
         out.append(",\"xid\":null,\"before\":null,\"after\":");
         out.append(chunk.rows[i]);
         out.push_back('}');
