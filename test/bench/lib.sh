@@ -30,6 +30,7 @@ checkpoint_timeout = 30min
 synchronous_commit = on
 pgsink.database = 'bench'
 pgsink.file_path = '$BENCH_DIR/pgsink.jsonl'
+${BENCH_EXTRA_CONF:-}
 CONF
     pg_ctl -D "$DATA" -l "$BENCH_DIR/server.log" -w start >/dev/null
     createdb bench
