@@ -499,8 +499,13 @@ static void on_message(Decoder &d, LogicalDecodingContext *ctx, XLogRecPtr lsn, 
     char kind;
     long long job;
     unsigned long long chunk_no;
-    std::string text(message, size);
-    if (sscanf(text.c_str(), "%c %lld %llu", &kind, &job, &chunk_no) != 3)
+    /* A plain buffer: no C++ object may be alive while the rows are emitted below. */
+    char text[64];
+    if (size >= sizeof(text))
+        return;
+    memcpy(text, message, size);
+    text[size] = '\0';
+    if (sscanf(text, "%c %lld %llu", &kind, &job, &chunk_no) != 3)
         return;
     ImportChunk &chunk = *active_import;
     if (job != chunk.job_id || chunk_no != chunk.chunk_no || chunk.emitted)
