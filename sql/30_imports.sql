@@ -345,5 +345,26 @@ SELECT bool_and(l > prev) AS increasing
  WHERE l <> prev;
 
 -------------------------------------------------------------------------------
+-- A text key with a collation, not the first column, behind a dropped column,
+-- over three chunks: pages follow the key's collation ("C": 'K...' before
+-- 'k...'), the cursor is the last key as text, every row comes once.
+CREATE TABLE imp.collated (gone int, v int NOT NULL, name text COLLATE "C" PRIMARY KEY);
+INSERT INTO imp.collated
+SELECT i, i, CASE WHEN i % 2 = 0 THEN 'k' ELSE 'K' END || lpad(i::text, 3, '0')
+  FROM generate_series(1, 250) i;
+ALTER TABLE imp.collated DROP COLUMN gone;
+SELECT pgsink.add_table('imp.collated');
+SELECT imp_wait('imp.collated');
+SELECT pgsink.wait_for_delivery() IS NOT NULL AS delivered;
+SELECT state, cursor, rows_imported, chunks FROM pgsink.imports
+ WHERE "table" = 'imp.collated'::regclass;
+SELECT count(*) AS rows, count(DISTINCT e->'after'->>'name') AS keys,
+       array_agg(e->'after'->>'name' ORDER BY lineno)
+           = array(SELECT name FROM imp.collated ORDER BY name) AS in_key_order,
+       bool_and(substr(e->'after'->>'name', 2)::int = (e->'after'->>'v')::int) AS values_ok,
+       bool_and(e->'after' ? 'gone') AS dropped_column_reported
+  FROM imp_entries() WHERE e->>'op' = 'import' AND imp_of(e, 'collated');
+
+-------------------------------------------------------------------------------
 ALTER SYSTEM RESET pgsink.import_chunk_rows;
 SELECT pg_reload_conf();

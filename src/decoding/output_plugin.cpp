@@ -80,8 +80,8 @@ struct Decoder {
     bool old_nulls[MaxTupleAttributeNumber];
     bool omit[MaxTupleAttributeNumber];
     std::string_view raw[MaxTupleAttributeNumber];
-    /* The pending import chunk's copy of the row this change supersedes, if any. */
-    const std::string *superseded_row = nullptr;
+    /* The pending import chunk's copy of the row this change supersedes; empty if none. */
+    std::string_view superseded_row;
     std::vector<const ColumnInfo *> unchanged;
     std::vector<Oid> truncated;
 };
@@ -169,8 +169,8 @@ static void write_row(Decoder &d, std::string &out, const RelationInfo &info, bo
         }
     }
     const std::string_view *raw = nullptr;
-    if (any_omitted && !key_only && d.superseded_row != nullptr &&
-        split_row_json(*d.superseded_row, info, d.raw)) {
+    if (any_omitted && !key_only && !d.superseded_row.empty() &&
+        split_row_json(d.superseded_row, info, d.raw)) {
         /* Unchanged TOAST values from the import chunk's copy of the row; the rest from WAL. */
         raw = d.raw;
         for (const ColumnInfo &col : info.columns) {
@@ -253,7 +253,7 @@ static void drop_superseded_import_rows(Decoder &d, const RelationInfo &info, Tu
      */
     long before = oldtup ? old_index : new_index;
     if (before >= 0)
-        d.superseded_row = &active_import->rows[before];
+        d.superseded_row = active_import->row(before);
 }
 
 static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change)
@@ -282,7 +282,7 @@ static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change
         desc = info.to_root->outdesc;
     }
 
-    d.superseded_row = nullptr;
+    d.superseded_row = {};
     if (d.txn_conflicts_with_import && active_import && !active_import->emitted &&
         active_import->relid == info.target_relid)
         drop_superseded_import_rows(d, info, desc, oldtup, newtup);
@@ -469,13 +469,13 @@ static void emit_import(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
     d.txn_lsn.clear();
     if (d.rels.announce_schema(chunk.relid, chunk.schema_json))
         write_schema(d, chunk.schema_json);
-    for (size_t i = 0; i < chunk.rows.size(); i++) {
+    for (size_t i = 0; i < chunk.size(); i++) {
         if (chunk.dropped[i])
             continue;
         std::string &out = d.consumer->buffer();
         write_entry_head(d, out, chunk.name_json, "import");
         out.append(",\"xid\":null,\"before\":null,\"after\":");
-        out.append(chunk.rows[i]);
+        out.append(chunk.row(i));
         out.push_back('}');
         d.consumer->entry_done();
     }

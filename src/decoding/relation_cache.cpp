@@ -136,7 +136,7 @@ void append_row_json(std::string &out, const RelationInfo &info, const Datum *va
 }
 
 /* The end of the JSON value starting at p (a string, number, literal, array or object). */
-static size_t skip_json_value(const std::string &s, size_t p)
+static size_t skip_json_value(std::string_view s, size_t p)
 {
     int depth = 0;
     bool in_string = false;
@@ -167,16 +167,16 @@ static size_t skip_json_value(const std::string &s, size_t p)
     return p;
 }
 
-bool split_row_json(const std::string &row, const RelationInfo &info,
+bool split_row_json(std::string_view row, const RelationInfo &info,
                     std::string_view *values_by_attnum)
 {
     size_t p = 1; /* after '{' */
     for (const ColumnInfo &col : info.columns) {
-        if (row.compare(p, col.json_key.size(), col.json_key) != 0)
+        if (p > row.size() || row.compare(p, col.json_key.size(), col.json_key) != 0)
             return false;
         p += col.json_key.size();
         size_t end = skip_json_value(row, p);
-        values_by_attnum[col.attnum - 1] = std::string_view(row).substr(p, end - p);
+        values_by_attnum[col.attnum - 1] = row.substr(p, end - p);
         p = end + 1; /* past ',' or '}' */
     }
     return true;

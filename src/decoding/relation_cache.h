@@ -66,7 +66,7 @@ void append_row_json(std::string &out, const RelationInfo &info, const Datum *va
  * info (all columns), into values_by_attnum[attnum - 1]. False if the row
  * does not have info's columns in order (the table changed shape).
  */
-bool split_row_json(const std::string &row, const RelationInfo &info,
+bool split_row_json(std::string_view row, const RelationInfo &info,
                     std::string_view *values_by_attnum);
 
 /* Describe target (name, key, columns, schema) into info; see relation_cache.cpp. */

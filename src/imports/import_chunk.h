@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -41,12 +42,20 @@ struct ImportChunk {
     TransactionId xmax = InvalidTransactionId;
     std::vector<TransactionId> xip; /* sorted */
 
-    /* Rows in key order: key JSON (as the decoder writes key-only rows) and row JSON. */
-    std::vector<std::string> keys;
-    std::vector<std::string> rows;
+    /*
+     * Rows in key order, packed into two buffers (one allocation each, kept
+     * from chunk to chunk): row i's JSON is row_data[row_ends[i - 1],
+     * row_ends[i]), its key JSON (as the decoder writes key-only rows) is
+     * key_data[key_ends[i - 1], key_ends[i]).
+     */
+    std::string row_data;
+    std::vector<size_t> row_ends;
+    std::string key_data;
+    std::vector<size_t> key_ends;
     std::vector<bool> dropped;
-    std::unordered_map<std::string, size_t> index;
     uint64 dropped_rows = 0;
+    /* Key -> row, built at the first lookup: most chunks meet no concurrent change. */
+    std::unordered_map<std::string_view, size_t> index;
 
     std::vector<std::string> last_key; /* cursor after this chunk: key values as text */
     bool last_chunk = false;           /* fewer rows than asked: the table is done */
@@ -68,10 +77,27 @@ struct ImportChunk {
         return !std::binary_search(xip.begin(), xip.end(), xid);
     }
 
-    /* Drop the row with this key; returns its index, or -1 if it was not (or no longer) here. */
-    long drop_key(const std::string &key)
+    size_t size() const { return row_ends.size(); }
+    std::string_view row(size_t i) const { return slice(row_data, row_ends, i); }
+    std::string_view key(size_t i) const { return slice(key_data, key_ends, i); }
+
+    /* Append a row read by the importer: its JSON was appended to row_data and key_data. */
+    void row_added()
     {
-        auto it = index.find(key);
+        row_ends.push_back(row_data.size());
+        key_ends.push_back(key_data.size());
+        dropped.push_back(false);
+    }
+
+    /* Drop the row with this key; returns its index, or -1 if it was not (or no longer) here. */
+    long drop_key(std::string_view k)
+    {
+        if (index.empty() && size() > 0) {
+            index.reserve(size());
+            for (size_t i = 0; i < size(); i++)
+                index.emplace(key(i), i);
+        }
+        auto it = index.find(k);
         if (it == index.end() || dropped[it->second])
             return -1;
         dropped[it->second] = true;
@@ -86,6 +112,38 @@ struct ImportChunk {
                 dropped[i] = true;
                 dropped_rows++;
             }
+    }
+
+    /*
+     * Forget the job and the rows, keeping the buffers' memory for the next
+     * chunk (no page faults, no reallocation while rows are appended), unless
+     * a chunk of very large rows made them huge.
+     */
+    void recycle()
+    {
+        constexpr size_t kKeepBytes = 64 << 20;
+        ImportChunk fresh;
+        if (row_data.capacity() <= kKeepBytes && key_data.capacity() <= kKeepBytes) {
+            fresh.row_data.swap(row_data);
+            fresh.key_data.swap(key_data);
+            fresh.row_ends.swap(row_ends);
+            fresh.key_ends.swap(key_ends);
+            fresh.dropped.swap(dropped);
+            fresh.row_data.clear();
+            fresh.key_data.clear();
+            fresh.row_ends.clear();
+            fresh.key_ends.clear();
+            fresh.dropped.clear();
+        }
+        *this = std::move(fresh);
+    }
+
+  private:
+    static std::string_view slice(const std::string &data, const std::vector<size_t> &ends,
+                                  size_t i)
+    {
+        size_t begin = i == 0 ? 0 : ends[i - 1];
+        return std::string_view(data).substr(begin, ends[i] - begin);
     }
 };
 

@@ -35,6 +35,10 @@ extern "C" {
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "nodes/params.h"
+#include "tcop/dest.h"
+#include "utils/datum.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "replication/message.h"
@@ -62,9 +66,16 @@ bool Importer::due() const
     return job_active_ || requests != requests_seen_ || GetCurrentTimestamp() >= next_look_;
 }
 
+void Importer::recycle(std::unique_ptr<ImportChunk> chunk)
+{
+    chunk->recycle();
+    spare_ = std::move(chunk);
+}
+
 void Importer::reset()
 {
-    chunk_.reset();
+    if (chunk_)
+        recycle(std::move(chunk_));
     active_import = nullptr;
     job_active_ = true;
 }
@@ -150,18 +161,134 @@ static char *chunk_query(Relation rel, const RelationInfo &info, bool with_curso
 }
 
 /*
- * Spread an SPI tuple of SELECT * (the non-dropped columns, in order, as
- * info.columns) into values/nulls indexed by attnum - 1, as the decoder has
- * them, so that both encode rows with append_row_json().
+ * Receives the rows of a chunk query straight from the executor and encodes
+ * them into the chunk: no copy of the tuples into an SPI tuple table, one
+ * deforming per row, JSON appended to the chunk's packed buffers.
  */
-static void spread_row(const RelationInfo &info, HeapTuple tup, TupleDesc desc, Datum *values,
-                       bool *nulls, Datum *scratch_values, bool *scratch_nulls)
+struct ChunkReceiver {
+    DestReceiver pub; /* first: the executor knows it as a DestReceiver */
+    ImportChunk *chunk;
+    const RelationInfo *info;
+    /* SELECT * yields info.columns in order; if those are attnums 1..n, no spreading. */
+    bool direct;
+    Datum *values; /* indexed by attnum - 1, when not direct */
+    bool *nulls;
+    MemoryContext row_cxt; /* detoasting and output functions of one row */
+    /* The last row's key values (the cursor after the chunk). */
+    std::vector<int> key_positions; /* in the query's columns */
+    bool key_by_reference;
+    MemoryContext key_cxt;
+    Datum *last_key;
+};
+
+static void chunk_receiver_startup(DestReceiver *, int, TupleDesc) {}
+static void chunk_receiver_shutdown(DestReceiver *) {}
+static void chunk_receiver_destroy(DestReceiver *) {}
+
+static bool chunk_receive(TupleTableSlot *slot, DestReceiver *self)
 {
-    heap_deform_tuple(tup, desc, scratch_values, scratch_nulls);
-    for (size_t i = 0; i < info.columns.size(); i++) {
-        int at = info.columns[i].attnum - 1;
-        values[at] = scratch_values[i];
-        nulls[at] = scratch_nulls[i];
+    ChunkReceiver *r = reinterpret_cast<ChunkReceiver *>(self);
+    const RelationInfo &info = *r->info;
+    slot_getallattrs(slot);
+    const Datum *values = slot->tts_values;
+    const bool *nulls = slot->tts_isnull;
+    if (!r->direct) {
+        for (size_t i = 0; i < info.columns.size(); i++) {
+            int at = info.columns[i].attnum - 1;
+            r->values[at] = slot->tts_values[i];
+            r->nulls[at] = slot->tts_isnull[i];
+        }
+        values = r->values;
+        nulls = r->nulls;
+    }
+    MemoryContext old = MemoryContextSwitchTo(r->row_cxt);
+    cxx_entry([&] {
+        ImportChunk &chunk = *r->chunk;
+        append_row_json(chunk.key_data, info, values, nulls, true);
+        append_row_json(chunk.row_data, info, values, nulls, false);
+        chunk.row_added();
+    });
+    MemoryContextSwitchTo(old);
+    MemoryContextReset(r->row_cxt);
+
+    if (r->key_by_reference)
+        MemoryContextReset(r->key_cxt);
+    for (size_t k = 0; k < r->key_positions.size(); k++) {
+        int position = r->key_positions[k];
+        Form_pg_attribute att = TupleDescAttr(slot->tts_tupleDescriptor, position);
+        r->last_key[k] = att->attbyval ? slot->tts_values[position] : 0;
+    }
+    if (r->key_by_reference) {
+        old = MemoryContextSwitchTo(r->key_cxt);
+        for (size_t k = 0; k < r->key_positions.size(); k++) {
+            int position = r->key_positions[k];
+            Form_pg_attribute att = TupleDescAttr(slot->tts_tupleDescriptor, position);
+            if (!att->attbyval)
+                r->last_key[k] = datumCopy(slot->tts_values[position], false, att->attlen);
+        }
+        MemoryContextSwitchTo(old);
+    }
+    return true;
+}
+
+/* Set up r for info's rows into chunk; allocations in CurrentMemoryContext. */
+static void init_chunk_receiver(ChunkReceiver &r, ImportChunk &chunk, const RelationInfo &info,
+                                TupleDesc desc)
+{
+    r.pub.receiveSlot = chunk_receive;
+    r.pub.rStartup = chunk_receiver_startup;
+    r.pub.rShutdown = chunk_receiver_shutdown;
+    r.pub.rDestroy = chunk_receiver_destroy;
+    r.pub.mydest = DestNone;
+    r.chunk = &chunk;
+    r.info = &info;
+    r.direct = true;
+    for (size_t i = 0; i < info.columns.size(); i++)
+        if (info.columns[i].attnum != static_cast<AttrNumber>(i + 1))
+            r.direct = false;
+    r.values = static_cast<Datum *>(palloc0(desc->natts * sizeof(Datum)));
+    r.nulls = static_cast<bool *>(palloc0(desc->natts * sizeof(bool)));
+    r.row_cxt =
+        AllocSetContextCreate(CurrentMemoryContext, "pgsink import row", ALLOCSET_DEFAULT_SIZES);
+    r.key_cxt =
+        AllocSetContextCreate(CurrentMemoryContext, "pgsink import cursor", ALLOCSET_SMALL_SIZES);
+    r.key_by_reference = false;
+    for (AttrNumber attnum : info.key_attnums) {
+        for (size_t i = 0; i < info.columns.size(); i++)
+            if (info.columns[i].attnum == attnum)
+                r.key_positions.push_back(static_cast<int>(i));
+        if (!TupleDescAttr(desc, attnum - 1)->attbyval)
+            r.key_by_reference = true;
+    }
+    r.last_key = static_cast<Datum *>(palloc0((info.key_attnums.size() + 1) * sizeof(Datum)));
+}
+
+/* The cursor's key values (text, cast to the key types in the query) as query parameters. */
+static ParamListInfo cursor_params(const Datum *values, int n)
+{
+    ParamListInfo params = makeParamList(n);
+    for (int i = 0; i < n; i++) {
+        params->params[i].value = values[i];
+        params->params[i].isnull = false;
+        params->params[i].pflags = PARAM_FLAG_CONST;
+        params->params[i].ptype = TEXTOID;
+    }
+    return params;
+}
+
+/* The last row's key values as text, for the job's cursor. */
+static void append_cursor_text(std::vector<std::string> &out, const ChunkReceiver &r,
+                               TupleDesc desc)
+{
+    for (size_t k = 0; k < r.info->key_attnums.size(); k++) {
+        Form_pg_attribute att = TupleDescAttr(desc, r.info->key_attnums[k] - 1);
+        char *text = pg_call([&] {
+            Oid output;
+            bool varlena;
+            getTypeOutputInfo(att->atttypid, &output, &varlena);
+            return OidOutputFunctionCall(output, r.last_key[k]);
+        });
+        out.emplace_back(text);
     }
 }
 
@@ -181,7 +308,8 @@ bool Importer::read_next_chunk()
     requests_seen_ = shared->import_requests;
     LWLockRelease(shared_lock);
 
-    auto chunk = std::make_unique<ImportChunk>();
+    std::unique_ptr<ImportChunk> chunk =
+        spare_ ? std::move(spare_) : std::make_unique<ImportChunk>();
     RelationInfo info;
     int64 failed_job = 0;
     char failure[kErrorLen] = "";
@@ -205,6 +333,7 @@ bool Importer::read_next_chunk()
                 SPI_finish();
                 CommitTransactionCommand();
             });
+            recycle(std::move(chunk));
             return false;
         }
         job_active_ = true;
@@ -269,52 +398,24 @@ bool Importer::read_next_chunk()
             if (pg_call([&] { return TransactionIdDidCommit(xid); }))
                 throw Error(ERRCODE_T_R_SERIALIZATION_FAILURE, "retry: snapshot race");
 
-        /* The cursor's key values, as text, cast in the query to the key types. */
-        int nargs = with_cursor ? nkeys : 0;
-        Oid *types =
-            static_cast<Oid *>(pg_call([&] { return palloc0((nkeys + 1) * sizeof(Oid)); }));
-        for (int i = 0; i < nargs; i++)
-            types[i] = TEXTOID;
+        ChunkReceiver receiver;
+        pg_call([&] { init_chunk_receiver(receiver, *chunk, info, desc); });
+        SPIExecuteOptions options;
+        memset(&options, 0, sizeof(options));
+        options.read_only = true;
+        options.dest = &receiver.pub;
+        if (with_cursor)
+            options.params = pg_call([&] { return cursor_params(cursor_values, nkeys); });
 
         TimestampTz started = GetCurrentTimestamp();
         chunk->read_at = started;
-        int rc = pg_call([&] {
-            return SPI_execute_with_args(sql, nargs, types, cursor_values, nullptr, true, 0);
-        });
-        if (rc != SPI_OK_SELECT)
+        int rc = pg_call([&] { return SPI_execute_extended(sql, &options); });
+        if (rc < 0)
             throw Error(ERRCODE_INTERNAL_ERROR,
                         std::string("could not read the table: ") + SPI_result_code_string(rc));
-        uint64 n = SPI_processed;
-        SPITupleTable *tuptable = SPI_tuptable;
-        chunk->keys.reserve(n);
-        chunk->rows.reserve(n);
-        std::vector<Datum> values(MaxTupleAttributeNumber), spi_values(MaxTupleAttributeNumber);
-        std::unique_ptr<bool[]> nulls(new bool[MaxTupleAttributeNumber]);
-        std::unique_ptr<bool[]> spi_nulls(new bool[MaxTupleAttributeNumber]);
-        for (uint64 i = 0; i < n; i++) {
-            HeapTuple tup = tuptable->vals[i];
-            std::string &key = chunk->keys.emplace_back();
-            std::string &row = chunk->rows.emplace_back();
-            pg_call([&] {
-                spread_row(info, tup, tuptable->tupdesc, values.data(), nulls.get(),
-                           spi_values.data(), spi_nulls.get());
-                append_row_json(key, info, values.data(), nulls.get(), true);
-                append_row_json(row, info, values.data(), nulls.get(), false);
-            });
-            chunk->index.emplace(key, i);
-        }
-        chunk->dropped.assign(n, false);
+        uint64 n = chunk->size();
         if (n > 0) {
-            HeapTuple last = tuptable->vals[n - 1];
-            for (AttrNumber attnum : info.key_attnums) {
-                int position = 0;
-                for (size_t i = 0; i < info.columns.size(); i++)
-                    if (info.columns[i].attnum == attnum)
-                        position = static_cast<int>(i) + 1;
-                char *text =
-                    pg_call([&] { return SPI_getvalue(last, tuptable->tupdesc, position); });
-                chunk->last_key.emplace_back(text ? text : "");
-            }
+            append_cursor_text(chunk->last_key, receiver, desc);
         } else if (with_cursor) {
             for (int i = 0; i < nkeys; i++)
                 chunk->last_key.emplace_back(
@@ -348,6 +449,7 @@ bool Importer::read_next_chunk()
 
     if (!read) {
         pg_call([] { AbortCurrentTransaction(); });
+        recycle(std::move(chunk));
         chunk_seq_++;
         if (!retry_soon && failed_job != 0)
             record_failure(failed_job, failure, expire);
@@ -371,6 +473,7 @@ void Importer::record_failure(int64 job_id, const char *message, bool expire)
             Oid types[2] = {INT8OID, TEXTOID};
             Datum values[2] = {Int64GetDatum(job_id), CStringGetTextDatum(message)};
             SPI_execute_with_args("UPDATE pgsink.import_jobs SET state = 'expired', error = $2, "
+                                  "started_at = coalesce(started_at, pg_catalog.now()), "
                                   "finished_at = pg_catalog.now() WHERE id = $1",
                                   2, types, values, nullptr, false, 0);
             PopActiveSnapshot();
@@ -392,6 +495,7 @@ void Importer::record_failure(int64 job_id, const char *message, bool expire)
                            Int32GetDatum(guc_retry_max_interval_ms)};
         SPI_execute_with_args("UPDATE pgsink.import_jobs SET state = 'failed', error = $2, "
                               "error_count = error_count + 1, "
+                              "started_at = coalesce(started_at, pg_catalog.now()), "
                               "next_retry_at = pg_catalog.now() + pg_catalog.make_interval(secs => "
                               "  least(power(2, least(error_count, 20)), $3 / 1000.0)) "
                               "WHERE id = $1 AND state IN ('scheduled', 'running', 'failed')",
@@ -450,7 +554,7 @@ void Importer::after_confirm(XLogRecPtr confirmed)
     if (c.last_chunk)
         ereport(LOG,
                 (errmsg("pgsink: import job %lld complete", static_cast<long long>(c.job_id))));
-    chunk_.reset();
+    recycle(std::move(chunk_));
     active_import = nullptr;
 }
 

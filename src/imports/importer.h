@@ -42,7 +42,11 @@ class Importer
     /* A chunk failed: back off (or end the job, if it can never succeed). */
     void record_failure(int64 job_id, const char *message, bool expire);
 
+    /* Keep a finished chunk's buffers for the next one. */
+    void recycle(std::unique_ptr<ImportChunk> chunk);
+
     std::unique_ptr<ImportChunk> chunk_;
+    std::unique_ptr<ImportChunk> spare_;
     uint64 chunk_seq_ = 0;
     uint64 requests_seen_ = 0;
     bool job_active_ = true; /* look at once after start */
