@@ -34,6 +34,7 @@ CREATE TABLE pgsink.import_jobs (
     state text NOT NULL DEFAULT 'scheduled'
         CHECK (state IN ('scheduled', 'running', 'complete', 'failed', 'expired', 'cancelled')),
     cursor text[],                   -- key of the last row delivered; NULL: from the start
+    cursor_key text,                 -- the key the cursor is of (columns, types, collations)
     rows_imported bigint NOT NULL DEFAULT 0,
     chunks bigint NOT NULL DEFAULT 0,
     chunk_rows integer,              -- the current, adaptive, chunk size
@@ -100,6 +101,7 @@ CREATE FUNCTION pgsink.status(
     OUT worker_started_at timestamptz,
     OUT worker_restarts integer,
     OUT next_start_at timestamptz,
+    OUT sink_retry_at timestamptz,
     OUT config_problem text)
 RETURNS record
 LANGUAGE c VOLATILE
@@ -135,11 +137,22 @@ SELECT j.id,
        j.created_at,
        j.started_at,
        j.finished_at,
-       j.error,
+       -- A running job also waits on the stream: while the sink fails, or the
+       -- worker failed and restarts later, that is its error and next try.
+       CASE WHEN j.state <> 'running' THEN j.error
+            WHEN s.state = 'sink retrying' THEN 'the sink is failing: ' || s.last_error
+            WHEN s.state = 'backing off' THEN 'the stream worker failed: ' || s.last_error
+            ELSE j.error
+       END AS error,
        j.error_count,
-       j.next_retry_at
+       CASE WHEN j.state <> 'running' THEN j.next_retry_at
+            WHEN s.state = 'sink retrying' THEN s.sink_retry_at
+            WHEN s.state = 'backing off' THEN s.next_start_at
+            ELSE j.next_retry_at
+       END AS next_retry_at
   FROM pgsink.import_jobs j
-  LEFT JOIN pg_catalog.pg_class r ON r.oid = j.relid;
+  LEFT JOIN pg_catalog.pg_class r ON r.oid = j.relid
+ CROSS JOIN pgsink.status() s;
 
 COMMENT ON VIEW pgsink.imports IS 'Import (backfill) jobs and their progress';
 

@@ -58,6 +58,7 @@ struct ImportChunk {
     std::unordered_map<std::string_view, size_t> index;
 
     std::vector<std::string> last_key; /* cursor after this chunk: key values as text */
+    std::string cursor_key;            /* what the cursor's values are (importer.cpp) */
     bool last_chunk = false;           /* fewer rows than asked: the table is done */
     int chunk_rows = 0;                /* the limit this chunk was read with */
     int next_chunk_rows = 0;           /* adapted to the time budget */

@@ -46,6 +46,7 @@ extern "C" {
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/ruleutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 }
@@ -86,11 +87,12 @@ struct JobRow {
     Oid relid = InvalidOid;
     int chunk_rows = 0;
     ArrayType *cursor = nullptr; /* text[], or null */
+    char *cursor_key = nullptr;  /* key_signature() the cursor was taken with, or null */
 };
 
 static bool pick_job(JobRow *job)
 {
-    int rc = SPI_execute("SELECT id, relid, chunk_rows, cursor FROM pgsink.import_jobs "
+    int rc = SPI_execute("SELECT id, relid, chunk_rows, cursor, cursor_key FROM pgsink.import_jobs "
                          "WHERE state IN ('scheduled', 'running') "
                          "   OR (state = 'failed' AND next_retry_at <= pg_catalog.now()) "
                          "ORDER BY id LIMIT 1 FOR UPDATE",
@@ -108,6 +110,7 @@ static bool pick_job(JobRow *job)
     job->chunk_rows = isnull ? 0 : DatumGetInt32(rows);
     Datum cursor = SPI_getbinval(tup, desc, 4, &isnull);
     job->cursor = isnull ? nullptr : DatumGetArrayTypePCopy(cursor);
+    job->cursor_key = SPI_getvalue(tup, desc, 5);
 
     Oid types[1] = {INT8OID};
     Datum values[1] = {Int64GetDatum(job->id)};
@@ -129,6 +132,27 @@ static bool still_captured(Oid relid)
     int rc = SPI_execute_with_args("SELECT FROM pgsink.captured_tables WHERE relid = $1", 1, types,
                                    values, nullptr, false, 1);
     return rc == SPI_OK_SELECT && SPI_processed == 1;
+}
+
+/*
+ * What the cursor's values mean: the key's columns with their types and
+ * collations, e.g. "region text COLLATE \"C\", id uuid". A cursor taken
+ * with another key (the key changed, or its type or collation did) says
+ * nothing about the order of the rows now: the import starts over.
+ */
+static char *key_signature(Relation rel, const RelationInfo &info)
+{
+    StringInfoData sig;
+    initStringInfo(&sig);
+    TupleDesc desc = RelationGetDescr(rel);
+    for (size_t i = 0; i < info.key_attnums.size(); i++) {
+        Form_pg_attribute att = TupleDescAttr(desc, info.key_attnums[i] - 1);
+        appendStringInfo(&sig, "%s%s %s", i ? ", " : "", quote_identifier(NameStr(att->attname)),
+                         format_type_with_typemod(att->atttypid, att->atttypmod));
+        if (OidIsValid(att->attcollation))
+            appendStringInfo(&sig, " COLLATE %s", generate_collation_name(att->attcollation));
+    }
+    return sig.data;
 }
 
 /*
@@ -359,6 +383,21 @@ bool Importer::read_next_chunk()
         bool with_cursor = job.cursor != nullptr;
         Datum *cursor_values = nullptr;
         int ncursor = 0;
+        const char *signature = pg_call([&] { return key_signature(rel, info); });
+        if (with_cursor && (job.cursor_key == nullptr || strcmp(job.cursor_key, signature) != 0)) {
+            pg_call([&] {
+                ereport(LOG, (errmsg("pgsink: the key of table %s changed during import job %lld; "
+                                     "the import starts over from the first row",
+                                     quote_qualified_identifier(
+                                         get_namespace_name(RelationGetNamespace(rel)),
+                                         RelationGetRelationName(rel)),
+                                     static_cast<long long>(job.id)),
+                              errdetail("The cursor was taken with key (%s); the key is now (%s).",
+                                        job.cursor_key ? job.cursor_key : "unknown", signature)));
+            });
+            with_cursor = false;
+        }
+        chunk->cursor_key = signature;
         if (with_cursor) {
             pg_call([&] {
                 deconstruct_array(job.cursor, TEXTOID, -1, false, TYPALIGN_INT, &cursor_values,
@@ -531,22 +570,24 @@ void Importer::after_confirm(XLogRecPtr confirmed)
         StartTransactionCommand();
         SPI_connect();
         PushActiveSnapshot(GetTransactionSnapshot());
-        Oid types[6] = {INT8OID, TEXTOID, INT8OID, INT4OID, BOOLOID, BOOLOID};
-        Datum values[6] = {Int64GetDatum(c.job_id),
+        Oid types[7] = {INT8OID, TEXTOID, INT8OID, INT4OID, BOOLOID, BOOLOID, TEXTOID};
+        Datum values[7] = {Int64GetDatum(c.job_id),
                            CStringGetTextDatum(cursor.c_str()),
                            Int64GetDatum(static_cast<int64>(c.emitted_rows)),
                            Int32GetDatum(c.next_chunk_rows),
                            BoolGetDatum(c.last_chunk),
-                           BoolGetDatum(c.last_key.empty())};
+                           BoolGetDatum(c.last_key.empty()),
+                           CStringGetTextDatum(c.cursor_key.c_str())};
         SPI_execute_with_args(
             "UPDATE pgsink.import_jobs SET "
             "cursor = CASE WHEN $6 THEN cursor ELSE $2::text[] END, "
+            "cursor_key = CASE WHEN $6 THEN cursor_key ELSE $7 END, "
             "rows_imported = rows_imported + $3, chunks = chunks + 1, chunk_rows = $4, "
             "state = CASE WHEN $5 THEN 'complete' ELSE 'running' END, "
             "finished_at = CASE WHEN $5 THEN pg_catalog.clock_timestamp() END, next_retry_at = "
             "NULL "
             "WHERE id = $1 AND state IN ('running', 'failed')",
-            6, types, values, nullptr, false, 0);
+            7, types, values, nullptr, false, 0);
         PopActiveSnapshot();
         SPI_finish();
         CommitTransactionCommand();

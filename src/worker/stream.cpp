@@ -168,8 +168,11 @@ template <typename F> void Stream::with_retry(F &&f)
 
         sink_failing_ = true;
         record_error(message);
-        set_worker_state(WorkerState::sink_retrying);
         TimestampTz now = GetCurrentTimestamp();
+        LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+        shared->state = WorkerState::sink_retrying;
+        shared->sink_retry_at = TimestampTzPlusMilliseconds(now, backoff_ms);
+        LWLockRelease(shared_lock);
         if (strcmp(message, last_warning_) != 0 ||
             TimestampDifferenceExceeds(last_warning_at_, now, kRepeatWarningMs)) {
             ereport(WARNING, (errmsg("pgsink: %s", message),

@@ -13,6 +13,7 @@
 #       during the import never reappears;
 #     * an imported row that follows a streamed change of its key equals the
 #       row that change left: an import never overwrites a newer change.
+#   A Schema entry of a table makes its replayed rows take its columns.
 # - check_import_exact(): replay_import() plus the comparison with the
 #   source tables, as Test::More assertions.
 # - import_jobs(), wait_imports(): the jobs of pgsink.imports, and waiting
@@ -48,6 +49,21 @@ sub rows_agree
 		return 0 unless $r{$c} eq $i{$c};
 	}
 	return 1;
+}
+
+# A new Schema entry of a table: its rows take the new columns, as a sink
+# evolving its table would (a column added: null in the rows it has; a
+# column dropped: gone from them).
+sub project_rows
+{
+	my ($rows, $schema) = @_;
+	return unless $rows && ref $schema->{fields} eq 'ARRAY';
+	my @names = sort map { $_->{name} } @{ $schema->{fields} };
+	for my $k (keys %$rows)
+	{
+		my %row = map { split(/=/, $_, 2) } split(/\x1f/, $rows->{$k});
+		$rows->{$k} = join("\x1f", map { "$_=" . ($row{$_} // '\\N') } @names);
+	}
 }
 
 # One pass over the changelog file(s). keys => { 'public.t' => ['id'], ... }.
@@ -113,7 +129,11 @@ sub replay_import
 				$err->("$where: missing or malformed lsn");
 				next;
 			}
-			next if exists $e->{schema};
+			if (ref $e->{schema} eq 'HASH')
+			{
+				project_rows($res{state}{ $e->{schema}{namespace} // '' }, $e->{schema});
+				next;
+			}
 
 			my $op = $e->{op} // '?';
 			my $seq = $e->{sequence} // 0;
