@@ -29,8 +29,8 @@ int guc_batch_bytes_kb = 16 * 1024;
 int guc_flush_interval_ms = 200;
 int guc_poll_interval_ms = 20;
 int guc_retry_max_interval_ms = 60000;
-int guc_import_chunk_rows = 50000;
-int guc_import_chunk_time_ms = 200;
+int guc_import_chunk_rows = 20000;
+int guc_import_chunk_time_ms = 100;
 
 static const struct config_enum_entry sink_options[] = {
     {"file", SINK_FILE, false},
@@ -144,13 +144,13 @@ void define_gucs()
                             GUC_UNIT_MS, nullptr, nullptr, nullptr);
 
     DefineCustomIntVariable("pgsink.import_chunk_rows", "Most rows an import reads per chunk.",
-                            "Each chunk is one short transaction.", &guc_import_chunk_rows, 50000,
+                            "Each chunk is one short transaction.", &guc_import_chunk_rows, 20000,
                             100, 1000000, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 
     DefineCustomIntVariable(
         "pgsink.import_chunk_time", "Time an import chunk should take to read.",
         "The chunk size adapts to it, so a large import does not delay streamed changes.",
-        &guc_import_chunk_time_ms, 200, 10, 60000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
+        &guc_import_chunk_time_ms, 100, 10, 60000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr,
         nullptr);
 
     MarkGUCPrefixReserved("pgsink");
