@@ -11,8 +11,10 @@
 -- Its tables are in schema imp; earlier tests' entries are ignored.
 
 -- Chunks of at most 100 rows (the minimum), so that a 250-row table takes
--- three chunks. Set first: the worker reloads its configuration in between.
+-- three chunks, and of about 64 kB of JSON (pgsink.batch_bytes, the minimum)
+-- for wide rows. Set first: the worker reloads its configuration in between.
 ALTER SYSTEM SET pgsink.import_chunk_rows = 100;
+ALTER SYSTEM SET pgsink.batch_bytes = '64kB';
 SELECT pg_reload_conf();
 
 CREATE SCHEMA imp;
@@ -366,5 +368,27 @@ SELECT count(*) AS rows, count(DISTINCT e->'after'->>'name') AS keys,
   FROM imp_entries() WHERE e->>'op' = 'import' AND imp_of(e, 'collated');
 
 -------------------------------------------------------------------------------
+-- Wide rows: a chunk ends once it holds pgsink.batch_bytes of JSON (here
+-- 64 kB: 9 rows of 8 kB), before its row limit, so an import of wide rows
+-- keeps the worker's memory bounded. Still every row once, in key order.
+CREATE TABLE imp.wide (id int PRIMARY KEY, doc text);
+INSERT INTO imp.wide SELECT i, repeat(chr(97 + i % 26), 8000) FROM generate_series(1, 40) i;
+SELECT pgsink.add_table('imp.wide');
+SELECT imp_wait('imp.wide');
+SELECT pgsink.wait_for_delivery() IS NOT NULL AS delivered;
+SELECT state, cursor, rows_imported, chunks FROM pgsink.imports
+ WHERE "table" = 'imp.wide'::regclass;
+SELECT n AS rows_in_chunk, count(*) AS chunks
+  FROM (SELECT e->>'lsn', count(*) AS n FROM imp_entries()
+         WHERE e->>'op' = 'import' AND imp_of(e, 'wide') GROUP BY 1) c
+ GROUP BY n ORDER BY n;
+SELECT array_agg((e->'after'->>'id')::int ORDER BY lineno)
+           = array(SELECT generate_series(1, 40)) AS every_row_once_in_key_order,
+       bool_and(e->'after'->>'doc' = repeat(chr(97 + (e->'after'->>'id')::int % 26), 8000))
+           AS values_ok
+  FROM imp_entries() WHERE e->>'op' = 'import' AND imp_of(e, 'wide');
+
+-------------------------------------------------------------------------------
+ALTER SYSTEM RESET pgsink.batch_bytes;
 ALTER SYSTEM RESET pgsink.import_chunk_rows;
 SELECT pg_reload_conf();

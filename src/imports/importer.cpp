@@ -203,6 +203,9 @@ struct ChunkReceiver {
     bool key_by_reference;
     MemoryContext key_cxt;
     Datum *last_key;
+    /* A chunk holds about this much JSON at most (pgsink.batch_bytes): wide rows, fewer. */
+    size_t max_bytes;
+    bool stopped; /* the chunk is full before its row limit */
 };
 
 static void chunk_receiver_startup(DestReceiver *, int, TupleDesc) {}
@@ -252,6 +255,10 @@ static bool chunk_receive(TupleTableSlot *slot, DestReceiver *self)
         }
         MemoryContextSwitchTo(old);
     }
+    if (r->chunk->row_data.size() + r->chunk->key_data.size() >= r->max_bytes) {
+        r->stopped = true;
+        return false; /* the executor stops here */
+    }
     return true;
 }
 
@@ -285,6 +292,8 @@ static void init_chunk_receiver(ChunkReceiver &r, ImportChunk &chunk, const Rela
             r.key_by_reference = true;
     }
     r.last_key = static_cast<Datum *>(palloc0((info.key_attnums.size() + 1) * sizeof(Datum)));
+    r.max_bytes = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
+    r.stopped = false;
 }
 
 /* The cursor's key values (text, cast to the key types in the query) as query parameters. */
@@ -460,7 +469,7 @@ bool Importer::read_next_chunk()
                 chunk->last_key.emplace_back(
                     pg_call([&] { return TextDatumGetCString(cursor_values[i]); }));
         }
-        chunk->last_chunk = n < static_cast<uint64>(limit);
+        chunk->last_chunk = n < static_cast<uint64>(limit) && !receiver.stopped;
 
         /* Adapt the next chunk to the time budget. */
         long elapsed_ms = std::max<long>(1, (GetCurrentTimestamp() - started) / 1000);
