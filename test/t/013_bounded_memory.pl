@@ -4,7 +4,11 @@
 #     worker's peak RSS stays under pgsink.batch_bytes + 3 x the largest row
 #     + 150 MB, and under a quarter of the transaction's JSON size;
 # (2) one row with a PGSINK_HUGE_MB MB text value (default 200): the peak
-#     stays under pgsink.batch_bytes + 3 x that row + 150 MB.
+#     stays under pgsink.batch_bytes + 3 x that row + 150 MB;
+# (3) the import of a table of wide rows (2000 rows of 100 kB): a chunk ends
+#     once it holds pgsink.batch_bytes of JSON, so the worker's private memory
+#     (RssAnon) stays under 2 x pgsink.batch_bytes + 64 MB, where chunks
+#     sized by rows alone would hold 100 MB.
 # Every row arrives (the file's lines are counted and their sequences
 # checked). The reorder buffer spills to disk past logical_decoding_work_mem
 # (64MB): that is expected.
@@ -45,6 +49,9 @@ CREATE TABLE big_txn (id int8 PRIMARY KEY, v text);
 CREATE TABLE huge (id int4 PRIMARY KEY, v text);
 -- Stored as is, not compressed: the WAL carries the whole value.
 ALTER TABLE huge ALTER COLUMN v SET STORAGE EXTERNAL;
+CREATE TABLE wide (id int4 PRIMARY KEY, v text);
+ALTER TABLE wide ALTER COLUMN v SET STORAGE EXTERNAL;
+INSERT INTO wide SELECT g, repeat(chr(97 + g % 26), 100 * 1024) FROM generate_series(1, 2000) g;
 });
 $node->safe_psql('postgres', "SELECT pgsink.add_table('big_txn')");
 $node->safe_psql('postgres', "SELECT pgsink.add_table('huge')");
@@ -55,12 +62,12 @@ ok(defined $pid, 'stream worker running');
 my $base = proc_status($pid);
 note("worker $pid at rest: VmRSS $base->{VmRSS} kB, VmHWM $base->{VmHWM} kB");
 
-# Run $sql in the background, then wait_for_delivery, sampling the worker's
+# Run each of @sql in the background, then wait_for_delivery, sampling the worker's
 # memory every 100 ms. Returns { rss => peak VmRSS kB, anon => peak RssAnon
 # kB, hwm => VmHWM kB at the end, seconds }.
 sub deliver_and_sample
 {
-	my ($label, $sql) = @_;
+	my ($label, @sql) = @_;
 	my %peak = (rss => 0, anon => 0, hwm => 0);
 	my $sample = sub {
 		my $s = proc_status($pid) or return;
@@ -69,7 +76,7 @@ sub deliver_and_sample
 		$peak{hwm} = $s->{VmHWM} if $s->{VmHWM} > $peak{hwm};
 	};
 	my $t0 = time();
-	for my $step ($sql, "SELECT pgsink.wait_for_delivery('600s')")
+	for my $step (@sql, "SELECT pgsink.wait_for_delivery('600s')")
 	{
 		my ($out, $err) = ('', '');
 		my $h = IPC::Run::start(
@@ -195,6 +202,28 @@ my $after = proc_status($pid);
 note("worker after delivery: VmRSS $after->{VmRSS} kB");
 cmp_ok($after->{VmRSS} * 1024, '<', $batch_mb * 2 * $MB + 150 * $MB,
 	'RSS back to a small size after the huge row');
+
+# ---------------------------------------------------------------------------
+# (3) The import of 2000 rows of 100 kB.
+$offset = -s $file;
+my $p3 = deliver_and_sample('import of wide rows', "SELECT pgsink.add_table('wide')", q{
+DO $$
+BEGIN
+    WHILE (SELECT state FROM pgsink.imports WHERE "table" = 'wide'::regclass) <> 'complete' LOOP
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$$;
+});
+($count, $longest, @errors) = scan_file($offset, 'wide');
+is($count, 2000, 'every wide row is imported once');
+is(scalar @errors, 0, 'lines complete, sequences 1..n') or diag(join("\n", @errors));
+my $chunks = $node->safe_psql('postgres',
+	"SELECT chunks FROM pgsink.imports WHERE \"table\" = 'wide'::regclass");
+cmp_ok($chunks, '>=', 2000 * 100 * 1024 / ($batch_mb * $MB),
+	"chunks of at most batch_bytes of JSON ($chunks chunks)");
+cmp_ok($p3->{anon} * 1024, '<', 2 * $batch_mb * $MB + 64 * $MB,
+	'peak private memory (RssAnon) < 2 x batch_bytes + 64 MB during the import');
 
 $node->stop;
 done_testing();
