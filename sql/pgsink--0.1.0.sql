@@ -137,15 +137,21 @@ SELECT j.id,
        j.created_at,
        j.started_at,
        j.finished_at,
-       -- A running job also waits on the stream: while the sink fails, or the
-       -- worker failed and restarts later, that is its error and next try.
-       CASE WHEN j.state <> 'running' THEN j.error
-            WHEN s.state = 'sink retrying' THEN 'the sink is failing: ' || s.last_error
-            WHEN s.state = 'backing off' THEN 'the stream worker failed: ' || s.last_error
+       -- An unfinished job also waits on the stream: while the sink fails, the
+       -- worker failed and restarts later, or the server is misconfigured,
+       -- that is its error (and next try).
+       CASE WHEN j.state NOT IN ('scheduled', 'running') THEN j.error
+            WHEN s.state = 'sink retrying'
+            THEN 'the sink is failing: ' || coalesce(s.last_error, 'unknown error')
+            WHEN s.state = 'backing off'
+            THEN 'the stream worker failed: ' || coalesce(s.last_error, 'unknown error')
+            WHEN s.state = 'misconfigured'
+            THEN 'the stream worker cannot run: '
+                 || coalesce(s.config_problem, s.last_error, 'misconfigured')
             ELSE j.error
        END AS error,
        j.error_count,
-       CASE WHEN j.state <> 'running' THEN j.next_retry_at
+       CASE WHEN j.state NOT IN ('scheduled', 'running') THEN j.next_retry_at
             WHEN s.state = 'sink retrying' THEN s.sink_retry_at
             WHEN s.state = 'backing off' THEN s.next_start_at
             ELSE j.next_retry_at

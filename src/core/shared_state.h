@@ -46,7 +46,7 @@ struct SharedState {
     TimestampTz worker_started_at;
     int worker_restarts;
     TimestampTz next_start_at; /* when the launcher restarts a failed worker */
-    TimestampTz sink_retry_at; /* when a failing sink is tried again; 0 while it works */
+    TimestampTz sink_retry_at; /* when a failing sink is tried again (state sink_retrying) */
     uint64 import_requests;    /* bumped when an import is scheduled: the worker looks at once */
     char last_error[kErrorLen];
     TimestampTz last_error_at;

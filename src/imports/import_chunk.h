@@ -59,9 +59,9 @@ struct ImportChunk {
 
     std::vector<std::string> last_key; /* cursor after this chunk: key values as text */
     std::string cursor_key;            /* what the cursor's values are (importer.cpp) */
-    bool last_chunk = false;           /* fewer rows than asked: the table is done */
-    int chunk_rows = 0;                /* the limit this chunk was read with */
-    int next_chunk_rows = 0;           /* adapted to the time budget */
+    bool last_chunk = false; /* fewer rows than asked, not cut short by size: the table is done */
+    int chunk_rows = 0;      /* the limit this chunk was read with */
+    int next_chunk_rows = 0; /* adapted to the time budget */
 
     bool window_open = false;                /* L decoded */
     bool emitted = false;                    /* H decoded, rows written */
@@ -94,9 +94,11 @@ struct ImportChunk {
     long drop_key(std::string_view k)
     {
         if (index.empty() && size() > 0) {
-            index.reserve(size());
+            std::unordered_map<std::string_view, size_t> built; /* whole, or not at all */
+            built.reserve(size());
             for (size_t i = 0; i < size(); i++)
-                index.emplace(key(i), i);
+                built.emplace(key(i), i);
+            index = std::move(built);
         }
         auto it = index.find(k);
         if (it == index.end() || dropped[it->second])

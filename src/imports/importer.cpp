@@ -75,8 +75,8 @@ void Importer::recycle(std::unique_ptr<ImportChunk> chunk)
 
 void Importer::reset()
 {
-    if (chunk_)
-        recycle(std::move(chunk_));
+    chunk_.reset();
+    spare_.reset();
     active_import = nullptr;
     job_active_ = true;
 }
@@ -135,10 +135,12 @@ static bool still_captured(Oid relid)
 }
 
 /*
- * What the cursor's values mean: the key's columns with their types and
- * collations, e.g. "region text COLLATE \"C\", id uuid". A cursor taken
- * with another key (the key changed, or its type or collation did) says
- * nothing about the order of the rows now: the import starts over.
+ * What the cursor's values mean: for each key column, its attnum, type and
+ * collation (OIDs: "attnum/type/collation,..."), which decide which column a
+ * value belongs to and the order of the rows. A cursor taken with another
+ * key (other columns, another type or collation) says nothing about where
+ * the import stands in the order of the rows now: the import starts over.
+ * Renaming a column, or changing a typmod, keeps the cursor.
  */
 static char *key_signature(Relation rel, const RelationInfo &info)
 {
@@ -147,12 +149,26 @@ static char *key_signature(Relation rel, const RelationInfo &info)
     TupleDesc desc = RelationGetDescr(rel);
     for (size_t i = 0; i < info.key_attnums.size(); i++) {
         Form_pg_attribute att = TupleDescAttr(desc, info.key_attnums[i] - 1);
-        appendStringInfo(&sig, "%s%s %s", i ? ", " : "", quote_identifier(NameStr(att->attname)),
-                         format_type_with_typemod(att->atttypid, att->atttypmod));
-        if (OidIsValid(att->attcollation))
-            appendStringInfo(&sig, " COLLATE %s", generate_collation_name(att->attcollation));
+        appendStringInfo(&sig, "%s%d/%u/%u", i ? "," : "", att->attnum, att->atttypid,
+                         att->attcollation);
     }
     return sig.data;
+}
+
+/* The key as a person reads it, for the log: "region text COLLATE \"C\", id uuid". */
+static char *key_description(Relation rel, const RelationInfo &info)
+{
+    StringInfoData text;
+    initStringInfo(&text);
+    TupleDesc desc = RelationGetDescr(rel);
+    for (size_t i = 0; i < info.key_attnums.size(); i++) {
+        Form_pg_attribute att = TupleDescAttr(desc, info.key_attnums[i] - 1);
+        appendStringInfo(&text, "%s%s %s", i ? ", " : "", quote_identifier(NameStr(att->attname)),
+                         format_type_with_typemod(att->atttypid, att->atttypmod));
+        if (OidIsValid(att->attcollation))
+            appendStringInfo(&text, " COLLATE %s", generate_collation_name(att->attcollation));
+    }
+    return text.data;
 }
 
 /*
@@ -208,7 +224,15 @@ struct ChunkReceiver {
     bool stopped; /* the chunk is full before its row limit */
 };
 
-static void chunk_receiver_startup(DestReceiver *, int, TupleDesc) {}
+/* The query's columns must be info.columns, in order: rows are encoded by position. */
+static void chunk_receiver_startup(DestReceiver *self, int, TupleDesc typeinfo)
+{
+    ChunkReceiver *r = reinterpret_cast<ChunkReceiver *>(self);
+    if (typeinfo->natts != static_cast<int>(r->info->columns.size()))
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("pgsink: the import query returned %d columns, expected %zu",
+                               typeinfo->natts, r->info->columns.size())));
+}
 static void chunk_receiver_shutdown(DestReceiver *) {}
 static void chunk_receiver_destroy(DestReceiver *) {}
 
@@ -270,7 +294,7 @@ static void init_chunk_receiver(ChunkReceiver &r, ImportChunk &chunk, const Rela
     r.pub.rStartup = chunk_receiver_startup;
     r.pub.rShutdown = chunk_receiver_shutdown;
     r.pub.rDestroy = chunk_receiver_destroy;
-    r.pub.mydest = DestNone;
+    r.pub.mydest = DestNone; /* not DestSPI: SPI returns SPI_OK_UTILITY, not SPI_OK_SELECT */
     r.chunk = &chunk;
     r.info = &info;
     r.direct = true;
@@ -366,7 +390,8 @@ bool Importer::read_next_chunk()
                 SPI_finish();
                 CommitTransactionCommand();
             });
-            recycle(std::move(chunk));
+            /* No import to run: give the buffers' memory back. */
+            chunk.reset();
             return false;
         }
         job_active_ = true;
@@ -401,8 +426,9 @@ bool Importer::read_next_chunk()
                                          get_namespace_name(RelationGetNamespace(rel)),
                                          RelationGetRelationName(rel)),
                                      static_cast<long long>(job.id)),
-                              errdetail("The cursor was taken with key (%s); the key is now (%s).",
-                                        job.cursor_key ? job.cursor_key : "unknown", signature)));
+                              errdetail("The key is now (%s); the import's cursor was taken with "
+                                        "other key columns, types or collations.",
+                                        key_description(rel, info))));
             });
             with_cursor = false;
         }
@@ -474,7 +500,9 @@ bool Importer::read_next_chunk()
         /* Adapt the next chunk to the time budget. */
         long elapsed_ms = std::max<long>(1, (GetCurrentTimestamp() - started) / 1000);
         double scale = static_cast<double>(guc_import_chunk_time_ms) / elapsed_ms;
-        chunk->next_chunk_rows = std::clamp(static_cast<int>(limit * std::min(scale, 2.0)),
+        /* A chunk that filled up on bytes read n rows in that time, not limit. */
+        double base = receiver.stopped ? static_cast<double>(n) : limit;
+        chunk->next_chunk_rows = std::clamp(static_cast<int>(base * std::min(scale, 2.0)),
                                             kMinChunkRows, guc_import_chunk_rows);
 
         pg_call([&] {
