@@ -141,34 +141,27 @@ static bool still_captured(Oid relid)
  * key (other columns, another type or collation) says nothing about where
  * the import stands in the order of the rows now: the import starts over.
  * Renaming a column, or changing a typmod, keeps the cursor.
+ * readable: the key as a person reads it instead, for the log
+ * ("region text COLLATE \"C\", id uuid").
  */
-static char *key_signature(Relation rel, const RelationInfo &info)
+static char *key_signature(Relation rel, const RelationInfo &info, bool readable = false)
 {
     StringInfoData sig;
     initStringInfo(&sig);
     TupleDesc desc = RelationGetDescr(rel);
     for (size_t i = 0; i < info.key_attnums.size(); i++) {
         Form_pg_attribute att = TupleDescAttr(desc, info.key_attnums[i] - 1);
-        appendStringInfo(&sig, "%s%d/%u/%u", i ? "," : "", att->attnum, att->atttypid,
-                         att->attcollation);
-    }
-    return sig.data;
-}
-
-/* The key as a person reads it, for the log: "region text COLLATE \"C\", id uuid". */
-static char *key_description(Relation rel, const RelationInfo &info)
-{
-    StringInfoData text;
-    initStringInfo(&text);
-    TupleDesc desc = RelationGetDescr(rel);
-    for (size_t i = 0; i < info.key_attnums.size(); i++) {
-        Form_pg_attribute att = TupleDescAttr(desc, info.key_attnums[i] - 1);
-        appendStringInfo(&text, "%s%s %s", i ? ", " : "", quote_identifier(NameStr(att->attname)),
+        if (!readable) {
+            appendStringInfo(&sig, "%s%d/%u/%u", i ? "," : "", att->attnum, att->atttypid,
+                             att->attcollation);
+            continue;
+        }
+        appendStringInfo(&sig, "%s%s %s", i ? ", " : "", quote_identifier(NameStr(att->attname)),
                          format_type_with_typemod(att->atttypid, att->atttypmod));
         if (OidIsValid(att->attcollation))
-            appendStringInfo(&text, " COLLATE %s", generate_collation_name(att->attcollation));
+            appendStringInfo(&sig, " COLLATE %s", generate_collation_name(att->attcollation));
     }
-    return text.data;
+    return sig.data;
 }
 
 /*
@@ -428,7 +421,7 @@ bool Importer::read_next_chunk()
                                      static_cast<long long>(job.id)),
                               errdetail("The key is now (%s); the import's cursor was taken with "
                                         "other key columns, types or collations.",
-                                        key_description(rel, info))));
+                                        key_signature(rel, info, true))));
             });
             with_cursor = false;
         }
