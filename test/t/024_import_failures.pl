@@ -14,6 +14,9 @@
 #     the sink's error and its next retry, the import does not advance, and
 #     once the directory is writable again it completes and the files replay
 #     to the table exactly. (Skipped as root: permissions do not bind root.)
+# (4) The server is misconfigured for pgsink (output_plugin_libraries without
+#     it) when a re-import is scheduled: pgsink.imports shows the scheduled
+#     job with what to fix; once fixed, the import runs.
 use strict;
 use warnings;
 
@@ -170,6 +173,24 @@ SKIP:
 		files => [ $file1, $file2 ],
 		label => 'sink failure');
 }
+
+# ---------------------------------------------------------------------------
+# (4) A misconfigured server holds a scheduled import, and says why.
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET output_plugin_libraries = 'pgoutput'; SELECT pg_reload_conf();");
+ok(defined poll_until($node, 'postgres', 'SELECT state FROM pgsink.status', 'misconfigured', 30),
+	'misconfigured: the worker reports it');
+$node->safe_psql('postgres', "SELECT pgsink.reimport('a')");
+$j = job('a');
+is($j->{state}, 'scheduled', 'misconfigured: the re-import is scheduled');
+like($j->{error}, qr/^the stream worker cannot run: .*output_plugin_libraries/,
+	'misconfigured: pgsink.imports says what to fix');
+$node->safe_psql('postgres',
+	'ALTER SYSTEM RESET output_plugin_libraries; SELECT pg_reload_conf();');
+ok(defined wait_imports($node, 'postgres', 120), 'misconfigured: fixed, the re-import completes');
+$j = job('a');
+is_deeply([ $j->{state}, $j->{rows}, $j->{error} ], [ 'complete', 60000, '' ],
+	'misconfigured: the re-import delivered every row, with no error left');
 
 # Every table, over every file, once more: the stream of k and a went on
 # through all of the above.
