@@ -17,6 +17,13 @@ LANGUAGE sql AS $$
      WHERE regress_entry_matches(c.entry, ARRAY[tbl]) AND c.entry ? 'op' AND x.k <> 'id'
      ORDER BY c.lineno, x.o
 $$;
+-- The "after" object of each change of a table, in changelog order.
+CREATE FUNCTION typ.afters_of(tbl text) RETURNS SETOF jsonb
+LANGUAGE sql AS $$
+    SELECT entry->'after' FROM regress_changelog()
+     WHERE regress_entry_matches(entry, ARRAY[tbl]) AND entry ? 'op'
+     ORDER BY lineno
+$$;
 -- The Avro type and PostgreSQL type of each column in the Schema entry.
 CREATE FUNCTION typ.schema_of(tbl text)
 RETURNS TABLE (col text, avro_type text, pg_type text)
@@ -180,22 +187,15 @@ SELECT * FROM typ.values_of('typ.user_types');
 -- Round trip: each value, read back from the changelog, is the value in the
 -- table (strings and numbers through the column's type; bytea from base64;
 -- json/jsonb and arrays compared as JSON).
-SELECT 'numbers' AS tbl, t.id,
-       (a->>'i2')::int2 IS NOT DISTINCT FROM t.i2 AND (a->>'i4')::int4 IS NOT DISTINCT FROM t.i4
-       AND (a->>'i8')::int8 IS NOT DISTINCT FROM t.i8 AND (a->>'n')::numeric IS NOT DISTINCT FROM t.n
-       AND (a->>'f4')::float4 IS NOT DISTINCT FROM t.f4 AND (a->>'f8')::float8 IS NOT DISTINCT FROM t.f8
-       AND (a->>'m')::money IS NOT DISTINCT FROM t.m AND (a->>'o')::oid IS NOT DISTINCT FROM t.o
-       AS same
-  FROM (SELECT entry->'after' AS a FROM regress_changelog()
-         WHERE regress_entry_matches(entry, '{typ.numbers}') AND entry ? 'op') c
+SELECT 'numbers' AS tbl, t.id
+  FROM typ.afters_of('typ.numbers') AS c(a)
   JOIN typ.numbers t ON t.id = (a->>'id')::int
  WHERE NOT ((a->>'i2')::int2 IS NOT DISTINCT FROM t.i2 AND (a->>'i4')::int4 IS NOT DISTINCT FROM t.i4
        AND (a->>'i8')::int8 IS NOT DISTINCT FROM t.i8 AND (a->>'n')::numeric IS NOT DISTINCT FROM t.n
        AND (a->>'f4')::float4 IS NOT DISTINCT FROM t.f4 AND (a->>'f8')::float8 IS NOT DISTINCT FROM t.f8
        AND (a->>'m')::money IS NOT DISTINCT FROM t.m AND (a->>'o')::oid IS NOT DISTINCT FROM t.o);
 SELECT 'texts' AS tbl, t.id
-  FROM (SELECT entry->'after' AS a FROM regress_changelog()
-         WHERE regress_entry_matches(entry, '{typ.texts}') AND entry ? 'op') c
+  FROM typ.afters_of('typ.texts') AS c(a)
   JOIN typ.texts t ON t.id = (a->>'id')::int
  WHERE NOT ((a->>'t') IS NOT DISTINCT FROM t.t AND (a->>'vc') IS NOT DISTINCT FROM t.vc
             AND (a->>'c')::char(4) IS NOT DISTINCT FROM t.c AND (a->>'nm')::name IS NOT DISTINCT FROM t.nm
@@ -203,8 +203,7 @@ SELECT 'texts' AS tbl, t.id
             AND decode(a->>'by', 'base64') IS NOT DISTINCT FROM t.by
             AND (a->>'b')::bool IS NOT DISTINCT FROM t.b);
 SELECT 'times' AS tbl, t.id
-  FROM (SELECT entry->'after' AS a FROM regress_changelog()
-         WHERE regress_entry_matches(entry, '{typ.times}') AND entry ? 'op') c
+  FROM typ.afters_of('typ.times') AS c(a)
   JOIN typ.times t ON t.id = (a->>'id')::int
  WHERE NOT ((a->>'d')::date IS NOT DISTINCT FROM t.d AND (a->>'t')::time IS NOT DISTINCT FROM t.t
             AND (a->>'ttz')::timetz IS NOT DISTINCT FROM t.ttz
@@ -215,8 +214,7 @@ SELECT 'times' AS tbl, t.id
 SET TimeZone = 'UTC';
 SELECT t.id, c.a->'d' AS d, to_json(t.d) AS to_json_d, c.a->'t' AS t, to_json(t.t) AS to_json_t,
        c.a->'ts' AS ts, to_json(t.ts) AS to_json_ts, c.a->'tstz' AS tstz, to_json(t.tstz) AS to_json_tstz
-  FROM (SELECT entry->'after' AS a FROM regress_changelog()
-         WHERE regress_entry_matches(entry, '{typ.times}') AND entry ? 'op') c
+  FROM typ.afters_of('typ.times') AS c(a)
   JOIN typ.times t ON t.id = (c.a->>'id')::int
  WHERE c.a->'d' IS DISTINCT FROM coalesce(to_jsonb(t.d), 'null')
     OR c.a->'t' IS DISTINCT FROM coalesce(to_jsonb(t.t), 'null')
@@ -224,8 +222,7 @@ SELECT t.id, c.a->'d' AS d, to_json(t.d) AS to_json_d, c.a->'t' AS t, to_json(t.
     OR c.a->'tstz' IS DISTINCT FROM coalesce(to_jsonb(t.tstz), 'null');
 SET TimeZone = 'America/New_York';
 SELECT 'misc' AS tbl, t.id
-  FROM (SELECT entry->'after' AS a FROM regress_changelog()
-         WHERE regress_entry_matches(entry, '{typ.misc}') AND entry ? 'op') c
+  FROM typ.afters_of('typ.misc') AS c(a)
   JOIN typ.misc t ON t.id = (a->>'id')::int
  WHERE NOT ((a->>'u')::uuid IS NOT DISTINCT FROM t.u
             AND (CASE WHEN a->'j' = 'null' AND t.j IS NULL THEN NULL ELSE a->'j' END) IS NOT DISTINCT FROM t.j::jsonb
@@ -237,16 +234,14 @@ SELECT 'misc' AS tbl, t.id
             AND (a->>'tsv')::tsvector IS NOT DISTINCT FROM t.tsv AND (a->>'tsq')::tsquery::text IS NOT DISTINCT FROM t.tsq::text
             AND (a->>'lsn')::pg_lsn IS NOT DISTINCT FROM t.lsn);
 SELECT 'ranges' AS tbl, t.id
-  FROM (SELECT entry->'after' AS a FROM regress_changelog()
-         WHERE regress_entry_matches(entry, '{typ.ranges}') AND entry ? 'op') c
+  FROM typ.afters_of('typ.ranges') AS c(a)
   JOIN typ.ranges t ON t.id = (a->>'id')::int
  WHERE NOT ((a->>'i4r')::int4range IS NOT DISTINCT FROM t.i4r AND (a->>'i8r')::int8range IS NOT DISTINCT FROM t.i8r
             AND (a->>'nr')::numrange IS NOT DISTINCT FROM t.nr AND (a->>'dr')::daterange IS NOT DISTINCT FROM t.dr
             AND (a->>'tsr')::tsrange IS NOT DISTINCT FROM t.tsr AND (a->>'tstzr')::tstzrange IS NOT DISTINCT FROM t.tstzr
             AND (a->>'i4mr')::int4multirange IS NOT DISTINCT FROM t.i4mr);
 SELECT 'user_types' AS tbl, t.id
-  FROM (SELECT entry->'after' AS a FROM regress_changelog()
-         WHERE regress_entry_matches(entry, '{typ.user_types}') AND entry ? 'op') c
+  FROM typ.afters_of('typ.user_types') AS c(a)
   JOIN typ.user_types t ON t.id = (a->>'id')::int
  WHERE NOT ((a->>'mood')::typ.mood IS NOT DISTINCT FROM t.mood AND (a->>'pos')::typ.posint IS NOT DISTINCT FROM t.pos
             AND (a->>'email')::typ.email IS NOT DISTINCT FROM t.email AND (a->>'big')::typ.big IS NOT DISTINCT FROM t.big
