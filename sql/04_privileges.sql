@@ -50,8 +50,8 @@ SELECT database, slot_name FROM pgsink.status;
 \set VERBOSITY default
 SELECT pgsink.add_table('public.priv_secret');
 -- ...and gets no direct access to pgsink's own table: the functions are the way in.
-INSERT INTO pgsink.captured_tables (relid, import_requested)
-    VALUES ('public.priv_secret'::regclass, false);
+INSERT INTO pgsink.captured_tables (relid, added_by)
+    VALUES ('public.priv_secret'::regclass, current_user);
 DELETE FROM pgsink.captured_tables;
 -- Nor to the test-only function.
 SELECT pgsink._selftest_boundary('ok');

@@ -24,10 +24,17 @@
 #include "core/shared_state.h"
 #include "decoding/relation_cache.h"
 #include "decoding/value_encoder.h"
+#include "core/restricted.h"
 #include "imports/importer.h"
 
 extern "C" {
 #include "access/htup_details.h"
+#include "access/nbtree.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_operator.h"
+#include "commands/defrem.h"
+#include "utils/syscache.h"
+#include "utils/array.h"
 #include "access/relation.h"
 #include "access/table.h"
 #include "access/transam.h"
@@ -93,8 +100,9 @@ struct JobRow {
 static bool pick_job(JobRow *job)
 {
     int rc = SPI_execute("SELECT id, relid, chunk_rows, cursor, cursor_key FROM pgsink.import_jobs "
-                         "WHERE state IN ('scheduled', 'running') "
-                         "   OR (state = 'failed' AND next_retry_at <= pg_catalog.now()) "
+                         "WHERE state OPERATOR(pg_catalog.=) ANY ('{scheduled,running}') "
+                         "   OR (state OPERATOR(pg_catalog.=) 'failed' "
+                         "       AND next_retry_at OPERATOR(pg_catalog.<=) pg_catalog.now()) "
                          "ORDER BY id LIMIT 1 FOR UPDATE",
                          false, 1);
     if (rc != SPI_OK_SELECT)
@@ -116,7 +124,7 @@ static bool pick_job(JobRow *job)
     Datum values[1] = {Int64GetDatum(job->id)};
     rc = SPI_execute_with_args("UPDATE pgsink.import_jobs SET state = 'running', "
                                "started_at = coalesce(started_at, pg_catalog.clock_timestamp()) "
-                               "WHERE id = $1",
+                               "WHERE id OPERATOR(pg_catalog.=) $1",
                                1, types, values, nullptr, false, 0);
     if (rc != SPI_OK_UPDATE)
         elog(ERROR, "pgsink: could not update pgsink.import_jobs: %s", SPI_result_code_string(rc));
@@ -129,8 +137,9 @@ static bool still_captured(Oid relid)
     Oid types[1] = {OIDOID};
     Datum values[1] = {ObjectIdGetDatum(relid)};
     /* Not read_only: a fresh snapshot, at least as new as the one that found the job. */
-    int rc = SPI_execute_with_args("SELECT FROM pgsink.captured_tables WHERE relid = $1", 1, types,
-                                   values, nullptr, false, 1);
+    int rc = SPI_execute_with_args(
+        "SELECT FROM pgsink.captured_tables WHERE relid OPERATOR(pg_catalog.=) $1", 1, types,
+        values, nullptr, false, 1);
     return rc == SPI_OK_SELECT && SPI_processed == 1;
 }
 
@@ -164,10 +173,56 @@ static char *key_signature(Relation rel, const RelationInfo &info, bool readable
     return sig.data;
 }
 
+/* The schema of an operator. */
+static Oid operator_namespace(Oid opno)
+{
+    HeapTuple tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(opno));
+    if (!HeapTupleIsValid(tup))
+        elog(ERROR, "pgsink: cache lookup failed for operator %u", opno);
+    Oid nsp = ((Form_pg_operator)GETSTRUCT(tup))->oprnamespace;
+    ReleaseSysCache(tup);
+    return nsp;
+}
+
+/* "OPERATOR(schema.name)": an operator spelled so that no search_path can change it. */
+static void append_qualified_operator(StringInfo out, Oid opno)
+{
+    HeapTuple tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(opno));
+    if (!HeapTupleIsValid(tup))
+        elog(ERROR, "pgsink: cache lookup failed for operator %u", opno);
+    Form_pg_operator op = (Form_pg_operator)GETSTRUCT(tup);
+    appendStringInfo(out, "OPERATOR(%s.%s)", quote_identifier(get_namespace_name(op->oprnamespace)),
+                     NameStr(op->oprname));
+    ReleaseSysCache(tup);
+}
+
+/* The btree operator of a key column's default ordering for strategy (> or =). */
+static Oid key_operator(Form_pg_attribute att, int16 strategy)
+{
+    Oid opclass = GetDefaultOpClass(att->atttypid, BTREE_AM_OID);
+    if (!OidIsValid(opclass))
+        ereport(ERROR,
+                (errcode(ERRCODE_UNDEFINED_FUNCTION),
+                 errmsg("key column %s has type %s, which has no default btree ordering",
+                        quote_identifier(NameStr(att->attname)), format_type_be(att->atttypid)),
+                 errhint("Use a key whose type can be ordered.")));
+    Oid type = get_opclass_input_type(opclass);
+    Oid opno = get_opfamily_member(get_opclass_family(opclass), type, type, strategy);
+    if (!OidIsValid(opno))
+        elog(ERROR, "pgsink: no btree operator %d for type %s", strategy,
+             format_type_be(att->atttypid));
+    return opno;
+}
+
 /*
  * The keyset query of a table:
- *   SELECT * FROM [ONLY] t WHERE (k1, k2) > ($1::type1, $2::type2) ORDER BY k1, k2 LIMIT n
- * Partitioned tables are read through the root (all partitions, root's layout).
+ *   SELECT * FROM [ONLY] s.t WHERE ROW(k1, k2) OPERATOR(pg_catalog.>)
+ *     ROW($1::s.type1, $2::s.type2) ORDER BY k1, k2 LIMIT n
+ * Partitioned tables are read through the root (all partitions, root's
+ * layout). Every operator and type is schema-qualified: the query runs as
+ * the table's owner, who may have created look-alikes on any search_path.
+ * Keys whose ordering operators live in different schemas are compared
+ * column by column (k1 > $1 OR (k1 = $1 AND k2 > $2)).
  */
 static char *chunk_query(Relation rel, const RelationInfo &info, bool with_cursor, int limit)
 {
@@ -178,18 +233,51 @@ static char *chunk_query(Relation rel, const RelationInfo &info, bool with_curso
                      quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
                                                 RelationGetRelationName(rel)));
     TupleDesc desc = RelationGetDescr(rel);
-    StringInfoData cols, params;
-    initStringInfo(&cols);
-    initStringInfo(&params);
-    for (size_t i = 0; i < info.key_attnums.size(); i++) {
+    size_t nkeys = info.key_attnums.size();
+    std::vector<const char *> cols(nkeys), params(nkeys);
+    std::vector<Oid> gt(nkeys), eq(nkeys);
+    bool one_namespace = true;
+    for (size_t i = 0; i < nkeys; i++) {
         Form_pg_attribute att = TupleDescAttr(desc, info.key_attnums[i] - 1);
-        appendStringInfo(&cols, "%s%s", i ? ", " : "", quote_identifier(NameStr(att->attname)));
-        appendStringInfo(&params, "%s$%zu::%s", i ? ", " : "", i + 1,
-                         format_type_with_typemod(att->atttypid, att->atttypmod));
+        cols[i] = quote_identifier(NameStr(att->attname));
+        params[i] = psprintf("$%zu::%s", i + 1,
+                             format_type_extended(att->atttypid, -1, FORMAT_TYPE_FORCE_QUALIFY));
+        gt[i] = key_operator(att, BTGreaterStrategyNumber);
+        eq[i] = key_operator(att, BTEqualStrategyNumber);
+        one_namespace &= operator_namespace(gt[i]) == operator_namespace(gt[0]);
     }
-    if (with_cursor)
-        appendStringInfo(&sql, " WHERE (%s) > (%s)", cols.data, params.data);
-    appendStringInfo(&sql, " ORDER BY %s LIMIT %d", cols.data, limit);
+    StringInfoData order;
+    initStringInfo(&order);
+    for (size_t i = 0; i < nkeys; i++)
+        appendStringInfo(&order, "%s%s", i ? ", " : "", cols[i]);
+    if (with_cursor && one_namespace) {
+        appendStringInfoString(&sql, " WHERE ");
+        if (nkeys > 1)
+            appendStringInfo(&sql, "ROW(%s) ", order.data);
+        else
+            appendStringInfo(&sql, "%s ", cols[0]);
+        append_qualified_operator(&sql, gt[0]);
+        appendStringInfoString(&sql, nkeys > 1 ? " ROW(" : " ");
+        for (size_t i = 0; i < nkeys; i++)
+            appendStringInfo(&sql, "%s%s", i ? ", " : "", params[i]);
+        if (nkeys > 1)
+            appendStringInfoChar(&sql, ')');
+    } else if (with_cursor) {
+        appendStringInfoString(&sql, " WHERE (");
+        for (size_t i = 0; i < nkeys; i++) {
+            appendStringInfoString(&sql, i ? " OR (" : "(");
+            for (size_t j = 0; j < i; j++) {
+                appendStringInfo(&sql, "%s ", cols[j]);
+                append_qualified_operator(&sql, eq[j]);
+                appendStringInfo(&sql, " %s AND ", params[j]);
+            }
+            appendStringInfo(&sql, "%s ", cols[i]);
+            append_qualified_operator(&sql, gt[i]);
+            appendStringInfo(&sql, " %s)", params[i]);
+        }
+        appendStringInfoChar(&sql, ')');
+    }
+    appendStringInfo(&sql, " ORDER BY %s LIMIT %d", order.data, limit);
     return sql.data;
 }
 
@@ -476,14 +564,23 @@ bool Importer::read_next_chunk()
 
         TimestampTz started = GetCurrentTimestamp();
         chunk->read_at = started;
+        /*
+         * The rows are read, and the cursor cast and printed, as the table's
+         * owner in a security-restricted operation: domain checks, casts and
+         * operators run with the owner's rights, never the worker's. An
+         * error aborts the transaction, which restores the worker's identity.
+         */
+        Oid owner = rel->rd_rel->relowner;
+        RestrictedContext saved = pg_call([&] { return enter_restricted(owner, true); });
         int rc = pg_call([&] { return SPI_execute_extended(sql, &options); });
         if (rc < 0)
             throw Error(ERRCODE_INTERNAL_ERROR,
                         std::string("could not read the table: ") + SPI_result_code_string(rc));
         uint64 n = chunk->size();
-        if (n > 0) {
+        if (n > 0)
             append_cursor_text(chunk->last_key, receiver, desc);
-        } else if (with_cursor) {
+        pg_call([&] { leave_restricted(saved); });
+        if (n == 0 && with_cursor) {
             for (int i = 0; i < nkeys; i++)
                 chunk->last_key.emplace_back(
                     pg_call([&] { return TextDatumGetCString(cursor_values[i]); }));
@@ -514,6 +611,11 @@ bool Importer::read_next_chunk()
         strlcpy(failure, e.what(), sizeof(failure));
     } catch (const PgError &e) {
         strlcpy(failure, e.what(), sizeof(failure));
+    } catch (const std::exception &e) {
+        /* Out of memory, avro-c, ...: the job fails and backs off; the stream goes on. */
+        strlcpy(failure, e.what(), sizeof(failure));
+    } catch (...) {
+        strlcpy(failure, "unknown C++ exception", sizeof(failure));
     }
 
     if (!read) {
@@ -541,10 +643,11 @@ void Importer::record_failure(int64 job_id, const char *message, bool expire)
             PushActiveSnapshot(GetTransactionSnapshot());
             Oid types[2] = {INT8OID, TEXTOID};
             Datum values[2] = {Int64GetDatum(job_id), CStringGetTextDatum(message)};
-            SPI_execute_with_args("UPDATE pgsink.import_jobs SET state = 'expired', error = $2, "
-                                  "started_at = coalesce(started_at, pg_catalog.now()), "
-                                  "finished_at = pg_catalog.now() WHERE id = $1",
-                                  2, types, values, nullptr, false, 0);
+            SPI_execute_with_args(
+                "UPDATE pgsink.import_jobs SET state = 'expired', error = $2, "
+                "started_at = coalesce(started_at, pg_catalog.now()), "
+                "finished_at = pg_catalog.now() WHERE id OPERATOR(pg_catalog.=) $1",
+                2, types, values, nullptr, false, 0);
             PopActiveSnapshot();
             SPI_finish();
             CommitTransactionCommand();
@@ -563,11 +666,13 @@ void Importer::record_failure(int64 job_id, const char *message, bool expire)
         Datum values[3] = {Int64GetDatum(job_id), CStringGetTextDatum(message),
                            Int32GetDatum(guc_retry_max_interval_ms)};
         SPI_execute_with_args("UPDATE pgsink.import_jobs SET state = 'failed', error = $2, "
-                              "error_count = error_count + 1, "
+                              "error_count = error_count OPERATOR(pg_catalog.+) 1, "
                               "started_at = coalesce(started_at, pg_catalog.now()), "
-                              "next_retry_at = pg_catalog.now() + pg_catalog.make_interval(secs => "
-                              "  least(power(2, least(error_count, 20)), $3 / 1000.0)) "
-                              "WHERE id = $1 AND state IN ('scheduled', 'running', 'failed')",
+                              "next_retry_at = pg_catalog.now() OPERATOR(pg_catalog.+) "
+                              "  pg_catalog.make_interval(secs => least(pg_catalog.power(2, "
+                              "  least(error_count, 20)), $3 OPERATOR(pg_catalog./) 1000.0)) "
+                              "WHERE id OPERATOR(pg_catalog.=) $1 AND state "
+                              "OPERATOR(pg_catalog.=) ANY ('{scheduled,running,failed}')",
                               3, types, values, nullptr, false, 0);
         PopActiveSnapshot();
         SPI_finish();
@@ -588,21 +693,21 @@ void Importer::after_confirm(XLogRecPtr confirmed)
     ReplicationSlotMarkDirty();
     ReplicationSlotSave();
 
-    std::string cursor = "{";
-    for (size_t i = 0; i < c.last_key.size(); i++) {
-        if (i)
-            cursor.push_back(',');
-        json::append_string(cursor, c.last_key[i]); /* a JSON string is a valid array element */
-    }
-    cursor.push_back('}');
     pg_call([&] {
         SetCurrentStatementStartTimestamp(); /* else now() stays at the worker's start */
         StartTransactionCommand();
         SPI_connect();
         PushActiveSnapshot(GetTransactionSnapshot());
-        Oid types[7] = {INT8OID, TEXTOID, INT8OID, INT4OID, BOOLOID, BOOLOID, TEXTOID};
+        /* The cursor as a text[] built value by value: every byte of every key survives. */
+        int nkeys = static_cast<int>(c.last_key.size());
+        Datum *keys = static_cast<Datum *>(palloc((nkeys + 1) * sizeof(Datum)));
+        for (int i = 0; i < nkeys; i++)
+            keys[i] = PointerGetDatum(
+                cstring_to_text_with_len(c.last_key[i].data(), c.last_key[i].size()));
+        ArrayType *cursor = construct_array(keys, nkeys, TEXTOID, -1, false, TYPALIGN_INT);
+        Oid types[7] = {INT8OID, TEXTARRAYOID, INT8OID, INT4OID, BOOLOID, BOOLOID, TEXTOID};
         Datum values[7] = {Int64GetDatum(c.job_id),
-                           CStringGetTextDatum(cursor.c_str()),
+                           PointerGetDatum(cursor),
                            Int64GetDatum(static_cast<int64>(c.emitted_rows)),
                            Int32GetDatum(c.next_chunk_rows),
                            BoolGetDatum(c.last_chunk),
@@ -610,13 +715,15 @@ void Importer::after_confirm(XLogRecPtr confirmed)
                            CStringGetTextDatum(c.cursor_key.c_str())};
         SPI_execute_with_args(
             "UPDATE pgsink.import_jobs SET "
-            "cursor = CASE WHEN $6 THEN cursor ELSE $2::text[] END, "
+            "cursor = CASE WHEN $6 THEN cursor ELSE $2 END, "
             "cursor_key = CASE WHEN $6 THEN cursor_key ELSE $7 END, "
-            "rows_imported = rows_imported + $3, chunks = chunks + 1, chunk_rows = $4, "
+            "rows_imported = rows_imported OPERATOR(pg_catalog.+) $3, "
+            "chunks = chunks OPERATOR(pg_catalog.+) 1, chunk_rows = $4, "
             "state = CASE WHEN $5 THEN 'complete' ELSE 'running' END, "
             "finished_at = CASE WHEN $5 THEN pg_catalog.clock_timestamp() END, next_retry_at = "
             "NULL "
-            "WHERE id = $1 AND state IN ('running', 'failed')",
+            "WHERE id OPERATOR(pg_catalog.=) $1 "
+            "AND state OPERATOR(pg_catalog.=) ANY ('{running,failed}')",
             7, types, values, nullptr, false, 0);
         PopActiveSnapshot();
         SPI_finish();

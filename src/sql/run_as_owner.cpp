@@ -2,6 +2,7 @@
  * run_as_owner.cpp: see run_as_owner.h.
  */
 #include "sql/run_as_owner.h"
+#include "core/restricted.h"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -28,24 +29,21 @@ static Oid extension_owner()
 }
 
 /*
- * Run one statement on pgsink.captured_tables as the extension's owner, so
- * that members of pgsink_admin need no privilege on the table itself.
+ * Run one statement on pgsink's tables as the extension's owner, so that
+ * members of pgsink_admin need no privilege on the tables themselves. The
+ * caller's search_path is replaced by pg_catalog, pg_temp: an operator or
+ * function the caller created can never be picked by the owner's statement.
  * Returns the number of rows processed.
  */
 uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values, int64 *first_int8)
 {
     Oid owner = extension_owner();
 
-    Oid save_userid;
-    int save_sec;
-    GetUserIdAndSecContext(&save_userid, &save_sec);
-    SetUserIdAndSecContext(owner,
-                           save_sec | SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+    RestrictedContext saved = enter_restricted(owner, false);
     SPI_connect();
     int rc = SPI_execute_with_args(sql, nargs, types, values, nullptr, false, 0);
     if (rc < 0)
-        elog(ERROR, "pgsink: could not update pgsink.captured_tables: %s",
-             SPI_result_code_string(rc));
+        elog(ERROR, "pgsink: could not update pgsink's tables: %s", SPI_result_code_string(rc));
     uint64 processed = SPI_processed;
     if (first_int8 != nullptr) {
         *first_int8 = 0;
@@ -57,7 +55,7 @@ uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values, int64
         }
     }
     SPI_finish();
-    SetUserIdAndSecContext(save_userid, save_sec);
+    leave_restricted(saved);
     return processed;
 }
 

@@ -169,7 +169,8 @@ static uint64 end_unfinished_imports(Oid relid, const char *state, const char *w
                        CStringGetTextDatum(why)};
     return run_as_owner("UPDATE pgsink.import_jobs SET state = $2, error = $3, "
                         "finished_at = pg_catalog.now() "
-                        "WHERE relid = $1 AND state IN ('scheduled', 'running', 'failed')",
+                        "WHERE relid OPERATOR(pg_catalog.=) $1 "
+                        "AND state OPERATOR(pg_catalog.=) ANY ('{scheduled,running,failed}')",
                         3, types, values);
 }
 
@@ -190,8 +191,8 @@ static bool is_captured(Oid relid)
 {
     Oid types[1] = {OIDOID};
     Datum values[1] = {ObjectIdGetDatum(relid)};
-    return run_as_owner("SELECT FROM pgsink.captured_tables WHERE relid = $1", 1, types, values) >
-           0;
+    return run_as_owner("SELECT FROM pgsink.captured_tables WHERE relid OPERATOR(pg_catalog.=) $1",
+                        1, types, values) > 0;
 }
 
 static Datum reimport(PG_FUNCTION_ARGS)
@@ -238,17 +239,18 @@ static Datum add_table(PG_FUNCTION_ARGS)
     ensure_slot(guc_slot_name);
 
     /* Recorded as the caller, not as the owner the insert runs as. */
-    Oid types[3] = {OIDOID, BOOLOID, NAMEOID};
-    Datum values[3] = {
-        ObjectIdGetDatum(relid), BoolGetDatum(import),
+    Oid types[2] = {OIDOID, NAMEOID};
+    Datum values[2] = {
+        ObjectIdGetDatum(relid),
         DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(GetUserId(), false)))};
     uint64 added = run_as_owner(
         /* ON CONFLICT is not allowed on catalog tables; the lock serialises adders. */
         "LOCK TABLE pgsink.captured_tables IN SHARE ROW EXCLUSIVE MODE; "
-        "INSERT INTO pgsink.captured_tables (relid, import_requested, added_by) "
-        "SELECT $1, $2, $3 "
-        "WHERE NOT EXISTS (SELECT FROM pgsink.captured_tables WHERE relid = $1)",
-        3, types, values);
+        "INSERT INTO pgsink.captured_tables (relid, added_by) "
+        "SELECT $1, $2 "
+        "WHERE NOT EXISTS (SELECT FROM pgsink.captured_tables "
+        "WHERE relid OPERATOR(pg_catalog.=) $1)",
+        2, types, values);
     if (added == 0) {
         ereport(NOTICE, (errmsg("table %s is already captured", name)));
         PG_RETURN_BOOL(false);
@@ -271,7 +273,8 @@ static Datum remove_table(PG_FUNCTION_ARGS)
     Oid types[1] = {OIDOID};
     Datum values[1] = {ObjectIdGetDatum(relid)};
     uint64 removed =
-        run_as_owner("DELETE FROM pgsink.captured_tables WHERE relid = $1", 1, types, values);
+        run_as_owner("DELETE FROM pgsink.captured_tables WHERE relid OPERATOR(pg_catalog.=) $1", 1,
+                     types, values);
     if (removed == 0) {
         ereport(NOTICE, (errmsg("table %s is not captured", name)));
         PG_RETURN_BOOL(false);

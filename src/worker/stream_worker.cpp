@@ -12,6 +12,7 @@
 
 #include "boundary/pg_boundary.h"
 #include "core/config.h"
+#include "core/restricted.h"
 #include "core/shared_state.h"
 #include "decoding/value_encoder.h"
 #include "worker/stream.h"
@@ -177,6 +178,7 @@ void pgsink_stream_main(Datum main_arg)
     BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
     worker_attach();
     fix_output_settings(true);
+    pin_session_search_path(); /* the worker runs SQL as superuser: no one else's operators */
 
     ereport(LOG, (errmsg("pgsink: stream worker started in database \"%s\"", guc_database)));
 
