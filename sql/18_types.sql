@@ -110,6 +110,16 @@ INSERT INTO typ.misc VALUES
     (4, NULL, 'null', 'null', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
     (5, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 
+-- json keeps its input text: newlines between tokens (in json, json[] and a
+-- domain over json) must not split the entry over several lines. Each
+-- entry is one line (regress_changelog() parses the file line by line).
+CREATE DOMAIN typ.jdoc AS json;
+CREATE TABLE typ.multiline (id int PRIMARY KEY, j json, ja json[], d typ.jdoc);
+SELECT pgsink.add_table('typ.multiline', import => false);
+INSERT INTO typ.multiline VALUES
+    (1, E'{\n  "a":\r\n 1,\n  "b": "x\\ny",\n  "lsn": "FFFFFFFF/FFFFFFFF"\n}',
+        ARRAY[E'[1,\n2]', E'{\n}']::json[], E'{"op":\n"insert",\n"lsn":"FFFFFFFF/0"}');
+
 -- Geometry.
 CREATE TABLE typ.geometry (id int PRIMARY KEY, p point, l line, ls lseg, bx box,
                            pa path, po polygon, c circle);
@@ -175,6 +185,7 @@ SELECT * FROM typ.schema_of('typ.times');
 SELECT * FROM typ.values_of('typ.times');
 SELECT * FROM typ.schema_of('typ.misc');
 SELECT * FROM typ.values_of('typ.misc');
+SELECT * FROM typ.values_of('typ.multiline');
 SELECT * FROM typ.schema_of('typ.geometry');
 SELECT * FROM typ.values_of('typ.geometry');
 SELECT * FROM typ.schema_of('typ.ranges');

@@ -121,6 +121,26 @@ static void append_server_text(std::string &out, const char *s, size_t len)
     json::append_string(out, std::string_view(utf8, strlen(utf8)));
 }
 
+/*
+ * A json value embedded as it is, in UTF-8, on one line: json keeps its
+ * input text, newlines included, and every entry must be exactly one line.
+ * PostgreSQL only accepts json whose strings have their control characters
+ * escaped, so a raw CR or LF can only be whitespace between tokens: a space
+ * says the same.
+ */
+static void append_embedded_json(std::string &out, const char *s, size_t len)
+{
+    if (GetDatabaseEncoding() != PG_UTF8 && GetDatabaseEncoding() != PG_SQL_ASCII) {
+        s = pg_server_to_any(s, static_cast<int>(len), PG_UTF8);
+        len = strlen(s);
+    }
+    size_t start = out.size();
+    out.append(s, len);
+    for (size_t i = start; i < out.size(); i++)
+        if (out[i] == '\n' || out[i] == '\r')
+            out[i] = ' ';
+}
+
 static void append_output(std::string &out, const ValueEncoder &enc, Datum value)
 {
     char *text = OutputFunctionCall(const_cast<FmgrInfo *>(&enc.output), value);
@@ -224,12 +244,14 @@ void encode_value(std::string &out, const ValueEncoder &enc, Datum value)
     }
     case ValueKind::json: {
         const struct varlena *v = borrow_varlena(value);
-        out.append(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+        append_embedded_json(out, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
         return;
     }
-    case ValueKind::jsonb:
-        out.append(OutputFunctionCall(const_cast<FmgrInfo *>(&enc.output), value));
+    case ValueKind::jsonb: {
+        const char *text = OutputFunctionCall(const_cast<FmgrInfo *>(&enc.output), value);
+        append_embedded_json(out, text, strlen(text));
         return;
+    }
     case ValueKind::bytea: {
         const struct varlena *v = borrow_varlena(value);
         json::append_base64(out, reinterpret_cast<const unsigned char *>(VARDATA_ANY(v)),

@@ -4,16 +4,29 @@
  * Exactly once: at open, every line whose lsn is at or after the slot's
  * confirmed position is cut from the end of the file (those transactions
  * will be decoded and written again), together with a torn last line. Lines
- * are in commit order, so the cut is found by reading backwards.
+ * are in commit order, so the cut is found by reading backwards; a line's
+ * lsn is read from its head, key by key, never from inside a value.
+ *
+ * The file is opened with O_APPEND: after logrotate's copytruncate the next
+ * line starts at the file's new end, with no hole of NUL bytes.
  *
  * A failed write is undone (ftruncate to the last whole line) and retried.
- * A failed fsync is not retried in place: after it the kernel may have
- * dropped the pages, so the error is not retryable; the worker restarts, and
- * the cut at open rewrites what was not confirmed.
+ * If the undo fails too, or an fsync fails (the kernel may have dropped the
+ * pages), the error is not retryable: the worker restarts, and the cut at
+ * open removes exactly what the slot has not confirmed, which is decoded
+ * and written again.
+ *
+ * The file can be moved, deleted or truncated under us. Before each round
+ * (replaced()) and before each confirmation (sync()) the open file is
+ * compared with the path: entries made durable in a file that was moved
+ * stay there (logrotate's "create" rotation) and the next round writes to a
+ * new file at the path; entries written into a deleted or truncated file
+ * are never confirmed: the worker restarts and writes them again.
  */
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
 
@@ -61,18 +74,58 @@ void FileSink::fail(const std::string &what, int err, bool retryable)
     throw SinkError("could not " + what + " " + describe() + ": " + strerror(err), retryable);
 }
 
-/* The lsn of a changelog line: the first "lsn" key, which precedes any row data. */
-static bool line_lsn(const std::string &head, uint64_t *lsn)
+/* Skip a JSON string starting at head[i] == '"'; returns the index after it, or npos. */
+static size_t skip_json_string(const std::string &head, size_t i)
 {
-    static const char kKey[] = "\"lsn\":\"";
-    size_t at = head.find(kKey);
-    if (at == std::string::npos)
+    for (i++; i < head.size(); i++) {
+        if (head[i] == '\\')
+            i++;
+        else if (head[i] == '"')
+            return i + 1;
+    }
+    return std::string::npos;
+}
+
+/*
+ * The lsn of a changelog line, read from its head key by key: the entry
+ * starts {"timestamp":"...", then (Modifications) "sequence", "namespace",
+ * "name" and "op", then "lsn". Values are skipped as JSON strings or bare
+ * numbers, so nothing inside a value, whatever it holds, can be taken for
+ * the lsn. false: not a line of ours.
+ */
+bool line_lsn(const std::string &head, uint64_t *lsn)
+{
+    static const char kLsn[] = "\"lsn\":\"";
+    if (head.empty() || head[0] != '{')
         return false;
-    at += sizeof(kKey) - 1;
-    size_t end = head.find('"', at);
-    if (end == std::string::npos)
-        return false;
-    return parse_lsn(head.data() + at, end - at, lsn);
+    size_t i = 1;
+    for (int keys = 0; keys < 8; keys++) {
+        if (head.compare(i, sizeof(kLsn) - 1, kLsn) == 0) {
+            size_t at = i + sizeof(kLsn) - 1;
+            size_t end = head.find('"', at);
+            return end != std::string::npos && parse_lsn(head.data() + at, end - at, lsn);
+        }
+        /* "key": value, */
+        if (i >= head.size() || head[i] != '"')
+            return false;
+        i = skip_json_string(head, i);
+        if (i == std::string::npos || i >= head.size() || head[i] != ':')
+            return false;
+        i++;
+        if (i < head.size() && head[i] == '"') {
+            i = skip_json_string(head, i);
+            if (i == std::string::npos)
+                return false;
+        } else {
+            while (i < head.size() && (isalnum(static_cast<unsigned char>(head[i])) ||
+                                       head[i] == '-' || head[i] == '.'))
+                i++;
+        }
+        if (i >= head.size() || head[i] != ',')
+            return false;
+        i++;
+    }
+    return false;
 }
 
 void FileSink::truncate_replayed(uint64_t replay_from)
@@ -163,11 +216,16 @@ void FileSink::open(uint64_t replay_from)
 {
     replay_from_ = replay_from;
     if (fd_ < 0) {
-        fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        fd_ = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
         if (fd_ < 0)
             fail("open", errno, true);
         recovered_ = false;
         sync_directory();
+        struct stat st;
+        if (fstat(fd_, &st) != 0)
+            fail("stat", errno, true);
+        dev_ = st.st_dev;
+        ino_ = st.st_ino;
     }
     if (!recovered_) {
         truncate_replayed(replay_from);
@@ -177,19 +235,31 @@ void FileSink::open(uint64_t replay_from)
 
 void FileSink::write(const char *data, size_t len)
 {
-    if (fd_ < 0 || !recovered_)
-        open(replay_from_);
+    if (fd_ < 0)
+        throw SinkError(describe() + " is not open after an earlier failure", false);
     size_t done = 0;
     while (done < len) {
-        ssize_t n = pwrite(fd_, data + done, len - done, size_ + static_cast<off_t>(done));
+        ssize_t n = ::write(fd_, data + done, len - done); /* O_APPEND: at the file's end */
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             int err = errno;
-            /* Undo the partial write so that the retry appends whole lines only. */
-            if (ftruncate(fd_, size_) != 0) {
+            /*
+             * Undo the partial write so that the retry appends whole lines
+             * only. If that fails, or the file shrank under us (an undo
+             * would then pad it with NUL bytes), the file may end in a torn
+             * line after lines of this round that are not confirmed: only a
+             * restart, whose cut goes back to the slot's confirmed position,
+             * puts it right.
+             */
+            struct stat st;
+            if (fstat(fd_, &st) != 0 || st.st_size < size_ || ftruncate(fd_, size_) != 0) {
                 ::close(fd_);
-                fd_ = -1; /* reopen and re-run the cut before writing again */
+                fd_ = -1;
+                throw SinkError("could not write to " + describe() + ": " + strerror(err) +
+                                    " (and could not undo the partial write: the stream "
+                                    "restarts from the last confirmed position)",
+                                false);
             }
             fail("write to", err, true);
         }
@@ -197,6 +267,47 @@ void FileSink::write(const char *data, size_t len)
     }
     size_ += static_cast<off_t>(len);
     dirty_ = true;
+}
+
+/* What became of the file at path_ since we opened it. */
+FileSink::Fate FileSink::fate() const
+{
+    struct stat open_st, path_st;
+    if (fstat(fd_, &open_st) != 0)
+        return Fate::deleted;
+    if (open_st.st_nlink == 0)
+        return Fate::deleted;
+    if (stat(path_.c_str(), &path_st) != 0 || path_st.st_dev != dev_ || path_st.st_ino != ino_)
+        return Fate::moved;
+    if (open_st.st_size < size_)
+        return Fate::truncated;
+    return Fate::same;
+}
+
+FileSink::Replaced FileSink::replaced()
+{
+    if (fd_ < 0 || !recovered_)
+        return Replaced::no;
+    Replaced what = Replaced::moved;
+    switch (fate()) {
+    case Fate::same:
+        return Replaced::no;
+    case Fate::truncated:
+        /* Everything in it was confirmed: go on at its new end. */
+        notice_ = describe() + " was truncated (by logrotate's copytruncate?); new entries are "
+                               "appended at its new end";
+        size_ = lseek(fd_, 0, SEEK_END);
+        return Replaced::no;
+    case Fate::moved:
+        notice_ = describe() + " was moved or replaced; new entries go to a new file at that path";
+        break;
+    case Fate::deleted:
+        notice_ = describe() + " was deleted; new entries go to a new file at that path";
+        what = Replaced::deleted;
+        break;
+    }
+    close();
+    return what;
 }
 
 void FileSink::sync()
@@ -208,6 +319,15 @@ void FileSink::sync()
         ::close(fd_);
         fd_ = -1;
         fail("fsync", err, false);
+    }
+    /* Entries in a file nobody can read any more are never confirmed. */
+    Fate f = fate();
+    if (f == Fate::deleted || f == Fate::truncated) {
+        ::close(fd_);
+        fd_ = -1;
+        throw SinkError(describe() + (f == Fate::deleted ? " was deleted" : " was truncated") +
+                            " while entries were written to it; they are written again",
+                        false);
     }
     dirty_ = false;
 }

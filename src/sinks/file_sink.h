@@ -22,8 +22,19 @@ class FileSink final : public Sink
     void close() override;
     std::string describe() const override { return "file \"" + path_ + "\""; }
     const std::string &path() const { return path_; }
+    /*
+     * Was the file moved or deleted since the last round? Then it is closed
+     * (everything in it is confirmed) and the next open() starts a new file
+     * at the path. Call between rounds only. take_notice() says what
+     * happened, once.
+     */
+    enum class Replaced { no, moved, deleted };
+    Replaced replaced();
+    std::string take_notice() { return std::move(notice_); }
 
   private:
+    enum class Fate { same, moved, deleted, truncated };
+    Fate fate() const;
     [[noreturn]] void fail(const std::string &what, int err, bool retryable);
     /* Cut entries at or after replay_from, and any torn last line. */
     void truncate_replayed(uint64_t replay_from);
@@ -35,6 +46,12 @@ class FileSink final : public Sink
     bool dirty_ = false;
     uint64_t replay_from_ = 0;
     bool recovered_ = false;
+    dev_t dev_ = 0; /* the file we opened, to notice it being moved or deleted */
+    ino_t ino_ = 0;
+    std::string notice_;
 };
+
+/* The lsn of a changelog line from its head (first bytes); false if it has none. */
+bool line_lsn(const std::string &head, uint64_t *lsn);
 
 } // namespace pgsink

@@ -320,6 +320,23 @@ long Stream::step()
         cxx_entry([&] { open_sink(); });
         forget_sent_schemas();
     }
+    if (FileSink::Replaced what = sink_->replaced(); what != FileSink::Replaced::no) {
+        /* Moved (rotated) or deleted between rounds: everything in it was confirmed. */
+        std::string notice = sink_->take_notice();
+        if (what == FileSink::Replaced::deleted) {
+            ereport(WARNING, (errmsg("pgsink: %s", notice.c_str()),
+                              errdetail("The entries confirmed before were in the deleted file."),
+                              errhint("To rotate the file, move it away: pgsink notices and "
+                                      "starts a new one.")));
+            record_error(notice.c_str());
+        } else {
+            ereport(LOG, (errmsg("pgsink: %s", notice.c_str())));
+        }
+        with_retry([&] { sink_->open(confirmed_); });
+        forget_sent_schemas(); /* a new file: announce every schema again */
+    } else if (std::string notice = sink_->take_notice(); !notice.empty()) {
+        ereport(LOG, (errmsg("pgsink: %s", notice.c_str())));
+    }
     use_stream_resource_owner();
     if (caches_need_reset_) {
         /* Drop catalog cache entries built outside historic snapshots. */

@@ -415,7 +415,9 @@ sub check_changelog
 sub source_state
 {
 	my ($node, $db, $table, $keycols) = @_;
-	my $out = $node->safe_psql($db, "SELECT to_json(t)::text FROM $table t");
+	# json values keep their newlines (only ever whitespace): one row a line.
+	my $out = $node->safe_psql($db,
+		"SELECT translate(to_json(t)::text, E'\\n\\r', '  ') FROM $table t");
 	my %state;
 	for my $line (split /\n/, $out)
 	{

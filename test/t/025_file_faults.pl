@@ -1,0 +1,134 @@
+# The sink file under failures and rotation. Nothing confirmed is ever lost,
+# and nothing is confirmed into a file nobody can read:
+# (1) a write fails and so does its undo (EIO from a dying disk, a read-only
+#     remount; injected by fault_shim.c): once, the reopen cut every line
+#     written since start-up although the slot had confirmed them;
+# (2) the file is moved away (logrotate's default "create" rotation): the
+#     entries already there stay, new ones go to a new file at the path;
+# (3) the file is copied and truncated (logrotate's copytruncate): the next
+#     entries start at the new end, with no hole of NUL bytes;
+# (4) the file is deleted: said in the log and status, new entries go to a
+#     new file that starts with the Schema entries it needs.
+# The workload carries json values with newlines and look-alike "lsn" keys:
+# every entry stays one line, and the cut at open never reads inside values.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use PgsinkTest;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $node = pgsink_node('file_faults');
+my $file = sink_file($node);
+my $dir = $node->basedir;
+
+# The fault shim, preloaded into the server's processes.
+my $shim = "$dir/fault_shim.so";
+system('cc', '-shared', '-fPIC', '-O1', '-o', $shim, "$FindBin::RealBin/fault_shim.c", '-ldl') == 0
+  or BAIL_OUT('cannot build fault_shim.so');
+my $trigger = "$dir/fail_writes";
+{
+	local $ENV{LD_PRELOAD} = $shim;
+	local $ENV{PGSINK_FAULT_TRIGGER} = $trigger;
+	local $ENV{PGSINK_FAULT_TARGET} = $file;
+	$node->start;
+}
+my %tables = ('public.t' => ['id']);
+
+$node->safe_psql('postgres', q{
+CREATE EXTENSION pgsink;
+CREATE TABLE t (id int8 PRIMARY KEY, v text, j json);
+SELECT pgsink.add_table('t', import => false);
+});
+
+my $batch = 0;
+sub workload
+{
+	$batch++;
+	my $base = $batch * 1000;
+	$node->safe_psql('postgres', qq{
+INSERT INTO t SELECT g, 'row ' || g,
+    format(E'{\\n "lsn": "FFFFFFFF/FFFFFFFF",\\n "n": %s\\n}', g)::json
+  FROM generate_series($base, $base + 99) g;
+UPDATE t SET v = v || ' updated', j = E'[\\n"op",\\r\\n"insert"]' WHERE id % 3 = 0;
+DELETE FROM t WHERE id % 7 = 0;
+});
+}
+
+sub no_nul_bytes
+{
+	my ($path) = @_;
+	open(my $fh, '<', $path) or return 0;
+	binmode $fh;
+	local $/;
+	my $all = <$fh>;
+	return index($all, "\0") < 0;
+}
+
+sub last_error
+{
+	return $node->safe_psql('postgres', 'SELECT coalesce(last_error, \'\') FROM pgsink.status');
+}
+
+workload();
+wait_delivered($node, 'postgres', 'before the faults');
+
+# (1) A write fails, and so does the ftruncate that would undo it.
+open(my $fh, '>', $trigger) or die;
+close $fh;
+workload();
+my $seen = 0;
+for (1 .. 150)
+{
+	$seen = 1, last if last_error() =~ /could not (write|truncate)/;
+	usleep(100_000);
+}
+ok($seen, '(1) the failed write is in pgsink.status') or diag(status_row($node));
+sleep 1;    # several failed retries and restarts
+unlink $trigger;
+workload();
+wait_delivered($node, 'postgres', '(1) after the disk recovered');
+ok(no_nul_bytes($file), '(1) no NUL bytes in the file');
+check_exact($node, tables => \%tables, files => [$file], label => '(1) failed write and undo');
+
+# (2) logrotate's "create": the file is moved away, pgsink starts a new one.
+rename($file, "$file.1") or die;
+my $log_offset = -s $node->logfile;
+workload();
+wait_delivered($node, 'postgres', '(2) after the move');
+ok(-s $file, '(2) a new file at the path');
+check_exact($node, tables => \%tables, files => [ "$file.1", $file ],
+	label => '(2) moved file and new file');
+like(slurp_file($node->logfile, $log_offset), qr/was moved or replaced/,
+	'(2) the log says the file was moved');
+
+# (3) logrotate's copytruncate.
+PostgreSQL::Test::Utils::system_or_bail('cp', $file, "$file.2");
+truncate($file, 0) or die;
+workload();
+wait_delivered($node, 'postgres', '(3) after copytruncate');
+ok(no_nul_bytes($file), '(3) no NUL bytes after copytruncate');
+check_exact($node, tables => \%tables, files => [ "$file.1", "$file.2", $file ],
+	label => '(3) copied, truncated and continued');
+
+# (4) The file is deleted: new entries go to a new file, which starts with
+# the Schema entry its changes need; the log and status say what happened.
+unlink $file or die;
+$log_offset = -s $node->logfile;
+$node->safe_psql('postgres', 'INSERT INTO t VALUES (900001, \'after rm\', \'{}\')');
+wait_delivered($node, 'postgres', '(4) after the delete');
+my @lines = split /\n/, slurp_file($file);
+like($lines[0], qr/^\{"timestamp":"[^"]+","lsn":"[^"]+","schema":/,
+	'(4) the new file starts with a Schema entry');
+is(scalar(grep { /"id":"900001"/ } @lines), 1, '(4) the new change is in the new file');
+like(slurp_file($node->logfile, $log_offset), qr/WARNING:  pgsink: file ".*" was deleted/,
+	'(4) the log says the file was deleted');
+like(last_error(), qr/was deleted/, '(4) pgsink.status says so');
+
+$node->stop;
+done_testing();

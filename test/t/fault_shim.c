@@ -1,0 +1,86 @@
+/*
+ * fault_shim.c: an LD_PRELOAD library for TAP tests that makes writes to one
+ * file fail as a dying disk or a read-only remount would (EIO), so that the
+ * file sink's error paths can be tested without root.
+ *
+ * While the file named by PGSINK_FAULT_TRIGGER exists, write()/pwrite() to
+ * the file PGSINK_FAULT_TARGET write half of what they are given (a torn
+ * tail) and then fail with EIO, and ftruncate() of it fails with EIO.
+ * Everything else passes through untouched.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+static int targeted(int fd)
+{
+    const char *trigger = getenv("PGSINK_FAULT_TRIGGER");
+    const char *target = getenv("PGSINK_FAULT_TARGET");
+    char link[64], path[4096];
+    ssize_t n;
+
+    if (trigger == NULL || target == NULL || access(trigger, F_OK) != 0)
+        return 0;
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    n = readlink(link, path, sizeof(path) - 1);
+    if (n < 0)
+        return 0;
+    path[n] = '\0';
+    return strcmp(path, target) == 0;
+}
+
+ssize_t write(int fd, const void *buf, size_t count)
+{
+    static ssize_t (*real)(int, const void *, size_t);
+    if (real == NULL)
+        real = (ssize_t(*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
+    if (targeted(fd)) {
+        if (count > 1)
+            return real(fd, buf, count / 2);
+        errno = EIO;
+        return -1;
+    }
+    return real(fd, buf, count);
+}
+
+static ssize_t shim_pwrite(const char *name, int fd, const void *buf, size_t count, off_t offset)
+{
+    ssize_t (*real)(int, const void *, size_t, off_t) =
+        (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, name);
+    if (targeted(fd)) {
+        if (count > 1)
+            return real(fd, buf, count / 2, offset);
+        errno = EIO;
+        return -1;
+    }
+    return real(fd, buf, count, offset);
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t count, off_t offset)
+{
+    return shim_pwrite("pwrite", fd, buf, count, offset);
+}
+
+ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset)
+{
+    return shim_pwrite("pwrite64", fd, buf, count, offset);
+}
+
+static int shim_ftruncate(const char *name, int fd, off_t length)
+{
+    int (*real)(int, off_t) = (int (*)(int, off_t))dlsym(RTLD_NEXT, name);
+    if (targeted(fd)) {
+        errno = EIO;
+        return -1;
+    }
+    return real(fd, length);
+}
+
+int ftruncate(int fd, off_t length) { return shim_ftruncate("ftruncate", fd, length); }
+
+int ftruncate64(int fd, off_t length) { return shim_ftruncate("ftruncate64", fd, length); }
