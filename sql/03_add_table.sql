@@ -24,7 +24,8 @@ CREATE TABLE public.order_lines (
 );
 SELECT pgsink.add_table('public.order_lines');
 
--- No primary key but REPLICA IDENTITY FULL: accepted (the whole old row is the key).
+-- No primary key but REPLICA IDENTITY FULL: accepted (the whole old row is the
+-- key), without an import, which needs a key to page through: a NOTICE says so.
 CREATE TABLE public.events (at timestamptz, payload text);
 ALTER TABLE public.events REPLICA IDENTITY FULL;
 SELECT pgsink.add_table('public.events');

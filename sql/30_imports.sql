@@ -233,19 +233,36 @@ SELECT state, error FROM pgsink.imports WHERE "table" = 'imp.noimport'::regclass
 
 -------------------------------------------------------------------------------
 -- A table without any key (REPLICA IDENTITY FULL, no primary key) can be
--- captured, but not imported: keyset pages need a key. The job fails with a
--- clear error and is retried with back-off; the stream goes on.
+-- captured, but not imported: keyset pages need a key. add_table() says so
+-- and schedules no import; reimport() refuses; the changes are streamed.
 CREATE TABLE imp.nokey (a int, b text);
 ALTER TABLE imp.nokey REPLICA IDENTITY FULL;
 INSERT INTO imp.nokey VALUES (1, 'x'), (1, 'x'), (2, NULL);
 SELECT pgsink.add_table('imp.nokey');
-SELECT imp_wait('imp.nokey', '{failed}');
+SELECT import_state FROM pgsink.tables WHERE "table" = 'imp.nokey'::regclass;
+SELECT pgsink.reimport('imp.nokey');
+-- Its changes are streamed (the whole row as before: FULL).
+UPDATE imp.nokey SET b = 'y' WHERE a = 2;
+SELECT pgsink.wait_for_delivery() IS NOT NULL AS delivered;
+SELECT * FROM imp_changes('nokey');
+
+-- An import that fails: chunks are read as the table's owner, and this
+-- owner revoked its own SELECT. The job fails with the error and is retried
+-- with back-off; the stream goes on.
+CREATE ROLE regress_imp_owner;
+GRANT USAGE ON SCHEMA imp TO regress_imp_owner;
+CREATE TABLE imp.unreadable (a int PRIMARY KEY, b text);
+ALTER TABLE imp.unreadable OWNER TO regress_imp_owner;
+REVOKE SELECT ON imp.unreadable FROM regress_imp_owner;
+INSERT INTO imp.unreadable VALUES (1, 'x'), (2, NULL);
+SELECT pgsink.add_table('imp.unreadable');
+SELECT imp_wait('imp.unreadable', '{failed}');
 SELECT state, error, error_count >= 1 AS counted,
        next_retry_at >= created_at + interval '0.9 seconds'
            AND next_retry_at <= now() + interval '1 minute' AS retry_later,
        rows_imported, chunks, cursor, finished_at
-  FROM pgsink.imports WHERE "table" = 'imp.nokey'::regclass;
-SELECT import_state FROM pgsink.tables WHERE "table" = 'imp.nokey'::regclass;
+  FROM pgsink.imports WHERE "table" = 'imp.unreadable'::regclass;
+SELECT import_state FROM pgsink.tables WHERE "table" = 'imp.unreadable'::regclass;
 -- It is retried, with back-off (1 s, then 2 s, ...).
 DO $$
 DECLARE
@@ -253,25 +270,27 @@ DECLARE
     deadline constant timestamptz := clock_timestamp() + interval '30 seconds';
 BEGIN
     LOOP
-        SELECT error_count INTO n FROM pgsink.imports WHERE "table" = 'imp.nokey'::regclass;
+        SELECT error_count INTO n FROM pgsink.imports
+         WHERE "table" = 'imp.unreadable'::regclass;
         EXIT WHEN n >= 2 OR clock_timestamp() > deadline;
         PERFORM pg_sleep(0.1);
     END LOOP;
     RAISE NOTICE 'retried: %', n >= 2;
 END
 $$;
-SELECT state, error FROM pgsink.imports WHERE "table" = 'imp.nokey'::regclass;
--- Meanwhile its changes are streamed (the whole row as before: FULL).
-UPDATE imp.nokey SET b = 'y' WHERE a = 2;
+SELECT state, error FROM pgsink.imports WHERE "table" = 'imp.unreadable'::regclass;
+-- Meanwhile its changes are streamed.
+UPDATE imp.unreadable SET b = 'y' WHERE a = 2;
 SELECT pgsink.wait_for_delivery() IS NOT NULL AS delivered;
-SELECT * FROM imp_changes('nokey');
+SELECT * FROM imp_changes('unreadable');
 -- A failed import is unfinished: it can be cancelled.
-SELECT pgsink.cancel_import('imp.nokey');
-SELECT state, error FROM pgsink.imports WHERE "table" = 'imp.nokey'::regclass;
+SELECT pgsink.cancel_import('imp.unreadable');
+SELECT state, error FROM pgsink.imports WHERE "table" = 'imp.unreadable'::regclass;
 
 -- DROP TABLE expires the unfinished imports of the table.
-CREATE TABLE imp.dropped (a int);
-ALTER TABLE imp.dropped REPLICA IDENTITY FULL;
+CREATE TABLE imp.dropped (a int PRIMARY KEY);
+ALTER TABLE imp.dropped OWNER TO regress_imp_owner;
+REVOKE SELECT ON imp.dropped FROM regress_imp_owner;
 SELECT pgsink.add_table('imp.dropped');
 SELECT imp_wait('imp.dropped', '{failed}');
 SELECT id AS dropped_job FROM pgsink.imports WHERE "table" = 'imp.dropped'::regclass \gset
@@ -279,8 +298,9 @@ DROP TABLE imp.dropped;
 SELECT state, error, finished_at IS NOT NULL AS finished
   FROM pgsink.import_jobs WHERE id = :dropped_job;
 -- remove_table() ends a failed import too.
-CREATE TABLE imp.removed_failed (a int);
-ALTER TABLE imp.removed_failed REPLICA IDENTITY FULL;
+CREATE TABLE imp.removed_failed (a int PRIMARY KEY);
+ALTER TABLE imp.removed_failed OWNER TO regress_imp_owner;
+REVOKE SELECT ON imp.removed_failed FROM regress_imp_owner;
 SELECT pgsink.add_table('imp.removed_failed');
 SELECT imp_wait('imp.removed_failed', '{failed}');
 SELECT pgsink.remove_table('imp.removed_failed');

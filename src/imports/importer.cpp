@@ -38,6 +38,7 @@ extern "C" {
 #include "access/relation.h"
 #include "access/table.h"
 #include "access/transam.h"
+#include "storage/procarray.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
@@ -64,6 +65,8 @@ namespace pgsink
 /* While no job is runnable, look at pgsink.import_jobs this often (or when asked). */
 static constexpr long kIdleLookMs = 1000;
 static constexpr int kMinChunkRows = 100;
+/* While an import waits for transactions older than its add_table(), look this often. */
+static constexpr long kWaitForOlderMs = 200;
 
 bool Importer::due() const
 {
@@ -95,11 +98,15 @@ struct JobRow {
     int chunk_rows = 0;
     ArrayType *cursor = nullptr; /* text[], or null */
     char *cursor_key = nullptr;  /* key_signature() the cursor was taken with, or null */
+    uint64 wait_for_xid = 0;     /* first chunk waits for xids before this to end; 0: no */
 };
 
 static bool pick_job(JobRow *job)
 {
-    int rc = SPI_execute("SELECT id, relid, chunk_rows, cursor, cursor_key FROM pgsink.import_jobs "
+    /* Before this transaction takes an xid of its own (FOR UPDATE): see below. */
+    FullTransactionId next_xid = ReadNextFullTransactionId();
+    int rc = SPI_execute("SELECT id, relid, chunk_rows, cursor, cursor_key, wait_for_xid "
+                         "FROM pgsink.import_jobs "
                          "WHERE state OPERATOR(pg_catalog.=) ANY ('{scheduled,running}') "
                          "   OR (state OPERATOR(pg_catalog.=) 'failed' "
                          "       AND next_retry_at OPERATOR(pg_catalog.<=) pg_catalog.now()) "
@@ -119,16 +126,63 @@ static bool pick_job(JobRow *job)
     Datum cursor = SPI_getbinval(tup, desc, 4, &isnull);
     job->cursor = isnull ? nullptr : DatumGetArrayTypePCopy(cursor);
     job->cursor_key = SPI_getvalue(tup, desc, 5);
+    Datum wait = SPI_getbinval(tup, desc, 6, &isnull);
+    job->wait_for_xid = isnull ? 0 : static_cast<uint64>(DatumGetInt64(wait));
+    /*
+     * 0: scheduled by add_table(), not seen yet. Every transaction that
+     * could have changed the table before add_table() committed has an xid
+     * below the next one now: the first chunk waits for them to end. (Ours
+     * is not below it: the snapshot that checks never waits for itself.)
+     */
+    if (!isnull && job->wait_for_xid == 0)
+        job->wait_for_xid = U64FromFullTransactionId(next_xid);
 
-    Oid types[1] = {INT8OID};
-    Datum values[1] = {Int64GetDatum(job->id)};
+    Oid types[2] = {INT8OID, INT8OID};
+    Datum values[2] = {Int64GetDatum(job->id), Int64GetDatum(job->wait_for_xid)};
+    bool wait_null = job->wait_for_xid == 0;
+    char nulls[2] = {' ', wait_null ? 'n' : ' '};
     rc = SPI_execute_with_args("UPDATE pgsink.import_jobs SET state = 'running', "
-                               "started_at = coalesce(started_at, pg_catalog.clock_timestamp()) "
+                               "started_at = coalesce(started_at, pg_catalog.clock_timestamp()), "
+                               "wait_for_xid = $2 "
                                "WHERE id OPERATOR(pg_catalog.=) $1",
-                               1, types, values, nullptr, false, 0);
+                               2, types, values, nulls, false, 0);
     if (rc != SPI_OK_UPDATE)
         elog(ERROR, "pgsink: could not update pgsink.import_jobs: %s", SPI_result_code_string(rc));
     return true;
+}
+
+/*
+ * Have the transactions that were running when add_table() committed ended?
+ * Their changes made before it were decoded as not captured, so the import
+ * must see their rows: its first chunk waits, as CREATE INDEX CONCURRENTLY
+ * waits for older transactions. While they run, the job says so; once they
+ * have ended, the wait is over for good.
+ */
+static bool older_transactions_ended(const JobRow &job)
+{
+    TransactionId oldest = GetActiveSnapshot()->xmin;
+    TransactionId wait = XidFromFullTransactionId(FullTransactionIdFromU64(job.wait_for_xid));
+    bool ended = !TransactionIdPrecedes(oldest, wait);
+    Oid types[2] = {INT8OID, TEXTOID};
+    Datum values[2] = {Int64GetDatum(job.id), 0};
+    char nulls[2] = {' ', 'n'};
+    if (!ended) {
+        int pid = BackendXidGetPid(oldest);
+        values[1] = CStringGetTextDatum(
+            psprintf("waiting for transaction %u%s to end: it was open when pgsink.add_table() "
+                     "was called, and the import must see its rows",
+                     oldest, pid ? psprintf(" (pid %d)", pid) : ""));
+        nulls[1] = ' ';
+    }
+    int rc = SPI_execute_with_args(
+        ended ? "UPDATE pgsink.import_jobs SET wait_for_xid = NULL, error = NULL "
+                "WHERE id OPERATOR(pg_catalog.=) $1 AND $2 IS NULL"
+              : "UPDATE pgsink.import_jobs SET state = 'scheduled', error = $2 "
+                "WHERE id OPERATOR(pg_catalog.=) $1",
+        2, types, values, nulls, false, 0);
+    if (rc != SPI_OK_UPDATE)
+        elog(ERROR, "pgsink: could not update pgsink.import_jobs: %s", SPI_result_code_string(rc));
+    return ended;
 }
 
 /* Is relid still captured (the job may outlive a remove_table)? */
@@ -479,6 +533,17 @@ bool Importer::read_next_chunk()
         failed_job = job.id;
         if (!pg_call([&] { return still_captured(job.relid); }))
             throw Error(ERRCODE_UNDEFINED_TABLE, "the table is no longer captured");
+        if (job.wait_for_xid != 0 && !pg_call([&] { return older_transactions_ended(job); })) {
+            pg_call([] {
+                PopActiveSnapshot();
+                SPI_finish();
+                CommitTransactionCommand();
+            });
+            recycle(std::move(chunk));
+            job_active_ = false; /* look again in a moment */
+            next_look_ = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kWaitForOlderMs);
+            return false;
+        }
 
         Relation rel = pg_call([&] { return try_relation_open(job.relid, AccessShareLock); });
         if (rel == nullptr)

@@ -35,13 +35,14 @@ static Oid extension_owner()
  * function the caller created can never be picked by the owner's statement.
  * Returns the number of rows processed.
  */
-uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values, int64 *first_int8)
+uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values, int64 *first_int8,
+                    const char *nulls)
 {
     Oid owner = extension_owner();
 
     RestrictedContext saved = enter_restricted(owner, false);
     SPI_connect();
-    int rc = SPI_execute_with_args(sql, nargs, types, values, nullptr, false, 0);
+    int rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
     if (rc < 0)
         elog(ERROR, "pgsink: could not update pgsink's tables: %s", SPI_result_code_string(rc));
     uint64 processed = SPI_processed;

@@ -17,6 +17,6 @@ namespace pgsink
  * column of the first row returned (a bigint), or 0.
  */
 uint64 run_as_owner(const char *sql, int nargs, Oid *types, Datum *values,
-                    int64 *first_int8 = nullptr);
+                    int64 *first_int8 = nullptr, const char *nulls = nullptr);
 
 } // namespace pgsink

@@ -34,6 +34,8 @@ extern "C" {
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/syscache.h"
+#include "storage/procarray.h"
+#include "access/xact.h"
 
 PGDLLEXPORT Datum pgsink_add_table(PG_FUNCTION_ARGS);
 PGDLLEXPORT Datum pgsink_remove_table(PG_FUNCTION_ARGS);
@@ -174,14 +176,20 @@ static uint64 end_unfinished_imports(Oid relid, const char *state, const char *w
                         3, types, values);
 }
 
-/* Schedule an import of relid; the worker starts it once this transaction commits. */
-static int64 schedule_import(Oid relid)
+/*
+ * Schedule an import of relid; the worker starts it once this transaction
+ * commits. wait_for_older: the first chunk waits for the transactions that
+ * are running when this one commits (add_table(); see the importer).
+ */
+static int64 schedule_import(Oid relid, bool wait_for_older)
 {
-    Oid types[1] = {OIDOID};
-    Datum values[1] = {ObjectIdGetDatum(relid)};
+    Oid types[2] = {OIDOID, INT8OID};
+    Datum values[2] = {ObjectIdGetDatum(relid), Int64GetDatum(0)};
+    char nulls[2] = {' ', wait_for_older ? ' ' : 'n'};
     int64 id = 0;
-    run_as_owner("INSERT INTO pgsink.import_jobs (relid) VALUES ($1) RETURNING id", 1, types,
-                 values, &id);
+    run_as_owner("INSERT INTO pgsink.import_jobs (relid, wait_for_xid) VALUES ($1, $2) "
+                 "RETURNING id",
+                 2, types, values, &id, nulls);
     request_import_scan();
     return id;
 }
@@ -202,13 +210,20 @@ static Datum reimport(PG_FUNCTION_ARGS)
     Relation rel = relation_open(relid, AccessShareLock);
     char *name = qualified_name(rel);
     check_can_read(rel);
+    bool has_key =
+        OidIsValid(RelationGetReplicaIndex(rel)) || OidIsValid(RelationGetPrimaryKeyIndex(rel));
     relation_close(rel, NoLock);
+    if (!has_key)
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("table %s cannot be imported: it has no key to page through", name),
+                        errhint("Add a primary key (or a replica identity index), then call "
+                                "pgsink.reimport() again.")));
     if (!is_captured(relid))
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                         errmsg("table %s is not captured", name),
                         errhint("Use pgsink.add_table(), which imports the table too.")));
     end_unfinished_imports(relid, "expired", "replaced by a new import");
-    int64 id = schedule_import(relid);
+    int64 id = schedule_import(relid, false);
     wake_worker_at_commit();
     PG_RETURN_INT64(id);
 }
@@ -234,6 +249,8 @@ static Datum add_table(PG_FUNCTION_ARGS)
     check_capturable(rel);
     check_can_read(rel);
     char *name = qualified_name(rel);
+    bool has_key =
+        OidIsValid(RelationGetReplicaIndex(rel)) || OidIsValid(RelationGetPrimaryKeyIndex(rel));
     relation_close(rel, NoLock);
     /* Before this transaction writes: changes are captured from its commit on. */
     ensure_slot(guc_slot_name);
@@ -255,8 +272,26 @@ static Datum add_table(PG_FUNCTION_ARGS)
         ereport(NOTICE, (errmsg("table %s is already captured", name)));
         PG_RETURN_BOOL(false);
     }
-    if (import)
-        schedule_import(relid);
+    if (import && !has_key) {
+        ereport(
+            NOTICE,
+            (errmsg("table %s is captured without an import: it has no key to page through", name),
+             errdetail("Its changes are captured from now on (REPLICA IDENTITY FULL); its "
+                       "existing rows are not written to the sink."),
+             errhint("Add a primary key and call pgsink.reimport() to import them.")));
+        import = false;
+    }
+    if (import) {
+        schedule_import(relid, true);
+    } else if (TransactionIdPrecedes(GetOldestActiveTransactionId(), GetTopTransactionIdIfAny())) {
+        ereport(NOTICE,
+                (errmsg("transactions older than this call are still running"),
+                 errdetail("Changes they made to %s before this call commits are not captured, "
+                           "and with import => false nothing else writes them.",
+                           name),
+                 errhint("Wait for them to end before changing the table, or use import => "
+                         "true: the import waits for them.")));
+    }
     invalidate_for_decoding(relid);
     wake_worker_at_commit();
     PG_RETURN_BOOL(true);
