@@ -18,12 +18,6 @@ namespace pgsink::json
 /* Append s as a JSON string, quotes included. s must be valid UTF-8. */
 void append_string(std::string &out, std::string_view s);
 
-/* Append raw bytes already escaped (or trusted JSON) without quotes. */
-inline void append_raw(std::string &out, std::string_view s)
-{
-    out.append(s.data(), s.size());
-}
-
 void append_int(std::string &out, int64_t v);
 void append_uint(std::string &out, uint64_t v);
 /* An integer as a JSON string: "123" (lossless for readers with doubles). */

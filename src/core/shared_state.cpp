@@ -89,6 +89,33 @@ void record_error(const char *message)
     LWLockRelease(shared_lock);
 }
 
+void clear_error()
+{
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    shared->last_error[0] = '\0';
+    shared->last_error_at = 0;
+    shared->same_failures = 0;
+    LWLockRelease(shared_lock);
+}
+
+void set_problem(ProblemKind kind, const char *message)
+{
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    strlcpy(shared->problem, message, sizeof(shared->problem));
+    shared->problem_kind = static_cast<int>(kind);
+    LWLockRelease(shared_lock);
+}
+
+void clear_problem(ProblemKind kind)
+{
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    if (shared->problem_kind == static_cast<int>(kind)) {
+        shared->problem[0] = '\0';
+        shared->problem_kind = static_cast<int>(ProblemKind::none);
+    }
+    LWLockRelease(shared_lock);
+}
+
 void set_worker_state(WorkerState s)
 {
     LWLockAcquire(shared_lock, LW_EXCLUSIVE);
@@ -115,14 +142,6 @@ void request_import_scan()
     LWLockAcquire(shared_lock, LW_EXCLUSIVE);
     shared->import_requests++;
     LWLockRelease(shared_lock);
-}
-
-void wake_launcher()
-{
-    LWLockAcquire(shared_lock, LW_SHARED);
-    int procno = shared->launcher_pid != 0 ? shared->launcher_procno : -1;
-    LWLockRelease(shared_lock);
-    set_latch_of(procno);
 }
 
 } // namespace pgsink

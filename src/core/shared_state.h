@@ -50,6 +50,17 @@ struct SharedState {
     uint64 import_requests;    /* bumped when an import is scheduled: the worker looks at once */
     char last_error[kErrorLen];
     TimestampTz last_error_at;
+    /*
+     * A problem that needs an operator, found while running (the slot was
+     * lost, belongs to another database, decoding is stuck), for
+     * pgsink.status().config_problem; empty if none.
+     */
+    char problem[kErrorLen];
+    int problem_kind;         /* ProblemKind */
+    TimestampTz slot_lost_at; /* the slot was recreated while tables were captured; 0: no */
+    /* The worker failed this many times in a row with one error at one slot position. */
+    int same_failures;
+    XLogRecPtr failed_at; /* the slot position of the last failure */
 };
 
 /* Attached in every process by the shmem startup hook. */
@@ -60,11 +71,18 @@ void request_shared_state();
 
 /* Record an error for pgsink.status(); also keeps it for the log's dedup. */
 void record_error(const char *message);
+/* The error is over (the sink or the worker recovered): pgsink.status() stops showing it. */
+void clear_error();
+/* What shared->problem is about: each is cleared by what ends it. */
+enum class ProblemKind : int { none = 0, slot_database, slot_lost, stuck };
+/* Set the problem pgsink.status() shows in config_problem. */
+void set_problem(ProblemKind kind, const char *message);
+/* Clear it, if it is of that kind. */
+void clear_problem(ProblemKind kind);
 void set_worker_state(WorkerState s);
 
-/* Wake the stream worker (or the launcher) by setting its latch. */
+/* Wake the stream worker by setting its latch. */
 void wake_worker();
-void wake_launcher();
 
 /* An import was scheduled: the worker should look at pgsink.import_jobs. */
 void request_import_scan();

@@ -21,7 +21,6 @@ namespace pgsink
 
 struct TxnMeta {
     XLogRecPtr commit_lsn = InvalidXLogRecPtr; /* start of the commit record */
-    XLogRecPtr end_lsn = InvalidXLogRecPtr;    /* end of the commit record */
     TransactionId xid = InvalidTransactionId;
     TimestampTz commit_time = 0;
 };

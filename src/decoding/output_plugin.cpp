@@ -423,7 +423,6 @@ static void pgsink_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 {
     Decoder &d = decoder_of(ctx);
     d.txn.commit_lsn = txn->final_lsn;
-    d.txn.end_lsn = txn->end_lsn;
     d.txn.xid = txn->xid;
     d.txn.commit_time = txn->xact_time.commit_time;
     d.sequence = 0;

@@ -3,6 +3,8 @@
  */
 #pragma once
 
+#include <string>
+
 extern "C" {
 #include "postgres.h"
 #include "access/xlogreader.h"
@@ -32,5 +34,18 @@ XLogReaderRoutine *wal_reader_routine();
  * to find a consistent point. Must run in a transaction, before it writes.
  */
 void ensure_slot(const char *name);
+
+/*
+ * Why the slot named name cannot be used from this database (it belongs to
+ * another one), with what to do; nullptr if it can. Runs a transaction.
+ */
+const char *slot_database_problem(const char *name);
+
+/*
+ * The slots of plugin pgsink in this database that nobody uses and that are
+ * not named name (left behind by a change of pgsink.slot_name), as "a, b";
+ * empty if none. Each holds WAL.
+ */
+std::string abandoned_slots(const char *name, Oid database);
 
 } // namespace pgsink

@@ -53,7 +53,6 @@ struct ImportChunk {
     std::string key_data;
     std::vector<size_t> key_ends;
     std::vector<bool> dropped;
-    uint64 dropped_rows = 0;
     /* Key -> row, built at the first lookup: most chunks meet no concurrent change. */
     std::unordered_map<std::string_view, size_t> index;
 
@@ -104,18 +103,10 @@ struct ImportChunk {
         if (it == index.end() || dropped[it->second])
             return -1;
         dropped[it->second] = true;
-        dropped_rows++;
         return static_cast<long>(it->second);
     }
 
-    void drop_all()
-    {
-        for (size_t i = 0; i < dropped.size(); i++)
-            if (!dropped[i]) {
-                dropped[i] = true;
-                dropped_rows++;
-            }
-    }
+    void drop_all() { std::fill(dropped.begin(), dropped.end(), true); }
 
     /*
      * Forget the job and the rows, keeping the buffers' memory for the next

@@ -2,6 +2,8 @@
  * status.cpp: pgsink.status(), a snapshot of the worker's shared state and
  * of its replication slot, read under the locks that guard them.
  */
+#include <string>
+
 #include "core/config.h"
 #include "core/shared_state.h"
 #include "boundary/pg_boundary.h"
@@ -16,6 +18,7 @@ extern "C" {
 #include "utils/builtins.h"
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
+#include "miscadmin.h"
 
 PGDLLEXPORT Datum pgsink_status(PG_FUNCTION_ARGS);
 PG_FUNCTION_INFO_V1(pgsink_status);
@@ -95,11 +98,26 @@ static Datum status(PG_FUNCTION_ARGS)
     set_or_null(COL_LAST_COMMIT_TIME, s.last_commit_time != 0,
                 TimestampTzGetDatum(s.last_commit_time));
 
-    const char *problem = server_config_problem();
+    /* Everything that needs an operator, most fundamental first. */
+    std::string problems;
+    auto add_problem = [&](const std::string &p) {
+        if (!problems.empty())
+            problems.append("; ");
+        problems.append(p);
+    };
+    if (const char *p = server_config_problem())
+        add_problem(p);
     if (slot.invalidated)
-        problem = "the replication slot was invalidated because it fell behind "
-                  "max_slot_wal_keep_size: changes were lost; drop the slot with "
-                  "pg_drop_replication_slot() and re-import the captured tables";
+        add_problem("the replication slot was invalidated because it fell behind "
+                    "max_slot_wal_keep_size: changes were lost; drop the slot with "
+                    "pg_drop_replication_slot() and re-import the captured tables");
+    if (s.problem[0] != '\0')
+        add_problem(s.problem);
+    std::string abandoned = abandoned_slots(slot_name, MyDatabaseId);
+    if (!abandoned.empty())
+        add_problem("replication slots of pgsink that nothing uses hold WAL (" + abandoned +
+                    "): drop each with SELECT pg_drop_replication_slot('name')");
+    const char *problem = problems.empty() ? nullptr : problems.c_str();
     set_or_null(COL_LAST_ERROR, s.last_error[0] != '\0', CStringGetTextDatum(s.last_error));
     set_or_null(COL_LAST_ERROR_AT, s.last_error_at != 0, TimestampTzGetDatum(s.last_error_at));
     set_or_null(COL_WORKER_STARTED_AT, s.worker_started_at != 0,

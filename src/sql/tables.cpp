@@ -203,6 +203,37 @@ static bool is_captured(Oid relid)
                         1, types, values) > 0;
 }
 
+/*
+ * After the slot was lost (see worker/stream.cpp), pgsink.status says that
+ * the captured tables need re-importing until each one that can be imported
+ * has an import scheduled since.
+ */
+static void clear_lost_slot_problem_if_reimported()
+{
+    LWLockAcquire(shared_lock, LW_SHARED);
+    TimestampTz lost_at = shared->slot_lost_at;
+    LWLockRelease(shared_lock);
+    if (lost_at == 0)
+        return;
+    Oid types[1] = {TIMESTAMPTZOID};
+    Datum values[1] = {TimestampTzGetDatum(lost_at)};
+    uint64 missing =
+        run_as_owner("SELECT FROM pgsink.captured_tables c "
+                     "WHERE EXISTS (SELECT FROM pg_catalog.pg_index i "
+                     "              WHERE i.indrelid OPERATOR(pg_catalog.=) c.relid "
+                     "                AND (i.indisprimary OR i.indisreplident)) "
+                     "  AND NOT EXISTS (SELECT FROM pgsink.import_jobs j "
+                     "                  WHERE j.relid OPERATOR(pg_catalog.=) c.relid "
+                     "                    AND j.created_at OPERATOR(pg_catalog.>=) $1)",
+                     1, types, values);
+    if (missing > 0)
+        return;
+    clear_problem(ProblemKind::slot_lost);
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    shared->slot_lost_at = 0;
+    LWLockRelease(shared_lock);
+}
+
 static Datum reimport(PG_FUNCTION_ARGS)
 {
     Oid relid = PG_GETARG_OID(0);
@@ -224,6 +255,7 @@ static Datum reimport(PG_FUNCTION_ARGS)
                         errhint("Use pgsink.add_table(), which imports the table too.")));
     end_unfinished_imports(relid, "expired", "replaced by a new import");
     int64 id = schedule_import(relid, false);
+    clear_lost_slot_problem_if_reimported();
     wake_worker_at_commit();
     PG_RETURN_INT64(id);
 }

@@ -2,6 +2,7 @@
  * launcher.cpp: the static background worker that starts the stream worker.
  */
 #include <algorithm>
+#include <csignal>
 #include <cstring>
 
 #include "core/config.h"
@@ -117,6 +118,7 @@ void pgsink_launcher_main(Datum main_arg)
 {
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     pqsignal(SIGTERM, die);
+    log_shutdown_as_routine("launcher");
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnection(nullptr, nullptr, 0);
 
@@ -127,7 +129,22 @@ void pgsink_launcher_main(Datum main_arg)
     before_shmem_exit(launcher_detach, 0);
 
     BackgroundWorkerHandle *worker = nullptr;
+    /*
+     * A stream worker started by an earlier launcher (this one restarted
+     * after an error): it is ours to wait for, not to start again. Without
+     * a handle to it, its pid in shared memory says when it is gone.
+     */
+    pid_t adopted = 0;
     char worker_database[NAMEDATALEN] = "";
+    LWLockAcquire(shared_lock, LW_SHARED);
+    if (shared->worker_pid != 0 && kill(shared->worker_pid, 0) == 0) {
+        adopted = shared->worker_pid;
+        strlcpy(worker_database, shared->database, NAMEDATALEN);
+    }
+    LWLockRelease(shared_lock);
+    if (adopted != 0)
+        ereport(LOG, (errmsg("pgsink: launcher restarted; stream worker %d is still running",
+                             static_cast<int>(adopted))));
     TimestampTz worker_started = 0;
     TimestampTz next_start = 0;
     long backoff_ms = kFirstBackoffMs;
@@ -141,14 +158,30 @@ void pgsink_launcher_main(Datum main_arg)
             ConfigReloadPending = false;
             ProcessConfigFile(PGC_SIGHUP);
             /* A new pgsink.database: stop the worker; it restarts in the new one. */
-            if (worker != nullptr && strcmp(worker_database, guc_database) != 0) {
+            if ((worker != nullptr || adopted != 0) && strcmp(worker_database, guc_database) != 0) {
                 ereport(LOG, (errmsg("pgsink: pgsink.database changed from \"%s\" to \"%s\"; "
                                      "restarting the stream worker",
                                      worker_database, guc_database)));
-                TerminateBackgroundWorker(worker);
+                if (worker != nullptr)
+                    TerminateBackgroundWorker(worker);
+                else
+                    (void)kill(adopted, SIGTERM);
                 next_start = 0;
                 backoff_ms = kFirstBackoffMs;
             }
+        }
+
+        if (adopted != 0) {
+            LWLockAcquire(shared_lock, LW_SHARED);
+            bool running = shared->worker_pid == adopted;
+            LWLockRelease(shared_lock);
+            if (running && kill(adopted, 0) == 0) {
+                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+                                kDatabasePollMs / 4, PG_WAIT_EXTENSION);
+                ResetLatch(MyLatch);
+                continue;
+            }
+            adopted = 0; /* gone: start a worker of our own */
         }
 
         if (worker != nullptr) {
@@ -157,6 +190,7 @@ void pgsink_launcher_main(Datum main_arg)
                 pfree(worker);
                 worker = nullptr;
                 TimestampTz now = GetCurrentTimestamp();
+                /* A worker that ran healthily for a while starts over from the first delay. */
                 if (TimestampDifferenceExceeds(worker_started, now, kHealthyRunMs))
                     backoff_ms = kFirstBackoffMs;
                 next_start = TimestampTzPlusMilliseconds(now, backoff_ms);

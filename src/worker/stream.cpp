@@ -25,6 +25,8 @@
 
 extern "C" {
 #include "access/xact.h"
+#include "executor/spi.h"
+#include "utils/snapmgr.h"
 #include "access/xlog.h"
 #include "access/xlogutils.h"
 #include "miscadmin.h"
@@ -116,6 +118,10 @@ static void set_in_logical_decoding(bool on)
 
 static Stream *the_stream = nullptr;
 
+/* Thrown out of a retry wait to restart the stream in place (a reload) or stop it. */
+struct StreamRestart {
+};
+
 /*
  * Decoding runs outside a transaction, and each transaction the worker or
  * the reorder buffer runs leaves no resource owner behind: give the stream
@@ -161,6 +167,7 @@ template <typename F> void Stream::with_retry(F &&f)
             if (sink_failing_) {
                 sink_failing_ = false;
                 set_worker_state(WorkerState::streaming);
+                clear_error();
                 ereport(LOG, (errmsg("pgsink: the sink has recovered")));
             }
             return;
@@ -186,10 +193,11 @@ template <typename F> void Stream::with_retry(F &&f)
         ResetLatch(MyLatch);
         CHECK_FOR_INTERRUPTS();
         if (ConfigReloadPending)
-            /* A fix may be in the new configuration: restart the stream to apply it. */
-            throw Error(ERRCODE_CONFIG_FILE_ERROR,
-                        std::string("configuration reloaded while the sink was failing (") +
-                            message + "); restarting the stream worker to apply it");
+            /*
+             * A fix may be in the new configuration: restart the stream
+             * (from the slot's confirmed position) to apply it.
+             */
+            throw StreamRestart();
         backoff_ms = std::min<long>(backoff_ms * 2, guc_retry_max_interval_ms);
     }
 }
@@ -243,6 +251,12 @@ void Stream::deliver_and_confirm(XLogRecPtr decoded_upto)
         shared->last_commit_time = unsynced_commit_time_;
     if (!sink_failing_)
         shared->state = WorkerState::streaming;
+    /* The worker streams again after failing: the failure is over. */
+    if (!sink_failing_ && shared->same_failures > 0 && confirmed_ > shared->failed_at) {
+        shared->same_failures = 0;
+        shared->last_error[0] = '\0';
+        shared->last_error_at = 0;
+    }
     LWLockRelease(shared_lock);
     unsynced_entries_ = 0;
     unsynced_txns_ = 0;
@@ -251,8 +265,64 @@ void Stream::deliver_and_confirm(XLogRecPtr decoded_upto)
 
 void Stream::open_sink()
 {
+    switch (guc_sink) {
+    case SINK_FILE:
+        break; /* the only sink so far */
+    }
     sink_ = std::make_unique<FileSink>(guc_file_path);
     with_retry([&] { sink_->open(confirmed_); });
+}
+
+/* How many tables are captured; in a transaction. */
+static int64 count_captured_tables()
+{
+    SPI_connect();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    int rc = SPI_execute("SELECT pg_catalog.count(*) FROM pgsink.captured_tables", true, 1);
+    bool isnull = true;
+    int64 n =
+        rc == SPI_OK_SELECT && SPI_processed == 1
+            ? DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))
+            : 0;
+    PopActiveSnapshot();
+    SPI_finish();
+    return isnull ? 0 : n;
+}
+
+/*
+ * The slot was recreated while tables were captured: the changes committed
+ * between its last confirmed position and the new slot's start are lost.
+ * Say so loudly, in the log and in pgsink.status, until every captured
+ * table is re-imported (pgsink.reimport() clears it).
+ */
+static void report_lost_slot(const char *name, int64 captured)
+{
+    XLogRecPtr from;
+    LWLockAcquire(shared_lock, LW_SHARED);
+    from = shared->confirmed_lsn;
+    LWLockRelease(shared_lock);
+    XLogRecPtr to = MyReplicationSlot->data.confirmed_flush;
+    char range[128];
+    if (from != InvalidXLogRecPtr)
+        snprintf(range, sizeof(range), "between %X/%X and %X/%X", static_cast<uint32>(from >> 32),
+                 static_cast<uint32>(from), static_cast<uint32>(to >> 32), static_cast<uint32>(to));
+    else
+        snprintf(range, sizeof(range), "before %X/%X (since its last confirmed position)",
+                 static_cast<uint32>(to >> 32), static_cast<uint32>(to));
+    char message[kErrorLen];
+    snprintf(message, sizeof(message),
+             "replication slot \"%s\" was missing while %lld tables were captured, and was "
+             "created again: changes committed %s were lost; call pgsink.reimport() for each "
+             "captured table",
+             name, static_cast<long long>(captured), range);
+    ereport(WARNING,
+            (errmsg("pgsink: %s", message),
+             errdetail("The slot was dropped, or did not survive a failover or a restore."),
+             errhint("SELECT pgsink.reimport(\"table\") FROM pgsink.tables;")));
+    set_problem(ProblemKind::slot_lost, message);
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    shared->slot_lost_at = GetCurrentTimestamp();
+    LWLockRelease(shared_lock);
 }
 
 void Stream::start()
@@ -264,10 +334,26 @@ void Stream::start()
     const char *name = guc_slot_name;
     SetCurrentStatementStartTimestamp(); /* else now() stays at the worker's start */
     StartTransactionCommand();
+    /*
+     * add_table() creates the slot before its table is captured: a missing
+     * slot while tables are captured was lost (dropped, or gone with a
+     * failover), and with it the changes committed since it last confirmed.
+     */
+    bool slot_missing = SearchNamedReplicationSlot(name, true) == nullptr;
+    int64 captured = slot_missing ? count_captured_tables() : 0;
     ensure_slot(name);
     CommitTransactionCommand();
     use_stream_resource_owner();
     ReplicationSlotAcquire(name, true);
+    if (captured > 0)
+        report_lost_slot(name, captured);
+    std::string abandoned = abandoned_slots(name, MyDatabaseId);
+    if (!abandoned.empty())
+        ereport(WARNING,
+                (errmsg("pgsink: replication slots of pgsink that nothing uses hold WAL: %s",
+                        abandoned.c_str()),
+                 errdetail("pgsink now uses slot \"%s\" (pgsink.slot_name).", name),
+                 errhint("Drop each with SELECT pg_drop_replication_slot('name').")));
 
     if (strcmp(NameStr(MyReplicationSlot->data.plugin), "pgsink") != 0)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -287,7 +373,7 @@ void Stream::start()
                          name)));
 
     confirmed_ = MyReplicationSlot->data.confirmed_flush;
-    cxx_entry([&] { open_sink(); });
+    open_sink();
 
     MemoryContext old = MemoryContextSwitchTo(cxt_);
     worker_consumer = this;
@@ -317,7 +403,7 @@ long Stream::step()
         ereport(LOG, (errmsg("pgsink: pgsink.file_path changed to \"%s\"", guc_file_path)));
         write_batch();
         sink_->sync();
-        cxx_entry([&] { open_sink(); });
+        open_sink();
         forget_sent_schemas();
     }
     if (FileSink::Replaced what = sink_->replaced(); what != FileSink::Replaced::no) {
@@ -387,6 +473,8 @@ void Stream::stop()
         ctx_ = nullptr;
         InvalidateSystemCaches();
     }
+    set_in_logical_decoding(false); /* the worker's next transactions are ordinary ones */
+    caches_need_reset_ = false;
     worker_consumer = nullptr;
     importer_.reset();
     if (MyReplicationSlot != nullptr)
@@ -408,7 +496,15 @@ void Stream::before_catalog_access()
 
 long stream_step()
 {
-    return stream().step();
+    try {
+        return stream().step();
+    } catch (const StreamRestart &) {
+        ereport(LOG, (errmsg("pgsink: configuration reloaded while the sink was failing; "
+                             "restarting the stream from the slot's confirmed position to "
+                             "apply it")));
+        stream_stop();
+        return 0;
+    }
 }
 
 void stream_stop()

@@ -14,6 +14,7 @@
 #include "core/config.h"
 #include "core/restricted.h"
 #include "core/shared_state.h"
+#include "decoding/slot.h"
 #include "decoding/value_encoder.h"
 #include "worker/stream.h"
 #include "worker/workers.h"
@@ -110,6 +111,14 @@ static void stream_loop()
         reload_config_if_requested();
 
         const char *problem = server_config_problem();
+        if (problem == nullptr) {
+            stream_before_catalog_access();
+            problem = slot_database_problem(guc_slot_name);
+            if (problem != nullptr)
+                set_problem(ProblemKind::slot_database, problem);
+            else
+                clear_problem(ProblemKind::slot_database);
+        }
         if (problem != nullptr) {
             if (problem != reported_problem) {
                 ereport(WARNING, (errmsg("pgsink: %s", problem)));
@@ -151,17 +160,48 @@ static void stream_loop()
     }
 }
 
-/* Record an ERROR that ends the worker, for pgsink.status(), and log it. */
+/* After this many failures in a row, with one error at one slot position, pgsink is stuck. */
+static constexpr int kStuckAfter = 3;
+
+/*
+ * Record an ERROR that ends the worker, for pgsink.status(), and log it.
+ * The same error at the same slot position, start after start, means the
+ * worker cannot get past that point on its own: pgsink.status() then says
+ * so, with what to do, rather than backing off in silence forever.
+ */
 static void report_fatal_error()
 {
     MemoryContextSwitchTo(TopMemoryContext);
     ErrorData *edata = CopyErrorData();
-    record_error(edata->message ? edata->message : "unknown error");
+    const char *message = edata->message ? edata->message : "unknown error";
+    SlotState slot = read_slot_state(guc_slot_name);
     LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    bool same = strncmp(shared->last_error, message, sizeof(shared->last_error) - 1) == 0 &&
+                shared->failed_at == slot.confirmed_flush;
+    shared->same_failures = same ? shared->same_failures + 1 : 1;
+    shared->failed_at = slot.confirmed_flush;
+    int failures = shared->same_failures;
     shared->state = WorkerState::backing_off;
     LWLockRelease(shared_lock);
+    record_error(message);
     EmitErrorReport();
     FlushErrorState();
+    if (failures == kStuckAfter) {
+        char problem[kErrorLen];
+        bool filenode = strstr(message, "could not map filenode") != nullptr;
+        snprintf(problem, sizeof(problem),
+                 "the stream worker fails at every start at slot position %X/%X: %s; %s",
+                 static_cast<uint32>(slot.confirmed_flush >> 32),
+                 static_cast<uint32>(slot.confirmed_flush), message,
+                 filenode ? "the slot was made unusable by a PostgreSQL bug (a catalog change "
+                            "committed while the slot was being created): run SELECT "
+                            "pg_replication_slot_advance(slot_name, pg_current_wal_lsn()) FROM "
+                            "pgsink.status, then pgsink.reimport() each captured table"
+                          : "see the server log around the first failure; the worker keeps "
+                            "retrying with back-off");
+        ereport(WARNING, (errmsg("pgsink: %s", problem)));
+        set_problem(ProblemKind::stuck, problem);
+    }
 }
 
 } // namespace pgsink
@@ -174,6 +214,7 @@ void pgsink_stream_main(Datum main_arg)
 
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     pqsignal(SIGTERM, die);
+    log_shutdown_as_routine("stream worker");
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
     worker_attach();

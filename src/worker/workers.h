@@ -25,4 +25,7 @@ void register_launcher();
 /* Ask the stream worker to look at pgsink.captured_tables when this transaction commits. */
 void wake_worker_at_commit();
 
+/* In a worker process: its stop on SIGTERM is logged as LOG, not FATAL. */
+void log_shutdown_as_routine(const char *name);
+
 } // namespace pgsink
