@@ -127,6 +127,28 @@ SELECT "table" FROM pgsink.tables ORDER BY "table"::text;
 -- Dropping a table that was never captured is unaffected.
 DROP TABLE public.no_key;
 
+-- A captured table that loses its key: the DDL warns, pgsink.tables says so
+-- until it has a key again (or REPLICA IDENTITY FULL).
+CREATE TABLE public.losing_key (id int PRIMARY KEY, v text);
+SELECT pgsink.add_table('public.losing_key', import => false);
+ALTER TABLE public.losing_key DROP CONSTRAINT losing_key_pkey;
+SELECT capture_state LIKE 'capturing without a key%' AS without_key FROM pgsink.tables
+ WHERE "table" = 'public.losing_key'::regclass;
+ALTER TABLE public.losing_key ADD PRIMARY KEY (id);
+SELECT capture_state LIKE 'capturing without a key%' AS without_key FROM pgsink.tables
+ WHERE "table" = 'public.losing_key'::regclass;
+ALTER TABLE public.losing_key REPLICA IDENTITY NOTHING;
+ALTER TABLE public.losing_key REPLICA IDENTITY FULL;
+CREATE UNIQUE INDEX losing_key_v ON public.losing_key (id, v);
+ALTER TABLE public.losing_key ALTER v SET NOT NULL, REPLICA IDENTITY USING INDEX losing_key_v;
+DROP INDEX public.losing_key_v;
+SELECT capture_state LIKE 'capturing without a key%' AS without_key FROM pgsink.tables
+ WHERE "table" = 'public.losing_key'::regclass;
+-- Other DDL says nothing once the key is back.
+ALTER TABLE public.losing_key REPLICA IDENTITY DEFAULT;
+ALTER TABLE public.losing_key ADD COLUMN w int;
+DROP TABLE public.losing_key;
+
 -- Clean up for the tests that follow.
 SELECT pgsink.remove_table("table") FROM pgsink.tables ORDER BY 1;
 SELECT count(*) AS captured FROM pgsink.captured_tables;

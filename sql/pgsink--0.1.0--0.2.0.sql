@@ -58,3 +58,82 @@ SELECT j.id,
   FROM pgsink.import_jobs j
   LEFT JOIN pg_catalog.pg_class r ON r.oid OPERATOR(pg_catalog.=) j.relid
  CROSS JOIN pgsink.status() s;
+
+-- A captured table that loses its key (its primary key dropped, REPLICA
+-- IDENTITY set to NOTHING, its replica identity index dropped) can no longer
+-- say which row an update or a delete changed. Warn at the DDL that did it;
+-- pgsink.tables shows it until it is fixed.
+CREATE FUNCTION pgsink._keyless_captured_tables()
+RETURNS SETOF regclass
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT c.relid::pg_catalog.regclass
+      FROM pgsink.captured_tables c
+      JOIN pg_catalog.pg_class r ON r.oid OPERATOR(pg_catalog.=) c.relid
+     WHERE r.relreplident OPERATOR(pg_catalog.<>) 'f'
+       AND NOT EXISTS (
+           SELECT FROM pg_catalog.pg_index i
+            WHERE i.indrelid OPERATOR(pg_catalog.=) c.relid
+              AND ((r.relreplident OPERATOR(pg_catalog.=) 'd' AND i.indisprimary)
+                   OR (r.relreplident OPERATOR(pg_catalog.=) 'i' AND i.indisreplident)))
+$$;
+
+CREATE FUNCTION pgsink._warn_keyless_tables()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass;
+BEGIN
+    FOR t IN SELECT * FROM pgsink._keyless_captured_tables() LOOP
+        RAISE WARNING 'pgsink captures table %, which has no key any more', t
+            USING DETAIL = 'Its updates carry no old key and its deletes carry nothing: '
+                           'sinks cannot tell which row they changed.',
+                  HINT = 'Add a primary key again (or a replica identity index), or set '
+                         'ALTER TABLE ... REPLICA IDENTITY FULL.';
+    END LOOP;
+END
+$$;
+
+CREATE EVENT TRIGGER pgsink_warn_keyless_tables ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE', 'DROP INDEX')
+    EXECUTE FUNCTION pgsink._warn_keyless_tables();
+
+REVOKE ALL ON FUNCTION pgsink._keyless_captured_tables() FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgsink._warn_keyless_tables() FROM PUBLIC;
+
+CREATE OR REPLACE VIEW pgsink.tables AS
+SELECT c.relid::regclass AS "table",
+       n.nspname AS schema_name,
+       r.relname AS table_name,
+       c.added_at,
+       c.added_by,
+       (SELECT pg_catalog.array_agg(a.attname ORDER BY k.ord)
+          FROM pg_catalog.pg_index i
+          CROSS JOIN LATERAL pg_catalog.unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+          JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid
+                                       AND a.attnum OPERATOR(pg_catalog.=) k.attnum
+         WHERE i.indexrelid OPERATOR(pg_catalog.=) (
+               SELECT i2.indexrelid FROM pg_catalog.pg_index i2
+                WHERE i2.indrelid OPERATOR(pg_catalog.=) c.relid
+                  AND (i2.indisprimary OR (r.relreplident OPERATOR(pg_catalog.=) 'i'
+                                           AND i2.indisreplident))
+                ORDER BY (r.relreplident OPERATOR(pg_catalog.=) 'i' AND i2.indisreplident) DESC,
+                         i2.indisprimary DESC
+                LIMIT 1)) AS key_columns,
+       CASE r.relreplident WHEN 'd' THEN 'default' WHEN 'f' THEN 'full'
+                           WHEN 'i' THEN 'index' WHEN 'n' THEN 'nothing' END AS replica_identity,
+       CASE WHEN c.relid IN (SELECT * FROM pgsink._keyless_captured_tables())
+            THEN 'capturing without a key: add a primary key or set REPLICA IDENTITY FULL'
+            WHEN s.state OPERATOR(pg_catalog.=) 'streaming' THEN 'capturing'
+            ELSE 'paused: ' OPERATOR(pg_catalog.||) s.state
+       END AS capture_state,
+       coalesce((SELECT j.state FROM pgsink.import_jobs j
+                  WHERE j.relid OPERATOR(pg_catalog.=) c.relid ORDER BY j.id DESC LIMIT 1),
+                'not requested') AS import_state
+  FROM pgsink.captured_tables c
+  JOIN pg_catalog.pg_class r ON r.oid OPERATOR(pg_catalog.=) c.relid
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) r.relnamespace
+  CROSS JOIN pgsink.status() s;

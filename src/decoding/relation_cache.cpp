@@ -191,8 +191,10 @@ bool split_row_json(std::string_view row, const RelationInfo &info,
 void describe_relation(RelationInfo &info, Relation target, TupleDesc desc)
 {
     info.columns.clear();
-    const char *nspname = pg_call([&] { return get_namespace_name(RelationGetNamespace(target)); });
-    const char *relname = RelationGetRelationName(target);
+    /* Names in UTF-8 whatever the database's encoding, as every value is. */
+    std::string nspname =
+        pg_call([&] { return server_to_utf8(get_namespace_name(RelationGetNamespace(target))); });
+    std::string relname = pg_call([&] { return server_to_utf8(RelationGetRelationName(target)); });
     info.name_json.clear();
     info.name_json.append("\"namespace\":");
     json::append_string(info.name_json, nspname);
@@ -209,7 +211,7 @@ void describe_relation(RelationInfo &info, Relation target, TupleDesc desc)
         if (att->attisdropped)
             continue;
         ColumnInfo &col = info.columns.emplace_back();
-        col.name = NameStr(att->attname);
+        col.name = pg_call([&] { return server_to_utf8(NameStr(att->attname)); });
         col.json_key.clear();
         json::append_string(col.json_key, col.name);
         col.json_key.push_back(':');
@@ -217,15 +219,18 @@ void describe_relation(RelationInfo &info, Relation target, TupleDesc desc)
         col.is_key = list_member_int(keys, att->attnum);
         col.is_varlena = att->attlen == -1;
         pg_call([&] { init_value_encoder(col.encoder, att->atttypid, info.mcxt); });
-        const char *pg_type =
-            pg_call([&] { return format_type_with_typemod(att->atttypid, att->atttypmod); });
+        std::string pg_type = pg_call([&] {
+            return server_to_utf8(format_type_with_typemod(att->atttypid, att->atttypmod));
+        });
         schema.columns.push_back({col.name, pg_type, avro_type_of(col.encoder)});
     }
     info.key_attnums.clear();
     ListCell *lc;
     foreach (lc, keys) {
         info.key_attnums.push_back(static_cast<AttrNumber>(lfirst_int(lc)));
-        schema.key.push_back(NameStr(TupleDescAttr(desc, lfirst_int(lc) - 1)->attname));
+        schema.key.push_back(pg_call([&] {
+            return server_to_utf8(NameStr(TupleDescAttr(desc, lfirst_int(lc) - 1)->attname));
+        }));
     }
     pg_call([&] { list_free(keys); });
     info.schema_json = build_avro_schema(schema);

@@ -141,6 +141,14 @@ static void append_embedded_json(std::string &out, const char *s, size_t len)
             out[i] = ' ';
 }
 
+std::string server_to_utf8(const char *s)
+{
+    int encoding = GetDatabaseEncoding();
+    if (encoding == PG_UTF8 || encoding == PG_SQL_ASCII)
+        return s;
+    return pg_server_to_any(s, static_cast<int>(strlen(s)), PG_UTF8);
+}
+
 static void append_output(std::string &out, const ValueEncoder &enc, Datum value)
 {
     char *text = OutputFunctionCall(const_cast<FmgrInfo *>(&enc.output), value);

@@ -70,4 +70,7 @@ int fix_output_settings(bool for_session);
 /* The Avro type (JSON) that describes the values of this encoder. */
 std::string avro_type_of(const ValueEncoder &enc);
 
+/* Text in the server encoding (a name, a type), in UTF-8 for the changelog. */
+std::string server_to_utf8(const char *s);
+
 } // namespace pgsink
