@@ -247,9 +247,7 @@ void RelationCache::build(RelationInfo &info, Relation rel)
 
     if (info.mcxt)
         MemoryContextDelete(info.mcxt);
-    info.mcxt = pg_call([] {
-        return AllocSetContextCreate(TopMemoryContext, "pgsink relation", ALLOCSET_SMALL_SIZES);
-    });
+    info.mcxt = nullptr;
     info.columns.clear();
     info.to_root = nullptr;
     info.relid = RelationGetRelid(rel);
@@ -272,9 +270,12 @@ void RelationCache::build(RelationInfo &info, Relation rel)
         info.target_relid = info.relid;
     info.captured = OidIsValid(info.target_relid);
     if (!info.captured) {
-        info.valid = true;
+        info.valid = true; /* no memory context: a relation not captured costs a few bytes */
         return;
     }
+    info.mcxt = pg_call([] {
+        return AllocSetContextCreate(TopMemoryContext, "pgsink relation", ALLOCSET_SMALL_SIZES);
+    });
 
     Relation target = info.target_relid == info.relid
                           ? rel
@@ -313,9 +314,31 @@ bool RelationCache::announce_schema(Oid target_relid, const std::string &schema_
     return true;
 }
 
+/*
+ * Forget what is cheap to learn again: relations that are not captured, and
+ * entries already invalidated (dropped tables among them). Only between
+ * changes, when no reference to an entry is held.
+ */
+void RelationCache::sweep()
+{
+    for (auto it = entries_.begin(); it != entries_.end();) {
+        RelationInfo &info = *it->second;
+        if (info.valid && info.captured) {
+            ++it;
+            continue;
+        }
+        if (info.mcxt)
+            MemoryContextDelete(info.mcxt);
+        it = entries_.erase(it);
+    }
+}
+
 RelationInfo &RelationCache::get(Relation rel)
 {
     Oid relid = RelationGetRelid(rel);
+    /* Every relation ever decoded must not stay here forever. */
+    if (entries_.size() >= kMaxEntries && entries_.find(relid) == entries_.end())
+        sweep();
     auto it = entries_.find(relid);
     if (it == entries_.end())
         it = entries_.emplace(relid, std::make_unique<RelationInfo>()).first;

@@ -97,8 +97,12 @@ class RelationCache
     /* Has this schema of target_relid not been sent yet? Records it as sent. */
     bool announce_schema(Oid target_relid, const std::string &schema_json);
 
+    /* Past this many entries, get() forgets the ones not captured (see sweep()). */
+    static constexpr size_t kMaxEntries = 1024;
+
   private:
     void build(RelationInfo &info, Relation rel);
+    void sweep();
     void load_membership();
     Oid membership_relid();
 
