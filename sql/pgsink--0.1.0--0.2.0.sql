@@ -87,7 +87,12 @@ AS $$
 DECLARE
     t regclass;
 BEGIN
-    FOR t IN SELECT * FROM pgsink._keyless_captured_tables() LOOP
+    -- ALTER TABLE: the tables it altered; DROP INDEX: any captured table.
+    FOR t IN SELECT k FROM pgsink._keyless_captured_tables() k
+              WHERE TG_TAG OPERATOR(pg_catalog.<>) 'ALTER TABLE'
+                 OR k::pg_catalog.oid IN (SELECT c.objid
+                                            FROM pg_catalog.pg_event_trigger_ddl_commands() c)
+    LOOP
         RAISE WARNING 'pgsink captures table %, which has no key any more', t
             USING DETAIL = 'Its updates carry no old key and its deletes carry nothing: '
                            'sinks cannot tell which row they changed.',

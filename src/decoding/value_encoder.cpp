@@ -328,26 +328,29 @@ int fix_output_settings(bool for_session)
     return level;
 }
 
+/*
+ * The Avro type(s) of the JSON a column's values are written as: the schema
+ * says exactly what a reader finds. Several types (a value that is a number
+ * or, when not finite, a string) are listed for the union the field's type
+ * is built into. int8 and numeric are strings (exact beyond 2^53), bytea is
+ * base64 text, json and jsonb are embedded (see README, "The changelog").
+ */
 std::string avro_type_of(const ValueEncoder &enc)
 {
     switch (enc.kind) {
     case ValueKind::int2:
     case ValueKind::int4:
         return "\"int\"";
-    case ValueKind::int8:
-        return "\"long\"";
     case ValueKind::float4:
-        return "\"float\"";
+        return "\"float\",\"string\""; /* "NaN", "Infinity", "-Infinity" */
     case ValueKind::float8:
-        return "\"double\"";
+        return "\"double\",\"string\"";
     case ValueKind::boolean:
         return "\"boolean\"";
-    case ValueKind::bytea:
-        return "\"bytes\"";
     case ValueKind::array:
         return "{\"type\":\"array\",\"items\":[" + avro_type_of(*enc.elem) + ",\"null\"]}";
     default:
-        return "\"string\"";
+        return "\"string\""; /* int8, numeric, bytea (base64), text forms */
     }
 }
 
