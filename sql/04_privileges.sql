@@ -46,6 +46,9 @@ SELECT pgsink.add_table('public.priv_readable');
 -- added_by is the role that called add_table, not the extension's owner.
 SELECT "table", added_by FROM pgsink.tables;
 SELECT database, slot_name FROM pgsink.status;
+-- Every column of the views (capture_state calls a function).
+SELECT count(*) FROM (SELECT * FROM pgsink.tables) t;
+SELECT count(*) FROM (SELECT * FROM pgsink.imports) i;
 -- ...not one it cannot read...
 \set VERBOSITY default
 SELECT pgsink.add_table('public.priv_secret');
@@ -64,6 +67,8 @@ SET ROLE regress_monitor;
 SELECT database, slot_name, launcher_pid IS NOT NULL AS launcher_running FROM pgsink.status;
 SELECT database, slot_name FROM pgsink.status();
 SELECT "table" FROM pgsink.tables;
+SELECT count(*) FROM (SELECT * FROM pgsink.tables) t;
+SELECT count(*) FROM (SELECT * FROM pgsink.imports) i;
 SELECT pgsink.add_table('public.priv_readable');
 SELECT pgsink.remove_table('public.priv_secret');
 RESET ROLE;

@@ -26,7 +26,8 @@ BEGIN
 END
 $$;
 
--- 1. A table owner with no pgsink role at all.
+-- 1. A table owner with no pgsink role at all. (Its function also tries to
+-- leave a setting behind in the worker: the import would then fail.)
 CREATE ROLE regress_mallory;
 CREATE SCHEMA mal AUTHORIZATION regress_mallory;
 SET ROLE regress_mallory;
@@ -35,6 +36,12 @@ LANGUAGE plpgsql AS $$
 BEGIN
     IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
         EXECUTE 'ALTER ROLE regress_mallory SUPERUSER';
+    END IF;
+    -- In the stream worker: leave a setting behind in the superuser's
+    -- session (every later transaction of the worker would be read-only).
+    IF (SELECT backend_type FROM pg_catalog.pg_stat_activity
+         WHERE pid = pg_catalog.pg_backend_pid()) = 'pgsink stream' THEN
+        PERFORM pg_catalog.set_config('default_transaction_read_only', 'on', false);
     END IF;
     RETURN true;
 END
@@ -46,7 +53,7 @@ RESET ROLE;
 -- Captured by a superuser; the import reads 3 chunks, casting the cursor to mal.key twice.
 SELECT pgsink.add_table('mal.t');
 SELECT sec_wait('mal.t');
-SELECT rows_imported, chunks FROM pgsink.imports WHERE "table" = 'mal.t'::regclass;
+SELECT rows_imported, chunks, error FROM pgsink.imports WHERE "table" = 'mal.t'::regclass;
 SELECT rolsuper AS mallory_became_superuser FROM pg_roles WHERE rolname = 'regress_mallory';
 
 -- 2. A pgsink_admin member who can create objects in a schema of their own.

@@ -107,6 +107,8 @@ CREATE EVENT TRIGGER pgsink_warn_keyless_tables ON ddl_command_end
     EXECUTE FUNCTION pgsink._warn_keyless_tables();
 
 REVOKE ALL ON FUNCTION pgsink._keyless_captured_tables() FROM PUBLIC;
+-- pgsink.tables calls it as the querying role.
+GRANT EXECUTE ON FUNCTION pgsink._keyless_captured_tables() TO pgsink_admin, pg_monitor;
 REVOKE ALL ON FUNCTION pgsink._warn_keyless_tables() FROM PUBLIC;
 
 CREATE OR REPLACE VIEW pgsink.tables AS

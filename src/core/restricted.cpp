@@ -31,7 +31,13 @@ RestrictedContext enter_restricted(Oid role, bool no_row_security)
 void leave_restricted(const RestrictedContext &saved)
 {
     SetUserIdAndSecContext(saved.saved_userid, saved.saved_sec_context);
-    AtEOXact_GUC(true, saved.guc_level);
+    /*
+     * Roll back every setting changed at this level, ours and any the
+     * owner's code made (a domain check can call set_config()): nothing of
+     * it may outlive the restricted operation in the superuser's session,
+     * as after vacuum, index builds and REFRESH MATERIALIZED VIEW.
+     */
+    AtEOXact_GUC(false, saved.guc_level);
 }
 
 void pin_session_search_path()

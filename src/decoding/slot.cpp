@@ -157,8 +157,13 @@ void ensure_slot(const char *name)
         "pgsink", NIL, false, InvalidXLogRecPtr, wal_reader_routine(), nullptr, nullptr, nullptr);
     DecodingContextFindStartpoint(ctx);
     FreeDecodingContext(ctx);
-    ReplicationSlotPersist();
+    /*
+     * Still ephemeral while it heals: a concurrent add_table() does not take
+     * it for ready (slot_ready()) and waits on the lock above, so nothing
+     * it captures can fall inside the range the healing skips.
+     */
     heal_new_slot();
+    ReplicationSlotPersist();
     ReplicationSlotRelease();
 }
 

@@ -160,9 +160,14 @@ static bool pick_job(JobRow *job)
  */
 static bool older_transactions_ended(const JobRow &job)
 {
+    /* The snapshot's xmin as a 64-bit xid (it is at most 2^31 behind the next one). */
     TransactionId oldest = GetActiveSnapshot()->xmin;
-    TransactionId wait = XidFromFullTransactionId(FullTransactionIdFromU64(job.wait_for_xid));
-    bool ended = !TransactionIdPrecedes(oldest, wait);
+    FullTransactionId next = ReadNextFullTransactionId();
+    uint32 epoch = EpochFromFullTransactionId(next);
+    if (oldest > XidFromFullTransactionId(next))
+        epoch--;
+    bool ended = FullTransactionIdFollowsOrEquals(FullTransactionIdFromEpochAndXid(epoch, oldest),
+                                                  FullTransactionIdFromU64(job.wait_for_xid));
     Oid types[2] = {INT8OID, TEXTOID};
     Datum values[2] = {Int64GetDatum(job.id), 0};
     char nulls[2] = {' ', 'n'};

@@ -57,7 +57,7 @@ bool parse_lsn(const char *s, size_t len, uint64_t *lsn)
     digits = 0;
     for (; i < len && hex(s[i]) >= 0 && digits < 8; i++, digits++)
         lo = lo * 16 + hex(s[i]);
-    if (digits == 0)
+    if (digits == 0 || i != len)
         return false;
     *lsn = (hi << 32) | lo;
     return true;
@@ -237,6 +237,19 @@ void FileSink::write(const char *data, size_t len)
 {
     if (fd_ < 0)
         throw SinkError(describe() + " is not open after an earlier failure", false);
+    /*
+     * The file must end where our last line ended: if it was truncated (or
+     * written by someone else) during this round, lines of this round may
+     * be gone, and an undo to size_ would cut at an unrelated offset.
+     */
+    off_t real_end = lseek(fd_, 0, SEEK_END);
+    if (real_end != size_) {
+        ::close(fd_);
+        fd_ = -1;
+        throw SinkError(describe() + " changed size under pgsink during a round (truncated?); " +
+                            "the stream restarts from the last confirmed position",
+                        false);
+    }
     size_t done = 0;
     while (done < len) {
         ssize_t n = ::write(fd_, data + done, len - done); /* O_APPEND: at the file's end */

@@ -28,7 +28,9 @@ static void soften_shutdown(ErrorData *edata)
     if (edata->elevel == FATAL && edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN) {
         edata->elevel = LOG;
         MemoryContext old = MemoryContextSwitchTo(ErrorContext);
-        edata->message = psprintf("pgsink: %s stopping: shutdown requested", worker_name);
+        edata->message = psprintf("pgsink: %s stopping: terminated (server shutdown, "
+                                  "pg_terminate_backend(), or a change of pgsink.database)",
+                                  worker_name);
         MemoryContextSwitchTo(old);
     }
     if (prev_emit_log_hook)

@@ -118,8 +118,18 @@ static void set_in_logical_decoding(bool on)
 
 static Stream *the_stream = nullptr;
 
-/* Thrown out of a retry wait to restart the stream in place (a reload) or stop it. */
-struct StreamRestart {
+/*
+ * Thrown out of a retry wait to restart the stream in place (a reload). In
+ * the middle of decoding (a batch filled inside a transaction) the output
+ * plugin's boundary turns it into an ERROR with this message: the worker
+ * restarts instead, which applies the new configuration too.
+ */
+struct StreamRestart : std::runtime_error {
+    StreamRestart()
+        : std::runtime_error("configuration reloaded while the sink was failing; restarting the "
+                             "stream to apply it")
+    {
+    }
 };
 
 /*

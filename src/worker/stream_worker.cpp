@@ -46,16 +46,29 @@ static constexpr long kExtensionCheckMs = 2000;
 static void worker_detach(int code, Datum arg)
 {
     LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-    shared->worker_pid = 0;
-    shared->worker_procno = -1;
-    if (shared->state != WorkerState::backing_off)
-        shared->state = WorkerState::stopped;
+    if (shared->worker_pid == MyProcPid) {
+        shared->worker_pid = 0;
+        shared->worker_procno = -1;
+        if (shared->state != WorkerState::backing_off)
+            shared->state = WorkerState::stopped;
+    }
     LWLockRelease(shared_lock);
 }
 
-static void worker_attach()
+/*
+ * Become the stream worker, unless another one runs (started by a launcher
+ * that failed before it knew): then this one leaves quietly.
+ */
+static bool worker_attach()
 {
     LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    pid_t other = shared->worker_pid;
+    if (other != 0 && other != MyProcPid && kill(other, 0) == 0) {
+        LWLockRelease(shared_lock);
+        ereport(LOG, (errmsg("pgsink: stream worker %d is already running; this one exits",
+                             static_cast<int>(other))));
+        return false;
+    }
     shared->worker_pid = MyProcPid;
     shared->worker_procno = MyProc->pgprocno;
     shared->worker_started_at = GetCurrentTimestamp();
@@ -64,6 +77,7 @@ static void worker_attach()
     strlcpy(shared->slot_name, guc_slot_name, NAMEDATALEN);
     LWLockRelease(shared_lock);
     before_shmem_exit(worker_detach, 0);
+    return true;
 }
 
 /* Is CREATE EXTENSION pgsink done in this database? Runs its own transaction. */
@@ -217,7 +231,8 @@ void pgsink_stream_main(Datum main_arg)
     log_shutdown_as_routine("stream worker");
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-    worker_attach();
+    if (!worker_attach())
+        proc_exit(0);
     fix_output_settings(true);
     pin_session_search_path(); /* the worker runs SQL as superuser: no one else's operators */
 

@@ -127,7 +127,10 @@ UPDATE a SET v = -v WHERE id % 997 = 0;
 ok(defined wait_imports($node, 'postgres', 120), 'layout change: the import completes');
 $j = job('a');
 is($j->{state}, 'complete', 'layout change: job complete');
-is($j->{rows}, 60000, 'layout change: every row imported once (no restart)');
+# Every row once (a restart would import more than 60000), less the rows an
+# update superseded while their chunk was in flight (the stream carries them).
+ok($j->{rows} <= 60000 && $j->{rows} >= 60000 - 120,
+	"layout change: every row imported at most once, no restart ($j->{rows} rows)");
 unlike(slurp_file($node->logfile, $log_offset), qr/changed during import job/,
 	'layout change: no restart');
 wait_delivered($node, 'postgres', 'layout change');

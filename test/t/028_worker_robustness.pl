@@ -65,7 +65,7 @@ $offset = -s $node->logfile;
 $node->restart;
 $log = slurp_file($node->logfile, $offset);
 unlike($log, qr/FATAL/, '(2) no FATAL at a restart');
-like($log, qr/LOG:  pgsink: stream worker stopping: shutdown requested/,
+like($log, qr/LOG:  pgsink: stream worker stopping: terminated/,
 	'(2) the stop is logged as routine');
 
 # (3) pgsink.database changes to a database the slot does not belong to.
