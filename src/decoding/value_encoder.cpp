@@ -333,7 +333,8 @@ int fix_output_settings(bool for_session)
  * says exactly what a reader finds. Several types (a value that is a number
  * or, when not finite, a string) are listed for the union the field's type
  * is built into. int8 and numeric are strings (exact beyond 2^53), bytea is
- * base64 text, json and jsonb are embedded (see README, "The changelog").
+ * base64 text; json and jsonb are embedded JSON, marked "pg_json":"embedded"
+ * (see README, "The changelog").
  */
 std::string avro_type_of(const ValueEncoder &enc)
 {
@@ -349,6 +350,14 @@ std::string avro_type_of(const ValueEncoder &enc)
         return "\"boolean\"";
     case ValueKind::array:
         return "{\"type\":\"array\",\"items\":[" + avro_type_of(*enc.elem) + ",\"null\"]}";
+    case ValueKind::json:
+    case ValueKind::jsonb:
+        /*
+         * Embedded JSON of any shape: Avro has no type for it (a recursive
+         * union needs a named record, which JSON values are not). The type
+         * says so instead of naming a shape it does not have.
+         */
+        return "{\"type\":\"string\",\"pg_json\":\"embedded\"}";
     default:
         return "\"string\""; /* int8, numeric, bytea (base64), text forms */
     }
