@@ -61,6 +61,7 @@ struct SharedState {
     /* The worker failed this many times in a row with one error at one slot position. */
     int same_failures;
     XLogRecPtr failed_at; /* the slot position of the last failure */
+    bool worker_streamed; /* the current worker completed a round: it was healthy */
 };
 
 /* Attached in every process by the shmem startup hook. */

@@ -190,8 +190,14 @@ void pgsink_launcher_main(Datum main_arg)
                 pfree(worker);
                 worker = nullptr;
                 TimestampTz now = GetCurrentTimestamp();
-                /* A worker that ran healthily for a while starts over from the first delay. */
-                if (TimestampDifferenceExceeds(worker_started, now, kHealthyRunMs))
+                /*
+                 * A worker that streamed, or ran for a while, was healthy: its
+                 * failure starts the back-off over from the first delay.
+                 */
+                LWLockAcquire(shared_lock, LW_SHARED);
+                bool streamed = shared->worker_streamed;
+                LWLockRelease(shared_lock);
+                if (streamed || TimestampDifferenceExceeds(worker_started, now, kHealthyRunMs))
                     backoff_ms = kFirstBackoffMs;
                 next_start = TimestampTzPlusMilliseconds(now, backoff_ms);
                 LWLockAcquire(shared_lock, LW_EXCLUSIVE);

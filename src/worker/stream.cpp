@@ -259,15 +259,20 @@ void Stream::deliver_and_confirm(XLogRecPtr decoded_upto)
     shared->transactions_delivered += unsynced_txns_;
     if (unsynced_commit_time_ != 0)
         shared->last_commit_time = unsynced_commit_time_;
-    if (!sink_failing_)
+    if (!sink_failing_) {
         shared->state = WorkerState::streaming;
+        shared->worker_streamed = true;
+    }
     /* The worker streams again after failing: the failure is over. */
-    if (!sink_failing_ && shared->same_failures > 0 && confirmed_ > shared->failed_at) {
+    bool recovered = !sink_failing_ && shared->same_failures > 0 && confirmed_ > shared->failed_at;
+    if (recovered) {
         shared->same_failures = 0;
         shared->last_error[0] = '\0';
         shared->last_error_at = 0;
     }
     LWLockRelease(shared_lock);
+    if (recovered)
+        clear_problem(ProblemKind::stuck);
     unsynced_entries_ = 0;
     unsynced_txns_ = 0;
     unsynced_commit_time_ = 0;

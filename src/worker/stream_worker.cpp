@@ -73,6 +73,7 @@ static bool worker_attach()
     shared->worker_procno = MyProc->pgprocno;
     shared->worker_started_at = GetCurrentTimestamp();
     shared->state = WorkerState::starting;
+    shared->worker_streamed = false;
     strlcpy(shared->database, guc_database, NAMEDATALEN);
     strlcpy(shared->slot_name, guc_slot_name, NAMEDATALEN);
     LWLockRelease(shared_lock);

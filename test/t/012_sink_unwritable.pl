@@ -140,6 +140,20 @@ my $pid = worker_pid_status($node, 10);
 kill 'TERM', $pid;
 ok(defined worker_pid_status($node, 30, $pid), 'worker restarted');
 check_blocked('file chmod 000', $file2);
+# A reload while the sink fails restarts the stream in place: no ERROR, no
+# new worker, and it keeps retrying.
+$pid = worker_pid_status($node, 10);
+$log_offset = -s $node->logfile;
+$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
+ok(defined poll_until($node, 'postgres', 'SELECT 1', '1', 5), 'reloaded');
+sleep 2;
+$log = slurp_file($node->logfile, $log_offset);
+like($log, qr/LOG:  pgsink: configuration reloaded while the sink was failing; restarting the stream/,
+	'a reload while the sink fails restarts the stream, logged as LOG');
+unlike($log, qr/ERROR:  .*configuration reloaded/, 'without an ERROR');
+is(worker_pid_status($node, 10), $pid, 'in the same worker');
+is($node->safe_psql('postgres', 'SELECT state FROM pgsink.status'), 'sink retrying',
+	'still retrying');
 # SIGTERM is served while the worker waits to retry.
 $pid = worker_pid_status($node, 10);
 my $t0 = time();

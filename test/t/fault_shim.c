@@ -6,6 +6,11 @@
  * While the file named by PGSINK_FAULT_TRIGGER exists, write()/pwrite() to
  * the file PGSINK_FAULT_TARGET write half of what they are given (a torn
  * tail) and then fail with EIO, and ftruncate() of it fails with EIO.
+ *
+ * While the file named by PGSINK_FAULT_AVRO exists, avro-c refuses every
+ * schema whose JSON contains the word that file holds, as it refuses an
+ * invalid one: pgsink then throws a C++ exception (std::runtime_error).
+ *
  * Everything else passes through untouched.
  */
 #define _GNU_SOURCE
@@ -84,3 +89,30 @@ static int shim_ftruncate(const char *name, int fd, off_t length)
 int ftruncate(int fd, off_t length) { return shim_ftruncate("ftruncate", fd, length); }
 
 int ftruncate64(int fd, off_t length) { return shim_ftruncate("ftruncate64", fd, length); }
+
+/* The word in the file named by PGSINK_FAULT_AVRO, if that file exists. */
+static int avro_marker(char *word, size_t size)
+{
+    const char *path = getenv("PGSINK_FAULT_AVRO");
+    FILE *f;
+    size_t n;
+
+    if (path == NULL || (f = fopen(path, "r")) == NULL)
+        return 0;
+    n = fread(word, 1, size - 1, f);
+    fclose(f);
+    while (n > 0 && (word[n - 1] == '\n' || word[n - 1] == ' '))
+        n--;
+    word[n] = '\0';
+    return n > 0;
+}
+
+int avro_schema_from_json_length(const char *json, size_t length, void **schema)
+{
+    int (*real)(const char *, size_t, void **) =
+        (int (*)(const char *, size_t, void **))dlsym(RTLD_NEXT, "avro_schema_from_json_length");
+    char word[256];
+    if (avro_marker(word, sizeof(word)) && memmem(json, length, word, strlen(word)) != NULL)
+        return EINVAL;
+    return real(json, length, schema);
+}
