@@ -117,6 +117,7 @@ static void set_in_logical_decoding(bool on)
 }
 
 static Stream *the_stream = nullptr;
+bool stream_restart_for_reload = false;
 
 /*
  * Thrown out of a retry wait to restart the stream in place (a reload). In
@@ -202,12 +203,14 @@ template <typename F> void Stream::with_retry(F &&f)
                         PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
         CHECK_FOR_INTERRUPTS();
-        if (ConfigReloadPending)
+        if (ConfigReloadPending) {
             /*
              * A fix may be in the new configuration: restart the stream
              * (from the slot's confirmed position) to apply it.
              */
+            stream_restart_for_reload = true;
             throw StreamRestart();
+        }
         backoff_ms = std::min<long>(backoff_ms * 2, guc_retry_max_interval_ms);
     }
 }
@@ -514,6 +517,7 @@ long stream_step()
     try {
         return stream().step();
     } catch (const StreamRestart &) {
+        stream_restart_for_reload = false; /* caught between rounds: restarted in place */
         ereport(LOG, (errmsg("pgsink: configuration reloaded while the sink was failing; "
                              "restarting the stream from the slot's confirmed position to "
                              "apply it")));

@@ -13,6 +13,13 @@ namespace pgsink
  */
 long stream_step();
 
+/*
+ * Set when the stream had to stop for a reload in the middle of decoding:
+ * the ERROR that ends the worker then is routine (logged as LOG, not
+ * recorded as a failure), and the restarted worker applies the reload.
+ */
+extern bool stream_restart_for_reload;
+
 /* Release the slot and the decoding context (shutdown, misconfiguration). */
 void stream_stop();
 

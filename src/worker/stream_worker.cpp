@@ -187,6 +187,14 @@ static constexpr int kStuckAfter = 3;
 static void report_fatal_error()
 {
     MemoryContextSwitchTo(TopMemoryContext);
+    if (stream_restart_for_reload) {
+        /* A reload in the middle of a transaction's delivery: routine, see stream.h. */
+        ErrorData *edata = CopyErrorData();
+        FlushErrorState();
+        ereport(LOG, (errmsg("pgsink: %s", edata->message ? edata->message : "restarting")));
+        set_worker_state(WorkerState::backing_off);
+        return;
+    }
     ErrorData *edata = CopyErrorData();
     const char *message = edata->message ? edata->message : "unknown error";
     SlotState slot = read_slot_state(guc_slot_name);

@@ -130,5 +130,35 @@ like(slurp_file($node->logfile, $log_offset), qr/WARNING:  pgsink: file ".*" was
 	'(4) the log says the file was deleted');
 like(last_error(), qr/was deleted/, '(4) pgsink.status says so');
 
+# (5) The disk is full in the middle of a big transaction (writes fail, their
+# undo works: retried in place), and the configuration is reloaded: the
+# worker restarts to apply it, as routine (LOG), and nothing is lost.
+$node->safe_psql('postgres', "ALTER SYSTEM SET pgsink.batch_bytes = '64kB'");
+$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
+sleep 1;
+open($fh, '>', $trigger) or die;
+print $fh "writes";
+close $fh;
+$log_offset = -s $node->logfile;
+$node->safe_psql('postgres',
+	"INSERT INTO t SELECT g, repeat('x', 200), '{}' FROM generate_series(2000000, 2005000) g");
+$seen = 0;
+for (1 .. 150)
+{
+	$seen = 1, last if last_error() =~ /could not write/;
+	usleep(100_000);
+}
+ok($seen, '(5) the full disk is in pgsink.status') or diag(status_row($node));
+$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
+sleep 2;
+unlink $trigger;
+wait_delivered($node, 'postgres', '(5) after the disk has room again');
+my $log5 = slurp_file($node->logfile, $log_offset);
+like($log5, qr/LOG:  pgsink: .*configuration reloaded while the sink was failing/,
+	'(5) the reload restarts the stream, logged as LOG');
+unlike($log5, qr/ERROR:  .*configuration reloaded/, '(5) without an ERROR');
+is(scalar(grep { /"id":"2005000"/ } split /\n/, slurp_file($file)), 1,
+	'(5) the big transaction arrived once');
+
 $node->stop;
 done_testing();

@@ -5,7 +5,8 @@
  *
  * While the file named by PGSINK_FAULT_TRIGGER exists, write()/pwrite() to
  * the file PGSINK_FAULT_TARGET write half of what they are given (a torn
- * tail) and then fail with EIO, and ftruncate() of it fails with EIO.
+ * tail) and then fail with EIO, and ftruncate() of it fails with EIO
+ * (unless the trigger file holds "writes": then only writes fail).
  *
  * While the file named by PGSINK_FAULT_AVRO exists, avro-c refuses every
  * schema whose JSON contains the word that file holds, as it refuses an
@@ -22,7 +23,12 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-static int targeted(int fd)
+/*
+ * Is fd the target file while the trigger exists? for_truncate: the call is
+ * ftruncate(), which a trigger file holding "writes" lets through (a full
+ * disk: writes fail, their undo works).
+ */
+static int targeted_call(int fd, int for_truncate)
 {
     const char *trigger = getenv("PGSINK_FAULT_TRIGGER");
     const char *target = getenv("PGSINK_FAULT_TARGET");
@@ -31,6 +37,17 @@ static int targeted(int fd)
 
     if (trigger == NULL || target == NULL || access(trigger, F_OK) != 0)
         return 0;
+    if (for_truncate) {
+        char mode[16] = "";
+        FILE *f = fopen(trigger, "r");
+        if (f != NULL) {
+            size_t got = fread(mode, 1, sizeof(mode) - 1, f);
+            mode[got] = '\0';
+            fclose(f);
+        }
+        if (strncmp(mode, "writes", 6) == 0)
+            return 0;
+    }
     snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
     n = readlink(link, path, sizeof(path) - 1);
     if (n < 0)
@@ -38,6 +55,8 @@ static int targeted(int fd)
     path[n] = '\0';
     return strcmp(path, target) == 0;
 }
+
+static int targeted(int fd) { return targeted_call(fd, 0); }
 
 ssize_t write(int fd, const void *buf, size_t count)
 {
@@ -79,7 +98,7 @@ ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset)
 static int shim_ftruncate(const char *name, int fd, off_t length)
 {
     int (*real)(int, off_t) = (int (*)(int, off_t))dlsym(RTLD_NEXT, name);
-    if (targeted(fd)) {
+    if (targeted_call(fd, 1)) {
         errno = EIO;
         return -1;
     }
