@@ -101,18 +101,14 @@ void clear_error()
 void set_problem(ProblemKind kind, const char *message)
 {
     LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-    strlcpy(shared->problem, message, sizeof(shared->problem));
-    shared->problem_kind = static_cast<int>(kind);
+    strlcpy(shared->problems[static_cast<int>(kind)], message, kErrorLen);
     LWLockRelease(shared_lock);
 }
 
 void clear_problem(ProblemKind kind)
 {
     LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-    if (shared->problem_kind == static_cast<int>(kind)) {
-        shared->problem[0] = '\0';
-        shared->problem_kind = static_cast<int>(ProblemKind::none);
-    }
+    shared->problems[static_cast<int>(kind)][0] = '\0';
     LWLockRelease(shared_lock);
 }
 

@@ -51,17 +51,17 @@ struct SharedState {
     char last_error[kErrorLen];
     TimestampTz last_error_at;
     /*
-     * A problem that needs an operator, found while running (the slot was
+     * Problems that need an operator, found while running (the slot was
      * lost, belongs to another database, decoding is stuck), for
      * pgsink.status().config_problem; empty if none.
      */
-    char problem[kErrorLen];
-    int problem_kind;         /* ProblemKind */
-    TimestampTz slot_lost_at; /* the slot was recreated while tables were captured; 0: no */
+    char problems[4][kErrorLen]; /* by ProblemKind; [0] unused */
+    TimestampTz slot_lost_at;    /* the slot was recreated while tables were captured; 0: no */
     /* The worker failed this many times in a row with one error at one slot position. */
     int same_failures;
     XLogRecPtr failed_at; /* the slot position of the last failure */
-    bool worker_streamed; /* the current worker completed a round: it was healthy */
+    bool worker_streamed; /* the current worker made progress: it was healthy */
+    bool restart_now;     /* the worker exited to apply a reload: start the next at once */
 };
 
 /* Attached in every process by the shmem startup hook. */
@@ -74,9 +74,9 @@ void request_shared_state();
 void record_error(const char *message);
 /* The error is over (the sink or the worker recovered): pgsink.status() stops showing it. */
 void clear_error();
-/* What shared->problem is about: each is cleared by what ends it. */
+/* Kinds of shared->problems: each is set and cleared by what starts and ends it. */
 enum class ProblemKind : int { none = 0, slot_database, slot_lost, stuck };
-/* Set the problem pgsink.status() shows in config_problem. */
+/* Set a problem pgsink.status() shows in config_problem. */
 void set_problem(ProblemKind kind, const char *message);
 /* Clear it, if it is of that kind. */
 void clear_problem(ProblemKind kind);

@@ -6,8 +6,10 @@
  * between its add_table() and the worker's first start.
  */
 #include <algorithm>
+#include <vector>
 
 #include "decoding/slot.h"
+#include "core/shared_state.h"
 
 extern "C" {
 #include "access/xact.h"
@@ -25,6 +27,7 @@ extern "C" {
 #include "storage/latch.h"
 #include "storage/standby.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 }
 
 namespace pgsink
@@ -95,13 +98,16 @@ static bool slot_ready(const char *name)
 static void heal_new_slot()
 {
     XLogRecPtr consistent = MyReplicationSlot->data.confirmed_flush;
+    if (MyReplicationSlot->data.restart_lsn >= consistent)
+        return;
+    /* One context, read forward: a long wait never re-reads the WAL it has read. */
+    LogicalDecodingContext *ctx = CreateDecodingContext(
+        InvalidXLogRecPtr, NIL, true, wal_reader_routine(), nullptr, nullptr, nullptr);
+    XLogBeginRead(ctx->reader, MyReplicationSlot->data.restart_lsn);
     long wait_ms = 10;
-    for (int round = 0; MyReplicationSlot->data.restart_lsn < consistent; round++) {
+    for (int round = 0;; round++) {
         XLogRecPtr upto = LogStandbySnapshot();
         XLogFlush(upto);
-        LogicalDecodingContext *ctx = CreateDecodingContext(
-            InvalidXLogRecPtr, NIL, true, wal_reader_routine(), nullptr, nullptr, nullptr);
-        XLogBeginRead(ctx->reader, MyReplicationSlot->data.restart_lsn);
         while (ctx->reader->EndRecPtr < upto) {
             char *errm = nullptr;
             XLogRecord *record = XLogReadRecord(ctx->reader, &errm);
@@ -112,7 +118,6 @@ static void heal_new_slot()
             CHECK_FOR_INTERRUPTS();
         }
         LogicalConfirmReceivedLocation(ctx->reader->EndRecPtr);
-        FreeDecodingContext(ctx);
         if (MyReplicationSlot->data.restart_lsn >= consistent)
             break;
         if (round == 10)
@@ -122,49 +127,93 @@ static void heal_new_slot()
         (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms,
                         PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
+        CHECK_FOR_INTERRUPTS();
         wait_ms = std::min<long>(wait_ms * 2, 1000);
     }
+    FreeDecodingContext(ctx);
     ReplicationSlotMarkDirty();
     ReplicationSlotSave();
 }
 
-void ensure_slot(const char *name)
+/* The error for a transaction that has written and would have to wait for (or make) the slot. */
+static void refuse_in_written_transaction(const char *name)
 {
-    /* A slot being created by someone else is not ready: wait for it on the lock below. */
+    if (IsTransactionState() && GetTopTransactionIdIfAny() != InvalidTransactionId)
+        ereport(ERROR,
+                (errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+                 errmsg("pgsink's replication slot \"%s\" is not ready yet, and a transaction "
+                        "that has already written cannot wait for it or create it",
+                        name),
+                 errhint("Call pgsink.add_table() in a transaction of its own: the slot is "
+                         "created then.")));
+}
+
+bool ensure_slot(const char *name)
+{
     if (slot_ready(name))
-        return;
+        return false;
+    /*
+     * Creating the slot waits for running transactions (and so does healing
+     * it): a transaction that has written would wait for itself through the
+     * creator, unseen by the deadlock detector. Refuse before waiting.
+     */
+    refuse_in_written_transaction(name);
     /*
      * add_table() and the stream worker may both get here right after CREATE
      * EXTENSION: serialise them on the extension object (which also keeps
      * DROP EXTENSION out) and look again.
      */
     LockDatabaseObject(ExtensionRelationId, get_extension_oid("pgsink", false), 0, ExclusiveLock);
-    if (SearchNamedReplicationSlot(name, true) != nullptr)
-        return; /* made while we waited for the lock (or not ours: the caller checks) */
-    if (IsTransactionState() && GetTopTransactionIdIfAny() != InvalidTransactionId)
-        ereport(ERROR,
-                (errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-                 errmsg("pgsink's replication slot \"%s\" does not exist yet, and it cannot be "
-                        "created in a transaction that has already written",
-                        name),
-                 errhint("Call pgsink.add_table() in a transaction of its own: the slot is "
-                         "created then.")));
+    /* A creator that failed releases the lock before its slot is dropped: give it a moment. */
+    for (int i = 0;
+         i < 200 && SearchNamedReplicationSlot(name, true) != nullptr && !slot_ready(name); i++) {
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
+                        PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+        CHECK_FOR_INTERRUPTS();
+    }
+    if (SearchNamedReplicationSlot(name, true) != nullptr) {
+        if (!slot_ready(name))
+            ereport(ERROR, (errcode(ERRCODE_OBJECT_IN_USE),
+                            errmsg("replication slot \"%s\" is still being created by another "
+                                   "session",
+                                   name),
+                            errhint("Try again in a moment.")));
+        return false; /* made while we waited for the lock (or not ours: the caller checks) */
+    }
 
     CheckLogicalDecodingRequirements();
     ereport(LOG, (errmsg("pgsink: creating logical replication slot \"%s\"", name)));
     ReplicationSlotCreate(name, true, RS_EPHEMERAL, false);
-    LogicalDecodingContext *ctx = CreateInitDecodingContext(
-        "pgsink", NIL, false, InvalidXLogRecPtr, wal_reader_routine(), nullptr, nullptr, nullptr);
-    DecodingContextFindStartpoint(ctx);
-    FreeDecodingContext(ctx);
     /*
-     * Still ephemeral while it heals: a concurrent add_table() does not take
-     * it for ready (slot_ready()) and waits on the lock above, so nothing
-     * it captures can fall inside the range the healing skips.
+     * An error (a cancel while waiting, say) caught by the caller in a
+     * subtransaction would otherwise leave the half-made slot acquired by
+     * this session: release it, which drops an ephemeral slot.
      */
-    heal_new_slot();
+    PG_TRY();
+    {
+        LogicalDecodingContext *ctx =
+            CreateInitDecodingContext("pgsink", NIL, false, InvalidXLogRecPtr, wal_reader_routine(),
+                                      nullptr, nullptr, nullptr);
+        DecodingContextFindStartpoint(ctx);
+        FreeDecodingContext(ctx);
+        /*
+         * Still ephemeral while it heals: a concurrent add_table() does not
+         * take it for ready (slot_ready()) and waits on the lock above, so
+         * nothing it captures can fall inside the range the healing skips.
+         */
+        heal_new_slot();
+    }
+    PG_CATCH();
+    {
+        if (MyReplicationSlot != nullptr)
+            ReplicationSlotRelease();
+        PG_RE_THROW();
+    }
+    PG_END_TRY();
     ReplicationSlotPersist();
     ReplicationSlotRelease();
+    return true;
 }
 
 } // namespace pgsink
@@ -172,18 +221,21 @@ void ensure_slot(const char *name)
 namespace pgsink
 {
 
-const char *slot_database_problem(const char *name)
+Oid slot_foreign_database(const char *name)
 {
-    static char message[1024];
     ReplicationSlot *slot = SearchNamedReplicationSlot(name, true);
     if (slot == nullptr)
-        return nullptr;
+        return InvalidOid;
     SpinLockAcquire(&slot->mutex);
     Oid database = slot->data.database;
     bool logical = SlotIsLogical(slot);
     SpinLockRelease(&slot->mutex);
-    if (!logical || database == MyDatabaseId)
-        return nullptr;
+    return logical && database != MyDatabaseId ? database : InvalidOid;
+}
+
+const char *slot_database_problem(const char *name, Oid database)
+{
+    static char message[1024];
     SetCurrentStatementStartTimestamp();
     StartTransactionCommand();
     const char *dbname = get_database_name(database);
@@ -199,24 +251,67 @@ const char *slot_database_problem(const char *name)
 
 std::string abandoned_slots(const char *name, Oid database)
 {
-    std::string names;
+    std::vector<NameData> found;
+    found.reserve(max_replication_slots);
     LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
     for (int i = 0; i < max_replication_slots; i++) {
         ReplicationSlot *s = &ReplicationSlotCtl->replication_slots[i];
         if (!s->in_use)
             continue;
-        SpinLockAcquire(&s->mutex);
-        if (s->data.database == database && s->active_pid == 0 &&
-            strcmp(NameStr(s->data.plugin), "pgsink") == 0 &&
-            strcmp(NameStr(s->data.name), name) != 0) {
-            if (!names.empty())
-                names.append(", ");
-            names.append(NameStr(s->data.name));
-        }
+        NameData slot_name;
+        SpinLockAcquire(&s->mutex); /* no allocation while it is held */
+        bool unused = s->data.database == database && s->active_pid == 0 &&
+                      s->data.persistency == RS_PERSISTENT &&
+                      strcmp(NameStr(s->data.plugin), "pgsink") == 0 &&
+                      strcmp(NameStr(s->data.name), name) != 0;
+        slot_name = s->data.name;
         SpinLockRelease(&s->mutex);
+        if (unused && found.size() < found.capacity())
+            found.push_back(slot_name);
     }
     LWLockRelease(ReplicationSlotControlLock);
+    std::string names;
+    for (const NameData &n : found) {
+        if (!names.empty())
+            names.append(", ");
+        names.append(NameStr(n));
+    }
     return names;
+}
+
+/*
+ * The slot was recreated while tables were captured: the changes committed
+ * between its last confirmed position and the new slot's start are lost.
+ * Say so loudly, in the log and in pgsink.status, until every captured
+ * table is re-imported (pgsink.reimport() clears it).
+ */
+void report_lost_slot(const char *name, int64 captured, XLogRecPtr to)
+{
+    XLogRecPtr from;
+    LWLockAcquire(shared_lock, LW_SHARED);
+    from = shared->confirmed_lsn;
+    LWLockRelease(shared_lock);
+    char range[128];
+    if (from != InvalidXLogRecPtr)
+        snprintf(range, sizeof(range), "between %X/%X and %X/%X", static_cast<uint32>(from >> 32),
+                 static_cast<uint32>(from), static_cast<uint32>(to >> 32), static_cast<uint32>(to));
+    else
+        snprintf(range, sizeof(range), "before %X/%X (since its last confirmed position)",
+                 static_cast<uint32>(to >> 32), static_cast<uint32>(to));
+    char message[kErrorLen];
+    snprintf(message, sizeof(message),
+             "replication slot \"%s\" was missing while %lld tables were captured, and was "
+             "created again: changes committed %s were lost; call pgsink.reimport() for each "
+             "captured table",
+             name, static_cast<long long>(captured), range);
+    ereport(WARNING,
+            (errmsg("pgsink: %s", message),
+             errdetail("The slot was dropped, or did not survive a failover or a restore."),
+             errhint("SELECT pgsink.reimport(\"table\") FROM pgsink.tables;")));
+    set_problem(ProblemKind::slot_lost, message);
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    shared->slot_lost_at = GetCurrentTimestamp();
+    LWLockRelease(shared_lock);
 }
 
 } // namespace pgsink

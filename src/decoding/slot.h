@@ -33,13 +33,23 @@ XLogReaderRoutine *wal_reader_routine();
  * pg_create_logical_replication_slot() does: waits for running transactions
  * to find a consistent point. Must run in a transaction, before it writes.
  */
-void ensure_slot(const char *name);
+bool ensure_slot(const char *name); /* true if it created the slot */
+
+/*
+ * The slot was missing while captured tables were captured and has just
+ * been created again (starting at to): the changes committed meanwhile are
+ * lost. A WARNING, and pgsink.status asks for reimport() (see stream.cpp).
+ */
+void report_lost_slot(const char *name, int64 captured, XLogRecPtr to);
+
+/* The database of the logical slot named name if it is not this one; else InvalidOid. */
+Oid slot_foreign_database(const char *name);
 
 /*
  * Why the slot named name cannot be used from this database (it belongs to
- * another one), with what to do; nullptr if it can. Runs a transaction.
+ * database), with what to do. Runs a transaction.
  */
-const char *slot_database_problem(const char *name);
+const char *slot_database_problem(const char *name, Oid database);
 
 /*
  * The slots of plugin pgsink in this database that nobody uses and that are

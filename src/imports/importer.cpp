@@ -497,6 +497,40 @@ static XLogRecPtr write_watermark(char kind, int64 job, uint64 chunk_no)
     return LogLogicalMessage(kImportMessagePrefix, message, len, false);
 }
 
+/*
+ * After the slot was lost (see report_lost_slot()), pgsink.status asks for
+ * re-imports until each captured table that can be imported has an import
+ * scheduled since, committed. Runs in the worker's transaction.
+ */
+static void clear_lost_slot_problem_if_reimported()
+{
+    LWLockAcquire(shared_lock, LW_SHARED);
+    TimestampTz lost_at = shared->slot_lost_at;
+    LWLockRelease(shared_lock);
+    if (lost_at == 0)
+        return;
+    Oid types[1] = {TIMESTAMPTZOID};
+    Datum values[1] = {TimestampTzGetDatum(lost_at)};
+    int rc =
+        SPI_execute_with_args("SELECT FROM pgsink.captured_tables c "
+                              "WHERE EXISTS (SELECT FROM pg_catalog.pg_index i "
+                              "              WHERE i.indrelid OPERATOR(pg_catalog.=) c.relid "
+                              "                AND (i.indisprimary OR i.indisreplident)) "
+                              "  AND NOT EXISTS (SELECT FROM pgsink.import_jobs j "
+                              "                  WHERE j.relid OPERATOR(pg_catalog.=) c.relid "
+                              "                    AND j.created_at OPERATOR(pg_catalog.>=) $1) "
+                              "LIMIT 1",
+                              1, types, values, nullptr, true, 1);
+    if (rc != SPI_OK_SELECT || SPI_processed > 0)
+        return;
+    clear_problem(ProblemKind::slot_lost);
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    shared->slot_lost_at = 0;
+    LWLockRelease(shared_lock);
+    ereport(LOG, (errmsg("pgsink: every captured table was re-imported after the replication "
+                         "slot was lost")));
+}
+
 bool Importer::read_next_chunk()
 {
     if (chunk_)
@@ -521,6 +555,7 @@ bool Importer::read_next_chunk()
         PushActiveSnapshot(GetTransactionSnapshot());
     });
     try {
+        pg_call([] { clear_lost_slot_problem_if_reimported(); });
         JobRow job;
         if (!pg_call([&] { return pick_job(&job); })) {
             job_active_ = false;

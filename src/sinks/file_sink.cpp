@@ -220,12 +220,23 @@ void FileSink::open(uint64_t replay_from)
         if (fd_ < 0)
             fail("open", errno, true);
         recovered_ = false;
-        sync_directory();
+        /* Who the file is, first: a retry of what follows finds fd_ open. */
         struct stat st;
-        if (fstat(fd_, &st) != 0)
-            fail("stat", errno, true);
+        if (fstat(fd_, &st) != 0) {
+            int err = errno;
+            ::close(fd_);
+            fd_ = -1;
+            fail("stat", err, true);
+        }
         dev_ = st.st_dev;
         ino_ = st.st_ino;
+        try {
+            sync_directory();
+        } catch (const SinkError &) {
+            ::close(fd_); /* the retry opens (and syncs) again */
+            fd_ = -1;
+            throw;
+        }
     }
     if (!recovered_) {
         truncate_replayed(replay_from);

@@ -19,6 +19,7 @@ extern "C" {
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 #include "miscadmin.h"
+#include "commands/dbcommands.h"
 
 PGDLLEXPORT Datum pgsink_status(PG_FUNCTION_ARGS);
 PG_FUNCTION_INFO_V1(pgsink_status);
@@ -111,12 +112,18 @@ static Datum status(PG_FUNCTION_ARGS)
         add_problem("the replication slot was invalidated because it fell behind "
                     "max_slot_wal_keep_size: changes were lost; drop the slot with "
                     "pg_drop_replication_slot() and re-import the captured tables");
-    if (s.problem[0] != '\0')
-        add_problem(s.problem);
-    std::string abandoned = abandoned_slots(slot_name, MyDatabaseId);
+    for (const char *p : s.problems)
+        if (p[0] != '\0')
+            add_problem(p);
+    /* The slots of pgsink.database, wherever pgsink.status() is called from. */
+    Oid database = get_database_oid(s.database[0] ? s.database : guc_database, true);
+    std::string abandoned = OidIsValid(database) ? abandoned_slots(slot_name, database) : "";
     if (!abandoned.empty())
-        add_problem("replication slots of pgsink that nothing uses hold WAL (" + abandoned +
-                    "): drop each with SELECT pg_drop_replication_slot('name')");
+        add_problem("replication slots of plugin pgsink that the stream worker does not use hold "
+                    "WAL (" +
+                    abandoned +
+                    "): if nothing else reads them (pg_logical_slot_get_changes()), drop each "
+                    "with SELECT pg_drop_replication_slot('name')");
     const char *problem = problems.empty() ? nullptr : problems.c_str();
     set_or_null(COL_LAST_ERROR, s.last_error[0] != '\0', CStringGetTextDatum(s.last_error));
     set_or_null(COL_LAST_ERROR_AT, s.last_error_at != 0, TimestampTzGetDatum(s.last_error_at));

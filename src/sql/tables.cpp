@@ -203,37 +203,6 @@ static bool is_captured(Oid relid)
                         1, types, values) > 0;
 }
 
-/*
- * After the slot was lost (see worker/stream.cpp), pgsink.status says that
- * the captured tables need re-importing until each one that can be imported
- * has an import scheduled since.
- */
-static void clear_lost_slot_problem_if_reimported()
-{
-    LWLockAcquire(shared_lock, LW_SHARED);
-    TimestampTz lost_at = shared->slot_lost_at;
-    LWLockRelease(shared_lock);
-    if (lost_at == 0)
-        return;
-    Oid types[1] = {TIMESTAMPTZOID};
-    Datum values[1] = {TimestampTzGetDatum(lost_at)};
-    uint64 missing =
-        run_as_owner("SELECT FROM pgsink.captured_tables c "
-                     "WHERE EXISTS (SELECT FROM pg_catalog.pg_index i "
-                     "              WHERE i.indrelid OPERATOR(pg_catalog.=) c.relid "
-                     "                AND (i.indisprimary OR i.indisreplident)) "
-                     "  AND NOT EXISTS (SELECT FROM pgsink.import_jobs j "
-                     "                  WHERE j.relid OPERATOR(pg_catalog.=) c.relid "
-                     "                    AND j.created_at OPERATOR(pg_catalog.>=) $1)",
-                     1, types, values);
-    if (missing > 0)
-        return;
-    clear_problem(ProblemKind::slot_lost);
-    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-    shared->slot_lost_at = 0;
-    LWLockRelease(shared_lock);
-}
-
 static Datum reimport(PG_FUNCTION_ARGS)
 {
     Oid relid = PG_GETARG_OID(0);
@@ -255,7 +224,6 @@ static Datum reimport(PG_FUNCTION_ARGS)
                         errhint("Use pgsink.add_table(), which imports the table too.")));
     end_unfinished_imports(relid, "expired", "replaced by a new import");
     int64 id = schedule_import(relid, false);
-    clear_lost_slot_problem_if_reimported();
     wake_worker_at_commit();
     PG_RETURN_INT64(id);
 }
@@ -285,7 +253,13 @@ static Datum add_table(PG_FUNCTION_ARGS)
         OidIsValid(RelationGetReplicaIndex(rel)) || OidIsValid(RelationGetPrimaryKeyIndex(rel));
     relation_close(rel, NoLock);
     /* Before this transaction writes: changes are captured from its commit on. */
-    ensure_slot(guc_slot_name);
+    if (ensure_slot(guc_slot_name)) {
+        /* Made here: if tables were captured already, the old slot was lost. */
+        uint64 captured = run_as_owner("SELECT FROM pgsink.captured_tables", 0, nullptr, nullptr);
+        if (captured > 0)
+            report_lost_slot(guc_slot_name, static_cast<int64>(captured),
+                             read_slot_state(guc_slot_name).confirmed_flush);
+    }
 
     /* Recorded as the caller, not as the owner the insert runs as. */
     Oid types[2] = {OIDOID, NAMEOID};

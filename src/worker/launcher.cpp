@@ -190,18 +190,29 @@ void pgsink_launcher_main(Datum main_arg)
                 pfree(worker);
                 worker = nullptr;
                 TimestampTz now = GetCurrentTimestamp();
-                /*
-                 * A worker that streamed, or ran for a while, was healthy: its
-                 * failure starts the back-off over from the first delay.
-                 */
-                LWLockAcquire(shared_lock, LW_SHARED);
-                bool streamed = shared->worker_streamed;
-                LWLockRelease(shared_lock);
-                if (streamed || TimestampDifferenceExceeds(worker_started, now, kHealthyRunMs))
-                    backoff_ms = kFirstBackoffMs;
-                next_start = TimestampTzPlusMilliseconds(now, backoff_ms);
                 LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-                shared->worker_restarts++;
+                bool streamed = shared->worker_streamed;
+                bool restart_now = shared->restart_now;
+                shared->restart_now = false;
+                pid_t other = shared->worker_pid;
+                LWLockRelease(shared_lock);
+                if (other != 0 && kill(other, 0) == 0) {
+                    /* Ours found an older worker running and left: that one is ours now. */
+                    adopted = other;
+                    continue;
+                }
+                /*
+                 * A worker that exited to apply a reload is started again at
+                 * once. One that made progress, or ran for a while, was
+                 * healthy: its failure starts the back-off over.
+                 */
+                if (restart_now || streamed ||
+                    TimestampDifferenceExceeds(worker_started, now, kHealthyRunMs))
+                    backoff_ms = kFirstBackoffMs;
+                next_start = restart_now ? now : TimestampTzPlusMilliseconds(now, backoff_ms);
+                LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+                if (!restart_now)
+                    shared->worker_restarts++;
                 shared->next_start_at = next_start;
                 if (strcmp(worker_database, guc_database) == 0)
                     shared->state = WorkerState::backing_off;
@@ -236,6 +247,7 @@ void pgsink_launcher_main(Datum main_arg)
                         worker_started = now;
                         LWLockAcquire(shared_lock, LW_EXCLUSIVE);
                         shared->next_start_at = 0;
+                        shared->worker_streamed = false;
                         LWLockRelease(shared_lock);
                     } else {
                         next_start = TimestampTzPlusMilliseconds(now, kDatabasePollMs);

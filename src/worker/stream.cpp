@@ -250,7 +250,8 @@ void Stream::deliver_and_confirm(XLogRecPtr decoded_upto)
     write_batch();
     sink_->sync(); /* a failed fsync is never retried in place: see file_sink.cpp */
 
-    if (decoded_upto > confirmed_) {
+    bool advanced = decoded_upto > confirmed_;
+    if (advanced) {
         LogicalConfirmReceivedLocation(decoded_upto);
         ReplicationSlotMarkDirty();
         confirmed_ = decoded_upto;
@@ -264,7 +265,9 @@ void Stream::deliver_and_confirm(XLogRecPtr decoded_upto)
         shared->last_commit_time = unsynced_commit_time_;
     if (!sink_failing_) {
         shared->state = WorkerState::streaming;
-        shared->worker_streamed = true;
+        /* Healthy: the slot moved, past where the last failure was. */
+        if (advanced && confirmed_ > shared->failed_at)
+            shared->worker_streamed = true;
     }
     /* The worker streams again after failing: the failure is over. */
     bool recovered = !sink_failing_ && shared->same_failures > 0 && confirmed_ > shared->failed_at;
@@ -307,42 +310,6 @@ static int64 count_captured_tables()
     return isnull ? 0 : n;
 }
 
-/*
- * The slot was recreated while tables were captured: the changes committed
- * between its last confirmed position and the new slot's start are lost.
- * Say so loudly, in the log and in pgsink.status, until every captured
- * table is re-imported (pgsink.reimport() clears it).
- */
-static void report_lost_slot(const char *name, int64 captured)
-{
-    XLogRecPtr from;
-    LWLockAcquire(shared_lock, LW_SHARED);
-    from = shared->confirmed_lsn;
-    LWLockRelease(shared_lock);
-    XLogRecPtr to = MyReplicationSlot->data.confirmed_flush;
-    char range[128];
-    if (from != InvalidXLogRecPtr)
-        snprintf(range, sizeof(range), "between %X/%X and %X/%X", static_cast<uint32>(from >> 32),
-                 static_cast<uint32>(from), static_cast<uint32>(to >> 32), static_cast<uint32>(to));
-    else
-        snprintf(range, sizeof(range), "before %X/%X (since its last confirmed position)",
-                 static_cast<uint32>(to >> 32), static_cast<uint32>(to));
-    char message[kErrorLen];
-    snprintf(message, sizeof(message),
-             "replication slot \"%s\" was missing while %lld tables were captured, and was "
-             "created again: changes committed %s were lost; call pgsink.reimport() for each "
-             "captured table",
-             name, static_cast<long long>(captured), range);
-    ereport(WARNING,
-            (errmsg("pgsink: %s", message),
-             errdetail("The slot was dropped, or did not survive a failover or a restore."),
-             errhint("SELECT pgsink.reimport(\"table\") FROM pgsink.tables;")));
-    set_problem(ProblemKind::slot_lost, message);
-    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-    shared->slot_lost_at = GetCurrentTimestamp();
-    LWLockRelease(shared_lock);
-}
-
 void Stream::start()
 {
     if (cxt_ == nullptr)
@@ -359,19 +326,24 @@ void Stream::start()
      */
     bool slot_missing = SearchNamedReplicationSlot(name, true) == nullptr;
     int64 captured = slot_missing ? count_captured_tables() : 0;
-    ensure_slot(name);
+    bool created = ensure_slot(name);
     CommitTransactionCommand();
     use_stream_resource_owner();
     ReplicationSlotAcquire(name, true);
-    if (captured > 0)
-        report_lost_slot(name, captured);
+    if (created && captured > 0)
+        report_lost_slot(name, captured, MyReplicationSlot->data.confirmed_flush);
     std::string abandoned = abandoned_slots(name, MyDatabaseId);
     if (!abandoned.empty())
         ereport(WARNING,
-                (errmsg("pgsink: replication slots of pgsink that nothing uses hold WAL: %s",
+                (errmsg("pgsink: replication slots of plugin pgsink that the stream worker does "
+                        "not use hold WAL: %s",
                         abandoned.c_str()),
-                 errdetail("pgsink now uses slot \"%s\" (pgsink.slot_name).", name),
-                 errhint("Drop each with SELECT pg_drop_replication_slot('name').")));
+                 errdetail("The stream worker uses slot \"%s\" (pgsink.slot_name); the others "
+                           "were left by an earlier pgsink.slot_name, or are read through "
+                           "pg_logical_slot_get_changes().",
+                           name),
+                 errhint("If nothing reads them, drop each with SELECT "
+                         "pg_drop_replication_slot('name').")));
 
     if (strcmp(NameStr(MyReplicationSlot->data.plugin), "pgsink") != 0)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -501,6 +473,11 @@ void Stream::stop()
         sink_->close();
     batch_.clear();
     batch_entries_ = 0;
+    /* Written but not confirmed: cut at the next open and decoded again. */
+    unsynced_entries_ = 0;
+    unsynced_txns_ = 0;
+    unsynced_commit_time_ = 0;
+    sink_failing_ = false;
 }
 
 void Stream::before_catalog_access()

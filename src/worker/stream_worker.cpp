@@ -127,12 +127,15 @@ static void stream_loop()
 
         const char *problem = server_config_problem();
         if (problem == nullptr) {
-            stream_before_catalog_access();
-            problem = slot_database_problem(guc_slot_name);
-            if (problem != nullptr)
+            /* No catalog access (and no cache reset) unless the slot is foreign. */
+            Oid foreign = slot_foreign_database(guc_slot_name);
+            if (OidIsValid(foreign)) {
+                stream_before_catalog_access();
+                problem = slot_database_problem(guc_slot_name, foreign);
                 set_problem(ProblemKind::slot_database, problem);
-            else
+            } else {
                 clear_problem(ProblemKind::slot_database);
+            }
         }
         if (problem != nullptr) {
             if (problem != reported_problem) {
@@ -192,7 +195,10 @@ static void report_fatal_error()
         ErrorData *edata = CopyErrorData();
         FlushErrorState();
         ereport(LOG, (errmsg("pgsink: %s", edata->message ? edata->message : "restarting")));
-        set_worker_state(WorkerState::backing_off);
+        LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+        shared->state = WorkerState::backing_off;
+        shared->restart_now = true; /* the launcher starts the next worker at once */
+        LWLockRelease(shared_lock);
         return;
     }
     ErrorData *edata = CopyErrorData();

@@ -47,6 +47,16 @@ my $xl = $l->query_safe('SELECT txid_current()');
 $node->safe_psql('postgres', 'CREATE EXTENSION pgsink');
 wait_for_lock_on($xl, 'transaction L');
 
+# Meanwhile a transaction that has written cannot wait for the slot (it
+# would wait for itself through the creator, unseen by the deadlock
+# detector): add_table() refuses at once.
+my ($out, $err) = ('', '');
+$node->psql('postgres',
+	"BEGIN; CREATE TABLE w (id int PRIMARY KEY); SELECT pgsink.add_table('w'); COMMIT;",
+	stdout => \$out, stderr => \$err, timeout => 20);
+like($err, qr/replication slot "pgsink" is not ready yet, and a transaction that has already written cannot wait for it/,
+	'add_table() in a written transaction refuses instead of waiting');
+
 $o->query_safe('BEGIN');
 my $xo = $o->query_safe('SELECT txid_current()');
 $node->safe_psql('postgres', 'TRUNCATE t');
