@@ -95,6 +95,7 @@ void clear_error()
     shared->last_error[0] = '\0';
     shared->last_error_at = 0;
     shared->same_failures = 0;
+    shared->sink_error = false;
     LWLockRelease(shared_lock);
 }
 

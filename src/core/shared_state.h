@@ -56,12 +56,15 @@ struct SharedState {
      * pgsink.status().config_problem; empty if none.
      */
     char problems[4][kErrorLen]; /* by ProblemKind; [0] unused */
-    TimestampTz slot_lost_at;    /* the slot was recreated while tables were captured; 0: no */
     /* The worker failed this many times in a row with one error at one slot position. */
     int same_failures;
     XLogRecPtr failed_at; /* the slot position of the last failure */
     bool worker_streamed; /* the current worker made progress: it was healthy */
     bool restart_now;     /* the worker exited to apply a reload: start the next at once */
+    bool sink_error;      /* last_error is the sink's: cleared once the sink works again */
+    /* The slot was lost: re-imports must have job ids above this (see report_lost_slot()). */
+    bool slot_lost;
+    int64 slot_lost_watermark;
 };
 
 /* Attached in every process by the shmem startup hook. */

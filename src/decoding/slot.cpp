@@ -22,6 +22,8 @@ extern "C" {
 #include "replication/decode.h"
 #include "replication/logical.h"
 #include "replication/slot.h"
+#include "replication/reorderbuffer.h"
+#include "storage/procarray.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
@@ -95,15 +97,9 @@ static bool slot_ready(const char *name)
  * then starts from a snapshot serialized after the window. Nothing is
  * captured yet (the caller writes only after this), so nothing is skipped.
  */
-static void heal_new_slot()
+/* heal_new_slot()'s rounds: read to a fresh running-xacts record, confirm, wait. */
+static void heal_rounds(LogicalDecodingContext *ctx, XLogRecPtr consistent)
 {
-    XLogRecPtr consistent = MyReplicationSlot->data.confirmed_flush;
-    if (MyReplicationSlot->data.restart_lsn >= consistent)
-        return;
-    /* One context, read forward: a long wait never re-reads the WAL it has read. */
-    LogicalDecodingContext *ctx = CreateDecodingContext(
-        InvalidXLogRecPtr, NIL, true, wal_reader_routine(), nullptr, nullptr, nullptr);
-    XLogBeginRead(ctx->reader, MyReplicationSlot->data.restart_lsn);
     long wait_ms = 10;
     for (int round = 0;; round++) {
         XLogRecPtr upto = LogStandbySnapshot();
@@ -119,17 +115,49 @@ static void heal_new_slot()
         }
         LogicalConfirmReceivedLocation(ctx->reader->EndRecPtr);
         if (MyReplicationSlot->data.restart_lsn >= consistent)
-            break;
+            return;
         if (round == 10)
             ereport(LOG, (errmsg("pgsink: waiting for older transactions to end before the new "
                                  "replication slot is ready")));
-        /* A transaction older than the consistent point still runs: wait for it. */
-        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms,
-                        PG_WAIT_EXTENSION);
-        ResetLatch(MyLatch);
+        /*
+         * A transaction older than the consistent point still runs: wait for
+         * it on its lock, as slot creation does, so that the deadlock
+         * detector sees the wait (we hold the extension's lock, and maybe a
+         * table's). If the oldest one known has ended already, poll.
+         */
+        ReorderBufferTXN *oldest = ReorderBufferGetOldestTXN(ctx->reorder);
+        if (oldest != nullptr && TransactionIdIsValid(oldest->xid) &&
+            TransactionIdIsInProgress(oldest->xid)) {
+            XactLockTableWait(oldest->xid, nullptr, nullptr, XLTW_None);
+        } else {
+            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms,
+                            PG_WAIT_EXTENSION);
+            ResetLatch(MyLatch);
+            wait_ms = std::min<long>(wait_ms * 2, 1000);
+        }
         CHECK_FOR_INTERRUPTS();
-        wait_ms = std::min<long>(wait_ms * 2, 1000);
     }
+}
+
+static void heal_new_slot()
+{
+    XLogRecPtr consistent = MyReplicationSlot->data.confirmed_flush;
+    if (MyReplicationSlot->data.restart_lsn >= consistent)
+        return;
+    /* One context, read forward: a long wait never re-reads the WAL it has read. */
+    LogicalDecodingContext *volatile ctx = CreateDecodingContext(
+        InvalidXLogRecPtr, NIL, true, wal_reader_routine(), nullptr, nullptr, nullptr);
+    XLogBeginRead(ctx->reader, MyReplicationSlot->data.restart_lsn);
+    PG_TRY();
+    {
+        heal_rounds(ctx, consistent);
+    }
+    PG_CATCH();
+    {
+        FreeDecodingContext(ctx); /* closes its WAL segment, which an abort would not */
+        PG_RE_THROW();
+    }
+    PG_END_TRY();
     FreeDecodingContext(ctx);
     ReplicationSlotMarkDirty();
     ReplicationSlotSave();
@@ -172,7 +200,17 @@ bool ensure_slot(const char *name)
         ResetLatch(MyLatch);
         CHECK_FOR_INTERRUPTS();
     }
-    if (SearchNamedReplicationSlot(name, true) != nullptr) {
+    if (ReplicationSlot *other = SearchNamedReplicationSlot(name, true)) {
+        SpinLockAcquire(&other->mutex);
+        bool temporary = other->data.persistency == RS_TEMPORARY;
+        int pid = other->active_pid;
+        SpinLockRelease(&other->mutex);
+        if (temporary)
+            ereport(ERROR, (errcode(ERRCODE_OBJECT_IN_USE),
+                            errmsg("replication slot \"%s\" is a temporary slot of another "
+                                   "session (PID %d)",
+                                   name, pid),
+                            errhint("Set pgsink.slot_name to a name no other tool uses.")));
         if (!slot_ready(name))
             ereport(ERROR, (errcode(ERRCODE_OBJECT_IN_USE),
                             errmsg("replication slot \"%s\" is still being created by another "
@@ -283,9 +321,10 @@ std::string abandoned_slots(const char *name, Oid database)
  * The slot was recreated while tables were captured: the changes committed
  * between its last confirmed position and the new slot's start are lost.
  * Say so loudly, in the log and in pgsink.status, until every captured
- * table is re-imported (pgsink.reimport() clears it).
+ * table has an import job above job_watermark (the newest job id when the
+ * loss was found), committed: the worker checks (importer.cpp).
  */
-void report_lost_slot(const char *name, int64 captured, XLogRecPtr to)
+void report_lost_slot(const char *name, int64 captured, XLogRecPtr to, int64 job_watermark)
 {
     XLogRecPtr from;
     LWLockAcquire(shared_lock, LW_SHARED);
@@ -308,9 +347,10 @@ void report_lost_slot(const char *name, int64 captured, XLogRecPtr to)
             (errmsg("pgsink: %s", message),
              errdetail("The slot was dropped, or did not survive a failover or a restore."),
              errhint("SELECT pgsink.reimport(\"table\") FROM pgsink.tables;")));
-    set_problem(ProblemKind::slot_lost, message);
-    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-    shared->slot_lost_at = GetCurrentTimestamp();
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE); /* message and watermark together */
+    strlcpy(shared->problems[static_cast<int>(ProblemKind::slot_lost)], message, kErrorLen);
+    shared->slot_lost = true;
+    shared->slot_lost_watermark = job_watermark;
     LWLockRelease(shared_lock);
 }
 

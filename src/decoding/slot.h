@@ -40,7 +40,7 @@ bool ensure_slot(const char *name); /* true if it created the slot */
  * been created again (starting at to): the changes committed meanwhile are
  * lost. A WARNING, and pgsink.status asks for reimport() (see stream.cpp).
  */
-void report_lost_slot(const char *name, int64 captured, XLogRecPtr to);
+void report_lost_slot(const char *name, int64 captured, XLogRecPtr to, int64 job_watermark);
 
 /* The database of the logical slot named name if it is not this one; else InvalidOid. */
 Oid slot_foreign_database(const char *name);

@@ -505,28 +505,34 @@ static XLogRecPtr write_watermark(char kind, int64 job, uint64 chunk_no)
 static void clear_lost_slot_problem_if_reimported()
 {
     LWLockAcquire(shared_lock, LW_SHARED);
-    TimestampTz lost_at = shared->slot_lost_at;
+    bool lost = shared->slot_lost;
+    int64 watermark = shared->slot_lost_watermark;
     LWLockRelease(shared_lock);
-    if (lost_at == 0)
+    if (!lost)
         return;
-    Oid types[1] = {TIMESTAMPTZOID};
-    Datum values[1] = {TimestampTzGetDatum(lost_at)};
-    int rc =
-        SPI_execute_with_args("SELECT FROM pgsink.captured_tables c "
-                              "WHERE EXISTS (SELECT FROM pg_catalog.pg_index i "
-                              "              WHERE i.indrelid OPERATOR(pg_catalog.=) c.relid "
-                              "                AND (i.indisprimary OR i.indisreplident)) "
-                              "  AND NOT EXISTS (SELECT FROM pgsink.import_jobs j "
-                              "                  WHERE j.relid OPERATOR(pg_catalog.=) c.relid "
-                              "                    AND j.created_at OPERATOR(pg_catalog.>=) $1) "
-                              "LIMIT 1",
-                              1, types, values, nullptr, true, 1);
+    Oid types[1] = {INT8OID};
+    Datum values[1] = {Int64GetDatum(watermark)};
+    int rc = SPI_execute_with_args("SELECT FROM pgsink.captured_tables c "
+                                   "WHERE EXISTS (SELECT FROM pg_catalog.pg_index i "
+                                   "              WHERE i.indrelid OPERATOR(pg_catalog.=) c.relid "
+                                   "                AND (i.indisprimary OR i.indisreplident)) "
+                                   "  AND NOT EXISTS (SELECT FROM pgsink.import_jobs j "
+                                   "                  WHERE j.relid OPERATOR(pg_catalog.=) c.relid "
+                                   "                    AND j.id OPERATOR(pg_catalog.>) $1) "
+                                   "LIMIT 1",
+                                   1, types, values, nullptr, true, 1);
     if (rc != SPI_OK_SELECT || SPI_processed > 0)
         return;
-    clear_problem(ProblemKind::slot_lost);
+    /* Unless a new loss was reported meanwhile. */
     LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-    shared->slot_lost_at = 0;
+    bool same = shared->slot_lost && shared->slot_lost_watermark == watermark;
+    if (same) {
+        shared->slot_lost = false;
+        shared->problems[static_cast<int>(ProblemKind::slot_lost)][0] = '\0';
+    }
     LWLockRelease(shared_lock);
+    if (!same)
+        return;
     ereport(LOG, (errmsg("pgsink: every captured table was re-imported after the replication "
                          "slot was lost")));
 }

@@ -256,9 +256,12 @@ static Datum add_table(PG_FUNCTION_ARGS)
     if (ensure_slot(guc_slot_name)) {
         /* Made here: if tables were captured already, the old slot was lost. */
         uint64 captured = run_as_owner("SELECT FROM pgsink.captured_tables", 0, nullptr, nullptr);
+        int64 newest_job = 0;
+        run_as_owner("SELECT coalesce(pg_catalog.max(id), 0) FROM pgsink.import_jobs", 0, nullptr,
+                     nullptr, &newest_job);
         if (captured > 0)
             report_lost_slot(guc_slot_name, static_cast<int64>(captured),
-                             read_slot_state(guc_slot_name).confirmed_flush);
+                             read_slot_state(guc_slot_name).confirmed_flush, newest_job);
     }
 
     /* Recorded as the caller, not as the owner the insert runs as. */

@@ -199,6 +199,9 @@ void pgsink_launcher_main(Datum main_arg)
                 if (other != 0 && kill(other, 0) == 0) {
                     /* Ours found an older worker running and left: that one is ours now. */
                     adopted = other;
+                    LWLockAcquire(shared_lock, LW_SHARED);
+                    strlcpy(worker_database, shared->database, NAMEDATALEN);
+                    LWLockRelease(shared_lock);
                     continue;
                 }
                 /*
@@ -248,6 +251,7 @@ void pgsink_launcher_main(Datum main_arg)
                         LWLockAcquire(shared_lock, LW_EXCLUSIVE);
                         shared->next_start_at = 0;
                         shared->worker_streamed = false;
+                        shared->restart_now = false;
                         LWLockRelease(shared_lock);
                     } else {
                         next_start = TimestampTzPlusMilliseconds(now, kDatabasePollMs);

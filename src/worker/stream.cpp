@@ -186,6 +186,9 @@ template <typename F> void Stream::with_retry(F &&f)
 
         sink_failing_ = true;
         record_error(message);
+        LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+        shared->sink_error = true;
+        LWLockRelease(shared_lock);
         TimestampTz now = GetCurrentTimestamp();
         LWLockAcquire(shared_lock, LW_EXCLUSIVE);
         shared->state = WorkerState::sink_retrying;
@@ -294,20 +297,28 @@ void Stream::open_sink()
     with_retry([&] { sink_->open(confirmed_); });
 }
 
-/* How many tables are captured; in a transaction. */
-static int64 count_captured_tables()
+/* How many tables are captured, and the newest import job id; in a transaction. */
+static int64 count_captured_tables(int64 *newest_job)
 {
     SPI_connect();
     PushActiveSnapshot(GetTransactionSnapshot());
-    int rc = SPI_execute("SELECT pg_catalog.count(*) FROM pgsink.captured_tables", true, 1);
+    int rc = SPI_execute("SELECT pg_catalog.count(*), "
+                         "  (SELECT coalesce(pg_catalog.max(id), 0) FROM pgsink.import_jobs) "
+                         "FROM pgsink.captured_tables",
+                         true, 1);
     bool isnull = true;
-    int64 n =
-        rc == SPI_OK_SELECT && SPI_processed == 1
-            ? DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))
-            : 0;
+    int64 n = 0;
+    *newest_job = 0;
+    if (rc == SPI_OK_SELECT && SPI_processed == 1) {
+        HeapTuple tup = SPI_tuptable->vals[0];
+        Datum count = SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull);
+        n = isnull ? 0 : DatumGetInt64(count);
+        Datum newest = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull);
+        *newest_job = isnull ? 0 : DatumGetInt64(newest);
+    }
     PopActiveSnapshot();
     SPI_finish();
-    return isnull ? 0 : n;
+    return n;
 }
 
 void Stream::start()
@@ -325,13 +336,14 @@ void Stream::start()
      * failover), and with it the changes committed since it last confirmed.
      */
     bool slot_missing = SearchNamedReplicationSlot(name, true) == nullptr;
-    int64 captured = slot_missing ? count_captured_tables() : 0;
+    int64 newest_job = 0;
+    int64 captured = slot_missing ? count_captured_tables(&newest_job) : 0;
     bool created = ensure_slot(name);
     CommitTransactionCommand();
     use_stream_resource_owner();
     ReplicationSlotAcquire(name, true);
     if (created && captured > 0)
-        report_lost_slot(name, captured, MyReplicationSlot->data.confirmed_flush);
+        report_lost_slot(name, captured, MyReplicationSlot->data.confirmed_flush, newest_job);
     std::string abandoned = abandoned_slots(name, MyDatabaseId);
     if (!abandoned.empty())
         ereport(WARNING,
@@ -364,6 +376,12 @@ void Stream::start()
 
     confirmed_ = MyReplicationSlot->data.confirmed_flush;
     open_sink();
+    /* The sink works (again): a sink error of an earlier stream or worker is over. */
+    LWLockAcquire(shared_lock, LW_SHARED);
+    bool stale_sink_error = shared->sink_error;
+    LWLockRelease(shared_lock);
+    if (stale_sink_error)
+        clear_error();
 
     MemoryContext old = MemoryContextSwitchTo(cxt_);
     worker_consumer = this;
@@ -477,7 +495,6 @@ void Stream::stop()
     unsynced_entries_ = 0;
     unsynced_txns_ = 0;
     unsynced_commit_time_ = 0;
-    sink_failing_ = false;
 }
 
 void Stream::before_catalog_access()

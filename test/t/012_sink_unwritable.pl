@@ -105,6 +105,7 @@ sub check_recovered
 	ok(defined poll_until($node, 'postgres', 'SELECT state FROM pgsink.status', 'streaming', 30),
 		"$label: state returns to 'streaming'");
 	wait_delivered($node, 'postgres', $label);
+	is(status()->{error}, '', "$label: no error left in pgsink.status");
 	workload();    # and it keeps streaming
 	wait_delivered($node, 'postgres', "$label, more changes");
 	my $res = check_exact($node, tables => \%tables, files => \@files, label => $label);
