@@ -143,6 +143,8 @@ void FileSink::truncate_replayed(uint64_t replay_from)
     off_t line_end = end; /* end (exclusive, after '\n') of the line being looked at */
     off_t pos = end;
     bool torn_checked = false;
+    constexpr int kMaxForeignLines = 10000;
+    int foreign_lines = 0;
 
     while (line_end > 0) {
         /* Find the '\n' that ends the previous line: the line starts after it. */
@@ -181,8 +183,22 @@ void FileSink::truncate_replayed(uint64_t replay_from)
         if (pread(fd_, head.data(), head.size(), start) != static_cast<ssize_t>(head.size()))
             fail("read", errno ? errno : EIO, true);
         uint64_t lsn;
-        if (!line_lsn(head, &lsn) || lsn < replay_from)
-            break; /* confirmed, or not ours to judge: keep it and everything before */
+        if (!line_lsn(head, &lsn)) {
+            /*
+             * Not an entry (a line someone else appended, the tail of a line
+             * whose head was rotated away): look further back, so that
+             * unconfirmed entries before it are cut too; it goes with them
+             * if it follows one. A file of other lines only is not ours:
+             * stop after many.
+             */
+            if (++foreign_lines > kMaxForeignLines)
+                break;
+            line_end = start;
+            continue;
+        }
+        foreign_lines = 0;
+        if (lsn < replay_from)
+            break; /* confirmed: keep it and everything before */
         cut = start;
         line_end = start;
     }

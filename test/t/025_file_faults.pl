@@ -160,5 +160,22 @@ unlike($log5, qr/ERROR:  .*configuration reloaded/, '(5) without an ERROR');
 is(scalar(grep { /"id":"2005000"/ } split /\n/, slurp_file($file)), 1,
 	'(5) the big transaction arrived once');
 
+# (6) A line that is not an entry, after entries the slot has not
+# confirmed: the cut at start-up looks past it and removes them (they are
+# decoded and written again), instead of stopping there and keeping them
+# as duplicates.
+$node->stop;
+open($fh, '>>', $file) or die;
+print $fh '{"timestamp":"2026-01-01T00:00:00+00:00","sequence":1,"namespace":"public",'
+  . '"name":"t","op":"insert","lsn":"FFFFFFFF/0","xid":1,"before":null,'
+  . '"after":{"id":"-1"}}' . "\n";
+print $fh "a line someone else appended\n";
+close $fh;
+$node->start;
+wait_delivered($node, 'postgres', '(6) after the restart');
+my $after = slurp_file($file);
+unlike($after, qr/"id":"-1"/, '(6) the unconfirmed entry before the foreign line is cut');
+unlike($after, qr/someone else/, '(6) and the foreign line after it');
+
 $node->stop;
 done_testing();
