@@ -62,12 +62,19 @@ CREATE SCHEMA evil AUTHORIZATION regress_eve;
 CREATE TABLE public.sec_t (id int PRIMARY KEY);
 GRANT SELECT ON public.sec_t TO regress_eve;
 SET ROLE regress_eve;
-CREATE FUNCTION evil.escalate_eq(a oid, b oid) RETURNS boolean
+CREATE FUNCTION evil.escalate() RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
         EXECUTE 'ALTER ROLE regress_eve SUPERUSER';
     END IF;
+END
+$$;
+-- Look-alikes of the equality operators pgsink's statements use.
+CREATE FUNCTION evil.escalate_eq(a oid, b oid) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM evil.escalate();
     RETURN a OPERATOR(pg_catalog.=) b;
 END
 $$;
@@ -75,9 +82,7 @@ CREATE OPERATOR evil.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = evil.escalate_
 CREATE FUNCTION evil.escalate_text_eq(a text, b text) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
-        EXECUTE 'ALTER ROLE regress_eve SUPERUSER';
-    END IF;
+    PERFORM evil.escalate();
     RETURN a OPERATOR(pg_catalog.=) b;
 END
 $$;

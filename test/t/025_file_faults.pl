@@ -27,17 +27,8 @@ my $node = pgsink_node('file_faults');
 my $file = sink_file($node);
 my $dir = $node->basedir;
 
-# The fault shim, preloaded into the server's processes.
-my $shim = "$dir/fault_shim.so";
-system('cc', '-shared', '-fPIC', '-O1', '-o', $shim, "$FindBin::RealBin/fault_shim.c", '-ldl') == 0
-  or BAIL_OUT('cannot build fault_shim.so');
 my $trigger = "$dir/fail_writes";
-{
-	local $ENV{LD_PRELOAD} = $shim;
-	local $ENV{PGSINK_FAULT_TRIGGER} = $trigger;
-	local $ENV{PGSINK_FAULT_TARGET} = $file;
-	$node->start;
-}
+start_with_fault_shim($node, PGSINK_FAULT_TRIGGER => $trigger, PGSINK_FAULT_TARGET => $file);
 my %tables = ('public.t' => ['id']);
 
 $node->safe_psql('postgres', q{

@@ -22,15 +22,8 @@ use Test::More;
 
 my $node = pgsink_node('exceptions', extra_conf => "pgsink.retry_max_interval = '2s'\n");
 my $dir = $node->basedir;
-my $shim = "$dir/fault_shim.so";
-system('cc', '-shared', '-fPIC', '-O1', '-o', $shim, "$FindBin::RealBin/fault_shim.c", '-ldl') == 0
-  or BAIL_OUT('cannot build fault_shim.so');
 my $marker = "$dir/avro_marker";
-{
-	local $ENV{LD_PRELOAD} = $shim;
-	local $ENV{PGSINK_FAULT_AVRO} = $marker;
-	$node->start;
-}
+start_with_fault_shim($node, PGSINK_FAULT_AVRO => $marker);
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 sub poison
 {

@@ -22,6 +22,7 @@ use Exporter 'import';
 use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use FindBin;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
@@ -29,7 +30,7 @@ our @EXPORT = qw(
   pgsink_node sink_file parse_lsn format_lsn
   check_changelog source_state compare_states check_exact
   poll_until query_retry wait_delivered stream_pid worker_pid_status alive
-  proc_status crash_node start_after_crash file_lines status_row
+  proc_status crash_node start_after_crash file_lines status_row start_with_fault_shim
 );
 
 my $json = JSON::PP->new->utf8->canonical;
@@ -642,6 +643,20 @@ sub start_after_crash
 {
 	my ($node) = @_;
 	$node->{_pid} = undef;
+	$node->start;
+}
+
+# Start $node with test/t/fault_shim.c preloaded into its processes; %env
+# (PGSINK_FAULT_TRIGGER, PGSINK_FAULT_TARGET, PGSINK_FAULT_AVRO) says what
+# it breaks, and when (see fault_shim.c).
+sub start_with_fault_shim
+{
+	my ($node, %env) = @_;
+	my $shim = $node->basedir . '/fault_shim.so';
+	system('cc', '-shared', '-fPIC', '-O1', '-o', $shim, "$FindBin::RealBin/fault_shim.c",
+		'-ldl') == 0
+	  or BAIL_OUT('cannot build fault_shim.so');
+	local %ENV = (%ENV, LD_PRELOAD => $shim, %env);
 	$node->start;
 }
 
