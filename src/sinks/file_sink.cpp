@@ -350,6 +350,23 @@ FileSink::Replaced FileSink::replaced()
     return what;
 }
 
+Sink::Notice FileSink::between_rounds()
+{
+    Notice n;
+    Replaced what = replaced();
+    n.message = std::move(notice_);
+    notice_.clear();
+    if (what == Replaced::deleted) {
+        n.level = Notice::Level::warning;
+        n.detail = "The entries confirmed before were in the deleted file. To rotate the file, "
+                   "move it away: pgsink notices and starts a new one.";
+    } else if (!n.message.empty()) {
+        n.level = Notice::Level::log;
+    }
+    n.reopen = what != Replaced::no;
+    return n;
+}
+
 void FileSink::sync()
 {
     if (!dirty_)

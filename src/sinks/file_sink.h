@@ -21,20 +21,18 @@ class FileSink final : public Sink
     void sync() override;
     void close() override;
     std::string describe() const override { return "file \"" + path_ + "\""; }
-    const std::string &path() const { return path_; }
     /*
-     * Was the file moved or deleted since the last round? Then it is closed
-     * (everything in it is confirmed) and the next open() starts a new file
-     * at the path. Call between rounds only. take_notice() says what
-     * happened, once.
+     * Was the file moved, deleted or truncated since the last round? A moved
+     * or deleted file is closed (everything in it is confirmed), and the
+     * next open() starts a new file at the path.
      */
-    enum class Replaced { no, moved, deleted };
-    Replaced replaced();
-    std::string take_notice() { return std::move(notice_); }
+    Notice between_rounds() override;
 
   private:
     enum class Fate { same, moved, deleted, truncated };
     Fate fate() const;
+    enum class Replaced { no, moved, deleted };
+    Replaced replaced();
     [[noreturn]] void fail(const std::string &what, int err, bool retryable);
     /* Cut entries at or after replay_from, and any torn last line. */
     void truncate_replayed(uint64_t replay_from);

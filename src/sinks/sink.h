@@ -47,6 +47,21 @@ class Sink
     virtual void close() = 0;
     /* For messages: "file /path/to/changes.jsonl". */
     virtual std::string describe() const = 0;
+
+    /* What a sink found between rounds, for the log (see between_rounds()). */
+    struct Notice {
+        enum class Level { none, log, warning } level = Level::none;
+        std::string message;
+        std::string detail; /* for warnings: what it means, and what to do */
+        /* The sink closed its destination: open() it again, announce every schema again. */
+        bool reopen = false;
+    };
+    /*
+     * Called between rounds, when everything written is confirmed: a sink
+     * can notice what happened to its destination meanwhile (the file sink:
+     * a file moved away, deleted or truncated).
+     */
+    virtual Notice between_rounds() { return {}; }
 };
 
 /* Parse PostgreSQL's text form of an LSN ("16/B374D848"); false if malformed. */

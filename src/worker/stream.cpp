@@ -20,7 +20,7 @@
 #include "decoding/entry_consumer.h"
 #include "decoding/slot.h"
 #include "imports/importer.h"
-#include "sinks/file_sink.h"
+#include "sinks/sink_factory.h"
 #include "worker/stream.h"
 
 extern "C" {
@@ -84,7 +84,8 @@ class Stream final : public EntryConsumer
     LogicalDecodingContext *ctx_ = nullptr;
     Importer importer_;
     MemoryContext cxt_ = nullptr;
-    std::unique_ptr<FileSink> sink_;
+    std::unique_ptr<Sink> sink_;
+    std::string sink_settings_; /* the settings sink_ was made with */
     std::string batch_;
     uint64 batch_entries_ = 0;
     /* Written to the sink but not yet durable (counted as delivered after sync). */
@@ -289,11 +290,8 @@ void Stream::deliver_and_confirm(XLogRecPtr decoded_upto)
 
 void Stream::open_sink()
 {
-    switch (guc_sink) {
-    case SINK_FILE:
-        break; /* the only sink so far */
-    }
-    sink_ = std::make_unique<FileSink>(guc_file_path);
+    sink_ = make_sink();
+    sink_settings_ = sink_settings();
     with_retry([&] { sink_->open(confirmed_); });
 }
 
@@ -407,29 +405,28 @@ long Stream::step()
 {
     if (!running())
         start();
-    if (strcmp(sink_->path().c_str(), guc_file_path) != 0) {
-        ereport(LOG, (errmsg("pgsink: pgsink.file_path changed to \"%s\"", guc_file_path)));
+    if (sink_settings() != sink_settings_) {
+        std::string old = sink_->describe();
         write_batch();
         sink_->sync();
+        sink_->close();
         open_sink();
+        ereport(LOG, (errmsg("pgsink: the sink's settings changed: from %s to %s", old.c_str(),
+                             sink_->describe().c_str())));
         forget_sent_schemas();
     }
-    if (FileSink::Replaced what = sink_->replaced(); what != FileSink::Replaced::no) {
-        /* Moved (rotated) or deleted between rounds: everything in it was confirmed. */
-        std::string notice = sink_->take_notice();
-        if (what == FileSink::Replaced::deleted) {
-            ereport(WARNING, (errmsg("pgsink: %s", notice.c_str()),
-                              errdetail("The entries confirmed before were in the deleted file."),
-                              errhint("To rotate the file, move it away: pgsink notices and "
-                                      "starts a new one.")));
-            record_error(notice.c_str());
-        } else {
-            ereport(LOG, (errmsg("pgsink: %s", notice.c_str())));
-        }
+    /* Everything written is confirmed here: the sink may look at its destination. */
+    Sink::Notice notice = sink_->between_rounds();
+    if (notice.level == Sink::Notice::Level::warning) {
+        ereport(WARNING, (errmsg("pgsink: %s", notice.message.c_str()),
+                          errdetail("%s", notice.detail.c_str())));
+        record_error(notice.message.c_str());
+    } else if (notice.level == Sink::Notice::Level::log) {
+        ereport(LOG, (errmsg("pgsink: %s", notice.message.c_str())));
+    }
+    if (notice.reopen) {
         with_retry([&] { sink_->open(confirmed_); });
-        forget_sent_schemas(); /* a new file: announce every schema again */
-    } else if (std::string notice = sink_->take_notice(); !notice.empty()) {
-        ereport(LOG, (errmsg("pgsink: %s", notice.c_str())));
+        forget_sent_schemas(); /* a new destination: announce every schema again */
     }
     use_stream_resource_owner();
     if (caches_need_reset_) {
