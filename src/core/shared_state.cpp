@@ -99,6 +99,17 @@ void clear_error()
     LWLockRelease(shared_lock);
 }
 
+void clear_sink_error()
+{
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    if (shared->sink_error) {
+        shared->last_error[0] = '\0';
+        shared->last_error_at = 0;
+        shared->sink_error = false;
+    }
+    LWLockRelease(shared_lock);
+}
+
 void set_problem(ProblemKind kind, const char *message)
 {
     LWLockAcquire(shared_lock, LW_EXCLUSIVE);

@@ -77,6 +77,8 @@ void request_shared_state();
 void record_error(const char *message);
 /* The error is over (the sink or the worker recovered): pgsink.status() stops showing it. */
 void clear_error();
+/* The same, if the error on record is the sink's (shared->sink_error). */
+void clear_sink_error();
 /* Kinds of shared->problems: each is set and cleared by what starts and ends it. */
 enum class ProblemKind : int { none = 0, slot_database, slot_lost, stuck };
 /* Set a problem pgsink.status() shows in config_problem. */

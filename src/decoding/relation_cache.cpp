@@ -336,12 +336,13 @@ void RelationCache::sweep()
 RelationInfo &RelationCache::get(Relation rel)
 {
     Oid relid = RelationGetRelid(rel);
-    /* Every relation ever decoded must not stay here forever. */
-    if (entries_.size() >= kMaxEntries && entries_.find(relid) == entries_.end())
-        sweep();
     auto it = entries_.find(relid);
-    if (it == entries_.end())
+    if (it == entries_.end()) {
+        /* Every relation ever decoded must not stay here forever. */
+        if (entries_.size() >= kMaxEntries)
+            sweep();
         it = entries_.emplace(relid, std::make_unique<RelationInfo>()).first;
+    }
     RelationInfo &info = *it->second;
     if (!info.valid)
         build(info, rel);

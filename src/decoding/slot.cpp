@@ -6,7 +6,6 @@
  * between its add_table() and the worker's first start.
  */
 #include <algorithm>
-#include <vector>
 
 #include "decoding/slot.h"
 #include "core/shared_state.h"
@@ -19,6 +18,7 @@ extern "C" {
 #include "storage/lmgr.h"
 #include "commands/dbcommands.h"
 #include "miscadmin.h"
+#include "lib/stringinfo.h"
 #include "replication/decode.h"
 #include "replication/logical.h"
 #include "replication/slot.h"
@@ -34,6 +34,17 @@ extern "C" {
 
 namespace pgsink
 {
+
+void decode_next_record(LogicalDecodingContext *ctx)
+{
+    char *errm = nullptr;
+    XLogRecord *record = XLogReadRecord(ctx->reader, &errm);
+    if (errm)
+        elog(ERROR, "pgsink: could not read WAL for logical decoding: %s", errm);
+    if (record != nullptr)
+        LogicalDecodingProcessRecord(ctx, ctx->reader);
+    CHECK_FOR_INTERRUPTS();
+}
 
 XLogReaderRoutine *wal_reader_routine()
 {
@@ -104,15 +115,8 @@ static void heal_rounds(LogicalDecodingContext *ctx, XLogRecPtr consistent)
     for (int round = 0;; round++) {
         XLogRecPtr upto = LogStandbySnapshot();
         XLogFlush(upto);
-        while (ctx->reader->EndRecPtr < upto) {
-            char *errm = nullptr;
-            XLogRecord *record = XLogReadRecord(ctx->reader, &errm);
-            if (errm)
-                elog(ERROR, "pgsink: could not read WAL while preparing the slot: %s", errm);
-            if (record != nullptr)
-                LogicalDecodingProcessRecord(ctx, ctx->reader);
-            CHECK_FOR_INTERRUPTS();
-        }
+        while (ctx->reader->EndRecPtr < upto)
+            decode_next_record(ctx);
         LogicalConfirmReceivedLocation(ctx->reader->EndRecPtr);
         if (MyReplicationSlot->data.restart_lsn >= consistent)
             return;
@@ -287,34 +291,31 @@ const char *slot_database_problem(const char *name, Oid database)
     return message;
 }
 
-std::string abandoned_slots(const char *name, Oid database)
+char *abandoned_slots(const char *name, Oid database)
 {
-    std::vector<NameData> found;
-    found.reserve(max_replication_slots);
+    /* Allocated before the locks: nothing may allocate while a spinlock is held. */
+    NameData *found = static_cast<NameData *>(palloc(sizeof(NameData) * max_replication_slots));
+    int nfound = 0;
     LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
     for (int i = 0; i < max_replication_slots; i++) {
         ReplicationSlot *s = &ReplicationSlotCtl->replication_slots[i];
         if (!s->in_use)
             continue;
-        NameData slot_name;
-        SpinLockAcquire(&s->mutex); /* no allocation while it is held */
-        bool unused = s->data.database == database && s->active_pid == 0 &&
-                      s->data.persistency == RS_PERSISTENT &&
-                      strcmp(NameStr(s->data.plugin), "pgsink") == 0 &&
-                      strcmp(NameStr(s->data.name), name) != 0;
-        slot_name = s->data.name;
+        SpinLockAcquire(&s->mutex);
+        if (s->data.database == database && s->active_pid == 0 &&
+            s->data.persistency == RS_PERSISTENT &&
+            strcmp(NameStr(s->data.plugin), "pgsink") == 0 &&
+            strcmp(NameStr(s->data.name), name) != 0)
+            found[nfound++] = s->data.name;
         SpinLockRelease(&s->mutex);
-        if (unused && found.size() < found.capacity())
-            found.push_back(slot_name);
     }
     LWLockRelease(ReplicationSlotControlLock);
-    std::string names;
-    for (const NameData &n : found) {
-        if (!names.empty())
-            names.append(", ");
-        names.append(NameStr(n));
-    }
-    return names;
+    StringInfoData names;
+    initStringInfo(&names);
+    for (int i = 0; i < nfound; i++)
+        appendStringInfo(&names, "%s%s", i ? ", " : "", NameStr(found[i]));
+    pfree(found);
+    return names.data;
 }
 
 /*

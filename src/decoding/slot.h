@@ -3,11 +3,10 @@
  */
 #pragma once
 
-#include <string>
-
 extern "C" {
 #include "postgres.h"
 #include "access/xlogreader.h"
+#include "replication/logical.h"
 }
 
 namespace pgsink
@@ -27,6 +26,9 @@ SlotState read_slot_state(const char *name);
 
 /* How decoding reads WAL: from local files, up to the flushed position. */
 XLogReaderRoutine *wal_reader_routine();
+
+/* Read the next WAL record into ctx and decode it (the stream, or a slot's healing). */
+void decode_next_record(LogicalDecodingContext *ctx);
 
 /*
  * Create the slot (plugin pgsink) if it does not exist, as
@@ -52,10 +54,10 @@ Oid slot_foreign_database(const char *name);
 const char *slot_database_problem(const char *name, Oid database);
 
 /*
- * The slots of plugin pgsink in this database that nobody uses and that are
- * not named name (left behind by a change of pgsink.slot_name), as "a, b";
- * empty if none. Each holds WAL.
+ * The slots of plugin pgsink in database that nobody uses and that are not
+ * named name (left behind by a change of pgsink.slot_name), as "a, b"
+ * (palloc'd); empty if none. Each holds WAL.
  */
-std::string abandoned_slots(const char *name, Oid database);
+char *abandoned_slots(const char *name, Oid database);
 
 } // namespace pgsink

@@ -246,13 +246,9 @@ static Oid operator_namespace(Oid opno)
 /* "OPERATOR(schema.name)": an operator spelled so that no search_path can change it. */
 static void append_qualified_operator(StringInfo out, Oid opno)
 {
-    HeapTuple tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(opno));
-    if (!HeapTupleIsValid(tup))
-        elog(ERROR, "pgsink: cache lookup failed for operator %u", opno);
-    Form_pg_operator op = (Form_pg_operator)GETSTRUCT(tup);
-    appendStringInfo(out, "OPERATOR(%s.%s)", quote_identifier(get_namespace_name(op->oprnamespace)),
-                     NameStr(op->oprname));
-    ReleaseSysCache(tup);
+    appendStringInfo(out, "OPERATOR(%s.%s)",
+                     quote_identifier(get_namespace_name(operator_namespace(opno))),
+                     get_opname(opno));
 }
 
 /* The btree operator of a key column's default ordering for strategy (> or =). */
@@ -292,9 +288,12 @@ static char *chunk_query(Relation rel, const RelationInfo &info, bool with_curso
                      quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
                                                 RelationGetRelationName(rel)));
     TupleDesc desc = RelationGetDescr(rel);
+    /* palloc'd, not std::vector: this runs under pg_call(), whose ERROR jumps over this frame. */
     size_t nkeys = info.key_attnums.size();
-    std::vector<const char *> cols(nkeys), params(nkeys);
-    std::vector<Oid> gt(nkeys), eq(nkeys);
+    const char **cols = static_cast<const char **>(palloc(nkeys * sizeof(char *)));
+    const char **params = static_cast<const char **>(palloc(nkeys * sizeof(char *)));
+    Oid *gt = static_cast<Oid *>(palloc(nkeys * sizeof(Oid)));
+    Oid *eq = static_cast<Oid *>(palloc(nkeys * sizeof(Oid)));
     bool one_namespace = true;
     for (size_t i = 0; i < nkeys; i++) {
         Form_pg_attribute att = TupleDescAttr(desc, info.key_attnums[i] - 1);

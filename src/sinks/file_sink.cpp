@@ -17,7 +17,7 @@
  * and written again.
  *
  * The file can be moved, deleted or truncated under us. Before each round
- * (replaced()) and before each confirmation (sync()) the open file is
+ * (between_rounds()) and before each confirmation (sync()) the open file is
  * compared with the path: entries made durable in a file that was moved
  * stay there (logrotate's "create" rotation) and the next round writes to a
  * new file at the path; entries written into a deleted or truncated file
@@ -324,46 +324,35 @@ FileSink::Fate FileSink::fate() const
     return Fate::same;
 }
 
-FileSink::Replaced FileSink::replaced()
-{
-    if (fd_ < 0 || !recovered_)
-        return Replaced::no;
-    Replaced what = Replaced::moved;
-    switch (fate()) {
-    case Fate::same:
-        return Replaced::no;
-    case Fate::truncated:
-        /* Everything in it was confirmed: go on at its new end. */
-        notice_ = describe() + " was truncated (by logrotate's copytruncate?); new entries are "
-                               "appended at its new end";
-        size_ = lseek(fd_, 0, SEEK_END);
-        return Replaced::no;
-    case Fate::moved:
-        notice_ = describe() + " was moved or replaced; new entries go to a new file at that path";
-        break;
-    case Fate::deleted:
-        notice_ = describe() + " was deleted; new entries go to a new file at that path";
-        what = Replaced::deleted;
-        break;
-    }
-    close();
-    return what;
-}
-
 Sink::Notice FileSink::between_rounds()
 {
     Notice n;
-    Replaced what = replaced();
-    n.message = std::move(notice_);
-    notice_.clear();
-    if (what == Replaced::deleted) {
+    if (fd_ < 0 || !recovered_)
+        return n;
+    switch (fate()) {
+    case Fate::same:
+        return n;
+    case Fate::truncated:
+        /* Everything in it was confirmed: go on at its new end. */
+        n.level = Notice::Level::log;
+        n.message = describe() + " was truncated (by logrotate's copytruncate?); new entries are "
+                                 "appended at its new end";
+        size_ = lseek(fd_, 0, SEEK_END);
+        return n;
+    case Fate::moved:
+        n.level = Notice::Level::log;
+        n.message =
+            describe() + " was moved or replaced; new entries go to a new file at that path";
+        break;
+    case Fate::deleted:
         n.level = Notice::Level::warning;
+        n.message = describe() + " was deleted; new entries go to a new file at that path";
         n.detail = "The entries confirmed before were in the deleted file. To rotate the file, "
                    "move it away: pgsink notices and starts a new one.";
-    } else if (!n.message.empty()) {
-        n.level = Notice::Level::log;
+        break;
     }
-    n.reopen = what != Replaced::no;
+    close(); /* everything in it was confirmed; the next open() makes a new file */
+    n.reopen = true;
     return n;
 }
 

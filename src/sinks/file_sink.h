@@ -31,8 +31,6 @@ class FileSink final : public Sink
   private:
     enum class Fate { same, moved, deleted, truncated };
     Fate fate() const;
-    enum class Replaced { no, moved, deleted };
-    Replaced replaced();
     [[noreturn]] void fail(const std::string &what, int err, bool retryable);
     /* Cut entries at or after replay_from, and any torn last line. */
     void truncate_replayed(uint64_t replay_from);
@@ -46,7 +44,6 @@ class FileSink final : public Sink
     bool recovered_ = false;
     dev_t dev_ = 0; /* the file we opened, to notice it being moved or deleted */
     ino_t ino_ = 0;
-    std::string notice_;
 };
 
 /* The lsn of a changelog line from its head (first bytes); false if it has none. */

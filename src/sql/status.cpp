@@ -2,8 +2,6 @@
  * status.cpp: pgsink.status(), a snapshot of the worker's shared state and
  * of its replication slot, read under the locks that guard them.
  */
-#include <string>
-
 #include "core/config.h"
 #include "core/shared_state.h"
 #include "boundary/pg_boundary.h"
@@ -19,6 +17,7 @@ extern "C" {
 #include "utils/pg_lsn.h"
 #include "utils/timestamp.h"
 #include "miscadmin.h"
+#include "lib/stringinfo.h"
 #include "commands/dbcommands.h"
 
 PGDLLEXPORT Datum pgsink_status(PG_FUNCTION_ARGS);
@@ -99,12 +98,11 @@ static Datum status(PG_FUNCTION_ARGS)
     set_or_null(COL_LAST_COMMIT_TIME, s.last_commit_time != 0,
                 TimestampTzGetDatum(s.last_commit_time));
 
-    /* Everything that needs an operator, most fundamental first. */
-    std::string problems;
-    auto add_problem = [&](const std::string &p) {
-        if (!problems.empty())
-            problems.append("; ");
-        problems.append(p);
+    /* Everything that needs an operator, most fundamental first ("; " between). */
+    StringInfoData problems;
+    initStringInfo(&problems);
+    auto add_problem = [&](const char *p) {
+        appendStringInfo(&problems, "%s%s", problems.len ? "; " : "", p);
     };
     if (const char *p = server_config_problem())
         add_problem(p);
@@ -117,14 +115,14 @@ static Datum status(PG_FUNCTION_ARGS)
             add_problem(p);
     /* The slots of pgsink.database, wherever pgsink.status() is called from. */
     Oid database = get_database_oid(s.database[0] ? s.database : guc_database, true);
-    std::string abandoned = OidIsValid(database) ? abandoned_slots(slot_name, database) : "";
-    if (!abandoned.empty())
-        add_problem("replication slots of plugin pgsink that the stream worker does not use hold "
-                    "WAL (" +
-                    abandoned +
-                    "): if nothing else reads them (pg_logical_slot_get_changes()), drop each "
-                    "with SELECT pg_drop_replication_slot('name')");
-    const char *problem = problems.empty() ? nullptr : problems.c_str();
+    const char *abandoned = OidIsValid(database) ? abandoned_slots(slot_name, database) : "";
+    if (abandoned[0] != '\0')
+        add_problem(psprintf("replication slots of plugin pgsink that the stream worker does not "
+                             "use hold WAL (%s): if nothing else reads them "
+                             "(pg_logical_slot_get_changes()), drop each with SELECT "
+                             "pg_drop_replication_slot('name')",
+                             abandoned));
+    const char *problem = problems.len ? problems.data : nullptr;
     set_or_null(COL_LAST_ERROR, s.last_error[0] != '\0', CStringGetTextDatum(s.last_error));
     set_or_null(COL_LAST_ERROR_AT, s.last_error_at != 0, TimestampTzGetDatum(s.last_error_at));
     set_or_null(COL_WORKER_STARTED_AT, s.worker_started_at != 0,

@@ -77,6 +77,8 @@ class Stream final : public EntryConsumer
 
   private:
     void open_sink();
+    void reopen_if_sink_settings_changed();
+    void check_sink_between_rounds();
     void write_batch();
     void deliver_and_confirm(XLogRecPtr decoded_upto);
     template <typename F> void with_retry(F &&f);
@@ -186,12 +188,11 @@ template <typename F> void Stream::with_retry(F &&f)
         }
 
         sink_failing_ = true;
-        record_error(message);
-        LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-        shared->sink_error = true;
-        LWLockRelease(shared_lock);
         TimestampTz now = GetCurrentTimestamp();
         LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+        strlcpy(shared->last_error, message, sizeof(shared->last_error));
+        shared->last_error_at = now;
+        shared->sink_error = true; /* cleared once the sink works again */
         shared->state = WorkerState::sink_retrying;
         shared->sink_retry_at = TimestampTzPlusMilliseconds(now, backoff_ms);
         LWLockRelease(shared_lock);
@@ -275,14 +276,11 @@ void Stream::deliver_and_confirm(XLogRecPtr decoded_upto)
     }
     /* The worker streams again after failing: the failure is over. */
     bool recovered = !sink_failing_ && shared->same_failures > 0 && confirmed_ > shared->failed_at;
-    if (recovered) {
-        shared->same_failures = 0;
-        shared->last_error[0] = '\0';
-        shared->last_error_at = 0;
-    }
     LWLockRelease(shared_lock);
-    if (recovered)
+    if (recovered) {
+        clear_error();
         clear_problem(ProblemKind::stuck);
+    }
     unsynced_entries_ = 0;
     unsynced_txns_ = 0;
     unsynced_commit_time_ = 0;
@@ -342,12 +340,12 @@ void Stream::start()
     ReplicationSlotAcquire(name, true);
     if (created && captured > 0)
         report_lost_slot(name, captured, MyReplicationSlot->data.confirmed_flush, newest_job);
-    std::string abandoned = abandoned_slots(name, MyDatabaseId);
-    if (!abandoned.empty())
+    const char *abandoned = abandoned_slots(name, MyDatabaseId);
+    if (abandoned[0] != '\0')
         ereport(WARNING,
                 (errmsg("pgsink: replication slots of plugin pgsink that the stream worker does "
                         "not use hold WAL: %s",
-                        abandoned.c_str()),
+                        abandoned),
                  errdetail("The stream worker uses slot \"%s\" (pgsink.slot_name); the others "
                            "were left by an earlier pgsink.slot_name, or are read through "
                            "pg_logical_slot_get_changes().",
@@ -374,12 +372,7 @@ void Stream::start()
 
     confirmed_ = MyReplicationSlot->data.confirmed_flush;
     open_sink();
-    /* The sink works (again): a sink error of an earlier stream or worker is over. */
-    LWLockAcquire(shared_lock, LW_SHARED);
-    bool stale_sink_error = shared->sink_error;
-    LWLockRelease(shared_lock);
-    if (stale_sink_error)
-        clear_error();
+    clear_sink_error(); /* the sink works (again): an earlier stream's or worker's is over */
 
     MemoryContext old = MemoryContextSwitchTo(cxt_);
     worker_consumer = this;
@@ -401,21 +394,28 @@ void Stream::start()
                          sink_->describe().c_str())));
 }
 
-long Stream::step()
+/* After a reload that changed the sink's settings: a new sink (a new file). */
+void Stream::reopen_if_sink_settings_changed()
 {
-    if (!running())
-        start();
-    if (sink_settings() != sink_settings_) {
-        std::string old = sink_->describe();
-        write_batch();
-        sink_->sync();
-        sink_->close();
-        open_sink();
-        ereport(LOG, (errmsg("pgsink: the sink's settings changed: from %s to %s", old.c_str(),
-                             sink_->describe().c_str())));
-        forget_sent_schemas();
-    }
-    /* Everything written is confirmed here: the sink may look at its destination. */
+    if (sink_settings() == sink_settings_)
+        return;
+    std::string old = sink_->describe();
+    write_batch();
+    sink_->sync();
+    sink_->close();
+    open_sink();
+    ereport(LOG, (errmsg("pgsink: the sink's settings changed: from %s to %s", old.c_str(),
+                         sink_->describe().c_str())));
+    forget_sent_schemas();
+}
+
+/*
+ * Everything written is confirmed here: the sink may look at its
+ * destination (a file moved away, deleted, truncated). A method of its own,
+ * so that its strings are gone before decoding, whose ERRORs jump.
+ */
+void Stream::check_sink_between_rounds()
+{
     Sink::Notice notice = sink_->between_rounds();
     if (notice.level == Sink::Notice::Level::warning) {
         ereport(WARNING, (errmsg("pgsink: %s", notice.message.c_str()),
@@ -428,6 +428,14 @@ long Stream::step()
         with_retry([&] { sink_->open(confirmed_); });
         forget_sent_schemas(); /* a new destination: announce every schema again */
     }
+}
+
+long Stream::step()
+{
+    if (!running())
+        start();
+    reopen_if_sink_settings_changed();
+    check_sink_between_rounds();
     use_stream_resource_owner();
     if (caches_need_reset_) {
         /* Drop catalog cache entries built outside historic snapshots. */
@@ -441,13 +449,7 @@ long Stream::step()
         TimestampTzPlusMilliseconds(GetCurrentTimestamp(), guc_flush_interval_ms);
     uint32 records = 0;
     while (ctx_->reader->EndRecPtr < end) {
-        char *errm = nullptr;
-        XLogRecord *record = XLogReadRecord(ctx_->reader, &errm);
-        if (errm)
-            elog(ERROR, "pgsink: could not read WAL for logical decoding: %s", errm);
-        if (record != nullptr)
-            LogicalDecodingProcessRecord(ctx_, ctx_->reader);
-        CHECK_FOR_INTERRUPTS();
+        decode_next_record(ctx_);
         if ((++records & 1023) == 0 && GetCurrentTimestamp() >= deadline)
             break; /* deliver what we have: latency stays bounded during catch-up */
     }
@@ -515,6 +517,11 @@ long stream_step()
         stream_stop();
         return 0;
     }
+}
+
+bool stream_running()
+{
+    return the_stream != nullptr && the_stream->running();
 }
 
 void stream_stop()

@@ -13,6 +13,9 @@ namespace pgsink
  */
 long stream_step();
 
+/* Does the stream hold its slot (decoding)? */
+bool stream_running();
+
 /*
  * Set when the stream had to stop for a reload in the middle of decoding:
  * the ERROR that ends the worker then is routine (logged as LOG, not

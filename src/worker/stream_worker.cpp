@@ -126,8 +126,11 @@ static void stream_loop()
         reload_config_if_requested();
 
         const char *problem = server_config_problem();
-        if (problem == nullptr) {
-            /* No catalog access (and no cache reset) unless the slot is foreign. */
+        if (problem == nullptr && !stream_running()) {
+            /*
+             * Only before the stream holds the slot (it is ours then). No
+             * catalog access (and no cache reset) unless the slot is foreign.
+             */
             Oid foreign = slot_foreign_database(guc_slot_name);
             if (OidIsValid(foreign)) {
                 stream_before_catalog_access();
