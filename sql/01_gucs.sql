@@ -20,6 +20,15 @@ ALTER SYSTEM SET pgsink.file_path = 'dir/';
 ALTER SYSTEM SET pgsink.batch_rows = 0;
 ALTER SYSTEM SET pgsink.batch_bytes = '1kB';
 ALTER SYSTEM SET pgsink.sink = 'kafka';
+-- pgsink.sink is a list of sinks: each known, none twice, none empty.
+ALTER SYSTEM SET pgsink.sink = 'file, kafka';
+ALTER SYSTEM SET pgsink.sink = 'file, FILE';
+ALTER SYSTEM SET pgsink.sink = 'file,';
+ALTER SYSTEM SET pgsink.sink = '';
+ALTER SYSTEM SET pgsink.sink = 'a_sink_name_longer_than_31_bytes_x';
+ALTER SYSTEM SET pgsink.spool_directory = '';
+ALTER SYSTEM SET pgsink.spool_max_size = '-1';
+ALTER SYSTEM SET pgsink.spool_segment_size = '0';
 ALTER SYSTEM SET pgsink.flush_interval = '-1';
 ALTER SYSTEM SET pgsink.poll_interval = 0;
 ALTER SYSTEM SET pgsink.retry_max_interval = '10ms';

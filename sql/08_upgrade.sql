@@ -34,3 +34,6 @@ SELECT count(*) FROM pg_attribute
 SELECT count(*) AS tables FROM pgsink.tables;
 SELECT count(*) AS imports FROM pgsink.imports;
 DROP TABLE objects_now;
+-- ...and the 0.3.0 views of the spool and its sinks.
+SELECT sink FROM pgsink.sinks;
+SELECT directory, retention FROM pgsink.spool;

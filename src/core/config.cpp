@@ -8,6 +8,8 @@
 #include <cstring>
 
 #include "core/config.h"
+#include "core/shared_state.h"
+#include "sinks/sink_factory.h"
 
 extern "C" {
 #include "access/xlog.h"
@@ -21,7 +23,7 @@ namespace pgsink
 {
 
 char *guc_database = nullptr;
-int guc_sink = SINK_FILE;
+char *guc_sinks = nullptr;
 char *guc_file_path = nullptr;
 char *guc_slot_name = nullptr;
 int guc_batch_rows = 10000;
@@ -31,11 +33,112 @@ int guc_poll_interval_ms = 20;
 int guc_retry_max_interval_ms = 60000;
 int guc_import_chunk_rows = 20000;
 int guc_import_chunk_time_ms = 100;
+char *guc_spool_directory = nullptr;
+int guc_spool_retention_s = 0;
+int guc_spool_max_size_mb = 10240;
+int guc_spool_segment_size_mb = 64;
 
-static const struct config_enum_entry sink_options[] = {
-    {"file", SINK_FILE, false},
-    {nullptr, 0, false},
-};
+/*
+ * Split a pgsink.sink value into names: comma-separated, blanks around a
+ * name ignored, case-folded. Returns the count, or -1 with *why set.
+ */
+static int split_sinks(const char *value, char (*names)[kSinkNameLen], const char **why)
+{
+    int n = 0;
+    const char *p = value;
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *start = p;
+        while (*p != '\0' && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        size_t len = static_cast<size_t>(end - start);
+        if (len == 0) {
+            *why = "pgsink.sink must list sink names separated by commas, for example 'file' or "
+                   "'file, webhook'; an empty name is not allowed.";
+            return -1;
+        }
+        if (n >= kMaxSinks) {
+            *why = "pgsink.sink lists more sinks than pgsink supports at once (8).";
+            return -1;
+        }
+        if (len >= static_cast<size_t>(kSinkNameLen)) {
+            *why = "A sink name is at most 31 bytes long.";
+            return -1;
+        }
+        for (size_t i = 0; i < len; i++) {
+            char c = start[i];
+            if (c >= 'A' && c <= 'Z')
+                c = static_cast<char>(c - 'A' + 'a');
+            names[n][i] = c;
+        }
+        names[n][len] = '\0';
+        for (int j = 0; j < n; j++)
+            if (strcmp(names[j], names[n]) == 0) {
+                *why = "pgsink.sink lists a sink twice.";
+                return -1;
+            }
+        n++;
+        if (*p == '\0')
+            return n;
+        p++; /* the comma */
+    }
+}
+
+/* pgsink.sink: a list of known sink names. */
+static bool check_sinks(char **newval, void **extra, GucSource source)
+{
+    char names[kMaxSinks][kSinkNameLen];
+    const char *why = nullptr;
+    int n = *newval ? split_sinks(*newval, names, &why) : -1;
+    if (n < 0) {
+        GUC_check_errdetail("%s", why ? why : "pgsink.sink must name at least one sink.");
+        return false;
+    }
+    for (int i = 0; i < n; i++)
+        if (!sink_known(names[i])) {
+            GUC_check_errdetail("Unknown sink \"%s\"; the sinks are: %s.", names[i],
+                                known_sink_names());
+            return false;
+        }
+    return true;
+}
+
+int configured_sinks(char (*names)[kSinkNameLen])
+{
+    const char *why = nullptr;
+    int n = split_sinks(guc_sinks ? guc_sinks : "", names, &why);
+    return n < 0 ? 0 : n;
+}
+
+bool sink_configured(const char *name)
+{
+    char names[kMaxSinks][kSinkNameLen];
+    int n = configured_sinks(names);
+    for (int i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* pgsink.spool_directory: a directory, absolute or relative to the data directory. */
+static bool check_spool_directory(char **newval, void **extra, GucSource source)
+{
+    const char *path = *newval;
+    if (path == nullptr || path[0] == '\0') {
+        GUC_check_errdetail("pgsink.spool_directory must name a directory (default "
+                            "pgsink_spool, in the data directory).");
+        return false;
+    }
+    if (strlen(path) >= MAXPGPATH - 64) {
+        GUC_check_errdetail("pgsink.spool_directory is too long.");
+        return false;
+    }
+    return true;
+}
 
 /* pgsink.database: a database name, which must fit in NAMEDATALEN. */
 static bool check_database(char **newval, void **extra, GucSource source)
@@ -105,9 +208,36 @@ void define_gucs()
         "EXTENSION pgsink in it.",
         &guc_database, "postgres", PGC_SIGHUP, 0, check_database, nullptr, nullptr);
 
-    DefineCustomEnumVariable("pgsink.sink", "Where captured changes are delivered.", nullptr,
-                             &guc_sink, SINK_FILE, sink_options, PGC_SIGHUP, 0, nullptr, nullptr,
-                             nullptr);
+    DefineCustomStringVariable(
+        "pgsink.sink", "Where captured changes are delivered: a comma-separated list of sinks.",
+        "Each sink gets its own delivery worker and its own position in the spool.", &guc_sinks,
+        "file", PGC_SIGHUP, GUC_LIST_INPUT, check_sinks, nullptr, nullptr);
+
+    DefineCustomStringVariable(
+        "pgsink.spool_directory", "Directory of the spool, the durable changelog sinks read.",
+        "Absolute, or relative to the data directory. Changing it needs a restart: a spool "
+        "left behind would hold entries no sink reads.",
+        &guc_spool_directory, "pgsink_spool", PGC_POSTMASTER, GUC_SUPERUSER_ONLY,
+        check_spool_directory, nullptr, nullptr);
+
+    DefineCustomIntVariable(
+        "pgsink.spool_retention", "How long delivered spool segments are kept.",
+        "0 removes a segment as soon as every sink delivered past it; kept segments let "
+        "pgsink.rewind_sink() replay a sink from an earlier point.",
+        &guc_spool_retention_s, 0, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr, nullptr);
+
+    DefineCustomIntVariable(
+        "pgsink.spool_max_size", "Most disk the spool may use.",
+        "Past it the stream worker stops decoding (the slot keeps the WAL) until sinks catch up. "
+        "0: no limit.",
+        &guc_spool_max_size_mb, 10240, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_MB, nullptr, nullptr,
+        nullptr);
+
+    DefineCustomIntVariable("pgsink.spool_segment_size",
+                            "Size at which the spool starts a new segment file.",
+                            "Segments are removed whole, once delivered.",
+                            &guc_spool_segment_size_mb, 64, 1, 1024, PGC_SIGHUP, GUC_UNIT_MB,
+                            nullptr, nullptr, nullptr);
 
     DefineCustomStringVariable("pgsink.file_path", "File the file sink appends JSON lines to.",
                                "Absolute, or relative to the data directory.", &guc_file_path,

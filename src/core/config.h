@@ -10,11 +10,8 @@ extern "C" {
 namespace pgsink
 {
 
-/* Sinks selectable with pgsink.sink. Grows as sinks are implemented. */
-enum SinkKind { SINK_FILE = 0 };
-
 extern char *guc_database;
-extern int guc_sink;
+extern char *guc_sinks; /* pgsink.sink: a comma-separated list of sink names */
 extern char *guc_file_path;
 extern char *guc_slot_name;
 extern int guc_batch_rows;
@@ -24,6 +21,21 @@ extern int guc_poll_interval_ms;
 extern int guc_retry_max_interval_ms;
 extern int guc_import_chunk_rows;
 extern int guc_import_chunk_time_ms;
+extern char *guc_spool_directory;
+extern int guc_spool_retention_s;
+extern int guc_spool_max_size_mb;
+extern int guc_spool_segment_size_mb;
+
+/* Longest sink name (a sink name is also a file name in the spool directory). */
+constexpr int kSinkNameLen = 32;
+
+/*
+ * The sinks pgsink.sink lists, in order, into names (at most kMaxSinks);
+ * returns how many. The list was validated by the GUC's check hook.
+ */
+int configured_sinks(char (*names)[kSinkNameLen]);
+/* Is the sink with this name in pgsink.sink? */
+bool sink_configured(const char *name);
 
 /* Define every GUC; called once from _PG_init. */
 void define_gucs();

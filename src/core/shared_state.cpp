@@ -42,6 +42,31 @@ const char *worker_state_name(WorkerState s)
         return "sink retrying";
     case WorkerState::backing_off:
         return "backing off";
+    case WorkerState::spool_full:
+        return "spool full";
+    }
+    return "unknown";
+}
+
+const char *sink_state_name(SinkState s)
+{
+    switch (s) {
+    case SinkState::stopped:
+        return "stopped";
+    case SinkState::starting:
+        return "starting";
+    case SinkState::waiting_for_spool:
+        return "waiting for spool";
+    case SinkState::delivering:
+        return "delivering";
+    case SinkState::idle:
+        return "idle";
+    case SinkState::retrying:
+        return "retrying";
+    case SinkState::backing_off:
+        return "backing off";
+    case SinkState::needs_reimport:
+        return "needs reimport";
     }
     return "unknown";
 }
@@ -68,6 +93,8 @@ static void shmem_startup()
         shared->worker_procno = -1;
         shared->state = WorkerState::stopped;
         shared->confirmed_lsn = InvalidXLogRecPtr;
+        for (SinkSlot &slot : shared->sinks)
+            slot.procno = -1;
     }
     shared_lock = &(GetNamedLWLockTranche("pgsink"))->lock;
     LWLockRelease(AddinShmemInitLock);
@@ -131,7 +158,7 @@ void set_worker_state(WorkerState s)
     LWLockRelease(shared_lock);
 }
 
-static void set_latch_of(int procno)
+void set_latch_of(int procno)
 {
     if (procno >= 0 && static_cast<uint32>(procno) < ProcGlobal->allProcCount)
         SetLatch(&ProcGlobal->allProcs[procno].procLatch);
@@ -143,6 +170,27 @@ void wake_worker()
     int procno = shared->worker_pid != 0 ? shared->worker_procno : -1;
     LWLockRelease(shared_lock);
     set_latch_of(procno);
+}
+
+SinkSlot *find_sink_slot(const char *name)
+{
+    for (SinkSlot &slot : shared->sinks)
+        if (slot.in_use && strcmp(slot.name, name) == 0)
+            return &slot;
+    return nullptr;
+}
+
+void wake_delivery_workers()
+{
+    int procnos[kMaxSinks];
+    LWLockAcquire(shared_lock, LW_SHARED);
+    for (int i = 0; i < kMaxSinks; i++)
+        procnos[i] = shared->sinks[i].in_use && shared->sinks[i].pid != 0
+                         ? shared->sinks[i].procno
+                         : -1;
+    LWLockRelease(shared_lock);
+    for (int procno : procnos)
+        set_latch_of(procno);
 }
 
 void request_import_scan()

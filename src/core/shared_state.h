@@ -25,11 +25,74 @@ enum class WorkerState : int {
     streaming,             /* decoding and delivering */
     sink_retrying,         /* the sink failed; retrying with back-off */
     backing_off,           /* the worker failed; the launcher restarts it later */
+    spool_full,            /* the spool reached pgsink.spool_max_size: decoding waits */
 };
+
+/* A delivery worker's state, one per configured sink (pgsink.sinks). */
+enum class SinkState : int {
+    stopped = 0,     /* no delivery worker running */
+    starting,        /* started, opening the spool and the sink */
+    waiting_for_spool, /* the stream worker has not opened the spool yet */
+    delivering,      /* behind the spool's end, delivering */
+    idle,            /* caught up with the spool */
+    retrying,        /* the sink failed; retrying with back-off */
+    backing_off,     /* the worker failed; the launcher restarts it later */
+    needs_reimport,  /* entries it never delivered left the spool: see last_error */
+};
+const char *sink_state_name(SinkState s);
 
 const char *worker_state_name(WorkerState s);
 
 constexpr int kErrorLen = 1024;
+/* Most sinks pgsink.sink may list. */
+constexpr int kMaxSinks = 8;
+
+/*
+ * The spool as the stream worker last made it durable (see spool/). Readers
+ * deliver only up to durable_end: bytes after it may still be cut.
+ */
+struct SpoolShared {
+    bool ready;              /* the stream worker opened (recovered) the spool */
+    uint64 id;               /* identity of the spool directory (cursors carry it) */
+    uint64 durable_end;      /* offset up to which the spool is durable */
+    uint64 durable_entries;  /* entries before durable_end, since the spool began */
+    XLogRecPtr durable_lsn;  /* every transaction committed before it is in the spool */
+    TimestampTz newest_commit_time; /* commit time of the last durable transaction */
+    uint64 oldest_offset;    /* first retained offset (start of the oldest segment) */
+    uint64 bytes;            /* disk used by segments */
+    int segments;
+    bool full;               /* pgsink.spool_max_size reached: decoding waits */
+    TimestampTz full_since;
+};
+
+/* One configured sink and its delivery worker. */
+struct SinkSlot {
+    bool in_use;
+    char name[NAMEDATALEN];
+    pid_t pid;
+    int procno;
+    SinkState state;
+    bool cursor_valid;       /* cursor was loaded or saved by the sink's worker */
+    uint64 cursor;           /* spool offset delivered up to (durable in the sink) */
+    uint64 cursor_entries;   /* entries before cursor */
+    XLogRecPtr delivered_lsn; /* every transaction committed before it is delivered */
+    TimestampTz delivered_commit_time; /* commit time of the last delivered entry */
+    TimestampTz oldest_undelivered_time; /* commit time of the next entry, if behind */
+    uint64 entries_delivered; /* since the server started */
+    uint64 bytes_delivered;
+    char last_error[kErrorLen];
+    TimestampTz last_error_at;
+    TimestampTz retry_at;    /* next attempt while retrying */
+    TimestampTz started_at;
+    int restarts;
+    TimestampTz next_start_at;
+    bool streamed;           /* the current worker delivered: it was healthy */
+    /* pgsink.rewind_sink(): a new cursor, applied by the worker before its next batch. */
+    uint64 rewind_requests;
+    uint64 rewind_applied;
+    uint64 rewind_offset;
+    uint64 rewind_entries;
+};
 
 struct SharedState {
     pid_t launcher_pid;
@@ -65,6 +128,8 @@ struct SharedState {
     /* The slot was lost: re-imports must have job ids above this (see report_lost_slot()). */
     bool slot_lost;
     int64 slot_lost_watermark;
+    SpoolShared spool;
+    SinkSlot sinks[kMaxSinks];
 };
 
 /* Attached in every process by the shmem startup hook. */
@@ -89,6 +154,13 @@ void set_worker_state(WorkerState s);
 
 /* Wake the stream worker by setting its latch. */
 void wake_worker();
+
+/* The slot of the sink with this name, or nullptr; call with shared_lock held. */
+SinkSlot *find_sink_slot(const char *name);
+/* Wake every delivery worker (new entries are durable in the spool). */
+void wake_delivery_workers();
+/* Set a process's latch by its proc number (-1: nobody). */
+void set_latch_of(int procno);
 
 /* An import was scheduled: the worker should look at pgsink.import_jobs. */
 void request_import_scan();

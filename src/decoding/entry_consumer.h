@@ -1,7 +1,7 @@
 /*
  * entry_consumer.h: where the output plugin puts changelog entries.
  *
- * In the stream worker, a batch on its way to the sink; under the SQL
+ * In the stream worker, a batch on its way to the spool; under the SQL
  * interface (pg_logical_slot_get_changes with plugin pgsink), the rows that
  * function returns.
  */
@@ -36,9 +36,6 @@ class EntryConsumer
     /* A transaction that produced entries committed. */
     virtual void commit(const TxnMeta &txn, uint64 entries) = 0;
 };
-
-/* The sink changed (a new file): the decoder announces every schema again. */
-void forget_sent_schemas();
 
 /* Set by the stream worker before it creates its decoding context. */
 extern EntryConsumer *worker_consumer;

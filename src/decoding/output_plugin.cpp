@@ -88,12 +88,6 @@ struct Decoder {
 
 static Decoder *active_decoder = nullptr;
 
-void forget_sent_schemas()
-{
-    if (active_decoder)
-        active_decoder->rels.forget_sent_schemas();
-}
-
 /* A schema was renamed (or dropped): every reported name may have changed. */
 static void namespace_invalidated(Datum, int, uint32)
 {

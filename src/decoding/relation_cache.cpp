@@ -298,13 +298,6 @@ void RelationCache::build(RelationInfo &info, Relation rel)
     info.valid = true;
 }
 
-void RelationCache::forget_sent_schemas()
-{
-    sent_schemas_.clear();
-    for (auto &e : entries_)
-        e.second->schema_checked = false;
-}
-
 bool RelationCache::announce_schema(Oid target_relid, const std::string &schema_json)
 {
     std::string &sent = sent_schemas_[target_relid];

@@ -92,8 +92,6 @@ class RelationCache
      * Has target's current schema not been sent yet? Records it as sent.
      */
     bool schema_needs_sending(RelationInfo &info);
-    /* A new sink (file) holds no schema yet: announce every schema again. */
-    void forget_sent_schemas();
     /* Has this schema of target_relid not been sent yet? Records it as sent. */
     bool announce_schema(Oid target_relid, const std::string &schema_json);
 

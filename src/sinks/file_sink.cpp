@@ -1,67 +1,46 @@
 /*
  * file_sink.cpp: the file sink.
  *
- * Exactly once: at open, every line whose lsn is at or after the slot's
- * confirmed position is cut from the end of the file (those transactions
- * will be decoded and written again), together with a torn last line. Lines
- * are in commit order, so the cut is found by reading backwards; a line's
- * lsn is read from its head, key by key, never from inside a value.
+ * Exactly once: the cursor its delivery worker saves after each fsync
+ * carries the file's identity (device, inode) and size (state()). At open,
+ * the same file is cut back to that size: what was written after the
+ * cursor (and a torn last line) goes, and is delivered again from the
+ * spool. A file that never had a cursor (the first start, an upgrade from
+ * a release without the spool) is cut by lsn instead: every line whose lsn
+ * is at or after the first entry to deliver goes, found by reading
+ * backwards; a line's lsn is read from its head, key by key, never from
+ * inside a value.
  *
  * The file is opened with O_APPEND: after logrotate's copytruncate the next
  * line starts at the file's new end, with no hole of NUL bytes.
  *
  * A failed write is undone (ftruncate to the last whole line) and retried.
  * If the undo fails too, or an fsync fails (the kernel may have dropped the
- * pages), the error is not retryable: the worker restarts, and the cut at
- * open removes exactly what the slot has not confirmed, which is decoded
- * and written again.
+ * pages), the error is not retryable: the delivery worker restarts, and
+ * open() cuts back to the sink's own cursor, never further.
  *
- * The file can be moved, deleted or truncated under us. Before each round
- * (between_rounds()) and before each confirmation (sync()) the open file is
- * compared with the path: entries made durable in a file that was moved
- * stay there (logrotate's "create" rotation) and the next round writes to a
+ * The file can be moved, deleted or truncated under us. Between batches
+ * (between_rounds()) and before each acknowledgement (sync()) the open file
+ * is compared with the path: entries made durable in a file that was moved
+ * stay there (logrotate's "create" rotation) and the next batch goes to a
  * new file at the path; entries written into a deleted or truncated file
- * are never confirmed: the worker restarts and writes them again.
+ * are never acknowledged: the worker restarts and writes them again.
  */
+#include <algorithm>
 #include <cerrno>
+#include <cinttypes>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
 
+#include "changelog/entry_head.h"
 #include "sinks/file_sink.h"
 
 namespace pgsink
 {
-
-bool parse_lsn(const char *s, size_t len, uint64_t *lsn)
-{
-    uint64_t hi = 0, lo = 0;
-    size_t i = 0;
-    int digits = 0;
-    auto hex = [](char c) -> int {
-        if (c >= '0' && c <= '9')
-            return c - '0';
-        if (c >= 'A' && c <= 'F')
-            return c - 'A' + 10;
-        if (c >= 'a' && c <= 'f')
-            return c - 'a' + 10;
-        return -1;
-    };
-    for (; i < len && hex(s[i]) >= 0 && digits < 8; i++, digits++)
-        hi = hi * 16 + hex(s[i]);
-    if (digits == 0 || i >= len || s[i] != '/')
-        return false;
-    i++;
-    digits = 0;
-    for (; i < len && hex(s[i]) >= 0 && digits < 8; i++, digits++)
-        lo = lo * 16 + hex(s[i]);
-    if (digits == 0 || i != len)
-        return false;
-    *lsn = (hi << 32) | lo;
-    return true;
-}
 
 FileSink::~FileSink()
 {
@@ -72,60 +51,6 @@ FileSink::~FileSink()
 void FileSink::fail(const std::string &what, int err, bool retryable)
 {
     throw SinkError("could not " + what + " " + describe() + ": " + strerror(err), retryable);
-}
-
-/* Skip a JSON string starting at head[i] == '"'; returns the index after it, or npos. */
-static size_t skip_json_string(const std::string &head, size_t i)
-{
-    for (i++; i < head.size(); i++) {
-        if (head[i] == '\\')
-            i++;
-        else if (head[i] == '"')
-            return i + 1;
-    }
-    return std::string::npos;
-}
-
-/*
- * The lsn of a changelog line, read from its head key by key: the entry
- * starts {"timestamp":"...", then (Modifications) "sequence", "namespace",
- * "name" and "op", then "lsn". Values are skipped as JSON strings or bare
- * numbers, so nothing inside a value, whatever it holds, can be taken for
- * the lsn. false: not a line of ours.
- */
-bool line_lsn(const std::string &head, uint64_t *lsn)
-{
-    static const char kLsn[] = "\"lsn\":\"";
-    if (head.empty() || head[0] != '{')
-        return false;
-    size_t i = 1;
-    for (int keys = 0; keys < 8; keys++) {
-        if (head.compare(i, sizeof(kLsn) - 1, kLsn) == 0) {
-            size_t at = i + sizeof(kLsn) - 1;
-            size_t end = head.find('"', at);
-            return end != std::string::npos && parse_lsn(head.data() + at, end - at, lsn);
-        }
-        /* "key": value, */
-        if (i >= head.size() || head[i] != '"')
-            return false;
-        i = skip_json_string(head, i);
-        if (i == std::string::npos || i >= head.size() || head[i] != ':')
-            return false;
-        i++;
-        if (i < head.size() && head[i] == '"') {
-            i = skip_json_string(head, i);
-            if (i == std::string::npos)
-                return false;
-        } else {
-            while (i < head.size() && (isalnum(static_cast<unsigned char>(head[i])) ||
-                                       head[i] == '-' || head[i] == '.'))
-                i++;
-        }
-        if (i >= head.size() || head[i] != ',')
-            return false;
-        i++;
-    }
-    return false;
 }
 
 void FileSink::truncate_replayed(uint64_t replay_from)
@@ -203,13 +128,30 @@ void FileSink::truncate_replayed(uint64_t replay_from)
         line_end = start;
     }
 
+    truncate_to(cut);
+}
+
+void FileSink::truncate_to(off_t cut)
+{
+    off_t end = lseek(fd_, 0, SEEK_END);
+    if (end < 0)
+        fail("seek in", errno, true);
     if (cut < end) {
         if (ftruncate(fd_, cut) != 0)
             fail("truncate", errno, true);
         if (fsync(fd_) != 0)
             fail("fsync", errno, false);
     }
-    size_ = cut;
+    size_ = std::min(cut, end);
+}
+
+std::string FileSink::state() const
+{
+    char buf[96];
+    snprintf(buf, sizeof(buf), "file %" PRIu64 " %" PRIu64 " %" PRId64,
+             static_cast<uint64_t>(dev_), static_cast<uint64_t>(ino_),
+             static_cast<int64_t>(size_));
+    return buf;
 }
 
 /* Make the file's directory entry durable: a new file must survive a crash too. */
@@ -228,9 +170,9 @@ void FileSink::sync_directory()
         fail("fsync the directory of", err, true);
 }
 
-void FileSink::open(uint64_t replay_from)
+bool FileSink::open(const Resume &from)
 {
-    replay_from_ = replay_from;
+    bool fresh = false;
     if (fd_ < 0) {
         fd_ = ::open(path_.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
         if (fd_ < 0)
@@ -246,6 +188,7 @@ void FileSink::open(uint64_t replay_from)
         }
         dev_ = st.st_dev;
         ino_ = st.st_ino;
+        size_ = st.st_size;
         try {
             sync_directory();
         } catch (const SinkError &) {
@@ -255,9 +198,31 @@ void FileSink::open(uint64_t replay_from)
         }
     }
     if (!recovered_) {
-        truncate_replayed(replay_from);
+        uint64_t dev = 0, ino = 0;
+        int64_t size = 0;
+        bool have_state = !from.state.empty() &&
+                          sscanf(from.state.c_str(), "file %" SCNu64 " %" SCNu64 " %" SCNd64,
+                                 &dev, &ino, &size) == 3;
+        if (!have_state) {
+            /* No lsn to cut from (an empty spool): only a torn last line goes. */
+            truncate_replayed(from.first_lsn != 0 ? from.first_lsn : UINT64_MAX);
+            fresh = size_ == 0;
+        } else if (dev == static_cast<uint64_t>(dev_) && ino == static_cast<uint64_t>(ino_)) {
+            /* Ours: what follows the cursor's size was never acknowledged. */
+            truncate_to(static_cast<off_t>(size));
+        } else {
+            /*
+             * Another file than the cursor's (rotated or replaced while the
+             * worker was down): nothing in it is ours to cut.
+             */
+            size_ = lseek(fd_, 0, SEEK_END);
+            if (size_ < 0)
+                fail("seek in", errno, true);
+            fresh = true;
+        }
         recovered_ = true;
     }
+    return fresh;
 }
 
 void FileSink::write(const char *data, size_t len)

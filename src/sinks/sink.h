@@ -1,10 +1,17 @@
 /*
  * sink.h: the interface every sink implements.
  *
- * The stream writes entries (JSON lines) as batches fill, then asks the sink
- * to make everything written durable; only after that does the replication
- * slot confirm. A sink raises SinkError: retryable errors (a full disk, a
- * server that is down) are retried with back-off and lose nothing.
+ * A sink is a consumer of the spool (see spool/): its delivery worker reads
+ * batches of entries (JSON lines) from the sink's cursor, writes them, asks
+ * the sink to make them durable, and only then saves the cursor, together
+ * with the state the sink returns (state()). After a crash delivery resumes
+ * at the cursor and open() gets that state back: a sink that can, drops
+ * what it received after it (the file sink cuts its file back), which makes
+ * delivery exactly-once; others rely on the entries' (lsn, sequence).
+ *
+ * A sink raises SinkError: retryable errors (a full disk, a server that is
+ * down) are retried with back-off and lose nothing; others restart the
+ * delivery worker, which resumes at the cursor.
  *
  * Pure C++: no PostgreSQL headers.
  */
@@ -34,21 +41,34 @@ class Sink
 {
   public:
     virtual ~Sink() = default;
+
+    /* Where delivery resumes. */
+    struct Resume {
+        /* What state() returned when the cursor was last saved; empty: never saved. */
+        std::string state;
+        /*
+         * Without a state: every entry whose lsn is at or after this one is
+         * delivered (again); a sink that can, removes such entries it holds.
+         */
+        uint64_t first_lsn = 0;
+    };
     /*
-     * Get ready to receive entries. Every entry whose lsn is at or after
-     * replay_from (the slot's confirmed position) will be delivered again:
-     * a sink that can, removes such entries it already holds.
+     * Get ready to receive entries. Returns true when the destination is
+     * new (a new file): it does not hold the schemas announced before, so
+     * the delivery worker sends them again first.
      */
-    virtual void open(uint64_t replay_from) = 0;
+    virtual bool open(const Resume &from) = 0;
     /* Append entries (newline-terminated JSON lines). */
     virtual void write(const char *data, size_t len) = 0;
-    /* Make everything written so far durable. */
+    /* Make everything written so far durable (acknowledged). */
     virtual void sync() = 0;
+    /* After sync(): what open() needs to resume exactly here (at most 200 bytes). */
+    virtual std::string state() const { return {}; }
     virtual void close() = 0;
-    /* For messages: "file /path/to/changes.jsonl". */
+    /* For messages: "file /path/to/changes.jsonl". Never holds a secret. */
     virtual std::string describe() const = 0;
 
-    /* What a sink found between rounds, for the log (see between_rounds()). */
+    /* What a sink found between batches, for the log (see between_rounds()). */
     struct Notice {
         enum class Level { none, log, warning } level = Level::none;
         std::string message;
@@ -57,14 +77,11 @@ class Sink
         bool reopen = false;
     };
     /*
-     * Called between rounds, when everything written is confirmed: a sink
+     * Called between batches, when everything written is durable: a sink
      * can notice what happened to its destination meanwhile (the file sink:
      * a file moved away, deleted or truncated).
      */
     virtual Notice between_rounds() { return {}; }
 };
-
-/* Parse PostgreSQL's text form of an LSN ("16/B374D848"); false if malformed. */
-bool parse_lsn(const char *s, size_t len, uint64_t *lsn);
 
 } // namespace pgsink

@@ -1,7 +1,9 @@
 /*
  * sink_factory.cpp: see sink_factory.h. The one place that reads the
- * sinks' settings (GUCs) and maps pgsink.sink to a class.
+ * sinks' settings (GUCs) and maps a sink name to a class.
  */
+#include <cstring>
+
 #include "sinks/sink_factory.h"
 #include "core/config.h"
 #include "sinks/file_sink.h"
@@ -9,21 +11,27 @@
 namespace pgsink
 {
 
-std::unique_ptr<Sink> make_sink()
+bool sink_known(const char *name)
 {
-    switch (static_cast<SinkKind>(guc_sink)) {
-    case SINK_FILE:
-        return std::make_unique<FileSink>(guc_file_path);
-    }
-    throw std::runtime_error("pgsink: unknown sink " + std::to_string(guc_sink));
+    return strcmp(name, "file") == 0;
 }
 
-std::string sink_settings()
+const char *known_sink_names()
 {
-    switch (static_cast<SinkKind>(guc_sink)) {
-    case SINK_FILE:
+    return "file";
+}
+
+std::unique_ptr<Sink> make_sink(const std::string &name)
+{
+    if (name == "file")
+        return std::make_unique<FileSink>(guc_file_path);
+    throw std::runtime_error("pgsink: unknown sink \"" + name + "\"");
+}
+
+std::string sink_settings(const std::string &name)
+{
+    if (name == "file")
         return std::string("file:") + guc_file_path;
-    }
     return "unknown";
 }
 

@@ -1,10 +1,12 @@
 /*
  * wait.cpp: pgsink.wait_for_delivery(timeout): block until everything
- * committed before the call is durable in the sink.
+ * committed before the call is durable in every sink.
  *
  * It writes a small non-transactional logical message, flushes it, and waits
- * until the slot's confirmed position passes its end: the stream worker only
- * confirms positions whose transactions the sink has made durable.
+ * until every sink in pgsink.sink has delivered past it: a delivery worker
+ * publishes the spool's durable lsn as delivered once its cursor reached
+ * the spool's end, and the spool's durable lsn passes the message only
+ * after the stream worker decoded past it.
  */
 #include "boundary/pg_boundary.h"
 #include "core/config.h"
@@ -44,23 +46,55 @@ static Datum wait_for_delivery(PG_FUNCTION_ARGS)
     XLogFlush(target);
 
     TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_us / 1000);
+    char names[kMaxSinks][kSinkNameLen];
     for (;;) {
         XLogRecPtr confirmed = read_slot_state(guc_slot_name).confirmed_flush;
-        if (confirmed != InvalidXLogRecPtr && confirmed >= target)
+        /* The sink that is furthest behind, and how far it got. */
+        int n = configured_sinks(names);
+        const char *behind = nullptr;
+        XLogRecPtr delivered = InvalidXLogRecPtr;
+        char behind_state[64] = "";
+        char behind_error[kErrorLen] = "";
+        LWLockAcquire(shared_lock, LW_SHARED);
+        for (int i = 0; i < n && behind == nullptr; i++) {
+            SinkSlot *slot = find_sink_slot(names[i]);
+            XLogRecPtr at = slot ? slot->delivered_lsn : InvalidXLogRecPtr;
+            if (at < target) {
+                behind = names[i];
+                delivered = at;
+                strlcpy(behind_state,
+                        sink_state_name(slot ? slot->state : SinkState::stopped),
+                        sizeof(behind_state));
+                if (slot)
+                    strlcpy(behind_error, slot->last_error, sizeof(behind_error));
+            }
+        }
+        WorkerState stream_state = shared->state;
+        char stream_error[kErrorLen];
+        strlcpy(stream_error, shared->last_error, sizeof(stream_error));
+        LWLockRelease(shared_lock);
+        if (behind == nullptr && confirmed != InvalidXLogRecPtr && confirmed >= target)
             PG_RETURN_LSN(confirmed);
         if (GetCurrentTimestamp() >= deadline) {
-            SharedState s;
-            LWLockAcquire(shared_lock, LW_SHARED);
-            memcpy(&s, shared, sizeof(s));
-            LWLockRelease(shared_lock);
+            if (behind != nullptr && confirmed >= target)
+                ereport(ERROR,
+                        (errcode(ERRCODE_QUERY_CANCELED),
+                         errmsg("pgsink did not deliver up to %X/%X within the timeout",
+                                static_cast<uint32>(target >> 32), static_cast<uint32>(target)),
+                         errdetail("Sink \"%s\" is %s, delivered up to %X/%X%s%s.", behind,
+                                   behind_state, static_cast<uint32>(delivered >> 32),
+                                   static_cast<uint32>(delivered),
+                                   behind_error[0] ? "; last error: " : "", behind_error),
+                         errhint("See SELECT * FROM pgsink.sinks.")));
             ereport(ERROR,
                     (errcode(ERRCODE_QUERY_CANCELED),
                      errmsg("pgsink did not deliver up to %X/%X within the timeout",
                             static_cast<uint32>(target >> 32), static_cast<uint32>(target)),
                      errdetail("The stream worker is %s; confirmed position %X/%X%s%s.",
-                               worker_state_name(s.state), static_cast<uint32>(confirmed >> 32),
+                               worker_state_name(stream_state),
+                               static_cast<uint32>(confirmed >> 32),
                                static_cast<uint32>(confirmed),
-                               s.last_error[0] ? "; last error: " : "", s.last_error),
+                               stream_error[0] ? "; last error: " : "", stream_error),
                      errhint("See SELECT * FROM pgsink.status.")));
         }
         (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,

@@ -1,5 +1,6 @@
 /*
- * launcher.cpp: the static background worker that starts the stream worker.
+ * launcher.cpp: the static background worker that starts the stream worker
+ * and, through supervise_deliveries(), one delivery worker per sink.
  */
 #include <algorithm>
 #include <csignal>
@@ -149,6 +150,7 @@ void pgsink_launcher_main(Datum main_arg)
     TimestampTz next_start = 0;
     long backoff_ms = kFirstBackoffMs;
     bool reported_missing_database = false;
+    Oid database = InvalidOid; /* pgsink.database's OID, once found */
 
     for (;;) {
         CHECK_FOR_INTERRUPTS();
@@ -158,6 +160,8 @@ void pgsink_launcher_main(Datum main_arg)
             ConfigReloadPending = false;
             ProcessConfigFile(PGC_SIGHUP);
             /* A new pgsink.database: stop the worker; it restarts in the new one. */
+            if (strcmp(worker_database, guc_database) != 0)
+                database = InvalidOid; /* delivery workers stop too, and restart there */
             if ((worker != nullptr || adopted != 0) && strcmp(worker_database, guc_database) != 0) {
                 ereport(LOG, (errmsg("pgsink: pgsink.database changed from \"%s\" to \"%s\"; "
                                      "restarting the stream worker",
@@ -171,13 +175,22 @@ void pgsink_launcher_main(Datum main_arg)
             }
         }
 
+        if (!OidIsValid(database)) {
+            database = lookup_database();
+            if (OidIsValid(database) && strcmp(worker_database, guc_database) != 0 &&
+                (worker != nullptr || adopted != 0))
+                database = InvalidOid; /* the old database's stream worker is still stopping */
+        }
+        long deliveries_ms = supervise_deliveries(database);
+
         if (adopted != 0) {
             LWLockAcquire(shared_lock, LW_SHARED);
             bool running = shared->worker_pid == adopted;
             LWLockRelease(shared_lock);
             if (running && kill(adopted, 0) == 0) {
                 (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-                                kDatabasePollMs / 4, PG_WAIT_EXTENSION);
+                                std::min<long>(deliveries_ms, kDatabasePollMs / 4),
+                                PG_WAIT_EXTENSION);
                 ResetLatch(MyLatch);
                 continue;
             }
@@ -230,6 +243,7 @@ void pgsink_launcher_main(Datum main_arg)
                 timeout_ms = std::max<long>(1, (next_start - now) / 1000);
             } else {
                 Oid dboid = lookup_database();
+                database = dboid;
                 if (!OidIsValid(dboid)) {
                     if (!reported_missing_database)
                         ereport(LOG,
@@ -260,8 +274,8 @@ void pgsink_launcher_main(Datum main_arg)
             }
         }
 
-        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, timeout_ms,
-                        PG_WAIT_EXTENSION);
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+                        std::min(timeout_ms, deliveries_ms), PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
     }
 }

@@ -1,14 +1,20 @@
 /*
- * stream.cpp: decode the slot, deliver to the sink, confirm what is durable.
+ * stream.cpp: decode the slot, append to the spool, confirm what is durable.
  *
  * The worker keeps one decoding context for its lifetime (as a walsender
  * does) and decodes up to the flushed WAL position, as
  * pg_logical_slot_get_changes() does. Entries fill a batch; a full batch is
- * written to the sink at once, even in the middle of a transaction, so
- * memory stays bounded; after each round the sink makes everything durable
- * and only then does the slot confirm the position decoded up to. A crash
- * anywhere replays from the slot's confirmed position, and the sink drops
- * what it holds past it (see sinks/file_sink.cpp).
+ * appended to the spool at once, even in the middle of a transaction, so
+ * memory stays bounded; after each round the spool makes everything durable
+ * and only then does the slot confirm the position decoded up to. Sinks
+ * are not the stream's business: each has a delivery worker reading the
+ * spool (worker/delivery.cpp), so a slow or failing sink never holds WAL.
+ *
+ * A crash anywhere restarts decoding at the spool's durable lsn (or the
+ * slot's confirmed position, if later); the spool cuts what it holds past
+ * its last durable round (see spool/spool_writer.cpp). When the spool
+ * reaches pgsink.spool_max_size, decoding waits (the slot keeps the WAL)
+ * until sinks catch up and their segments are removed.
  */
 #include <cstring>
 #include <memory>
@@ -20,7 +26,8 @@
 #include "decoding/entry_consumer.h"
 #include "decoding/slot.h"
 #include "imports/importer.h"
-#include "sinks/sink_factory.h"
+#include "spool/sink_cursor.h"
+#include "spool/spool_writer.h"
 #include "worker/stream.h"
 
 extern "C" {
@@ -48,9 +55,8 @@ extern "C" {
 namespace pgsink
 {
 
-static constexpr long kFirstRetryMs = 100;
-/* While a sink keeps failing, repeat the warning at most this often. */
-static constexpr long kRepeatWarningMs = 60000;
+/* How often delivered segments are looked for while the spool is not full. */
+static constexpr long kHousekeepingMs = 500;
 
 /* The decoding context's text-output hooks: the worker never writes through them. */
 static void unused_prepare_write(LogicalDecodingContext *, XLogRecPtr, TransactionId, bool)
@@ -76,29 +82,25 @@ class Stream final : public EntryConsumer
     void before_catalog_access();
 
   private:
-    void open_sink();
-    void reopen_if_sink_settings_changed();
-    void check_sink_between_rounds();
     void write_batch();
-    void deliver_and_confirm(XLogRecPtr decoded_upto);
-    template <typename F> void with_retry(F &&f);
+    void persist_and_confirm(XLogRecPtr decoded_upto);
+    bool spool_full();
+    void remove_delivered_segments();
 
     LogicalDecodingContext *ctx_ = nullptr;
     Importer importer_;
     MemoryContext cxt_ = nullptr;
-    std::unique_ptr<Sink> sink_;
-    std::string sink_settings_; /* the settings sink_ was made with */
+    spool::Writer spool_;
     std::string batch_;
     uint64 batch_entries_ = 0;
-    /* Written to the sink but not yet durable (counted as delivered after sync). */
+    /* Written to the spool but not yet durable (counted after sync). */
     uint64 unsynced_entries_ = 0;
     uint64 unsynced_txns_ = 0;
     TimestampTz unsynced_commit_time_ = 0;
     XLogRecPtr confirmed_ = InvalidXLogRecPtr;
     bool caches_need_reset_ = false;
-    bool sink_failing_ = false;
-    char last_warning_[kErrorLen] = "";
-    TimestampTz last_warning_at_ = 0;
+    bool full_ = false; /* waiting for sinks: pgsink.spool_max_size reached */
+    TimestampTz housekeeping_at_ = 0;
 };
 
 /*
@@ -120,21 +122,6 @@ static void set_in_logical_decoding(bool on)
 }
 
 static Stream *the_stream = nullptr;
-bool stream_restart_for_reload = false;
-
-/*
- * Thrown out of a retry wait to restart the stream in place (a reload). In
- * the middle of decoding (a batch filled inside a transaction) the output
- * plugin's boundary turns it into an ERROR with this message: the worker
- * restarts instead, which applies the new configuration too.
- */
-struct StreamRestart : std::runtime_error {
-    StreamRestart()
-        : std::runtime_error("configuration reloaded while the sink was failing; restarting the "
-                             "stream to apply it")
-    {
-    }
-};
 
 /*
  * Decoding runs outside a transaction, and each transaction the worker or
@@ -158,68 +145,6 @@ static Stream &stream()
     return *the_stream;
 }
 
-/*
- * Run a sink operation; retry a retryable failure with exponential back-off
- * until it succeeds, keeping the error in pgsink.status(). Interrupts
- * (SIGTERM) are served while waiting. Non-retryable errors propagate.
- */
-template <typename F> void Stream::with_retry(F &&f)
-{
-    long backoff_ms = kFirstRetryMs;
-    for (;;) {
-        char message[kErrorLen];
-        bool failed = false;
-        try {
-            f();
-        } catch (const SinkError &e) {
-            if (!e.retryable())
-                throw;
-            strlcpy(message, e.what(), sizeof(message));
-            failed = true;
-        }
-        if (!failed) {
-            if (sink_failing_) {
-                sink_failing_ = false;
-                set_worker_state(WorkerState::streaming);
-                clear_error();
-                ereport(LOG, (errmsg("pgsink: the sink has recovered")));
-            }
-            return;
-        }
-
-        sink_failing_ = true;
-        TimestampTz now = GetCurrentTimestamp();
-        LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-        strlcpy(shared->last_error, message, sizeof(shared->last_error));
-        shared->last_error_at = now;
-        shared->sink_error = true; /* cleared once the sink works again */
-        shared->state = WorkerState::sink_retrying;
-        shared->sink_retry_at = TimestampTzPlusMilliseconds(now, backoff_ms);
-        LWLockRelease(shared_lock);
-        if (strcmp(message, last_warning_) != 0 ||
-            TimestampDifferenceExceeds(last_warning_at_, now, kRepeatWarningMs)) {
-            ereport(WARNING, (errmsg("pgsink: %s", message),
-                              errdetail("Nothing is lost: the slot keeps the changes until the "
-                                        "sink accepts them. Retrying with back-off.")));
-            strlcpy(last_warning_, message, sizeof(last_warning_));
-            last_warning_at_ = now;
-        }
-        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, backoff_ms,
-                        PG_WAIT_EXTENSION);
-        ResetLatch(MyLatch);
-        CHECK_FOR_INTERRUPTS();
-        if (ConfigReloadPending) {
-            /*
-             * A fix may be in the new configuration: restart the stream
-             * (from the slot's confirmed position) to apply it.
-             */
-            stream_restart_for_reload = true;
-            throw StreamRestart();
-        }
-        backoff_ms = std::min<long>(backoff_ms * 2, guc_retry_max_interval_ms);
-    }
-}
-
 void Stream::entry_done()
 {
     batch_.push_back('\n');
@@ -231,16 +156,17 @@ void Stream::entry_done()
 
 void Stream::commit(const TxnMeta &txn, uint64 entries)
 {
+    spool_.transaction_end(txn.commit_lsn, txn.commit_time, batch_.size(), batch_entries_);
     unsynced_txns_++;
     unsynced_commit_time_ = txn.commit_time;
 }
 
-/* Hand the batch to the sink (not yet durable), and free its memory if a huge row grew it. */
+/* Append the batch to the spool (not yet durable), and free its memory if a huge row grew it. */
 void Stream::write_batch()
 {
     if (batch_.empty())
         return;
-    with_retry([&] { sink_->write(batch_.data(), batch_.size()); });
+    spool_.write(batch_.data(), batch_.size(), batch_entries_);
     unsynced_entries_ += batch_entries_;
     batch_entries_ = 0;
     size_t limit = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
@@ -250,10 +176,10 @@ void Stream::write_batch()
         batch_.clear();
 }
 
-void Stream::deliver_and_confirm(XLogRecPtr decoded_upto)
+void Stream::persist_and_confirm(XLogRecPtr decoded_upto)
 {
     write_batch();
-    sink_->sync(); /* a failed fsync is never retried in place: see file_sink.cpp */
+    spool_.sync(decoded_upto); /* a failed fsync is never retried in place */
 
     bool advanced = decoded_upto > confirmed_;
     if (advanced) {
@@ -268,14 +194,12 @@ void Stream::deliver_and_confirm(XLogRecPtr decoded_upto)
     shared->transactions_delivered += unsynced_txns_;
     if (unsynced_commit_time_ != 0)
         shared->last_commit_time = unsynced_commit_time_;
-    if (!sink_failing_) {
-        shared->state = WorkerState::streaming;
-        /* Healthy: the slot moved, past where the last failure was. */
-        if (advanced && confirmed_ > shared->failed_at)
-            shared->worker_streamed = true;
-    }
+    shared->state = WorkerState::streaming;
+    /* Healthy: the slot moved, past where the last failure was. */
+    if (advanced && confirmed_ > shared->failed_at)
+        shared->worker_streamed = true;
     /* The worker streams again after failing: the failure is over. */
-    bool recovered = !sink_failing_ && shared->same_failures > 0 && confirmed_ > shared->failed_at;
+    bool recovered = shared->same_failures > 0 && confirmed_ > shared->failed_at;
     LWLockRelease(shared_lock);
     if (recovered) {
         clear_error();
@@ -286,11 +210,75 @@ void Stream::deliver_and_confirm(XLogRecPtr decoded_upto)
     unsynced_commit_time_ = 0;
 }
 
-void Stream::open_sink()
+/*
+ * The lowest cursor of the sinks pgsink.sink lists: segments before it are
+ * delivered everywhere. A listed sink without a cursor yet (its worker has
+ * not started) holds everything, so nothing it could still need goes.
+ */
+static uint64 lowest_sink_cursor(uint64 spool_id)
 {
-    sink_ = make_sink();
-    sink_settings_ = sink_settings();
-    with_retry([&] { sink_->open(confirmed_); });
+    char names[kMaxSinks][kSinkNameLen];
+    int n = configured_sinks(names);
+    uint64 lowest = UINT64_MAX;
+    std::string dir = spool::directory();
+    for (int i = 0; i < n; i++) {
+        uint64 cursor = 0;
+        bool known = false;
+        LWLockAcquire(shared_lock, LW_SHARED);
+        if (SinkSlot *slot = find_sink_slot(names[i]); slot && slot->cursor_valid) {
+            cursor = slot->cursor;
+            known = true;
+        }
+        LWLockRelease(shared_lock);
+        spool::Cursor c;
+        if (!known && spool::read_cursor(dir, names[i], &c) && c.spool_id == spool_id) {
+            cursor = c.offset;
+            known = true;
+        }
+        lowest = std::min(lowest, known ? cursor : 0);
+    }
+    return lowest;
+}
+
+/* Remove segments every sink has delivered (and kept for pgsink.spool_retention). */
+void Stream::remove_delivered_segments()
+{
+    TimestampTz now = GetCurrentTimestamp();
+    if (!full_ && !TimestampDifferenceExceeds(housekeeping_at_, now, kHousekeepingMs))
+        return;
+    housekeeping_at_ = now;
+    spool_.remove_delivered(lowest_sink_cursor(spool_.id()), guc_spool_retention_s);
+}
+
+/*
+ * Is the spool at pgsink.spool_max_size? Then decoding waits (the slot
+ * keeps the WAL, as without a spool) and says so once, until sinks catch up.
+ */
+bool Stream::spool_full()
+{
+    uint64 max = static_cast<uint64>(guc_spool_max_size_mb) << 20;
+    bool full = max > 0 && spool_.bytes() >= max;
+    if (full != full_) {
+        full_ = full;
+        TimestampTz now = GetCurrentTimestamp();
+        LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+        shared->spool.full = full;
+        shared->spool.full_since = full ? now : 0;
+        shared->state = full ? WorkerState::spool_full : WorkerState::streaming;
+        LWLockRelease(shared_lock);
+        if (full)
+            ereport(WARNING,
+                    (errmsg("pgsink: the spool reached pgsink.spool_max_size (%d MB); decoding "
+                            "waits until sinks deliver",
+                            guc_spool_max_size_mb),
+                     errdetail("Nothing is lost: the replication slot keeps the WAL meanwhile. "
+                               "See SELECT * FROM pgsink.sinks for the sinks behind."),
+                     errhint("Fix the failing sink, or raise pgsink.spool_max_size.")));
+        else
+            ereport(LOG, (errmsg("pgsink: the spool is below pgsink.spool_max_size again; "
+                                 "decoding resumes")));
+    }
+    return full;
 }
 
 /* How many tables are captured, and the newest import job id; in a transaction. */
@@ -371,14 +359,24 @@ void Stream::start()
                          name)));
 
     confirmed_ = MyReplicationSlot->data.confirmed_flush;
-    open_sink();
-    clear_sink_error(); /* the sink works (again): an earlier stream's or worker's is over */
+    /*
+     * The spool may hold transactions the slot had not confirmed when the
+     * server stopped (a slot's position is saved lazily): decoding starts
+     * after them, so none is written twice.
+     */
+    XLogRecPtr spooled = spool_.open(confirmed_);
 
     MemoryContext old = MemoryContextSwitchTo(cxt_);
     worker_consumer = this;
-    ctx_ = CreateDecodingContext(InvalidXLogRecPtr, NIL, false, wal_reader_routine(),
-                                 unused_prepare_write, unused_write, nullptr);
+    ctx_ = CreateDecodingContext(spooled > confirmed_ ? spooled : InvalidXLogRecPtr, NIL, false,
+                                 wal_reader_routine(), unused_prepare_write, unused_write,
+                                 nullptr);
     MemoryContextSwitchTo(old);
+    if (spooled > confirmed_) {
+        LogicalConfirmReceivedLocation(spooled);
+        ReplicationSlotMarkDirty();
+        confirmed_ = spooled;
+    }
 
     /* Decoding starts at restart_lsn so that every transaction after confirmed_flush is whole. */
     XLogBeginRead(ctx_->reader, MyReplicationSlot->data.restart_lsn);
@@ -389,54 +387,19 @@ void Stream::start()
     shared->confirmed_lsn = confirmed_;
     strlcpy(shared->slot_name, name, NAMEDATALEN);
     LWLockRelease(shared_lock);
-    ereport(LOG, (errmsg("pgsink: streaming from slot \"%s\" at %X/%X to %s", name,
-                         static_cast<uint32>(confirmed_ >> 32), static_cast<uint32>(confirmed_),
-                         sink_->describe().c_str())));
-}
-
-/* After a reload that changed the sink's settings: a new sink (a new file). */
-void Stream::reopen_if_sink_settings_changed()
-{
-    if (sink_settings() == sink_settings_)
-        return;
-    std::string old = sink_->describe();
-    write_batch();
-    sink_->sync();
-    sink_->close();
-    open_sink();
-    ereport(LOG, (errmsg("pgsink: the sink's settings changed: from %s to %s", old.c_str(),
-                         sink_->describe().c_str())));
-    forget_sent_schemas();
-}
-
-/*
- * Everything written is confirmed here: the sink may look at its
- * destination (a file moved away, deleted, truncated). A method of its own,
- * so that its strings are gone before decoding, whose ERRORs jump.
- */
-void Stream::check_sink_between_rounds()
-{
-    Sink::Notice notice = sink_->between_rounds();
-    if (notice.level == Sink::Notice::Level::warning) {
-        ereport(WARNING, (errmsg("pgsink: %s", notice.message.c_str()),
-                          errdetail("%s", notice.detail.c_str())));
-        record_error(notice.message.c_str());
-    } else if (notice.level == Sink::Notice::Level::log) {
-        ereport(LOG, (errmsg("pgsink: %s", notice.message.c_str())));
-    }
-    if (notice.reopen) {
-        with_retry([&] { sink_->open(confirmed_); });
-        forget_sent_schemas(); /* a new destination: announce every schema again */
-    }
+    ereport(LOG, (errmsg("pgsink: streaming from slot \"%s\" at %X/%X to the spool in \"%s\"",
+                         name, static_cast<uint32>(confirmed_ >> 32),
+                         static_cast<uint32>(confirmed_), guc_spool_directory)));
 }
 
 long Stream::step()
 {
     if (!running())
         start();
-    reopen_if_sink_settings_changed();
-    check_sink_between_rounds();
     use_stream_resource_owner();
+    remove_delivered_segments();
+    if (spool_full())
+        return guc_poll_interval_ms * 10; /* delivery workers wake us as they advance */
     if (caches_need_reset_) {
         /* Drop catalog cache entries built outside historic snapshots. */
         InvalidateSystemCaches();
@@ -454,7 +417,7 @@ long Stream::step()
             break; /* deliver what we have: latency stays bounded during catch-up */
     }
     bool caught_up = ctx_->reader->EndRecPtr >= end;
-    deliver_and_confirm(ctx_->reader->EndRecPtr);
+    persist_and_confirm(ctx_->reader->EndRecPtr);
 
     /*
      * Imports run between rounds, one chunk at a time, and only when the
@@ -486,8 +449,7 @@ void Stream::stop()
     importer_.reset();
     if (MyReplicationSlot != nullptr)
         ReplicationSlotRelease();
-    if (sink_)
-        sink_->close();
+    spool_.close();
     batch_.clear();
     batch_entries_ = 0;
     /* Written but not confirmed: cut at the next open and decoded again. */
@@ -507,16 +469,7 @@ void Stream::before_catalog_access()
 
 long stream_step()
 {
-    try {
-        return stream().step();
-    } catch (const StreamRestart &) {
-        stream_restart_for_reload = false; /* caught between rounds: restarted in place */
-        ereport(LOG, (errmsg("pgsink: configuration reloaded while the sink was failing; "
-                             "restarting the stream from the slot's confirmed position to "
-                             "apply it")));
-        stream_stop();
-        return 0;
-    }
+    return stream().step();
 }
 
 bool stream_running()

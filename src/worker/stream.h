@@ -1,6 +1,6 @@
 /*
  * stream.h: the stream worker's unit of work: decode WAL up to the flushed
- * position, deliver to the sink, confirm what the sink made durable.
+ * position, append to the spool, confirm what the spool made durable.
  */
 #pragma once
 
@@ -15,13 +15,6 @@ long stream_step();
 
 /* Does the stream hold its slot (decoding)? */
 bool stream_running();
-
-/*
- * Set when the stream had to stop for a reload in the middle of decoding:
- * the ERROR that ends the worker then is routine (logged as LOG, not
- * recorded as a failure), and the restarted worker applies the reload.
- */
-extern bool stream_restart_for_reload;
 
 /* Release the slot and the decoding context (shutdown, misconfiguration). */
 void stream_stop();

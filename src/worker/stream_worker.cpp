@@ -193,17 +193,6 @@ static constexpr int kStuckAfter = 3;
 static void report_fatal_error()
 {
     MemoryContextSwitchTo(TopMemoryContext);
-    if (stream_restart_for_reload) {
-        /* A reload in the middle of a transaction's delivery: routine, see stream.h. */
-        ErrorData *edata = CopyErrorData();
-        FlushErrorState();
-        ereport(LOG, (errmsg("pgsink: %s", edata->message ? edata->message : "restarting")));
-        LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-        shared->state = WorkerState::backing_off;
-        shared->restart_now = true; /* the launcher starts the next worker at once */
-        LWLockRelease(shared_lock);
-        return;
-    }
     ErrorData *edata = CopyErrorData();
     const char *message = edata->message ? edata->message : "unknown error";
     SlotState slot = read_slot_state(guc_slot_name);

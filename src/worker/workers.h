@@ -11,16 +11,36 @@
 extern "C" {
 #include "postgres.h"
 #include "fmgr.h"
+#include "postmaster/bgworker.h"
 
 PGDLLEXPORT void pgsink_launcher_main(Datum main_arg);
 PGDLLEXPORT void pgsink_stream_main(Datum main_arg);
+PGDLLEXPORT void pgsink_delivery_main(Datum main_arg);
 }
+
+#include "core/config.h"
 
 namespace pgsink
 {
 
 /* Register the launcher; called from _PG_init. */
 void register_launcher();
+
+/* What the launcher tells a delivery worker (in bgw_extra). */
+struct DeliveryArgs {
+    Oid database;
+    int slot; /* index into shared->sinks */
+    char sink[kSinkNameLen];
+};
+static_assert(sizeof(DeliveryArgs) <= BGW_EXTRALEN, "DeliveryArgs fits in bgw_extra");
+
+/*
+ * The launcher's care of delivery workers: one per sink in pgsink.sink,
+ * started in database dboid (InvalidOid: none may run), restarted with
+ * back-off, stopped when their sink leaves the list. Returns how long the
+ * launcher may sleep before it must look again.
+ */
+long supervise_deliveries(Oid dboid);
 
 /* Ask the stream worker to look at pgsink.captured_tables when this transaction commits. */
 void wake_worker_at_commit();

@@ -7,6 +7,13 @@ BENCH_DIR=${BENCH_DIR:-$(pwd)/test/bench/out}
 BENCH_PORT=${BENCH_PORT:-5477}
 export PGHOST="$BENCH_DIR" PGPORT="$BENCH_PORT" PGDATABASE=bench
 DATA="$BENCH_DIR/data"
+# Where the benchmark-only output plugin pgsink_floor (test/bench/floor) was
+# built: the cluster finds it there through dynamic_library_path, so it needs
+# no install. Unset (and no build in test/bench/floor): the floor is skipped.
+if [ -z "${FLOOR_DIR:-}" ] && [ -f test/bench/floor/pgsink_floor.so ]; then
+    FLOOR_DIR=$(pwd)/test/bench/floor
+fi
+FLOOR_DIR=${FLOOR_DIR:-}
 
 psqlq() { psql -X -q -v ON_ERROR_STOP=1 -At "$@"; }
 
@@ -23,7 +30,8 @@ shared_preload_libraries = 'pgsink'
 wal_level = logical
 max_wal_senders = 10
 max_replication_slots = 10
-output_plugin_libraries = 'pgoutput, test_decoding, pgsink, wal2json'
+output_plugin_libraries = 'pgoutput, test_decoding, pgsink, wal2json, pgsink_floor'
+${FLOOR_DIR:+dynamic_library_path = '$FLOOR_DIR:\$libdir'}
 shared_buffers = 1GB
 max_wal_size = 8GB
 checkpoint_timeout = 30min

@@ -1,0 +1,325 @@
+/*
+ * spool_reader.cpp: see spool_reader.h.
+ */
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <map>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "boundary/pg_boundary.h"
+#include "changelog/entry_head.h"
+#include "spool/spool_reader.h"
+
+namespace pgsink::spool
+{
+
+static std::string hex(uint64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%016llX", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+Reader::~Reader()
+{
+    if (fd_ >= 0)
+        ::close(fd_);
+}
+
+/* The segment holding offset (or starting at it). */
+const Segment &Reader::segment_of(uint64_t offset)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (attempt == 1 || segments_.empty())
+            segments_ = list_segments(dir_);
+        auto it = std::upper_bound(segments_.begin(), segments_.end(), offset,
+                                   [](uint64_t o, const Segment &s) { return o < s.start; });
+        if (it == segments_.begin())
+            continue;
+        const Segment &s = *(it - 1);
+        /* The last segment grows: trust its listing only while offset is inside it. */
+        if (it != segments_.end() || offset < s.start + s.size || attempt == 1)
+            return s;
+    }
+    if (segments_.empty())
+        throw Error(ERRCODE_UNDEFINED_FILE, "the spool in \"" + dir_ + "\" has no segments");
+    throw Error(ERRCODE_UNDEFINED_FILE,
+                "spool offset " + hex(offset) + " is no longer retained (the oldest segment "
+                "starts at " + hex(segments_.front().start) + ")");
+}
+
+int Reader::fd_of(const Segment &s)
+{
+    if (fd_ >= 0 && fd_start_ == s.start)
+        return fd_;
+    if (fd_ >= 0)
+        ::close(fd_);
+    fd_start_ = UINT64_MAX;
+    std::string path = segment_path(dir_, s.start);
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) {
+        if (errno == ENOENT)
+            throw Error(ERRCODE_UNDEFINED_FILE, "spool segment \"" + path +
+                                                    "\" was removed before it was read");
+        throw Error(ERRCODE_IO_ERROR, "could not open \"" + path + "\": " + strerror(errno));
+    }
+    fd_start_ = s.start;
+    return fd_;
+}
+
+size_t Reader::read(uint64_t offset, uint64_t end, size_t max, std::string &out, uint64_t *lines)
+{
+    out.clear();
+    *lines = 0;
+    if (offset >= end)
+        return 0;
+    Segment seg = segment_of(offset);
+    int fd = fd_of(seg);
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        throw Error(ERRCODE_IO_ERROR, std::string("could not stat a spool segment: ") +
+                                          strerror(errno));
+    uint64_t seg_end = seg.start + static_cast<uint64_t>(st.st_size);
+    if (offset == seg_end && seg_end < end) {
+        /* The end of this segment: the next one starts here. */
+        segments_.clear();
+        seg = segment_of(offset);
+        if (seg.start != offset)
+            throw Error(ERRCODE_DATA_CORRUPTED, "the spool has no segment at offset " +
+                                                    hex(offset) + " (a gap or a damaged spool)");
+        fd = fd_of(seg);
+        if (fstat(fd, &st) != 0)
+            throw Error(ERRCODE_IO_ERROR, std::string("could not stat a spool segment: ") +
+                                              strerror(errno));
+        seg_end = seg.start + static_cast<uint64_t>(st.st_size);
+    }
+    uint64_t avail = std::min(end, seg_end) - std::min(offset, std::min(end, seg_end));
+    if (avail == 0)
+        throw Error(ERRCODE_DATA_CORRUPTED, "spool segment " + hex(seg.start) +
+                                                " is shorter than the spool's durable end " +
+                                                hex(end));
+    size_t want = static_cast<size_t>(std::min<uint64_t>(avail, std::max<size_t>(max, 1)));
+    size_t have = 0;
+    for (;;) {
+        out.resize(want);
+        ssize_t n = pread(fd, out.data() + have, want - have,
+                          static_cast<off_t>(offset - seg.start + have));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            throw Error(ERRCODE_IO_ERROR, std::string("could not read a spool segment: ") +
+                                              strerror(errno));
+        }
+        if (n == 0)
+            throw Error(ERRCODE_DATA_CORRUPTED, "spool segment " + hex(seg.start) +
+                                                    " ended before its durable end");
+        have += static_cast<size_t>(n);
+        if (have < want)
+            continue;
+        size_t last = out.find_last_of('\n');
+        if (last != std::string::npos) {
+            out.resize(last + 1);
+            break;
+        }
+        /* One line longer than max: read on to its end. */
+        if (want >= avail)
+            throw Error(ERRCODE_DATA_CORRUPTED,
+                        "spool segment " + hex(seg.start) + " holds a line without its end");
+        want = static_cast<size_t>(std::min<uint64_t>(avail, static_cast<uint64_t>(want) * 2));
+    }
+    *lines = static_cast<uint64_t>(std::count(out.begin(), out.end(), '\n'));
+    return out.size();
+}
+
+template <typename F> void Reader::scan(uint64_t from, uint64_t to, F &&f)
+{
+    std::string buf;
+    uint64_t offset = from;
+    while (offset < to) {
+        uint64_t lines = 0;
+        size_t n = read(offset, to, 1 << 20, buf, &lines);
+        if (n == 0)
+            return;
+        size_t at = 0;
+        while (at < n) {
+            size_t nl = buf.find('\n', at);
+            if (!f(buf.data() + at, nl - at, offset + at))
+                return;
+            at = nl + 1;
+        }
+        offset += n;
+    }
+}
+
+Position Reader::oldest()
+{
+    segments_ = list_segments(dir_);
+    if (segments_.empty())
+        throw Error(ERRCODE_UNDEFINED_FILE, "the spool in \"" + dir_ + "\" has no segments");
+    const Segment &s = segments_.front();
+    std::vector<IndexRecord> records = read_index(index_path(dir_, s.start));
+    Position p;
+    p.offset = s.start;
+    if (!records.empty() && records.front().offset == s.start) {
+        p.entries = records.front().entries;
+        p.lsn = records.front().lsn;
+    }
+    return p;
+}
+
+uint64_t Reader::lsn_at(uint64_t offset)
+{
+    Segment s = segment_of(offset);
+    uint64_t bound = 0;
+    for (const IndexRecord &r : read_index(index_path(dir_, s.start))) {
+        if (r.offset > offset)
+            break;
+        bound = std::max<uint64_t>(bound, r.kind == kRoundEnd ? r.lsn : r.lsn + 1);
+    }
+    return bound;
+}
+
+Position Reader::seek(bool by_lsn, uint64_t lsn, int64_t ts, uint64_t end)
+{
+    segments_ = list_segments(dir_);
+    if (segments_.empty())
+        throw Error(ERRCODE_UNDEFINED_FILE, "the spool in \"" + dir_ + "\" has no segments");
+    Position best = oldest();
+    bool first = true, done = false;
+    for (const Segment &s : segments_) {
+        for (const IndexRecord &r : read_index(index_path(dir_, s.start))) {
+            if (r.offset > end)
+                break;
+            if (first) {
+                first = false;
+                /* Entries before the oldest segment are gone, unless the spool began there. */
+                if (s.start > 0 && (by_lsn ? lsn < r.lsn : ts <= r.commit_time))
+                    throw Error(ERRCODE_UNDEFINED_FILE,
+                                "the spool no longer holds entries that old",
+                                "Raise pgsink.spool_retention to keep more; '-infinity' "
+                                "rewinds to the oldest entry retained.");
+            }
+            bool before = by_lsn ? (r.kind == kTxnEnd ? r.lsn < lsn : r.lsn <= lsn)
+                                 : r.commit_time < ts;
+            if (!before) {
+                /* Commit times are ordered only roughly: stop at the first later one. */
+                done = !by_lsn;
+                if (done)
+                    break;
+                continue;
+            }
+            if (r.offset > best.offset) {
+                best.offset = r.offset;
+                best.entries = r.entries;
+                best.lsn = r.lsn;
+            }
+        }
+        if (done)
+            break;
+    }
+    /* From there, line by line, to the first entry at or after the target. */
+    Position at = best;
+    bool reached = false;
+    scan(best.offset, end, [&](const char *line, size_t len, uint64_t offset) {
+        uint64_t l = 0;
+        int64_t t = 0;
+        bool target = by_lsn ? (line_lsn(line, len, &l) && l >= lsn)
+                             : (line_timestamp(line, len, &t) && t >= ts);
+        at.offset = offset;
+        if (target) {
+            reached = true;
+            return false;
+        }
+        at.entries++;
+        return true;
+    });
+    if (!reached)
+        at.offset = end; /* nothing that new yet: the end */
+    return at;
+}
+
+Position Reader::seek_lsn(uint64_t lsn, uint64_t end)
+{
+    return seek(true, lsn, 0, end);
+}
+
+Position Reader::seek_time(int64_t ts, uint64_t end)
+{
+    return seek(false, 0, ts, end);
+}
+
+/* Schema lines in [from, to), the latest per table into m. */
+void Reader::collect_schemas(uint64_t from, uint64_t to,
+                             std::vector<std::pair<std::string, std::string>> &m)
+{
+    std::string table;
+    scan(from, to, [&](const char *line, size_t len, uint64_t) {
+        if (schema_line_table(line, len, &table)) {
+            auto it = std::find_if(m.begin(), m.end(),
+                                   [&](const auto &e) { return e.first == table; });
+            if (it == m.end())
+                m.emplace_back(table, std::string(line, len));
+            else
+                it->second.assign(line, len);
+        }
+        return true;
+    });
+}
+
+/* The schemas in effect where segment i starts. */
+std::vector<std::pair<std::string, std::string>> Reader::base_schemas(size_t i)
+{
+    std::vector<std::pair<std::string, std::string>> m;
+    const Segment &s = segments_[i];
+    std::string path = schemas_path(dir_, s.start);
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        std::string text;
+        char buf[65536];
+        ssize_t n;
+        while ((n = ::read(fd, buf, sizeof(buf))) > 0)
+            text.append(buf, static_cast<size_t>(n));
+        ::close(fd);
+        std::string table;
+        size_t at = 0;
+        while (at < text.size()) {
+            size_t nl = text.find('\n', at);
+            if (nl == std::string::npos)
+                break;
+            if (schema_line_table(text.data() + at, nl - at, &table))
+                m.emplace_back(table, text.substr(at, nl - at));
+            at = nl + 1;
+        }
+        return m;
+    }
+    /* Not written (a crash while the segment was made): from the segment before, if any. */
+    if (i > 0 && segments_[i - 1].start + segments_[i - 1].size == s.start) {
+        m = base_schemas(i - 1);
+        collect_schemas(segments_[i - 1].start, s.start, m);
+    }
+    return m;
+}
+
+std::string Reader::schemas_at(uint64_t offset)
+{
+    segments_ = list_segments(dir_);
+    auto it = std::upper_bound(segments_.begin(), segments_.end(), offset,
+                               [](uint64_t o, const Segment &s) { return o < s.start; });
+    if (it == segments_.begin())
+        return {};
+    size_t i = static_cast<size_t>(it - segments_.begin()) - 1;
+    std::vector<std::pair<std::string, std::string>> m = base_schemas(i);
+    collect_schemas(segments_[i].start, offset, m);
+    std::sort(m.begin(), m.end());
+    std::string out;
+    for (const auto &e : m) {
+        out.append(e.second);
+        out.push_back('\n');
+    }
+    return out;
+}
+
+} // namespace pgsink::spool

@@ -1,0 +1,75 @@
+/*
+ * spool_reader.h: reading the spool (see spool_files.h) from an offset:
+ * delivery workers read batches of whole lines from their cursor;
+ * pgsink.rewind_sink() finds the offset of an lsn or a time.
+ *
+ * A reader never reads past the end it is given: the durable end the
+ * stream worker published (SpoolShared), since bytes after it may be cut.
+ * Pure file reads, no PostgreSQL calls: errors are thrown (pgsink::Error).
+ */
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "spool/spool_files.h"
+
+namespace pgsink::spool
+{
+
+/* A place in the spool: an offset, and the number of entries before it. */
+struct Position {
+    uint64_t offset = 0;
+    uint64_t entries = 0;
+    uint64_t lsn = 0; /* the first entry there has this lsn or a later one */
+};
+
+class Reader
+{
+  public:
+    explicit Reader(std::string dir) : dir_(std::move(dir)) {}
+    ~Reader();
+    Reader(const Reader &) = delete;
+    Reader &operator=(const Reader &) = delete;
+
+    /*
+     * Whole lines from offset into out (replacing it): at least one line,
+     * at most about max bytes, never past end nor past the end of a
+     * segment. Returns the bytes read (0 at end); *lines gets their count.
+     */
+    size_t read(uint64_t offset, uint64_t end, size_t max, std::string &out, uint64_t *lines);
+
+    /* The oldest retained position. */
+    Position oldest();
+    /* The first entry whose lsn is at or after lsn, before end. Throws if no longer retained. */
+    Position seek_lsn(uint64_t lsn, uint64_t end);
+    /* The first entry committed at or after ts, before end. Throws if no longer retained. */
+    Position seek_time(int64_t ts, uint64_t end);
+    /* The lsn an entry at offset has at least (a segment's or a record's bound). */
+    uint64_t lsn_at(uint64_t offset);
+
+    /*
+     * The Schema entries in effect at offset (the latest of each table
+     * before it), as lines: what a sink starting or rewound there must be
+     * told first.
+     */
+    std::string schemas_at(uint64_t offset);
+
+  private:
+    const Segment &segment_of(uint64_t offset);
+    int fd_of(const Segment &s);
+    /* Scan lines [from, to) of the spool, calling f(line, len, offset) until it returns false. */
+    template <typename F> void scan(uint64_t from, uint64_t to, F &&f);
+    void collect_schemas(uint64_t from, uint64_t to, std::vector<std::pair<std::string, std::string>> &m);
+    std::vector<std::pair<std::string, std::string>> base_schemas(size_t segment_index);
+    Position seek(bool by_lsn, uint64_t lsn, int64_t ts, uint64_t end);
+
+    std::string dir_;
+    std::vector<Segment> segments_;
+    int fd_ = -1;
+    uint64_t fd_start_ = UINT64_MAX;
+};
+
+} // namespace pgsink::spool

@@ -1,0 +1,362 @@
+/*
+ * spool_writer.cpp: see spool_writer.h and, for the layout, spool_files.h.
+ *
+ * Ordering that makes the spool exactly-once toward the slot: entries are
+ * written to the segment; at the end of a round the segment is fdatasynced,
+ * then a round end (offset, lsn decoded up to) is appended to the index and
+ * the index fdatasynced; only then is the new end published to delivery
+ * workers and the slot confirmed. At start-up everything after the last
+ * round end is cut, and decoding starts at that round end's lsn (or the
+ * slot's, if later): no transaction is lost or written twice, and offsets
+ * that sinks' cursors point at never change.
+ */
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "boundary/pg_boundary.h"
+#include "core/config.h"
+#include "core/shared_state.h"
+#include "spool/spool_reader.h"
+#include "spool/spool_writer.h"
+
+extern "C" {
+#include "port.h"
+}
+
+namespace pgsink::spool
+{
+
+/* A transaction end is indexed at most once per this many bytes. */
+static constexpr uint64_t kIndexEvery = 256 * 1024;
+
+Writer::~Writer()
+{
+    close();
+}
+
+void Writer::close()
+{
+    if (seg_fd_ >= 0)
+        ::close(seg_fd_);
+    if (idx_fd_ >= 0)
+        ::close(idx_fd_);
+    seg_fd_ = idx_fd_ = -1;
+    pending_.clear();
+}
+
+void Writer::fail(const std::string &what, const std::string &path, int err)
+{
+    throw Error(err == ENOSPC ? ERRCODE_DISK_FULL : ERRCODE_IO_ERROR,
+                "could not " + what + " spool file \"" + path + "\": " + strerror(err),
+                err == ENOSPC ? "Free disk space in pgsink.spool_directory, or lower "
+                                "pgsink.spool_max_size; decoding resumes by itself."
+                              : "");
+}
+
+static void write_all(int fd, const void *data, size_t len, const std::string &path,
+                      Writer *w, void (Writer::*fail)(const std::string &, const std::string &,
+                                                       int))
+{
+    const char *p = static_cast<const char *>(data);
+    while (len > 0) {
+        ssize_t n = ::write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            (w->*fail)("write", path, errno);
+        }
+        p += n;
+        len -= static_cast<size_t>(n);
+    }
+}
+
+/* A random identity for a new spool. */
+static uint64_t new_identity()
+{
+    uint64_t id = 0;
+    while (id == 0)
+        if (!pg_strong_random(&id, sizeof(id)))
+            throw Error(ERRCODE_INTERNAL_ERROR, "could not generate a random spool identity");
+    return id;
+}
+
+void Writer::create_segment(uint64_t start)
+{
+    std::string seg = segment_path(dir_, start), idx = index_path(dir_, start);
+    int sfd = ::open(seg.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (sfd < 0)
+        fail("create", seg, errno);
+    int ifd = ::open(idx.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (ifd < 0) {
+        int err = errno;
+        ::close(sfd);
+        fail("create", idx, err);
+    }
+    /* Its first record: where it starts, and what is before it. */
+    IndexRecord r{};
+    r.offset = start;
+    r.entries = durable_entries_;
+    r.lsn = durable_lsn_;
+    r.commit_time = last_commit_time_;
+    r.kind = kRoundEnd;
+    seal(r);
+    close();
+    seg_fd_ = sfd;
+    idx_fd_ = ifd;
+    write_all(idx_fd_, &r, sizeof(r), idx, this, &Writer::fail);
+    if (fdatasync(seg_fd_) != 0)
+        fail("fsync", seg, errno);
+    if (fdatasync(idx_fd_) != 0)
+        fail("fsync", idx, errno);
+    sync_directory(dir_);
+    seg_start_ = start;
+    indexed_at_ = start;
+    segments_++;
+}
+
+uint64_t Writer::open(uint64_t slot_confirmed)
+{
+    close();
+    dir_ = directory();
+    if (mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST)
+        fail("create directory for", dir_, errno);
+    std::string sinks = dir_ + "/sinks";
+    if (mkdir(sinks.c_str(), 0700) != 0 && errno != EEXIST)
+        fail("create directory for", sinks, errno);
+
+    std::vector<Segment> segments = list_segments(dir_);
+    id_ = read_identity(dir_);
+    if (id_ == 0) {
+        if (!segments.empty())
+            throw Error(ERRCODE_DATA_CORRUPTED,
+                        "the spool directory \"" + dir_ + "\" has segments but no identity file",
+                        "It is damaged: move it away and restart; pgsink then starts a new "
+                        "spool, and each sink needs pgsink.rewind_sink() and re-imports.");
+        id_ = new_identity();
+        std::string tmp = dir_ + "/identity.tmp", path = dir_ + "/identity";
+        char text[32];
+        int len = snprintf(text, sizeof(text), "%016llX\n", static_cast<unsigned long long>(id_));
+        int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+            fail("create", tmp, errno);
+        bool ok = ::write(fd, text, static_cast<size_t>(len)) == len && fsync(fd) == 0;
+        int err = errno;
+        ::close(fd);
+        if (!ok)
+            fail("write", tmp, err);
+        if (rename(tmp.c_str(), path.c_str()) != 0)
+            fail("rename", tmp, errno);
+        sync_directory(dir_);
+    }
+
+    /* A segment made in a crash before its first round end holds nothing: drop it. */
+    while (segments.size() > 1) {
+        std::vector<IndexRecord> records = read_index(index_path(dir_, segments.back().start));
+        if (!records.empty() && records.front().offset == segments.back().start)
+            break;
+        unlink(index_path(dir_, segments.back().start).c_str());
+        unlink(schemas_path(dir_, segments.back().start).c_str());
+        unlink(segment_path(dir_, segments.back().start).c_str());
+        segments.pop_back();
+    }
+
+    pending_.clear();
+    if (segments.empty()) {
+        durable_end_ = end_ = 0;
+        durable_entries_ = entries_ = 0;
+        durable_lsn_ = slot_confirmed;
+        last_commit_time_ = 0;
+        segments_ = 0;
+        create_segment(0);
+        oldest_ = 0;
+        bytes_ = 0;
+        publish();
+        return durable_lsn_;
+    }
+
+    /* Recover the last segment: cut everything after its last round end. */
+    const Segment &last = segments.back();
+    std::string seg = segment_path(dir_, last.start), idx = index_path(dir_, last.start);
+    std::vector<IndexRecord> records = read_index(idx);
+    auto round = std::find_if(records.rbegin(), records.rend(),
+                              [](const IndexRecord &r) { return r.kind == kRoundEnd; });
+    if (round == records.rend() || round->offset < last.start ||
+        round->offset > last.start + last.size)
+        throw Error(ERRCODE_DATA_CORRUPTED,
+                    "spool segment \"" + seg + "\" has no valid round end in its index",
+                    "The spool is damaged: move pgsink.spool_directory away and restart; each "
+                    "sink then needs pgsink.rewind_sink() and re-imports.");
+    const IndexRecord r = *round;
+    /* Keep every record up to that round end; the torn or unsynced rest goes. */
+    size_t keep = static_cast<size_t>(records.rend() - round);
+    seg_fd_ = ::open(seg.c_str(), O_WRONLY | O_CLOEXEC);
+    if (seg_fd_ < 0)
+        fail("open", seg, errno);
+    idx_fd_ = ::open(idx.c_str(), O_WRONLY | O_CLOEXEC);
+    if (idx_fd_ < 0)
+        fail("open", idx, errno);
+    if (ftruncate(seg_fd_, static_cast<off_t>(r.offset - last.start)) != 0)
+        fail("truncate", seg, errno);
+    if (ftruncate(idx_fd_, static_cast<off_t>(keep * sizeof(IndexRecord))) != 0)
+        fail("truncate", idx, errno);
+    if (fsync(seg_fd_) != 0)
+        fail("fsync", seg, errno);
+    if (fsync(idx_fd_) != 0)
+        fail("fsync", idx, errno);
+    if (lseek(seg_fd_, 0, SEEK_END) < 0 || lseek(idx_fd_, 0, SEEK_END) < 0)
+        fail("seek in", seg, errno);
+
+    seg_start_ = last.start;
+    end_ = durable_end_ = r.offset;
+    entries_ = durable_entries_ = r.entries;
+    durable_lsn_ = r.lsn;
+    last_commit_time_ = r.commit_time;
+    indexed_at_ = r.offset;
+    for (size_t i = 0; i < keep; i++)
+        if (records[i].kind == kTxnEnd)
+            indexed_at_ = std::max(indexed_at_, records[i].offset);
+    oldest_ = segments.front().start;
+    segments_ = static_cast<int>(segments.size());
+    bytes_ = 0;
+    for (const Segment &s : segments)
+        bytes_ += s.size;
+    bytes_ -= last.size - (r.offset - last.start);
+    publish();
+    return std::max(durable_lsn_, slot_confirmed);
+}
+
+void Writer::write(const char *data, size_t len, uint64_t entries)
+{
+    write_all(seg_fd_, data, len, segment_path(dir_, seg_start_), this, &Writer::fail);
+    end_ += len;
+    entries_ += entries;
+    bytes_ += len;
+}
+
+void Writer::transaction_end(uint64_t lsn, int64_t commit_time, size_t pending,
+                             uint64_t entries)
+{
+    last_commit_time_ = commit_time;
+    uint64_t at = end_ + pending;
+    if (at - indexed_at_ < kIndexEvery)
+        return;
+    IndexRecord r{};
+    r.offset = at;
+    r.entries = entries_ + entries;
+    r.lsn = lsn;
+    r.commit_time = commit_time;
+    r.kind = kTxnEnd;
+    seal(r);
+    pending_.push_back(r);
+    indexed_at_ = at;
+}
+
+void Writer::sync(uint64_t decoded_upto)
+{
+    if (end_ != durable_end_) {
+        std::string seg = segment_path(dir_, seg_start_), idx = index_path(dir_, seg_start_);
+        if (fdatasync(seg_fd_) != 0)
+            fail("fsync", seg, errno);
+        IndexRecord r{};
+        r.offset = end_;
+        r.entries = entries_;
+        r.lsn = decoded_upto;
+        r.commit_time = last_commit_time_;
+        r.kind = kRoundEnd;
+        seal(r);
+        pending_.push_back(r);
+        write_all(idx_fd_, pending_.data(), pending_.size() * sizeof(IndexRecord), idx, this,
+                  &Writer::fail);
+        pending_.clear();
+        if (fdatasync(idx_fd_) != 0)
+            fail("fsync", idx, errno);
+        durable_end_ = end_;
+        durable_entries_ = entries_;
+    }
+    durable_lsn_ = std::max(durable_lsn_, decoded_upto);
+    publish();
+    if (durable_end_ - seg_start_ >= static_cast<uint64_t>(guc_spool_segment_size_mb) << 20)
+        roll();
+}
+
+/* Start the next segment where this one ends, with the schemas in effect there. */
+void Writer::roll()
+{
+    uint64_t start = durable_end_;
+    Reader reader(dir_);
+    std::string schemas = reader.schemas_at(start);
+    std::string tmp = schemas_path(dir_, start) + ".tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        fail("create", tmp, errno);
+    try {
+        write_all(fd, schemas.data(), schemas.size(), tmp, this, &Writer::fail);
+    } catch (...) {
+        ::close(fd);
+        throw;
+    }
+    int rc = fdatasync(fd);
+    int err = errno;
+    ::close(fd);
+    if (rc != 0)
+        fail("fsync", tmp, err);
+    if (rename(tmp.c_str(), schemas_path(dir_, start).c_str()) != 0)
+        fail("rename", tmp, errno);
+    create_segment(start);
+    publish();
+}
+
+void Writer::remove_delivered(uint64_t min_cursor, int retention_s)
+{
+    std::vector<Segment> segments = list_segments(dir_);
+    time_t now = time(nullptr);
+    bool removed = false;
+    size_t i = 0;
+    for (; i + 1 < segments.size(); i++) {
+        const Segment &s = segments[i];
+        if (s.start + s.size > min_cursor || segments[i + 1].start != s.start + s.size)
+            break;
+        if (retention_s > 0 && now - s.mtime < retention_s)
+            break;
+        /* The .jsonl first: readers list segments by it. */
+        if (unlink(segment_path(dir_, s.start).c_str()) != 0 && errno != ENOENT)
+            fail("remove", segment_path(dir_, s.start), errno);
+        unlink(index_path(dir_, s.start).c_str());
+        unlink(schemas_path(dir_, s.start).c_str());
+        removed = true;
+    }
+    if (removed)
+        sync_directory(dir_);
+    bytes_ = 0;
+    for (size_t j = i; j < segments.size(); j++)
+        bytes_ += segments[j].start == seg_start_ ? end_ - seg_start_ : segments[j].size;
+    oldest_ = segments.empty() ? 0 : segments[i].start;
+    segments_ = static_cast<int>(segments.size() - i);
+    publish();
+}
+
+void Writer::publish()
+{
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    SpoolShared &s = shared->spool;
+    bool advanced = !s.ready || s.durable_end != durable_end_ || s.durable_lsn != durable_lsn_;
+    s.ready = true;
+    s.id = id_;
+    s.durable_end = durable_end_;
+    s.durable_entries = durable_entries_;
+    s.durable_lsn = durable_lsn_;
+    s.newest_commit_time = last_commit_time_;
+    s.oldest_offset = oldest_;
+    s.bytes = bytes_;
+    s.segments = segments_;
+    LWLockRelease(shared_lock);
+    if (advanced)
+        wake_delivery_workers();
+}
+
+} // namespace pgsink::spool

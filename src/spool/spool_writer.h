@@ -1,0 +1,89 @@
+/*
+ * spool_writer.h: the stream worker's side of the spool (see
+ * spool_files.h): append entries, make them durable before the slot
+ * confirms, start a new segment when one is full, and remove segments every
+ * sink has delivered.
+ *
+ * Errors (a full disk, an I/O error) are thrown as pgsink::Error and are
+ * never retried in place: the stream worker restarts, and open() cuts the
+ * spool back to its last round end, whose transactions the slot confirmed
+ * or will skip (the stream starts decoding at the spool's durable lsn).
+ */
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "spool/spool_files.h"
+
+namespace pgsink::spool
+{
+
+class Writer
+{
+  public:
+    Writer() = default;
+    ~Writer();
+    Writer(const Writer &) = delete;
+    Writer &operator=(const Writer &) = delete;
+
+    /*
+     * Open the spool, made anew or recovered (cut back to its last round
+     * end), and publish it in shared memory. Returns the lsn before which
+     * every committed transaction is in the spool; a new spool starts at
+     * slot_confirmed.
+     */
+    uint64_t open(uint64_t slot_confirmed);
+    bool is_open() const { return seg_fd_ >= 0; }
+    void close();
+
+    /* Append entries (whole lines, not durable yet). */
+    void write(const char *data, size_t len, uint64_t entries);
+    /*
+     * A transaction's entries were all written, but for the last pending
+     * bytes (entries) still in the caller's batch: maybe an index record.
+     */
+    void transaction_end(uint64_t lsn, int64_t commit_time, size_t pending, uint64_t entries);
+    /*
+     * Make everything written durable; every transaction committed before
+     * decoded_upto is in the spool. Publishes the new durable end and wakes
+     * the delivery workers; starts a new segment if this one is full.
+     */
+    void sync(uint64_t decoded_upto);
+
+    /*
+     * Remove the oldest segments that end at or before min_cursor and were
+     * last written retention_s seconds ago or more (never the one being
+     * written). Publishes the spool's size.
+     */
+    void remove_delivered(uint64_t min_cursor, int retention_s);
+    /* Disk used by the segments. */
+    uint64_t bytes() const { return bytes_; }
+    uint64_t id() const { return id_; }
+
+  private:
+    void create_segment(uint64_t start);
+    void roll();
+    void publish();
+    [[noreturn]] void fail(const std::string &what, const std::string &path, int err);
+
+    std::string dir_;
+    uint64_t id_ = 0;
+    int seg_fd_ = -1;
+    int idx_fd_ = -1;
+    uint64_t seg_start_ = 0;
+    uint64_t end_ = 0;         /* offset after the last byte written */
+    uint64_t entries_ = 0;     /* entries before end_ */
+    uint64_t durable_end_ = 0; /* what the last sync() made durable */
+    uint64_t durable_entries_ = 0;
+    uint64_t durable_lsn_ = 0;
+    int64_t last_commit_time_ = 0;
+    uint64_t indexed_at_ = 0; /* offset of the last index record */
+    std::vector<IndexRecord> pending_; /* transaction ends not yet in the index file */
+    uint64_t bytes_ = 0;
+    uint64_t oldest_ = 0;
+    int segments_ = 0;
+};
+
+} // namespace pgsink::spool

@@ -1,0 +1,474 @@
+/*
+ * delivery.cpp: one sink's delivery from the spool.
+ *
+ * The cursor (spool/sink_cursor.h) is the single source of truth for
+ * spool -> sink: a batch of whole lines is read from it, up to the durable
+ * end the stream worker published, written to the sink and made durable
+ * there (sync), and only then is the cursor saved, with the sink's own
+ * state (the file sink: its file's identity and size). A crash anywhere
+ * re-delivers from the cursor, and the file sink cuts back to it first:
+ * exactly once. Other sinks get each entry at least once, with its
+ * (lsn, sequence) to make it idempotent.
+ *
+ * A retryable sink error is retried here, with exponential back-off, while
+ * the spool keeps the entries: no other sink and no decoding waits for it.
+ * Any other error ends the worker; the launcher restarts it with back-off.
+ * Never in a transaction, never inside decoding.
+ */
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "boundary/pg_boundary.h"
+#include "changelog/entry_head.h"
+#include "core/config.h"
+#include "core/shared_state.h"
+#include "sinks/sink_factory.h"
+#include "spool/sink_cursor.h"
+#include "spool/spool_reader.h"
+#include "worker/delivery.h"
+
+extern "C" {
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/ipc.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+}
+
+namespace pgsink
+{
+
+static constexpr long kFirstRetryMs = 100;
+/* While a sink keeps failing, repeat the warning at most this often. */
+static constexpr long kRepeatWarningMs = 60000;
+/* An idle worker looks at the spool at least this often (it is woken sooner). */
+static constexpr long kIdleWaitMs = 1000;
+
+/* The sink must be made again (new settings) or re-opened at the cursor. */
+struct Reopen {
+};
+
+/* A snapshot of what the spool made durable. */
+struct Durable {
+    uint64 id = 0, end = 0, entries = 0, oldest = 0;
+    XLogRecPtr lsn = 0;
+    bool ready = false, full = false;
+};
+
+class Delivery
+{
+  public:
+    Delivery(int slot, std::string name)
+        : slot_(slot), name_(std::move(name)), dir_(spool::directory()), cursor_file_(dir_, name_),
+          reader_(dir_)
+    {
+    }
+    void run();
+
+  private:
+    Durable durable() const;
+    void wait(long ms);
+    void reload();
+    void position_cursor();
+    void open_sink();
+    void announce_schemas();
+    void deliver(const Durable &d);
+    void apply_rewind();
+    void check_between_rounds();
+    void save_and_publish(SinkState state);
+    void needs_reimport(const std::string &why);
+    template <typename F> void with_retry(F &&f);
+    SinkSlot &slot() const { return shared->sinks[slot_]; }
+
+    int slot_;
+    std::string name_, dir_;
+    spool::CursorFile cursor_file_;
+    spool::Reader reader_;
+    spool::Cursor cursor_;
+    uint64_t first_lsn_ = 0; /* for a sink without state: where its entries start */
+    bool announce_ = false;  /* the sink must be told the schemas in effect first */
+    std::unique_ptr<Sink> sink_;
+    std::string settings_;
+    std::string batch_;
+    uint64 delivered_entries_ = 0, delivered_bytes_ = 0; /* not yet published */
+    bool failing_ = false;
+    std::string last_warning_;
+    TimestampTz last_warning_at_ = 0;
+};
+
+Durable Delivery::durable() const
+{
+    Durable d;
+    LWLockAcquire(shared_lock, LW_SHARED);
+    d.ready = shared->spool.ready;
+    d.id = shared->spool.id;
+    d.end = shared->spool.durable_end;
+    d.entries = shared->spool.durable_entries;
+    d.lsn = shared->spool.durable_lsn;
+    d.oldest = shared->spool.oldest_offset;
+    d.full = shared->spool.full;
+    LWLockRelease(shared_lock);
+    return d;
+}
+
+void Delivery::wait(long ms)
+{
+    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms,
+                    PG_WAIT_EXTENSION);
+    ResetLatch(MyLatch);
+    CHECK_FOR_INTERRUPTS();
+}
+
+/* After SIGHUP: a sink no longer listed stops; new settings re-make the sink. */
+void Delivery::reload()
+{
+    if (!ConfigReloadPending)
+        return;
+    ConfigReloadPending = false;
+    ProcessConfigFile(PGC_SIGHUP);
+    if (!sink_configured(name_.c_str())) {
+        ereport(LOG, (errmsg("pgsink: sink \"%s\" is no longer in pgsink.sink; its delivery "
+                             "worker stops",
+                             name_.c_str())));
+        proc_exit(0);
+    }
+    if (sink_ && sink_settings(name_) != settings_)
+        throw Reopen();
+}
+
+template <typename F> void Delivery::with_retry(F &&f)
+{
+    long backoff_ms = kFirstRetryMs;
+    for (;;) {
+        std::string message;
+        try {
+            f();
+            if (failing_) {
+                failing_ = false;
+                ereport(LOG, (errmsg("pgsink: sink \"%s\" has recovered", name_.c_str())));
+                LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+                slot().last_error[0] = '\0';
+                slot().last_error_at = 0;
+                slot().retry_at = 0;
+                LWLockRelease(shared_lock);
+            }
+            return;
+        } catch (const SinkError &e) {
+            if (!e.retryable())
+                throw;
+            message = e.what();
+        }
+        failing_ = true;
+        TimestampTz now = GetCurrentTimestamp();
+        LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+        strlcpy(slot().last_error, message.c_str(), kErrorLen);
+        slot().last_error_at = now;
+        slot().state = SinkState::retrying;
+        slot().retry_at = TimestampTzPlusMilliseconds(now, backoff_ms);
+        LWLockRelease(shared_lock);
+        if (message != last_warning_ ||
+            TimestampDifferenceExceeds(last_warning_at_, now, kRepeatWarningMs)) {
+            ereport(WARNING,
+                    (errmsg("pgsink: sink \"%s\": %s", name_.c_str(), message.c_str()),
+                     errdetail("Nothing is lost: the spool keeps the entries until the sink "
+                               "accepts them. Retrying with back-off; other sinks and decoding "
+                               "go on.")));
+            last_warning_ = message;
+            last_warning_at_ = now;
+        }
+        wait(backoff_ms);
+        reload(); /* a fix may be in the new configuration */
+        backoff_ms = std::min<long>(backoff_ms * 2, guc_retry_max_interval_ms);
+    }
+}
+
+/* Stop delivering and say why, until pgsink.rewind_sink() gives a new cursor. */
+void Delivery::needs_reimport(const std::string &why)
+{
+    ereport(WARNING,
+            (errmsg("pgsink: sink \"%s\" cannot resume: %s", name_.c_str(), why.c_str()),
+             errhint("Run SELECT pgsink.rewind_sink('%s', '-infinity') to deliver from the "
+                     "oldest entry the spool holds, and pgsink.reimport() the captured tables "
+                     "to fill the gap.",
+                     name_.c_str())));
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    slot().state = SinkState::needs_reimport;
+    strlcpy(slot().last_error, why.c_str(), kErrorLen);
+    slot().last_error_at = GetCurrentTimestamp();
+    LWLockRelease(shared_lock);
+    for (;;) {
+        LWLockAcquire(shared_lock, LW_SHARED);
+        bool rewound = slot().rewind_requests != slot().rewind_applied;
+        LWLockRelease(shared_lock);
+        if (rewound)
+            return;
+        wait(kIdleWaitMs);
+        reload();
+    }
+}
+
+/*
+ * Where this sink resumes: its saved cursor, or (a new sink) the oldest
+ * entry the spool holds; when it cannot resume, it waits for a rewind
+ * (see needs_reimport()).
+ */
+void Delivery::position_cursor()
+{
+    Durable d = durable();
+    LWLockAcquire(shared_lock, LW_SHARED);
+    bool rewind = slot().rewind_requests != slot().rewind_applied;
+    LWLockRelease(shared_lock);
+    if (rewind) {
+        apply_rewind();
+        return;
+    }
+    spool::Cursor c;
+    if (!cursor_file_.load(&c)) {
+        spool::Position p = reader_.oldest();
+        cursor_ = spool::Cursor();
+        cursor_.spool_id = d.id;
+        cursor_.offset = p.offset;
+        cursor_.entries = p.entries;
+        first_lsn_ = p.lsn;
+        announce_ = true;
+        ereport(LOG, (errmsg("pgsink: sink \"%s\" starts at the oldest entry in the spool "
+                             "(offset %llX)",
+                             name_.c_str(), static_cast<unsigned long long>(p.offset))));
+        cursor_file_.save(cursor_); /* from now on the spool keeps what it has not delivered */
+        return;
+    }
+    char why[256];
+    if (c.spool_id != d.id)
+        snprintf(why, sizeof(why),
+                 "the spool was made anew since it last delivered (its identity changed), so "
+                 "entries may be missing");
+    else if (c.offset < d.oldest)
+        snprintf(why, sizeof(why),
+                 "entries from spool offset %llX to %llX were removed before it delivered them "
+                 "(it was not in pgsink.sink meanwhile?)",
+                 static_cast<unsigned long long>(c.offset),
+                 static_cast<unsigned long long>(d.oldest));
+    else if (c.offset > d.end)
+        snprintf(why, sizeof(why),
+                 "its cursor (offset %llX) is past the end of the spool (%llX): the spool lost "
+                 "entries it had made durable",
+                 static_cast<unsigned long long>(c.offset),
+                 static_cast<unsigned long long>(d.end));
+    else {
+        cursor_ = c;
+        first_lsn_ = 0;
+        return;
+    }
+    needs_reimport(why);
+    apply_rewind();
+}
+
+/* Apply pgsink.rewind_sink(): the new cursor holds no sink state; schemas come first. */
+void Delivery::apply_rewind()
+{
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    uint64 offset = slot().rewind_offset, entries = slot().rewind_entries;
+    slot().rewind_applied = slot().rewind_requests;
+    uint64 id = shared->spool.id;
+    LWLockRelease(shared_lock);
+    std::string state = cursor_.sink_state; /* the destination is the same */
+    cursor_ = spool::Cursor();
+    cursor_.spool_id = id;
+    cursor_.offset = offset;
+    cursor_.entries = entries;
+    cursor_.sink_state = state;
+    announce_ = true;
+    cursor_file_.save(cursor_);
+    ereport(LOG, (errmsg("pgsink: sink \"%s\" rewound to spool offset %llX", name_.c_str(),
+                         static_cast<unsigned long long>(offset))));
+}
+
+void Delivery::open_sink()
+{
+    sink_ = make_sink(name_);
+    settings_ = sink_settings(name_);
+    Sink::Resume from;
+    from.state = cursor_.sink_state;
+    from.first_lsn = first_lsn_ != 0 ? first_lsn_ : reader_.lsn_at(cursor_.offset);
+    bool fresh = false;
+    with_retry([&] { fresh = sink_->open(from); });
+    if (fresh)
+        announce_ = true;
+    if (cursor_.sink_state.empty() || fresh) {
+        /* Its state from now on (a new file): saved before anything is delivered into it. */
+        cursor_.sink_state = sink_->state();
+        cursor_file_.save(cursor_);
+    }
+    ereport(LOG, (errmsg("pgsink: sink \"%s\" delivers to %s from spool offset %llX",
+                         name_.c_str(), sink_->describe().c_str(),
+                         static_cast<unsigned long long>(cursor_.offset))));
+}
+
+/* A new destination, a new sink or a rewind: the schemas in effect at the cursor first. */
+void Delivery::announce_schemas()
+{
+    announce_ = false;
+    std::string schemas = reader_.schemas_at(cursor_.offset);
+    if (schemas.empty())
+        return;
+    with_retry([&] {
+        sink_->write(schemas.data(), schemas.size());
+        sink_->sync();
+    });
+    cursor_.sink_state = sink_->state();
+    cursor_file_.save(cursor_);
+}
+
+void Delivery::save_and_publish(SinkState state)
+{
+    cursor_.sink_state = sink_->state();
+    cursor_file_.save(cursor_);
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    SinkSlot &s = slot();
+    s.cursor_valid = true;
+    s.cursor = cursor_.offset;
+    s.cursor_entries = cursor_.entries;
+    s.delivered_lsn = cursor_.delivered_lsn;
+    s.delivered_commit_time = cursor_.delivered_time;
+    s.entries_delivered += delivered_entries_;
+    s.bytes_delivered += delivered_bytes_;
+    s.state = state;
+    s.streamed = s.streamed || delivered_entries_ > 0;
+    bool full = shared->spool.full;
+    LWLockRelease(shared_lock);
+    delivered_entries_ = delivered_bytes_ = 0;
+    if (full)
+        wake_worker(); /* the stream worker removes delivered segments, and resumes */
+}
+
+/* One batch from the cursor toward the durable end. */
+void Delivery::deliver(const Durable &d)
+{
+    uint64_t lines = 0;
+    size_t max = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
+    size_t n = reader_.read(cursor_.offset, d.end, max, batch_, &lines);
+    with_retry([&] {
+        sink_->write(batch_.data(), batch_.size());
+        sink_->sync();
+    });
+    /* The commit time of the last entry delivered: the head of the batch's last line. */
+    size_t last = batch_.rfind('\n', n >= 2 ? n - 2 : 0);
+    last = last == std::string::npos || n < 2 ? 0 : last + 1;
+    int64_t ts;
+    if (line_timestamp(batch_.data() + last, n - last, &ts))
+        cursor_.delivered_time = ts;
+    cursor_.offset += n;
+    cursor_.entries += lines;
+    if (cursor_.offset == d.end)
+        cursor_.delivered_lsn = std::max<uint64_t>(cursor_.delivered_lsn, d.lsn);
+    delivered_entries_ += lines;
+    delivered_bytes_ += n;
+    save_and_publish(cursor_.offset == d.end ? SinkState::idle : SinkState::delivering);
+    if (batch_.capacity() > 2 * max)
+        std::string().swap(batch_);
+}
+
+/* Between batches: what the sink noticed about its destination (a rotated file). */
+void Delivery::check_between_rounds()
+{
+    Sink::Notice notice = sink_->between_rounds();
+    if (notice.level == Sink::Notice::Level::warning) {
+        ereport(WARNING, (errmsg("pgsink: sink \"%s\": %s", name_.c_str(), notice.message.c_str()),
+                          errdetail("%s", notice.detail.c_str())));
+        LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+        strlcpy(slot().last_error, notice.message.c_str(), kErrorLen);
+        slot().last_error_at = GetCurrentTimestamp();
+        LWLockRelease(shared_lock);
+    } else if (notice.level == Sink::Notice::Level::log) {
+        ereport(LOG, (errmsg("pgsink: sink \"%s\": %s", name_.c_str(), notice.message.c_str())));
+    }
+    if (notice.reopen)
+        throw Reopen();
+}
+
+void Delivery::run()
+{
+    /* The stream worker opens (recovers) the spool: until then its end is unknown. */
+    for (bool said = false; !durable().ready;) {
+        if (!said) {
+            LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+            slot().state = SinkState::waiting_for_spool;
+            LWLockRelease(shared_lock);
+            said = true;
+        }
+        wait(kIdleWaitMs);
+        reload();
+    }
+    position_cursor();
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    slot().cursor_valid = true;
+    slot().cursor = cursor_.offset;
+    slot().cursor_entries = cursor_.entries;
+    slot().delivered_lsn = cursor_.delivered_lsn;
+    slot().delivered_commit_time = cursor_.delivered_time;
+    LWLockRelease(shared_lock);
+
+    for (;;) {
+        try {
+            if (!sink_)
+                open_sink();
+            if (announce_)
+                announce_schemas();
+            for (;;) {
+                CHECK_FOR_INTERRUPTS();
+                reload();
+                LWLockAcquire(shared_lock, LW_SHARED);
+                bool rewind = slot().rewind_requests != slot().rewind_applied;
+                LWLockRelease(shared_lock);
+                if (rewind) {
+                    apply_rewind();
+                    announce_schemas();
+                }
+                check_between_rounds();
+                Durable d = durable();
+                if (cursor_.offset < d.end) {
+                    deliver(d);
+                    continue;
+                }
+                if (cursor_.delivered_lsn < d.lsn) {
+                    /* Caught up: what the stream decoded since (no entries) is delivered too. */
+                    cursor_.delivered_lsn = d.lsn;
+                    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+                    slot().delivered_lsn = d.lsn;
+                    slot().state = SinkState::idle;
+                    LWLockRelease(shared_lock);
+                }
+                wait(kIdleWaitMs);
+            }
+        } catch (const Reopen &) {
+            /* Everything delivered is acknowledged: a new sink, or the same one opened again. */
+            if (sink_settings(name_) != settings_) {
+                std::string old = sink_->describe();
+                sink_->close();
+                sink_.reset();
+                ereport(LOG, (errmsg("pgsink: sink \"%s\"'s settings changed: it was %s",
+                                     name_.c_str(), old.c_str())));
+            } else {
+                Sink::Resume from;
+                from.state = cursor_.sink_state;
+                bool fresh = false;
+                with_retry([&] { fresh = sink_->open(from); });
+                if (fresh) {
+                    announce_ = true;
+                    cursor_.sink_state = sink_->state();
+                    cursor_file_.save(cursor_);
+                }
+            }
+        }
+    }
+}
+
+void delivery_loop(int slot, const char *sink)
+{
+    Delivery(slot, sink).run();
+}
+
+} // namespace pgsink
