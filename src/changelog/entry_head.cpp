@@ -112,16 +112,61 @@ bool schema_line_table(const char *line, size_t len, std::string *table)
     if (len < i || memcmp(line, kTs, i) != 0)
         return false;
     i = skip_string(line, len, i - 1);
-    if (i == std::string::npos || len - i < sizeof(kLsn) - 1 || memcmp(line + i, kLsn, sizeof(kLsn) - 1) != 0)
+    if (i == std::string::npos || len - i < sizeof(kLsn) - 1 ||
+        memcmp(line + i, kLsn, sizeof(kLsn) - 1) != 0)
         return false;
     i = skip_string(line, len, i + sizeof(kLsn) - 2);
-    if (i == std::string::npos || len - i < sizeof(kSchema) - 1 || memcmp(line + i, kSchema, sizeof(kSchema) - 1) != 0)
+    if (i == std::string::npos || len - i < sizeof(kSchema) - 1 ||
+        memcmp(line + i, kSchema, sizeof(kSchema) - 1) != 0)
         return false;
     size_t start = i + sizeof(kSchema) - 1;
     size_t end = skip_string(line, len, start - 1);
     if (end == std::string::npos)
         return false;
     table->assign(line + start, end - 1 - start);
+    return true;
+}
+
+/*
+ * The ends of the "timestamp" and "lsn" values at a line's head:
+ * {"timestamp":"...","lsn":"..." (Schema entries) or, for modifications,
+ * "lsn" a few keys later. ts_end: after the timestamp's closing quote.
+ */
+static bool head_values(const char *line, size_t len, size_t *ts_end, size_t *lsn_at,
+                        size_t *lsn_end)
+{
+    static const char kTs[] = "{\"timestamp\":\"";
+    size_t k = sizeof(kTs) - 1;
+    if (len < k || memcmp(line, kTs, k) != 0)
+        return false;
+    *ts_end = skip_string(line, len, k - 1);
+    if (*ts_end == std::string::npos)
+        return false;
+    std::string head(line, std::min<size_t>(len, 4096));
+    size_t at = head.find("\"lsn\":\"");
+    if (at == std::string::npos)
+        return false;
+    uint64_t lsn;
+    if (!line_lsn(head, &lsn)) /* the real key, not a look-alike inside a value */
+        return false;
+    *lsn_at = at + 6;
+    *lsn_end = skip_string(line, len, *lsn_at);
+    return *lsn_end != std::string::npos;
+}
+
+bool restamp_schema_line(const char *schema_line, size_t schema_len, const char *entry,
+                         size_t entry_len, std::string &out)
+{
+    size_t s_ts, s_lsn, s_lsn_end, e_ts, e_lsn, e_lsn_end;
+    std::string table;
+    if (!schema_line_table(schema_line, schema_len, &table) ||
+        !head_values(schema_line, schema_len, &s_ts, &s_lsn, &s_lsn_end) ||
+        !head_values(entry, entry_len, &e_ts, &e_lsn, &e_lsn_end))
+        return false;
+    out.append(entry, e_ts);                                     /* {"timestamp":"<entry's>" */
+    out.append(schema_line + s_ts, s_lsn - s_ts);                /* ,"lsn": */
+    out.append(entry + e_lsn, e_lsn_end - e_lsn);                /* "<entry's lsn>" */
+    out.append(schema_line + s_lsn_end, schema_len - s_lsn_end); /* ,"schema":...} */
     return true;
 }
 
@@ -157,8 +202,8 @@ bool line_timestamp(const char *line, size_t len, int64_t *ts)
     };
     int64_t y, mo, d, h, mi, s, us;
     if (!num(0, 4, &y) || p[4] != '-' || !num(5, 2, &mo) || p[7] != '-' || !num(8, 2, &d) ||
-        p[10] != 'T' || !num(11, 2, &h) || !num(14, 2, &mi) || !num(17, 2, &s) ||
-        p[19] != '.' || !num(20, 6, &us) || memcmp(p + 26, "+00:00\"", 7) != 0)
+        p[10] != 'T' || !num(11, 2, &h) || !num(14, 2, &mi) || !num(17, 2, &s) || p[19] != '.' ||
+        !num(20, 6, &us) || memcmp(p + 26, "+00:00\"", 7) != 0)
         return false;
     /* PostgreSQL's epoch is 2000-01-01. */
     int64_t days = days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d)) -

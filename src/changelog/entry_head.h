@@ -26,6 +26,15 @@ bool line_lsn(const char *line, size_t len, uint64_t *lsn);
  */
 bool schema_line_table(const char *line, size_t len, std::string *table);
 
+/*
+ * A Schema entry announced again (to a new file, a new sink, after a
+ * rewind) takes the timestamp and lsn of the entry it precedes, so entries
+ * stay in (lsn, sequence) order: out gets schema_line with those of entry.
+ * False if either line is not what it should be.
+ */
+bool restamp_schema_line(const char *schema_line, size_t schema_len, const char *entry,
+                         size_t entry_len, std::string &out);
+
 /* A line's commit timestamp (its "timestamp" key) as a PostgreSQL TimestampTz. */
 bool line_timestamp(const char *line, size_t len, int64_t *ts);
 

@@ -233,11 +233,10 @@ void define_gucs()
         &guc_spool_max_size_mb, 10240, 0, INT_MAX, PGC_SIGHUP, GUC_UNIT_MB, nullptr, nullptr,
         nullptr);
 
-    DefineCustomIntVariable("pgsink.spool_segment_size",
-                            "Size at which the spool starts a new segment file.",
-                            "Segments are removed whole, once delivered.",
-                            &guc_spool_segment_size_mb, 64, 1, 1024, PGC_SIGHUP, GUC_UNIT_MB,
-                            nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "pgsink.spool_segment_size", "Size at which the spool starts a new segment file.",
+        "Segments are removed whole, once delivered.", &guc_spool_segment_size_mb, 64, 1, 1024,
+        PGC_SIGHUP, GUC_UNIT_MB, nullptr, nullptr, nullptr);
 
     DefineCustomStringVariable("pgsink.file_path", "File the file sink appends JSON lines to.",
                                "Absolute, or relative to the data directory.", &guc_file_path,

@@ -38,8 +38,6 @@ const char *worker_state_name(WorkerState s)
         return "misconfigured";
     case WorkerState::streaming:
         return "streaming";
-    case WorkerState::sink_retrying:
-        return "sink retrying";
     case WorkerState::backing_off:
         return "backing off";
     case WorkerState::spool_full:
@@ -122,18 +120,6 @@ void clear_error()
     shared->last_error[0] = '\0';
     shared->last_error_at = 0;
     shared->same_failures = 0;
-    shared->sink_error = false;
-    LWLockRelease(shared_lock);
-}
-
-void clear_sink_error()
-{
-    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-    if (shared->sink_error) {
-        shared->last_error[0] = '\0';
-        shared->last_error_at = 0;
-        shared->sink_error = false;
-    }
     LWLockRelease(shared_lock);
 }
 
@@ -185,9 +171,8 @@ void wake_delivery_workers()
     int procnos[kMaxSinks];
     LWLockAcquire(shared_lock, LW_SHARED);
     for (int i = 0; i < kMaxSinks; i++)
-        procnos[i] = shared->sinks[i].in_use && shared->sinks[i].pid != 0
-                         ? shared->sinks[i].procno
-                         : -1;
+        procnos[i] =
+            shared->sinks[i].in_use && shared->sinks[i].pid != 0 ? shared->sinks[i].procno : -1;
     LWLockRelease(shared_lock);
     for (int procno : procnos)
         set_latch_of(procno);

@@ -23,21 +23,20 @@ enum class WorkerState : int {
     waiting_for_extension, /* CREATE EXTENSION pgsink not run yet */
     misconfigured,         /* wal_level / output_plugin_libraries: see last_error */
     streaming,             /* decoding and delivering */
-    sink_retrying,         /* the sink failed; retrying with back-off */
     backing_off,           /* the worker failed; the launcher restarts it later */
     spool_full,            /* the spool reached pgsink.spool_max_size: decoding waits */
 };
 
 /* A delivery worker's state, one per configured sink (pgsink.sinks). */
 enum class SinkState : int {
-    stopped = 0,     /* no delivery worker running */
-    starting,        /* started, opening the spool and the sink */
+    stopped = 0,       /* no delivery worker running */
+    starting,          /* started, opening the spool and the sink */
     waiting_for_spool, /* the stream worker has not opened the spool yet */
-    delivering,      /* behind the spool's end, delivering */
-    idle,            /* caught up with the spool */
-    retrying,        /* the sink failed; retrying with back-off */
-    backing_off,     /* the worker failed; the launcher restarts it later */
-    needs_reimport,  /* entries it never delivered left the spool: see last_error */
+    delivering,        /* behind the spool's end, delivering */
+    idle,              /* caught up with the spool */
+    retrying,          /* the sink failed; retrying with back-off */
+    backing_off,       /* the worker failed; the launcher restarts it later */
+    needs_reimport,    /* entries it never delivered left the spool: see last_error */
 };
 const char *sink_state_name(SinkState s);
 
@@ -52,16 +51,16 @@ constexpr int kMaxSinks = 8;
  * deliver only up to durable_end: bytes after it may still be cut.
  */
 struct SpoolShared {
-    bool ready;              /* the stream worker opened (recovered) the spool */
-    uint64 id;               /* identity of the spool directory (cursors carry it) */
-    uint64 durable_end;      /* offset up to which the spool is durable */
-    uint64 durable_entries;  /* entries before durable_end, since the spool began */
-    XLogRecPtr durable_lsn;  /* every transaction committed before it is in the spool */
+    bool ready;                     /* the stream worker opened (recovered) the spool */
+    uint64 id;                      /* identity of the spool directory (cursors carry it) */
+    uint64 durable_end;             /* offset up to which the spool is durable */
+    uint64 durable_entries;         /* entries before durable_end, since the spool began */
+    XLogRecPtr durable_lsn;         /* every transaction committed before it is in the spool */
     TimestampTz newest_commit_time; /* commit time of the last durable transaction */
-    uint64 oldest_offset;    /* first retained offset (start of the oldest segment) */
-    uint64 bytes;            /* disk used by segments */
+    uint64 oldest_offset;           /* first retained offset (start of the oldest segment) */
+    uint64 bytes;                   /* disk used by segments */
     int segments;
-    bool full;               /* pgsink.spool_max_size reached: decoding waits */
+    bool full; /* pgsink.spool_max_size reached: decoding waits */
     TimestampTz full_since;
 };
 
@@ -72,21 +71,21 @@ struct SinkSlot {
     pid_t pid;
     int procno;
     SinkState state;
-    bool cursor_valid;       /* cursor was loaded or saved by the sink's worker */
-    uint64 cursor;           /* spool offset delivered up to (durable in the sink) */
-    uint64 cursor_entries;   /* entries before cursor */
-    XLogRecPtr delivered_lsn; /* every transaction committed before it is delivered */
-    TimestampTz delivered_commit_time; /* commit time of the last delivered entry */
+    bool cursor_valid;                   /* cursor was loaded or saved by the sink's worker */
+    uint64 cursor;                       /* spool offset delivered up to (durable in the sink) */
+    uint64 cursor_entries;               /* entries before cursor */
+    XLogRecPtr delivered_lsn;            /* every transaction committed before it is delivered */
+    TimestampTz delivered_commit_time;   /* commit time of the last delivered entry */
     TimestampTz oldest_undelivered_time; /* commit time of the next entry, if behind */
-    uint64 entries_delivered; /* since the server started */
+    uint64 entries_delivered;            /* since the server started */
     uint64 bytes_delivered;
     char last_error[kErrorLen];
     TimestampTz last_error_at;
-    TimestampTz retry_at;    /* next attempt while retrying */
+    TimestampTz retry_at; /* next attempt while retrying */
     TimestampTz started_at;
     int restarts;
     TimestampTz next_start_at;
-    bool streamed;           /* the current worker delivered: it was healthy */
+    bool streamed; /* the current worker delivered: it was healthy */
     /* pgsink.rewind_sink(): a new cursor, applied by the worker before its next batch. */
     uint64 rewind_requests;
     uint64 rewind_applied;
@@ -109,7 +108,6 @@ struct SharedState {
     TimestampTz worker_started_at;
     int worker_restarts;
     TimestampTz next_start_at; /* when the launcher restarts a failed worker */
-    TimestampTz sink_retry_at; /* when a failing sink is tried again (state sink_retrying) */
     uint64 import_requests;    /* bumped when an import is scheduled: the worker looks at once */
     char last_error[kErrorLen];
     TimestampTz last_error_at;
@@ -124,7 +122,6 @@ struct SharedState {
     XLogRecPtr failed_at; /* the slot position of the last failure */
     bool worker_streamed; /* the current worker made progress: it was healthy */
     bool restart_now;     /* the worker exited to apply a reload: start the next at once */
-    bool sink_error;      /* last_error is the sink's: cleared once the sink works again */
     /* The slot was lost: re-imports must have job ids above this (see report_lost_slot()). */
     bool slot_lost;
     int64 slot_lost_watermark;
@@ -142,8 +139,6 @@ void request_shared_state();
 void record_error(const char *message);
 /* The error is over (the sink or the worker recovered): pgsink.status() stops showing it. */
 void clear_error();
-/* The same, if the error on record is the sink's (shared->sink_error). */
-void clear_sink_error();
 /* Kinds of shared->problems: each is set and cleared by what starts and ends it. */
 enum class ProblemKind : int { none = 0, slot_database, slot_lost, stuck };
 /* Set a problem pgsink.status() shows in config_problem. */

@@ -145,12 +145,30 @@ void FileSink::truncate_to(off_t cut)
     size_ = std::min(cut, end);
 }
 
+/*
+ * A checksum of the last bytes before size in the open file: with the
+ * inode number it tells our file from a new one that reuses the inode of a
+ * deleted one (file systems do that at once).
+ */
+uint32_t FileSink::tail_checksum(off_t size) const
+{
+    char tail[64];
+    off_t from = std::max<off_t>(0, size - static_cast<off_t>(sizeof(tail)));
+    ssize_t n = size > 0 ? pread(fd_, tail, static_cast<size_t>(size - from), from) : 0;
+    if (n != size - from)
+        return 0;
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (ssize_t i = 0; i < n; i++)
+        h = (h ^ static_cast<unsigned char>(tail[i])) * 16777619u;
+    return h;
+}
+
 std::string FileSink::state() const
 {
-    char buf[96];
-    snprintf(buf, sizeof(buf), "file %" PRIu64 " %" PRIu64 " %" PRId64,
-             static_cast<uint64_t>(dev_), static_cast<uint64_t>(ino_),
-             static_cast<int64_t>(size_));
+    char buf[128];
+    snprintf(buf, sizeof(buf), "file %" PRIu64 " %" PRIu64 " %" PRId64 " %" PRIu32,
+             static_cast<uint64_t>(dev_), static_cast<uint64_t>(ino_), static_cast<int64_t>(size_),
+             tail_checksum(size_));
     return buf;
 }
 
@@ -200,20 +218,26 @@ bool FileSink::open(const Resume &from)
     if (!recovered_) {
         uint64_t dev = 0, ino = 0;
         int64_t size = 0;
-        bool have_state = !from.state.empty() &&
-                          sscanf(from.state.c_str(), "file %" SCNu64 " %" SCNu64 " %" SCNd64,
-                                 &dev, &ino, &size) == 3;
+        uint32_t tail = 0;
+        bool have_state =
+            !from.state.empty() &&
+            sscanf(from.state.c_str(), "file %" SCNu64 " %" SCNu64 " %" SCNd64 " %" SCNu32, &dev,
+                   &ino, &size, &tail) == 4;
+        /* Ours: the same inode, at least as long, with the bytes we wrote before size. */
+        bool ours = have_state && dev == static_cast<uint64_t>(dev_) &&
+                    ino == static_cast<uint64_t>(ino_) && size_ >= size &&
+                    tail_checksum(static_cast<off_t>(size)) == tail;
         if (!have_state) {
             /* No lsn to cut from (an empty spool): only a torn last line goes. */
             truncate_replayed(from.first_lsn != 0 ? from.first_lsn : UINT64_MAX);
             fresh = size_ == 0;
-        } else if (dev == static_cast<uint64_t>(dev_) && ino == static_cast<uint64_t>(ino_)) {
-            /* Ours: what follows the cursor's size was never acknowledged. */
+        } else if (ours) {
+            /* What follows the cursor's size was never acknowledged. */
             truncate_to(static_cast<off_t>(size));
         } else {
             /*
-             * Another file than the cursor's (rotated or replaced while the
-             * worker was down): nothing in it is ours to cut.
+             * Another file than the cursor's (rotated, replaced or truncated
+             * while the worker was down): nothing in it is ours to cut.
              */
             size_ = lseek(fd_, 0, SEEK_END);
             if (size_ < 0)

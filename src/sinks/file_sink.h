@@ -39,6 +39,7 @@ class FileSink final : public Sink
     /* Cut the file back to cut bytes (what was written after the cursor was saved). */
     void truncate_to(off_t cut);
     void sync_directory();
+    uint32_t tail_checksum(off_t size) const;
 
     std::string path_;
     int fd_ = -1;

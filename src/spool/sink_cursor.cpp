@@ -46,8 +46,7 @@ uint32_t slot_crc(const Slot &s)
 
 bool slot_valid(const Slot &s)
 {
-    return memcmp(s.magic, "PGSKCUR1", 8) == 0 && s.state_len <= kMaxState &&
-           s.crc == slot_crc(s);
+    return memcmp(s.magic, "PGSKCUR1", 8) == 0 && s.state_len <= kMaxState && s.crc == slot_crc(s);
 }
 
 /* The newer valid slot of the file open at fd; false if neither is valid. */
@@ -96,8 +95,7 @@ bool CursorFile::load(Cursor *c)
         if (fd_ < 0) {
             if (errno == ENOENT)
                 return false;
-            throw Error(ERRCODE_IO_ERROR,
-                        "could not open \"" + path_ + "\": " + strerror(errno));
+            throw Error(ERRCODE_IO_ERROR, "could not open \"" + path_ + "\": " + strerror(errno));
         }
     }
     Slot s;
@@ -114,8 +112,7 @@ void CursorFile::save(const Cursor &c)
         std::string sinks = dir_ + "/sinks";
         fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
         if (fd_ < 0)
-            throw Error(ERRCODE_IO_ERROR,
-                        "could not create \"" + path_ + "\": " + strerror(errno));
+            throw Error(ERRCODE_IO_ERROR, "could not create \"" + path_ + "\": " + strerror(errno));
         sync_directory(sinks);
         Slot s;
         if (read_slots(fd_, &s))

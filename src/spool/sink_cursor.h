@@ -16,12 +16,12 @@ namespace pgsink::spool
 {
 
 struct Cursor {
-    uint64_t spool_id = 0;       /* the spool it points into */
-    uint64_t offset = 0;         /* delivered up to here */
-    uint64_t entries = 0;        /* entries before offset */
-    uint64_t delivered_lsn = 0;  /* every transaction committed before it is delivered */
-    int64_t delivered_time = 0;  /* commit time of the last entry delivered */
-    std::string sink_state;      /* Sink::state() at the save (at most kMaxState bytes) */
+    uint64_t spool_id = 0;      /* the spool it points into */
+    uint64_t offset = 0;        /* delivered up to here */
+    uint64_t entries = 0;       /* entries before offset */
+    uint64_t delivered_lsn = 0; /* every transaction committed before it is delivered */
+    int64_t delivered_time = 0; /* commit time of the last entry delivered */
+    std::string sink_state;     /* Sink::state() at the save (at most kMaxState bytes) */
 };
 
 constexpr size_t kMaxState = 256;

@@ -60,8 +60,8 @@ std::vector<Segment> list_segments(const std::string &dir)
     if (d == nullptr) {
         if (errno == ENOENT)
             return segments;
-        throw Error(ERRCODE_IO_ERROR, "could not open spool directory \"" + dir +
-                                          "\": " + strerror(errno));
+        throw Error(ERRCODE_IO_ERROR,
+                    "could not open spool directory \"" + dir + "\": " + strerror(errno));
     }
     while (struct dirent *e = readdir(d)) {
         const char *name = e->d_name;

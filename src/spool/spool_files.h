@@ -43,8 +43,8 @@ enum RecordKind : uint32_t {
 };
 
 struct IndexRecord {
-    uint64_t offset;     /* global spool offset */
-    uint64_t entries;    /* entries (lines) before offset since the spool began */
+    uint64_t offset;  /* global spool offset */
+    uint64_t entries; /* entries (lines) before offset since the spool began */
     uint64_t lsn;
     int64_t commit_time; /* PostgreSQL TimestampTz; round ends: of the newest transaction */
     uint32_t kind;

@@ -46,9 +46,10 @@ const Segment &Reader::segment_of(uint64_t offset)
     }
     if (segments_.empty())
         throw Error(ERRCODE_UNDEFINED_FILE, "the spool in \"" + dir_ + "\" has no segments");
-    throw Error(ERRCODE_UNDEFINED_FILE,
-                "spool offset " + hex(offset) + " is no longer retained (the oldest segment "
-                "starts at " + hex(segments_.front().start) + ")");
+    throw Error(ERRCODE_UNDEFINED_FILE, "spool offset " + hex(offset) +
+                                            " is no longer retained (the oldest segment "
+                                            "starts at " +
+                                            hex(segments_.front().start) + ")");
 }
 
 int Reader::fd_of(const Segment &s)
@@ -62,8 +63,8 @@ int Reader::fd_of(const Segment &s)
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) {
         if (errno == ENOENT)
-            throw Error(ERRCODE_UNDEFINED_FILE, "spool segment \"" + path +
-                                                    "\" was removed before it was read");
+            throw Error(ERRCODE_UNDEFINED_FILE,
+                        "spool segment \"" + path + "\" was removed before it was read");
         throw Error(ERRCODE_IO_ERROR, "could not open \"" + path + "\": " + strerror(errno));
     }
     fd_start_ = s.start;
@@ -80,8 +81,8 @@ size_t Reader::read(uint64_t offset, uint64_t end, size_t max, std::string &out,
     int fd = fd_of(seg);
     struct stat st;
     if (fstat(fd, &st) != 0)
-        throw Error(ERRCODE_IO_ERROR, std::string("could not stat a spool segment: ") +
-                                          strerror(errno));
+        throw Error(ERRCODE_IO_ERROR,
+                    std::string("could not stat a spool segment: ") + strerror(errno));
     uint64_t seg_end = seg.start + static_cast<uint64_t>(st.st_size);
     if (offset == seg_end && seg_end < end) {
         /* The end of this segment: the next one starts here. */
@@ -92,8 +93,8 @@ size_t Reader::read(uint64_t offset, uint64_t end, size_t max, std::string &out,
                                                     hex(offset) + " (a gap or a damaged spool)");
         fd = fd_of(seg);
         if (fstat(fd, &st) != 0)
-            throw Error(ERRCODE_IO_ERROR, std::string("could not stat a spool segment: ") +
-                                              strerror(errno));
+            throw Error(ERRCODE_IO_ERROR,
+                        std::string("could not stat a spool segment: ") + strerror(errno));
         seg_end = seg.start + static_cast<uint64_t>(st.st_size);
     }
     uint64_t avail = std::min(end, seg_end) - std::min(offset, std::min(end, seg_end));
@@ -110,12 +111,12 @@ size_t Reader::read(uint64_t offset, uint64_t end, size_t max, std::string &out,
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            throw Error(ERRCODE_IO_ERROR, std::string("could not read a spool segment: ") +
-                                              strerror(errno));
+            throw Error(ERRCODE_IO_ERROR,
+                        std::string("could not read a spool segment: ") + strerror(errno));
         }
         if (n == 0)
-            throw Error(ERRCODE_DATA_CORRUPTED, "spool segment " + hex(seg.start) +
-                                                    " ended before its durable end");
+            throw Error(ERRCODE_DATA_CORRUPTED,
+                        "spool segment " + hex(seg.start) + " ended before its durable end");
         have += static_cast<size_t>(n);
         if (have < want)
             continue;
@@ -202,8 +203,8 @@ Position Reader::seek(bool by_lsn, uint64_t lsn, int64_t ts, uint64_t end)
                                 "Raise pgsink.spool_retention to keep more; '-infinity' "
                                 "rewinds to the oldest entry retained.");
             }
-            bool before = by_lsn ? (r.kind == kTxnEnd ? r.lsn < lsn : r.lsn <= lsn)
-                                 : r.commit_time < ts;
+            bool before =
+                by_lsn ? (r.kind == kTxnEnd ? r.lsn < lsn : r.lsn <= lsn) : r.commit_time < ts;
             if (!before) {
                 /* Commit times are ordered only roughly: stop at the first later one. */
                 done = !by_lsn;
@@ -258,8 +259,8 @@ void Reader::collect_schemas(uint64_t from, uint64_t to,
     std::string table;
     scan(from, to, [&](const char *line, size_t len, uint64_t) {
         if (schema_line_table(line, len, &table)) {
-            auto it = std::find_if(m.begin(), m.end(),
-                                   [&](const auto &e) { return e.first == table; });
+            auto it =
+                std::find_if(m.begin(), m.end(), [&](const auto &e) { return e.first == table; });
             if (it == m.end())
                 m.emplace_back(table, std::string(line, len));
             else

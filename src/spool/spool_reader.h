@@ -62,7 +62,8 @@ class Reader
     int fd_of(const Segment &s);
     /* Scan lines [from, to) of the spool, calling f(line, len, offset) until it returns false. */
     template <typename F> void scan(uint64_t from, uint64_t to, F &&f);
-    void collect_schemas(uint64_t from, uint64_t to, std::vector<std::pair<std::string, std::string>> &m);
+    void collect_schemas(uint64_t from, uint64_t to,
+                         std::vector<std::pair<std::string, std::string>> &m);
     std::vector<std::pair<std::string, std::string>> base_schemas(size_t segment_index);
     Position seek(bool by_lsn, uint64_t lsn, int64_t ts, uint64_t end);
 

@@ -58,9 +58,8 @@ void Writer::fail(const std::string &what, const std::string &path, int err)
                               : "");
 }
 
-static void write_all(int fd, const void *data, size_t len, const std::string &path,
-                      Writer *w, void (Writer::*fail)(const std::string &, const std::string &,
-                                                       int))
+static void write_all(int fd, const void *data, size_t len, const std::string &path, Writer *w,
+                      void (Writer::*fail)(const std::string &, const std::string &, int))
 {
     const char *p = static_cast<const char *>(data);
     while (len > 0) {
@@ -238,8 +237,7 @@ void Writer::write(const char *data, size_t len, uint64_t entries)
     bytes_ += len;
 }
 
-void Writer::transaction_end(uint64_t lsn, int64_t commit_time, size_t pending,
-                             uint64_t entries)
+void Writer::transaction_end(uint64_t lsn, int64_t commit_time, size_t pending, uint64_t entries)
 {
     last_commit_time_ = commit_time;
     uint64_t at = end_ + pending;

@@ -79,7 +79,7 @@ class Writer
     uint64_t durable_entries_ = 0;
     uint64_t durable_lsn_ = 0;
     int64_t last_commit_time_ = 0;
-    uint64_t indexed_at_ = 0; /* offset of the last index record */
+    uint64_t indexed_at_ = 0;          /* offset of the last index record */
     std::vector<IndexRecord> pending_; /* transaction ends not yet in the index file */
     uint64_t bytes_ = 0;
     uint64_t oldest_ = 0;

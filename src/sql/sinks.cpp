@@ -105,13 +105,14 @@ static Datum sinks(PG_FUNCTION_ARGS)
                 if (spool.ready) {
                     bool behind = spool.durable_end > s->cursor;
                     set(S_LAG_ENTRIES,
-                        Int64GetDatum(behind ? static_cast<int64>(spool.durable_entries -
-                                                                  s->cursor_entries)
-                                             : 0));
+                        Int64GetDatum(
+                            behind ? static_cast<int64>(spool.durable_entries - s->cursor_entries)
+                                   : 0));
                     set(S_LAG_BYTES,
                         Int64GetDatum(behind ? static_cast<int64>(spool.durable_end - s->cursor)
                                              : 0));
-                    /* Behind: how long ago the first entry it has not delivered committed (at most). */
+                    /* Behind: how long ago the first entry it has not delivered committed (at
+                     * most). */
                     double lag = 0;
                     if (behind && s->delivered_commit_time != 0)
                         lag = static_cast<double>(now - s->delivered_commit_time) / 1e6;
@@ -278,10 +279,10 @@ static Datum rewind_sink(const char *sink, bool by_lsn, XLogRecPtr lsn, Timestam
         if (applied)
             break;
         if (GetCurrentTimestamp() >= deadline) {
-            ereport(NOTICE,
-                    (errmsg("the delivery worker of sink \"%s\" has not applied the rewind yet",
-                            sink),
-                     errdetail("It applies it when it runs again; see pgsink.sinks.")));
+            ereport(
+                NOTICE,
+                (errmsg("the delivery worker of sink \"%s\" has not applied the rewind yet", sink),
+                 errdetail("It applies it when it runs again; see pgsink.sinks.")));
             break;
         }
         (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 20,

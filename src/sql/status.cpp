@@ -130,8 +130,8 @@ static Datum status(PG_FUNCTION_ARGS)
     values[COL_WORKER_RESTARTS] = Int32GetDatum(s.worker_restarts);
     set_or_null(COL_NEXT_START_AT, s.worker_pid == 0 && s.next_start_at != 0,
                 TimestampTzGetDatum(s.next_start_at));
-    set_or_null(COL_SINK_RETRY_AT, s.state == WorkerState::sink_retrying && s.sink_retry_at != 0,
-                TimestampTzGetDatum(s.sink_retry_at));
+    /* Sinks retry in their delivery workers since 0.3.0: see pgsink.sinks.next_retry_at. */
+    set_or_null(COL_SINK_RETRY_AT, false, (Datum)0);
     set_or_null(COL_CONFIG_PROBLEM, problem != nullptr,
                 problem ? CStringGetTextDatum(problem) : (Datum)0);
 

@@ -62,8 +62,7 @@ static Datum wait_for_delivery(PG_FUNCTION_ARGS)
             if (at < target) {
                 behind = names[i];
                 delivered = at;
-                strlcpy(behind_state,
-                        sink_state_name(slot ? slot->state : SinkState::stopped),
+                strlcpy(behind_state, sink_state_name(slot ? slot->state : SinkState::stopped),
                         sizeof(behind_state));
                 if (slot)
                     strlcpy(behind_error, slot->last_error, sizeof(behind_error));
@@ -92,8 +91,7 @@ static Datum wait_for_delivery(PG_FUNCTION_ARGS)
                             static_cast<uint32>(target >> 32), static_cast<uint32>(target)),
                      errdetail("The stream worker is %s; confirmed position %X/%X%s%s.",
                                worker_state_name(stream_state),
-                               static_cast<uint32>(confirmed >> 32),
-                               static_cast<uint32>(confirmed),
+                               static_cast<uint32>(confirmed >> 32), static_cast<uint32>(confirmed),
                                stream_error[0] ? "; last error: " : "", stream_error),
                      errhint("See SELECT * FROM pgsink.status.")));
         }

@@ -74,7 +74,7 @@ class Delivery
     void reload();
     void position_cursor();
     void open_sink();
-    void announce_schemas();
+    std::string schemas_before(const std::string &batch);
     void deliver(const Durable &d);
     void apply_rewind();
     void check_between_rounds();
@@ -88,8 +88,9 @@ class Delivery
     spool::CursorFile cursor_file_;
     spool::Reader reader_;
     spool::Cursor cursor_;
-    uint64_t first_lsn_ = 0; /* for a sink without state: where its entries start */
-    bool announce_ = false;  /* the sink must be told the schemas in effect first */
+    uint64_t first_lsn_ = 0;       /* for a sink without state: where its entries start */
+    bool announce_ = false;        /* the sink must be told the schemas in effect first */
+    bool new_destination_ = false; /* the sink said its destination is new (a rotated file) */
     std::unique_ptr<Sink> sink_;
     std::string settings_;
     std::string batch_;
@@ -255,8 +256,7 @@ void Delivery::position_cursor()
         snprintf(why, sizeof(why),
                  "its cursor (offset %llX) is past the end of the spool (%llX): the spool lost "
                  "entries it had made durable",
-                 static_cast<unsigned long long>(c.offset),
-                 static_cast<unsigned long long>(d.end));
+                 static_cast<unsigned long long>(c.offset), static_cast<unsigned long long>(d.end));
     else {
         cursor_ = c;
         first_lsn_ = 0;
@@ -302,24 +302,30 @@ void Delivery::open_sink()
         cursor_.sink_state = sink_->state();
         cursor_file_.save(cursor_);
     }
-    ereport(LOG, (errmsg("pgsink: sink \"%s\" delivers to %s from spool offset %llX",
-                         name_.c_str(), sink_->describe().c_str(),
-                         static_cast<unsigned long long>(cursor_.offset))));
+    ereport(LOG,
+            (errmsg("pgsink: sink \"%s\" delivers to %s from spool offset %llX", name_.c_str(),
+                    sink_->describe().c_str(), static_cast<unsigned long long>(cursor_.offset))));
 }
 
-/* A new destination, a new sink or a rewind: the schemas in effect at the cursor first. */
-void Delivery::announce_schemas()
+/*
+ * A new destination, a new sink or a rewind: the Schema entries in effect at
+ * the cursor go first, in the same write as the batch they precede, with
+ * that batch's first timestamp and lsn (entries stay in order).
+ */
+std::string Delivery::schemas_before(const std::string &batch)
 {
-    announce_ = false;
+    std::string out;
     std::string schemas = reader_.schemas_at(cursor_.offset);
-    if (schemas.empty())
-        return;
-    with_retry([&] {
-        sink_->write(schemas.data(), schemas.size());
-        sink_->sync();
-    });
-    cursor_.sink_state = sink_->state();
-    cursor_file_.save(cursor_);
+    size_t first_end = batch.find('\n');
+    size_t at = 0;
+    while (at < schemas.size()) {
+        size_t nl = schemas.find('\n', at);
+        if (!restamp_schema_line(schemas.data() + at, nl - at, batch.data(), first_end, out))
+            out.append(schemas, at, nl - at); /* as it was: never drop a schema */
+        out.push_back('\n');
+        at = nl + 1;
+    }
+    return out;
 }
 
 void Delivery::save_and_publish(SinkState state)
@@ -350,10 +356,20 @@ void Delivery::deliver(const Durable &d)
     uint64_t lines = 0;
     size_t max = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
     size_t n = reader_.read(cursor_.offset, d.end, max, batch_, &lines);
-    with_retry([&] {
-        sink_->write(batch_.data(), batch_.size());
-        sink_->sync();
-    });
+    if (announce_) {
+        std::string out = schemas_before(batch_);
+        out.append(batch_);
+        with_retry([&] {
+            sink_->write(out.data(), out.size());
+            sink_->sync();
+        });
+        announce_ = false;
+    } else {
+        with_retry([&] {
+            sink_->write(batch_.data(), batch_.size());
+            sink_->sync();
+        });
+    }
     /* The commit time of the last entry delivered: the head of the batch's last line. */
     size_t last = batch_.rfind('\n', n >= 2 ? n - 2 : 0);
     last = last == std::string::npos || n < 2 ? 0 : last + 1;
@@ -385,8 +401,10 @@ void Delivery::check_between_rounds()
     } else if (notice.level == Sink::Notice::Level::log) {
         ereport(LOG, (errmsg("pgsink: sink \"%s\": %s", name_.c_str(), notice.message.c_str())));
     }
-    if (notice.reopen)
+    if (notice.reopen) {
+        new_destination_ = true;
         throw Reopen();
+    }
 }
 
 void Delivery::run()
@@ -415,18 +433,14 @@ void Delivery::run()
         try {
             if (!sink_)
                 open_sink();
-            if (announce_)
-                announce_schemas();
             for (;;) {
                 CHECK_FOR_INTERRUPTS();
                 reload();
                 LWLockAcquire(shared_lock, LW_SHARED);
                 bool rewind = slot().rewind_requests != slot().rewind_applied;
                 LWLockRelease(shared_lock);
-                if (rewind) {
+                if (rewind)
                     apply_rewind();
-                    announce_schemas();
-                }
                 check_between_rounds();
                 Durable d = durable();
                 if (cursor_.offset < d.end) {
@@ -456,7 +470,8 @@ void Delivery::run()
                 from.state = cursor_.sink_state;
                 bool fresh = false;
                 with_retry([&] { fresh = sink_->open(from); });
-                if (fresh) {
+                if (fresh || new_destination_) {
+                    new_destination_ = false;
                     announce_ = true;
                     cursor_.sink_state = sink_->state();
                     cursor_file_.save(cursor_);

@@ -369,8 +369,7 @@ void Stream::start()
     MemoryContext old = MemoryContextSwitchTo(cxt_);
     worker_consumer = this;
     ctx_ = CreateDecodingContext(spooled > confirmed_ ? spooled : InvalidXLogRecPtr, NIL, false,
-                                 wal_reader_routine(), unused_prepare_write, unused_write,
-                                 nullptr);
+                                 wal_reader_routine(), unused_prepare_write, unused_write, nullptr);
     MemoryContextSwitchTo(old);
     if (spooled > confirmed_) {
         LogicalConfirmReceivedLocation(spooled);
@@ -387,9 +386,9 @@ void Stream::start()
     shared->confirmed_lsn = confirmed_;
     strlcpy(shared->slot_name, name, NAMEDATALEN);
     LWLockRelease(shared_lock);
-    ereport(LOG, (errmsg("pgsink: streaming from slot \"%s\" at %X/%X to the spool in \"%s\"",
-                         name, static_cast<uint32>(confirmed_ >> 32),
-                         static_cast<uint32>(confirmed_), guc_spool_directory)));
+    ereport(LOG, (errmsg("pgsink: streaming from slot \"%s\" at %X/%X to the spool in \"%s\"", name,
+                         static_cast<uint32>(confirmed_ >> 32), static_cast<uint32>(confirmed_),
+                         guc_spool_directory)));
 }
 
 long Stream::step()

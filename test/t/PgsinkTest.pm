@@ -31,6 +31,7 @@ our @EXPORT = qw(
   check_changelog source_state compare_states check_exact
   poll_until query_retry wait_delivered stream_pid worker_pid_status alive
   proc_status crash_node start_after_crash file_lines status_row start_with_fault_shim
+  sink_status delivery_pid wait_delivery_pid retained_wal spool_bytes
 );
 
 my $json = JSON::PP->new->utf8->canonical;
@@ -577,6 +578,64 @@ sub worker_pid_status
 		usleep(50_000);
 	}
 	return undef;
+}
+
+# A sink's row of pgsink.sinks as { state, cursor, delivered_lsn, lag_bytes,
+# lag_entries, error, pid, restarts }; error is '' when there is none.
+sub sink_status
+{
+	my ($node, $sink, $db) = @_;
+	$sink //= 'file';
+	my $row = $node->safe_psql($db // 'postgres',
+		"SELECT state, coalesce(cursor_offset, -1), coalesce(delivered_lsn::text, ''), "
+		  . "coalesce(lag_bytes, -1), coalesce(lag_entries, -1), coalesce(last_error, ''), "
+		  . "coalesce(pid, 0), worker_restarts FROM pgsink.sinks WHERE sink = '$sink'");
+	my %s;
+	@s{qw(state cursor delivered_lsn lag_bytes lag_entries error pid restarts)} =
+	  split /\|/, $row, 8;
+	return \%s;
+}
+
+# The pid of a sink's delivery worker ('' if none).
+sub delivery_pid
+{
+	my ($node, $sink) = @_;
+	$sink //= 'file';
+	my ($out, $err) = ('', '');
+	$node->psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'pgsink delivery' "
+		  . "AND application_name = '$sink'",
+		stdout => \$out, stderr => \$err);
+	return $out;
+}
+
+# Wait for a delivery worker of $sink (optionally: other than $not_pid); its pid.
+sub wait_delivery_pid
+{
+	my ($node, $sink, $seconds, $not_pid) = @_;
+	my $start = time();
+	while (time() - $start <= $seconds)
+	{
+		my $pid = delivery_pid($node, $sink);
+		return $pid if $pid ne '' && (!defined $not_pid || $pid != $not_pid);
+		usleep(50_000);
+	}
+	return undef;
+}
+
+# Bytes of WAL the slot retains, and the spool's bytes on disk.
+sub retained_wal
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots "
+		  . "WHERE slot_name = 'pgsink'");
+}
+
+sub spool_bytes
+{
+	my ($node) = @_;
+	return $node->safe_psql('postgres', 'SELECT bytes FROM pgsink.spool');
 }
 
 sub alive { my ($pid) = @_; return kill(0, $pid) ? 1 : 0; }
