@@ -95,9 +95,18 @@ static uint32_t record_crc(const IndexRecord &r)
     return crc;
 }
 
-void seal(IndexRecord &r)
+IndexRecord make_record(RecordKind kind, uint64_t offset, uint64_t entries, uint64_t lsn,
+                        int64_t commit_time)
 {
+    IndexRecord r;
+    memset(&r, 0, sizeof(r));
+    r.offset = offset;
+    r.entries = entries;
+    r.lsn = lsn;
+    r.commit_time = commit_time;
+    r.kind = kind;
     r.crc = record_crc(r);
+    return r;
 }
 
 bool intact(const IndexRecord &r)

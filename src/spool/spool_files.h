@@ -68,7 +68,9 @@ std::string cursor_path(const std::string &dir, const std::string &sink);
 /* The segments in dir, by offset; empty if there is none (or no directory). */
 std::vector<Segment> list_segments(const std::string &dir);
 
-void seal(IndexRecord &r);
+/* A record, its checksum set. */
+IndexRecord make_record(RecordKind kind, uint64_t offset, uint64_t entries, uint64_t lsn,
+                        int64_t commit_time);
 bool intact(const IndexRecord &r);
 /* The valid records of an index file, up to the first torn or corrupt one. */
 std::vector<IndexRecord> read_index(const std::string &path);

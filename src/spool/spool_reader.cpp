@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <map>
+#include <memory>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -71,12 +72,16 @@ int Reader::fd_of(const Segment &s)
     return fd_;
 }
 
-size_t Reader::read(uint64_t offset, uint64_t end, size_t max, std::string &out, uint64_t *lines)
+std::string_view Reader::read(uint64_t offset, uint64_t end, size_t max, uint64_t *lines)
 {
-    out.clear();
     *lines = 0;
     if (offset >= end)
-        return 0;
+        return {};
+    if (cap_ > 2 * std::max<size_t>(max, 1 << 20)) {
+        /* A huge line grew the buffer: do not keep it. */
+        buf_.reset();
+        cap_ = 0;
+    }
     Segment seg = segment_of(offset);
     int fd = fd_of(seg);
     struct stat st;
@@ -104,9 +109,16 @@ size_t Reader::read(uint64_t offset, uint64_t end, size_t max, std::string &out,
                                                 hex(end));
     size_t want = static_cast<size_t>(std::min<uint64_t>(avail, std::max<size_t>(max, 1)));
     size_t have = 0;
+    size_t len = 0;
     for (;;) {
-        out.resize(want);
-        ssize_t n = pread(fd, out.data() + have, want - have,
+        if (want > cap_) {
+            /* Never zero-filled: only what pread() returns is looked at. */
+            std::unique_ptr<char[]> bigger(new char[want]);
+            memcpy(bigger.get(), buf_.get(), have);
+            buf_ = std::move(bigger);
+            cap_ = want;
+        }
+        ssize_t n = pread(fd, buf_.get() + have, want - have,
                           static_cast<off_t>(offset - seg.start + have));
         if (n < 0) {
             if (errno == EINTR)
@@ -120,9 +132,9 @@ size_t Reader::read(uint64_t offset, uint64_t end, size_t max, std::string &out,
         have += static_cast<size_t>(n);
         if (have < want)
             continue;
-        size_t last = out.find_last_of('\n');
-        if (last != std::string::npos) {
-            out.resize(last + 1);
+        const void *last = memrchr(buf_.get(), '\n', have);
+        if (last != nullptr) {
+            len = static_cast<size_t>(static_cast<const char *>(last) - buf_.get()) + 1;
             break;
         }
         /* One line longer than max: read on to its end. */
@@ -131,17 +143,22 @@ size_t Reader::read(uint64_t offset, uint64_t end, size_t max, std::string &out,
                         "spool segment " + hex(seg.start) + " holds a line without its end");
         want = static_cast<size_t>(std::min<uint64_t>(avail, static_cast<uint64_t>(want) * 2));
     }
-    *lines = static_cast<uint64_t>(std::count(out.begin(), out.end(), '\n'));
-    return out.size();
+    uint64_t n = 0;
+    for (const char *p = buf_.get(), *e = p + len;
+         (p = static_cast<const char *>(memchr(p, '\n', static_cast<size_t>(e - p)))) != nullptr;
+         p++)
+        n++;
+    *lines = n;
+    return std::string_view(buf_.get(), len);
 }
 
 template <typename F> void Reader::scan(uint64_t from, uint64_t to, F &&f)
 {
-    std::string buf;
     uint64_t offset = from;
     while (offset < to) {
         uint64_t lines = 0;
-        size_t n = read(offset, to, 1 << 20, buf, &lines);
+        std::string_view buf = read(offset, to, 1 << 20, &lines);
+        size_t n = buf.size();
         if (n == 0)
             return;
         size_t at = 0;

@@ -10,7 +10,9 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -35,11 +37,11 @@ class Reader
     Reader &operator=(const Reader &) = delete;
 
     /*
-     * Whole lines from offset into out (replacing it): at least one line,
-     * at most about max bytes, never past end nor past the end of a
-     * segment. Returns the bytes read (0 at end); *lines gets their count.
+     * Whole lines from offset: at least one line, at most about max bytes,
+     * never past end nor past the end of a segment. Empty at end; *lines
+     * gets their count. The view is valid until the next read().
      */
-    size_t read(uint64_t offset, uint64_t end, size_t max, std::string &out, uint64_t *lines);
+    std::string_view read(uint64_t offset, uint64_t end, size_t max, uint64_t *lines);
 
     /* The oldest retained position. */
     Position oldest();
@@ -71,6 +73,8 @@ class Reader
     std::vector<Segment> segments_;
     int fd_ = -1;
     uint64_t fd_start_ = UINT64_MAX;
+    std::unique_ptr<char[]> buf_; /* what read() returns a view of */
+    size_t cap_ = 0;
 };
 
 } // namespace pgsink::spool

@@ -23,6 +23,7 @@
 #include "core/shared_state.h"
 #include "spool/spool_reader.h"
 #include "spool/spool_writer.h"
+#include "changelog/entry_head.h"
 
 extern "C" {
 #include "port.h"
@@ -49,7 +50,7 @@ void Writer::close()
     pending_.clear();
 }
 
-void Writer::fail(const std::string &what, const std::string &path, int err)
+[[noreturn]] static void fail(const std::string &what, const std::string &path, int err)
 {
     throw Error(err == ENOSPC ? ERRCODE_DISK_FULL : ERRCODE_IO_ERROR,
                 "could not " + what + " spool file \"" + path + "\": " + strerror(err),
@@ -58,8 +59,7 @@ void Writer::fail(const std::string &what, const std::string &path, int err)
                               : "");
 }
 
-static void write_all(int fd, const void *data, size_t len, const std::string &path, Writer *w,
-                      void (Writer::*fail)(const std::string &, const std::string &, int))
+static void write_all(int fd, const void *data, size_t len, const std::string &path)
 {
     const char *p = static_cast<const char *>(data);
     while (len > 0) {
@@ -67,11 +67,35 @@ static void write_all(int fd, const void *data, size_t len, const std::string &p
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            (w->*fail)("write", path, errno);
+            fail("write", path, errno);
         }
         p += n;
         len -= static_cast<size_t>(n);
     }
+}
+
+/* Write a small file whole and durably: a temporary file, fsynced, renamed over path. */
+static void write_file_durably(const std::string &dir, const std::string &path,
+                               const std::string &data)
+{
+    std::string tmp = path + ".tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        fail("create", tmp, errno);
+    try {
+        write_all(fd, data.data(), data.size(), tmp);
+    } catch (...) {
+        ::close(fd);
+        throw;
+    }
+    int rc = fdatasync(fd);
+    int err = errno;
+    ::close(fd);
+    if (rc != 0)
+        fail("fsync", tmp, err);
+    if (rename(tmp.c_str(), path.c_str()) != 0)
+        fail("rename", tmp, errno);
+    sync_directory(dir);
 }
 
 /* A random identity for a new spool. */
@@ -97,17 +121,12 @@ void Writer::create_segment(uint64_t start)
         fail("create", idx, err);
     }
     /* Its first record: where it starts, and what is before it. */
-    IndexRecord r{};
-    r.offset = start;
-    r.entries = durable_entries_;
-    r.lsn = durable_lsn_;
-    r.commit_time = last_commit_time_;
-    r.kind = kRoundEnd;
-    seal(r);
+    IndexRecord r =
+        make_record(kRoundEnd, start, durable_entries_, durable_lsn_, last_commit_time_);
     close();
     seg_fd_ = sfd;
     idx_fd_ = ifd;
-    write_all(idx_fd_, &r, sizeof(r), idx, this, &Writer::fail);
+    write_all(idx_fd_, &r, sizeof(r), idx);
     if (fdatasync(seg_fd_) != 0)
         fail("fsync", seg, errno);
     if (fdatasync(idx_fd_) != 0)
@@ -116,6 +135,22 @@ void Writer::create_segment(uint64_t start)
     seg_start_ = start;
     indexed_at_ = start;
     segments_++;
+}
+
+/* The schemas in effect at the durable end, from the segment's own file and what follows. */
+static std::map<std::string, std::string> schemas_in_effect(const std::string &dir, uint64_t offset)
+{
+    std::map<std::string, std::string> m;
+    Reader reader(dir);
+    std::string text = reader.schemas_at(offset);
+    std::string table;
+    for (size_t at = 0; at < text.size();) {
+        size_t nl = text.find('\n', at);
+        if (schema_line_table(text.data() + at, nl - at, &table))
+            m[table] = text.substr(at, nl - at);
+        at = nl + 1;
+    }
+    return m;
 }
 
 uint64_t Writer::open(uint64_t slot_confirmed)
@@ -137,20 +172,9 @@ uint64_t Writer::open(uint64_t slot_confirmed)
                         "It is damaged: move it away and restart; pgsink then starts a new "
                         "spool, and each sink needs pgsink.rewind_sink() and re-imports.");
         id_ = new_identity();
-        std::string tmp = dir_ + "/identity.tmp", path = dir_ + "/identity";
         char text[32];
-        int len = snprintf(text, sizeof(text), "%016llX\n", static_cast<unsigned long long>(id_));
-        int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0)
-            fail("create", tmp, errno);
-        bool ok = ::write(fd, text, static_cast<size_t>(len)) == len && fsync(fd) == 0;
-        int err = errno;
-        ::close(fd);
-        if (!ok)
-            fail("write", tmp, err);
-        if (rename(tmp.c_str(), path.c_str()) != 0)
-            fail("rename", tmp, errno);
-        sync_directory(dir_);
+        snprintf(text, sizeof(text), "%016llX\n", static_cast<unsigned long long>(id_));
+        write_file_durably(dir_, dir_ + "/identity", text);
     }
 
     /* A segment made in a crash before its first round end holds nothing: drop it. */
@@ -165,6 +189,7 @@ uint64_t Writer::open(uint64_t slot_confirmed)
     }
 
     pending_.clear();
+    schemas_.clear();
     if (segments.empty()) {
         durable_end_ = end_ = 0;
         durable_entries_ = entries_ = 0;
@@ -225,13 +250,21 @@ uint64_t Writer::open(uint64_t slot_confirmed)
     for (const Segment &s : segments)
         bytes_ += s.size;
     bytes_ -= last.size - (r.offset - last.start);
+    schemas_ = schemas_in_effect(dir_, durable_end_);
     publish();
     return std::max(durable_lsn_, slot_confirmed);
 }
 
+void Writer::note_entry(const char *line, size_t len)
+{
+    std::string table;
+    if (schema_line_table(line, len, &table))
+        schemas_[table].assign(line, len);
+}
+
 void Writer::write(const char *data, size_t len, uint64_t entries)
 {
-    write_all(seg_fd_, data, len, segment_path(dir_, seg_start_), this, &Writer::fail);
+    write_all(seg_fd_, data, len, segment_path(dir_, seg_start_));
     end_ += len;
     entries_ += entries;
     bytes_ += len;
@@ -243,14 +276,7 @@ void Writer::transaction_end(uint64_t lsn, int64_t commit_time, size_t pending, 
     uint64_t at = end_ + pending;
     if (at - indexed_at_ < kIndexEvery)
         return;
-    IndexRecord r{};
-    r.offset = at;
-    r.entries = entries_ + entries;
-    r.lsn = lsn;
-    r.commit_time = commit_time;
-    r.kind = kTxnEnd;
-    seal(r);
-    pending_.push_back(r);
+    pending_.push_back(make_record(kTxnEnd, at, entries_ + entries, lsn, commit_time));
     indexed_at_ = at;
 }
 
@@ -260,16 +286,8 @@ void Writer::sync(uint64_t decoded_upto)
         std::string seg = segment_path(dir_, seg_start_), idx = index_path(dir_, seg_start_);
         if (fdatasync(seg_fd_) != 0)
             fail("fsync", seg, errno);
-        IndexRecord r{};
-        r.offset = end_;
-        r.entries = entries_;
-        r.lsn = decoded_upto;
-        r.commit_time = last_commit_time_;
-        r.kind = kRoundEnd;
-        seal(r);
-        pending_.push_back(r);
-        write_all(idx_fd_, pending_.data(), pending_.size() * sizeof(IndexRecord), idx, this,
-                  &Writer::fail);
+        pending_.push_back(make_record(kRoundEnd, end_, entries_, decoded_upto, last_commit_time_));
+        write_all(idx_fd_, pending_.data(), pending_.size() * sizeof(IndexRecord), idx);
         pending_.clear();
         if (fdatasync(idx_fd_) != 0)
             fail("fsync", idx, errno);
@@ -286,25 +304,12 @@ void Writer::sync(uint64_t decoded_upto)
 void Writer::roll()
 {
     uint64_t start = durable_end_;
-    Reader reader(dir_);
-    std::string schemas = reader.schemas_at(start);
-    std::string tmp = schemas_path(dir_, start) + ".tmp";
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        fail("create", tmp, errno);
-    try {
-        write_all(fd, schemas.data(), schemas.size(), tmp, this, &Writer::fail);
-    } catch (...) {
-        ::close(fd);
-        throw;
+    std::string text;
+    for (const auto &e : schemas_) {
+        text.append(e.second);
+        text.push_back('\n');
     }
-    int rc = fdatasync(fd);
-    int err = errno;
-    ::close(fd);
-    if (rc != 0)
-        fail("fsync", tmp, err);
-    if (rename(tmp.c_str(), schemas_path(dir_, start).c_str()) != 0)
-        fail("rename", tmp, errno);
+    write_file_durably(dir_, schemas_path(dir_, start), text);
     create_segment(start);
     publish();
 }

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,11 @@ class Writer
     bool is_open() const { return seg_fd_ >= 0; }
     void close();
 
+    /*
+     * An entry is about to be appended: a Schema entry is remembered, so
+     * that each new segment says which schemas are in effect where it starts.
+     */
+    void note_entry(const char *line, size_t len);
     /* Append entries (whole lines, not durable yet). */
     void write(const char *data, size_t len, uint64_t entries);
     /*
@@ -60,13 +66,14 @@ class Writer
     void remove_delivered(uint64_t min_cursor, int retention_s);
     /* Disk used by the segments. */
     uint64_t bytes() const { return bytes_; }
+    /* Written since the last sync(). */
+    uint64_t unsynced_bytes() const { return end_ - durable_end_; }
     uint64_t id() const { return id_; }
 
   private:
     void create_segment(uint64_t start);
     void roll();
     void publish();
-    [[noreturn]] void fail(const std::string &what, const std::string &path, int err);
 
     std::string dir_;
     uint64_t id_ = 0;
@@ -79,8 +86,9 @@ class Writer
     uint64_t durable_entries_ = 0;
     uint64_t durable_lsn_ = 0;
     int64_t last_commit_time_ = 0;
-    uint64_t indexed_at_ = 0;          /* offset of the last index record */
-    std::vector<IndexRecord> pending_; /* transaction ends not yet in the index file */
+    uint64_t indexed_at_ = 0;                    /* offset of the last index record */
+    std::vector<IndexRecord> pending_;           /* transaction ends not yet in the index file */
+    std::map<std::string, std::string> schemas_; /* table -> its latest Schema entry */
     uint64_t bytes_ = 0;
     uint64_t oldest_ = 0;
     int segments_ = 0;

@@ -55,6 +55,23 @@ enum SinkColumn {
     S_NUM
 };
 
+/* A row being filled: every column null until set. */
+template <int N> struct Row {
+    Datum values[N];
+    bool nulls[N];
+    Row()
+    {
+        memset(values, 0, sizeof(values));
+        for (bool &b : nulls)
+            b = true;
+    }
+    void set(int col, Datum v)
+    {
+        values[col] = v;
+        nulls[col] = false;
+    }
+};
+
 static void check_columns(TupleDesc tupdesc, int expected, const char *fn)
 {
     if (tupdesc->natts != expected)
@@ -84,15 +101,8 @@ static Datum sinks(PG_FUNCTION_ARGS)
         for (const SinkSlot &slot : slots)
             if (slot.in_use && strcmp(slot.name, names[i]) == 0)
                 s = &slot;
-        Datum values[S_NUM];
-        bool nulls[S_NUM];
-        memset(values, 0, sizeof(values));
-        for (bool &b : nulls)
-            b = true;
-        auto set = [&](int col, Datum v) {
-            values[col] = v;
-            nulls[col] = false;
-        };
+        Row<S_NUM> row;
+        auto set = [&](int col, Datum v) { row.set(col, v); };
         set(S_SINK, CStringGetTextDatum(names[i]));
         set(S_STATE, CStringGetTextDatum(sink_state_name(s ? s->state : SinkState::stopped)));
         if (s != nullptr) {
@@ -141,7 +151,7 @@ static Datum sinks(PG_FUNCTION_ARGS)
             set(S_ENTRIES_DELIVERED, Int64GetDatum(0));
             set(S_BYTES_DELIVERED, Int64GetDatum(0));
         }
-        tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+        tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row.values, row.nulls);
     }
     return (Datum)0;
 }
@@ -192,15 +202,8 @@ static Datum spool_status(PG_FUNCTION_ARGS)
     spool::IndexRecord oldest{};
     bool have_oldest = cxx_entry([&] { return oldest_record(&oldest); });
 
-    Datum values[P_NUM];
-    bool nulls[P_NUM];
-    memset(values, 0, sizeof(values));
-    for (bool &b : nulls)
-        b = true;
-    auto set = [&](int col, Datum v) {
-        values[col] = v;
-        nulls[col] = false;
-    };
+    Row<P_NUM> row;
+    auto set = [&](int col, Datum v) { row.set(col, v); };
     set(P_DIRECTORY, CStringGetTextDatum(guc_spool_directory));
     if (guc_spool_max_size_mb > 0)
         set(P_MAX_BYTES, Int64GetDatum(static_cast<int64>(guc_spool_max_size_mb) << 20));
@@ -227,7 +230,7 @@ static Datum spool_status(PG_FUNCTION_ARGS)
         if (oldest.commit_time != 0)
             set(P_OLDEST_COMMIT_TIME, TimestampTzGetDatum(oldest.commit_time));
     }
-    HeapTuple tuple = heap_form_tuple(tupdesc, values, nulls);
+    HeapTuple tuple = heap_form_tuple(tupdesc, row.values, row.nulls);
     PG_RETURN_DATUM(HeapTupleGetDatum(tuple));
 }
 

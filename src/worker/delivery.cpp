@@ -74,7 +74,7 @@ class Delivery
     void reload();
     void position_cursor();
     void open_sink();
-    std::string schemas_before(const std::string &batch);
+    std::string schemas_before(std::string_view batch);
     void deliver(const Durable &d);
     void apply_rewind();
     void check_between_rounds();
@@ -93,7 +93,6 @@ class Delivery
     bool new_destination_ = false; /* the sink said its destination is new (a rotated file) */
     std::unique_ptr<Sink> sink_;
     std::string settings_;
-    std::string batch_;
     uint64 delivered_entries_ = 0, delivered_bytes_ = 0; /* not yet published */
     bool failing_ = false;
     std::string last_warning_;
@@ -312,7 +311,7 @@ void Delivery::open_sink()
  * the cursor go first, in the same write as the batch they precede, with
  * that batch's first timestamp and lsn (entries stay in order).
  */
-std::string Delivery::schemas_before(const std::string &batch)
+std::string Delivery::schemas_before(std::string_view batch)
 {
     std::string out;
     std::string schemas = reader_.schemas_at(cursor_.offset);
@@ -355,10 +354,11 @@ void Delivery::deliver(const Durable &d)
 {
     uint64_t lines = 0;
     size_t max = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
-    size_t n = reader_.read(cursor_.offset, d.end, max, batch_, &lines);
+    std::string_view batch = reader_.read(cursor_.offset, d.end, max, &lines);
+    size_t n = batch.size();
     if (announce_) {
-        std::string out = schemas_before(batch_);
-        out.append(batch_);
+        std::string out = schemas_before(batch);
+        out.append(batch);
         with_retry([&] {
             sink_->write(out.data(), out.size());
             sink_->sync();
@@ -366,15 +366,15 @@ void Delivery::deliver(const Durable &d)
         announce_ = false;
     } else {
         with_retry([&] {
-            sink_->write(batch_.data(), batch_.size());
+            sink_->write(batch.data(), batch.size());
             sink_->sync();
         });
     }
     /* The commit time of the last entry delivered: the head of the batch's last line. */
-    size_t last = batch_.rfind('\n', n >= 2 ? n - 2 : 0);
-    last = last == std::string::npos || n < 2 ? 0 : last + 1;
+    size_t last = n >= 2 ? batch.rfind('\n', n - 2) : std::string_view::npos;
+    last = last == std::string_view::npos ? 0 : last + 1;
     int64_t ts;
-    if (line_timestamp(batch_.data() + last, n - last, &ts))
+    if (line_timestamp(batch.data() + last, n - last, &ts))
         cursor_.delivered_time = ts;
     cursor_.offset += n;
     cursor_.entries += lines;
@@ -383,8 +383,6 @@ void Delivery::deliver(const Durable &d)
     delivered_entries_ += lines;
     delivered_bytes_ += n;
     save_and_publish(cursor_.offset == d.end ? SinkState::idle : SinkState::delivering);
-    if (batch_.capacity() > 2 * max)
-        std::string().swap(batch_);
 }
 
 /* Between batches: what the sink noticed about its destination (a rotated file). */

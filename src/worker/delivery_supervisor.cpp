@@ -43,21 +43,15 @@ static Supervised workers[kMaxSinks];
 static BackgroundWorkerHandle *start_delivery_worker(Oid dboid, int slot, const char *sink)
 {
     BackgroundWorker bgw;
-    memset(&bgw, 0, sizeof(bgw));
-    bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-    bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-    bgw.bgw_restart_time = BGW_NEVER_RESTART; /* the launcher restarts it, with back-off */
-    strlcpy(bgw.bgw_library_name, "pgsink", BGW_MAXLEN);
-    strlcpy(bgw.bgw_function_name, "pgsink_delivery_main", BGW_MAXLEN);
-    snprintf(bgw.bgw_name, BGW_MAXLEN, "pgsink delivery %s", sink);
-    strlcpy(bgw.bgw_type, "pgsink delivery", BGW_MAXLEN);
+    char name[BGW_MAXLEN];
+    snprintf(name, sizeof(name), "pgsink delivery %s", sink);
+    init_dynamic_worker(bgw, "pgsink_delivery_main", name, "pgsink delivery");
     DeliveryArgs args;
     memset(&args, 0, sizeof(args));
     args.database = dboid;
     args.slot = slot;
     strlcpy(args.sink, sink, sizeof(args.sink));
     memcpy(bgw.bgw_extra, &args, sizeof(args));
-    bgw.bgw_notify_pid = MyProcPid;
 
     BackgroundWorkerHandle *handle = nullptr;
     if (!RegisterDynamicBackgroundWorker(&bgw, &handle)) {

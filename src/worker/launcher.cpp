@@ -86,19 +86,25 @@ static Oid lookup_database()
     return dboid;
 }
 
-static BackgroundWorkerHandle *start_stream_worker(Oid dboid)
+void init_dynamic_worker(BackgroundWorker &bgw, const char *function, const char *name,
+                         const char *type)
 {
-    BackgroundWorker bgw;
     memset(&bgw, 0, sizeof(bgw));
     bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
     bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
     bgw.bgw_restart_time = BGW_NEVER_RESTART; /* the launcher restarts it, with back-off */
     strlcpy(bgw.bgw_library_name, "pgsink", BGW_MAXLEN);
-    strlcpy(bgw.bgw_function_name, "pgsink_stream_main", BGW_MAXLEN);
-    strlcpy(bgw.bgw_name, "pgsink stream", BGW_MAXLEN);
-    strlcpy(bgw.bgw_type, "pgsink stream", BGW_MAXLEN);
-    bgw.bgw_main_arg = ObjectIdGetDatum(dboid);
+    strlcpy(bgw.bgw_function_name, function, BGW_MAXLEN);
+    strlcpy(bgw.bgw_name, name, BGW_MAXLEN);
+    strlcpy(bgw.bgw_type, type, BGW_MAXLEN);
     bgw.bgw_notify_pid = MyProcPid;
+}
+
+static BackgroundWorkerHandle *start_stream_worker(Oid dboid)
+{
+    BackgroundWorker bgw;
+    init_dynamic_worker(bgw, "pgsink_stream_main", "pgsink stream", "pgsink stream");
+    bgw.bgw_main_arg = ObjectIdGetDatum(dboid);
 
     BackgroundWorkerHandle *handle = nullptr;
     if (!RegisterDynamicBackgroundWorker(&bgw, &handle)) {

@@ -55,6 +55,8 @@ extern "C" {
 namespace pgsink
 {
 
+/* A round ends (the spool is synced, delivery workers woken) once it holds this much. */
+static constexpr size_t kRoundBytes = 8 << 20;
 /* How often delivered segments are looked for while the spool is not full. */
 static constexpr long kHousekeepingMs = 500;
 
@@ -92,6 +94,7 @@ class Stream final : public EntryConsumer
     MemoryContext cxt_ = nullptr;
     spool::Writer spool_;
     std::string batch_;
+    size_t entry_start_ = 0; /* where in batch_ the entry being written starts */
     uint64 batch_entries_ = 0;
     /* Written to the spool but not yet durable (counted after sync). */
     uint64 unsynced_entries_ = 0;
@@ -147,7 +150,9 @@ static Stream &stream()
 
 void Stream::entry_done()
 {
+    spool_.note_entry(batch_.data() + entry_start_, batch_.size() - entry_start_);
     batch_.push_back('\n');
+    entry_start_ = batch_.size();
     batch_entries_++;
     if (batch_.size() >= static_cast<size_t>(guc_batch_bytes_kb) * 1024 ||
         batch_entries_ >= static_cast<uint64>(guc_batch_rows))
@@ -174,6 +179,7 @@ void Stream::write_batch()
         std::string().swap(batch_);
     else
         batch_.clear();
+    entry_start_ = 0;
 }
 
 void Stream::persist_and_confirm(XLogRecPtr decoded_upto)
@@ -412,8 +418,14 @@ long Stream::step()
     uint32 records = 0;
     while (ctx_->reader->EndRecPtr < end) {
         decode_next_record(ctx_);
-        if ((++records & 1023) == 0 && GetCurrentTimestamp() >= deadline)
-            break; /* deliver what we have: latency stays bounded during catch-up */
+        /*
+         * Deliver what we have after flush_interval, or once a round holds
+         * kRoundBytes: latency stays bounded during catch-up, and delivery
+         * workers copy each round while the next is decoded.
+         */
+        if ((++records & 255) == 0 && (spool_.unsynced_bytes() + batch_.size() >= kRoundBytes ||
+                                       GetCurrentTimestamp() >= deadline))
+            break;
     }
     bool caught_up = ctx_->reader->EndRecPtr >= end;
     persist_and_confirm(ctx_->reader->EndRecPtr);
@@ -450,6 +462,7 @@ void Stream::stop()
         ReplicationSlotRelease();
     spool_.close();
     batch_.clear();
+    entry_start_ = 0;
     batch_entries_ = 0;
     /* Written but not confirmed: cut at the next open and decoded again. */
     unsynced_entries_ = 0;

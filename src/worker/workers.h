@@ -26,6 +26,13 @@ namespace pgsink
 /* Register the launcher; called from _PG_init. */
 void register_launcher();
 
+/*
+ * A dynamic worker of pgsink's that the launcher starts and restarts (never
+ * the postmaster), notifying the launcher when it starts and stops.
+ */
+void init_dynamic_worker(BackgroundWorker &bgw, const char *function, const char *name,
+                         const char *type);
+
 /* What the launcher tells a delivery worker (in bgw_extra). */
 struct DeliveryArgs {
     Oid database;

@@ -16,7 +16,7 @@
 #
 # Usage: test/bench/stream_bench.sh   (as a user that may run initdb; not root)
 # Environment: ROWS, TXN_ROWS, RATE, LATENCY_SECONDS, PGBENCH_SECONDS,
-#   POLL_INTERVAL, SKIP_THROUGHPUT, SKIP_LATENCY, SKIP_WAL2JSON, BENCH_DIR,
+#   POLL_INTERVAL, SKIP_THROUGHPUT, SKIP_LATENCY, SKIP_PGBENCH, SKIP_WAL2JSON, BENCH_DIR,
 #   BENCH_PORT, BENCH_EXTRA_CONF (lines for postgresql.conf), FLOOR_DIR, and
 #   RESULTS_FILE: where to append the figures as key=value lines (spool_bench.sh).
 cd "$(dirname "$0")/../.."
@@ -160,6 +160,7 @@ result latency_p99 "$(grep -o 'p99 [0-9.]*' "$BENCH_DIR/latency.txt" | cut -d' '
 
 fi
 
+if [ -z "${SKIP_PGBENCH:-}" ]; then
 echo "== pgbench TPS with and without capture (${PGBENCH_SECONDS}s rounds, 2 clients, alternating, best of 2)"
 pgbench -i -q -s 10 bench >/dev/null 2>&1
 psqlq -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL" >/dev/null
@@ -187,3 +188,4 @@ echo "pgbench TPS with capture:    $tps_on"
 result tps_off "$tps_off"
 result tps_on "$tps_on"
 awk -v a="$tps_on" -v b="$tps_off" 'BEGIN { printf "ratio: %.2fx (target >= 0.9x)\n", a/b }'
+fi

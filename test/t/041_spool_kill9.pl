@@ -143,25 +143,33 @@ for my $kind (@kills)
 	wait_workload(1 + int(rand(8)));
 	usleep(int(rand(1_500_000)));
 	my $offset = -s $node->logfile;
-	my ($size, $spool) = (-s $file // 0, spool_end());
+	my $spool = spool_end();
+	my $size;
 	if ($kind eq 'postmaster')
 	{
 		crash_node($node);
+		$size = -s $file;
 		start_after_crash($node);
 	}
 	else
 	{
 		kill 'KILL', $kind eq 'stream' ? $stream : $delivery;
 		$node->wait_for_log(qr/all server processes terminated; reinitializing/, $offset);
+		$size = -s $file;
 	}
-	note(sprintf("kill %d: %s (%s), file %d bytes, spool durable to %d (segment %d), "
-			  . "workload at %d", $n, $kind,
-			$kind eq 'postmaster' ? 'all processes' : $kind eq 'stream' ? $stream : $delivery,
-			$size, $spool, int($spool / (1 << 20)), progress()));
 	my $new_stream = worker_pid_status($node, 60, $stream);
 	my $new_delivery = wait_delivery_pid($node, 'file', 60, $delivery);
 	ok(defined $new_stream && defined $new_delivery,
 		"kill $n ($kind): new stream and delivery workers after the restart");
+	# Where the file resumes: its cursor (the file is the spool, byte for byte,
+	# from offset 0); what was past it is cut.
+	$node->wait_for_log(qr/sink "file" delivers to .* from spool offset [0-9A-F]+/, $offset);
+	my ($cursor) =
+	  slurp_file($node->logfile, $offset) =~ /sink "file" delivers to .* from spool offset ([0-9A-F]+)/;
+	note(sprintf("kill %d: %s (%s) at workload %d: spool durable to %d (segment %d); the file "
+			  . "had %d bytes past its cursor", $n, $kind,
+			$kind eq 'postmaster' ? 'all processes' : $kind eq 'stream' ? $stream : $delivery,
+			progress(), $spool, int($spool / (1 << 20)), $size - hex($cursor)));
 }
 
 # ---------------------------------------------------------------------------
