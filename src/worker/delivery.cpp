@@ -314,7 +314,8 @@ void Delivery::open_sink()
 std::string Delivery::schemas_before(std::string_view batch)
 {
     std::string out;
-    std::string schemas = reader_.schemas_at(cursor_.offset);
+    /* A reader of its own: reader_'s buffer holds the batch. */
+    std::string schemas = spool::Reader(dir_).schemas_at(cursor_.offset);
     size_t first_end = batch.find('\n');
     size_t at = 0;
     while (at < schemas.size()) {

@@ -1,4 +1,4 @@
-# The stream worker dies while it writes a 500k-row transaction to the file:
+# The stream worker dies while it writes a 500k-row transaction to the spool:
 # (1) kill -9: the postmaster reinitializes the whole cluster (any process
 #     attached to shared memory that dies by a signal forces that); pgsink
 #     must come back by itself and deliver everything exactly once;
@@ -22,8 +22,10 @@ my $rows = $ENV{PGSINK_KILL_ROWS} // 500000;
 my $node = pgsink_node(
 	'workerkill',
 	extra_conf => q{
-# Many small batches: the file grows steadily while a transaction is written.
+# Many small batches: the spool grows steadily while a transaction is written.
 pgsink.batch_bytes = '1MB'
+# Delivered segments stay, so the spool shows how much of a transaction was written.
+pgsink.spool_retention = '1h'
 });
 $node->start;
 my $file = sink_file($node);
@@ -39,26 +41,42 @@ $node->safe_psql('postgres',
 $node->safe_psql('postgres', "UPDATE t SET n = 0 WHERE id = -1");
 wait_delivered($node, 'postgres', 'initial rows');
 
-# How many lines of the file contain $pattern.
+my $spool = $node->data_dir . '/pgsink_spool';
+
+# The spool's segment files, in order.
+sub segments { return sort glob("$spool/*.jsonl"); }
+
+# How many lines of the file (or of the spool) contain $pattern.
 sub lines_of
 {
-	my ($pattern) = @_;
+	my ($pattern, @files) = @_;
+	@files = ($file) unless @files;
 	my $n = 0;
-	open(my $f, '<', $file) or return 0;
-	while (<$f>) { $n++ if index($_, $pattern) >= 0; }
-	close $f;
+	for my $path (@files)
+	{
+		open(my $f, '<', $path) or next;
+		while (<$f>) { $n++ if index($_, $pattern) >= 0; }
+		close $f;
+	}
 	return $n;
 }
 
-# Commit $sql (one big transaction), then wait until the worker has written
-# $grow bytes of it to the file. Returns the file size before.
+sub spool_size
+{
+	my $n = 0;
+	$n += -s $_ for segments();
+	return $n;
+}
+
+# Commit $sql (one big transaction), then wait until the stream worker has
+# written $grow bytes of it to the spool. Returns the spool's size before.
 sub commit_and_wait_for_growth
 {
 	my ($sql, $grow) = @_;
-	my $before = -s $file;
+	my $before = spool_size();
 	$node->safe_psql('postgres', $sql);
 	my $start = time();
-	usleep(2_000) while (-s $file) - $before < $grow && time() - $start < 60;
+	usleep(2_000) while spool_size() - $before < $grow && time() - $start < 60;
 	return $before;
 }
 
@@ -71,9 +89,9 @@ my $log_offset = -s $node->logfile;
 my $before = commit_and_wait_for_growth(
 	"INSERT INTO t SELECT g, g, 'inserted' FROM generate_series(1, $rows) g", 4_000_000);
 kill 'KILL', $pid;
-my $grown = (-s $file) - $before;
-my $at_kill = lines_of('"v":"inserted"');
-note("kill -9 of worker $pid after the file grew by $grown bytes: "
+my $grown = spool_size() - $before;
+my $at_kill = lines_of('"v":"inserted"', segments());
+note("kill -9 of worker $pid after the spool grew by $grown bytes: "
 	  . "$at_kill of $rows rows written");
 ok($at_kill > 0 && $at_kill < $rows, 'the worker was killed while writing the transaction');
 
@@ -97,9 +115,9 @@ my $t0 = time();
 kill 'TERM', $pid;
 usleep(5_000) while alive($pid) && time() - $t0 < 10;
 my $exit_time = time() - $t0;
-$grown = (-s $file) - $before;
-my $at_term = lines_of('"v":"updated"');
-note(sprintf("SIGTERM of worker %d after the file grew by %d bytes (%d of %d updates "
+$grown = spool_size() - $before;
+my $at_term = lines_of('"v":"updated"', segments());
+note(sprintf("SIGTERM of worker %d after the spool grew by %d bytes (%d of %d updates "
 		  . "written); exited in %.3fs", $pid, $grown, $at_term, $rows, $exit_time));
 ok($at_term > 0 && $at_term < $rows, 'SIGTERM came while the worker was writing the transaction');
 cmp_ok($exit_time, '<', 1.0, 'worker exits within 1 s of SIGTERM');
