@@ -56,7 +56,7 @@ namespace pgsink
 {
 
 /* A round ends (the spool is synced, delivery workers woken) once it holds this much. */
-static constexpr size_t kRoundBytes = 8 << 20;
+static constexpr size_t kRoundBytes = 32 << 20;
 /* How often delivered segments are looked for while the spool is not full. */
 static constexpr long kHousekeepingMs = 500;
 

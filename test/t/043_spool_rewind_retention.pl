@@ -200,8 +200,15 @@ sub rewind_and_check
 	my ($label, $target) = @_;
 	my $before = slurp_bin($file);
 	my $delivered = sql("SELECT bytes_delivered FROM pgsink.sinks WHERE sink = 'file'");
-	my $offset = sql("SELECT pgsink.rewind_sink('file', $target)");
-	note("$label: rewound to spool offset $offset");
+	# pgsink.sinks right after the rewind returns (applied): its cursor is the
+	# new one, or past it by no more than what was delivered since.
+	my ($offset, $row) = split /\n/,
+	  sql("SELECT pgsink.rewind_sink('file', $target); "
+		  . "SELECT cursor_offset, bytes_delivered, state FROM pgsink.sinks WHERE sink = 'file'");
+	note("$label: rewound to spool offset $offset; then pgsink.sinks said $row");
+	my ($cursor_now, $delivered_now) = split /\|/, $row;
+	cmp_ok($cursor_now - $offset, '<=', $delivered_now - $delivered,
+		"$label: pgsink.sinks shows the new cursor once rewind_sink() returns");
 	my $again = $durable - $offset;
 	ok(defined poll_until($node, 'postgres',
 			"SELECT bytes_delivered >= $delivered + $again AND cursor_offset = $durable "
@@ -272,7 +279,7 @@ $node->psql('postgres', "SELECT pgsink.rewind_sink('file', '0/1'::pg_lsn)",
 like($err, qr/ERROR:.*the spool no longer holds entries that old/,
 	'an lsn before the oldest retained is an error');
 ($out, $err) = ('', '');
-$node->psql('postgres', "SELECT pgsink.rewind_sink('nosuch', '-infinity')",
+$node->psql('postgres', "SELECT pgsink.rewind_sink('nosuch', '-infinity'::timestamptz)",
 	stdout => \$out, stderr => \$err);
 like($err, qr/ERROR:.*sink "nosuch" is not in pgsink\.sink/, 'an unknown sink is an error');
 $s = sink_status($node);
