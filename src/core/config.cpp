@@ -217,8 +217,8 @@ void define_gucs()
         "pgsink.spool_directory", "Directory of the spool, the durable changelog sinks read.",
         "Absolute, or relative to the data directory. Changing it needs a restart: a spool "
         "left behind would hold entries no sink reads.",
-        &guc_spool_directory, "pgsink_spool", PGC_POSTMASTER, GUC_SUPERUSER_ONLY,
-        check_spool_directory, nullptr, nullptr);
+        &guc_spool_directory, "pgsink_spool", PGC_POSTMASTER, 0, check_spool_directory, nullptr,
+        nullptr);
 
     DefineCustomIntVariable(
         "pgsink.spool_retention", "How long delivered spool segments are kept.",

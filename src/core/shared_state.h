@@ -72,6 +72,7 @@ struct SinkSlot {
     int procno;
     SinkState state;
     bool cursor_valid;                   /* cursor was loaded or saved by the sink's worker */
+    uint64 spool_id;                     /* the spool the cursor points into */
     uint64 cursor;                       /* spool offset delivered up to (durable in the sink) */
     uint64 cursor_entries;               /* entries before cursor */
     XLogRecPtr delivered_lsn;            /* every transaction committed before it is delivered */

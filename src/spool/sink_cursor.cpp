@@ -30,8 +30,9 @@ struct Slot {
     int64_t delivered_time;
     uint32_t state_len;
     char state[kMaxState];
+    uint32_t announce;
     uint32_t crc;
-    char pad[512 - 8 - 6 * 8 - 4 - kMaxState - 4];
+    char pad[512 - 8 - 6 * 8 - 4 - kMaxState - 4 - 4];
 };
 static_assert(sizeof(Slot) == 512, "a cursor slot is one 512-byte sector");
 
@@ -74,6 +75,7 @@ void to_cursor(const Slot &s, Cursor *c)
     c->delivered_lsn = s.delivered_lsn;
     c->delivered_time = s.delivered_time;
     c->sink_state.assign(s.state, s.state_len);
+    c->announce = s.announce != 0;
 }
 } // namespace
 
@@ -131,6 +133,7 @@ void CursorFile::save(const Cursor &c)
     s.delivered_time = c.delivered_time;
     s.state_len = static_cast<uint32_t>(c.sink_state.size());
     memcpy(s.state, c.sink_state.data(), c.sink_state.size());
+    s.announce = c.announce ? 1 : 0;
     s.crc = slot_crc(s);
     off_t at = static_cast<off_t>((s.seq % 2) * sizeof(Slot));
     if (pwrite(fd_, &s, sizeof(s), at) != static_cast<ssize_t>(sizeof(s)))

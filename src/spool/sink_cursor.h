@@ -22,6 +22,8 @@ struct Cursor {
     uint64_t delivered_lsn = 0; /* every transaction committed before it is delivered */
     int64_t delivered_time = 0; /* commit time of the last entry delivered */
     std::string sink_state;     /* Sink::state() at the save (at most kMaxState bytes) */
+    /* The sink must first be told the Schema entries in effect at offset (a new destination). */
+    bool announce = false;
 };
 
 constexpr size_t kMaxState = 256;

@@ -54,8 +54,9 @@ void Writer::close()
 {
     throw Error(err == ENOSPC ? ERRCODE_DISK_FULL : ERRCODE_IO_ERROR,
                 "could not " + what + " spool file \"" + path + "\": " + strerror(err),
-                err == ENOSPC ? "Free disk space in pgsink.spool_directory, or lower "
-                                "pgsink.spool_max_size; decoding resumes by itself."
+                err == ENOSPC ? "Free disk space on the spool's file system (never by removing "
+                                "spool files), or lower pgsink.spool_max_size below what it can "
+                                "hold; the stream worker starts again by itself."
                               : "");
 }
 
@@ -177,15 +178,21 @@ uint64_t Writer::open(uint64_t slot_confirmed)
         write_file_durably(dir_, dir_ + "/identity", text);
     }
 
-    /* A segment made in a crash before its first round end holds nothing: drop it. */
-    while (segments.size() > 1) {
+    /*
+     * A segment whose making a crash (or a full disk) interrupted has no
+     * first record, and no data: drop it. One with data but no valid first
+     * record is damaged, and said so below.
+     */
+    while (!segments.empty() && segments.back().size == 0) {
         std::vector<IndexRecord> records = read_index(index_path(dir_, segments.back().start));
         if (!records.empty() && records.front().offset == segments.back().start)
             break;
         unlink(index_path(dir_, segments.back().start).c_str());
         unlink(schemas_path(dir_, segments.back().start).c_str());
-        unlink(segment_path(dir_, segments.back().start).c_str());
+        if (unlink(segment_path(dir_, segments.back().start).c_str()) != 0)
+            fail("remove", segment_path(dir_, segments.back().start), errno);
         segments.pop_back();
+        sync_directory(dir_);
     }
 
     pending_.clear();
@@ -290,10 +297,24 @@ void Writer::sync(uint64_t decoded_upto)
         if (fdatasync(seg_fd_) != 0)
             fail("fsync", seg, errno);
         pending_.push_back(make_record(kRoundEnd, end_, entries_, decoded_upto, last_commit_time_));
+        off_t idx_size = lseek(idx_fd_, 0, SEEK_END);
         write_all(idx_fd_, pending_.data(), pending_.size() * sizeof(IndexRecord), idx);
         pending_.clear();
-        if (fdatasync(idx_fd_) != 0)
-            fail("fsync", idx, errno);
+        if (fdatasync(idx_fd_) != 0) {
+            /*
+             * The round end may be in the page cache and not on disk: take
+             * it out again, or a later start would trust it.
+             */
+            int err = errno;
+            if (idx_size < 0 || ftruncate(idx_fd_, idx_size) != 0 || fdatasync(idx_fd_) != 0)
+                ereport(WARNING,
+                        (errmsg("pgsink: could not take a round end out of spool index \"%s\" "
+                                "after a failed fsync",
+                                idx.c_str()),
+                         errdetail("If the server crashes before the spool's next start, the "
+                                   "spool may hold a round that is not on disk.")));
+            fail("fsync", idx, err);
+        }
         durable_end_ = end_;
         durable_entries_ = entries_;
     }
@@ -315,6 +336,14 @@ void Writer::roll()
     write_file_durably(dir_, schemas_path(dir_, start), text);
     create_segment(start);
     publish();
+}
+
+bool Writer::roll_if_delivered(uint64_t min_cursor)
+{
+    if (durable_end_ == seg_start_ || end_ != durable_end_ || min_cursor < durable_end_)
+        return false;
+    roll();
+    return true;
 }
 
 void Writer::remove_delivered(uint64_t min_cursor, int retention_s)

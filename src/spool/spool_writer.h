@@ -64,6 +64,12 @@ class Writer
      * written). Publishes the spool's size.
      */
     void remove_delivered(uint64_t min_cursor, int retention_s);
+    /*
+     * Close the segment being written and start the next, if it holds
+     * anything and everything in it is before min_cursor (delivered): then
+     * remove_delivered() can remove it. Returns whether it did.
+     */
+    bool roll_if_delivered(uint64_t min_cursor);
     /* Disk used by the segments. */
     uint64_t bytes() const { return bytes_; }
     /* Written since the last sync(). */

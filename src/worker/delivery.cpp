@@ -47,8 +47,13 @@ static constexpr long kRepeatWarningMs = 60000;
 /* An idle worker looks at the spool at least this often (it is woken sooner). */
 static constexpr long kIdleWaitMs = 1000;
 
-/* The sink must be made again (new settings) or re-opened at the cursor. */
-struct Reopen {
+/* The sink must be made again (new settings) or opened again at the cursor. */
+struct Reopen : std::exception {
+    const char *what() const noexcept override { return "pgsink: the sink is opened again"; }
+};
+/* The sink is no longer in pgsink.sink: the worker ends. */
+struct Unlisted : std::exception {
+    const char *what() const noexcept override { return "pgsink: the sink is not listed"; }
 };
 
 /* A snapshot of what the spool made durable. */
@@ -72,13 +77,16 @@ class Delivery
     Durable durable() const;
     void wait(long ms);
     void reload();
+    bool rewind_pending() const;
     void position_cursor();
     void open_sink();
+    void reopen_sink();
     std::string schemas_before(std::string_view batch);
     void deliver(const Durable &d);
     void apply_rewind();
     void check_between_rounds();
-    void save_and_publish(SinkState state);
+    void save();
+    void publish(SinkState state);
     void needs_reimport(const std::string &why);
     template <typename F> void with_retry(F &&f);
     SinkSlot &slot() const { return shared->sinks[slot_]; }
@@ -88,8 +96,13 @@ class Delivery
     spool::CursorFile cursor_file_;
     spool::Reader reader_;
     spool::Cursor cursor_;
-    uint64_t first_lsn_ = 0;       /* for a sink without state: where its entries start */
-    bool announce_ = false;        /* the sink must be told the schemas in effect first */
+    uint64_t first_lsn_ = 0; /* for a sink without state: where its entries start */
+    /*
+     * The sink must first be told the Schema entries in effect at the
+     * cursor (a new sink, a new file, a rewind). Saved with the cursor, so
+     * that a restart before the announcement still makes it.
+     */
+    bool announce_ = false;
     bool new_destination_ = false; /* the sink said its destination is new (a rotated file) */
     std::unique_ptr<Sink> sink_;
     std::string settings_;
@@ -114,12 +127,19 @@ Durable Delivery::durable() const
     return d;
 }
 
+/*
+ * Sleep on the latch. Interrupts are served here: SIGTERM ends the process
+ * (FATAL); an ERROR (a cancel) becomes an exception, so that it unwinds
+ * this C++ code before PostgreSQL sees it.
+ */
 void Delivery::wait(long ms)
 {
-    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms,
-                    PG_WAIT_EXTENSION);
-    ResetLatch(MyLatch);
-    CHECK_FOR_INTERRUPTS();
+    pg_call([ms] {
+        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms,
+                        PG_WAIT_EXTENSION);
+        ResetLatch(MyLatch);
+        CHECK_FOR_INTERRUPTS();
+    });
 }
 
 /* After SIGHUP: a sink no longer listed stops; new settings re-make the sink. */
@@ -128,15 +148,19 @@ void Delivery::reload()
     if (!ConfigReloadPending)
         return;
     ConfigReloadPending = false;
-    ProcessConfigFile(PGC_SIGHUP);
-    if (!sink_configured(name_.c_str())) {
-        ereport(LOG, (errmsg("pgsink: sink \"%s\" is no longer in pgsink.sink; its delivery "
-                             "worker stops",
-                             name_.c_str())));
-        proc_exit(0);
-    }
+    pg_call([] { ProcessConfigFile(PGC_SIGHUP); });
+    if (!sink_configured(name_.c_str()))
+        throw Unlisted();
     if (sink_ && sink_settings(name_) != settings_)
         throw Reopen();
+}
+
+bool Delivery::rewind_pending() const
+{
+    LWLockAcquire(shared_lock, LW_SHARED);
+    bool pending = slot().rewind_requests != slot().rewind_applied;
+    LWLockRelease(shared_lock);
+    return pending;
 }
 
 template <typename F> void Delivery::with_retry(F &&f)
@@ -185,6 +209,40 @@ template <typename F> void Delivery::with_retry(F &&f)
     }
 }
 
+/* Save the cursor durably (with the sink's state and whether schemas are owed), then publish it. */
+void Delivery::save()
+{
+    if (sink_)
+        cursor_.sink_state = sink_->state();
+    cursor_.announce = announce_;
+    cursor_file_.save(cursor_);
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    SinkSlot &s = slot();
+    s.cursor_valid = true;
+    s.spool_id = cursor_.spool_id;
+    s.cursor = cursor_.offset;
+    s.cursor_entries = cursor_.entries;
+    s.delivered_lsn = cursor_.delivered_lsn;
+    s.delivered_commit_time = cursor_.delivered_time;
+    LWLockRelease(shared_lock);
+}
+
+/* Counters and state after a batch. */
+void Delivery::publish(SinkState state)
+{
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    SinkSlot &s = slot();
+    s.entries_delivered += delivered_entries_;
+    s.bytes_delivered += delivered_bytes_;
+    s.state = state;
+    s.streamed = s.streamed || delivered_entries_ > 0;
+    bool full = shared->spool.full;
+    LWLockRelease(shared_lock);
+    delivered_entries_ = delivered_bytes_ = 0;
+    if (full)
+        wake_worker(); /* the stream worker removes delivered segments, and resumes */
+}
+
 /* Stop delivering and say why, until pgsink.rewind_sink() gives a new cursor. */
 void Delivery::needs_reimport(const std::string &why)
 {
@@ -199,12 +257,7 @@ void Delivery::needs_reimport(const std::string &why)
     strlcpy(slot().last_error, why.c_str(), kErrorLen);
     slot().last_error_at = GetCurrentTimestamp();
     LWLockRelease(shared_lock);
-    for (;;) {
-        LWLockAcquire(shared_lock, LW_SHARED);
-        bool rewound = slot().rewind_requests != slot().rewind_applied;
-        LWLockRelease(shared_lock);
-        if (rewound)
-            return;
+    while (!rewind_pending()) {
         wait(kIdleWaitMs);
         reload();
     }
@@ -212,21 +265,24 @@ void Delivery::needs_reimport(const std::string &why)
 
 /*
  * Where this sink resumes: its saved cursor, or (a new sink) the oldest
- * entry the spool holds; when it cannot resume, it waits for a rewind
- * (see needs_reimport()).
+ * entry the spool holds. A pending rewind applies to the saved cursor (the
+ * sink keeps its state: the file is not cut). When the cursor cannot be
+ * used, the worker waits for a rewind (see needs_reimport()).
  */
 void Delivery::position_cursor()
 {
     Durable d = durable();
-    LWLockAcquire(shared_lock, LW_SHARED);
-    bool rewind = slot().rewind_requests != slot().rewind_applied;
-    LWLockRelease(shared_lock);
-    if (rewind) {
+    spool::Cursor c;
+    bool have = cursor_file_.load(&c);
+    if (have) {
+        cursor_ = c;
+        announce_ = c.announce;
+    }
+    if (rewind_pending()) {
         apply_rewind();
         return;
     }
-    spool::Cursor c;
-    if (!cursor_file_.load(&c)) {
+    if (!have) {
         spool::Position p = reader_.oldest();
         cursor_ = spool::Cursor();
         cursor_.spool_id = d.id;
@@ -237,7 +293,7 @@ void Delivery::position_cursor()
         ereport(LOG, (errmsg("pgsink: sink \"%s\" starts at the oldest entry in the spool "
                              "(offset %llX)",
                              name_.c_str(), static_cast<unsigned long long>(p.offset))));
-        cursor_file_.save(cursor_); /* from now on the spool keeps what it has not delivered */
+        save(); /* from now on the spool keeps what it has not delivered */
         return;
     }
     char why[256];
@@ -257,15 +313,19 @@ void Delivery::position_cursor()
                  "entries it had made durable",
                  static_cast<unsigned long long>(c.offset), static_cast<unsigned long long>(d.end));
     else {
-        cursor_ = c;
         first_lsn_ = 0;
+        save(); /* publish it: the stream worker keeps what it has not delivered */
         return;
     }
     needs_reimport(why);
     apply_rewind();
 }
 
-/* Apply pgsink.rewind_sink(): the new cursor holds no sink state; schemas come first. */
+/*
+ * Apply pgsink.rewind_sink(): a new cursor, published (and saved) before
+ * anything else, so the spool keeps the segments from there on; the sink
+ * keeps its state (its destination is the same) and is told the schemas.
+ */
 void Delivery::apply_rewind()
 {
     LWLockAcquire(shared_lock, LW_EXCLUSIVE);
@@ -273,14 +333,13 @@ void Delivery::apply_rewind()
     slot().rewind_applied = slot().rewind_requests;
     uint64 id = shared->spool.id;
     LWLockRelease(shared_lock);
-    std::string state = cursor_.sink_state; /* the destination is the same */
-    cursor_ = spool::Cursor();
     cursor_.spool_id = id;
     cursor_.offset = offset;
     cursor_.entries = entries;
-    cursor_.sink_state = state;
+    cursor_.delivered_lsn = 0;
+    cursor_.delivered_time = 0;
     announce_ = true;
-    cursor_file_.save(cursor_);
+    save();
     ereport(LOG, (errmsg("pgsink: sink \"%s\" rewound to spool offset %llX", name_.c_str(),
                          static_cast<unsigned long long>(offset))));
 }
@@ -294,16 +353,38 @@ void Delivery::open_sink()
     from.first_lsn = first_lsn_ != 0 ? first_lsn_ : reader_.lsn_at(cursor_.offset);
     bool fresh = false;
     with_retry([&] { fresh = sink_->open(from); });
-    if (fresh)
-        announce_ = true;
-    if (cursor_.sink_state.empty() || fresh) {
-        /* Its state from now on (a new file): saved before anything is delivered into it. */
-        cursor_.sink_state = sink_->state();
-        cursor_file_.save(cursor_);
+    if (fresh || cursor_.sink_state.empty()) {
+        /* Its state from now on (a new file), saved before anything is delivered into it. */
+        announce_ = announce_ || fresh;
+        save();
     }
     ereport(LOG,
             (errmsg("pgsink: sink \"%s\" delivers to %s from spool offset %llX", name_.c_str(),
                     sink_->describe().c_str(), static_cast<unsigned long long>(cursor_.offset))));
+}
+
+/* After Reopen: everything delivered is acknowledged; a new sink, or the same one opened again. */
+void Delivery::reopen_sink()
+{
+    if (!sink_)
+        return;
+    if (sink_settings(name_) != settings_) {
+        std::string old = sink_->describe();
+        sink_->close();
+        sink_.reset();
+        ereport(LOG, (errmsg("pgsink: sink \"%s\"'s settings changed: it was %s", name_.c_str(),
+                             old.c_str())));
+        return; /* open_sink() makes the new one */
+    }
+    Sink::Resume from;
+    from.state = cursor_.sink_state;
+    bool fresh = false;
+    with_retry([&] { fresh = sink_->open(from); });
+    if (fresh || new_destination_) {
+        new_destination_ = false;
+        announce_ = true;
+        save();
+    }
 }
 
 /*
@@ -326,28 +407,6 @@ std::string Delivery::schemas_before(std::string_view batch)
         at = nl + 1;
     }
     return out;
-}
-
-void Delivery::save_and_publish(SinkState state)
-{
-    cursor_.sink_state = sink_->state();
-    cursor_file_.save(cursor_);
-    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-    SinkSlot &s = slot();
-    s.cursor_valid = true;
-    s.cursor = cursor_.offset;
-    s.cursor_entries = cursor_.entries;
-    s.delivered_lsn = cursor_.delivered_lsn;
-    s.delivered_commit_time = cursor_.delivered_time;
-    s.entries_delivered += delivered_entries_;
-    s.bytes_delivered += delivered_bytes_;
-    s.state = state;
-    s.streamed = s.streamed || delivered_entries_ > 0;
-    bool full = shared->spool.full;
-    LWLockRelease(shared_lock);
-    delivered_entries_ = delivered_bytes_ = 0;
-    if (full)
-        wake_worker(); /* the stream worker removes delivered segments, and resumes */
 }
 
 /* One batch from the cursor toward the durable end. */
@@ -383,12 +442,14 @@ void Delivery::deliver(const Durable &d)
         cursor_.delivered_lsn = std::max<uint64_t>(cursor_.delivered_lsn, d.lsn);
     delivered_entries_ += lines;
     delivered_bytes_ += n;
-    save_and_publish(cursor_.offset == d.end ? SinkState::idle : SinkState::delivering);
+    save();
+    publish(cursor_.offset == d.end ? SinkState::idle : SinkState::delivering);
 }
 
 /* Between batches: what the sink noticed about its destination (a rotated file). */
 void Delivery::check_between_rounds()
 {
+    std::string before = cursor_.sink_state;
     Sink::Notice notice = sink_->between_rounds();
     if (notice.level == Sink::Notice::Level::warning) {
         ereport(WARNING, (errmsg("pgsink: sink \"%s\": %s", name_.c_str(), notice.message.c_str()),
@@ -404,6 +465,9 @@ void Delivery::check_between_rounds()
         new_destination_ = true;
         throw Reopen();
     }
+    /* The destination changed in place (a truncated file): its new state, at once. */
+    if (sink_->state() != before)
+        save();
 }
 
 void Delivery::run()
@@ -420,28 +484,29 @@ void Delivery::run()
         reload();
     }
     position_cursor();
-    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-    slot().cursor_valid = true;
-    slot().cursor = cursor_.offset;
-    slot().cursor_entries = cursor_.entries;
-    slot().delivered_lsn = cursor_.delivered_lsn;
-    slot().delivered_commit_time = cursor_.delivered_time;
-    LWLockRelease(shared_lock);
 
+    bool reopen = false;
     for (;;) {
         try {
+            if (reopen) {
+                reopen = false;
+                reopen_sink();
+            }
             if (!sink_)
                 open_sink();
             for (;;) {
-                CHECK_FOR_INTERRUPTS();
                 reload();
-                LWLockAcquire(shared_lock, LW_SHARED);
-                bool rewind = slot().rewind_requests != slot().rewind_applied;
-                LWLockRelease(shared_lock);
-                if (rewind)
+                if (rewind_pending())
                     apply_rewind();
                 check_between_rounds();
                 Durable d = durable();
+                if (d.id != cursor_.spool_id) {
+                    /* The spool was made anew under us: what was not delivered may be gone. */
+                    needs_reimport("the spool was made anew (its identity changed) while it "
+                                   "delivered, so entries may be missing");
+                    apply_rewind();
+                    continue;
+                }
                 if (cursor_.offset < d.end) {
                     deliver(d);
                     continue;
@@ -457,32 +522,20 @@ void Delivery::run()
                 wait(kIdleWaitMs);
             }
         } catch (const Reopen &) {
-            /* Everything delivered is acknowledged: a new sink, or the same one opened again. */
-            if (sink_settings(name_) != settings_) {
-                std::string old = sink_->describe();
-                sink_->close();
-                sink_.reset();
-                ereport(LOG, (errmsg("pgsink: sink \"%s\"'s settings changed: it was %s",
-                                     name_.c_str(), old.c_str())));
-            } else {
-                Sink::Resume from;
-                from.state = cursor_.sink_state;
-                bool fresh = false;
-                with_retry([&] { fresh = sink_->open(from); });
-                if (fresh || new_destination_) {
-                    new_destination_ = false;
-                    announce_ = true;
-                    cursor_.sink_state = sink_->state();
-                    cursor_file_.save(cursor_);
-                }
-            }
+            reopen = true;
         }
     }
 }
 
 void delivery_loop(int slot, const char *sink)
 {
-    Delivery(slot, sink).run();
+    try {
+        Delivery(slot, sink).run();
+    } catch (const Unlisted &) {
+        ereport(LOG, (errmsg("pgsink: sink \"%s\" is no longer in pgsink.sink; its delivery "
+                             "worker stops",
+                             sink)));
+    }
 }
 
 } // namespace pgsink

@@ -8,7 +8,7 @@
 namespace pgsink
 {
 
-/* Deliver forever (returns only by ERROR or by proc_exit); slot is the sink's index. */
+/* Deliver until the sink leaves pgsink.sink (then it returns) or an ERROR; slot is its index. */
 void delivery_loop(int slot, const char *sink);
 
 } // namespace pgsink

@@ -37,10 +37,12 @@ struct Supervised {
     TimestampTz started = 0;
     TimestampTz next_start = 0;
     long backoff_ms = kFirstBackoffMs;
+    bool reported_no_slot = false; /* said once, until a worker starts */
 };
 static Supervised workers[kMaxSinks];
 
-static BackgroundWorkerHandle *start_delivery_worker(Oid dboid, int slot, const char *sink)
+static BackgroundWorkerHandle *start_delivery_worker(Oid dboid, int slot, const char *sink,
+                                                     bool *reported)
 {
     BackgroundWorker bgw;
     char name[BGW_MAXLEN];
@@ -55,6 +57,9 @@ static BackgroundWorkerHandle *start_delivery_worker(Oid dboid, int slot, const 
 
     BackgroundWorkerHandle *handle = nullptr;
     if (!RegisterDynamicBackgroundWorker(&bgw, &handle)) {
+        if (*reported)
+            return nullptr;
+        *reported = true;
         ereport(WARNING,
                 (errmsg("pgsink: could not start the delivery worker of sink \"%s\": no "
                         "background worker slot free",
@@ -62,6 +67,7 @@ static BackgroundWorkerHandle *start_delivery_worker(Oid dboid, int slot, const 
                  errhint("Raise max_worker_processes (pgsink needs two, plus one per sink).")));
         return nullptr;
     }
+    *reported = false;
     return handle;
 }
 
@@ -155,7 +161,7 @@ long supervise_deliveries(Oid dboid)
             timeout_ms = std::min<long>(timeout_ms, std::max<long>(1, (w.next_start - now) / 1000));
             continue;
         }
-        w.handle = start_delivery_worker(dboid, i, s.name);
+        w.handle = start_delivery_worker(dboid, i, s.name, &w.reported_no_slot);
         w.database = dboid;
         w.started = now;
         if (w.handle == nullptr)

@@ -110,7 +110,8 @@ void pgsink_delivery_main(Datum main_arg)
     PG_CATCH();
     {
         report_delivery_error();
+        proc_exit(1); /* the launcher restarts it, with back-off */
     }
     PG_END_TRY();
-    proc_exit(1);
+    proc_exit(0); /* the sink left pgsink.sink */
 }

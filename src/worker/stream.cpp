@@ -231,9 +231,13 @@ static uint64 lowest_sink_cursor(uint64 spool_id)
         uint64 cursor = 0;
         bool known = false;
         LWLockAcquire(shared_lock, LW_SHARED);
-        if (SinkSlot *slot = find_sink_slot(names[i]); slot && slot->cursor_valid) {
+        if (SinkSlot *slot = find_sink_slot(names[i]);
+            slot && slot->cursor_valid && slot->spool_id == spool_id) {
             cursor = slot->cursor;
             known = true;
+            /* A rewind not applied yet: its target must stay too. */
+            if (slot->rewind_requests != slot->rewind_applied)
+                cursor = std::min(cursor, slot->rewind_offset);
         }
         LWLockRelease(shared_lock);
         spool::Cursor c;
@@ -246,14 +250,25 @@ static uint64 lowest_sink_cursor(uint64 spool_id)
     return lowest;
 }
 
-/* Remove segments every sink has delivered (and kept for pgsink.spool_retention). */
+/*
+ * Remove segments every sink has delivered (and kept for
+ * pgsink.spool_retention). At pgsink.spool_max_size, retention yields:
+ * delivered segments go at once, and a segment being written that every
+ * sink has delivered is closed so that it can go too; otherwise a spool
+ * full of delivered entries would stop decoding for good.
+ */
 void Stream::remove_delivered_segments()
 {
     TimestampTz now = GetCurrentTimestamp();
     if (!full_ && !TimestampDifferenceExceeds(housekeeping_at_, now, kHousekeepingMs))
         return;
     housekeeping_at_ = now;
-    spool_.remove_delivered(lowest_sink_cursor(spool_.id()), guc_spool_retention_s);
+    uint64 lowest = lowest_sink_cursor(spool_.id());
+    uint64 max = static_cast<uint64>(guc_spool_max_size_mb) << 20;
+    bool at_max = max > 0 && spool_.bytes() >= max;
+    spool_.remove_delivered(lowest, at_max ? 0 : guc_spool_retention_s);
+    if (at_max && spool_.bytes() >= max && spool_.roll_if_delivered(lowest))
+        spool_.remove_delivered(lowest, 0);
 }
 
 /*
