@@ -10,7 +10,11 @@
 #     exactly the spool's entries from that point: the same lines the file
 #     had received the first time. Duplicates are by design there, so the
 #     file is compared slice by slice, not replayed. A point before the
-#     oldest retained, and an unknown sink, are errors.
+#     oldest retained, and an unknown sink, are errors;
+# (c) a rewound sink whose first batch fails (writes to the file fail,
+#     through fault_shim.c) shows its new cursor in pgsink.sinks, and the
+#     stream worker keeps every segment it has to deliver again, even with
+#     the retention lowered to 0; then it delivers them.
 use strict;
 use warnings;
 
@@ -29,8 +33,10 @@ my $node = pgsink_node(
 	extra_conf => q{
 pgsink.spool_segment_size = '1MB'
 });
-$node->start;
 my $file = sink_file($node);
+# Writes to the file fail while $trigger exists (for (c)).
+my $trigger = $node->basedir . '/fail_writes';
+start_with_fault_shim($node, PGSINK_FAULT_TRIGGER => $trigger, PGSINK_FAULT_TARGET => $file);
 my $spool = $node->data_dir . '/pgsink_spool';
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
@@ -193,22 +199,24 @@ is($s->{cursor}, $durable, '(b) the sink delivered everything');
 my $first = slurp_bin($file);
 my @first_lines = split /(?<=\n)/, $first;
 
-# Rewind; wait until the sink delivered the spool again from there; check
-# what the file received. Returns the new cursor and the lines received.
-sub rewind_and_check
+# Rewind the file sink to $target; returns the new cursor, the file's
+# content before and the sink's bytes_delivered before.
+sub rewind
 {
 	my ($label, $target) = @_;
 	my $before = slurp_bin($file);
 	my $delivered = sql("SELECT bytes_delivered FROM pgsink.sinks WHERE sink = 'file'");
-	# pgsink.sinks right after the rewind returns (applied): its cursor is the
-	# new one, or past it by no more than what was delivered since.
-	my ($offset, $row) = split /\n/,
-	  sql("SELECT pgsink.rewind_sink('file', $target); "
-		  . "SELECT cursor_offset, bytes_delivered, state FROM pgsink.sinks WHERE sink = 'file'");
-	note("$label: rewound to spool offset $offset; then pgsink.sinks said $row");
-	my ($cursor_now, $delivered_now) = split /\|/, $row;
-	cmp_ok($cursor_now - $offset, '<=', $delivered_now - $delivered,
-		"$label: pgsink.sinks shows the new cursor once rewind_sink() returns");
+	my $offset = sql("SELECT pgsink.rewind_sink('file', $target)");
+	note("$label: rewound to spool offset $offset");
+	return ($offset, $before, $delivered);
+}
+
+# Wait until the sink delivered the spool again from $offset; check what the
+# file received. $slice: the spool from $offset, if read already (with
+# retention 0, delivered segments go). Returns the lines received from the spool.
+sub check_redelivery
+{
+	my ($label, $offset, $before, $delivered, $slice) = @_;
 	my $again = $durable - $offset;
 	ok(defined poll_until($node, 'postgres',
 			"SELECT bytes_delivered >= $delivered + $again AND cursor_offset = $durable "
@@ -217,7 +225,7 @@ sub rewind_and_check
 	my $after = slurp_bin($file);
 	is(substr($after, 0, length $before), $before, "$label: what the file had is untouched");
 	my $tail = substr($after, length $before);
-	my $slice = spool_slice($offset, $durable);
+	$slice //= spool_slice($offset, $durable);
 	is(length $slice, $again, "$label: the spool holds the slice");
 	ok(length $tail > length $slice && substr($tail, -length $slice) eq $slice,
 		"$label: the file received the spool's entries from the rewind point, byte for byte");
@@ -228,7 +236,14 @@ sub rewind_and_check
 		"$label: after the Schema entries of t and u in effect there");
 	is_deeply([ map { join ' ', head_of($_) } @schemas ], [ ("$ts $lsn") x 2 ],
 		"$label: restamped with the first entry's timestamp and lsn");
-	return ($offset, [ split /(?<=\n)/, $slice ]);
+	return [ split /(?<=\n)/, $slice ];
+}
+
+sub rewind_and_check
+{
+	my ($label, $target) = @_;
+	my ($offset, $before, $delivered) = rewind($label, $target);
+	return ($offset, check_redelivery($label, $offset, $before, $delivered));
 }
 
 # The spool's line just before offset (from the file as first delivered).
@@ -284,6 +299,34 @@ $node->psql('postgres', "SELECT pgsink.rewind_sink('nosuch', '-infinity'::timest
 like($err, qr/ERROR:.*sink "nosuch" is not in pgsink\.sink/, 'an unknown sink is an error');
 $s = sink_status($node);
 is("$s->{cursor} $s->{state}", "$durable idle", 'a failed rewind leaves the cursor where it was');
+
+# ---------------------------------------------------------------------------
+# (c) A rewound sink that fails keeps what it needs: it retries its first
+# batch; meanwhile pgsink.sinks shows its new cursor, and with the retention
+# lowered to 0 the stream worker removes no segment the sink has not
+# delivered again. Then it delivers everything from there.
+open(my $fh, '>', $trigger) or die;
+print $fh 'writes';
+close $fh;
+my ($off_c, $before_c, $delivered_c) = rewind('(c) failing sink', "'-infinity'::timestamptz");
+is($off_c, $oldest, '(c) rewound to the oldest retained');
+ok(defined poll_until($node, 'postgres', "SELECT state FROM pgsink.sinks WHERE sink = 'file'",
+		'retrying', 30),
+	"(c) the sink's first batch after the rewind fails: 'retrying'");
+$s = sink_status($node);
+is($s->{cursor}, $off_c, '(c) pgsink.sinks shows the new cursor');
+cmp_ok($s->{lag_bytes}, '>=', $durable - $off_c, '(c) and the lag from there');
+sql("ALTER SYSTEM SET pgsink.spool_retention = 0; SELECT pg_reload_conf()");
+ok(defined poll_until($node, 'postgres', 'SELECT retention FROM pgsink.spool', '00:00:00', 10),
+	'(c) pgsink.spool.retention is 0');
+sleep 2;    # the stream worker reloads, and looks for delivered segments
+is(sql('SELECT oldest_offset FROM pgsink.spool'), $oldest,
+	'(c) no segment the rewound sink needs is removed');
+my $slice_c = spool_slice($off_c, $durable);
+unlink $trigger or die;
+check_redelivery('(c) failing sink', $off_c, $before_c, $delivered_c, $slice_c);
+ok(defined poll_until($node, 'postgres', 'SELECT segments <= 2 FROM pgsink.spool', 't', 10),
+	'(c) once delivered again, the segments are removed');
 
 # Delivery goes on after rewinds.
 my $size = -s $file;
