@@ -33,6 +33,10 @@ int guc_poll_interval_ms = 20;
 int guc_retry_max_interval_ms = 60000;
 int guc_import_chunk_rows = 20000;
 int guc_import_chunk_time_ms = 100;
+char *guc_webhook_url = nullptr;
+char *guc_webhook_secret = nullptr;
+int guc_http_timeout_ms = 30000;
+char *guc_ca_file = nullptr;
 char *guc_spool_directory = nullptr;
 int guc_spool_retention_s = 0;
 int guc_spool_max_size_mb = 10240;
@@ -124,6 +128,19 @@ bool sink_configured(const char *name)
     return false;
 }
 
+/* pgsink.webhook_url: empty, or an http:// or https:// URL. */
+static bool check_url(char **newval, void **extra, GucSource source)
+{
+    const char *url = *newval;
+    if (url == nullptr || url[0] == '\0')
+        return true;
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+        GUC_check_errdetail("pgsink.webhook_url must start with http:// or https://.");
+        return false;
+    }
+    return true;
+}
+
 /* pgsink.spool_directory: a directory, absolute or relative to the data directory. */
 static bool check_spool_directory(char **newval, void **extra, GucSource source)
 {
@@ -212,6 +229,33 @@ void define_gucs()
         "pgsink.sink", "Where captured changes are delivered: a comma-separated list of sinks.",
         "Each sink gets its own delivery worker and its own position in the spool.", &guc_sinks,
         "file", PGC_SIGHUP, GUC_LIST_INPUT, check_sinks, nullptr, nullptr);
+
+    DefineCustomStringVariable(
+        "pgsink.webhook_url", "URL the webhook sink POSTs batches of entries to.",
+        "http:// or https://; certificates are verified (pgsink.ca_file for a private CA).",
+        &guc_webhook_url, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, check_url, nullptr,
+        nullptr);
+
+    /*
+     * No check hook: PostgreSQL would log a refused value, and this one is
+     * a secret. A malformed secret is reported by the sink, without it.
+     */
+    DefineCustomStringVariable("pgsink.webhook_secret",
+                               "Secret that signs webhook requests (Standard Webhooks: "
+                               "whsec_<base64>).",
+                               "Empty: requests are not signed.", &guc_webhook_secret, "",
+                               PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, nullptr, nullptr,
+                               nullptr);
+
+    DefineCustomIntVariable("pgsink.http_timeout",
+                            "Longest an HTTP request of a sink may take, answer included.", nullptr,
+                            &guc_http_timeout_ms, 30000, 100, 600000, PGC_SIGHUP, GUC_UNIT_MS,
+                            nullptr, nullptr, nullptr);
+
+    DefineCustomStringVariable("pgsink.ca_file",
+                               "File of CA certificates that HTTP sinks trust, besides none.",
+                               "Empty: the system's CA certificates.", &guc_ca_file, "", PGC_SIGHUP,
+                               GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
 
     DefineCustomStringVariable(
         "pgsink.spool_directory", "Directory of the spool, the durable changelog sinks read.",

@@ -32,9 +32,13 @@ class SinkError : public std::runtime_error
     {
     }
     bool retryable() const noexcept { return retryable_; }
+    /* How long the sink asked to wait before the next attempt (Retry-After); -1: no ask. */
+    long retry_after_ms() const noexcept { return retry_after_ms_; }
+    void set_retry_after_ms(long ms) noexcept { retry_after_ms_ = ms; }
 
   private:
     bool retryable_;
+    long retry_after_ms_ = -1;
 };
 
 class Sink
@@ -83,5 +87,13 @@ class Sink
      */
     virtual Notice between_rounds() { return {}; }
 };
+
+/*
+ * While a sink waits (on the network), it calls sink_poll() at least every
+ * tenth of a second: the delivery worker serves interrupts there (SIGTERM
+ * ends the process; anything else is thrown, and unwinds the sink).
+ */
+void set_sink_poll(void (*poll)());
+void sink_poll();
 
 } // namespace pgsink

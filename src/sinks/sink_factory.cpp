@@ -7,24 +7,63 @@
 #include "sinks/sink_factory.h"
 #include "core/config.h"
 #include "sinks/file_sink.h"
+#include "sinks/webhook_sink.h"
+
+#include <openssl/sha.h>
 
 namespace pgsink
 {
 
+static void (*poll_hook)() = nullptr;
+
+void set_sink_poll(void (*poll)())
+{
+    poll_hook = poll;
+}
+
+void sink_poll()
+{
+    if (poll_hook)
+        poll_hook();
+}
+
 bool sink_known(const char *name)
 {
-    return strcmp(name, "file") == 0;
+    return strcmp(name, "file") == 0 || strcmp(name, "webhook") == 0;
 }
 
 const char *known_sink_names()
 {
-    return "file";
+    return "file, webhook";
+}
+
+/* Settings that hold secrets are compared by digest, never kept in the clear. */
+static std::string digest(const std::string &s)
+{
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const unsigned char *>(s.data()), s.size(), d);
+    char hex[2 * SHA256_DIGEST_LENGTH + 1];
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    return hex;
+}
+
+static WebhookSink::Settings webhook_settings()
+{
+    WebhookSink::Settings w;
+    w.url = guc_webhook_url ? guc_webhook_url : "";
+    w.secret = guc_webhook_secret ? guc_webhook_secret : "";
+    w.http.timeout_ms = guc_http_timeout_ms;
+    w.http.ca_file = guc_ca_file ? guc_ca_file : "";
+    return w;
 }
 
 std::unique_ptr<Sink> make_sink(const std::string &name)
 {
     if (name == "file")
         return std::make_unique<FileSink>(guc_file_path);
+    if (name == "webhook")
+        return std::make_unique<WebhookSink>(webhook_settings());
     throw std::runtime_error("pgsink: unknown sink \"" + name + "\"");
 }
 
@@ -32,6 +71,11 @@ std::string sink_settings(const std::string &name)
 {
     if (name == "file")
         return std::string("file:") + guc_file_path;
+    if (name == "webhook") {
+        WebhookSink::Settings w = webhook_settings();
+        return "webhook:" + digest(w.url + '\n' + w.secret) + ":" +
+               std::to_string(w.http.timeout_ms) + ":" + w.http.ca_file;
+    }
     return "unknown";
 }
 

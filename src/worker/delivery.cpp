@@ -35,6 +35,7 @@ extern "C" {
 #include "postmaster/interrupt.h"
 #include "storage/latch.h"
 #include "utils/guc.h"
+#include "common/pg_prng.h"
 #include "utils/timestamp.h"
 }
 
@@ -168,6 +169,7 @@ template <typename F> void Delivery::with_retry(F &&f)
     long backoff_ms = kFirstRetryMs;
     for (;;) {
         std::string message;
+        long asked_ms = -1;
         try {
             f();
             if (failing_) {
@@ -184,14 +186,24 @@ template <typename F> void Delivery::with_retry(F &&f)
             if (!e.retryable())
                 throw;
             message = e.what();
+            asked_ms = e.retry_after_ms();
         }
         failing_ = true;
+        /*
+         * Full jitter over the exponential back-off, so that sinks retrying
+         * together do not stay in step; a Retry-After the sink got wins,
+         * up to pgsink.retry_max_interval.
+         */
+        long delay_ms = asked_ms >= 0
+                            ? std::min<long>(asked_ms, guc_retry_max_interval_ms)
+                            : 1 + static_cast<long>(pg_prng_double(&pg_global_prng_state) *
+                                                    static_cast<double>(backoff_ms));
         TimestampTz now = GetCurrentTimestamp();
         LWLockAcquire(shared_lock, LW_EXCLUSIVE);
         strlcpy(slot().last_error, message.c_str(), kErrorLen);
         slot().last_error_at = now;
         slot().state = SinkState::retrying;
-        slot().retry_at = TimestampTzPlusMilliseconds(now, backoff_ms);
+        slot().retry_at = TimestampTzPlusMilliseconds(now, delay_ms);
         LWLockRelease(shared_lock);
         if (message != last_warning_ ||
             TimestampDifferenceExceeds(last_warning_at_, now, kRepeatWarningMs)) {
@@ -203,7 +215,7 @@ template <typename F> void Delivery::with_retry(F &&f)
             last_warning_ = message;
             last_warning_at_ = now;
         }
-        wait(backoff_ms);
+        wait(delay_ms);
         reload(); /* a fix may be in the new configuration */
         backoff_ms = std::min<long>(backoff_ms * 2, guc_retry_max_interval_ms);
     }
@@ -527,8 +539,15 @@ void Delivery::run()
     }
 }
 
+/* Between polls of a sink's request: interrupts (SIGTERM ends the process; an ERROR unwinds). */
+static void poll_interrupts()
+{
+    pg_call([] { CHECK_FOR_INTERRUPTS(); });
+}
+
 void delivery_loop(int slot, const char *sink)
 {
+    set_sink_poll(poll_interrupts);
     try {
         Delivery(slot, sink).run();
     } catch (const Unlisted &) {

@@ -1,0 +1,161 @@
+/*
+ * webhook_sink.cpp: see webhook_sink.h.
+ *
+ * Request: POST, Content-Type: application/json, body {"data":[entry,...]}
+ * with the entries exactly as the file sink writes them. webhook-id is
+ * derived from the body (msg_ and 32 hex digits of its SHA-256), so a batch
+ * sent again carries the same id; Idempotency-Key repeats it.
+ *
+ * Answers: 2xx acknowledges; no answer, 408, 429 and 5xx are retried (the
+ * delivery worker backs off, honouring Retry-After); any other status is a
+ * rejection: the sink holds (the worker restarts with back-off) and says
+ * what the receiver answered.
+ */
+#include <cstring>
+#include <ctime>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+
+#include "sinks/webhook_sink.h"
+
+namespace pgsink
+{
+
+static std::string base64(const unsigned char *data, size_t len)
+{
+    std::string out(4 * ((len + 2) / 3) + 1, '\0');
+    int n =
+        EVP_EncodeBlock(reinterpret_cast<unsigned char *>(out.data()), data, static_cast<int>(len));
+    out.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return out;
+}
+
+bool webhook_secret_key(const std::string &secret, std::string *key)
+{
+    static const char kPrefix[] = "whsec_";
+    if (secret.compare(0, sizeof(kPrefix) - 1, kPrefix) != 0)
+        return false;
+    std::string b64 = secret.substr(sizeof(kPrefix) - 1);
+    if (b64.empty() || b64.size() % 4 != 0)
+        return false;
+    std::string out(b64.size() / 4 * 3, '\0');
+    int n = EVP_DecodeBlock(reinterpret_cast<unsigned char *>(out.data()),
+                            reinterpret_cast<const unsigned char *>(b64.data()),
+                            static_cast<int>(b64.size()));
+    if (n < 0)
+        return false;
+    size_t pad = 0;
+    for (size_t i = b64.size(); i > 0 && b64[i - 1] == '='; i--)
+        pad++;
+    out.resize(static_cast<size_t>(n) - pad);
+    if (out.empty())
+        return false;
+    *key = out;
+    return true;
+}
+
+std::string webhook_signature(const std::string &key, const std::string &id,
+                              const std::string &timestamp, const std::string &body)
+{
+    std::string content = id + "." + timestamp + "." + body;
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+             reinterpret_cast<const unsigned char *>(content.data()), content.size(), mac,
+             &len) == nullptr)
+        throw SinkError("could not compute the webhook signature", false);
+    return "v1," + base64(mac, len);
+}
+
+WebhookSink::WebhookSink(Settings settings) : settings_(std::move(settings))
+{
+    if (!settings_.secret.empty() && !webhook_secret_key(settings_.secret, &key_))
+        throw SinkError("pgsink.webhook_secret is not a whsec_<base64> secret", false);
+}
+
+std::string WebhookSink::describe() const
+{
+    /* The URL without what may hold a credential (user info, query). */
+    std::string u = settings_.url;
+    size_t scheme = u.find("://");
+    size_t host = scheme == std::string::npos ? 0 : scheme + 3;
+    size_t at = u.find('@', host), slash = u.find('/', host);
+    if (at != std::string::npos && (slash == std::string::npos || at < slash))
+        u.erase(host, at + 1 - host);
+    size_t q = u.find_first_of("?#");
+    if (q != std::string::npos)
+        u.erase(q);
+    return "webhook " + u;
+}
+
+bool WebhookSink::open(const Resume &)
+{
+    if (settings_.url.empty())
+        throw SinkError("pgsink.webhook_url is not set", false);
+    pending_.clear();
+    return false;
+}
+
+void WebhookSink::write(const char *data, size_t len)
+{
+    pending_.append(data, len);
+}
+
+void WebhookSink::sync()
+{
+    std::string lines;
+    lines.swap(pending_); /* a retry writes the batch again */
+    if (lines.empty())
+        return;
+    std::string body = "{\"data\":[";
+    body.reserve(lines.size() + 16);
+    size_t at = 0;
+    while (at < lines.size()) {
+        size_t nl = lines.find('\n', at);
+        if (nl == std::string::npos)
+            nl = lines.size();
+        if (at > 0)
+            body.push_back(',');
+        body.append(lines, at, nl - at);
+        at = nl + 1;
+    }
+    body.append("]}");
+
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const unsigned char *>(body.data()), body.size(), digest);
+    char id[64] = "msg_";
+    for (int i = 0; i < 16; i++)
+        snprintf(id + 4 + 2 * i, 3, "%02x", digest[i]);
+    std::string timestamp = std::to_string(static_cast<long>(time(nullptr)));
+    std::vector<std::string> headers = {
+        "Content-Type: application/json",
+        std::string("webhook-id: ") + id,
+        "webhook-timestamp: " + timestamp,
+        std::string("Idempotency-Key: ") + id,
+    };
+    if (!key_.empty())
+        headers.push_back("webhook-signature: " + webhook_signature(key_, id, timestamp, body));
+
+    HttpResponse r = client_.post(settings_.url, headers, body, settings_.http, sink_poll);
+    if (r.status >= 200 && r.status < 300)
+        return;
+    std::string excerpt = r.body.substr(0, 200);
+    for (char &c : excerpt)
+        if (c == '\n' || c == '\r')
+            c = ' ';
+    if (r.status == 0)
+        throw SinkError(describe() + ": " + r.transport_error, true);
+    std::string what = describe() + " answered HTTP " + std::to_string(r.status) +
+                       (excerpt.empty() ? "" : ": " + excerpt);
+    bool retryable = r.status == 408 || r.status == 429 || r.status >= 500;
+    if (!retryable)
+        throw SinkError(what + " (a rejection: the sink holds until the receiver accepts the "
+                               "batch)",
+                        false);
+    SinkError e(what, true);
+    e.set_retry_after_ms(retry_after_ms(r.retry_after, static_cast<long>(time(nullptr))));
+    throw e;
+}
+
+} // namespace pgsink

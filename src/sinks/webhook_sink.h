@@ -1,0 +1,47 @@
+/*
+ * webhook_sink.h: batches of entries POSTed to an HTTP endpoint, signed as
+ * the Standard Webhooks specification says (webhook-id, webhook-timestamp,
+ * webhook-signature: v1,<base64 HMAC-SHA256>). Any 2xx acknowledges the
+ * batch. At least once: a batch is sent again until acknowledged, with the
+ * same webhook-id; entries carry (lsn, sequence) for the receiver to drop
+ * what it already has.
+ */
+#pragma once
+
+#include <string>
+
+#include "http/http_client.h"
+#include "sinks/sink.h"
+
+namespace pgsink
+{
+
+class WebhookSink final : public Sink
+{
+  public:
+    struct Settings {
+        std::string url;
+        std::string secret; /* "whsec_<base64>", or empty: unsigned */
+        HttpClient::Options http;
+    };
+    explicit WebhookSink(Settings settings);
+    bool open(const Resume &from) override;
+    void write(const char *data, size_t len) override;
+    void sync() override;
+    void close() override {}
+    std::string describe() const override;
+
+  private:
+    Settings settings_;
+    std::string key_;     /* the decoded secret */
+    std::string pending_; /* the batch's entries, JSON lines */
+    HttpClient client_;
+};
+
+/* Standard Webhooks: "v1,<base64 of HMAC-SHA256(key, id.timestamp.body)>". */
+std::string webhook_signature(const std::string &key, const std::string &id,
+                              const std::string &timestamp, const std::string &body);
+/* The key of a "whsec_<base64>" secret; false if it is not one. */
+bool webhook_secret_key(const std::string &secret, std::string *key);
+
+} // namespace pgsink

@@ -1,0 +1,227 @@
+# The webhook sink, next to the file sink (pgsink.sink = 'file, webhook'),
+# against a strict receiver (webhook_receiver.py: it checks every Standard
+# Webhooks signature, stores what it accepts durably, drops entries it
+# already has, and injects faults on demand):
+# (1) both sinks get every change, exactly (the receiver's store replays to
+#     the tables), every request signed;
+# (2) two sinks, one failing: while the receiver answers 503 with
+#     Retry-After, the webhook retries and the file sink keeps delivering,
+#     and decoding goes on; then the webhook catches up;
+# (3) the receiver is down (no answer), then back;
+# (4) a rejection (400) holds the webhook sink, and says what was answered;
+# (5) a request hangs: SIGTERM still ends the delivery worker within 1 s;
+# (6) kill -9 of the postmaster while both deliver: exact again;
+# (7) the secret is in no log, no status, and hidden from other roles.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use IO::Socket::INET;
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use PgsinkTest;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $port = PostgreSQL::Test::Cluster::get_free_port();
+my $secret = 'whsec_' . 'cGdzaW5rLXRlc3Qtc2VjcmV0LWtleS0wMTIzNDU2Nzg5';
+my $node = pgsink_node(
+	'webhook',
+	extra_conf => qq{
+pgsink.sink = 'file, webhook'
+pgsink.webhook_url = 'http://127.0.0.1:$port/hook'
+pgsink.webhook_secret = '$secret'
+pgsink.http_timeout = '5s'
+log_min_messages = debug1
+});
+my $dir = $node->basedir;
+my $store = "$dir/received.jsonl";
+my $control = "$dir/control.json";
+my $stats_file = "$dir/stats.json";
+my $file = sink_file($node);
+my %tables = ('public.t' => ['id'], 'public.u' => [ 'a', 'b' ]);
+
+my $receiver;
+sub start_receiver
+{
+	$receiver = IPC::Run::start(
+		[ 'python3', "$FindBin::RealBin/webhook_receiver.py", $port, $secret, $store, $control,
+			$stats_file ],
+		'>', "$dir/receiver.log", '2>&1');
+	for (1 .. 100)
+	{
+		my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port);
+		if ($sock) { close $sock; return; }
+		usleep(100_000);
+	}
+	BAIL_OUT('the webhook receiver does not answer');
+}
+sub stop_receiver { $receiver->kill_kill; $receiver->finish; }
+
+sub mode
+{
+	my ($json) = @_;
+	open(my $fh, '>', "$control.tmp") or die;
+	print $fh $json;
+	close $fh;
+	rename("$control.tmp", $control) or die;
+}
+
+sub stats
+{
+	open(my $fh, '<', $stats_file) or return {};
+	local $/;
+	my $s = JSON::PP->new->decode(<$fh>);
+	close $fh;
+	return $s;
+}
+
+mode('{"mode": "ok"}');
+start_receiver();
+$node->start;
+$node->safe_psql('postgres', q{
+CREATE EXTENSION pgsink;
+CREATE TABLE t (id int8 PRIMARY KEY, v text);
+CREATE TABLE u (a int4, b text, n int4, PRIMARY KEY (a, b));
+});
+$node->safe_psql('postgres', "SELECT pgsink.add_table('t')");
+$node->safe_psql('postgres', "SELECT pgsink.add_table('u')");
+
+my $batch = 0;
+sub workload
+{
+	$batch++;
+	my $base = $batch * 1000;
+	$node->safe_psql('postgres', qq{
+INSERT INTO t SELECT g, 'row ' || g FROM generate_series($base, $base + 199) g;
+INSERT INTO u SELECT g, 'k' || g, g FROM generate_series($base, $base + 49) g;
+BEGIN;
+UPDATE t SET v = v || ' updated' WHERE id % 3 = 0;
+UPDATE u SET b = b || 'x', n = n + 1 WHERE a % 5 = 0;
+DELETE FROM t WHERE id % 7 = 0;
+COMMIT;
+DELETE FROM u WHERE a % 11 = 0;
+});
+}
+
+sub both_exact
+{
+	my ($label) = @_;
+	wait_delivered($node, 'postgres', $label);
+	check_exact($node, tables => \%tables, files => [$store], label => "$label, webhook");
+	check_exact($node, tables => \%tables, files => [$file], label => "$label, file");
+}
+
+# ---------------------------------------------------------------------------
+# (1)
+workload();
+both_exact('(1) both sinks');
+my $s = stats();
+cmp_ok($s->{requests}, '>', 0, '(1) the receiver got requests');
+is($s->{bad_signatures}, 0, '(1) every request was signed, and fresh');
+is(sink_status($node, 'webhook')->{state}, 'idle', '(1) the webhook sink is idle');
+
+# ---------------------------------------------------------------------------
+# (2) Two sinks, one failing.
+mode('{"mode": "503", "retry_after": "1"}');
+my $file_cursor = sink_status($node, 'file')->{cursor};
+my $web_cursor = sink_status($node, 'webhook')->{cursor};
+workload();
+ok(defined poll_until($node, 'postgres',
+		"SELECT state FROM pgsink.sinks WHERE sink = 'webhook'", 'retrying', 30),
+	'(2) the webhook sink retries');
+like(sink_status($node, 'webhook')->{error}, qr/answered HTTP 503: try later/,
+	'(2) its last_error says what the receiver answered');
+ok(defined poll_until($node, 'postgres',
+		"SELECT f.cursor_offset = s.durable_offset AND f.state = 'idle' "
+		  . "FROM pgsink.sinks f, pgsink.spool s WHERE f.sink = 'file'", 't', 30),
+	'(2) meanwhile the file sink delivers everything');
+cmp_ok(sink_status($node, 'file')->{cursor}, '>', $file_cursor, '(2) the file sink advanced');
+is(sink_status($node, 'webhook')->{cursor}, $web_cursor, '(2) the webhook sink did not');
+cmp_ok(sink_status($node, 'webhook')->{lag_entries}, '>', 0, '(2) it lags in entries');
+my ($retry_in) = split /\|/, $node->safe_psql('postgres',
+	"SELECT extract(epoch FROM next_retry_at - last_error_at) FROM pgsink.sinks WHERE sink = 'webhook'");
+cmp_ok($retry_in, '>=', 0.9, "(2) Retry-After: 1 is honoured (next try ${retry_in}s after)");
+is($node->safe_psql('postgres', 'SELECT state FROM pgsink.status'), 'streaming',
+	'(2) decoding goes on');
+mode('{"mode": "ok"}');
+both_exact('(2) after the receiver recovered');
+is(sink_status($node, 'webhook')->{error}, '', '(2) no error left');
+
+# ---------------------------------------------------------------------------
+# (3) The receiver is down.
+stop_receiver();
+workload();
+ok(defined poll_until($node, 'postgres',
+		"SELECT state FROM pgsink.sinks WHERE sink = 'webhook'", 'retrying', 30),
+	'(3) receiver down: the webhook sink retries');
+like(sink_status($node, 'webhook')->{error}, qr/webhook http:\/\/127\.0\.0\.1:\d+\/hook: .*(refused|connect)/i,
+	'(3) its last_error says the connection failed');
+start_receiver();
+both_exact('(3) receiver back');
+
+# ---------------------------------------------------------------------------
+# (4) A rejection holds the sink.
+mode('{"mode": "400"}');
+workload();
+ok(defined poll_until($node, 'postgres',
+		"SELECT last_error LIKE '%answered HTTP 400: refused: mode 400%' FROM pgsink.sinks "
+		  . "WHERE sink = 'webhook'", 't', 30),
+	'(4) a 400 is reported with what the receiver answered');
+ok(defined poll_until($node, 'postgres',
+		"SELECT f.cursor_offset = s.durable_offset FROM pgsink.sinks f, pgsink.spool s "
+		  . "WHERE f.sink = 'file'", 't', 30),
+	'(4) the file sink delivers meanwhile');
+mode('{"mode": "ok"}');
+both_exact('(4) after the rejection stopped');
+
+# ---------------------------------------------------------------------------
+# (5) A request hangs; SIGTERM is served.
+mode('{"mode": "slow", "seconds": 30}');
+workload();
+sleep 1;    # the request is in flight
+my $pid = delivery_pid($node, 'webhook');
+my $t0 = time();
+kill 'TERM', $pid;
+usleep(5_000) while alive($pid) && time() - $t0 < 10;
+my $took = time() - $t0;
+cmp_ok($took, '<', 1.0, sprintf('(5) a waiting webhook worker exits within 1 s of SIGTERM (%.3fs)', $took));
+mode('{"mode": "ok"}');
+both_exact('(5) after SIGTERM');
+
+# ---------------------------------------------------------------------------
+# (6) kill -9 of the postmaster while both sinks deliver.
+my $bg = IPC::Run::start(
+	[ 'psql', '-X', '-q', '-d', $node->connstr('postgres'), '-c',
+		'INSERT INTO t SELECT g, repeat(\'x\', 100) FROM generate_series(100000, 160000) g' ],
+	'>', '/dev/null', '2>&1');
+$bg->finish;
+usleep(300_000);
+crash_node($node);
+start_after_crash($node);
+both_exact('(6) after kill -9');
+
+# ---------------------------------------------------------------------------
+# (7) The secret stays secret.
+my $log = slurp_file($node->logfile);
+my ($key) = $secret =~ /^whsec_(.*)$/;
+unlike($log, qr/\Q$key\E/, '(7) the secret is in no log line (debug1 included)');
+unlike($node->safe_psql('postgres', 'SELECT string_agg(coalesce(last_error, \'\'), \'\') FROM pgsink.sinks'),
+	qr/\Q$key\E/, '(7) nor in pgsink.sinks');
+# (Members of pg_read_all_settings, and so of pg_monitor, read every setting: PostgreSQL's rule.)
+$node->safe_psql('postgres', 'CREATE ROLE watcher LOGIN; GRANT pgsink_admin TO watcher;');
+my ($out, $err) = ('', '');
+$node->psql('postgres', 'SHOW pgsink.webhook_secret', stdout => \$out, stderr => \$err,
+	extra_params => [ '-U', 'watcher' ]);
+like($err, qr/permission denied|must be superuser/, '(7) other roles cannot read it');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_settings WHERE name IN ('pgsink.webhook_secret', 'pgsink.webhook_url')"),
+	0, '(7) nor list it in pg_settings (GUC_NO_SHOW_ALL)');
+
+stop_receiver();
+$node->stop;
+done_testing();
