@@ -19,6 +19,7 @@ namespace pgsink
 
 SharedState *shared = nullptr;
 LWLock *shared_lock = nullptr;
+LWLock *spool_lock = nullptr;
 
 static shmem_request_hook_type prev_shmem_request_hook = nullptr;
 static shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
@@ -74,7 +75,7 @@ static void shmem_request()
     if (prev_shmem_request_hook)
         prev_shmem_request_hook();
     RequestAddinShmemSpace(MAXALIGN(sizeof(SharedState)));
-    RequestNamedLWLockTranche("pgsink", 1);
+    RequestNamedLWLockTranche("pgsink", 2);
 }
 
 static void shmem_startup()
@@ -94,7 +95,8 @@ static void shmem_startup()
         for (SinkSlot &slot : shared->sinks)
             slot.procno = -1;
     }
-    shared_lock = &(GetNamedLWLockTranche("pgsink"))->lock;
+    shared_lock = &(GetNamedLWLockTranche("pgsink"))[0].lock;
+    spool_lock = &(GetNamedLWLockTranche("pgsink"))[1].lock;
     LWLockRelease(AddinShmemInitLock);
 }
 

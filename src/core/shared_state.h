@@ -133,6 +133,12 @@ struct SharedState {
 /* Attached in every process by the shmem startup hook. */
 extern SharedState *shared;
 extern LWLock *shared_lock;
+/*
+ * Held while the stream worker decides which spool segments to remove and
+ * removes them, and while pgsink.rewind_sink() checks its target and
+ * publishes it: a rewind's target is never removed under it.
+ */
+extern LWLock *spool_lock;
 
 void request_shared_state();
 

@@ -21,7 +21,7 @@ namespace pgsink::spool
 namespace
 {
 struct Slot {
-    char magic[8]; /* "PGSKCUR1" */
+    char magic[8]; /* "PGSKCUR2" */
     uint64_t seq;
     uint64_t spool_id;
     uint64_t offset;
@@ -47,7 +47,7 @@ uint32_t slot_crc(const Slot &s)
 
 bool slot_valid(const Slot &s)
 {
-    return memcmp(s.magic, "PGSKCUR1", 8) == 0 && s.state_len <= kMaxState && s.crc == slot_crc(s);
+    return memcmp(s.magic, "PGSKCUR2", 8) == 0 && s.state_len <= kMaxState && s.crc == slot_crc(s);
 }
 
 /* The newer valid slot of the file open at fd; false if neither is valid. */
@@ -90,6 +90,14 @@ CursorFile::~CursorFile()
         ::close(fd_);
 }
 
+void CursorFile::reset()
+{
+    if (fd_ >= 0)
+        ::close(fd_);
+    fd_ = -1;
+    seq_ = 0;
+}
+
 bool CursorFile::load(Cursor *c)
 {
     if (fd_ < 0) {
@@ -124,7 +132,7 @@ void CursorFile::save(const Cursor &c)
         throw Error(ERRCODE_INTERNAL_ERROR, "a sink's cursor state is too long");
     Slot s;
     memset(&s, 0, sizeof(s));
-    memcpy(s.magic, "PGSKCUR1", 8);
+    memcpy(s.magic, "PGSKCUR2", 8);
     s.seq = ++seq_;
     s.spool_id = c.spool_id;
     s.offset = c.offset;

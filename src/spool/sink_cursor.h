@@ -38,6 +38,8 @@ class CursorFile
 
     /* The saved cursor; false if the sink has none (new, or its file is gone). */
     bool load(Cursor *c);
+    /* Close the file: the next load() or save() opens it again (the spool was made anew). */
+    void reset();
     /* Save durably (creates the file the first time). Throws on failure. */
     void save(const Cursor &c);
 

@@ -30,6 +30,15 @@ Reader::~Reader()
         ::close(fd_);
 }
 
+void Reader::reset()
+{
+    if (fd_ >= 0)
+        ::close(fd_);
+    fd_ = -1;
+    fd_start_ = UINT64_MAX;
+    segments_.clear();
+}
+
 /* The segment holding offset (or starting at it). */
 const Segment &Reader::segment_of(uint64_t offset)
 {

@@ -43,6 +43,9 @@ class Reader
      */
     std::string_view read(uint64_t offset, uint64_t end, size_t max, uint64_t *lines);
 
+    /* Forget the segments and close the file (the spool was made anew). */
+    void reset();
+
     /* The oldest retained position. */
     Position oldest();
     /* The first entry whose lsn is at or after lsn, before end. Throws if no longer retained. */

@@ -264,6 +264,19 @@ static Datum rewind_sink(const char *sink, bool by_lsn, XLogRecPtr lsn, Timestam
                       : reader.seek_time(since, sp.durable_end);
     });
 
+    /*
+     * Under spool_lock, the stream worker removes no segment: the target is
+     * checked to be there and published (it then stays) in one step.
+     */
+    LWLockAcquire(spool_lock, LW_EXCLUSIVE);
+    uint64 oldest = cxx_entry([&] { return spool::Reader(spool::directory()).oldest().offset; });
+    if (oldest > p.offset) {
+        LWLockRelease(spool_lock);
+        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                        errmsg("the spool removed the entries to rewind to while the rewind "
+                               "was requested"),
+                        errhint("Rewind to a later point, or raise pgsink.spool_retention.")));
+    }
     LWLockAcquire(shared_lock, LW_EXCLUSIVE);
     SinkSlot &s = shared->sinks[index];
     s.rewind_offset = p.offset;
@@ -271,21 +284,7 @@ static Datum rewind_sink(const char *sink, bool by_lsn, XLogRecPtr lsn, Timestam
     uint64 request = ++s.rewind_requests;
     int procno = s.pid != 0 ? s.procno : -1;
     LWLockRelease(shared_lock);
-    /*
-     * From now on the stream worker keeps the target's segment; it may have
-     * removed it just before (pgsink.spool_retention passed meanwhile).
-     */
-    uint64 oldest = cxx_entry([&] { return spool::Reader(spool::directory()).oldest().offset; });
-    if (oldest > p.offset) {
-        LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-        if (s.rewind_requests == request && s.rewind_applied < request)
-            s.rewind_applied = request; /* withdrawn */
-        LWLockRelease(shared_lock);
-        ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                        errmsg("the spool removed the entries to rewind to while the rewind "
-                               "was requested"),
-                        errhint("Rewind to a later point, or raise pgsink.spool_retention.")));
-    }
+    LWLockRelease(spool_lock);
     set_latch_of(procno);
 
     /* Wait (briefly) for the worker to take it. */

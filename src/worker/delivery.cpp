@@ -341,9 +341,18 @@ void Delivery::position_cursor()
 void Delivery::apply_rewind()
 {
     LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    if (slot().rewind_requests == slot().rewind_applied) {
+        LWLockRelease(shared_lock);
+        return;
+    }
     uint64 offset = slot().rewind_offset, entries = slot().rewind_entries;
-    slot().rewind_applied = slot().rewind_requests;
     uint64 id = shared->spool.id;
+    /* Published with the request's end: the spool keeps the target from here on. */
+    slot().rewind_applied = slot().rewind_requests;
+    slot().cursor_valid = true;
+    slot().spool_id = id;
+    slot().cursor = offset;
+    slot().cursor_entries = entries;
     LWLockRelease(shared_lock);
     cursor_.spool_id = id;
     cursor_.offset = offset;
@@ -507,13 +516,20 @@ void Delivery::run()
             if (!sink_)
                 open_sink();
             for (;;) {
+                pg_call([] { CHECK_FOR_INTERRUPTS(); });
                 reload();
                 if (rewind_pending())
                     apply_rewind();
                 check_between_rounds();
                 Durable d = durable();
                 if (d.id != cursor_.spool_id) {
-                    /* The spool was made anew under us: what was not delivered may be gone. */
+                    /*
+                     * The spool was made anew under us: what was not delivered
+                     * may be gone. Files of the old one are not read or
+                     * written again.
+                     */
+                    reader_.reset();
+                    cursor_file_.reset();
                     needs_reimport("the spool was made anew (its identity changed) while it "
                                    "delivered, so entries may be missing");
                     apply_rewind();

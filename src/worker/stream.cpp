@@ -229,15 +229,17 @@ static uint64 lowest_sink_cursor(uint64 spool_id)
     std::string dir = spool::directory();
     for (int i = 0; i < n; i++) {
         uint64 cursor = 0;
-        bool known = false;
+        bool known = false, rewinding = false;
+        uint64 rewind_to = 0;
         LWLockAcquire(shared_lock, LW_SHARED);
-        if (SinkSlot *slot = find_sink_slot(names[i]);
-            slot && slot->cursor_valid && slot->spool_id == spool_id) {
-            cursor = slot->cursor;
-            known = true;
+        if (SinkSlot *slot = find_sink_slot(names[i])) {
+            if (slot->cursor_valid && slot->spool_id == spool_id) {
+                cursor = slot->cursor;
+                known = true;
+            }
             /* A rewind not applied yet: its target must stay too. */
-            if (slot->rewind_requests != slot->rewind_applied)
-                cursor = std::min(cursor, slot->rewind_offset);
+            rewinding = slot->rewind_requests != slot->rewind_applied;
+            rewind_to = slot->rewind_offset;
         }
         LWLockRelease(shared_lock);
         spool::Cursor c;
@@ -245,8 +247,18 @@ static uint64 lowest_sink_cursor(uint64 spool_id)
             cursor = c.offset;
             known = true;
         }
-        lowest = std::min(lowest, known ? cursor : 0);
+        if (!known)
+            cursor = 0;
+        if (rewinding)
+            cursor = std::min(cursor, rewind_to);
+        lowest = std::min(lowest, cursor);
     }
+    /* Sinks this process does not list yet (a reload not seen): their cursors count too. */
+    LWLockAcquire(shared_lock, LW_SHARED);
+    for (const SinkSlot &slot : shared->sinks)
+        if (slot.in_use && slot.cursor_valid && slot.spool_id == spool_id)
+            lowest = std::min<uint64>(lowest, slot.cursor);
+    LWLockRelease(shared_lock);
     return lowest;
 }
 
@@ -263,12 +275,20 @@ void Stream::remove_delivered_segments()
     if (!full_ && !TimestampDifferenceExceeds(housekeeping_at_, now, kHousekeepingMs))
         return;
     housekeeping_at_ = now;
-    uint64 lowest = lowest_sink_cursor(spool_.id());
     uint64 max = static_cast<uint64>(guc_spool_max_size_mb) << 20;
     bool at_max = max > 0 && spool_.bytes() >= max;
-    spool_.remove_delivered(lowest, at_max ? 0 : guc_spool_retention_s);
-    if (at_max && spool_.bytes() >= max && spool_.roll_if_delivered(lowest))
-        spool_.remove_delivered(lowest, 0);
+    /* No rewind may pick a target between the look at the cursors and the removal. */
+    LWLockAcquire(spool_lock, LW_EXCLUSIVE);
+    try {
+        uint64 lowest = lowest_sink_cursor(spool_.id());
+        spool_.remove_delivered(lowest, at_max ? 0 : guc_spool_retention_s);
+        if (at_max && spool_.bytes() >= max && spool_.roll_if_delivered(lowest))
+            spool_.remove_delivered(lowest, 0);
+    } catch (...) {
+        LWLockRelease(spool_lock);
+        throw;
+    }
+    LWLockRelease(spool_lock);
 }
 
 /*
