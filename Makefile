@@ -21,7 +21,7 @@ PG_CONFIG ?= pg_config
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Werror -Wno-unused-parameter \
               -Wno-missing-field-initializers -Wno-register -Isrc
 PG_CPPFLAGS = -Isrc
-SHLIB_LINK = -lstdc++ -lavro -lcurl -lcrypto
+SHLIB_LINK = -lstdc++ -lavro -lcurl -lcrypto -lz
 
 # Debian builds PostgreSQL with LLVM: PGXS would then try to compile every
 # object to bitcode with clang, without our C++ flags. pgsink has no

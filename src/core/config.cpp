@@ -35,6 +35,8 @@ int guc_import_chunk_rows = 20000;
 int guc_import_chunk_time_ms = 100;
 char *guc_webhook_url = nullptr;
 char *guc_webhook_secret = nullptr;
+char *guc_webhook_headers = nullptr;
+bool guc_webhook_gzip = false;
 int guc_http_timeout_ms = 30000;
 char *guc_ca_file = nullptr;
 char *guc_spool_directory = nullptr;
@@ -246,6 +248,16 @@ void define_gucs()
                                "Empty: requests are not signed.", &guc_webhook_secret, "",
                                PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, nullptr, nullptr,
                                nullptr);
+
+    DefineCustomStringVariable(
+        "pgsink.webhook_headers", "Extra headers of webhook requests, \"Name: value\" a line.",
+        "For example 'Authorization: Bearer ...'. A secret, as pgsink.webhook_secret.",
+        &guc_webhook_headers, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, nullptr,
+        nullptr, nullptr);
+
+    DefineCustomBoolVariable("pgsink.webhook_gzip", "Compress webhook request bodies with gzip.",
+                             "The signature covers the uncompressed JSON.", &guc_webhook_gzip,
+                             false, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 
     DefineCustomIntVariable("pgsink.http_timeout",
                             "Longest an HTTP request of a sink may take, answer included.", nullptr,

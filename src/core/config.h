@@ -23,6 +23,8 @@ extern int guc_import_chunk_rows;
 extern int guc_import_chunk_time_ms;
 extern char *guc_webhook_url;
 extern char *guc_webhook_secret;
+extern char *guc_webhook_headers;
+extern bool guc_webhook_gzip;
 extern int guc_http_timeout_ms;
 extern char *guc_ca_file;
 extern char *guc_spool_directory;
@@ -43,6 +45,9 @@ bool sink_configured(const char *name);
 
 /* Define every GUC; called once from _PG_init. */
 void define_gucs();
+
+/* From _PG_init: no log message shows the value of a secret setting (secret_log.cpp). */
+void install_secret_redaction();
 
 /*
  * Why the server cannot run pgsink as configured (wal_level, the output

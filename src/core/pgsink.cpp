@@ -27,6 +27,7 @@ void _PG_init(void)
                          "add pgsink to output_plugin_libraries, then restart the server.")));
 
     pgsink::define_gucs();
+    pgsink::install_secret_redaction();
     pgsink::request_shared_state();
     pgsink::register_launcher();
 }

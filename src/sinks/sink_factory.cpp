@@ -53,6 +53,8 @@ static WebhookSink::Settings webhook_settings()
     WebhookSink::Settings w;
     w.url = guc_webhook_url ? guc_webhook_url : "";
     w.secret = guc_webhook_secret ? guc_webhook_secret : "";
+    w.headers = guc_webhook_headers ? guc_webhook_headers : "";
+    w.gzip = guc_webhook_gzip;
     w.http.timeout_ms = guc_http_timeout_ms;
     w.http.ca_file = guc_ca_file ? guc_ca_file : "";
     return w;
@@ -73,8 +75,9 @@ std::string sink_settings(const std::string &name)
         return std::string("file:") + guc_file_path;
     if (name == "webhook") {
         WebhookSink::Settings w = webhook_settings();
-        return "webhook:" + digest(w.url + '\n' + w.secret) + ":" +
-               std::to_string(w.http.timeout_ms) + ":" + w.http.ca_file;
+        return "webhook:" + digest(w.url + '\n' + w.secret + '\n' + w.headers) + ":" +
+               std::to_string(w.http.timeout_ms) + ":" + w.http.ca_file + ":" +
+               (w.gzip ? "gzip" : "plain");
     }
     return "unknown";
 }

@@ -16,6 +16,8 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
+#include <strings.h>
+#include <zlib.h>
 
 #include "sinks/webhook_sink.h"
 
@@ -68,10 +70,71 @@ std::string webhook_signature(const std::string &key, const std::string &id,
     return "v1," + base64(mac, len);
 }
 
+bool parse_webhook_headers(const std::string &text, std::vector<std::string> *out, std::string *why)
+{
+    static const char *const kOwn[] = {
+        "content-type", "content-length",    "content-encoding",  "host",   "idempotency-key",
+        "webhook-id",   "webhook-timestamp", "webhook-signature", "expect", "transfer-encoding"};
+    size_t at = 0;
+    int n = 0;
+    while (at <= text.size()) {
+        size_t nl = text.find('\n', at);
+        if (nl == std::string::npos)
+            nl = text.size();
+        std::string line = text.substr(at, nl - at);
+        at = nl + 1;
+        n++;
+        while (!line.empty() && (line.back() == '\r' || line.back() == ' '))
+            line.pop_back();
+        if (line.empty())
+            continue;
+        size_t colon = line.find(':');
+        std::string name = colon == std::string::npos ? "" : line.substr(0, colon);
+        bool token = !name.empty();
+        for (char c : name)
+            token =
+                token && (isalnum(static_cast<unsigned char>(c)) || strchr("!#$%&'*+-.^_`|~", c));
+        if (!token) {
+            *why =
+                "line " + std::to_string(n) + " of pgsink.webhook_headers is not \"Name: value\"";
+            return false;
+        }
+        for (const char *own : kOwn)
+            if (strcasecmp(name.c_str(), own) == 0) {
+                *why = "pgsink.webhook_headers may not set " + name + ": the sink sets it";
+                return false;
+            }
+        out->push_back(line);
+    }
+    return true;
+}
+
+std::string gzip_compress(const std::string &data)
+{
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        throw SinkError("could not start gzip compression", false);
+    std::string out(deflateBound(&z, data.size()), '\0');
+    z.next_in = reinterpret_cast<Bytef *>(const_cast<char *>(data.data()));
+    z.avail_in = static_cast<uInt>(data.size());
+    z.next_out = reinterpret_cast<Bytef *>(out.data());
+    z.avail_out = static_cast<uInt>(out.size());
+    int rc = deflate(&z, Z_FINISH);
+    out.resize(z.total_out);
+    deflateEnd(&z);
+    if (rc != Z_STREAM_END)
+        throw SinkError("could not gzip a webhook body", false);
+    return out;
+}
+
 WebhookSink::WebhookSink(Settings settings) : settings_(std::move(settings))
 {
     if (!settings_.secret.empty() && !webhook_secret_key(settings_.secret, &key_))
         throw SinkError("pgsink.webhook_secret is not a whsec_<base64> secret", false);
+    std::string why;
+    if (!parse_webhook_headers(settings_.headers, &extra_headers_, &why))
+        throw SinkError(why, false);
 }
 
 std::string WebhookSink::describe() const
@@ -136,6 +199,12 @@ void WebhookSink::sync()
     };
     if (!key_.empty())
         headers.push_back("webhook-signature: " + webhook_signature(key_, id, timestamp, body));
+    headers.insert(headers.end(), extra_headers_.begin(), extra_headers_.end());
+    if (settings_.gzip) {
+        /* The signature covers the JSON; gzip is the transport's. */
+        headers.push_back("Content-Encoding: gzip");
+        body = gzip_compress(body);
+    }
 
     HttpResponse r = client_.post(settings_.url, headers, body, settings_.http, sink_poll);
     if (r.status >= 200 && r.status < 300)

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "http/http_client.h"
 #include "sinks/sink.h"
@@ -21,7 +22,9 @@ class WebhookSink final : public Sink
   public:
     struct Settings {
         std::string url;
-        std::string secret; /* "whsec_<base64>", or empty: unsigned */
+        std::string secret;  /* "whsec_<base64>", or empty: unsigned */
+        std::string headers; /* extra headers, "Name: value" a line (a secret too) */
+        bool gzip = false;   /* compress bodies (Content-Encoding: gzip) */
         HttpClient::Options http;
     };
     explicit WebhookSink(Settings settings);
@@ -33,7 +36,8 @@ class WebhookSink final : public Sink
 
   private:
     Settings settings_;
-    std::string key_;     /* the decoded secret */
+    std::string key_; /* the decoded secret */
+    std::vector<std::string> extra_headers_;
     std::string pending_; /* the batch's entries, JSON lines */
     HttpClient client_;
 };
@@ -41,6 +45,15 @@ class WebhookSink final : public Sink
 /* Standard Webhooks: "v1,<base64 of HMAC-SHA256(key, id.timestamp.body)>". */
 std::string webhook_signature(const std::string &key, const std::string &id,
                               const std::string &timestamp, const std::string &body);
+/*
+ * The extra headers of pgsink.webhook_headers ("Name: value" a line) into
+ * out; false, with *why (which never quotes a value), if one is malformed
+ * or is a header the sink sets itself.
+ */
+bool parse_webhook_headers(const std::string &text, std::vector<std::string> *out,
+                           std::string *why);
+/* gzip (RFC 1952) of data. */
+std::string gzip_compress(const std::string &data);
 /* The key of a "whsec_<base64>" secret; false if it is not one. */
 bool webhook_secret_key(const std::string &secret, std::string *key);
 

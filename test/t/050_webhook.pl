@@ -222,6 +222,22 @@ is($node->safe_psql('postgres',
 		"SELECT count(*) FROM pg_settings WHERE name IN ('pgsink.webhook_secret', 'pgsink.webhook_url')"),
 	0, '(7) nor list it in pg_settings (GUC_NO_SHOW_ALL)');
 
+# A secret changed by ALTER SYSTEM and a reload, with every statement logged:
+# PostgreSQL's own "parameter ... changed to" and the statement are cut.
+my $other = 'whsec_' . 'b3RoZXItc2VjcmV0LWZvci10aGUtbG9nLXRlc3Q=';
+my ($other_key) = $other =~ /^whsec_(.*)$/;
+my $log_offset = -s $node->logfile;
+$node->safe_psql('postgres', "ALTER SYSTEM SET log_statement = 'all'; SELECT pg_reload_conf();");
+$node->safe_psql('postgres', "ALTER SYSTEM SET pgsink.webhook_secret = '$other'");
+$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
+$node->safe_psql('postgres', "ALTER SYSTEM RESET pgsink.webhook_secret");
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET log_statement; SELECT pg_reload_conf()');
+sleep 1;
+$log = slurp_file($node->logfile, $log_offset);
+like($log, qr/pgsink\.webhook_secret.*value not shown: a secret/,
+	'(7) the change is logged without its value');
+unlike($log, qr/\Q$other_key\E/, '(7) a secret set by ALTER SYSTEM and a reload is in no log line');
+
 stop_receiver();
 $node->stop;
 done_testing();

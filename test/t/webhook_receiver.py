@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """A strict webhook receiver for pgsink's tests (Python standard library only).
 
-    webhook_receiver.py PORT SECRET STORE CONTROL STATS
+    webhook_receiver.py PORT SECRET STORE CONTROL STATS [CERT KEY]
+
+With CERT and KEY it serves HTTPS. A gzip body (Content-Encoding: gzip) is
+decompressed first; the signature covers the JSON.
 
 Every request must carry Standard Webhooks headers: webhook-id,
 webhook-timestamp (within five minutes) and webhook-signature (v1, HMAC-SHA256
@@ -20,17 +23,20 @@ STATS (JSON, rewritten after every request) counts requests, bad
 signatures, entries accepted and duplicates dropped.
 """
 import base64
+import gzip
 import hashlib
 import hmac
 import http.server
 import json
 import os
+import ssl
 import sys
 import time
 
 port, secret, store_path, control_path, stats_path = sys.argv[1:6]
 key = base64.b64decode(secret[len("whsec_"):])
-stats = {"requests": 0, "bad_signatures": 0, "accepted": 0, "duplicates": 0, "ids": 0}
+stats = {"requests": 0, "bad_signatures": 0, "accepted": 0, "duplicates": 0, "ids": 0,
+         "gzip": 0, "authorization": None}
 seen = set()
 ids = set()
 
@@ -81,6 +87,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length)
         stats["requests"] += 1
+        stats["authorization"] = self.headers.get("Authorization")
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+            stats["gzip"] += 1
         msg_id = self.headers.get("webhook-id", "")
         stamp = self.headers.get("webhook-timestamp", "")
         signature = self.headers.get("webhook-signature", "")
@@ -122,4 +132,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 save_stats()
-http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), Handler).serve_forever()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), Handler)
+if len(sys.argv) > 7:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[6], sys.argv[7])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()

@@ -1,0 +1,84 @@
+/*
+ * secret_log.cpp: no secret setting reaches the server log.
+ *
+ * GUC_SUPERUSER_ONLY hides a setting from other roles, but PostgreSQL
+ * itself logs a reloaded value ('parameter "x" changed to "..."'), a
+ * refused one ('invalid value for parameter "x": "..."'), and, with
+ * log_statement, the ALTER SYSTEM that set it. This emit_log_hook,
+ * installed in the postmaster (and so in every process), cuts every
+ * message, detail and statement that names a secret setting and then
+ * quotes or assigns something, right after the name.
+ */
+#include <cstring>
+
+#include "core/config.h"
+
+extern "C" {
+#include "postgres.h"
+#include "tcop/tcopprot.h"
+#include "utils/elog.h"
+#include "utils/memutils.h"
+}
+
+namespace pgsink
+{
+
+static emit_log_hook_type prev_emit_log_hook = nullptr;
+
+/* The settings that hold credentials. */
+static const char *const kSecretSettings[] = {"pgsink.webhook_url", "pgsink.webhook_secret",
+                                              "pgsink.webhook_headers"};
+
+/* text, cut after the first secret setting's name it holds; nullptr if it holds none. */
+static char *redacted(const char *text)
+{
+    if (text == nullptr)
+        return nullptr;
+    const char *cut = nullptr;
+    for (const char *name : kSecretSettings) {
+        const char *at = strstr(text, name);
+        if (at != nullptr && (cut == nullptr || at < cut))
+            cut = at + strlen(name);
+    }
+    if (cut == nullptr)
+        return nullptr;
+    /* Keep a closing quote right after the name ("parameter \"x\" ..."). */
+    if (*cut == '"')
+        cut++;
+    /*
+     * A value follows only quoted or after '=' (PostgreSQL's messages, SQL);
+     * pgsink's own messages about a setting never quote its value.
+     */
+    if (strpbrk(cut, "\"'=") == nullptr)
+        return nullptr;
+    return psprintf("%.*s (value not shown: a secret)", static_cast<int>(cut - text), text);
+}
+
+static void redact_secrets(ErrorData *edata)
+{
+    MemoryContext old = MemoryContextSwitchTo(ErrorContext);
+    if (char *m = redacted(edata->message))
+        edata->message = m;
+    if (char *d = redacted(edata->detail))
+        edata->detail = d;
+    if (char *d = redacted(edata->detail_log))
+        edata->detail_log = d;
+    if (char *c = redacted(edata->context))
+        edata->context = c;
+    if (char *q = redacted(edata->internalquery))
+        edata->internalquery = q;
+    /* The statement logged with the message (STATEMENT:) may set a secret too. */
+    if (debug_query_string != nullptr && redacted(debug_query_string) != nullptr)
+        edata->hide_stmt = true;
+    MemoryContextSwitchTo(old);
+    if (prev_emit_log_hook)
+        prev_emit_log_hook(edata);
+}
+
+void install_secret_redaction()
+{
+    prev_emit_log_hook = emit_log_hook;
+    emit_log_hook = redact_secrets;
+}
+
+} // namespace pgsink

@@ -1,0 +1,121 @@
+# The webhook sink over TLS, with gzip and extra headers, against the strict
+# receiver (webhook_receiver.py) serving a certificate of a test CA made
+# here with the openssl command:
+# (1) the CA is not trusted: the sink retries and says why (certificates are
+#     always verified; there is no switch to turn that off);
+# (2) pgsink.ca_file names the CA: every change arrives, exactly, gzipped,
+#     with the extra headers;
+# (3) extra headers the sink sets itself are refused, without quoting them;
+#     nothing secret reaches the log.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use IO::Socket::INET;
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use PgsinkTest;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $port = PostgreSQL::Test::Cluster::get_free_port();
+my $secret = 'whsec_' . 'dGxzLXRlc3Qtc2VjcmV0LWtleS1mb3ItcGdzaW5rLTAx';
+my $token = 'Bearer t0ken-' . int(rand(1e9));
+my $node = pgsink_node(
+	'webhook_tls',
+	extra_conf => qq{
+pgsink.sink = 'webhook'
+pgsink.webhook_url = 'https://127.0.0.1:$port/hook'
+pgsink.webhook_secret = '$secret'
+pgsink.webhook_headers = 'Authorization: $token\\nX-Pgsink-Test: yes'
+pgsink.webhook_gzip = on
+pgsink.http_timeout = '5s'
+});
+my $dir = $node->basedir;
+my ($store, $control, $stats_file) = ("$dir/received.jsonl", "$dir/control.json", "$dir/stats.json");
+my %tables = ('public.t' => ['id']);
+
+# A test CA and a certificate for 127.0.0.1 signed by it.
+sub openssl { system_or_bail('openssl', @_); }
+openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=pgsink test CA',
+	'-keyout', "$dir/ca.key", '-out', "$dir/ca.crt");
+openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout',
+	"$dir/server.key", '-out', "$dir/server.csr");
+open(my $ext, '>', "$dir/san.ext") or die;
+print $ext "subjectAltName = IP:127.0.0.1\n";
+close $ext;
+openssl('x509', '-req', '-in', "$dir/server.csr", '-CA', "$dir/ca.crt", '-CAkey', "$dir/ca.key",
+	'-CAcreateserial', '-days', '2', '-extfile', "$dir/san.ext", '-out', "$dir/server.crt");
+
+my $receiver = IPC::Run::start(
+	[ 'python3', "$FindBin::RealBin/webhook_receiver.py", $port, $secret, $store, $control,
+		$stats_file, "$dir/server.crt", "$dir/server.key" ],
+	'>', "$dir/receiver.log", '2>&1');
+for (1 .. 100)
+{
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port);
+	if ($sock) { close $sock; last; }
+	usleep(100_000);
+}
+
+sub stats
+{
+	open(my $fh, '<', $stats_file) or return {};
+	local $/;
+	my $s = JSON::PP->new->decode(<$fh>);
+	close $fh;
+	return $s;
+}
+
+$node->start;
+$node->safe_psql('postgres', q{
+CREATE EXTENSION pgsink;
+CREATE TABLE t (id int8 PRIMARY KEY, v text);
+SELECT pgsink.add_table('t');
+INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 500) g;
+UPDATE t SET v = 'updated' WHERE id % 3 = 0;
+});
+
+# (1) An untrusted certificate.
+ok(defined poll_until($node, 'postgres',
+		"SELECT state FROM pgsink.sinks WHERE sink = 'webhook'", 'retrying', 30),
+	'(1) untrusted certificate: the sink retries');
+like(sink_status($node, 'webhook')->{error}, qr/certificate/i,
+	'(1) and says the certificate is not trusted');
+is(stats()->{accepted} // 0, 0, '(1) nothing was delivered');
+
+# (2) The CA trusted.
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET pgsink.ca_file = '$dir/ca.crt'; SELECT pg_reload_conf();");
+wait_delivered($node, 'postgres', '(2) CA trusted');
+check_exact($node, tables => \%tables, files => [$store], label => '(2) over TLS');
+my $s = stats();
+is($s->{bad_signatures}, 0, '(2) every request signed (over the JSON, before gzip)');
+cmp_ok($s->{gzip}, '>', 0, '(2) bodies are gzipped');
+is($s->{authorization}, $token, '(2) the extra headers are sent');
+
+# (3) Headers the sink sets itself are refused.
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET pgsink.webhook_headers = 'Idempotency-Key: forged-$token'; SELECT pg_reload_conf();");
+$node->safe_psql('postgres', "INSERT INTO t VALUES (1000, 'after')");
+ok(defined poll_until($node, 'postgres',
+		"SELECT last_error LIKE '%may not set Idempotency-Key%' FROM pgsink.sinks "
+		  . "WHERE sink = 'webhook'", 't', 30),
+	'(3) a header the sink sets itself is refused, and named');
+$node->safe_psql('postgres',
+	"ALTER SYSTEM RESET pgsink.webhook_headers; SELECT pg_reload_conf();");
+wait_delivered($node, 'postgres', '(3) headers fixed');
+my $log = slurp_file($node->logfile);
+my ($tok) = $token =~ /(t0ken-\d+)/;
+unlike($log, qr/\Q$tok\E/, '(3) no header value in the log');
+my ($key) = $secret =~ /^whsec_(.*)$/;
+unlike($log, qr/\Q$key\E/, '(3) nor the secret');
+
+$receiver->kill_kill;
+$receiver->finish;
+$node->stop;
+done_testing();
