@@ -16,6 +16,7 @@ CREATE FUNCTION pgsink.sinks(
     OUT lag_seconds double precision,
     OUT entries_delivered bigint,
     OUT bytes_delivered bigint,
+    OUT dead_letters bigint,
     OUT last_error text,
     OUT last_error_at timestamptz,
     OUT next_retry_at timestamptz,
@@ -83,3 +84,55 @@ GRANT EXECUTE ON FUNCTION pgsink.sinks(), pgsink.spool() TO pgsink_admin, pg_mon
 GRANT EXECUTE ON FUNCTION pgsink.rewind_sink(text, timestamptz),
     pgsink.rewind_sink(text, pg_lsn) TO pgsink_admin;
 GRANT SELECT ON pgsink.sinks, pgsink.spool TO pgsink_admin, pg_monitor;
+
+-- Entries a sink rejected for good (an HTTP 4xx other than 408 and 429),
+-- isolated by bisecting their batch, parked here before the sink's cursor
+-- moves past them (pgsink.on_rejection = 'dead_letter'). They hold row
+-- values: only superusers read this table; others see the counts.
+CREATE TABLE pgsink.dead_letters (
+    id bigserial PRIMARY KEY,
+    sink text NOT NULL,
+    entry text NOT NULL,                 -- the changelog entry, as it was sent
+    entry_key text NOT NULL,             -- SHA-256 of entry: parked once per sink
+    lsn pg_lsn,
+    "table" text,                        -- schema.table of the entry
+    http_status integer,
+    response text,                       -- the start of the receiver's answer
+    attempts integer NOT NULL DEFAULT 1,
+    first_failed_at timestamptz NOT NULL DEFAULT now(),
+    last_failed_at timestamptz NOT NULL DEFAULT now(),
+    retry_requested boolean NOT NULL DEFAULT false,
+    UNIQUE (sink, entry_key)
+);
+CREATE INDEX dead_letters_retry ON pgsink.dead_letters (sink, id) WHERE retry_requested;
+SELECT pg_catalog.pg_extension_config_dump('pgsink.dead_letters', '');
+SELECT pg_catalog.pg_extension_config_dump('pgsink.dead_letters_id_seq', '');
+
+CREATE VIEW pgsink.dead_letter_counts AS
+SELECT sink, "table", pg_catalog.count(*) AS entries, pg_catalog.sum(attempts) AS attempts,
+       pg_catalog.min(first_failed_at) AS first_failed_at,
+       pg_catalog.max(last_failed_at) AS last_failed_at,
+       pg_catalog.count(*) FILTER (WHERE retry_requested) AS retry_requested
+  FROM pgsink.dead_letters
+ GROUP BY sink, "table";
+
+-- Ask the sinks' delivery workers to send parked entries again (all, or
+-- those ids); they do within a second, and remove each one the sink
+-- accepts. Returns how many were asked for.
+CREATE FUNCTION pgsink.retry_dead_letters(ids bigint[] DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH asked AS (
+        UPDATE pgsink.dead_letters SET retry_requested = true
+         WHERE ids IS NULL OR id OPERATOR(pg_catalog.=) ANY (ids)
+        RETURNING 1)
+    SELECT pg_catalog.count(*) FROM asked;
+$$;
+
+REVOKE ALL ON pgsink.dead_letters, pgsink.dead_letters_id_seq FROM PUBLIC;
+REVOKE ALL ON pgsink.dead_letter_counts FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgsink.retry_dead_letters(bigint[]) FROM PUBLIC;
+GRANT SELECT ON pgsink.dead_letter_counts TO pgsink_admin, pg_monitor;
+GRANT EXECUTE ON FUNCTION pgsink.retry_dead_letters(bigint[]) TO pgsink_admin;

@@ -170,6 +170,29 @@ bool restamp_schema_line(const char *schema_line, size_t schema_len, const char 
     return true;
 }
 
+bool line_table(const char *line, size_t len, std::string *table)
+{
+    if (schema_line_table(line, len, table))
+        return true;
+    /* {"timestamp":"...","sequence":N,"namespace":"s","name":"t", */
+    std::string head(line, std::min<size_t>(len, 4096));
+    static const char kNs[] = ",\"namespace\":\"", kName[] = ",\"name\":\"";
+    size_t ns = head.find(kNs);
+    if (ns == std::string::npos)
+        return false;
+    size_t ns_start = ns + sizeof(kNs) - 1;
+    size_t ns_end = skip_string(head.data(), head.size(), ns_start - 1);
+    if (ns_end == std::string::npos || head.compare(ns_end, sizeof(kName) - 1, kName) != 0)
+        return false;
+    size_t name_start = ns_end + sizeof(kName) - 1;
+    size_t name_end = skip_string(head.data(), head.size(), name_start - 1);
+    if (name_end == std::string::npos)
+        return false;
+    *table = head.substr(ns_start, ns_end - 1 - ns_start) + "." +
+             head.substr(name_start, name_end - 1 - name_start);
+    return true;
+}
+
 /* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
 static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
 {

@@ -35,6 +35,10 @@ bool schema_line_table(const char *line, size_t len, std::string *table);
 bool restamp_schema_line(const char *schema_line, size_t schema_len, const char *entry,
                          size_t entry_len, std::string &out);
 
+/* The table of an entry ("public.example"): a Schema entry's, or a modification's namespace and
+ * name. */
+bool line_table(const char *line, size_t len, std::string *table);
+
 /* A line's commit timestamp (its "timestamp" key) as a PostgreSQL TimestampTz. */
 bool line_timestamp(const char *line, size_t len, int64_t *ts);
 

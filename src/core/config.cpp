@@ -38,6 +38,13 @@ char *guc_webhook_secret = nullptr;
 char *guc_webhook_headers = nullptr;
 bool guc_webhook_gzip = false;
 int guc_http_timeout_ms = 30000;
+int guc_on_rejection = ON_REJECTION_DEAD_LETTER;
+
+static const struct config_enum_entry on_rejection_options[] = {
+    {"dead_letter", ON_REJECTION_DEAD_LETTER, false},
+    {"stop", ON_REJECTION_STOP, false},
+    {nullptr, 0, false},
+};
 char *guc_ca_file = nullptr;
 char *guc_spool_directory = nullptr;
 int guc_spool_retention_s = 0;
@@ -258,6 +265,13 @@ void define_gucs()
     DefineCustomBoolVariable("pgsink.webhook_gzip", "Compress webhook request bodies with gzip.",
                              "The signature covers the uncompressed JSON.", &guc_webhook_gzip,
                              false, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+
+    DefineCustomEnumVariable(
+        "pgsink.on_rejection", "What to do with entries a sink refuses for good.",
+        "dead_letter: isolate them (bisecting the batch), park them in pgsink.dead_letters and "
+        "go on; stop: hold the sink, retrying with back-off, until the receiver accepts them.",
+        &guc_on_rejection, ON_REJECTION_DEAD_LETTER, on_rejection_options, PGC_SIGHUP, 0, nullptr,
+        nullptr, nullptr);
 
     DefineCustomIntVariable("pgsink.http_timeout",
                             "Longest an HTTP request of a sink may take, answer included.", nullptr,

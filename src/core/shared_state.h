@@ -80,6 +80,7 @@ struct SinkSlot {
     TimestampTz oldest_undelivered_time; /* commit time of the next entry, if behind */
     uint64 entries_delivered;            /* since the server started */
     uint64 bytes_delivered;
+    uint64 dead_letters; /* entries parked since the server started */
     char last_error[kErrorLen];
     TimestampTz last_error_at;
     TimestampTz retry_at; /* next attempt while retrying */

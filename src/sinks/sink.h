@@ -41,6 +41,31 @@ class SinkError : public std::runtime_error
     long retry_after_ms_ = -1;
 };
 
+/*
+ * The sink refused a batch for good (an HTTP 4xx other than 408 and 429):
+ * sending it again as it is will not help. too_large: it refused the
+ * batch's size (413); smaller batches may pass. The delivery worker
+ * bisects the batch to find the entries refused, and parks them as dead
+ * letters (pgsink.on_rejection).
+ */
+class SinkRejected : public SinkError
+{
+  public:
+    SinkRejected(const std::string &what, int status, std::string response, bool too_large)
+        : SinkError(what, false), status_(status), response_(std::move(response)),
+          too_large_(too_large)
+    {
+    }
+    int status() const noexcept { return status_; }
+    const std::string &response() const noexcept { return response_; }
+    bool too_large() const noexcept { return too_large_; }
+
+  private:
+    int status_;
+    std::string response_;
+    bool too_large_;
+};
+
 class Sink
 {
   public:

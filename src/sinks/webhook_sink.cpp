@@ -8,8 +8,8 @@
  *
  * Answers: 2xx acknowledges; no answer, 408, 429 and 5xx are retried (the
  * delivery worker backs off, honouring Retry-After); any other status is a
- * rejection: the sink holds (the worker restarts with back-off) and says
- * what the receiver answered.
+ * rejection (SinkRejected): the delivery worker bisects the batch and parks
+ * the entries refused (pgsink.on_rejection); 413 asks for smaller batches.
  */
 #include <cstring>
 #include <ctime>
@@ -219,9 +219,7 @@ void WebhookSink::sync()
                        (excerpt.empty() ? "" : ": " + excerpt);
     bool retryable = r.status == 408 || r.status == 429 || r.status >= 500;
     if (!retryable)
-        throw SinkError(what + " (a rejection: the sink holds until the receiver accepts the "
-                               "batch)",
-                        false);
+        throw SinkRejected(what, static_cast<int>(r.status), excerpt, r.status == 413);
     SinkError e(what, true);
     e.set_retry_after_ms(retry_after_ms(r.retry_after, static_cast<long>(time(nullptr))));
     throw e;

@@ -46,6 +46,7 @@ enum SinkColumn {
     S_LAG_SECONDS,
     S_ENTRIES_DELIVERED,
     S_BYTES_DELIVERED,
+    S_DEAD_LETTERS,
     S_LAST_ERROR,
     S_LAST_ERROR_AT,
     S_NEXT_RETRY_AT,
@@ -135,6 +136,7 @@ static Datum sinks(PG_FUNCTION_ARGS)
                 set(S_LAST_DELIVERED_COMMIT, TimestampTzGetDatum(s->delivered_commit_time));
             set(S_ENTRIES_DELIVERED, Int64GetDatum(static_cast<int64>(s->entries_delivered)));
             set(S_BYTES_DELIVERED, Int64GetDatum(static_cast<int64>(s->bytes_delivered)));
+            set(S_DEAD_LETTERS, Int64GetDatum(static_cast<int64>(s->dead_letters)));
             if (s->last_error[0] != '\0') {
                 set(S_LAST_ERROR, CStringGetTextDatum(s->last_error));
                 set(S_LAST_ERROR_AT, TimestampTzGetDatum(s->last_error_at));
@@ -150,6 +152,7 @@ static Datum sinks(PG_FUNCTION_ARGS)
             set(S_RESTARTS, Int32GetDatum(0));
             set(S_ENTRIES_DELIVERED, Int64GetDatum(0));
             set(S_BYTES_DELIVERED, Int64GetDatum(0));
+            set(S_DEAD_LETTERS, Int64GetDatum(0));
         }
         tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row.values, row.nulls);
     }

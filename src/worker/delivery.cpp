@@ -15,8 +15,12 @@
  * Any other error ends the worker; the launcher restarts it with back-off.
  * Never in a transaction, never inside decoding.
  */
+#include <algorithm>
 #include <cstring>
 #include <memory>
+#include <openssl/sha.h>
+#include <optional>
+#include <vector>
 #include <string>
 
 #include "boundary/pg_boundary.h"
@@ -35,7 +39,13 @@ extern "C" {
 #include "postmaster/interrupt.h"
 #include "storage/latch.h"
 #include "utils/guc.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 }
 
@@ -84,6 +94,9 @@ class Delivery
     void reopen_sink();
     std::string schemas_before(std::string_view batch);
     void deliver(const Durable &d);
+    void send(std::string_view lines);
+    void park(std::string_view entry, const SinkRejected &r);
+    void retry_parked();
     void apply_rewind();
     void check_between_rounds();
     void save();
@@ -109,6 +122,7 @@ class Delivery
     std::string settings_;
     uint64 delivered_entries_ = 0, delivered_bytes_ = 0; /* not yet published */
     bool failing_ = false;
+    TimestampTz retry_checked_at_ = 0;
     std::string last_warning_;
     TimestampTz last_warning_at_ = 0;
 };
@@ -430,6 +444,172 @@ std::string Delivery::schemas_before(std::string_view batch)
     return out;
 }
 
+/*
+ * Write lines to the sink and make them durable. Entries the sink refuses
+ * for good are found by bisection (a half that passes is delivered; a
+ * refused half is split again) and parked in pgsink.dead_letters, or, with
+ * pgsink.on_rejection = 'stop', the refusal holds the sink. A batch refused
+ * as too large (413) is split the same way.
+ */
+void Delivery::send(std::string_view lines)
+{
+    std::optional<SinkRejected> rejected;
+    try {
+        with_retry([&] {
+            sink_->write(lines.data(), lines.size());
+            sink_->sync();
+        });
+        return;
+    } catch (const SinkRejected &r) {
+        rejected = r;
+    }
+    bool stop = guc_on_rejection == ON_REJECTION_STOP;
+    if (stop && !rejected->too_large())
+        throw *rejected;
+    size_t count = static_cast<size_t>(std::count(lines.begin(), lines.end(), '\n'));
+    if (count > 1) {
+        size_t mid = 0;
+        for (size_t i = 0; i < count / 2; i++)
+            mid = lines.find('\n', mid) + 1;
+        send(lines.substr(0, mid));
+        send(lines.substr(mid));
+        return;
+    }
+    if (stop)
+        throw *rejected; /* one entry too large, and nowhere to park it */
+    park(lines.substr(0, lines.size() - 1), *rejected);
+}
+
+/* Park one refused entry (without its newline), in a transaction of its own. */
+void Delivery::park(std::string_view entry, const SinkRejected &r)
+{
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const unsigned char *>(entry.data()), entry.size(), digest);
+    char key[2 * SHA256_DIGEST_LENGTH + 1];
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+        snprintf(key + 2 * i, 3, "%02x", digest[i]);
+    uint64_t lsn = 0;
+    char lsn_text[32] = "";
+    if (line_lsn(entry.data(), entry.size(), &lsn))
+        snprintf(lsn_text, sizeof(lsn_text), "%X/%X", static_cast<unsigned>(lsn >> 32),
+                 static_cast<unsigned>(lsn));
+    std::string table;
+    bool has_table = line_table(entry.data(), entry.size(), &table);
+    std::string text(entry);
+    std::string response = r.response();
+    int status = r.status();
+    const char *sink = name_.c_str();
+    pg_call([&] {
+        SetCurrentStatementStartTimestamp();
+        StartTransactionCommand();
+        SPI_connect();
+        PushActiveSnapshot(GetTransactionSnapshot());
+        Oid types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
+        Datum values[7] = {CStringGetTextDatum(sink),
+                           CStringGetTextDatum(text.c_str()),
+                           CStringGetTextDatum(key),
+                           lsn_text[0] ? CStringGetTextDatum(lsn_text) : (Datum)0,
+                           has_table ? CStringGetTextDatum(table.c_str()) : (Datum)0,
+                           Int32GetDatum(status),
+                           CStringGetTextDatum(response.c_str())};
+        char nulls[7] = {' ', ' ', ' ', lsn_text[0] ? ' ' : 'n', has_table ? ' ' : 'n', ' ', ' '};
+        int rc = SPI_execute_with_args(
+            "INSERT INTO pgsink.dead_letters AS d "
+            "  (sink, entry, entry_key, lsn, \"table\", http_status, response) "
+            "VALUES ($1, $2, $3, $4::pg_catalog.pg_lsn, $5, $6, $7) "
+            "ON CONFLICT (sink, entry_key) DO UPDATE SET "
+            "  attempts = d.attempts OPERATOR(pg_catalog.+) 1, "
+            "  last_failed_at = pg_catalog.now(), http_status = excluded.http_status, "
+            "  response = excluded.response, retry_requested = false",
+            7, types, values, nulls, false, 0);
+        if (rc != SPI_OK_INSERT)
+            elog(ERROR, "pgsink: could not park a dead letter: %s", SPI_result_code_string(rc));
+        PopActiveSnapshot();
+        SPI_finish();
+        CommitTransactionCommand();
+    });
+    ereport(WARNING,
+            (errmsg("pgsink: sink \"%s\" refused an entry for good (HTTP %d); it is parked in "
+                    "pgsink.dead_letters",
+                    name_.c_str(), status),
+             errdetail("Entry at lsn %s of %s; the sink answered: %s", lsn_text[0] ? lsn_text : "?",
+                       has_table ? table.c_str() : "?", response.c_str()),
+             errhint("Fix the receiver, then SELECT pgsink.retry_dead_letters().")));
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    slot().dead_letters++;
+    LWLockRelease(shared_lock);
+}
+
+/*
+ * When caught up, at most once a second: entries pgsink.retry_dead_letters()
+ * asked for are sent again (out of their original order, by nature); those
+ * the sink accepts leave the table, those it refuses again stay parked.
+ */
+void Delivery::retry_parked()
+{
+    TimestampTz now = GetCurrentTimestamp();
+    if (!TimestampDifferenceExceeds(retry_checked_at_, now, kIdleWaitMs))
+        return;
+    retry_checked_at_ = now;
+    std::vector<int64> ids;
+    std::string lines;
+    const char *sink = name_.c_str();
+    pg_call([&] {
+        SetCurrentStatementStartTimestamp();
+        StartTransactionCommand();
+        SPI_connect();
+        PushActiveSnapshot(GetTransactionSnapshot());
+        Oid types[1] = {TEXTOID};
+        Datum values[1] = {CStringGetTextDatum(sink)};
+        int rc = SPI_execute_with_args(
+            "SELECT id, entry FROM pgsink.dead_letters "
+            "WHERE sink OPERATOR(pg_catalog.=) $1 AND retry_requested ORDER BY id LIMIT 100",
+            1, types, values, nullptr, true, 0);
+        if (rc != SPI_OK_SELECT)
+            elog(ERROR, "pgsink: could not read dead letters: %s", SPI_result_code_string(rc));
+        for (uint64 i = 0; i < SPI_processed; i++) {
+            bool isnull;
+            int64 id = DatumGetInt64(
+                SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+            char *entry = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+            ids.push_back(id);
+            lines.append(entry);
+            lines.push_back('\n');
+        }
+        PopActiveSnapshot();
+        SPI_finish();
+        CommitTransactionCommand();
+    });
+    if (ids.empty())
+        return;
+    ereport(LOG, (errmsg("pgsink: sink \"%s\" sends %zu parked entries again", name_.c_str(),
+                         ids.size())));
+    send(lines);
+    pg_call([&] {
+        SetCurrentStatementStartTimestamp();
+        StartTransactionCommand();
+        SPI_connect();
+        PushActiveSnapshot(GetTransactionSnapshot());
+        Datum *elems = static_cast<Datum *>(palloc(sizeof(Datum) * ids.size()));
+        for (size_t i = 0; i < ids.size(); i++)
+            elems[i] = Int64GetDatum(ids[i]);
+        ArrayType *array = construct_array(elems, static_cast<int>(ids.size()), INT8OID, 8,
+                                           FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+        Oid types[1] = {INT8ARRAYOID};
+        Datum values[1] = {PointerGetDatum(array)};
+        /* Refused again: parked again (retry_requested false); accepted: gone. */
+        int rc =
+            SPI_execute_with_args("DELETE FROM pgsink.dead_letters "
+                                  "WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND retry_requested",
+                                  1, types, values, nullptr, false, 0);
+        if (rc != SPI_OK_DELETE)
+            elog(ERROR, "pgsink: could not remove dead letters: %s", SPI_result_code_string(rc));
+        PopActiveSnapshot();
+        SPI_finish();
+        CommitTransactionCommand();
+    });
+}
+
 /* One batch from the cursor toward the durable end. */
 void Delivery::deliver(const Durable &d)
 {
@@ -440,16 +620,10 @@ void Delivery::deliver(const Durable &d)
     if (announce_) {
         std::string out = schemas_before(batch);
         out.append(batch);
-        with_retry([&] {
-            sink_->write(out.data(), out.size());
-            sink_->sync();
-        });
+        send(out);
         announce_ = false;
     } else {
-        with_retry([&] {
-            sink_->write(batch.data(), batch.size());
-            sink_->sync();
-        });
+        send(batch);
     }
     /* The commit time of the last entry delivered: the head of the batch's last line. */
     size_t last = n >= 2 ? batch.rfind('\n', n - 2) : std::string_view::npos;
@@ -539,6 +713,7 @@ void Delivery::run()
                     deliver(d);
                     continue;
                 }
+                retry_parked();
                 if (cursor_.delivered_lsn < d.lsn) {
                     /* Caught up: what the stream decoded since (no entries) is delivered too. */
                     cursor_.delivered_lsn = d.lsn;

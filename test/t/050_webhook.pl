@@ -8,7 +8,8 @@
 #     Retry-After, the webhook retries and the file sink keeps delivering,
 #     and decoding goes on; then the webhook catches up;
 # (3) the receiver is down (no answer), then back;
-# (4) a rejection (400) holds the webhook sink, and says what was answered;
+# (4) with pgsink.on_rejection = 'stop', a rejection (400) holds the webhook
+#     sink, and says what was answered;
 # (5) a request hangs: SIGTERM still ends the delivery worker within 1 s;
 # (6) kill -9 of the postmaster while both deliver: exact again;
 # (7) the secret is in no log, no status, and hidden from other roles.
@@ -165,7 +166,8 @@ start_receiver();
 both_exact('(3) receiver back');
 
 # ---------------------------------------------------------------------------
-# (4) A rejection holds the sink.
+# (4) With pgsink.on_rejection = 'stop', a rejection holds the sink.
+$node->safe_psql('postgres', "ALTER SYSTEM SET pgsink.on_rejection = 'stop'; SELECT pg_reload_conf()");
 mode('{"mode": "400"}');
 workload();
 ok(defined poll_until($node, 'postgres',
@@ -176,8 +178,11 @@ ok(defined poll_until($node, 'postgres',
 		"SELECT f.cursor_offset = s.durable_offset FROM pgsink.sinks f, pgsink.spool s "
 		  . "WHERE f.sink = 'file'", 't', 30),
 	'(4) the file sink delivers meanwhile');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM pgsink.dead_letters'), 0,
+	'(4) nothing was parked');
 mode('{"mode": "ok"}');
 both_exact('(4) after the rejection stopped');
+$node->safe_psql('postgres', "ALTER SYSTEM RESET pgsink.on_rejection; SELECT pg_reload_conf()");
 
 # ---------------------------------------------------------------------------
 # (5) A request hangs; SIGTERM is served.

@@ -19,6 +19,8 @@ CONTROL (a JSON file, read at every request) injects faults:
   {"mode": "503", "retry_after": "1"}   answer 503 with Retry-After
   {"mode": "500"} / {"mode": "400"}     answer that status
   {"mode": "slow", "seconds": 30}       wait, then answer 200
+  {"mode": "reject", "pattern": "x"}    400 if an entry of the batch holds x
+  {"mode": "max_bytes", "bytes": 2000}  413 if the body is larger
 STATS (JSON, rewritten after every request) counts requests, bad
 signatures, entries accepted and duplicates dropped.
 """
@@ -113,7 +115,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.answer(int(mode), ("refused: mode " + mode).encode())
         if mode == "slow":
             time.sleep(float(c.get("seconds", 30)))
+        if mode == "max_bytes" and len(body) > int(c.get("bytes", 2000)):
+            stats["too_large"] = stats.get("too_large", 0) + 1
+            save_stats()
+            return self.answer(413, b"too large")
         entries = json.loads(body)["data"]
+        if mode == "reject":
+            pattern = c.get("pattern", "")
+            bad = [e for e in entries if pattern in json.dumps(e, ensure_ascii=False)]
+            if bad:
+                stats["rejected_batches"] = stats.get("rejected_batches", 0) + 1
+                save_stats()
+                return self.answer(400, ("refused " + str(len(bad)) + " entries").encode())
         ids.add(msg_id)
         stats["ids"] = len(ids)
         with open(store_path, "a", encoding="utf-8") as f:
