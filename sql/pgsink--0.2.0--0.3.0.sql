@@ -65,12 +65,12 @@ COMMENT ON FUNCTION pgsink.rewind_sink(text, timestamptz) IS
     'Deliver again to a sink every entry the spool holds committed at or after since '
     '(''-infinity'': the oldest retained); returns the new cursor';
 
-CREATE FUNCTION pgsink.rewind_sink(sink text, lsn pg_lsn)
+CREATE FUNCTION pgsink.rewind_sink_to_lsn(sink text, lsn pg_lsn)
 RETURNS bigint
 LANGUAGE c VOLATILE STRICT
 AS 'MODULE_PATHNAME', 'pgsink_rewind_sink_lsn';
 
-COMMENT ON FUNCTION pgsink.rewind_sink(text, pg_lsn) IS
+COMMENT ON FUNCTION pgsink.rewind_sink_to_lsn(text, pg_lsn) IS
     'Deliver again to a sink every entry the spool holds whose lsn is at or after lsn; '
     'returns the new cursor';
 
@@ -78,11 +78,11 @@ COMMENT ON FUNCTION pgsink.wait_for_delivery(interval) IS
     'Wait until every transaction committed before the call is durable in every sink';
 
 REVOKE ALL ON FUNCTION pgsink.sinks(), pgsink.spool(),
-    pgsink.rewind_sink(text, timestamptz), pgsink.rewind_sink(text, pg_lsn) FROM PUBLIC;
+    pgsink.rewind_sink(text, timestamptz), pgsink.rewind_sink_to_lsn(text, pg_lsn) FROM PUBLIC;
 REVOKE ALL ON pgsink.sinks, pgsink.spool FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgsink.sinks(), pgsink.spool() TO pgsink_admin, pg_monitor;
 GRANT EXECUTE ON FUNCTION pgsink.rewind_sink(text, timestamptz),
-    pgsink.rewind_sink(text, pg_lsn) TO pgsink_admin;
+    pgsink.rewind_sink_to_lsn(text, pg_lsn) TO pgsink_admin;
 GRANT SELECT ON pgsink.sinks, pgsink.spool TO pgsink_admin, pg_monitor;
 
 -- Entries a sink rejected for good (an HTTP 4xx other than 408 and 429),

@@ -206,7 +206,8 @@ sub rewind
 	my ($label, $target) = @_;
 	my $before = slurp_bin($file);
 	my $delivered = sql("SELECT bytes_delivered FROM pgsink.sinks WHERE sink = 'file'");
-	my $offset = sql("SELECT pgsink.rewind_sink('file', $target)");
+	my $fn = $target =~ /::pg_lsn$/ ? 'rewind_sink_to_lsn' : 'rewind_sink';
+	my $offset = sql("SELECT pgsink.$fn('file', $target)");
 	note("$label: rewound to spool offset $offset");
 	return ($offset, $before, $delivered);
 }
@@ -289,12 +290,12 @@ $node->psql('postgres', "SELECT pgsink.rewind_sink('file', '$t0'::timestamptz)",
 like($err, qr/ERROR:.*the spool no longer holds entries that old/,
 	'a time before the oldest retained is an error');
 ($out, $err) = ('', '');
-$node->psql('postgres', "SELECT pgsink.rewind_sink('file', '0/1'::pg_lsn)",
+$node->psql('postgres', "SELECT pgsink.rewind_sink_to_lsn('file', '0/1')",
 	stdout => \$out, stderr => \$err);
 like($err, qr/ERROR:.*the spool no longer holds entries that old/,
 	'an lsn before the oldest retained is an error');
 ($out, $err) = ('', '');
-$node->psql('postgres', "SELECT pgsink.rewind_sink('nosuch', '-infinity'::timestamptz)",
+$node->psql('postgres', "SELECT pgsink.rewind_sink('nosuch', '-infinity')",
 	stdout => \$out, stderr => \$err);
 like($err, qr/ERROR:.*sink "nosuch" is not in pgsink\.sink/, 'an unknown sink is an error');
 $s = sink_status($node);
