@@ -25,9 +25,12 @@ namespace pgsink
 
 static emit_log_hook_type prev_emit_log_hook = nullptr;
 
-/* The settings that hold credentials. */
-static const char *const kSecretSettings[] = {"pgsink.webhook_url", "pgsink.webhook_secret",
-                                              "pgsink.webhook_headers"};
+/*
+ * The settings that hold credentials, by the part of their name after
+ * "pgsink.": matched without regard to case, so that SQL spellings
+ * (PGSINK.WEBHOOK_SECRET, "pgsink"."webhook_secret") are caught too.
+ */
+static const char *const kSecretSettings[] = {"webhook_url", "webhook_secret", "webhook_headers"};
 
 /* text, cut after the first secret setting's name it holds; nullptr if it holds none. */
 static char *redacted(const char *text)
@@ -36,7 +39,7 @@ static char *redacted(const char *text)
         return nullptr;
     const char *cut = nullptr;
     for (const char *name : kSecretSettings) {
-        const char *at = strstr(text, name);
+        const char *at = strcasestr(text, name);
         if (at != nullptr && (cut == nullptr || at < cut))
             cut = at + strlen(name);
     }
@@ -63,6 +66,8 @@ static void redact_secrets(ErrorData *edata)
         edata->detail = d;
     if (char *d = redacted(edata->detail_log))
         edata->detail_log = d;
+    if (char *h = redacted(edata->hint))
+        edata->hint = h;
     if (char *c = redacted(edata->context))
         edata->context = c;
     if (char *q = redacted(edata->internalquery))

@@ -15,24 +15,33 @@ namespace pgsink
 /* Keep at most this much of an answer's body (for messages). */
 static constexpr size_t kBodyKeep = 1024;
 
-static size_t on_body(char *data, size_t size, size_t n, void *user)
+/* libcurl calls these from C: no exception may leave them (returning 0 aborts the transfer). */
+static size_t on_body(char *data, size_t size, size_t n, void *user) noexcept
 {
     std::string *body = static_cast<std::string *>(user);
     size_t len = size * n;
-    if (body->size() < kBodyKeep)
-        body->append(data, std::min(len, kBodyKeep - body->size()));
+    try {
+        if (body->size() < kBodyKeep)
+            body->append(data, std::min(len, kBodyKeep - body->size()));
+    } catch (...) {
+        return 0;
+    }
     return len;
 }
 
-static size_t on_header(char *data, size_t size, size_t n, void *user)
+static size_t on_header(char *data, size_t size, size_t n, void *user) noexcept
 {
     std::string *retry_after = static_cast<std::string *>(user);
     size_t len = size * n;
     static const char kName[] = "retry-after:";
-    if (len > sizeof(kName) - 1 && strncasecmp(data, kName, sizeof(kName) - 1) == 0) {
-        std::string v(data + sizeof(kName) - 1, len - (sizeof(kName) - 1));
-        size_t a = v.find_first_not_of(" \t"), b = v.find_last_not_of(" \t\r\n");
-        *retry_after = a == std::string::npos ? "" : v.substr(a, b - a + 1);
+    try {
+        if (len > sizeof(kName) - 1 && strncasecmp(data, kName, sizeof(kName) - 1) == 0) {
+            std::string v(data + sizeof(kName) - 1, len - (sizeof(kName) - 1));
+            size_t a = v.find_first_not_of(" \t"), b = v.find_last_not_of(" \t\r\n");
+            *retry_after = a == std::string::npos ? "" : v.substr(a, b - a + 1);
+        }
+    } catch (...) {
+        return 0;
     }
     return len;
 }
@@ -47,8 +56,13 @@ HttpClient::HttpClient()
     }
     multi_ = curl_multi_init();
     easy_ = curl_easy_init();
-    if (multi_ == nullptr || easy_ == nullptr)
+    if (multi_ == nullptr || easy_ == nullptr) {
+        if (easy_)
+            curl_easy_cleanup(static_cast<CURL *>(easy_));
+        if (multi_)
+            curl_multi_cleanup(static_cast<CURLM *>(multi_));
         throw std::runtime_error("could not initialize a libcurl handle");
+    }
 }
 
 HttpClient::~HttpClient()
@@ -83,8 +97,13 @@ HttpResponse HttpClient::post(const std::string &url, const std::vector<std::str
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, options.connect_timeout_ms);
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (!options.ca_file.empty())
+    if (!options.ca_file.empty()) {
+        /* That CA only: not also the system's directory of CAs. */
         curl_easy_setopt(easy, CURLOPT_CAINFO, options.ca_file.c_str());
+        curl_easy_setopt(easy, CURLOPT_CAPATH, nullptr);
+    }
+    /* No proxy from the server's environment (http_proxy): headers carry credentials. */
+    curl_easy_setopt(easy, CURLOPT_PROXY, "");
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
@@ -113,15 +132,20 @@ HttpResponse HttpClient::post(const std::string &url, const std::vector<std::str
     } catch (...) {
         curl_multi_remove_handle(multi, easy);
         curl_slist_free_all(list);
+        curl_easy_reset(easy);
         throw;
     }
     curl_multi_remove_handle(multi, easy);
     curl_slist_free_all(list);
+    long status = 0;
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+    /* No pointer into this frame stays on the handle (the connection stays open). */
+    curl_easy_reset(easy);
     if (result != CURLE_OK) {
         r.transport_error = error[0] ? error : curl_easy_strerror(result);
         return r;
     }
-    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r.status);
+    r.status = status;
     return r;
 }
 
@@ -134,14 +158,19 @@ long retry_after_ms(const std::string &value, long now_unix)
         digits = digits && isdigit(static_cast<unsigned char>(c));
     if (digits)
         return value.size() > 9 ? -1 : std::stol(value) * 1000;
-    /* An HTTP date: "Sun, 06 Nov 1994 08:49:37 GMT". */
-    struct tm tm;
-    memset(&tm, 0, sizeof(tm));
-    const char *end = strptime(value.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    if (end == nullptr || *end != '\0')
-        return -1;
-    long at = static_cast<long>(timegm(&tm));
-    return at > now_unix ? (at - now_unix) * 1000 : 0;
+    /* An HTTP date, in any of its three forms (RFC 9110, 5.6.7). */
+    static const char *const kForms[] = {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT",
+                                         "%a %b %e %H:%M:%S %Y"};
+    for (const char *form : kForms) {
+        struct tm tm;
+        memset(&tm, 0, sizeof(tm));
+        const char *end = strptime(value.c_str(), form, &tm);
+        if (end == nullptr || *end != '\0')
+            continue;
+        long at = static_cast<long>(timegm(&tm));
+        return at > now_unix ? (at - now_unix) * 1000 : 0;
+    }
+    return -1;
 }
 
 } // namespace pgsink

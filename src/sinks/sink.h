@@ -94,6 +94,8 @@ class Sink
     /* After sync(): what open() needs to resume exactly here (at most 200 bytes). */
     virtual std::string state() const { return {}; }
     virtual void close() = 0;
+    /* Can it refuse entries for good (SinkRejected)? Then it may have dead letters. */
+    virtual bool can_reject() const { return false; }
     /* For messages: "file /path/to/changes.jsonl". Never holds a secret. */
     virtual std::string describe() const = 0;
 

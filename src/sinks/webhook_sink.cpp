@@ -6,10 +6,11 @@
  * derived from the body (msg_ and 32 hex digits of its SHA-256), so a batch
  * sent again carries the same id; Idempotency-Key repeats it.
  *
- * Answers: 2xx acknowledges; no answer, 408, 429 and 5xx are retried (the
- * delivery worker backs off, honouring Retry-After); any other status is a
- * rejection (SinkRejected): the delivery worker bisects the batch and parks
- * the entries refused (pgsink.on_rejection); 413 asks for smaller batches.
+ * Answers: 2xx acknowledges; 400, 409, 413, 415 and 422 refuse entries
+ * (SinkRejected): the delivery worker bisects the batch and parks the
+ * entries refused (pgsink.on_rejection), and 413 asks for smaller batches;
+ * anything else (no answer, 3xx, 401, 403, 404, 408, 429, 5xx) is retried
+ * with back-off, honouring Retry-After.
  */
 #include <cstring>
 #include <ctime>
@@ -139,25 +140,61 @@ WebhookSink::WebhookSink(Settings settings) : settings_(std::move(settings))
 
 std::string WebhookSink::describe() const
 {
-    /* The URL without what may hold a credential (user info, query). */
-    std::string u = settings_.url;
+    /*
+     * Scheme, host and port only: user info, a path (Slack-style URLs
+     * carry their credential there) and a query may all hold secrets.
+     */
+    const std::string &u = settings_.url;
     size_t scheme = u.find("://");
     size_t host = scheme == std::string::npos ? 0 : scheme + 3;
-    size_t at = u.find('@', host), slash = u.find('/', host);
-    if (at != std::string::npos && (slash == std::string::npos || at < slash))
-        u.erase(host, at + 1 - host);
-    size_t q = u.find_first_of("?#");
-    if (q != std::string::npos)
-        u.erase(q);
-    return "webhook " + u;
+    size_t end = u.find_first_of("/?#", host);
+    std::string authority =
+        u.substr(host, end == std::string::npos ? std::string::npos : end - host);
+    size_t at = authority.rfind('@');
+    if (at != std::string::npos)
+        authority.erase(0, at + 1);
+    return "webhook " + u.substr(0, host) + authority;
 }
 
-bool WebhookSink::open(const Resume &)
+std::string WebhookSink::state() const
+{
+    /* Which receiver it delivers to (a digest: the URL may hold a secret). */
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const unsigned char *>(settings_.url.data()), settings_.url.size(), d);
+    char hex[2 * 16 + 1];
+    for (int i = 0; i < 16; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    return std::string("webhook ") + hex;
+}
+
+/* Valid UTF-8 only (an answer's excerpt goes into text columns and messages). */
+static std::string valid_utf8(const std::string &s)
+{
+    std::string out;
+    for (size_t i = 0; i < s.size();) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = n > 0 && i + n <= s.size();
+        for (size_t k = 1; ok && k < n; k++)
+            ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
+        if (ok && n == 1 && c < 0x20)
+            out.push_back(' '); /* one line in logs */
+        else if (ok)
+            out.append(s, i, n);
+        else
+            out.push_back('?');
+        i += ok ? n : 1;
+    }
+    return out;
+}
+
+bool WebhookSink::open(const Resume &from)
 {
     if (settings_.url.empty())
         throw SinkError("pgsink.webhook_url is not set", false);
     pending_.clear();
-    return false;
+    /* Another receiver than the cursor's: it has not been told the schemas. */
+    return !from.state.empty() && from.state != state();
 }
 
 void WebhookSink::write(const char *data, size_t len)
@@ -209,17 +246,21 @@ void WebhookSink::sync()
     HttpResponse r = client_.post(settings_.url, headers, body, settings_.http, sink_poll);
     if (r.status >= 200 && r.status < 300)
         return;
-    std::string excerpt = r.body.substr(0, 200);
-    for (char &c : excerpt)
-        if (c == '\n' || c == '\r')
-            c = ' ';
+    std::string excerpt = valid_utf8(r.body.substr(0, 200));
     if (r.status == 0)
         throw SinkError(describe() + ": " + r.transport_error, true);
     std::string what = describe() + " answered HTTP " + std::to_string(r.status) +
                        (excerpt.empty() ? "" : ": " + excerpt);
-    bool retryable = r.status == 408 || r.status == 429 || r.status >= 500;
-    if (!retryable)
-        throw SinkRejected(what, static_cast<int>(r.status), excerpt, r.status == 413);
+    /*
+     * What refuses entries: 400, 409, 413 (too large: split), 415, 422.
+     * Anything else (a redirect, 401 or 403 after a credential changed,
+     * 404 during a deploy, 408, 429, 5xx) says the receiver cannot take
+     * anything now: retried with back-off, never parked.
+     */
+    long st = r.status;
+    bool refuses = st == 400 || st == 409 || st == 413 || st == 415 || st == 422;
+    if (refuses)
+        throw SinkRejected(what, static_cast<int>(st), excerpt, st == 413);
     SinkError e(what, true);
     e.set_retry_after_ms(retry_after_ms(r.retry_after, static_cast<long>(time(nullptr))));
     throw e;

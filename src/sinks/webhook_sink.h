@@ -33,6 +33,9 @@ class WebhookSink final : public Sink
     void sync() override;
     void close() override {}
     std::string describe() const override;
+    /* Which receiver (a digest of the URL): another one gets the schemas again. */
+    std::string state() const override;
+    bool can_reject() const override { return true; }
 
   private:
     Settings settings_;

@@ -77,6 +77,12 @@ struct Durable {
 class Delivery
 {
   public:
+    /* While the sink waits on the network: interrupts, and a reload that changes the sink. */
+    void poll()
+    {
+        pg_call([] { CHECK_FOR_INTERRUPTS(); });
+        reload();
+    }
     Delivery(int slot, std::string name)
         : slot_(slot), name_(std::move(name)), dir_(spool::directory()), cursor_file_(dir_, name_),
           reader_(dir_)
@@ -94,7 +100,8 @@ class Delivery
     void reopen_sink();
     std::string schemas_before(std::string_view batch);
     void deliver(const Durable &d);
-    void send(std::string_view lines);
+    /* park_always: entries refused are parked whatever pgsink.on_rejection says (retries). */
+    void send(std::string_view lines, bool park_always = false);
     void park(std::string_view entry, const SinkRejected &r);
     void retry_parked();
     void apply_rewind();
@@ -205,13 +212,14 @@ template <typename F> void Delivery::with_retry(F &&f)
         failing_ = true;
         /*
          * Full jitter over the exponential back-off, so that sinks retrying
-         * together do not stay in step; a Retry-After the sink got wins,
-         * up to pgsink.retry_max_interval.
+         * together do not stay in step; a longer Retry-After the sink got
+         * wins, up to pgsink.retry_max_interval.
          */
-        long delay_ms = asked_ms >= 0
-                            ? std::min<long>(asked_ms, guc_retry_max_interval_ms)
-                            : 1 + static_cast<long>(pg_prng_double(&pg_global_prng_state) *
-                                                    static_cast<double>(backoff_ms));
+        long delay_ms = 1 + static_cast<long>(pg_prng_double(&pg_global_prng_state) *
+                                              static_cast<double>(backoff_ms));
+        /* Never less than the back-off: "Retry-After: 0" must not make a hot loop. */
+        if (asked_ms > delay_ms)
+            delay_ms = std::min<long>(asked_ms, guc_retry_max_interval_ms);
         TimestampTz now = GetCurrentTimestamp();
         LWLockAcquire(shared_lock, LW_EXCLUSIVE);
         strlcpy(slot().last_error, message.c_str(), kErrorLen);
@@ -451,7 +459,7 @@ std::string Delivery::schemas_before(std::string_view batch)
  * pgsink.on_rejection = 'stop', the refusal holds the sink. A batch refused
  * as too large (413) is split the same way.
  */
-void Delivery::send(std::string_view lines)
+void Delivery::send(std::string_view lines, bool park_always)
 {
     std::optional<SinkRejected> rejected;
     try {
@@ -463,7 +471,7 @@ void Delivery::send(std::string_view lines)
     } catch (const SinkRejected &r) {
         rejected = r;
     }
-    bool stop = guc_on_rejection == ON_REJECTION_STOP;
+    bool stop = guc_on_rejection == ON_REJECTION_STOP && !park_always;
     if (stop && !rejected->too_large())
         throw *rejected;
     size_t count = static_cast<size_t>(std::count(lines.begin(), lines.end(), '\n'));
@@ -471,8 +479,8 @@ void Delivery::send(std::string_view lines)
         size_t mid = 0;
         for (size_t i = 0; i < count / 2; i++)
             mid = lines.find('\n', mid) + 1;
-        send(lines.substr(0, mid));
-        send(lines.substr(mid));
+        send(lines.substr(0, mid), park_always);
+        send(lines.substr(mid), park_always);
         return;
     }
     if (stop)
@@ -548,10 +556,11 @@ void Delivery::park(std::string_view entry, const SinkRejected &r)
 void Delivery::retry_parked()
 {
     TimestampTz now = GetCurrentTimestamp();
-    if (!TimestampDifferenceExceeds(retry_checked_at_, now, kIdleWaitMs))
+    if (!sink_->can_reject() || !TimestampDifferenceExceeds(retry_checked_at_, now, kIdleWaitMs))
         return;
     retry_checked_at_ = now;
     std::vector<int64> ids;
+    std::vector<int32> attempts;
     std::string lines;
     const char *sink = name_.c_str();
     pg_call([&] {
@@ -561,18 +570,22 @@ void Delivery::retry_parked()
         PushActiveSnapshot(GetTransactionSnapshot());
         Oid types[1] = {TEXTOID};
         Datum values[1] = {CStringGetTextDatum(sink)};
+        /* Before ALTER EXTENSION pgsink UPDATE has made the table, there is nothing to send. */
         int rc = SPI_execute_with_args(
-            "SELECT id, entry FROM pgsink.dead_letters "
-            "WHERE sink OPERATOR(pg_catalog.=) $1 AND retry_requested ORDER BY id LIMIT 100",
+            "SELECT id, entry, attempts FROM pgsink.dead_letters "
+            "WHERE pg_catalog.to_regclass('pgsink.dead_letters') IS NOT NULL "
+            "  AND sink OPERATOR(pg_catalog.=) $1 AND retry_requested ORDER BY id LIMIT 100",
             1, types, values, nullptr, true, 0);
         if (rc != SPI_OK_SELECT)
             elog(ERROR, "pgsink: could not read dead letters: %s", SPI_result_code_string(rc));
         for (uint64 i = 0; i < SPI_processed; i++) {
             bool isnull;
-            int64 id = DatumGetInt64(
-                SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-            char *entry = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+            HeapTuple tup = SPI_tuptable->vals[i];
+            int64 id = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+            int32 tries = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
+            char *entry = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
             ids.push_back(id);
+            attempts.push_back(tries);
             lines.append(entry);
             lines.push_back('\n');
         }
@@ -584,24 +597,35 @@ void Delivery::retry_parked()
         return;
     ereport(LOG, (errmsg("pgsink: sink \"%s\" sends %zu parked entries again", name_.c_str(),
                          ids.size())));
-    send(lines);
+    send(lines, true);
     pg_call([&] {
         SetCurrentStatementStartTimestamp();
         StartTransactionCommand();
         SPI_connect();
         PushActiveSnapshot(GetTransactionSnapshot());
-        Datum *elems = static_cast<Datum *>(palloc(sizeof(Datum) * ids.size()));
-        for (size_t i = 0; i < ids.size(); i++)
-            elems[i] = Int64GetDatum(ids[i]);
-        ArrayType *array = construct_array(elems, static_cast<int>(ids.size()), INT8OID, 8,
-                                           FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-        Oid types[1] = {INT8ARRAYOID};
-        Datum values[1] = {PointerGetDatum(array)};
-        /* Refused again: parked again (retry_requested false); accepted: gone. */
-        int rc =
-            SPI_execute_with_args("DELETE FROM pgsink.dead_letters "
-                                  "WHERE id OPERATOR(pg_catalog.=) ANY ($1) AND retry_requested",
-                                  1, types, values, nullptr, false, 0);
+        Datum *id_elems = static_cast<Datum *>(palloc(sizeof(Datum) * ids.size()));
+        Datum *try_elems = static_cast<Datum *>(palloc(sizeof(Datum) * ids.size()));
+        for (size_t i = 0; i < ids.size(); i++) {
+            id_elems[i] = Int64GetDatum(ids[i]);
+            try_elems[i] = Int32GetDatum(attempts[i]);
+        }
+        int n = static_cast<int>(ids.size());
+        Oid types[2] = {INT8ARRAYOID, INT4ARRAYOID};
+        Datum values[2] = {
+            PointerGetDatum(
+                construct_array(id_elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
+            PointerGetDatum(construct_array(try_elems, n, INT4OID, 4, true, TYPALIGN_INT))};
+        /*
+         * Accepted entries go. One refused again was parked again (its
+         * attempts went up): it stays, even if a retry was asked for
+         * meanwhile.
+         */
+        int rc = SPI_execute_with_args(
+            "DELETE FROM pgsink.dead_letters d "
+            "USING ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS a(id, attempts) "
+            "WHERE d.id OPERATOR(pg_catalog.=) a.id "
+            "  AND d.attempts OPERATOR(pg_catalog.=) a.attempts",
+            2, types, values, nullptr, false, 0);
         if (rc != SPI_OK_DELETE)
             elog(ERROR, "pgsink: could not remove dead letters: %s", SPI_result_code_string(rc));
         PopActiveSnapshot();
@@ -730,17 +754,28 @@ void Delivery::run()
     }
 }
 
-/* Between polls of a sink's request: interrupts (SIGTERM ends the process; an ERROR unwinds). */
+static Delivery *active_delivery = nullptr;
+
+/*
+ * Between polls of a sink's request: interrupts (SIGTERM ends the process;
+ * an ERROR unwinds) and reloads (new settings for the sink abandon the
+ * request: it is sent again from the cursor).
+ */
 static void poll_interrupts()
 {
-    pg_call([] { CHECK_FOR_INTERRUPTS(); });
+    if (active_delivery)
+        active_delivery->poll();
+    else
+        pg_call([] { CHECK_FOR_INTERRUPTS(); });
 }
 
 void delivery_loop(int slot, const char *sink)
 {
     set_sink_poll(poll_interrupts);
     try {
-        Delivery(slot, sink).run();
+        Delivery delivery(slot, sink);
+        active_delivery = &delivery;
+        delivery.run();
     } catch (const Unlisted &) {
         ereport(LOG, (errmsg("pgsink: sink \"%s\" is no longer in pgsink.sink; its delivery "
                              "worker stops",

@@ -17,7 +17,7 @@ dropped, as an idempotent receiver does.
 CONTROL (a JSON file, read at every request) injects faults:
   {"mode": "ok"}                        answer 200
   {"mode": "503", "retry_after": "1"}   answer 503 with Retry-After
-  {"mode": "500"} / {"mode": "400"}     answer that status
+  {"mode": "500"} / "400" / "401"       answer that status
   {"mode": "slow", "seconds": 30}       wait, then answer 200
   {"mode": "reject", "pattern": "x"}    400 if an entry of the batch holds x
   {"mode": "max_bytes", "bytes": 2000}  413 if the body is larger
@@ -110,7 +110,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if mode == "503":
             save_stats()
             return self.answer(503, b"try later", [("Retry-After", c.get("retry_after", "1"))])
-        if mode in ("500", "400"):
+        if mode in ("500", "400", "401"):
             save_stats()
             return self.answer(int(mode), ("refused: mode " + mode).encode())
         if mode == "slow":
