@@ -168,6 +168,23 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM pgsink.dead_letters'), 0,
 mode('{"mode": "ok"}');
 both_exact('(2) after the 401');
 
+# 429 with Retry-After, a connection reset mid-request, and a receiver that
+# stores a batch but drops the connection before answering (the batch is
+# sent again, and the receiver drops what it already has): exact each time.
+for my $m ('{"mode": "429", "retry_after": "1"}', '{"mode": "reset"}', '{"mode": "apply_then_drop"}')
+{
+	mode($m);
+	workload();
+	ok(defined poll_until($node, 'postgres',
+			"SELECT state FROM pgsink.sinks WHERE sink = 'webhook'", 'retrying', 30),
+		"(2) $m: retried");
+	mode('{"mode": "ok"}');
+	both_exact("(2) after $m");
+}
+cmp_ok(stats()->{duplicates}, '>', 0, '(2) the batches applied then dropped were sent again');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM pgsink.dead_letters'), 0,
+	'(2) none of that parked anything');
+
 # ---------------------------------------------------------------------------
 # (3) The receiver is down.
 stop_receiver();

@@ -20,6 +20,10 @@ CONTROL (a JSON file, read at every request) injects faults:
   {"mode": "500"} / "400" / "401"       answer that status
   {"mode": "slow", "seconds": 30}       wait, then answer 200
   {"mode": "reject", "pattern": "x"}    400 if an entry of the batch holds x
+  {"mode": "429", "retry_after": "1"}   answer 429 with Retry-After
+  {"mode": "reset"}                     close the connection without answering
+  {"mode": "apply_then_drop"}           store the entries, then close the
+                                        connection without answering
   {"mode": "max_bytes", "bytes": 2000}  413 if the body is larger
 STATS (JSON, rewritten after every request) counts requests, bad
 signatures, entries accepted and duplicates dropped.
@@ -107,9 +111,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.answer(401, b"bad signature")
         c = control()
         mode = c.get("mode", "ok")
-        if mode == "503":
+        if mode in ("503", "429"):
             save_stats()
-            return self.answer(503, b"try later", [("Retry-After", c.get("retry_after", "1"))])
+            return self.answer(int(mode), b"try later",
+                               [("Retry-After", c.get("retry_after", "1"))])
+        if mode == "reset":
+            stats["resets"] = stats.get("resets", 0) + 1
+            save_stats()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
         if mode in ("500", "400", "401"):
             save_stats()
             return self.answer(int(mode), ("refused: mode " + mode).encode())
@@ -140,6 +151,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 stats["accepted"] += 1
             f.flush()
             os.fsync(f.fileno())
+        if mode == "apply_then_drop":
+            stats["dropped_answers"] = stats.get("dropped_answers", 0) + 1
+            save_stats()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
         save_stats()
         self.answer(200, b"ok")
 
