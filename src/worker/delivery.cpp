@@ -453,6 +453,25 @@ std::string Delivery::schemas_before(std::string_view batch)
 }
 
 /*
+ * Run f (SPI calls) in a short transaction of its own, with a snapshot, as
+ * the delivery worker does between network calls: never across them.
+ * PostgreSQL code only: an ERROR becomes an exception (pg_call).
+ */
+template <typename F> static void in_transaction(F &&f)
+{
+    pg_call([&] {
+        SetCurrentStatementStartTimestamp();
+        StartTransactionCommand();
+        SPI_connect();
+        PushActiveSnapshot(GetTransactionSnapshot());
+        f();
+        PopActiveSnapshot();
+        SPI_finish();
+        CommitTransactionCommand();
+    });
+}
+
+/*
  * Write lines to the sink and make them durable. Entries the sink refuses
  * for good are found by bisection (a half that passes is delivered; a
  * refused half is split again) and parked in pgsink.dead_letters, or, with
@@ -507,11 +526,7 @@ void Delivery::park(std::string_view entry, const SinkRejected &r)
     std::string response = r.response();
     int status = r.status();
     const char *sink = name_.c_str();
-    pg_call([&] {
-        SetCurrentStatementStartTimestamp();
-        StartTransactionCommand();
-        SPI_connect();
-        PushActiveSnapshot(GetTransactionSnapshot());
+    in_transaction([&] {
         Oid types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
         Datum values[7] = {CStringGetTextDatum(sink),
                            CStringGetTextDatum(text.c_str()),
@@ -532,9 +547,6 @@ void Delivery::park(std::string_view entry, const SinkRejected &r)
             7, types, values, nulls, false, 0);
         if (rc != SPI_OK_INSERT)
             elog(ERROR, "pgsink: could not park a dead letter: %s", SPI_result_code_string(rc));
-        PopActiveSnapshot();
-        SPI_finish();
-        CommitTransactionCommand();
     });
     ereport(WARNING,
             (errmsg("pgsink: sink \"%s\" refused an entry for good (HTTP %d); it is parked in "
@@ -563,11 +575,7 @@ void Delivery::retry_parked()
     std::vector<int32> attempts;
     std::string lines;
     const char *sink = name_.c_str();
-    pg_call([&] {
-        SetCurrentStatementStartTimestamp();
-        StartTransactionCommand();
-        SPI_connect();
-        PushActiveSnapshot(GetTransactionSnapshot());
+    in_transaction([&] {
         Oid types[1] = {TEXTOID};
         Datum values[1] = {CStringGetTextDatum(sink)};
         /* Before ALTER EXTENSION pgsink UPDATE has made the table, there is nothing to send. */
@@ -589,20 +597,13 @@ void Delivery::retry_parked()
             lines.append(entry);
             lines.push_back('\n');
         }
-        PopActiveSnapshot();
-        SPI_finish();
-        CommitTransactionCommand();
     });
     if (ids.empty())
         return;
     ereport(LOG, (errmsg("pgsink: sink \"%s\" sends %zu parked entries again", name_.c_str(),
                          ids.size())));
     send(lines, true);
-    pg_call([&] {
-        SetCurrentStatementStartTimestamp();
-        StartTransactionCommand();
-        SPI_connect();
-        PushActiveSnapshot(GetTransactionSnapshot());
+    in_transaction([&] {
         Datum *id_elems = static_cast<Datum *>(palloc(sizeof(Datum) * ids.size()));
         Datum *try_elems = static_cast<Datum *>(palloc(sizeof(Datum) * ids.size()));
         for (size_t i = 0; i < ids.size(); i++) {
@@ -628,9 +629,6 @@ void Delivery::retry_parked()
             2, types, values, nullptr, false, 0);
         if (rc != SPI_OK_DELETE)
             elog(ERROR, "pgsink: could not remove dead letters: %s", SPI_result_code_string(rc));
-        PopActiveSnapshot();
-        SPI_finish();
-        CommitTransactionCommand();
     });
 }
 

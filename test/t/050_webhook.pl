@@ -25,6 +25,7 @@ use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use PgsinkTest;
+use PgsinkWebhook;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
@@ -40,46 +41,15 @@ pgsink.http_timeout = '5s'
 log_min_messages = debug1
 });
 my $dir = $node->basedir;
-my $store = "$dir/received.jsonl";
-my $control = "$dir/control.json";
-my $stats_file = "$dir/stats.json";
 my $file = sink_file($node);
 my %tables = ('public.t' => ['id'], 'public.u' => [ 'a', 'b' ]);
 
 my $receiver;
-sub start_receiver
-{
-	$receiver = IPC::Run::start(
-		[ 'python3', "$FindBin::RealBin/webhook_receiver.py", $port, $secret, $store, $control,
-			$stats_file ],
-		'>', "$dir/receiver.log", '2>&1');
-	for (1 .. 100)
-	{
-		my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port);
-		if ($sock) { close $sock; return; }
-		usleep(100_000);
-	}
-	BAIL_OUT('the webhook receiver does not answer');
-}
-sub stop_receiver { $receiver->kill_kill; $receiver->finish; }
-
-sub mode
-{
-	my ($json) = @_;
-	open(my $fh, '>', "$control.tmp") or die;
-	print $fh $json;
-	close $fh;
-	rename("$control.tmp", $control) or die;
-}
-
-sub stats
-{
-	open(my $fh, '<', $stats_file) or return {};
-	local $/;
-	my $s = JSON::PP->new->decode(<$fh>);
-	close $fh;
-	return $s;
-}
+my $store = "$dir/received.jsonl";
+sub start_receiver { $receiver = receiver_start($dir, $port, $secret); }
+sub stop_receiver { receiver_stop($receiver); }
+sub mode { receiver_mode($receiver // { control => "$dir/control.json" }, $_[0]); }
+sub stats { return receiver_stats($receiver); }
 
 mode('{"mode": "ok"}');
 start_receiver();

@@ -19,6 +19,7 @@ use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use PgsinkTest;
+use PgsinkWebhook;
 use Test::More;
 use Time::HiRes qw(usleep);
 
@@ -36,7 +37,7 @@ pgsink.webhook_gzip = on
 pgsink.http_timeout = '5s'
 });
 my $dir = $node->basedir;
-my ($store, $control, $stats_file) = ("$dir/received.jsonl", "$dir/control.json", "$dir/stats.json");
+my $store = "$dir/received.jsonl";
 my %tables = ('public.t' => ['id']);
 
 # A test CA and a certificate for 127.0.0.1 signed by it.
@@ -51,25 +52,8 @@ close $ext;
 openssl('x509', '-req', '-in', "$dir/server.csr", '-CA', "$dir/ca.crt", '-CAkey', "$dir/ca.key",
 	'-CAcreateserial', '-days', '2', '-extfile', "$dir/san.ext", '-out', "$dir/server.crt");
 
-my $receiver = IPC::Run::start(
-	[ 'python3', "$FindBin::RealBin/webhook_receiver.py", $port, $secret, $store, $control,
-		$stats_file, "$dir/server.crt", "$dir/server.key" ],
-	'>', "$dir/receiver.log", '2>&1');
-for (1 .. 100)
-{
-	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port);
-	if ($sock) { close $sock; last; }
-	usleep(100_000);
-}
-
-sub stats
-{
-	open(my $fh, '<', $stats_file) or return {};
-	local $/;
-	my $s = JSON::PP->new->decode(<$fh>);
-	close $fh;
-	return $s;
-}
+my $receiver = receiver_start($dir, $port, $secret, "$dir/server.crt", "$dir/server.key");
+sub stats { return receiver_stats($receiver); }
 
 $node->start;
 $node->safe_psql('postgres', q{
@@ -115,7 +99,6 @@ unlike($log, qr/\Q$tok\E/, '(3) no header value in the log');
 my ($key) = $secret =~ /^whsec_(.*)$/;
 unlike($log, qr/\Q$key\E/, '(3) nor the secret');
 
-$receiver->kill_kill;
-$receiver->finish;
+receiver_stop($receiver);
 $node->stop;
 done_testing();

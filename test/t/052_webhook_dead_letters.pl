@@ -17,6 +17,7 @@ use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use PgsinkTest;
+use PgsinkWebhook;
 use Test::More;
 use Time::HiRes qw(usleep);
 
@@ -30,37 +31,15 @@ pgsink.webhook_url = 'http://127.0.0.1:$port/hook'
 pgsink.webhook_secret = '$secret'
 });
 my $dir = $node->basedir;
-my ($store, $control, $stats_file) = ("$dir/received.jsonl", "$dir/control.json", "$dir/stats.json");
+my $store = "$dir/received.jsonl";
 my $file = sink_file($node);
 
-sub mode
-{
-	open(my $fh, '>', "$control.tmp") or die;
-	print $fh $_[0];
-	close $fh;
-	rename("$control.tmp", $control) or die;
-}
+my $receiver;
+sub mode { receiver_mode($receiver // { control => "$dir/control.json" }, $_[0]); }
 mode('{"mode": "reject", "pattern": "poison"}');
-my $receiver = IPC::Run::start(
-	[ 'python3', "$FindBin::RealBin/webhook_receiver.py", $port, $secret, $store, $control,
-		$stats_file ],
-	'>', "$dir/receiver.log", '2>&1');
-for (1 .. 100)
-{
-	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port);
-	if ($sock) { close $sock; last; }
-	usleep(100_000);
-}
-
+$receiver = receiver_start($dir, $port, $secret);
+sub stats { return receiver_stats($receiver); }
 my $json = JSON::PP->new;
-sub stats
-{
-	open(my $fh, '<', $stats_file) or return {};
-	local $/;
-	my $s = $json->decode(<$fh>);
-	close $fh;
-	return $s;
-}
 
 # An entry's identity: (lsn, sequence), or a Schema entry's lsn and table.
 sub key_of
@@ -155,7 +134,6 @@ $node->psql('postgres', 'SELECT count(*) FROM pgsink.dead_letter_counts; SELECT 
 	stdout => \$out, stderr => \$err, extra_params => [ '-U', 'keeper' ]);
 is($err, '', 'but it sees the counts and can ask for a retry');
 
-$receiver->kill_kill;
-$receiver->finish;
+receiver_stop($receiver);
 $node->stop;
 done_testing();
