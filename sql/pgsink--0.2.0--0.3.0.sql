@@ -117,8 +117,8 @@ SELECT sink, "table", pg_catalog.count(*) AS entries, pg_catalog.sum(attempts) A
  GROUP BY sink, "table";
 
 -- Ask the sinks' delivery workers to send parked entries again (all, or
--- those ids); they do within a second, and remove each one the sink
--- accepts. Returns how many were asked for.
+-- those ids); they do within a second of being caught up with the spool,
+-- and remove each one the sink accepts. Returns how many were asked for.
 CREATE FUNCTION pgsink.retry_dead_letters(ids bigint[] DEFAULT NULL)
 RETURNS bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER
