@@ -55,6 +55,8 @@ namespace pgsink
 static constexpr long kFirstRetryMs = 100;
 /* While a sink keeps failing, repeat the warning at most this often. */
 static constexpr long kRepeatWarningMs = 60000;
+/* A sink that cannot refuse entries is written in pieces of this size (see deliver()). */
+static constexpr size_t kPieceBytes = 256 * 1024;
 /* An idle worker looks at the spool at least this often (it is woken sooner). */
 static constexpr long kIdleWaitMs = 1000;
 
@@ -635,23 +637,55 @@ void Delivery::retry_parked()
 /* One batch from the cursor toward the durable end. */
 void Delivery::deliver(const Durable &d)
 {
-    uint64_t lines = 0;
     size_t max = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
-    std::string_view batch = reader_.read(cursor_.offset, d.end, max, &lines);
-    size_t n = batch.size();
-    if (announce_) {
-        std::string out = schemas_before(batch);
-        out.append(batch);
-        send(out);
-        announce_ = false;
+    uint64_t lines = 0;
+    size_t n = 0;
+    int64_t ts = 0;
+    bool have_ts = false;
+    /* The commit time of the last entry delivered: the head of a piece's last line. */
+    auto note_last_line = [&](std::string_view piece) {
+        size_t len = piece.size();
+        size_t last = len >= 2 ? piece.rfind('\n', len - 2) : std::string_view::npos;
+        last = last == std::string_view::npos ? 0 : last + 1;
+        have_ts = line_timestamp(piece.data() + last, len - last, &ts) || have_ts;
+    };
+    if (sink_->can_reject()) {
+        /* One request: the whole batch, bisected if the sink refuses it. */
+        std::string_view batch = reader_.read(cursor_.offset, d.end, max, &lines);
+        n = batch.size();
+        if (announce_) {
+            std::string out = schemas_before(batch);
+            out.append(batch);
+            send(out);
+            announce_ = false;
+        } else {
+            send(batch);
+        }
+        note_last_line(batch);
     } else {
-        send(batch);
+        /*
+         * Written in pieces small enough to be still in the CPU's cache when
+         * the kernel copies them, made durable once for the whole batch.
+         */
+        while (n < max && cursor_.offset + n < d.end) {
+            uint64_t piece_lines = 0;
+            std::string_view piece =
+                reader_.read(cursor_.offset + n, d.end, kPieceBytes, &piece_lines);
+            if (announce_) {
+                std::string out = schemas_before(piece);
+                out.append(piece);
+                with_retry([&] { sink_->write(out.data(), out.size()); });
+                announce_ = false;
+            } else {
+                with_retry([&] { sink_->write(piece.data(), piece.size()); });
+            }
+            note_last_line(piece);
+            n += piece.size();
+            lines += piece_lines;
+        }
+        with_retry([&] { sink_->sync(); });
     }
-    /* The commit time of the last entry delivered: the head of the batch's last line. */
-    size_t last = n >= 2 ? batch.rfind('\n', n - 2) : std::string_view::npos;
-    last = last == std::string_view::npos ? 0 : last + 1;
-    int64_t ts;
-    if (line_timestamp(batch.data() + last, n - last, &ts))
+    if (have_ts)
         cursor_.delivered_time = ts;
     cursor_.offset += n;
     cursor_.entries += lines;

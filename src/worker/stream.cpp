@@ -55,6 +55,12 @@ extern "C" {
 namespace pgsink
 {
 
+/*
+ * Entries are appended to the spool in writes of about this size: the
+ * bytes are still in the CPU's cache when the kernel copies them (perf: with
+ * 16 MB writes, a quarter of the stream worker's time went to that copy).
+ */
+static constexpr size_t kSpoolWriteBytes = 256 * 1024;
 /* A round ends (the spool is synced, delivery workers woken) once it holds this much. */
 static constexpr size_t kRoundBytes = 32 << 20;
 /* How often delivered segments are looked for while the spool is not full. */
@@ -154,7 +160,8 @@ void Stream::entry_done()
     batch_.push_back('\n');
     entry_start_ = batch_.size();
     batch_entries_++;
-    if (batch_.size() >= static_cast<size_t>(guc_batch_bytes_kb) * 1024 ||
+    if (batch_.size() >=
+            std::min<size_t>(static_cast<size_t>(guc_batch_bytes_kb) * 1024, kSpoolWriteBytes) ||
         batch_entries_ >= static_cast<uint64>(guc_batch_rows))
         write_batch();
 }
