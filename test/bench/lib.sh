@@ -59,3 +59,18 @@ pgsink_pause() {
 pgsink_resume() { psqlq -c "ALTER SYSTEM RESET pgsink.database" -c "SELECT pg_reload_conf()" >/dev/null; }
 
 now_ms() { date +%s%3N; }
+
+# Insert $1 rows into bench_rows in transactions of $2 rows.
+bench_load_rows() {
+    psqlq <<SQL
+DO \$\$
+BEGIN
+  FOR i IN 1..($1 / $2) LOOP
+    INSERT INTO bench_rows (account, note, amount)
+    SELECT g % 1000, 'note number ' || g, g * 1.25 FROM generate_series(1, $2) g;
+    COMMIT;
+  END LOOP;
+END
+\$\$;
+SQL
+}

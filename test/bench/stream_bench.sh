@@ -57,17 +57,7 @@ echo "== throughput: $ROWS rows in $TXN_ROWS-row transactions"
 pgsink_pause
 : > "$BENCH_DIR/pgsink.jsonl"
 t0=$(now_ms)
-psqlq <<SQL
-DO \$\$
-BEGIN
-  FOR i IN 1..($ROWS / $TXN_ROWS) LOOP
-    INSERT INTO bench_rows (account, note, amount)
-    SELECT g % 1000, 'note number ' || g, g * 1.25 FROM generate_series(1, $TXN_ROWS) g;
-    COMMIT;
-  END LOOP;
-END
-\$\$;
-SQL
+bench_load_rows "$ROWS" "$TXN_ROWS"
 echo "load: $(( $(now_ms) - t0 )) ms"
 end_lsn=$(psqlq -c "SELECT pg_current_wal_flush_lsn()")
 

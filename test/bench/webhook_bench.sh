@@ -31,17 +31,7 @@ psqlq -c "SELECT pgsink.wait_for_delivery()" >/dev/null
 
 echo "== webhook vs file: a backlog of $ROWS rows in $TXN_ROWS-row transactions"
 pgsink_pause
-psqlq <<SQL
-DO \$\$
-BEGIN
-  FOR i IN 1..($ROWS / $TXN_ROWS) LOOP
-    INSERT INTO bench_rows (account, note, amount)
-    SELECT g % 1000, 'note number ' || g, g * 1.25 FROM generate_series(1, $TXN_ROWS) g;
-    COMMIT;
-  END LOOP;
-END
-\$\$;
-SQL
+bench_load_rows "$ROWS" "$TXN_ROWS"
 pgsink_resume
 psqlq -c "SELECT pgsink.wait_for_delivery('30 min')" >/dev/null
 end=$(psqlq -c "SELECT durable_offset FROM pgsink.spool")
