@@ -71,14 +71,13 @@ struct SinkSlot {
     pid_t pid;
     int procno;
     SinkState state;
-    bool cursor_valid;                   /* cursor was loaded or saved by the sink's worker */
-    uint64 spool_id;                     /* the spool the cursor points into */
-    uint64 cursor;                       /* spool offset delivered up to (durable in the sink) */
-    uint64 cursor_entries;               /* entries before cursor */
-    XLogRecPtr delivered_lsn;            /* every transaction committed before it is delivered */
-    TimestampTz delivered_commit_time;   /* commit time of the last delivered entry */
-    TimestampTz oldest_undelivered_time; /* commit time of the next entry, if behind */
-    uint64 entries_delivered;            /* since the server started */
+    bool cursor_valid;                 /* cursor was loaded or saved by the sink's worker */
+    uint64 spool_id;                   /* the spool the cursor points into */
+    uint64 cursor;                     /* spool offset delivered up to (durable in the sink) */
+    uint64 cursor_entries;             /* entries before cursor */
+    XLogRecPtr delivered_lsn;          /* every transaction committed before it is delivered */
+    TimestampTz delivered_commit_time; /* commit time of the last delivered entry */
+    uint64 entries_delivered;          /* since the server started */
     uint64 bytes_delivered;
     uint64 dead_letters; /* entries parked since the server started */
     char last_error[kErrorLen];

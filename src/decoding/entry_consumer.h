@@ -33,6 +33,8 @@ class EntryConsumer
     virtual std::string &buffer() = 0;
     /* One entry was appended to buffer(). May flush a partial batch. */
     virtual void entry_done() = 0;
+    /* The entry appended was a Schema entry (it is done as entry_done() says). */
+    virtual void schema_done() { entry_done(); }
     /* A transaction that produced entries committed. */
     virtual void commit(const TxnMeta &txn, uint64 entries) = 0;
 };

@@ -133,7 +133,7 @@ static void write_schema(Decoder &d, const std::string &schema_json)
     out.append(",\"schema\":");
     out.append(schema_json);
     out.push_back('}');
-    d.consumer->entry_done();
+    d.consumer->schema_done();
 }
 
 static bool is_unchanged_toast(const ColumnInfo &col, Datum v)

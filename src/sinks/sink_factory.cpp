@@ -9,7 +9,7 @@
 #include "sinks/file_sink.h"
 #include "sinks/webhook_sink.h"
 
-#include <openssl/sha.h>
+#include "core/digest.h"
 
 namespace pgsink
 {
@@ -35,17 +35,6 @@ bool sink_known(const char *name)
 const char *known_sink_names()
 {
     return "file, webhook";
-}
-
-/* Settings that hold secrets are compared by digest, never kept in the clear. */
-static std::string digest(const std::string &s)
-{
-    unsigned char d[SHA256_DIGEST_LENGTH];
-    SHA256(reinterpret_cast<const unsigned char *>(s.data()), s.size(), d);
-    char hex[2 * SHA256_DIGEST_LENGTH + 1];
-    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
-        snprintf(hex + 2 * i, 3, "%02x", d[i]);
-    return hex;
 }
 
 static WebhookSink::Settings webhook_settings()
@@ -75,7 +64,8 @@ std::string sink_settings(const std::string &name)
         return std::string("file:") + guc_file_path;
     if (name == "webhook") {
         WebhookSink::Settings w = webhook_settings();
-        return "webhook:" + digest(w.url + '\n' + w.secret + '\n' + w.headers) + ":" +
+        /* Settings that hold secrets are compared by digest, never kept in the clear. */
+        return "webhook:" + sha256_hex(w.url + '\n' + w.secret + '\n' + w.headers) + ":" +
                std::to_string(w.http.timeout_ms) + ":" + w.http.ca_file + ":" +
                (w.gzip ? "gzip" : "plain");
     }

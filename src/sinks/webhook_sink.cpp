@@ -16,10 +16,10 @@
 #include <ctime>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/sha.h>
 #include <strings.h>
 #include <zlib.h>
 
+#include "core/digest.h"
 #include "sinks/webhook_sink.h"
 
 namespace pgsink
@@ -159,12 +159,7 @@ std::string WebhookSink::describe() const
 std::string WebhookSink::state() const
 {
     /* Which receiver it delivers to (a digest: the URL may hold a secret). */
-    unsigned char d[SHA256_DIGEST_LENGTH];
-    SHA256(reinterpret_cast<const unsigned char *>(settings_.url.data()), settings_.url.size(), d);
-    char hex[2 * 16 + 1];
-    for (int i = 0; i < 16; i++)
-        snprintf(hex + 2 * i, 3, "%02x", d[i]);
-    return std::string("webhook ") + hex;
+    return "webhook " + sha256_hex(settings_.url, 16);
 }
 
 /* Valid UTF-8 only (an answer's excerpt goes into text columns and messages). */
@@ -222,17 +217,13 @@ void WebhookSink::sync()
     }
     body.append("]}");
 
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    SHA256(reinterpret_cast<const unsigned char *>(body.data()), body.size(), digest);
-    char id[64] = "msg_";
-    for (int i = 0; i < 16; i++)
-        snprintf(id + 4 + 2 * i, 3, "%02x", digest[i]);
+    std::string id = "msg_" + sha256_hex(body, 16);
     std::string timestamp = std::to_string(static_cast<long>(time(nullptr)));
     std::vector<std::string> headers = {
         "Content-Type: application/json",
-        std::string("webhook-id: ") + id,
+        "webhook-id: " + id,
         "webhook-timestamp: " + timestamp,
-        std::string("Idempotency-Key: ") + id,
+        "Idempotency-Key: " + id,
     };
     if (!key_.empty())
         headers.push_back("webhook-signature: " + webhook_signature(key_, id, timestamp, body));

@@ -193,6 +193,7 @@ Position Reader::oldest()
     if (!records.empty() && records.front().offset == s.start) {
         p.entries = records.front().entries;
         p.lsn = records.front().lsn;
+        p.commit_time = records.front().commit_time;
     }
     return p;
 }

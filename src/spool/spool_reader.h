@@ -25,7 +25,8 @@ namespace pgsink::spool
 struct Position {
     uint64_t offset = 0;
     uint64_t entries = 0;
-    uint64_t lsn = 0; /* the first entry there has this lsn or a later one */
+    uint64_t lsn = 0;        /* the first entry there has this lsn or a later one */
+    int64_t commit_time = 0; /* of the newest transaction before it, where known */
 };
 
 class Reader

@@ -262,7 +262,7 @@ uint64_t Writer::open(uint64_t slot_confirmed)
     return std::max(durable_lsn_, slot_confirmed);
 }
 
-void Writer::note_entry(const char *line, size_t len)
+void Writer::note_schema(const char *line, size_t len)
 {
     std::string table;
     if (schema_line_table(line, len, &table))

@@ -40,10 +40,10 @@ class Writer
     void close();
 
     /*
-     * An entry is about to be appended: a Schema entry is remembered, so
-     * that each new segment says which schemas are in effect where it starts.
+     * A Schema entry is about to be appended: remembered, so that each new
+     * segment says which schemas are in effect where it starts.
      */
-    void note_entry(const char *line, size_t len);
+    void note_schema(const char *line, size_t len);
     /* Append entries (whole lines, not durable yet). */
     void write(const char *data, size_t len, uint64_t entries);
     /*

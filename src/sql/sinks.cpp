@@ -177,18 +177,13 @@ enum SpoolColumn {
     P_NUM
 };
 
-/* The oldest retained segment's first index record (where it starts, and what is before). */
-static bool oldest_record(spool::IndexRecord *r)
+/* The oldest retained position; false if the spool has no segment (yet). */
+static bool oldest_position(spool::Position *p)
 {
     std::string dir = spool::directory();
-    std::vector<spool::Segment> segments = spool::list_segments(dir);
-    if (segments.empty())
+    if (spool::list_segments(dir).empty())
         return false;
-    std::vector<spool::IndexRecord> records =
-        spool::read_index(spool::index_path(dir, segments.front().start));
-    if (records.empty())
-        return false;
-    *r = records.front();
+    *p = spool::Reader(dir).oldest();
     return true;
 }
 
@@ -202,8 +197,8 @@ static Datum spool_status(PG_FUNCTION_ARGS)
     LWLockAcquire(shared_lock, LW_SHARED);
     s = shared->spool;
     LWLockRelease(shared_lock);
-    spool::IndexRecord oldest{};
-    bool have_oldest = cxx_entry([&] { return oldest_record(&oldest); });
+    spool::Position oldest;
+    bool have_oldest = cxx_entry([&] { return oldest_position(&oldest); });
 
     Row<P_NUM> row;
     auto set = [&](int col, Datum v) { row.set(col, v); };

@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
-#include <openssl/sha.h>
 #include <optional>
 #include <vector>
 #include <string>
@@ -26,6 +25,7 @@
 #include "boundary/pg_boundary.h"
 #include "changelog/entry_head.h"
 #include "core/config.h"
+#include "core/digest.h"
 #include "core/shared_state.h"
 #include "sinks/sink_factory.h"
 #include "spool/sink_cursor.h"
@@ -69,13 +69,6 @@ struct Unlisted : std::exception {
     const char *what() const noexcept override { return "pgsink: the sink is not listed"; }
 };
 
-/* A snapshot of what the spool made durable. */
-struct Durable {
-    uint64 id = 0, end = 0, entries = 0, oldest = 0;
-    XLogRecPtr lsn = 0;
-    bool ready = false, full = false;
-};
-
 class Delivery
 {
   public:
@@ -93,7 +86,7 @@ class Delivery
     void run();
 
   private:
-    Durable durable() const;
+    SpoolShared durable() const;
     void wait(long ms);
     void reload();
     bool rewind_pending() const;
@@ -101,7 +94,7 @@ class Delivery
     void open_sink();
     void reopen_sink();
     std::string schemas_before(std::string_view batch);
-    void deliver(const Durable &d);
+    void deliver(const SpoolShared &d);
     /* park_always: entries refused are parked whatever pgsink.on_rejection says (retries). */
     void send(std::string_view lines, bool park_always = false);
     void park(std::string_view entry, const SinkRejected &r);
@@ -136,17 +129,11 @@ class Delivery
     TimestampTz last_warning_at_ = 0;
 };
 
-Durable Delivery::durable() const
+/* A snapshot of what the spool made durable. */
+SpoolShared Delivery::durable() const
 {
-    Durable d;
     LWLockAcquire(shared_lock, LW_SHARED);
-    d.ready = shared->spool.ready;
-    d.id = shared->spool.id;
-    d.end = shared->spool.durable_end;
-    d.entries = shared->spool.durable_entries;
-    d.lsn = shared->spool.durable_lsn;
-    d.oldest = shared->spool.oldest_offset;
-    d.full = shared->spool.full;
+    SpoolShared d = shared->spool;
     LWLockRelease(shared_lock);
     return d;
 }
@@ -307,7 +294,7 @@ void Delivery::needs_reimport(const std::string &why)
  */
 void Delivery::position_cursor()
 {
-    Durable d = durable();
+    SpoolShared d = durable();
     spool::Cursor c;
     bool have = cursor_file_.load(&c);
     if (have) {
@@ -337,17 +324,18 @@ void Delivery::position_cursor()
         snprintf(why, sizeof(why),
                  "the spool was made anew since it last delivered (its identity changed), so "
                  "entries may be missing");
-    else if (c.offset < d.oldest)
+    else if (c.offset < d.oldest_offset)
         snprintf(why, sizeof(why),
                  "entries from spool offset %llX to %llX were removed before it delivered them "
                  "(it was not in pgsink.sink meanwhile?)",
                  static_cast<unsigned long long>(c.offset),
-                 static_cast<unsigned long long>(d.oldest));
-    else if (c.offset > d.end)
+                 static_cast<unsigned long long>(d.oldest_offset));
+    else if (c.offset > d.durable_end)
         snprintf(why, sizeof(why),
                  "its cursor (offset %llX) is past the end of the spool (%llX): the spool lost "
                  "entries it had made durable",
-                 static_cast<unsigned long long>(c.offset), static_cast<unsigned long long>(d.end));
+                 static_cast<unsigned long long>(c.offset),
+                 static_cast<unsigned long long>(d.durable_end));
     else {
         first_lsn_ = 0;
         save(); /* publish it: the stream worker keeps what it has not delivered */
@@ -512,11 +500,7 @@ void Delivery::send(std::string_view lines, bool park_always)
 /* Park one refused entry (without its newline), in a transaction of its own. */
 void Delivery::park(std::string_view entry, const SinkRejected &r)
 {
-    unsigned char digest[SHA256_DIGEST_LENGTH];
-    SHA256(reinterpret_cast<const unsigned char *>(entry.data()), entry.size(), digest);
-    char key[2 * SHA256_DIGEST_LENGTH + 1];
-    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
-        snprintf(key + 2 * i, 3, "%02x", digest[i]);
+    std::string key = sha256_hex(entry);
     uint64_t lsn = 0;
     char lsn_text[32] = "";
     if (line_lsn(entry.data(), entry.size(), &lsn))
@@ -532,7 +516,7 @@ void Delivery::park(std::string_view entry, const SinkRejected &r)
         Oid types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
         Datum values[7] = {CStringGetTextDatum(sink),
                            CStringGetTextDatum(text.c_str()),
-                           CStringGetTextDatum(key),
+                           CStringGetTextDatum(key.c_str()),
                            lsn_text[0] ? CStringGetTextDatum(lsn_text) : (Datum)0,
                            has_table ? CStringGetTextDatum(table.c_str()) : (Datum)0,
                            Int32GetDatum(status),
@@ -635,7 +619,7 @@ void Delivery::retry_parked()
 }
 
 /* One batch from the cursor toward the durable end. */
-void Delivery::deliver(const Durable &d)
+void Delivery::deliver(const SpoolShared &d)
 {
     size_t max = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
     uint64_t lines = 0;
@@ -651,7 +635,7 @@ void Delivery::deliver(const Durable &d)
     };
     if (sink_->can_reject()) {
         /* One request: the whole batch, bisected if the sink refuses it. */
-        std::string_view batch = reader_.read(cursor_.offset, d.end, max, &lines);
+        std::string_view batch = reader_.read(cursor_.offset, d.durable_end, max, &lines);
         n = batch.size();
         if (announce_) {
             std::string out = schemas_before(batch);
@@ -667,10 +651,10 @@ void Delivery::deliver(const Durable &d)
          * Written in pieces small enough to be still in the CPU's cache when
          * the kernel copies them, made durable once for the whole batch.
          */
-        while (n < max && cursor_.offset + n < d.end) {
+        while (n < max && cursor_.offset + n < d.durable_end) {
             uint64_t piece_lines = 0;
             std::string_view piece =
-                reader_.read(cursor_.offset + n, d.end, kPieceBytes, &piece_lines);
+                reader_.read(cursor_.offset + n, d.durable_end, kPieceBytes, &piece_lines);
             if (announce_) {
                 std::string out = schemas_before(piece);
                 out.append(piece);
@@ -689,12 +673,12 @@ void Delivery::deliver(const Durable &d)
         cursor_.delivered_time = ts;
     cursor_.offset += n;
     cursor_.entries += lines;
-    if (cursor_.offset == d.end)
-        cursor_.delivered_lsn = std::max<uint64_t>(cursor_.delivered_lsn, d.lsn);
+    if (cursor_.offset == d.durable_end)
+        cursor_.delivered_lsn = std::max<uint64_t>(cursor_.delivered_lsn, d.durable_lsn);
     delivered_entries_ += lines;
     delivered_bytes_ += n;
     save();
-    publish(cursor_.offset == d.end ? SinkState::idle : SinkState::delivering);
+    publish(cursor_.offset == d.durable_end ? SinkState::idle : SinkState::delivering);
 }
 
 /* Between batches: what the sink noticed about its destination (a rotated file). */
@@ -751,7 +735,7 @@ void Delivery::run()
                 if (rewind_pending())
                     apply_rewind();
                 check_between_rounds();
-                Durable d = durable();
+                SpoolShared d = durable();
                 if (d.id != cursor_.spool_id) {
                     /*
                      * The spool was made anew under us: what was not delivered
@@ -765,16 +749,16 @@ void Delivery::run()
                     apply_rewind();
                     continue;
                 }
-                if (cursor_.offset < d.end) {
+                if (cursor_.offset < d.durable_end) {
                     deliver(d);
                     continue;
                 }
                 retry_parked();
-                if (cursor_.delivered_lsn < d.lsn) {
+                if (cursor_.delivered_lsn < d.durable_lsn) {
                     /* Caught up: what the stream decoded since (no entries) is delivered too. */
-                    cursor_.delivered_lsn = d.lsn;
+                    cursor_.delivered_lsn = d.durable_lsn;
                     LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-                    slot().delivered_lsn = d.lsn;
+                    slot().delivered_lsn = d.durable_lsn;
                     slot().state = SinkState::idle;
                     LWLockRelease(shared_lock);
                 }

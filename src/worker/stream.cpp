@@ -81,6 +81,7 @@ class Stream final : public EntryConsumer
   public:
     std::string &buffer() override { return batch_; }
     void entry_done() override;
+    void schema_done() override;
     void commit(const TxnMeta &txn, uint64 entries) override;
 
     bool running() const { return ctx_ != nullptr; }
@@ -154,9 +155,15 @@ static Stream &stream()
     return *the_stream;
 }
 
+/* The spool keeps the Schema entries in effect, for each new segment (see spool_files.h). */
+void Stream::schema_done()
+{
+    spool_.note_schema(batch_.data() + entry_start_, batch_.size() - entry_start_);
+    entry_done();
+}
+
 void Stream::entry_done()
 {
-    spool_.note_entry(batch_.data() + entry_start_, batch_.size() - entry_start_);
     batch_.push_back('\n');
     entry_start_ = batch_.size();
     batch_entries_++;
