@@ -39,6 +39,7 @@ char *guc_webhook_headers = nullptr;
 bool guc_webhook_gzip = false;
 int guc_http_timeout_ms = 30000;
 int guc_on_rejection = ON_REJECTION_DEAD_LETTER;
+int guc_max_in_flight = 0;
 
 static const struct config_enum_entry on_rejection_options[] = {
     {"dead_letter", ON_REJECTION_DEAD_LETTER, false},
@@ -272,6 +273,13 @@ void define_gucs()
         "go on; stop: hold the sink, retrying with back-off, until the receiver accepts them.",
         &guc_on_rejection, ON_REJECTION_DEAD_LETTER, on_rejection_options, PGC_SIGHUP, 0, nullptr,
         nullptr, nullptr);
+
+    DefineCustomIntVariable(
+        "pgsink.max_in_flight", "Most requests an HTTP sink keeps open at once.",
+        "0: the sink's own default (1 for the webhook, so batches arrive in commit order). "
+        "With more, batches may arrive out of order; each entry carries (lsn, sequence). "
+        "Memory: about twice max_in_flight + 1 times pgsink.batch_bytes per sink.",
+        &guc_max_in_flight, 0, 0, 64, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 
     DefineCustomIntVariable("pgsink.http_timeout",
                             "Longest an HTTP request of a sink may take, answer included.", nullptr,

@@ -29,6 +29,7 @@ extern int guc_http_timeout_ms;
 /* pgsink.on_rejection: what a delivery worker does with entries a sink refuses for good. */
 enum OnRejection { ON_REJECTION_DEAD_LETTER = 0, ON_REJECTION_STOP };
 extern int guc_on_rejection;
+extern int guc_max_in_flight;
 extern char *guc_ca_file;
 extern char *guc_spool_directory;
 extern int guc_spool_retention_s;

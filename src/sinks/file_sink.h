@@ -11,7 +11,7 @@
 namespace pgsink
 {
 
-class FileSink final : public Sink
+class FileSink final : public AppendSink
 {
   public:
     explicit FileSink(std::string path) : path_(std::move(path)) {}

@@ -2,9 +2,10 @@
  * sink.h: the interface every sink implements.
  *
  * A sink is a consumer of the spool (see spool/): its delivery worker reads
- * batches of entries (JSON lines) from the sink's cursor, writes them, asks
- * the sink to make them durable, and only then saves the cursor, together
- * with the state the sink returns (state()). After a crash delivery resumes
+ * batches of entries (JSON lines) from the sink's cursor, delivers them (an
+ * AppendSink: writes, then makes them durable; an HttpSink: requests, until
+ * acknowledged), and only then saves the cursor, together with the state the
+ * sink returns (state()). After a crash delivery resumes
  * at the cursor and open() gets that state back: a sink that can, drops
  * what it received after it (the file sink cuts its file back), which makes
  * delivery exactly-once; others rely on the entries' (lsn, sequence).
@@ -20,6 +21,10 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+
+#include "http/delivery_window.h"
+#include "http/http_pipeline.h"
 
 namespace pgsink
 {
@@ -32,38 +37,9 @@ class SinkError : public std::runtime_error
     {
     }
     bool retryable() const noexcept { return retryable_; }
-    /* How long the sink asked to wait before the next attempt (Retry-After); -1: no ask. */
-    long retry_after_ms() const noexcept { return retry_after_ms_; }
-    void set_retry_after_ms(long ms) noexcept { retry_after_ms_ = ms; }
 
   private:
     bool retryable_;
-    long retry_after_ms_ = -1;
-};
-
-/*
- * The sink refused a batch for good (an HTTP 4xx other than 408 and 429):
- * sending it again as it is will not help. too_large: it refused the
- * batch's size (413); smaller batches may pass. The delivery worker
- * bisects the batch to find the entries refused, and parks them as dead
- * letters (pgsink.on_rejection).
- */
-class SinkRejected : public SinkError
-{
-  public:
-    SinkRejected(const std::string &what, int status, std::string response, bool too_large)
-        : SinkError(what, false), status_(status), response_(std::move(response)),
-          too_large_(too_large)
-    {
-    }
-    int status() const noexcept { return status_; }
-    const std::string &response() const noexcept { return response_; }
-    bool too_large() const noexcept { return too_large_; }
-
-  private:
-    int status_;
-    std::string response_;
-    bool too_large_;
 };
 
 class Sink
@@ -87,14 +63,10 @@ class Sink
      * the delivery worker sends them again first.
      */
     virtual bool open(const Resume &from) = 0;
-    /* Append entries (newline-terminated JSON lines). */
-    virtual void write(const char *data, size_t len) = 0;
-    /* Make everything written so far durable (acknowledged). */
-    virtual void sync() = 0;
-    /* After sync(): what open() needs to resume exactly here (at most 200 bytes). */
+    /* What open() needs to resume exactly at the cursor (at most 200 bytes). */
     virtual std::string state() const { return {}; }
     virtual void close() = 0;
-    /* Can it refuse entries for good (SinkRejected)? Then it may have dead letters. */
+    /* Can it refuse entries for good? Then it may have dead letters. */
     virtual bool can_reject() const { return false; }
     /* For messages: "file /path/to/changes.jsonl". Never holds a secret. */
     virtual std::string describe() const = 0;
@@ -115,12 +87,34 @@ class Sink
     virtual Notice between_rounds() { return {}; }
 };
 
+/* A sink written as a stream (a file): the delivery worker writes, then syncs. */
+class AppendSink : public Sink
+{
+  public:
+    /* Append entries (newline-terminated JSON lines). */
+    virtual void write(const char *data, size_t len) = 0;
+    /* Make everything written so far durable (acknowledged); state() is saved after it. */
+    virtual void sync() = 0;
+};
+
 /*
- * While a sink waits (on the network), it calls sink_poll() at least every
- * tenth of a second: the delivery worker serves interrupts there (SIGTERM
- * ends the process; anything else is thrown, and unwinds the sink).
+ * A sink that takes batches over HTTP. It only says how a batch becomes a
+ * request and what an answer means (per entry where its answers say so);
+ * the delivery machinery (http/http_pipeline.h, http/delivery_window.h)
+ * owns the requests in flight, retries, splitting, dead letters and the
+ * cursor.
  */
-void set_sink_poll(void (*poll)());
-void sink_poll();
+class HttpSink : public Sink
+{
+  public:
+    /* The request for a batch; key is the batch's id, the same on every attempt of it. */
+    virtual HttpRequest request(std::string_view lines, const std::string &key) = 0;
+    /* What the answer to the request for lines means. */
+    virtual Answer answer(const HttpResponse &response, std::string_view lines) = 0;
+    virtual HttpOptions http_options() const = 0;
+    /* Requests in flight when pgsink.max_in_flight is 0. */
+    virtual int default_max_in_flight() const { return 1; }
+    bool can_reject() const override { return true; }
+};
 
 } // namespace pgsink

@@ -14,19 +14,6 @@
 namespace pgsink
 {
 
-static void (*poll_hook)() = nullptr;
-
-void set_sink_poll(void (*poll)())
-{
-    poll_hook = poll;
-}
-
-void sink_poll()
-{
-    if (poll_hook)
-        poll_hook();
-}
-
 bool sink_known(const char *name)
 {
     return strcmp(name, "file") == 0 || strcmp(name, "webhook") == 0;

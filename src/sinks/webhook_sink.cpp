@@ -3,12 +3,13 @@
  *
  * Request: POST, Content-Type: application/json, body {"data":[entry,...]}
  * with the entries exactly as the file sink writes them. webhook-id is
- * derived from the body (msg_ and 32 hex digits of its SHA-256), so a batch
- * sent again carries the same id; Idempotency-Key repeats it.
+ * derived from the batch's key (msg_ and 32 hex digits of its SHA-256): the
+ * batch's place in the spool, so a batch sent again carries the same id;
+ * Idempotency-Key repeats it.
  *
- * Answers: 2xx acknowledges; 400, 409, 413, 415 and 422 refuse entries
- * (SinkRejected): the delivery worker bisects the batch and parks the
- * entries refused (pgsink.on_rejection), and 413 asks for smaller batches;
+ * Answers: 2xx acknowledges; 400, 409, 413, 415 and 422 refuse entries: the
+ * delivery machinery bisects the batch and parks the entries refused
+ * (pgsink.on_rejection), and 413 asks for smaller batches;
  * anything else (no answer, 3xx, 401, 403, 404, 408, 429, 5xx) is retried
  * with back-off, honouring Retry-After.
  */
@@ -67,7 +68,7 @@ std::string webhook_signature(const std::string &key, const std::string &id,
     if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
              reinterpret_cast<const unsigned char *>(content.data()), content.size(), mac,
              &len) == nullptr)
-        throw SinkError("could not compute the webhook signature", false);
+        throw std::runtime_error("could not compute the webhook signature");
     return "v1," + base64(mac, len);
 }
 
@@ -187,61 +188,65 @@ bool WebhookSink::open(const Resume &from)
 {
     if (settings_.url.empty())
         throw SinkError("pgsink.webhook_url is not set", false);
-    pending_.clear();
     /* Another receiver than the cursor's: it has not been told the schemas. */
     return !from.state.empty() && from.state != state();
 }
 
-void WebhookSink::write(const char *data, size_t len)
+/* {"data":[entry,entry,...]} from newline-terminated entries. */
+static std::string webhook_body(std::string_view lines)
 {
-    pending_.append(data, len);
+    static const char kHead[] = "{\"data\":[";
+    std::string body;
+    body.reserve(sizeof(kHead) + lines.size() + 2);
+    body.append(kHead);
+    size_t start = body.size();
+    body.append(lines.data(), lines.empty() ? 0 : lines.size() - 1);
+    for (char *p = body.data() + start, *end = body.data() + body.size();
+         (p = static_cast<char *>(memchr(p, '\n', static_cast<size_t>(end - p)))) != nullptr;)
+        *p++ = ',';
+    body.append("]}");
+    return body;
 }
 
-void WebhookSink::sync()
+HttpRequest WebhookSink::request(std::string_view lines, const std::string &key)
 {
-    std::string lines;
-    lines.swap(pending_); /* a retry writes the batch again */
-    if (lines.empty())
-        return;
-    std::string body = "{\"data\":[";
-    body.reserve(lines.size() + 16);
-    size_t at = 0;
-    while (at < lines.size()) {
-        size_t nl = lines.find('\n', at);
-        if (nl == std::string::npos)
-            nl = lines.size();
-        if (at > 0)
-            body.push_back(',');
-        body.append(lines, at, nl - at);
-        at = nl + 1;
-    }
-    body.append("]}");
-
-    std::string id = "msg_" + sha256_hex(body, 16);
+    HttpRequest r;
+    r.url = settings_.url;
+    r.body = webhook_body(lines);
+    /* From the batch's place in the spool: the same on every retry, also after a crash. */
+    std::string id = "msg_" + sha256_hex(key, 16);
     std::string timestamp = std::to_string(static_cast<long>(time(nullptr)));
-    std::vector<std::string> headers = {
+    r.headers = {
         "Content-Type: application/json",
         "webhook-id: " + id,
         "webhook-timestamp: " + timestamp,
         "Idempotency-Key: " + id,
     };
     if (!key_.empty())
-        headers.push_back("webhook-signature: " + webhook_signature(key_, id, timestamp, body));
-    headers.insert(headers.end(), extra_headers_.begin(), extra_headers_.end());
+        r.headers.push_back("webhook-signature: " + webhook_signature(key_, id, timestamp, r.body));
+    r.headers.insert(r.headers.end(), extra_headers_.begin(), extra_headers_.end());
     if (settings_.gzip) {
         /* The signature covers the JSON; gzip is the transport's. */
-        headers.push_back("Content-Encoding: gzip");
-        body = gzip_compress(body);
+        r.headers.push_back("Content-Encoding: gzip");
+        r.body = gzip_compress(r.body);
     }
+    return r;
+}
 
-    HttpResponse r = client_.post(settings_.url, headers, body, settings_.http, sink_poll);
+Answer WebhookSink::answer(const HttpResponse &r, std::string_view)
+{
+    Answer a;
+    a.status = static_cast<int>(r.status);
     if (r.status >= 200 && r.status < 300)
-        return;
-    std::string excerpt = valid_utf8(r.body.substr(0, 200));
-    if (r.status == 0)
-        throw SinkError(describe() + ": " + r.transport_error, true);
-    std::string what = describe() + " answered HTTP " + std::to_string(r.status) +
-                       (excerpt.empty() ? "" : ": " + excerpt);
+        return a;
+    a.response = valid_utf8(r.body.substr(0, 200));
+    if (r.status == 0) {
+        a.kind = Answer::Kind::retry;
+        a.message = describe() + ": " + r.transport_error;
+        return a;
+    }
+    a.message = describe() + " answered HTTP " + std::to_string(r.status) +
+                (a.response.empty() ? "" : ": " + a.response);
     /*
      * What refuses entries: 400, 409, 413 (too large: split), 415, 422.
      * Anything else (a redirect, 401 or 403 after a credential changed,
@@ -249,12 +254,14 @@ void WebhookSink::sync()
      * anything now: retried with back-off, never parked.
      */
     long st = r.status;
-    bool refuses = st == 400 || st == 409 || st == 413 || st == 415 || st == 422;
-    if (refuses)
-        throw SinkRejected(what, static_cast<int>(st), excerpt, st == 413);
-    SinkError e(what, true);
-    e.set_retry_after_ms(retry_after_ms(r.retry_after, static_cast<long>(time(nullptr))));
-    throw e;
+    if (st == 400 || st == 409 || st == 413 || st == 415 || st == 422) {
+        a.kind = Answer::Kind::reject;
+        a.too_large = st == 413;
+        return a;
+    }
+    a.kind = Answer::Kind::retry;
+    a.retry_after_ms = retry_after_ms(r.retry_after, static_cast<long>(time(nullptr)));
+    return a;
 }
 
 } // namespace pgsink

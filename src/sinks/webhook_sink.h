@@ -11,13 +11,12 @@
 #include <string>
 #include <vector>
 
-#include "http/http_client.h"
 #include "sinks/sink.h"
 
 namespace pgsink
 {
 
-class WebhookSink final : public Sink
+class WebhookSink final : public HttpSink
 {
   public:
     struct Settings {
@@ -25,24 +24,22 @@ class WebhookSink final : public Sink
         std::string secret;  /* "whsec_<base64>", or empty: unsigned */
         std::string headers; /* extra headers, "Name: value" a line (a secret too) */
         bool gzip = false;   /* compress bodies (Content-Encoding: gzip) */
-        HttpClient::Options http;
+        HttpOptions http;
     };
     explicit WebhookSink(Settings settings);
     bool open(const Resume &from) override;
-    void write(const char *data, size_t len) override;
-    void sync() override;
+    HttpRequest request(std::string_view lines, const std::string &key) override;
+    Answer answer(const HttpResponse &response, std::string_view lines) override;
+    HttpOptions http_options() const override { return settings_.http; }
     void close() override {}
     std::string describe() const override;
     /* Which receiver (a digest of the URL): another one gets the schemas again. */
     std::string state() const override;
-    bool can_reject() const override { return true; }
 
   private:
     Settings settings_;
     std::string key_; /* the decoded secret */
     std::vector<std::string> extra_headers_;
-    std::string pending_; /* the batch's entries, JSON lines */
-    HttpClient client_;
 };
 
 /* Standard Webhooks: "v1,<base64 of HMAC-SHA256(key, id.timestamp.body)>". */

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "boundary/pg_boundary.h"
+#include "http/delivery_window.h"
 
 extern "C" {
 #include "fmgr.h"
@@ -45,12 +46,19 @@ static int64 selftest(const std::string &mode)
                     "This hint travels with it.");
     } else if (mode == "bad_alloc") {
         throw std::bad_alloc();
+    } else if (mode == "delivery_window") {
+        /* The HTTP delivery window's bookkeeping, through scripted answers. */
+        std::string failures = delivery_window_selftest();
+        if (!failures.empty())
+            throw Error(ERRCODE_INTERNAL_ERROR, "delivery window: " + failures, "");
+        return 1;
     } else if (mode == "ok") {
         return pg_call(
             [] { return DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum("42"))); });
     }
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "unknown selftest mode \"" + mode + "\"",
-                "Use ok, pg_error, cpp_exception, pgsink_error, bad_alloc or destroyed.");
+                "Use ok, pg_error, cpp_exception, pgsink_error, bad_alloc, delivery_window or "
+                "destroyed.");
 }
 
 } // namespace pgsink

@@ -10,6 +10,13 @@
  * exactly once. Other sinks get each entry at least once, with its
  * (lsn, sequence) to make it idempotent.
  *
+ * An AppendSink (the file) is written batch by batch. An HttpSink keeps up
+ * to pgsink.max_in_flight requests open (http/http_pipeline.h) while the
+ * next batches are read; the window (http/delivery_window.h) tracks them,
+ * and the cursor advances past its contiguous prefix of acknowledged
+ * batches. The worker waits on its latch and the requests' sockets
+ * together, so SIGTERM and SIGHUP are served at once.
+ *
  * A retryable sink error is retried here, with exponential back-off, while
  * the spool keeps the entries: no other sink and no decoding waits for it.
  * Any other error ends the worker; the launcher restarts it with back-off.
@@ -17,8 +24,8 @@
  */
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <memory>
-#include <optional>
 #include <vector>
 #include <string>
 
@@ -38,6 +45,7 @@ extern "C" {
 #include "storage/ipc.h"
 #include "postmaster/interrupt.h"
 #include "storage/latch.h"
+#include "utils/memutils.h"
 #include "utils/guc.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -72,12 +80,6 @@ struct Unlisted : std::exception {
 class Delivery
 {
   public:
-    /* While the sink waits on the network: interrupts, and a reload that changes the sink. */
-    void poll()
-    {
-        pg_call([] { CHECK_FOR_INTERRUPTS(); });
-        reload();
-    }
     Delivery(int slot, std::string name)
         : slot_(slot), name_(std::move(name)), dir_(spool::directory()), cursor_file_(dir_, name_),
           reader_(dir_)
@@ -93,12 +95,21 @@ class Delivery
     void position_cursor();
     void open_sink();
     void reopen_sink();
-    std::string schemas_before(std::string_view batch);
+    std::string schemas_before(std::string_view batch, uint64_t offset);
     void deliver(const SpoolShared &d);
-    /* park_always: entries refused are parked whatever pgsink.on_rejection says (retries). */
-    void send(std::string_view lines, bool park_always = false);
-    void park(std::string_view entry, const SinkRejected &r);
+    void start_http();
+    void reset_window();
+    WindowPolicy window_policy() const;
+    size_t max_in_flight() const;
+    void read_range(const SpoolShared &d);
+    void http_round(const SpoolShared &d);
+    void wait_for_sockets(long timeout_ms);
+    void advance(const SpoolShared &d);
+    void failing(const std::string &message, long delay_ms);
+    void recovered();
+    void park(const std::string &entry, int status, const std::string &response);
     void retry_parked();
+    void forget_parked(const std::vector<int64> &ids, const std::vector<int32> &attempts);
     void apply_rewind();
     void check_between_rounds();
     void save();
@@ -121,6 +132,21 @@ class Delivery
     bool announce_ = false;
     bool new_destination_ = false; /* the sink said its destination is new (a rotated file) */
     std::unique_ptr<Sink> sink_;
+    HttpSink *http_ = nullptr; /* sink_, when it is an HttpSink */
+    std::unique_ptr<HttpPipeline> pipeline_;
+    std::unique_ptr<DeliveryWindow> window_;
+    /* What each range in window_ covers, in the same order. */
+    struct RangeInfo {
+        uint64_t bytes = 0, entries = 0; /* of the spool */
+        int64_t last_ts = 0;             /* commit time of its last entry, if have_ts */
+        bool have_ts = false;
+        bool schemas = false;        /* it carries the schemas owed (announce_) */
+        std::vector<int64> parked;   /* entries sent again from pgsink.dead_letters: their ids */
+        std::vector<int32> attempts; /* ... and attempts when read */
+    };
+    std::deque<RangeInfo> ranges_;
+    uint64_t read_end_ = 0; /* the spool is read into the window up to here */
+    MemoryContext wait_context_ = nullptr;
     std::string settings_;
     uint64 delivered_entries_ = 0, delivered_bytes_ = 0; /* not yet published */
     bool failing_ = false;
@@ -164,6 +190,8 @@ void Delivery::reload()
         throw Unlisted();
     if (sink_ && sink_settings(name_) != settings_)
         throw Reopen();
+    if (window_)
+        window_->set_policy(window_policy());
 }
 
 bool Delivery::rewind_pending() const
@@ -174,58 +202,64 @@ bool Delivery::rewind_pending() const
     return pending;
 }
 
+/* The sink failed; the next attempt is in delay_ms: say so in the status and (not too often) the
+ * log. */
+void Delivery::failing(const std::string &message, long delay_ms)
+{
+    failing_ = true;
+    TimestampTz now = GetCurrentTimestamp();
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    strlcpy(slot().last_error, message.c_str(), kErrorLen);
+    slot().last_error_at = now;
+    slot().state = SinkState::retrying;
+    slot().retry_at = TimestampTzPlusMilliseconds(now, delay_ms);
+    LWLockRelease(shared_lock);
+    if (message != last_warning_ ||
+        TimestampDifferenceExceeds(last_warning_at_, now, kRepeatWarningMs)) {
+        ereport(WARNING,
+                (errmsg("pgsink: sink \"%s\": %s", name_.c_str(), message.c_str()),
+                 errdetail("Nothing is lost: the spool keeps the entries until the sink "
+                           "accepts them. Retrying with back-off; other sinks and decoding "
+                           "go on.")));
+        last_warning_ = message;
+        last_warning_at_ = now;
+    }
+}
+
+void Delivery::recovered()
+{
+    if (!failing_)
+        return;
+    failing_ = false;
+    ereport(LOG, (errmsg("pgsink: sink \"%s\" has recovered", name_.c_str())));
+    LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+    slot().last_error[0] = '\0';
+    slot().last_error_at = 0;
+    slot().retry_at = 0;
+    LWLockRelease(shared_lock);
+}
+
 template <typename F> void Delivery::with_retry(F &&f)
 {
     long backoff_ms = kFirstRetryMs;
     for (;;) {
         std::string message;
-        long asked_ms = -1;
         try {
             f();
-            if (failing_) {
-                failing_ = false;
-                ereport(LOG, (errmsg("pgsink: sink \"%s\" has recovered", name_.c_str())));
-                LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-                slot().last_error[0] = '\0';
-                slot().last_error_at = 0;
-                slot().retry_at = 0;
-                LWLockRelease(shared_lock);
-            }
+            recovered();
             return;
         } catch (const SinkError &e) {
             if (!e.retryable())
                 throw;
             message = e.what();
-            asked_ms = e.retry_after_ms();
         }
-        failing_ = true;
         /*
          * Full jitter over the exponential back-off, so that sinks retrying
-         * together do not stay in step; a longer Retry-After the sink got
-         * wins, up to pgsink.retry_max_interval.
+         * together do not stay in step.
          */
         long delay_ms = 1 + static_cast<long>(pg_prng_double(&pg_global_prng_state) *
                                               static_cast<double>(backoff_ms));
-        /* Never less than the back-off: "Retry-After: 0" must not make a hot loop. */
-        if (asked_ms > delay_ms)
-            delay_ms = std::min<long>(asked_ms, guc_retry_max_interval_ms);
-        TimestampTz now = GetCurrentTimestamp();
-        LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-        strlcpy(slot().last_error, message.c_str(), kErrorLen);
-        slot().last_error_at = now;
-        slot().state = SinkState::retrying;
-        slot().retry_at = TimestampTzPlusMilliseconds(now, delay_ms);
-        LWLockRelease(shared_lock);
-        if (message != last_warning_ ||
-            TimestampDifferenceExceeds(last_warning_at_, now, kRepeatWarningMs)) {
-            ereport(WARNING,
-                    (errmsg("pgsink: sink \"%s\": %s", name_.c_str(), message.c_str()),
-                     errdetail("Nothing is lost: the spool keeps the entries until the sink "
-                               "accepts them. Retrying with back-off; other sinks and decoding "
-                               "go on.")));
-            last_warning_ = message;
-            last_warning_at_ = now;
-        }
+        failing(message, delay_ms);
         wait(delay_ms);
         reload(); /* a fix may be in the new configuration */
         backoff_ms = std::min<long>(backoff_ms * 2, guc_retry_max_interval_ms);
@@ -372,6 +406,7 @@ void Delivery::apply_rewind()
     cursor_.delivered_lsn = 0;
     cursor_.delivered_time = 0;
     announce_ = true;
+    reset_window(); /* requests in flight are abandoned: delivery starts over from there */
     save();
     ereport(LOG, (errmsg("pgsink: sink \"%s\" rewound to spool offset %llX", name_.c_str(),
                          static_cast<unsigned long long>(offset))));
@@ -380,6 +415,7 @@ void Delivery::apply_rewind()
 void Delivery::open_sink()
 {
     sink_ = make_sink(name_);
+    http_ = dynamic_cast<HttpSink *>(sink_.get());
     settings_ = sink_settings(name_);
     Sink::Resume from;
     from.state = cursor_.sink_state;
@@ -391,6 +427,7 @@ void Delivery::open_sink()
         announce_ = announce_ || fresh;
         save();
     }
+    start_http();
     ereport(LOG,
             (errmsg("pgsink: sink \"%s\" delivers to %s from spool offset %llX", name_.c_str(),
                     sink_->describe().c_str(), static_cast<unsigned long long>(cursor_.offset))));
@@ -403,12 +440,17 @@ void Delivery::reopen_sink()
         return;
     if (sink_settings(name_) != settings_) {
         std::string old = sink_->describe();
+        reset_window();
+        pipeline_.reset();
+        window_.reset();
         sink_->close();
         sink_.reset();
+        http_ = nullptr;
         ereport(LOG, (errmsg("pgsink: sink \"%s\"'s settings changed: it was %s", name_.c_str(),
                              old.c_str())));
         return; /* open_sink() makes the new one */
     }
+    reset_window();
     Sink::Resume from;
     from.state = cursor_.sink_state;
     bool fresh = false;
@@ -425,11 +467,11 @@ void Delivery::reopen_sink()
  * the cursor go first, in the same write as the batch they precede, with
  * that batch's first timestamp and lsn (entries stay in order).
  */
-std::string Delivery::schemas_before(std::string_view batch)
+std::string Delivery::schemas_before(std::string_view batch, uint64_t offset)
 {
     std::string out;
     /* A reader of its own: reader_'s buffer holds the batch. */
-    std::string schemas = spool::Reader(dir_).schemas_at(cursor_.offset);
+    std::string schemas = spool::Reader(dir_).schemas_at(offset);
     size_t first_end = batch.find('\n');
     size_t at = 0;
     while (at < schemas.size()) {
@@ -461,44 +503,8 @@ template <typename F> static void in_transaction(F &&f)
     });
 }
 
-/*
- * Write lines to the sink and make them durable. Entries the sink refuses
- * for good are found by bisection (a half that passes is delivered; a
- * refused half is split again) and parked in pgsink.dead_letters, or, with
- * pgsink.on_rejection = 'stop', the refusal holds the sink. A batch refused
- * as too large (413) is split the same way.
- */
-void Delivery::send(std::string_view lines, bool park_always)
-{
-    std::optional<SinkRejected> rejected;
-    try {
-        with_retry([&] {
-            sink_->write(lines.data(), lines.size());
-            sink_->sync();
-        });
-        return;
-    } catch (const SinkRejected &r) {
-        rejected = r;
-    }
-    bool stop = guc_on_rejection == ON_REJECTION_STOP && !park_always;
-    if (stop && !rejected->too_large())
-        throw *rejected;
-    size_t count = static_cast<size_t>(std::count(lines.begin(), lines.end(), '\n'));
-    if (count > 1) {
-        size_t mid = 0;
-        for (size_t i = 0; i < count / 2; i++)
-            mid = lines.find('\n', mid) + 1;
-        send(lines.substr(0, mid), park_always);
-        send(lines.substr(mid), park_always);
-        return;
-    }
-    if (stop)
-        throw *rejected; /* one entry too large, and nowhere to park it */
-    park(lines.substr(0, lines.size() - 1), *rejected);
-}
-
 /* Park one refused entry (without its newline), in a transaction of its own. */
-void Delivery::park(std::string_view entry, const SinkRejected &r)
+void Delivery::park(const std::string &entry, int status, const std::string &response)
 {
     std::string key = sha256_hex(entry);
     uint64_t lsn = 0;
@@ -508,14 +514,11 @@ void Delivery::park(std::string_view entry, const SinkRejected &r)
                  static_cast<unsigned>(lsn));
     std::string table;
     bool has_table = line_table(entry.data(), entry.size(), &table);
-    std::string text(entry);
-    std::string response = r.response();
-    int status = r.status();
     const char *sink = name_.c_str();
     in_transaction([&] {
         Oid types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
         Datum values[7] = {CStringGetTextDatum(sink),
-                           CStringGetTextDatum(text.c_str()),
+                           CStringGetTextDatum(entry.c_str()),
                            CStringGetTextDatum(key.c_str()),
                            lsn_text[0] ? CStringGetTextDatum(lsn_text) : (Datum)0,
                            has_table ? CStringGetTextDatum(table.c_str()) : (Datum)0,
@@ -548,17 +551,17 @@ void Delivery::park(std::string_view entry, const SinkRejected &r)
 
 /*
  * When caught up, at most once a second: entries pgsink.retry_dead_letters()
- * asked for are sent again (out of their original order, by nature); those
- * the sink accepts leave the table, those it refuses again stay parked.
+ * asked for are sent again (out of their original order, by nature), as a
+ * range of the window of their own; when it is done, those the sink
+ * accepted leave the table, and those it refused again stay parked.
  */
 void Delivery::retry_parked()
 {
     TimestampTz now = GetCurrentTimestamp();
-    if (!sink_->can_reject() || !TimestampDifferenceExceeds(retry_checked_at_, now, kIdleWaitMs))
+    if (!http_ || !TimestampDifferenceExceeds(retry_checked_at_, now, kIdleWaitMs))
         return;
     retry_checked_at_ = now;
-    std::vector<int64> ids;
-    std::vector<int32> attempts;
+    RangeInfo info;
     std::string lines;
     const char *sink = name_.c_str();
     in_transaction([&] {
@@ -578,17 +581,29 @@ void Delivery::retry_parked()
             int64 id = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
             int32 tries = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
             char *entry = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
-            ids.push_back(id);
-            attempts.push_back(tries);
+            info.parked.push_back(id);
+            info.attempts.push_back(tries);
             lines.append(entry);
             lines.push_back('\n');
         }
     });
-    if (ids.empty())
+    if (info.parked.empty())
         return;
     ereport(LOG, (errmsg("pgsink: sink \"%s\" sends %zu parked entries again", name_.c_str(),
-                         ids.size())));
-    send(lines, true);
+                         info.parked.size())));
+    /* A new key for every retry: the receiver must not take it for one it has seen. */
+    std::string key = "p";
+    for (size_t i = 0; i < info.parked.size(); i++)
+        key += "-" + std::to_string(info.parked[i]) + "." + std::to_string(info.attempts[i]);
+    key = sha256_hex(key + "@" + std::to_string(now), 16);
+    size_t n = info.parked.size();
+    ranges_.push_back(std::move(info));
+    window_->add(std::move(lines), n, std::move(key), true);
+}
+
+/* Parked entries sent again are done: those accepted leave the table. */
+void Delivery::forget_parked(const std::vector<int64> &ids, const std::vector<int32> &attempts)
+{
     in_transaction([&] {
         Datum *id_elems = static_cast<Datum *>(palloc(sizeof(Datum) * ids.size()));
         Datum *try_elems = static_cast<Datum *>(palloc(sizeof(Datum) * ids.size()));
@@ -618,57 +633,45 @@ void Delivery::retry_parked()
     });
 }
 
-/* One batch from the cursor toward the durable end. */
+/* The commit time of a piece's last line, if its head has one. */
+static bool last_line_timestamp(std::string_view piece, int64_t *ts)
+{
+    size_t len = piece.size();
+    size_t last = len >= 2 ? piece.rfind('\n', len - 2) : std::string_view::npos;
+    last = last == std::string_view::npos ? 0 : last + 1;
+    return line_timestamp(piece.data() + last, len - last, ts);
+}
+
+/*
+ * One batch of an AppendSink from the cursor toward the durable end, written
+ * in pieces small enough to be still in the CPU's cache when the kernel
+ * copies them, made durable once for the whole batch.
+ */
 void Delivery::deliver(const SpoolShared &d)
 {
+    AppendSink *sink = static_cast<AppendSink *>(sink_.get());
     size_t max = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
     uint64_t lines = 0;
     size_t n = 0;
     int64_t ts = 0;
     bool have_ts = false;
-    /* The commit time of the last entry delivered: the head of a piece's last line. */
-    auto note_last_line = [&](std::string_view piece) {
-        size_t len = piece.size();
-        size_t last = len >= 2 ? piece.rfind('\n', len - 2) : std::string_view::npos;
-        last = last == std::string_view::npos ? 0 : last + 1;
-        have_ts = line_timestamp(piece.data() + last, len - last, &ts) || have_ts;
-    };
-    if (sink_->can_reject()) {
-        /* One request: the whole batch, bisected if the sink refuses it. */
-        std::string_view batch = reader_.read(cursor_.offset, d.durable_end, max, &lines);
-        n = batch.size();
+    while (n < max && cursor_.offset + n < d.durable_end) {
+        uint64_t piece_lines = 0;
+        std::string_view piece =
+            reader_.read(cursor_.offset + n, d.durable_end, kPieceBytes, &piece_lines);
         if (announce_) {
-            std::string out = schemas_before(batch);
-            out.append(batch);
-            send(out);
+            std::string out = schemas_before(piece, cursor_.offset);
+            out.append(piece);
+            with_retry([&] { sink->write(out.data(), out.size()); });
             announce_ = false;
         } else {
-            send(batch);
+            with_retry([&] { sink->write(piece.data(), piece.size()); });
         }
-        note_last_line(batch);
-    } else {
-        /*
-         * Written in pieces small enough to be still in the CPU's cache when
-         * the kernel copies them, made durable once for the whole batch.
-         */
-        while (n < max && cursor_.offset + n < d.durable_end) {
-            uint64_t piece_lines = 0;
-            std::string_view piece =
-                reader_.read(cursor_.offset + n, d.durable_end, kPieceBytes, &piece_lines);
-            if (announce_) {
-                std::string out = schemas_before(piece);
-                out.append(piece);
-                with_retry([&] { sink_->write(out.data(), out.size()); });
-                announce_ = false;
-            } else {
-                with_retry([&] { sink_->write(piece.data(), piece.size()); });
-            }
-            note_last_line(piece);
-            n += piece.size();
-            lines += piece_lines;
-        }
-        with_retry([&] { sink_->sync(); });
+        have_ts = last_line_timestamp(piece, &ts) || have_ts;
+        n += piece.size();
+        lines += piece_lines;
     }
+    with_retry([&] { sink->sync(); });
     if (have_ts)
         cursor_.delivered_time = ts;
     cursor_.offset += n;
@@ -679,6 +682,193 @@ void Delivery::deliver(const SpoolShared &d)
     delivered_bytes_ += n;
     save();
     publish(cursor_.offset == d.durable_end ? SinkState::idle : SinkState::delivering);
+}
+
+static double jitter_random()
+{
+    return pg_prng_double(&pg_global_prng_state);
+}
+
+WindowPolicy Delivery::window_policy() const
+{
+    WindowPolicy p;
+    p.stop_on_rejection = guc_on_rejection == ON_REJECTION_STOP;
+    p.first_retry_ms = kFirstRetryMs;
+    p.max_retry_ms = guc_retry_max_interval_ms;
+    p.random = jitter_random;
+    return p;
+}
+
+size_t Delivery::max_in_flight() const
+{
+    return static_cast<size_t>(guc_max_in_flight > 0 ? guc_max_in_flight
+                                                     : http_->default_max_in_flight());
+}
+
+/* For an HttpSink: its requests in flight and their window, empty. */
+void Delivery::start_http()
+{
+    if (!http_)
+        return;
+    pipeline_ = std::make_unique<HttpPipeline>(http_->http_options());
+    window_ = std::make_unique<DeliveryWindow>(window_policy());
+    reset_window();
+}
+
+/* Abandon the requests in flight and what the window holds: delivery goes on from the cursor. */
+void Delivery::reset_window()
+{
+    if (pipeline_)
+        pipeline_->cancel_all();
+    if (window_)
+        window_->clear();
+    ranges_.clear();
+    read_end_ = cursor_.offset;
+}
+
+/*
+ * Read the next range of the spool into the window: one batch (at most
+ * pgsink.batch_bytes), with the schemas owed in front of the first.
+ */
+void Delivery::read_range(const SpoolShared &d)
+{
+    size_t max = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
+    RangeInfo info;
+    std::string_view piece = reader_.read(read_end_, d.durable_end, max, &info.entries);
+    info.bytes = piece.size();
+    info.have_ts = last_line_timestamp(piece, &info.last_ts);
+    bool owed = announce_ && std::none_of(ranges_.begin(), ranges_.end(),
+                                          [](const RangeInfo &r) { return r.schemas; });
+    std::string lines;
+    size_t count = info.entries;
+    if (owed) {
+        lines = schemas_before(piece, read_end_);
+        count += static_cast<size_t>(std::count(lines.begin(), lines.end(), '\n'));
+        info.schemas = true;
+    }
+    lines.append(piece);
+    /* Its place in the spool: the same key for the same batch after a crash. */
+    char key[80];
+    snprintf(key, sizeof(key), "%llx-%llx-%llx%s",
+             static_cast<unsigned long long>(cursor_.spool_id),
+             static_cast<unsigned long long>(read_end_),
+             static_cast<unsigned long long>(read_end_ + info.bytes), owed ? "s" : "");
+    read_end_ += info.bytes;
+    ranges_.push_back(std::move(info));
+    window_->add(std::move(lines), count, key);
+}
+
+/*
+ * Wait on the latch and the requests' sockets together, at most timeout_ms;
+ * then tell the pipeline which sockets are ready. Interrupts are served
+ * here, as in wait().
+ */
+void Delivery::wait_for_sockets(long timeout_ms)
+{
+    static constexpr int kMaxEvents = 64;
+    const std::vector<HttpPipeline::Wait> &waits = pipeline_->waits();
+    WaitEvent events[kMaxEvents];
+    int n = 0;
+    if (wait_context_ == nullptr)
+        wait_context_ = pg_call([] {
+            return AllocSetContextCreate(TopMemoryContext, "pgsink delivery wait",
+                                         ALLOCSET_SMALL_SIZES);
+        });
+    pg_call([&] {
+        MemoryContextReset(wait_context_);
+        WaitEventSet *set = CreateWaitEventSet(wait_context_, 2 + static_cast<int>(waits.size()));
+        AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
+        AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
+        for (const HttpPipeline::Wait &w : waits)
+            AddWaitEventToSet(
+                set, (w.read ? WL_SOCKET_READABLE : 0) | (w.write ? WL_SOCKET_WRITEABLE : 0), w.fd,
+                nullptr, nullptr);
+        n = WaitEventSetWait(set, timeout_ms, events, kMaxEvents, PG_WAIT_EXTENSION);
+        FreeWaitEventSet(set);
+        ResetLatch(MyLatch);
+        CHECK_FOR_INTERRUPTS();
+    });
+    for (int i = 0; i < n; i++)
+        if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+            pipeline_->on_socket(events[i].fd, (events[i].events & WL_SOCKET_READABLE) != 0,
+                                 (events[i].events & WL_SOCKET_WRITEABLE) != 0);
+    pipeline_->on_timer();
+}
+
+/*
+ * One turn of an HttpSink's delivery: read ahead into the window, send what
+ * is due, wait, read the answers (parking what is refused for good), and
+ * advance the cursor past the acknowledged prefix.
+ */
+void Delivery::http_round(const SpoolShared &d)
+{
+    size_t max = max_in_flight();
+    /* One range more than can be in flight: the next batch is read while requests are out. */
+    while (window_->ranges() < max + 1 && read_end_ < d.durable_end)
+        read_range(d);
+    int64_t now = monotonic_ms();
+    while (DeliveryWindow::Batch *b = window_->next_to_send(now, max)) {
+        HttpRequest request = http_->request(b->lines, b->key);
+        pipeline_->submit(b->id, std::move(request));
+        window_->sent(b);
+    }
+    long timeout = kIdleWaitMs;
+    if (pipeline_->timeout_ms() >= 0)
+        timeout = std::min(timeout, pipeline_->timeout_ms());
+    int64_t due = window_->next_due_ms(max);
+    if (due >= 0)
+        timeout = std::min<long>(timeout, std::max<int64_t>(0, due - now));
+    wait_for_sockets(timeout);
+
+    for (auto &[tag, response] : pipeline_->take_done()) {
+        const DeliveryWindow::Batch *b = window_->in_flight_batch(tag);
+        if (b == nullptr)
+            continue; /* abandoned meanwhile */
+        Answer answer = http_->answer(response, b->lines);
+        DeliveryWindow::Outcome o = window_->complete(tag, answer, monotonic_ms());
+        /* Parked (committed) before the cursor can pass them. */
+        for (const DeliveryWindow::Parked &p : o.park)
+            park(p.entry, p.status, p.response);
+        if (o.retrying)
+            failing(o.message, o.delay_ms);
+    }
+    if (failing_ && window_->retrying() == 0)
+        recovered();
+    advance(d);
+}
+
+/* Move the cursor past the ranges the window is done with, and save it. */
+void Delivery::advance(const SpoolShared &d)
+{
+    std::vector<uint64_t> done = window_->pop_done();
+    if (done.empty())
+        return;
+    bool moved = false;
+    for (size_t i = 0; i < done.size(); i++) {
+        RangeInfo info = std::move(ranges_.front());
+        ranges_.pop_front();
+        if (!info.parked.empty()) {
+            forget_parked(info.parked, info.attempts);
+            continue;
+        }
+        moved = true;
+        cursor_.offset += info.bytes;
+        cursor_.entries += info.entries;
+        if (info.have_ts)
+            cursor_.delivered_time = info.last_ts;
+        if (info.schemas)
+            announce_ = false;
+        delivered_entries_ += info.entries;
+        delivered_bytes_ += info.bytes;
+    }
+    if (!moved)
+        return;
+    if (cursor_.offset == d.durable_end)
+        cursor_.delivered_lsn = std::max<uint64_t>(cursor_.delivered_lsn, d.durable_lsn);
+    save();
+    publish(failing_                          ? SinkState::retrying
+            : cursor_.offset == d.durable_end ? SinkState::idle
+                                              : SinkState::delivering);
 }
 
 /* Between batches: what the sink noticed about its destination (a rotated file). */
@@ -749,11 +939,17 @@ void Delivery::run()
                     apply_rewind();
                     continue;
                 }
-                if (cursor_.offset < d.durable_end) {
+                if (http_ && (!window_->empty() || read_end_ < d.durable_end)) {
+                    http_round(d);
+                    continue;
+                }
+                if (!http_ && cursor_.offset < d.durable_end) {
                     deliver(d);
                     continue;
                 }
                 retry_parked();
+                if (http_ && !window_->empty())
+                    continue;
                 if (cursor_.delivered_lsn < d.durable_lsn) {
                     /* Caught up: what the stream decoded since (no entries) is delivered too. */
                     cursor_.delivered_lsn = d.durable_lsn;
@@ -770,27 +966,10 @@ void Delivery::run()
     }
 }
 
-static Delivery *active_delivery = nullptr;
-
-/*
- * Between polls of a sink's request: interrupts (SIGTERM ends the process;
- * an ERROR unwinds) and reloads (new settings for the sink abandon the
- * request: it is sent again from the cursor).
- */
-static void poll_interrupts()
-{
-    if (active_delivery)
-        active_delivery->poll();
-    else
-        pg_call([] { CHECK_FOR_INTERRUPTS(); });
-}
-
 void delivery_loop(int slot, const char *sink)
 {
-    set_sink_poll(poll_interrupts);
     try {
         Delivery delivery(slot, sink);
-        active_delivery = &delivery;
         delivery.run();
     } catch (const Unlisted &) {
         ereport(LOG, (errmsg("pgsink: sink \"%s\" is no longer in pgsink.sink; its delivery "

@@ -1,0 +1,10 @@
+-- The HTTP delivery window (src/http/delivery_window.cpp) driven through
+-- scripted answers, without a network: batches in order with one request in
+-- flight (a failed batch goes again before the next, with the same key);
+-- jittered exponential back-off and a Retry-After capped at the most; the
+-- cursor waits for the contiguous prefix of acknowledged batches with three
+-- in flight; bisection isolates the one refused entry; on_rejection = 'stop'
+-- holds a refused batch but still splits one refused as too large; per-entry
+-- answers park the refused entries and send only the retryable ones again.
+-- It returns 1, or fails naming every check that did not hold.
+SELECT pgsink._selftest_boundary('delivery_window');

@@ -1,0 +1,148 @@
+/*
+ * delivery_window.h: the bookkeeping of requests in flight for a sink that
+ * answers batch by batch (an HTTP sink): which batches are out, which wait
+ * for a retry, how a refused batch is split, which entries go to the dead
+ * letters, and how far the cursor may advance.
+ *
+ * The delivery worker adds ranges: the spool's entries in order, each read
+ * as one batch (or entries parked earlier, sent again). A range is done when
+ * every batch made of it is acknowledged or parked; the cursor advances past
+ * a contiguous prefix of done ranges only (pop_done()), so a crash anywhere
+ * sends again from the first range not done: at least once, never a gap.
+ *
+ * Answers (what the sink made of an HTTP answer):
+ * - ack: the batch is delivered, but for the entries the answer names
+ *   (sinks that answer entry by entry): those are retried or parked;
+ * - retry: sent again after an exponential back-off with full jitter, or a
+ *   longer Retry-After, up to the policy's most;
+ * - reject: refused for good. The batch is bisected until the refused
+ *   entries are isolated; each is parked (a dead letter) and the rest is
+ *   delivered. With stop_on_rejection the batch is held instead (retried
+ *   with back-off), but a batch refused as too large is still split.
+ *
+ * With max_in_flight 1 only the first unfinished batch is ever sent, so the
+ * receiver gets batches in order, a retried one before the next. With more,
+ * any batch that is due may go out.
+ *
+ * Pure C++: no PostgreSQL headers, no network (the selftest drives it).
+ */
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pgsink
+{
+
+/* What a sink made of the answer to one batch. */
+struct Answer {
+    enum class Kind { ack, retry, reject };
+    Kind kind = Kind::ack;
+    int status = 0;           /* HTTP status; 0: no answer */
+    std::string message;      /* for the log and the status; never holds a secret */
+    std::string response;     /* an excerpt of the answer, for dead letters */
+    long retry_after_ms = -1; /* what the receiver asked for (Retry-After); -1: nothing */
+    bool too_large = false;   /* reject: the request's size was refused; smaller may pass */
+    /* With ack: the entries of the batch (by index, from 0) that were not taken. */
+    struct Entry {
+        size_t index;
+        bool retry; /* false: refused for good */
+        int status;
+        std::string response;
+    };
+    std::vector<Entry> entries;
+};
+
+struct WindowPolicy {
+    bool stop_on_rejection = false;
+    long first_retry_ms = 100;
+    long max_retry_ms = 60000;
+    double (*random)() = nullptr; /* uniform in [0, 1), for the jitter */
+};
+
+class DeliveryWindow
+{
+  public:
+    struct Batch {
+        uint64_t id;
+        uint64_t range;
+        std::string lines; /* entries, each a newline-terminated JSON line */
+        size_t entries;
+        std::string key; /* the same on every attempt of this batch */
+        bool park_always;
+        int attempts = 0; /* failed attempts */
+        long backoff_ms = 0;
+        int64_t not_before_ms = 0; /* waits for a retry until then */
+        bool in_flight = false;
+    };
+    /* An entry refused for good: to be parked before the cursor passes it. */
+    struct Parked {
+        std::string entry; /* without its newline */
+        int status;
+        std::string response;
+    };
+    /* What completing a batch asks of the caller. */
+    struct Outcome {
+        std::vector<Parked> park;
+        bool retrying = false; /* something of the batch waits for a retry */
+        long delay_ms = 0;     /* ... this long */
+        std::string message;   /* why */
+    };
+
+    explicit DeliveryWindow(WindowPolicy policy) : policy_(policy) {}
+    /* New settings (a reload): they apply to the next answers. */
+    void set_policy(WindowPolicy policy) { policy_ = policy; }
+
+    /*
+     * Add a range: its entries, as one batch, after every range added
+     * before. park_always: entries refused are parked whatever the policy
+     * (entries sent again from the dead letters). Returns the range's
+     * sequence number.
+     */
+    uint64_t add(std::string lines, size_t entries, std::string key, bool park_always = false);
+    size_t ranges() const { return ranges_.size(); }
+    bool empty() const { return ranges_.empty(); }
+    size_t in_flight() const { return in_flight_; }
+    /* Batches that failed and are not yet acknowledged (waiting, or sent again). */
+    size_t retrying() const;
+
+    /* The next batch to send now, or nullptr (see max_in_flight above). */
+    Batch *next_to_send(int64_t now_ms, size_t max_in_flight);
+    void sent(Batch *b);
+    /* A batch in flight (nullptr if id is not one): what its answer is about. */
+    const Batch *in_flight_batch(uint64_t id) const;
+    /* When the next batch waiting for a retry is due (-1: none waits). */
+    int64_t next_due_ms(size_t max_in_flight) const;
+    /* The answer to batch id came. */
+    Outcome complete(uint64_t id, const Answer &answer, int64_t now_ms);
+    /* A batch's request could not be made or sent: retried like a failed answer. */
+    Outcome failed(uint64_t id, const std::string &message, int64_t now_ms);
+    /* Remove the done ranges at the front; returns their sequence numbers, in order. */
+    std::vector<uint64_t> pop_done();
+    /* Forget everything (the sink is opened again, or rewound). */
+    void clear();
+
+  private:
+    struct Range {
+        uint64_t seq;
+        size_t open; /* batches not yet done */
+    };
+    std::list<Batch>::iterator find(uint64_t id);
+    void finish(std::list<Batch>::iterator b);
+    void schedule_retry(Batch &b, long asked_ms, int64_t now_ms, Outcome *out);
+    void split(std::list<Batch>::iterator b);
+
+    WindowPolicy policy_;
+    std::list<Batch> batches_; /* in order: by range, then by place in it */
+    std::list<Range> ranges_;
+    uint64_t next_id_ = 1, next_range_ = 1;
+    size_t in_flight_ = 0;
+};
+
+/* Runs the window through scripted answers; "" if all is well, else what went wrong. */
+std::string delivery_window_selftest();
+
+} // namespace pgsink

@@ -1,0 +1,98 @@
+/*
+ * http_pipeline.h: several HTTP requests in flight at once, with libcurl's
+ * multi interface driven by the caller's event loop.
+ *
+ * The pipeline never waits itself: it says which sockets it waits on and
+ * for how long at most (waits(), timeout_ms()), the caller waits on those
+ * together with everything else it serves (the delivery worker: its latch,
+ * so SIGTERM and SIGHUP are served at once while a request hangs), then
+ * reports what happened (on_socket(), on_timer()) and collects finished
+ * requests (take_done()). Connections are kept alive between requests.
+ * Certificates are always verified (a private CA through ca_file); no
+ * proxy from the environment; no signals (NOSIGNAL).
+ *
+ * Pure C++: no PostgreSQL headers.
+ */
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pgsink
+{
+
+struct HttpRequest {
+    std::string url;
+    std::vector<std::string> headers; /* "Name: value" */
+    std::string body;                 /* POSTed */
+};
+
+struct HttpResponse {
+    long status = 0; /* 0: no answer (transport_error says why) */
+    std::string transport_error;
+    std::string body;        /* the first kilobyte of the answer's body */
+    std::string retry_after; /* the Retry-After header, if any */
+};
+
+struct HttpOptions {
+    long timeout_ms = 30000; /* the whole request */
+    long connect_timeout_ms = 10000;
+    std::string ca_file; /* empty: the system's CAs */
+};
+
+class HttpPipeline
+{
+  public:
+    explicit HttpPipeline(HttpOptions options);
+    ~HttpPipeline();
+    HttpPipeline(const HttpPipeline &) = delete;
+    HttpPipeline &operator=(const HttpPipeline &) = delete;
+
+    /* Start a request; tag names it in take_done(). */
+    void submit(uint64_t tag, HttpRequest request);
+    size_t in_flight() const;
+
+    struct Wait {
+        int fd;
+        bool read, write;
+    };
+    /* The sockets to wait on. */
+    const std::vector<Wait> &waits() const { return waits_; }
+    /* Wait at most this long before on_timer() (-1: no limit). */
+    long timeout_ms() const;
+    /* A socket of waits() is ready. */
+    void on_socket(int fd, bool readable, bool writable);
+    /* Run what is due (timeouts, retries of connections); harmless if nothing is. */
+    void on_timer();
+    /* Requests that finished since the last call, with their tags. */
+    std::vector<std::pair<uint64_t, HttpResponse>> take_done();
+    /* Abandon every request in flight. */
+    void cancel_all();
+
+  private:
+    struct Transfer;
+    void collect();
+    friend struct PipelineCallbacks; /* libcurl's socket and timer callbacks */
+
+    HttpOptions options_;
+    void *multi_ = nullptr; /* CURLM */
+    std::vector<std::unique_ptr<Transfer>> active_;
+    std::vector<void *> idle_easy_; /* CURL handles kept for reuse */
+    std::vector<Wait> waits_;
+    int64_t deadline_ms_ = -1; /* curl's timer, on the monotonic clock; -1: none */
+    std::vector<std::pair<uint64_t, HttpResponse>> done_;
+};
+
+/*
+ * Milliseconds to wait that a Retry-After value asks for (seconds, or an
+ * HTTP date), or -1 if there is none or it cannot be read.
+ */
+long retry_after_ms(const std::string &value, long now_unix);
+
+/* Milliseconds on the monotonic clock. */
+int64_t monotonic_ms();
+
+} // namespace pgsink
