@@ -25,8 +25,13 @@ CONTROL (a JSON file, read at every request) injects faults:
   {"mode": "apply_then_drop"}           store the entries, then close the
                                         connection without answering
   {"mode": "max_bytes", "bytes": 2000}  413 if the body is larger
+  {"mode": "unavailable_if", "pattern": "x"}
+                                        503 (Retry-After: 1) if an entry of the
+                                        batch holds x, else as "ok"
+  any mode, "delay": 0.05               wait that many seconds first
 STATS (JSON, rewritten after every request) counts requests, bad
-signatures, entries accepted and duplicates dropped.
+signatures, entries accepted and duplicates dropped, and the most requests
+it served at once (max_concurrent).
 """
 import base64
 import gzip
@@ -37,6 +42,7 @@ import json
 import os
 import ssl
 import sys
+import threading
 import time
 
 port, secret, store_path, control_path, stats_path = sys.argv[1:6]
@@ -45,6 +51,8 @@ stats = {"requests": 0, "bad_signatures": 0, "accepted": 0, "duplicates": 0, "id
          "gzip": 0, "authorization": None}
 seen = set()
 ids = set()
+lock = threading.Lock()  # requests are served in threads: one at a time in the store
+concurrent = 0
 
 
 def entry_key(entry):
@@ -90,8 +98,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_POST(self):
+        global concurrent
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length)
+        with lock:
+            concurrent += 1
+            stats["max_concurrent"] = max(stats.get("max_concurrent", 0), concurrent)
+            save_stats()
+        try:
+            c = control()
+            delay = float(c.get("seconds", 30) if c.get("mode") == "slow" else c.get("delay", 0))
+            if delay > 0:
+                time.sleep(delay)
+            with lock:
+                self.serve(body)
+        finally:
+            with lock:
+                concurrent -= 1
+
+    def serve(self, body):
         stats["requests"] += 1
         stats["authorization"] = self.headers.get("Authorization")
         if self.headers.get("Content-Encoding") == "gzip":
@@ -124,13 +149,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if mode in ("500", "400", "401"):
             save_stats()
             return self.answer(int(mode), ("refused: mode " + mode).encode())
-        if mode == "slow":
-            time.sleep(float(c.get("seconds", 30)))
         if mode == "max_bytes" and len(body) > int(c.get("bytes", 2000)):
             stats["too_large"] = stats.get("too_large", 0) + 1
             save_stats()
             return self.answer(413, b"too large")
         entries = json.loads(body)["data"]
+        if mode == "unavailable_if":
+            pattern = c.get("pattern", "")
+            if any(pattern in json.dumps(e, ensure_ascii=False) for e in entries):
+                stats["unavailable"] = stats.get("unavailable", 0) + 1
+                save_stats()
+                return self.answer(503, b"try later", [("Retry-After", "1")])
         if mode == "reject":
             pattern = c.get("pattern", "")
             bad = [e for e in entries if pattern in json.dumps(e, ensure_ascii=False)]
