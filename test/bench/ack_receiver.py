@@ -22,6 +22,8 @@ delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
 store = open(sys.argv[4], "ab", buffering=0) if len(sys.argv) > 4 else None
 total = 0
 lock = threading.Lock()
+with open(count_path, "w") as f:
+    f.write("0")
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
