@@ -22,6 +22,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=scripts/common.sh
 . "$REPO/scripts/common.sh"
 JOBS=${JOBS:-2}
+# TAP files run this many at a time (TAP_JOBS=1: one after the other).
+TAP_JOBS=${TAP_JOBS:-2}
 
 passed=0
 failed=0
@@ -122,25 +124,49 @@ rm -f "$log"
 # ---------------------------------------------------------------------------
 # TAP: PostgreSQL::Test::Cluster finds initdb & co. on PATH, pg_regress via
 # PG_REGRESS (for --config-auth) and writes under $TESTDIR/tmp_check.
-section "TAP (test/t)"
+section "TAP (test/t), $TAP_JOBS at a time"
+# Independent files run side by side (each has its own clusters, ports and
+# receivers); each one's output is printed whole, in order, once all are done.
 rm -rf test/tmp_check
-for t in test/t/*.pl; do
-    [ -e "$t" ] || continue
+out_dir=$(mktemp -d)
+chmod 755 "$out_dir"
+run_tap() {
+    local t=$1 name start
+    name=$(basename "$t" .pl)
+    start=$SECONDS
     if as_user env PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
         TESTDIR="$WORK/test" PG_TEST_TIMEOUT_DEFAULT="${PG_TEST_TIMEOUT_DEFAULT:-60}" \
-        prove -I "$PGXS_DIR/src/test/perl" -I test/t "$t"; then
+        prove -I "$PGXS_DIR/src/test/perl" -I test/t "$t" > "$out_dir/$name.out" 2>&1; then
+        echo 0 > "$out_dir/$name.rc"
+    else
+        echo 1 > "$out_dir/$name.rc"
+    fi
+    echo "  $( [ "$(cat "$out_dir/$name.rc")" = 0 ] && echo ok || echo FAILED ) $t ($((SECONDS - start)) s)"
+}
+for t in test/t/*.pl; do
+    [ -e "$t" ] || continue
+    while [ "$(jobs -rp | wc -l)" -ge "$TAP_JOBS" ]; do wait -n || true; done
+    run_tap "$t" &
+done
+wait
+for t in test/t/*.pl; do
+    [ -e "$t" ] || continue
+    name=$(basename "$t" .pl)
+    cat "$out_dir/$name.out"
+    if [ "$(cat "$out_dir/$name.rc" 2>/dev/null)" = 0 ]; then
         pass "TAP $t"
     else
         fail "TAP $t"
         # The test's own log and the server logs say why.
-        for tap_log in test/tmp_check/log/regress_log_"$(basename "$t" .pl)" \
-            test/tmp_check/log/"$(basename "$t" .pl)"_*.log; do
+        for tap_log in test/tmp_check/log/regress_log_"$name" \
+            test/tmp_check/log/"$name"_*.log; do
             [ -f "$tap_log" ] || continue
             echo "--- tail of $tap_log"
             tail -n 60 "$tap_log"
         done
     fi
 done
+rm -rf "$out_dir"
 
 # ---------------------------------------------------------------------------
 summary
