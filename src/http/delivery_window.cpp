@@ -45,7 +45,7 @@ size_t DeliveryWindow::retrying() const
 
 DeliveryWindow::Batch *DeliveryWindow::next_to_send(int64_t now_ms, size_t max_in_flight)
 {
-    if (in_flight_ >= std::max<size_t>(max_in_flight, 1))
+    if (in_flight_ >= std::max<size_t>(max_in_flight, 1) || now_ms < hold_until_ms_)
         return nullptr;
     for (Batch &b : batches_) {
         if (!b.in_flight && b.not_before_ms <= now_ms)
@@ -72,6 +72,9 @@ const DeliveryWindow::Batch *DeliveryWindow::in_flight_batch(uint64_t id) const
 
 int64_t DeliveryWindow::next_due_ms(size_t max_in_flight) const
 {
+    /* Nothing can go out before an answer frees a place: the sockets wake the caller. */
+    if (in_flight_ >= std::max<size_t>(max_in_flight, 1))
+        return -1;
     int64_t due = -1;
     for (const Batch &b : batches_) {
         if (!b.in_flight && (due < 0 || b.not_before_ms < due))
@@ -79,7 +82,7 @@ int64_t DeliveryWindow::next_due_ms(size_t max_in_flight) const
         if (max_in_flight <= 1)
             break;
     }
-    return due;
+    return due < 0 ? -1 : std::max(due, hold_until_ms_);
 }
 
 std::list<DeliveryWindow::Batch>::iterator DeliveryWindow::find(uint64_t id)
@@ -116,6 +119,7 @@ void DeliveryWindow::schedule_retry(Batch &b, long asked_ms, int64_t now_ms, Out
     if (asked_ms > delay)
         delay = std::min(asked_ms, policy_.max_retry_ms);
     b.not_before_ms = now_ms + delay;
+    hold_until_ms_ = std::max(hold_until_ms_, b.not_before_ms);
     out->retrying = true;
     out->delay_ms = delay;
 }
@@ -238,6 +242,7 @@ std::vector<uint64_t> DeliveryWindow::pop_done()
 
 void DeliveryWindow::clear()
 {
+    hold_until_ms_ = 0;
     batches_.clear();
     ranges_.clear();
     in_flight_ = 0;
@@ -333,12 +338,28 @@ std::string delivery_window_selftest()
         auto *b3 = w.next_to_send(0, 3);
         w.sent(b3);
         c.expect(w.in_flight() == 3 && w.next_to_send(0, 3) == nullptr, "three in flight");
+        w.add("d\n", 1, "k4");
+        c.expect(w.next_due_ms(3) == -1, "full: no timer while all places are taken");
         uint64_t id1 = b1->id, id2 = b2->id, id3 = b3->id;
         w.complete(id3, ack(), 0);
         w.complete(id2, ack(), 0);
         c.expect(w.pop_done().empty(), "no prefix while the first is out");
         w.complete(id1, ack(), 0);
         c.expect(w.pop_done().size() == 3, "all three once the first is acknowledged");
+    }
+    /* A failed batch holds the others back until it is due (the receiver is down). */
+    {
+        DeliveryWindow w(policy);
+        w.add("a\n", 1, "k1");
+        w.add("b\n", 1, "k2");
+        auto *b1 = w.next_to_send(0, 4);
+        w.sent(b1);
+        auto o = w.complete(b1->id, retry(300), 0);
+        c.expect(o.delay_ms == 300, "Retry-After longer than the back-off wins");
+        c.expect(w.next_to_send(100, 4) == nullptr, "held: nothing goes out meanwhile");
+        c.expect(w.next_due_ms(4) == 300, "held until the failed batch is due");
+        auto *b = w.next_to_send(300, 4);
+        c.expect(b != nullptr && b->key == "k1", "then the failed batch first");
     }
     /* Bisection: only the refused entry is parked, the rest delivered. */
     {

@@ -114,7 +114,7 @@ class DeliveryWindow
     void sent(Batch *b);
     /* A batch in flight (nullptr if id is not one): what its answer is about. */
     const Batch *in_flight_batch(uint64_t id) const;
-    /* When the next batch waiting for a retry is due (-1: none waits). */
+    /* When a batch waiting to be sent is due (-1: none, or no room in flight for it). */
     int64_t next_due_ms(size_t max_in_flight) const;
     /* The answer to batch id came. */
     Outcome complete(uint64_t id, const Answer &answer, int64_t now_ms);
@@ -140,6 +140,12 @@ class DeliveryWindow
     std::list<Range> ranges_;
     uint64_t next_id_ = 1, next_range_ = 1;
     size_t in_flight_ = 0;
+    /*
+     * After a failed attempt nothing else goes out before the failed batch
+     * is due again: the receiver said it cannot take anything now (and with
+     * Retry-After, for how long).
+     */
+    int64_t hold_until_ms_ = 0;
 };
 
 /* Runs the window through scripted answers; "" if all is well, else what went wrong. */

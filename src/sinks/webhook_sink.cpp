@@ -16,7 +16,8 @@
 #include <cstring>
 #include <ctime>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 #include <strings.h>
 #include <zlib.h>
 
@@ -62,14 +63,28 @@ bool webhook_secret_key(const std::string &secret, std::string *key)
 std::string webhook_signature(const std::string &key, const std::string &id,
                               const std::string &timestamp, const std::string &body)
 {
-    std::string content = id + "." + timestamp + "." + body;
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-             reinterpret_cast<const unsigned char *>(content.data()), content.size(), mac,
-             &len) == nullptr)
+    /* Fed in pieces: the body (megabytes) is not copied to prefix it. */
+    EVP_MAC *mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : nullptr;
+    char digest[] = "SHA256";
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
+                           OSSL_PARAM_construct_end()};
+    unsigned char out[EVP_MAX_MD_SIZE];
+    size_t len = 0;
+    auto feed = [&](const std::string &piece) {
+        return EVP_MAC_update(ctx, reinterpret_cast<const unsigned char *>(piece.data()),
+                              piece.size()) == 1;
+    };
+    bool ok = ctx != nullptr &&
+              EVP_MAC_init(ctx, reinterpret_cast<const unsigned char *>(key.data()), key.size(),
+                           params) == 1 &&
+              feed(id) && feed(".") && feed(timestamp) && feed(".") && feed(body) &&
+              EVP_MAC_final(ctx, out, &len, sizeof(out)) == 1;
+    EVP_MAC_CTX_free(ctx);
+    EVP_MAC_free(mac);
+    if (!ok)
         throw std::runtime_error("could not compute the webhook signature");
-    return "v1," + base64(mac, len);
+    return "v1," + base64(out, len);
 }
 
 bool parse_webhook_headers(const std::string &text, std::vector<std::string> *out, std::string *why)

@@ -20,8 +20,12 @@ namespace pgsink::spool
 
 namespace
 {
+/*
+ * "PGSKCUR3" slots add replays after crc, covered by the CRC as well; a
+ * "PGSKCUR2" slot (0.3.0 before it) is read with replays 0.
+ */
 struct Slot {
-    char magic[8]; /* "PGSKCUR2" */
+    char magic[8]; /* "PGSKCUR3" (or "PGSKCUR2") */
     uint64_t seq;
     uint64_t spool_id;
     uint64_t offset;
@@ -32,7 +36,9 @@ struct Slot {
     char state[kMaxState];
     uint32_t announce;
     uint32_t crc;
-    char pad[512 - 8 - 6 * 8 - 4 - kMaxState - 4 - 4];
+    uint32_t unused; /* zero: keeps replays aligned */
+    uint64_t replays;
+    char pad[512 - 8 - 6 * 8 - 4 - kMaxState - 4 - 4 - 4 - 8];
 };
 static_assert(sizeof(Slot) == 512, "a cursor slot is one 512-byte sector");
 
@@ -41,13 +47,16 @@ uint32_t slot_crc(const Slot &s)
     pg_crc32c crc;
     INIT_CRC32C(crc);
     COMP_CRC32C(crc, &s, offsetof(Slot, crc));
+    if (memcmp(s.magic, "PGSKCUR3", 8) == 0)
+        COMP_CRC32C(crc, &s.replays, sizeof(s.replays));
     FIN_CRC32C(crc);
     return crc;
 }
 
 bool slot_valid(const Slot &s)
 {
-    return memcmp(s.magic, "PGSKCUR2", 8) == 0 && s.state_len <= kMaxState && s.crc == slot_crc(s);
+    bool magic = memcmp(s.magic, "PGSKCUR3", 8) == 0 || memcmp(s.magic, "PGSKCUR2", 8) == 0;
+    return magic && s.state_len <= kMaxState && s.crc == slot_crc(s);
 }
 
 /* The newer valid slot of the file open at fd; false if neither is valid. */
@@ -76,6 +85,7 @@ void to_cursor(const Slot &s, Cursor *c)
     c->delivered_time = s.delivered_time;
     c->sink_state.assign(s.state, s.state_len);
     c->announce = s.announce != 0;
+    c->replays = memcmp(s.magic, "PGSKCUR3", 8) == 0 ? s.replays : 0;
 }
 } // namespace
 
@@ -132,7 +142,7 @@ void CursorFile::save(const Cursor &c)
         throw Error(ERRCODE_INTERNAL_ERROR, "a sink's cursor state is too long");
     Slot s;
     memset(&s, 0, sizeof(s));
-    memcpy(s.magic, "PGSKCUR2", 8);
+    memcpy(s.magic, "PGSKCUR3", 8);
     s.seq = ++seq_;
     s.spool_id = c.spool_id;
     s.offset = c.offset;
@@ -142,6 +152,7 @@ void CursorFile::save(const Cursor &c)
     s.state_len = static_cast<uint32_t>(c.sink_state.size());
     memcpy(s.state, c.sink_state.data(), c.sink_state.size());
     s.announce = c.announce ? 1 : 0;
+    s.replays = c.replays;
     s.crc = slot_crc(s);
     off_t at = static_cast<off_t>((s.seq % 2) * sizeof(Slot));
     if (pwrite(fd_, &s, sizeof(s), at) != static_cast<ssize_t>(sizeof(s)))

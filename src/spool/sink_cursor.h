@@ -24,6 +24,8 @@ struct Cursor {
     std::string sink_state;     /* Sink::state() at the save (at most kMaxState bytes) */
     /* The sink must first be told the Schema entries in effect at offset (a new destination). */
     bool announce = false;
+    /* Rewinds applied (pgsink.rewind_sink()): a replay is told apart from a retry. */
+    uint64_t replays = 0;
 };
 
 constexpr size_t kMaxState = 256;

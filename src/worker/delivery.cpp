@@ -104,6 +104,7 @@ class Delivery
     void read_range(const SpoolShared &d);
     void http_round(const SpoolShared &d);
     void wait_for_sockets(long timeout_ms);
+    void serve_interrupts();
     void advance(const SpoolShared &d);
     void failing(const std::string &message, long delay_ms);
     void recovered();
@@ -405,6 +406,7 @@ void Delivery::apply_rewind()
     cursor_.entries = entries;
     cursor_.delivered_lsn = 0;
     cursor_.delivered_time = 0;
+    cursor_.replays++; /* the replay's batches get ids of their own */
     announce_ = true;
     reset_window(); /* requests in flight are abandoned: delivery starts over from there */
     save();
@@ -558,7 +560,14 @@ void Delivery::park(const std::string &entry, int status, const std::string &res
 void Delivery::retry_parked()
 {
     TimestampTz now = GetCurrentTimestamp();
-    if (!http_ || !TimestampDifferenceExceeds(retry_checked_at_, now, kIdleWaitMs))
+    /*
+     * Not while schemas are owed (a new receiver gets them first), nor while
+     * parked entries are already out.
+     */
+    bool out = std::any_of(ranges_.begin(), ranges_.end(),
+                           [](const RangeInfo &r) { return !r.parked.empty(); });
+    if (!http_ || announce_ || out ||
+        !TimestampDifferenceExceeds(retry_checked_at_, now, kIdleWaitMs))
         return;
     retry_checked_at_ = now;
     RangeInfo info;
@@ -701,6 +710,9 @@ WindowPolicy Delivery::window_policy() const
 
 size_t Delivery::max_in_flight() const
 {
+    /* 'stop' is for those who want strict order: one batch at a time. */
+    if (guc_on_rejection == ON_REJECTION_STOP)
+        return 1;
     return static_cast<size_t>(guc_max_in_flight > 0 ? guc_max_in_flight
                                                      : http_->default_max_in_flight());
 }
@@ -747,15 +759,25 @@ void Delivery::read_range(const SpoolShared &d)
         info.schemas = true;
     }
     lines.append(piece);
-    /* Its place in the spool: the same key for the same batch after a crash. */
-    char key[80];
-    snprintf(key, sizeof(key), "%llx-%llx-%llx%s",
+    /*
+     * The batch's key (the webhook-id): its place in the spool, the replay
+     * it belongs to, and the heads of its first and last entries, so it is
+     * the same for the same batch after a crash, and differs for other
+     * entries at the same place (a spool restored from a backup).
+     */
+    char place[96];
+    snprintf(place, sizeof(place), "%llx-%llx-%llx-%llx%s",
              static_cast<unsigned long long>(cursor_.spool_id),
+             static_cast<unsigned long long>(cursor_.replays),
              static_cast<unsigned long long>(read_end_),
              static_cast<unsigned long long>(read_end_ + info.bytes), owed ? "s" : "");
+    size_t edge = std::min<size_t>(piece.size(), 256);
+    std::string key = sha256_hex(std::string(place) + "\n" + std::string(piece.substr(0, edge)) +
+                                     "\n" + std::string(piece.substr(piece.size() - edge)),
+                                 16);
     read_end_ += info.bytes;
     ranges_.push_back(std::move(info));
-    window_->add(std::move(lines), count, key);
+    window_->add(std::move(lines), count, std::move(key));
 }
 
 /*
@@ -795,6 +817,13 @@ void Delivery::wait_for_sockets(long timeout_ms)
     pipeline_->on_timer();
 }
 
+/* Between batches of a round: SIGTERM, a cancel, a reload that changes the sink (Reopen). */
+void Delivery::serve_interrupts()
+{
+    pg_call([] { CHECK_FOR_INTERRUPTS(); });
+    reload();
+}
+
 /*
  * One turn of an HttpSink's delivery: read ahead into the window, send what
  * is due, wait, read the answers (parking what is refused for good), and
@@ -803,14 +832,30 @@ void Delivery::wait_for_sockets(long timeout_ms)
 void Delivery::http_round(const SpoolShared &d)
 {
     size_t max = max_in_flight();
-    /* One range more than can be in flight: the next batch is read while requests are out. */
-    while (window_->ranges() < max + 1 && read_end_ < d.durable_end)
+    /*
+     * One range more than can be in flight: the next batch is read while
+     * requests are out. Interrupts are served between batches: reading and
+     * encoding many big ones takes a while.
+     */
+    while (window_->ranges() < max + 1 && read_end_ < d.durable_end) {
         read_range(d);
+        serve_interrupts();
+    }
     int64_t now = monotonic_ms();
     while (DeliveryWindow::Batch *b = window_->next_to_send(now, max)) {
-        HttpRequest request = http_->request(b->lines, b->key);
-        pipeline_->submit(b->id, std::move(request));
         window_->sent(b);
+        std::string failure;
+        try {
+            pipeline_->submit(b->id, http_->request(b->lines, b->key));
+        } catch (const std::exception &e) {
+            failure = e.what(); /* no request went out: retried with back-off */
+        }
+        if (!failure.empty()) {
+            DeliveryWindow::Outcome o = window_->failed(
+                b->id, sink_->describe() + ": could not make a request: " + failure, now);
+            failing(o.message, o.delay_ms);
+        }
+        serve_interrupts();
     }
     long timeout = kIdleWaitMs;
     if (pipeline_->timeout_ms() >= 0)
@@ -831,9 +876,9 @@ void Delivery::http_round(const SpoolShared &d)
             park(p.entry, p.status, p.response);
         if (o.retrying)
             failing(o.message, o.delay_ms);
+        else if (answer.kind == Answer::Kind::ack && window_->retrying() == 0)
+            recovered(); /* something was taken, and nothing waits for a retry */
     }
-    if (failing_ && window_->retrying() == 0)
-        recovered();
     advance(d);
 }
 
@@ -934,11 +979,14 @@ void Delivery::run()
                      */
                     reader_.reset();
                     cursor_file_.reset();
+                    reset_window(); /* nothing in flight while it waits */
                     needs_reimport("the spool was made anew (its identity changed) while it "
                                    "delivered, so entries may be missing");
                     apply_rewind();
                     continue;
                 }
+                if (http_ && read_end_ == d.durable_end)
+                    retry_parked(); /* all read: parked entries asked for may join */
                 if (http_ && (!window_->empty() || read_end_ < d.durable_end)) {
                     http_round(d);
                     continue;
@@ -947,9 +995,6 @@ void Delivery::run()
                     deliver(d);
                     continue;
                 }
-                retry_parked();
-                if (http_ && !window_->empty())
-                    continue;
                 if (cursor_.delivered_lsn < d.durable_lsn) {
                     /* Caught up: what the stream decoded since (no entries) is delivered too. */
                     cursor_.delivered_lsn = d.durable_lsn;

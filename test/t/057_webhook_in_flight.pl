@@ -10,8 +10,10 @@
 # (3) kill -9 of the postmaster then: delivery resumes from the cursor (the
 #     receiver gets acknowledged batches again, and drops them), and is exact
 #     once the receiver takes the marked batch;
-# (4) four requests hang: SIGTERM still ends the delivery worker within 1 s;
-# (5) max_in_flight back to 1 by a reload: one request at a time.
+# (4) four requests hang: the worker sleeps (no busy loop), and SIGTERM
+#     still ends it within 1 s;
+# (5) max_in_flight lowered to 1 by a reload while four requests are out:
+#     the same worker goes on, one request at a time.
 use strict;
 use warnings;
 
@@ -50,7 +52,7 @@ sub restart_receiver
 	$receiver = receiver_start($dir, $port, $secret);
 }
 
-mode('{"mode": "ok", "delay": 0.1}');
+mode('{"mode": "503", "retry_after": "1"}');
 restart_receiver();
 $node->start;
 $node->safe_psql('postgres', q{
@@ -90,11 +92,17 @@ sub load
 }
 
 # ---------------------------------------------------------------------------
-# (1) Requests overlap, four at most.
+# (1) Requests overlap, four at most. The rows wait in the spool while the
+# receiver answers 503, then go out at once.
 load(0, 10000);
+ok(defined poll_until($node, 'postgres',
+		"SELECT lag_entries >= 10000 FROM pgsink.sinks WHERE sink = 'webhook'", 't', 30),
+	'(1) a backlog in the spool');
+mode('{"mode": "ok", "delay": 0.1}');
 wait_delivered($node, 'postgres', '(1) four in flight', 120);
 my $s = stats();
 is($s->{max_concurrent}, 4, '(1) the receiver served four requests at once, never more');
+is($s->{accepted} > 0 && $s->{bad_signatures} == 0 ? 1 : 0, 1, '(1) after the 503s');
 cmp_ok($s->{requests}, '>=', 40, '(1) in many batches of 64 kB');
 is($s->{bad_signatures}, 0, '(1) every request signed');
 check_exact($node, tables => \%tables, files => [sorted_store()], label => '(1) four in flight');
@@ -148,7 +156,16 @@ for (my $t0 = time(); time() - $t0 < 20 && (stats()->{max_concurrent} // 0) < 4;
 is(stats()->{max_concurrent}, 4, '(4) four requests hang');
 my $pid = delivery_pid($node, 'webhook');
 ok($pid, '(4) the delivery worker runs');
-usleep(500_000);
+# While every place is taken and the next batch waits, the worker sleeps.
+sub cpu_seconds
+{
+	my @f = split ' ', (split /\)/, slurp_file("/proc/$_[0]/stat"))[-1];
+	return ($f[11] + $f[12]) / 100;    # utime + stime, in clock ticks
+}
+my $cpu0 = cpu_seconds($pid);
+sleep 2;
+my $cpu = cpu_seconds($pid) - $cpu0;
+cmp_ok($cpu, '<', 0.3, sprintf('(4) the worker sleeps while four requests hang (%.2f s of CPU in 2 s)', $cpu));
 my $t0 = time();
 kill 'TERM', $pid;
 while (kill(0, $pid) && time() - $t0 < 5) { usleep(10_000); }
@@ -157,12 +174,23 @@ ok(!kill(0, $pid), '(4) SIGTERM ended the delivery worker while requests hung');
 cmp_ok($took, '<', 1.0, sprintf('(4) within a second (%.2f s)', $took));
 
 # ---------------------------------------------------------------------------
-# (5) max_in_flight = 1: one request at a time.
-mode('{"mode": "ok", "delay": 0.05}');
+# (5) max_in_flight lowered to 1 by a reload while four requests are out:
+# the worker finishes them, then sends one at a time.
+mode('{"mode": "ok", "delay": 0.5}');
 restart_receiver();    # its counts start over
+my $new_pid = wait_delivery_pid($node, 'webhook', 30, $pid);
+ok($new_pid, '(5) the delivery worker is back');
+load(30000, 36000);
+for (my $t0 = time(); time() - $t0 < 20 && (stats()->{max_concurrent} // 0) < 4; usleep(50_000)) { }
+is(stats()->{max_concurrent}, 4, '(5) four requests out');
 $node->append_conf('postgresql.conf', 'pgsink.max_in_flight = 1');
 $node->reload;
-load(30000, 34000);
+usleep(300_000);
+mode('{"mode": "ok", "delay": 0.05}');
+wait_delivered($node, 'postgres', '(5) after the reload', 120);
+is(delivery_pid($node, 'webhook'), $new_pid, '(5) the same worker: lowered in place');
+restart_receiver();    # its counts start over
+load(40000, 44000);
 wait_delivered($node, 'postgres', '(5) one in flight', 120);
 is(stats()->{max_concurrent}, 1, '(5) one request at a time');
 check_exact($node, tables => \%tables, files => [sorted_store()], label => '(5) one in flight');
