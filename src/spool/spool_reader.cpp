@@ -141,7 +141,12 @@ std::string_view Reader::read(uint64_t offset, uint64_t end, size_t max, uint64_
         have += static_cast<size_t>(n);
         if (have < want)
             continue;
-        const void *last = memrchr(buf_.get(), '\n', have);
+        /*
+         * Whole lines up to max; past it (a line longer than max) that one
+         * line alone, not the lines the bigger read also caught.
+         */
+        const void *last =
+            want > max ? memchr(buf_.get(), '\n', have) : memrchr(buf_.get(), '\n', have);
         if (last != nullptr) {
             len = static_cast<size_t>(static_cast<const char *>(last) - buf_.get()) + 1;
             break;
