@@ -6,7 +6,12 @@
 # (2) pgsink.ca_file names the CA: every change arrives, exactly, gzipped,
 #     with the extra headers;
 # (3) extra headers the sink sets itself are refused, without quoting them;
-#     nothing secret reaches the log.
+#     nothing secret reaches the log;
+# (4) a certificate of the trusted CA, but for another name ("otherhost")
+#     than the URL's host (127.0.0.1), is refused: the sink retries, its
+#     status and the log say the name does not match, nothing is delivered;
+#     once the receiver serves the right certificate, delivery proceeds, and
+#     exactly.
 use strict;
 use warnings;
 
@@ -98,6 +103,44 @@ my ($tok) = $token =~ /(t0ken-\d+)/;
 unlike($log, qr/\Q$tok\E/, '(3) no header value in the log');
 my ($key) = $secret =~ /^whsec_(.*)$/;
 unlike($log, qr/\Q$key\E/, '(3) nor the secret');
+
+# (4) A certificate of the trusted CA for another name.
+openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=otherhost', '-keyout',
+	"$dir/other.key", '-out', "$dir/other.csr");
+open($ext, '>', "$dir/other.ext") or die;
+print $ext "subjectAltName = DNS:otherhost\n";
+close $ext;
+openssl('x509', '-req', '-in', "$dir/other.csr", '-CA', "$dir/ca.crt", '-CAkey', "$dir/ca.key",
+	'-CAcreateserial', '-days', '2', '-extfile', "$dir/other.ext", '-out', "$dir/other.crt");
+receiver_stop($receiver);
+$receiver = receiver_start($dir, $port, $secret, "$dir/other.crt", "$dir/other.key");
+my $log_offset = -s $node->logfile;
+$node->safe_psql('postgres', q{
+INSERT INTO t SELECT g, 'other ' || g FROM generate_series(2001, 2100) g;
+DELETE FROM t WHERE id % 5 = 0;
+});
+ok(defined poll_until($node, 'postgres',
+		"SELECT state FROM pgsink.sinks WHERE sink = 'webhook'", 'retrying', 30),
+	'(4) a certificate for another name: the sink retries');
+my $error = sink_status($node, 'webhook')->{error};
+note("last_error: $error");
+like($error, qr/(subject|host) ?name|does not match/i,
+	'(4) its last_error says the certificate\'s name does not match the host');
+unlike($error, qr/unable to get local issuer|self[- ]signed|unknown ca/i,
+	'(4) (the CA is trusted: it is not about trust)');
+sleep 2;    # a few attempts
+$s = stats();
+is($s->{requests}, 0, '(4) no request reached the receiver');
+is($s->{accepted}, 0, '(4) nothing was delivered');
+like(slurp_file($node->logfile, $log_offset),
+	qr/WARNING:.*sink "webhook":.*((subject|host) ?name|does not match)/i,
+	'(4) the log says it too');
+receiver_stop($receiver);
+$receiver = receiver_start($dir, $port, $secret, "$dir/server.crt", "$dir/server.key");
+wait_delivered($node, 'postgres', '(4) the right certificate served');
+check_exact($node, tables => \%tables, files => [$store], label => '(4) after the right certificate');
+cmp_ok(stats()->{accepted}, '>=', 100, '(4) the entries held back arrived');
+is(sink_status($node, 'webhook')->{error}, '', '(4) no error left');
 
 receiver_stop($receiver);
 $node->stop;

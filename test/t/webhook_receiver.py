@@ -25,13 +25,26 @@ CONTROL (a JSON file, read at every request) injects faults:
   {"mode": "apply_then_drop"}           store the entries, then close the
                                         connection without answering
   {"mode": "max_bytes", "bytes": 2000}  413 if the body is larger
+  {"mode": "reject_hang", "pattern": "x", "seconds": 300}
+                                        400 if an entry of the batch holds x;
+                                        once a batch of such entries only was
+                                        refused (the sender isolated them),
+                                        any other batch hangs: no answer while
+                                        CONTROL still says reject_hang (at most
+                                        seconds), then 503, nothing stored
   {"mode": "unavailable_if", "pattern": "x"}
                                         503 (Retry-After: 1) if an entry of the
                                         batch holds x, else as "ok"
   any mode, "delay": 0.05               wait that many seconds first
+Requests are served in threads (several at once), one at a time past the
+wait ("slow", "delay").
 STATS (JSON, rewritten after every request) counts requests, bad
-signatures, entries accepted and duplicates dropped, and the most requests
-it served at once (max_concurrent).
+signatures, entries accepted and duplicates dropped, requests hung, the most
+requests served at once (max_concurrent), and the largest body (JSON, after gzip is undone). REQUESTS (requests.jsonl next to
+STATS) gets a line per signed request, before the answer: its JSON body's
+bytes ("bytes"), the bytes of the Schema entries in it as sent
+("schema_bytes"), its entries and Schema entries, its longest other entry as
+sent ("max_entry"), and the status answered (0: none).
 """
 import base64
 import gzip
@@ -47,11 +60,13 @@ import time
 
 port, secret, store_path, control_path, stats_path = sys.argv[1:6]
 key = base64.b64decode(secret[len("whsec_"):])
+requests_path = os.path.join(os.path.dirname(os.path.abspath(stats_path)), "requests.jsonl")
 stats = {"requests": 0, "bad_signatures": 0, "accepted": 0, "duplicates": 0, "ids": 0,
-         "gzip": 0, "authorization": None}
+         "gzip": 0, "authorization": None, "hung": 0, "max_body": 0}
+decoder = json.JSONDecoder()
 seen = set()
 ids = set()
-lock = threading.Lock()  # requests are served in threads: one at a time in the store
+lock = threading.Lock()  # one request at a time in the store and the stats
 concurrent = 0
 
 
@@ -76,6 +91,36 @@ def control():
         return {"mode": "ok"}
 
 
+def raw_sizes(text):
+    """The bytes of each entry of {"data":[...]} as sent (not as re-encoded)."""
+    i = text.index("[", text.index('"data"')) + 1
+    sizes = []
+    while True:
+        while text[i] in " \t\r\n":
+            i += 1
+        if text[i] == "]":
+            return sizes
+        _, end = decoder.raw_decode(text, i)
+        sizes.append(len(text[i:end].encode("utf-8")))
+        i = end
+        while text[i] in " \t\r\n":
+            i += 1
+        if text[i] == ",":
+            i += 1
+
+
+def log_request(body, entries, status):
+    """A line of REQUESTS: what this request carried."""
+    schemas = set(i for i, e in enumerate(entries) if isinstance(e, dict) and "schema" in e)
+    sizes = raw_sizes(body.decode("utf-8"))
+    schema_bytes = sum(sizes[i] for i in schemas)
+    max_entry = max([n for i, n in enumerate(sizes) if i not in schemas] or [0])
+    with open(requests_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"bytes": len(body), "schema_bytes": schema_bytes,
+                            "entries": len(entries), "schemas": len(schemas),
+                            "max_entry": max_entry, "status": status}) + "\n")
+
+
 def save_stats():
     tmp = stats_path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -90,12 +135,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def answer(self, status, body=b"", headers=()):
+        self.log_now(status)
         self.send_response(status)
         for name, value in headers:
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def log_now(self, status):
+        """The request's line in REQUESTS, before it is answered (or dropped)."""
+        pending, self.pending_log = getattr(self, "pending_log", None), None
+        if pending is not None:
+            log_request(pending[0], pending[1], status)
 
     def do_POST(self):
         global concurrent
@@ -117,6 +169,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 concurrent -= 1
 
     def serve(self, body):
+        self.pending_log = None
         stats["requests"] += 1
         stats["authorization"] = self.headers.get("Authorization")
         if self.headers.get("Content-Encoding") == "gzip":
@@ -134,39 +187,64 @@ class Handler(http.server.BaseHTTPRequestHandler):
             stats["bad_signatures"] += 1
             save_stats()
             return self.answer(401, b"bad signature")
+        stats["max_body"] = max(stats["max_body"], len(body))
+        try:
+            entries = json.loads(body)["data"]
+        except (ValueError, KeyError, TypeError):
+            save_stats()
+            return self.answer(400, b"not {\"data\": [...]}")
         c = control()
         mode = c.get("mode", "ok")
+        self.pending_log = (body, entries)
+        self.handle_entries(c, mode, msg_id, body, entries)
+
+    def handle_entries(self, c, mode, msg_id, body, entries):
+        """Answer the request (REQUESTS gets its line first); returns the status."""
         if mode in ("503", "429"):
             save_stats()
-            return self.answer(int(mode), b"try later",
-                               [("Retry-After", c.get("retry_after", "1"))])
+            self.answer(int(mode), b"try later", [("Retry-After", c.get("retry_after", "1"))])
+            return int(mode)
         if mode == "reset":
             stats["resets"] = stats.get("resets", 0) + 1
             save_stats()
+            self.log_now(0)
             self.close_connection = True
             self.connection.shutdown(2)
-            return
+            return 0
         if mode in ("500", "400", "401"):
             save_stats()
-            return self.answer(int(mode), ("refused: mode " + mode).encode())
+            self.answer(int(mode), ("refused: mode " + mode).encode())
+            return int(mode)
         if mode == "max_bytes" and len(body) > int(c.get("bytes", 2000)):
             stats["too_large"] = stats.get("too_large", 0) + 1
             save_stats()
-            return self.answer(413, b"too large")
-        entries = json.loads(body)["data"]
+            self.answer(413, b"too large")
+            return 413
         if mode == "unavailable_if":
             pattern = c.get("pattern", "")
             if any(pattern in json.dumps(e, ensure_ascii=False) for e in entries):
                 stats["unavailable"] = stats.get("unavailable", 0) + 1
                 save_stats()
-                return self.answer(503, b"try later", [("Retry-After", "1")])
-        if mode == "reject":
+                self.answer(503, b"try later", [("Retry-After", "1")])
+                return 503
+        if mode in ("reject", "reject_hang"):
             pattern = c.get("pattern", "")
             bad = [e for e in entries if pattern in json.dumps(e, ensure_ascii=False)]
             if bad:
                 stats["rejected_batches"] = stats.get("rejected_batches", 0) + 1
+                if len(bad) == len(entries):
+                    stats["isolated"] = stats.get("isolated", 0) + 1
                 save_stats()
-                return self.answer(400, ("refused " + str(len(bad)) + " entries").encode())
+                self.answer(400, ("refused " + str(len(bad)) + " entries").encode())
+                return 400
+        if mode == "reject_hang" and stats.get("isolated", 0) > 0:
+            stats["hung"] += 1
+            save_stats()
+            deadline = time.time() + float(c.get("seconds", 300))
+            while time.time() < deadline and control().get("mode") == "reject_hang":
+                time.sleep(0.1)
+            self.answer(503, b"hung")
+            return 503
         ids.add(msg_id)
         stats["ids"] = len(ids)
         with open(store_path, "a", encoding="utf-8") as f:
@@ -183,13 +261,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if mode == "apply_then_drop":
             stats["dropped_answers"] = stats.get("dropped_answers", 0) + 1
             save_stats()
+            self.log_now(0)
             self.close_connection = True
             self.connection.shutdown(2)
-            return
+            return 0
         save_stats()
         self.answer(200, b"ok")
+        return 200
 
 
+def orphan_watch(parent):
+    """Exit when the test that started us is gone (it may die before stopping us,
+    and we would keep what it inherited: ports, file locks)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+threading.Thread(target=orphan_watch, args=(os.getppid(),), daemon=True).start()
 save_stats()
 server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), Handler)
 if len(sys.argv) > 7:
