@@ -74,3 +74,16 @@ END
 \$\$;
 SQL
 }
+
+# Commit-to-arrival latency: single-row inserts at $2 rows/s for $3 s
+# (pgbench -R) while latency_tail.py follows $1, where the entries arrive;
+# its report goes to $BENCH_DIR/latency.txt and is printed.
+bench_latency() {
+    python3 test/bench/latency_tail.py "$1" "$(($3 + 3))" > "$BENCH_DIR/latency.txt" &
+    local tail_pid=$!
+    sleep 0.5
+    echo "INSERT INTO bench_rows (account, note, amount) VALUES (1, 'latency probe', 1.00);" > "$BENCH_DIR/latency.sql"
+    pgbench -n -f "$BENCH_DIR/latency.sql" -R "$2" -T "$3" -c 2 -j 2 bench > "$BENCH_DIR/latency_pgbench.txt" 2>&1
+    wait "$tail_pid"
+    cat "$BENCH_DIR/latency.txt"
+}

@@ -138,13 +138,7 @@ fi
 
 if [ -z "${SKIP_LATENCY:-}" ]; then
 echo "== latency: commit-to-file at $RATE rows/s for ${LATENCY_SECONDS}s"
-python3 test/bench/latency_tail.py "$BENCH_DIR/pgsink.jsonl" "$((LATENCY_SECONDS + 3))" > "$BENCH_DIR/latency.txt" &
-tail_pid=$!
-sleep 0.5
-echo "INSERT INTO bench_rows (account, note, amount) VALUES (1, 'latency probe', 1.00);" > "$BENCH_DIR/latency.sql"
-pgbench -n -f "$BENCH_DIR/latency.sql" -R "$RATE" -T "$LATENCY_SECONDS" -c 2 -j 2 bench > "$BENCH_DIR/latency_pgbench.txt" 2>&1
-wait "$tail_pid"
-cat "$BENCH_DIR/latency.txt"
+bench_latency "$BENCH_DIR/pgsink.jsonl" "$RATE" "$LATENCY_SECONDS"
 result latency_p50 "$(grep -o 'p50 [0-9.]*' "$BENCH_DIR/latency.txt" | cut -d' ' -f2)"
 result latency_p99 "$(grep -o 'p99 [0-9.]*' "$BENCH_DIR/latency.txt" | cut -d' ' -f2)"
 

@@ -124,11 +124,5 @@ psqlq -c "ALTER SYSTEM RESET pgsink.max_in_flight" -c "SELECT pg_reload_conf()" 
 rm -f "$BENCH_DIR/received.jsonl" && touch "$BENCH_DIR/received.jsonl"
 start_receiver python3 test/bench/ack_receiver.py "$RECEIVER_PORT" "$BENCH_DIR/received.count" 0 "$BENCH_DIR/received.jsonl"
 psqlq -c "SELECT pgsink.wait_for_delivery('5 min')" >/dev/null
-python3 test/bench/latency_tail.py "$BENCH_DIR/received.jsonl" "$((LATENCY_SECONDS + 3))" > "$BENCH_DIR/latency.txt" &
-tail_pid=$!
-sleep 0.5
-echo "INSERT INTO bench_rows (account, note, amount) VALUES (1, 'latency probe', 1.00);" > "$BENCH_DIR/latency.sql"
-pgbench -n -f "$BENCH_DIR/latency.sql" -R "$RATE" -T "$LATENCY_SECONDS" -c 2 -j 2 bench > "$BENCH_DIR/latency_pgbench.txt" 2>&1
-wait "$tail_pid"
-cat "$BENCH_DIR/latency.txt"
+bench_latency "$BENCH_DIR/received.jsonl" "$RATE" "$LATENCY_SECONDS"
 fi
