@@ -65,10 +65,17 @@ struct Decoder {
     MemoryContext change_cxt = nullptr;
     int guc_level = 0; /* SQL interface: the settings fixed for this decoding call */
 
+    /*
+     * Entries are written here, then appended to the consumer's buffer in
+     * one piece (or several, for rows too big for it).
+     */
+    char out_storage[64 * 1024];
+    json::Out out{out_storage};
+
     TxnMeta txn;
     uint64 sequence = 0;
-    std::string txn_timestamp; /* "\"2024-...+00:00\"", built at the first entry */
-    std::string txn_lsn;
+    std::string txn_head; /* "{\"timestamp\":\"2024-...+00:00\"", built at the first entry */
+    std::string txn_lsn;  /* "\"0/16B3748\"" */
     /* Changes of this transaction supersede rows of the pending import chunk. */
     bool txn_conflicts_with_import = false;
     std::string key_scratch;
@@ -111,29 +118,57 @@ static void free_decoder(void *arg)
     delete d;
 }
 
-/* Common head of every entry: timestamp, then (for modifications) sequence and name. */
-static void begin_entry(Decoder &d, std::string &out)
+/* The parts of every entry's head that are the same for a whole transaction. */
+static void build_txn_head(Decoder &d)
 {
-    if (d.txn_timestamp.empty()) {
-        d.txn_timestamp.push_back('"');
-        json::append_timestamp(d.txn_timestamp, d.txn.commit_time, true, true);
-        d.txn_timestamp.push_back('"');
-        json::append_lsn(d.txn_lsn, d.txn.commit_lsn);
+    char storage[2 * json::Out::kMaxReserve];
+    json::Out out(storage);
+    out.begin(d.txn_head);
+    out.literal("{\"timestamp\":");
+    char *p = out.reserve(json::kMaxDateTimeLen);
+    char *end = json::format_timestamp(p, d.txn.commit_time, true, true);
+    if (end == nullptr) {
+        /* Outside years 1..9999 (never, for a commit): an empty string, as always. */
+        memcpy(p, "\"\"", 2);
+        end = p + 2;
     }
-    out.append("{\"timestamp\":");
-    out.append(d.txn_timestamp);
+    out.commit(end);
+    out.flush();
+    out.begin(d.txn_lsn);
+    json::append_lsn(out, d.txn.commit_lsn);
+    out.flush();
+}
+
+/* Start an entry in the consumer's buffer, with its timestamp. */
+static json::Out &begin_entry(Decoder &d)
+{
+    if (d.txn_head.empty())
+        build_txn_head(d);
+    json::Out &out = d.out;
+    out.begin(d.consumer->buffer());
+    out.append(d.txn_head);
+    return out;
+}
+
+/* Close the entry and hand it to the consumer. */
+static void end_entry(Decoder &d, bool schema = false)
+{
+    d.out.put('}');
+    d.out.flush();
+    if (schema)
+        d.consumer->schema_done();
+    else
+        d.consumer->entry_done();
 }
 
 static void write_schema(Decoder &d, const std::string &schema_json)
 {
-    std::string &out = d.consumer->buffer();
-    begin_entry(d, out);
-    out.append(",\"lsn\":");
+    json::Out &out = begin_entry(d);
+    out.literal(",\"lsn\":");
     out.append(d.txn_lsn);
-    out.append(",\"schema\":");
+    out.literal(",\"schema\":");
     out.append(schema_json);
-    out.push_back('}');
-    d.consumer->schema_done();
+    end_entry(d, true);
 }
 
 static bool is_unchanged_toast(const ColumnInfo &col, Datum v)
@@ -146,7 +181,7 @@ static bool is_unchanged_toast(const ColumnInfo &col, Datum v)
  * An unchanged TOASTed value (not in WAL) is taken from the old row when it
  * is there, else left out and listed in d.unchanged.
  */
-static void write_row(Decoder &d, std::string &out, const RelationInfo &info, bool key_only,
+static void write_row(Decoder &d, json::Out &out, const RelationInfo &info, bool key_only,
                       bool with_old)
 {
     bool any_omitted = false;
@@ -182,7 +217,8 @@ static void write_row(Decoder &d, std::string &out, const RelationInfo &info, bo
     append_row_json(out, info, d.values, d.nulls, key_only, any_omitted ? d.omit : nullptr, raw);
 }
 
-static const char *op_name(ReorderBufferChangeType type)
+/* The name of a change's operation; empty for those that are not captured. */
+static std::string_view op_name(ReorderBufferChangeType type)
 {
     switch (type) {
     case REORDER_BUFFER_CHANGE_INSERT:
@@ -192,31 +228,31 @@ static const char *op_name(ReorderBufferChangeType type)
     case REORDER_BUFFER_CHANGE_DELETE:
         return "delete";
     default:
-        return nullptr;
+        return {};
     }
 }
 
 /* Timestamp, sequence, name, op and lsn: the head every modification and import shares. */
-static void write_entry_head(Decoder &d, std::string &out, const std::string &name_json,
-                             const char *op)
+static json::Out &write_entry_head(Decoder &d, const std::string &name_json, std::string_view op)
 {
-    begin_entry(d, out);
-    out.append(",\"sequence\":");
+    json::Out &out = begin_entry(d);
+    out.literal(",\"sequence\":");
     json::append_uint(out, ++d.sequence);
-    out.push_back(',');
+    out.put(',');
     out.append(name_json);
-    out.append(",\"op\":\"");
+    out.literal(",\"op\":\"");
     out.append(op);
-    out.append("\",\"lsn\":");
+    out.literal("\",\"lsn\":");
     out.append(d.txn_lsn);
+    return out;
 }
 
-static void write_modification_head(Decoder &d, std::string &out, const RelationInfo &info,
-                                    const char *op)
+static json::Out &write_modification_head(Decoder &d, const RelationInfo &info, std::string_view op)
 {
-    write_entry_head(d, out, info.name_json, op);
-    out.append(",\"xid\":");
+    json::Out &out = write_entry_head(d, info.name_json, op);
+    out.literal(",\"xid\":");
     json::append_uint(out, d.txn.xid);
+    return out;
 }
 
 /* The key of a row as JSON, exactly as the importer writes it for its chunk rows. */
@@ -225,7 +261,9 @@ static const std::string &key_json(Decoder &d, const RelationInfo &info, TupleDe
 {
     heap_deform_tuple(tup, desc, d.values, d.nulls);
     d.key_scratch.clear();
-    write_row(d, d.key_scratch, info, true, false);
+    d.out.begin(d.key_scratch);
+    write_row(d, d.out, info, true, false);
+    d.out.flush();
     return d.key_scratch;
 }
 
@@ -252,8 +290,8 @@ static void drop_superseded_import_rows(Decoder &d, const RelationInfo &info, Tu
 
 static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change)
 {
-    const char *op = op_name(change->action);
-    if (op == nullptr)
+    std::string_view op = op_name(change->action);
+    if (op.empty())
         return;
     if (d.rels.is_membership_table(RelationGetRelid(relation))) {
         d.rels.membership_changed();
@@ -281,12 +319,11 @@ static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change
         active_import->relid == info.target_relid)
         drop_superseded_import_rows(d, info, desc, oldtup, newtup);
 
-    std::string &out = d.consumer->buffer();
-    write_modification_head(d, out, info, op);
+    json::Out &out = write_modification_head(d, info, op);
     d.unchanged.clear();
 
     bool key_only = info.replident != REPLICA_IDENTITY_FULL;
-    out.append(",\"before\":");
+    out.literal(",\"before\":");
     if (oldtup) {
         heap_deform_tuple(oldtup, desc, d.values, d.nulls);
         write_row(d, out, info, key_only, false);
@@ -296,10 +333,10 @@ static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change
         heap_deform_tuple(newtup, desc, d.values, d.nulls);
         write_row(d, out, info, true, false);
     } else {
-        out.append("null");
+        out.literal("null");
     }
 
-    out.append(",\"after\":");
+    out.literal(",\"after\":");
     if (newtup) {
         bool with_old = false;
         if (oldtup) {
@@ -310,19 +347,18 @@ static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change
         d.unchanged.clear();
         write_row(d, out, info, false, with_old);
     } else {
-        out.append("null");
+        out.literal("null");
     }
     if (!d.unchanged.empty()) {
-        out.append(",\"unchanged\":[");
+        out.literal(",\"unchanged\":[");
         for (size_t i = 0; i < d.unchanged.size(); i++) {
             if (i)
-                out.push_back(',');
+                out.put(',');
             json::append_string(out, d.unchanged[i]->name);
         }
-        out.push_back(']');
+        out.put(']');
     }
-    out.push_back('}');
-    d.consumer->entry_done();
+    end_entry(d);
 }
 
 static void on_truncate(Decoder &d, int nrelations, Relation relations[])
@@ -348,10 +384,9 @@ static void on_truncate(Decoder &d, int nrelations, Relation relations[])
             active_import->drop_all();
         if (d.rels.schema_needs_sending(info))
             write_schema(d, info.schema_json);
-        std::string &out = d.consumer->buffer();
-        write_modification_head(d, out, info, "truncate");
-        out.append(",\"before\":null,\"after\":null}");
-        d.consumer->entry_done();
+        json::Out &out = write_modification_head(d, info, "truncate");
+        out.literal(",\"before\":null,\"after\":null");
+        end_entry(d);
     }
 }
 
@@ -420,7 +455,7 @@ static void pgsink_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
     d.txn.xid = txn->xid;
     d.txn.commit_time = txn->xact_time.commit_time;
     d.sequence = 0;
-    d.txn_timestamp.clear();
+    d.txn_head.clear();
     d.txn_lsn.clear();
     /*
      * Transactions are replayed in commit order, watermarks at their WAL
@@ -458,19 +493,17 @@ static void emit_import(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
     d.txn.xid = InvalidTransactionId;
     d.txn.commit_time = chunk.read_at;
     d.sequence = 0;
-    d.txn_timestamp.clear();
+    d.txn_head.clear();
     d.txn_lsn.clear();
     if (d.rels.announce_schema(chunk.relid, chunk.schema_json))
         write_schema(d, chunk.schema_json);
     for (size_t i = 0; i < chunk.size(); i++) {
         if (chunk.dropped[i])
             continue;
-        std::string &out = d.consumer->buffer();
-        write_entry_head(d, out, chunk.name_json, "import");
-        out.append(",\"xid\":null,\"before\":null,\"after\":");
+        json::Out &out = write_entry_head(d, chunk.name_json, "import");
+        out.literal(",\"xid\":null,\"before\":null,\"after\":");
         out.append(chunk.row(i));
-        out.push_back('}');
-        d.consumer->entry_done();
+        end_entry(d);
     }
     chunk.emitted_rows = d.sequence;
     if (d.sequence > 0)

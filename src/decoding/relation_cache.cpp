@@ -111,28 +111,39 @@ static List *key_attnums(Relation rel)
     return attnums;
 }
 
-void append_row_json(std::string &out, const RelationInfo &info, const Datum *values,
+void append_row_json(json::Out &out, const RelationInfo &info, const Datum *values,
                      const bool *nulls, bool key_only, const bool *omit,
                      const std::string_view *raw)
 {
-    out.push_back('{');
+    out.put('{');
     bool first = true;
     for (const ColumnInfo &col : info.columns) {
         int i = col.attnum - 1;
         if ((key_only && !col.is_key) || (omit && omit[i]))
             continue;
         if (!first)
-            out.push_back(',');
+            out.put(',');
         first = false;
         out.append(col.json_key);
         if (raw && !raw[i].empty())
             out.append(raw[i]);
         else if (nulls[i])
-            out.append("null");
+            out.literal("null");
         else
             encode_value(out, col.encoder, values[i]);
     }
-    out.push_back('}');
+    out.put('}');
+}
+
+void append_row_json(std::string &out, const RelationInfo &info, const Datum *values,
+                     const bool *nulls, bool key_only)
+{
+    /* Static, not on the stack for its size; Out owns nothing, so an ERROR may longjmp past it. */
+    static char storage[16 * 1024];
+    json::Out o(storage);
+    o.begin(out);
+    append_row_json(o, info, values, nulls, key_only);
+    o.flush();
 }
 
 /* The end of the JSON value starting at p (a string, number, literal, array or object). */
@@ -324,11 +335,14 @@ void RelationCache::sweep()
             MemoryContextDelete(info.mcxt);
         it = entries_.erase(it);
     }
+    last_ = nullptr;
 }
 
 RelationInfo &RelationCache::get(Relation rel)
 {
     Oid relid = RelationGetRelid(rel);
+    if (last_ != nullptr && last_relid_ == relid && last_->valid)
+        return *last_;
     auto it = entries_.find(relid);
     if (it == entries_.end()) {
         /* Every relation ever decoded must not stay here forever. */
@@ -339,6 +353,8 @@ RelationInfo &RelationCache::get(Relation rel)
     RelationInfo &info = *it->second;
     if (!info.valid)
         build(info, rel);
+    last_ = &info;
+    last_relid_ = relid;
     return info;
 }
 

@@ -57,9 +57,12 @@ struct RelationInfo {
  * the same way): columns to leave out. The one encoder of rows, so that the
  * decoder's keys and the importer's match byte for byte.
  */
-void append_row_json(std::string &out, const RelationInfo &info, const Datum *values,
+void append_row_json(json::Out &out, const RelationInfo &info, const Datum *values,
                      const bool *nulls, bool key_only, const bool *omit = nullptr,
                      const std::string_view *raw = nullptr);
+/* The same, appended to a std::string (the importer's chunks). */
+void append_row_json(std::string &out, const RelationInfo &info, const Datum *values,
+                     const bool *nulls, bool key_only);
 
 /*
  * The JSON value of each column in a row written by append_row_json() for
@@ -105,6 +108,9 @@ class RelationCache
     Oid membership_relid();
 
     std::unordered_map<Oid, std::unique_ptr<RelationInfo>> entries_;
+    /* The entry get() returned last (changes come in runs on one relation), or null. */
+    RelationInfo *last_ = nullptr;
+    Oid last_relid_ = InvalidOid;
     std::unordered_map<Oid, std::string> sent_schemas_; /* target relid -> schema JSON */
     std::vector<Oid> members_;                          /* sorted relids in captured_tables */
     bool members_valid_ = false;

@@ -20,6 +20,11 @@ extern "C" {
 namespace pgsink
 {
 
+namespace json
+{
+class Out;
+}
+
 enum class ValueKind : uint8 {
     int2,
     int4,
@@ -27,7 +32,8 @@ enum class ValueKind : uint8 {
     float4,
     float8,
     boolean,
-    text, /* text, varchar, bpchar, xml: varlena text, escaped directly */
+    numeric, /* numeric_out's text, formatted in place (NaN, infinities: numeric_out) */
+    text,    /* text, varchar, bpchar, xml: varlena text, escaped directly */
     name,
     json,  /* stored as valid JSON text: embedded */
     jsonb, /* jsonb_out: embedded */
@@ -56,7 +62,7 @@ struct ValueEncoder {
 void init_value_encoder(ValueEncoder &enc, Oid typid, MemoryContext mcxt);
 
 /* Append the JSON of a non-null value. May call PostgreSQL (output functions, detoasting). */
-void encode_value(std::string &out, const ValueEncoder &enc, Datum value);
+void encode_value(json::Out &out, const ValueEncoder &enc, Datum value);
 
 /*
  * Text output of some types (ranges and intervals of dates and times,
