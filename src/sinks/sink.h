@@ -19,6 +19,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -98,8 +100,8 @@ class AppendSink : public Sink
 };
 
 /*
- * A sink that takes batches over HTTP. It only says how a batch becomes a
- * request and what an answer means (per entry where its answers say so);
+ * A sink that takes batches over HTTP. It only says how a batch becomes
+ * requests and what the answers mean (per entry where its answers say so);
  * the delivery machinery (http/http_pipeline.h, http/delivery_window.h)
  * owns the requests in flight, retries, splitting, dead letters and the
  * cursor.
@@ -107,10 +109,30 @@ class AppendSink : public Sink
 class HttpSink : public Sink
 {
   public:
-    /* The request for a batch; key is the batch's id, the same on every attempt of it. */
-    virtual HttpRequest request(std::string_view lines, const std::string &key) = 0;
-    /* What the answer to the request for lines means. */
-    virtual Answer answer(const HttpResponse &response, std::string_view lines) = 0;
+    /*
+     * One attempt at delivering a batch: the requests it takes, one after
+     * the other (a table to create, current rows to read, then the
+     * inserts), and what the answers mean. Made anew for every attempt.
+     */
+    class Exchange
+    {
+      public:
+        virtual ~Exchange() = default;
+        /* The next request: called first, and after each answer() that returned nothing. */
+        virtual HttpRequest next() = 0;
+        /* The answer to the last request: the batch's Answer, or nullopt to send next(). */
+        virtual std::optional<Answer> answer(const HttpResponse &response) = 0;
+    };
+    /*
+     * The exchange for lines (valid until it ends); key is the batch's id,
+     * the same on every attempt of it. By default one request (request())
+     * and its answer (answer()).
+     */
+    virtual std::unique_ptr<Exchange> exchange(std::string_view lines, const std::string &key);
+    /* The request of a one-request exchange. */
+    virtual HttpRequest request(std::string_view lines, const std::string &key);
+    /* What the answer to a one-request exchange means. */
+    virtual Answer answer(const HttpResponse &response, std::string_view lines);
     virtual HttpOptions http_options() const = 0;
     /* Requests in flight when pgsink.max_in_flight is 0. */
     virtual int default_max_in_flight() const { return 1; }

@@ -28,6 +28,7 @@
 #include <memory>
 #include <vector>
 #include <string>
+#include <unordered_map>
 
 #include "boundary/pg_boundary.h"
 #include "changelog/entry_head.h"
@@ -136,6 +137,8 @@ class Delivery
     HttpSink *http_ = nullptr; /* sink_, when it is an HttpSink */
     std::unique_ptr<HttpPipeline> pipeline_;
     std::unique_ptr<DeliveryWindow> window_;
+    /* The exchange of each batch in flight, by the batch's id. */
+    std::unordered_map<uint64_t, std::unique_ptr<HttpSink::Exchange>> exchanges_;
     /* What each range in window_ covers, in the same order. */
     struct RangeInfo {
         uint64_t bytes = 0, entries = 0; /* of the spool */
@@ -732,6 +735,7 @@ void Delivery::reset_window()
 {
     if (pipeline_)
         pipeline_->cancel_all();
+    exchanges_.clear();
     if (window_)
         window_->clear();
     ranges_.clear();
@@ -846,7 +850,9 @@ void Delivery::http_round(const SpoolShared &d)
         window_->sent(b);
         std::string failure;
         try {
-            pipeline_->submit(b->id, http_->request(b->lines, b->key));
+            auto ex = http_->exchange(b->lines, b->key);
+            pipeline_->submit(b->id, ex->next());
+            exchanges_[b->id] = std::move(ex);
         } catch (const std::exception &e) {
             failure = e.what(); /* no request went out: retried with back-off */
         }
@@ -866,10 +872,28 @@ void Delivery::http_round(const SpoolShared &d)
     wait_for_sockets(timeout);
 
     for (auto &[tag, response] : pipeline_->take_done()) {
-        const DeliveryWindow::Batch *b = window_->in_flight_batch(tag);
-        if (b == nullptr)
+        auto ex = exchanges_.find(tag);
+        if (ex == exchanges_.end() || window_->in_flight_batch(tag) == nullptr)
             continue; /* abandoned meanwhile */
-        Answer answer = http_->answer(response, b->lines);
+        std::optional<Answer> said;
+        std::string failure;
+        try {
+            said = ex->second->answer(response);
+            if (!said)
+                pipeline_->submit(tag, ex->second->next()); /* the exchange goes on */
+        } catch (const std::exception &e) {
+            failure = e.what();
+        }
+        if (!said && failure.empty())
+            continue;
+        exchanges_.erase(ex);
+        if (!failure.empty()) {
+            DeliveryWindow::Outcome o = window_->failed(
+                tag, sink_->describe() + ": could not make a request: " + failure, monotonic_ms());
+            failing(o.message, o.delay_ms);
+            continue;
+        }
+        const Answer &answer = *said;
         DeliveryWindow::Outcome o = window_->complete(tag, answer, monotonic_ms());
         /* Parked (committed) before the cursor can pass them. */
         for (const DeliveryWindow::Parked &p : o.park)
