@@ -34,6 +34,10 @@ int guc_retry_max_interval_ms = 60000;
 int guc_import_chunk_rows = 20000;
 int guc_import_chunk_time_ms = 100;
 char *guc_webhook_url = nullptr;
+char *guc_clickhouse_url = nullptr;
+char *guc_clickhouse_database = nullptr;
+char *guc_clickhouse_user = nullptr;
+char *guc_clickhouse_password = nullptr;
 char *guc_webhook_secret = nullptr;
 char *guc_webhook_headers = nullptr;
 bool guc_webhook_gzip = false;
@@ -145,7 +149,7 @@ static bool check_url(char **newval, void **extra, GucSource source)
     if (url == nullptr || url[0] == '\0')
         return true;
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
-        GUC_check_errdetail("pgsink.webhook_url must start with http:// or https://.");
+        GUC_check_errdetail("A sink URL must start with http:// or https://.");
         return false;
     }
     return true;
@@ -245,6 +249,23 @@ void define_gucs()
         "http:// or https://; certificates are verified (pgsink.ca_file for a private CA).",
         &guc_webhook_url, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, check_url, nullptr,
         nullptr);
+
+    DefineCustomStringVariable(
+        "pgsink.clickhouse_url",
+        "HTTP interface of the ClickHouse server the clickhouse sink writes to.",
+        "For example http://127.0.0.1:8123.", &guc_clickhouse_url, "", PGC_SIGHUP,
+        GUC_SUPERUSER_ONLY, check_url, nullptr, nullptr);
+    DefineCustomStringVariable("pgsink.clickhouse_database",
+                               "ClickHouse database of the captured tables (created if missing).",
+                               nullptr, &guc_clickhouse_database, "pgsink", PGC_SIGHUP, 0, nullptr,
+                               nullptr, nullptr);
+    DefineCustomStringVariable("pgsink.clickhouse_user", "ClickHouse user of the clickhouse sink.",
+                               "Empty: ClickHouse's default user.", &guc_clickhouse_user, "",
+                               PGC_SIGHUP, GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("pgsink.clickhouse_password",
+                               "Password of pgsink.clickhouse_user (a secret).", nullptr,
+                               &guc_clickhouse_password, "", PGC_SIGHUP,
+                               GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
 
     /*
      * No check hook: PostgreSQL would log a refused value, and this one is

@@ -7,6 +7,7 @@
 #include "sinks/sink_factory.h"
 #include "core/config.h"
 #include "sinks/file_sink.h"
+#include "sinks/clickhouse_sink.h"
 #include "sinks/webhook_sink.h"
 
 #include "core/digest.h"
@@ -16,12 +17,13 @@ namespace pgsink
 
 bool sink_known(const char *name)
 {
-    return strcmp(name, "file") == 0 || strcmp(name, "webhook") == 0;
+    return strcmp(name, "file") == 0 || strcmp(name, "webhook") == 0 ||
+           strcmp(name, "clickhouse") == 0;
 }
 
 const char *known_sink_names()
 {
-    return "file, webhook";
+    return "file, webhook, clickhouse";
 }
 
 static WebhookSink::Settings webhook_settings()
@@ -36,8 +38,24 @@ static WebhookSink::Settings webhook_settings()
     return w;
 }
 
+static ClickHouseSink::Settings clickhouse_settings()
+{
+    ClickHouseSink::Settings c;
+    c.url = guc_clickhouse_url ? guc_clickhouse_url : "";
+    while (!c.url.empty() && c.url.back() == '/')
+        c.url.pop_back();
+    c.database = guc_clickhouse_database ? guc_clickhouse_database : "pgsink";
+    c.user = guc_clickhouse_user ? guc_clickhouse_user : "";
+    c.password = guc_clickhouse_password ? guc_clickhouse_password : "";
+    c.http.timeout_ms = guc_http_timeout_ms;
+    c.http.ca_file = guc_ca_file ? guc_ca_file : "";
+    return c;
+}
+
 std::unique_ptr<Sink> make_sink(const std::string &name)
 {
+    if (name == "clickhouse")
+        return std::make_unique<ClickHouseSink>(clickhouse_settings());
     if (name == "file")
         return std::make_unique<FileSink>(guc_file_path);
     if (name == "webhook")
@@ -55,6 +73,11 @@ std::string sink_settings(const std::string &name)
         return "webhook:" + sha256_hex(w.url + '\n' + w.secret + '\n' + w.headers) + ":" +
                std::to_string(w.http.timeout_ms) + ":" + w.http.ca_file + ":" +
                (w.gzip ? "gzip" : "plain");
+    }
+    if (name == "clickhouse") {
+        ClickHouseSink::Settings c = clickhouse_settings();
+        return "clickhouse:" + sha256_hex(c.url + '\n' + c.user + '\n' + c.password) + ":" +
+               c.database + ":" + std::to_string(c.http.timeout_ms) + ":" + c.http.ca_file;
     }
     return "unknown";
 }

@@ -1,0 +1,112 @@
+/*
+ * clickhouse_schema.cpp: see clickhouse_schema.h.
+ */
+#include <cstdio>
+
+#include "sinks/clickhouse_schema.h"
+
+namespace pgsink::clickhouse
+{
+
+Column column_for(const std::string &name, const std::string &pg_type, bool key)
+{
+    Column c;
+    c.name = name;
+    c.pg_type = pg_type;
+    c.key = key;
+    const std::string &t = pg_type;
+    if (t == "smallint")
+        c.kind = Kind::int16;
+    else if (t == "integer")
+        c.kind = Kind::int32;
+    else if (t == "bigint")
+        c.kind = Kind::int64;
+    else if (t == "boolean")
+        c.kind = Kind::boolean;
+    else if (t == "real")
+        c.kind = Kind::float32;
+    else if (t == "double precision")
+        c.kind = Kind::float64;
+    else if (t == "uuid")
+        c.kind = Kind::uuid;
+    else if (t.rfind("numeric(", 0) == 0) {
+        int p = 0, s = 0;
+        char close = 0;
+        /* numeric(p,s): Decimal only where it holds every value of the column. */
+        if (sscanf(t.c_str(), "numeric(%d,%d%c", &p, &s, &close) == 3 && close == ')' && p >= 1 &&
+            p <= 38 && s >= 0 && s <= p) {
+            c.kind = Kind::decimal;
+            c.precision = p;
+            c.scale = s;
+        }
+    }
+    return c;
+}
+
+static std::string base_type(const Column &c)
+{
+    switch (c.kind) {
+    case Kind::int16:
+        return "Int16";
+    case Kind::int32:
+        return "Int32";
+    case Kind::int64:
+        return "Int64";
+    case Kind::boolean:
+        return "UInt8";
+    case Kind::decimal:
+        return "Decimal(" + std::to_string(c.precision) + "," + std::to_string(c.scale) + ")";
+    case Kind::float32:
+        return "Float32";
+    case Kind::float64:
+        return "Float64";
+    case Kind::uuid:
+        return "UUID";
+    case Kind::string:
+        break;
+    }
+    return "String";
+}
+
+std::string ch_type(const Column &c)
+{
+    return c.key ? base_type(c) : "Nullable(" + base_type(c) + ")";
+}
+
+std::string quote(const std::string &name)
+{
+    std::string out = "`";
+    for (char ch : name) {
+        if (ch == '`' || ch == '\\')
+            out.push_back('\\');
+        out.push_back(ch);
+    }
+    out.push_back('`');
+    return out;
+}
+
+std::string insert_name(const Column &c)
+{
+    bool is_float = c.kind == Kind::float32 || c.kind == Kind::float64;
+    return quote(is_float ? c.name + "__bits" : c.name);
+}
+
+std::vector<std::string> column_ddl(const Column &c)
+{
+    if (c.kind != Kind::float32 && c.kind != Kind::float64)
+        return {quote(c.name) + " " + ch_type(c)};
+    /* The float is filled from its IEEE bits, sent exactly as an integer. */
+    bool f32 = c.kind == Kind::float32;
+    std::string bits = quote(c.name + "__bits");
+    std::string uint = f32 ? "UInt32" : "UInt64";
+    std::string cast = std::string(f32 ? "reinterpretAsFloat32" : "reinterpretAsFloat64") +
+                       "(reinterpretAsString(";
+    if (c.key)
+        return {quote(c.name) + " " + ch_type(c) + " DEFAULT " + cast + bits + "))",
+                bits + " " + uint};
+    return {quote(c.name) + " " + ch_type(c) + " DEFAULT if(isNull(" + bits + "), NULL, " + cast +
+                "assumeNotNull(" + bits + ")))",
+            bits + " Nullable(" + uint + ")"};
+}
+
+} // namespace pgsink::clickhouse

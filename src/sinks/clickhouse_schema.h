@@ -1,0 +1,58 @@
+/*
+ * clickhouse_schema.h: how a captured table looks in ClickHouse (the
+ * ClickHouse sink, work in progress on this branch: issue 11).
+ *
+ * Every column gets a type that holds every value PostgreSQL can send, in
+ * the types ClickHouse 18.16 (Debian 12) has; notes in
+ * shared/notes/clickhouse-18.16.md:
+ *   smallint, integer, bigint   Int16, Int32, Int64 (exact; never narrower)
+ *   boolean                     UInt8
+ *   numeric(p,s), 1<=p<=38, 0<=s<=p
+ *                               Decimal(p,s) (NaN cannot be held: the server
+ *                               refuses the row, which goes to dead letters)
+ *   real, double precision      Float32, Float64 filled from the value's IEEE
+ *                               bits (column <name>__bits): ClickHouse reads
+ *                               float text up to one unit off
+ *   uuid                        UUID
+ *   everything else             String: the changelog's text (dates and
+ *                               timestamps with their microseconds, BC and
+ *                               infinity; json as its JSON text; bytea as
+ *                               base64; arrays as their JSON text, for now)
+ * Key columns are not Nullable (ClickHouse refuses Nullable sorting keys);
+ * every other column is, since a Schema entry says nothing of NOT NULL.
+ *
+ * Pure C++: no PostgreSQL headers.
+ */
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace pgsink::clickhouse
+{
+
+enum class Kind { int16, int32, int64, boolean, decimal, float32, float64, uuid, string };
+
+struct Column {
+    std::string name;    /* PostgreSQL's column name */
+    std::string pg_type; /* as the Schema entry says, e.g. "numeric(12,2)" */
+    Kind kind = Kind::string;
+    int precision = 0, scale = 0; /* Decimal */
+    bool key = false;
+};
+
+/* The ClickHouse kind of a PostgreSQL type (pg_type as a Schema entry writes it). */
+Column column_for(const std::string &name, const std::string &pg_type, bool key);
+/* The column's ClickHouse type, e.g. "Nullable(Decimal(12,2))". */
+std::string ch_type(const Column &c);
+/* A name quoted for ClickHouse: `name`, with ` and \ escaped. */
+std::string quote(const std::string &name);
+/*
+ * The column definitions of CREATE TABLE / ALTER TABLE ADD COLUMN for c:
+ * one, or two for floats (the value, and its bits that fill it).
+ */
+std::vector<std::string> column_ddl(const Column &c);
+/* The names an INSERT lists for c (the bits column, not the float it fills). */
+std::string insert_name(const Column &c);
+
+} // namespace pgsink::clickhouse

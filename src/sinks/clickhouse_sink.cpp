@@ -1,0 +1,575 @@
+/*
+ * clickhouse_sink.cpp: see clickhouse_sink.h.
+ *
+ * One batch is one exchange, in three phases, each a few requests:
+ *   1. DDL: the database, then for each new Schema entry CREATE TABLE IF
+ *      NOT EXISTS, ADD COLUMN for every column (one that exists already is
+ *      fine: a restart, or an older table), and the view made again (a
+ *      ClickHouse view keeps the columns it was made with);
+ *   2. reads: for updates that left TOASTed columns unchanged, the current
+ *      rows of keys this batch does not write before (FINAL);
+ *   3. writes: one INSERT ... FORMAT JSONEachRow per table, a TRUNCATE's
+ *      mutation after the rows before it.
+ * Answers: ClickHouse's "Code: N" says what failed. Data a column cannot
+ * hold refuses the batch (bisected down to the entry, parked with
+ * ClickHouse's message); anything else is retried.
+ */
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <stdexcept>
+
+#include "changelog/entry_head.h"
+#include "core/digest.h"
+#include "sinks/clickhouse_sink.h"
+
+namespace pgsink
+{
+
+using json = nlohmann::json;
+namespace ch = clickhouse;
+
+/* A string value starting with this is written raw (a Decimal's digits). */
+static const std::string kRaw = "\x01";
+
+/* A row as a JSONEachRow line (without its newline). */
+static std::string row_text(const json &row)
+{
+    std::string out = "{";
+    for (auto it = row.begin(); it != row.end(); ++it) {
+        if (out.size() > 1)
+            out.push_back(',');
+        out += json(it.key()).dump();
+        out.push_back(':');
+        const json &v = it.value();
+        if (v.is_string() && v.get_ref<const std::string &>().rfind(kRaw, 0) == 0)
+            out += v.get_ref<const std::string &>().substr(kRaw.size());
+        else
+            out += v.dump(-1, ' ', false, json::error_handler_t::replace);
+    }
+    out.push_back('}');
+    return out;
+}
+
+std::string clickhouse_table_name(const std::string &schema, const std::string &table)
+{
+    std::string name = schema + "_" + table;
+    /* ClickHouse keeps a table's name in file names of at most 255 bytes, escaped. */
+    size_t escaped = 0;
+    for (unsigned char c : name)
+        escaped += isalnum(c) || c == '_' ? 1 : 3;
+    if (escaped > 180)
+        name = name.substr(0, 40) + "_" + sha256_hex(schema + "." + table, 8);
+    return name;
+}
+
+ClickHouseSink::ClickHouseSink(Settings settings) : settings_(std::move(settings)) {}
+
+bool ClickHouseSink::open(const Resume &)
+{
+    if (settings_.url.empty())
+        throw SinkError("pgsink.clickhouse_url is not set", false);
+    /* The sink learns each table's columns from the Schema entries: told again at every start. */
+    tables_.clear();
+    database_ready_ = false;
+    return true;
+}
+
+std::string ClickHouseSink::describe() const
+{
+    const std::string &u = settings_.url;
+    size_t scheme = u.find("://");
+    size_t host = scheme == std::string::npos ? 0 : scheme + 3;
+    size_t end = u.find_first_of("/?#", host);
+    std::string authority =
+        u.substr(host, end == std::string::npos ? std::string::npos : end - host);
+    size_t at = authority.rfind('@');
+    if (at != std::string::npos)
+        authority.erase(0, at + 1);
+    return "clickhouse " + u.substr(0, host) + authority + " database " + settings_.database;
+}
+
+std::string ClickHouseSink::state() const
+{
+    return "clickhouse " + sha256_hex(settings_.url + "\n" + settings_.database, 16);
+}
+
+HttpRequest ClickHouseSink::query(const std::string &sql) const
+{
+    HttpRequest r;
+    r.url = settings_.url + "/";
+    r.body = sql;
+    r.headers = {"Content-Type: text/plain; charset=utf-8"};
+    if (!settings_.user.empty()) {
+        r.headers.push_back("X-ClickHouse-User: " + settings_.user);
+        r.headers.push_back("X-ClickHouse-Key: " + settings_.password);
+    }
+    return r;
+}
+
+/* ------------------------------------------------------------ the exchange */
+
+class ClickHouseExchange final : public HttpSink::Exchange
+{
+  public:
+    ClickHouseExchange(ClickHouseSink &sink, std::string_view lines);
+    HttpRequest next() override;
+    std::optional<Answer> answer(const HttpResponse &response) override;
+
+  private:
+    struct Step {
+        std::string sql;
+        bool exists_ok = false; /* "already exists" (Code 44, 57) is fine */
+        std::string lookup;     /* a read of current rows of this namespace */
+        const ClickHouseSink::Table *installs = nullptr; /* DDL done: the sink knows it */
+        std::string installs_ns;
+    };
+    void plan_ddl();
+    void plan_reads();
+    void plan_writes();
+    std::string db() const { return ch::quote(sink_.settings_.database); }
+    std::string table_ref(const ClickHouseSink::Table &t) const
+    {
+        return db() + "." + ch::quote(t.name);
+    }
+    json row_of(const ClickHouseSink::Table &t, const json &values) const;
+    std::string key_of(const ClickHouseSink::Table &t, const json &row) const;
+
+    ClickHouseSink &sink_;
+    std::vector<json> entries_;
+    std::vector<ClickHouseSink::Table> new_tables_; /* made by this batch's Schema entries */
+    std::vector<std::string> new_ns_;
+    std::vector<Step> steps_;
+    size_t at_ = 0;
+    int phase_ = 0; /* 0: DDL, 1: reads, 2: writes */
+    /* Current rows read (phase 2), by namespace and key. */
+    std::map<std::string, std::map<std::string, json>> current_;
+    std::vector<Answer::Entry> refused_;
+};
+
+ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view lines) : sink_(sink)
+{
+    size_t at = 0;
+    while (at < lines.size()) {
+        size_t nl = lines.find('\n', at);
+        if (nl == std::string_view::npos)
+            nl = lines.size();
+        entries_.push_back(json::parse(lines.substr(at, nl - at)));
+        at = nl + 1;
+    }
+    plan_ddl();
+    if (steps_.empty())
+        steps_.push_back(Step{"SELECT 1", false, "", nullptr, ""}); /* nothing to write */
+}
+
+/* Phase 1: the database and the tables of new Schema entries (and of tables dropped meanwhile). */
+void ClickHouseExchange::plan_ddl()
+{
+    if (!sink_.database_ready_)
+        steps_.push_back(Step{"CREATE DATABASE IF NOT EXISTS " + db(), true, "", nullptr, ""});
+    for (const json &e : entries_) {
+        if (!e.contains("schema"))
+            continue;
+        const json &s = e["schema"];
+        std::string ns = s.value("namespace", "");
+        size_t dot = ns.find('.');
+        ClickHouseSink::Table t;
+        t.signature = s["fields"].dump() + s["key"].dump();
+        auto known = sink_.tables_.find(ns);
+        if (known != sink_.tables_.end() && known->second.signature == t.signature)
+            continue;
+        t.name = clickhouse_table_name(ns.substr(0, dot), ns.substr(dot + 1));
+        for (const json &k : s["key"])
+            t.key.push_back(k.get<std::string>());
+        for (const json &f : s["fields"]) {
+            std::string name = f.contains("pg_name") ? f["pg_name"].get<std::string>()
+                                                     : f["name"].get<std::string>();
+            bool is_key = std::find(t.key.begin(), t.key.end(), name) != t.key.end();
+            t.columns.push_back(ch::column_for(name, f.value("pg_type", ""), is_key));
+        }
+        new_tables_.push_back(std::move(t));
+        new_ns_.push_back(ns);
+    }
+    for (size_t i = 0; i < new_tables_.size(); i++) {
+        const ClickHouseSink::Table &t = new_tables_[i];
+        std::string cols, order;
+        for (const ch::Column &c : t.columns)
+            for (const std::string &d : ch::column_ddl(c))
+                cols += d + ", ";
+        for (const std::string &k : t.key)
+            order += (order.empty() ? "" : ", ") + ch::quote(k);
+        cols += "`_pgsink_lsn` UInt64, `_pgsink_sequence` UInt64, `_pgsink_op` String, "
+                "`_pgsink_deleted` UInt8, `_pgsink_timestamp` String";
+        /* Without a key no row replaces another: a plain MergeTree of every change. */
+        std::string engine = t.key.empty()
+                                 ? "MergeTree ORDER BY (`_pgsink_lsn`, `_pgsink_sequence`)"
+                                 : "ReplacingMergeTree(`_pgsink_lsn`) ORDER BY (" + order + ")";
+        steps_.push_back(Step{"CREATE TABLE IF NOT EXISTS " + table_ref(t) + " (" + cols +
+                                  ") ENGINE = " + engine,
+                              true, "", nullptr, ""});
+        /* A table made earlier (a restart, a new column): every column, those it has are fine. */
+        for (const ch::Column &c : t.columns)
+            for (const std::string &d : ch::column_ddl(c))
+                steps_.push_back(Step{"ALTER TABLE " + table_ref(t) + " ADD COLUMN " + d, true, "",
+                                      nullptr, ""});
+        std::string view = db() + "." + ch::quote(t.name + "_current");
+        std::string select;
+        for (const ch::Column &c : t.columns)
+            select += (select.empty() ? "" : ", ") + ch::quote(c.name);
+        steps_.push_back(Step{"DROP TABLE IF EXISTS " + view, true, "", nullptr, ""});
+        Step last{"CREATE VIEW " + view + " AS SELECT " + select + " FROM " + table_ref(t) +
+                      (t.key.empty() ? "" : " FINAL WHERE `_pgsink_deleted` = 0"),
+                  true, "", &t, new_ns_[i]};
+        steps_.push_back(last);
+    }
+    if (steps_.empty())
+        plan_reads();
+}
+
+/* The key of a row in insert form, as one string. */
+std::string ClickHouseExchange::key_of(const ClickHouseSink::Table &t, const json &row) const
+{
+    std::string k;
+    for (const std::string &name : t.key) {
+        const ch::Column *col = nullptr;
+        for (const ch::Column &c : t.columns)
+            if (c.name == name)
+                col = &c;
+        std::string n = col ? ch::insert_name(*col) : ch::quote(name);
+        n = n.substr(1, n.size() - 2); /* unquoted: rows are keyed by column name */
+        const json &v = row.contains(n) ? row[n] : json();
+        std::string text = v.is_string() ? v.get<std::string>() : v.dump();
+        if (text.rfind(kRaw, 0) == 0)
+            text.erase(0, kRaw.size());
+        k += text + '\x1f';
+    }
+    return k;
+}
+
+/* A changelog row (before or after) in insert form: each column's ClickHouse value. */
+json ClickHouseExchange::row_of(const ClickHouseSink::Table &t, const json &values) const
+{
+    json row = json::object();
+    for (const ch::Column &c : t.columns) {
+        if (!values.contains(c.name))
+            continue;
+        const json &v = values[c.name];
+        std::string name = ch::insert_name(c);
+        name = name.substr(1, name.size() - 2);
+        if (v.is_null()) {
+            row[name] = nullptr;
+            continue;
+        }
+        switch (c.kind) {
+        case ch::Kind::decimal:
+            /*
+             * An unquoted number, exactly as PostgreSQL wrote it (row_text()
+             * writes a marked string raw; a double would lose digits). "NaN"
+             * stays a string: ClickHouse refuses it, and the entry is parked.
+             */
+            if (v.is_string() && v.get<std::string>() != "NaN")
+                row[name] = kRaw + v.get<std::string>();
+            else
+                row[name] = v;
+            break;
+        case ch::Kind::float32:
+        case ch::Kind::float64: {
+            std::string text = v.is_string() ? v.get<std::string>() : v.dump();
+            if (text == "Infinity")
+                text = "inf";
+            else if (text == "-Infinity")
+                text = "-inf";
+            if (c.kind == ch::Kind::float32) {
+                float f = strtof(text.c_str(), nullptr);
+                uint32_t bits;
+                memcpy(&bits, &f, sizeof(bits));
+                row[name] = bits;
+            } else {
+                double d = strtod(text.c_str(), nullptr);
+                uint64_t bits;
+                memcpy(&bits, &d, sizeof(bits));
+                row[name] = bits;
+            }
+            break;
+        }
+        case ch::Kind::string:
+            row[name] = v.is_string() ? v : json(v.dump());
+            break;
+        default:
+            row[name] = v;
+        }
+    }
+    return row;
+}
+
+/* Phase 2: current rows for updates that left TOASTed columns unchanged. */
+void ClickHouseExchange::plan_reads()
+{
+    phase_ = 1;
+    std::map<std::string, std::set<std::string>> wanted; /* namespace -> key tuples (SQL) */
+    std::set<std::string> written;                       /* ns + key written earlier in the batch */
+    for (const json &e : entries_) {
+        if (!e.contains("op"))
+            continue;
+        std::string ns = e.value("namespace", "") + "." + e.value("name", "");
+        auto it = sink_.tables_.find(ns);
+        if (it == sink_.tables_.end())
+            continue;
+        const ClickHouseSink::Table &t = it->second;
+        std::string op = e["op"];
+        const json &values = op == "delete" ? e["before"] : e["after"];
+        if (values.is_null())
+            continue;
+        json row = row_of(t, values);
+        std::string key = ns + '\x1e' + key_of(t, row);
+        if (op == "update" && e.contains("unchanged") && !written.count(key)) {
+            std::string tuple;
+            for (const std::string &name : t.key) {
+                for (const ch::Column &c : t.columns) {
+                    if (c.name != name)
+                        continue;
+                    std::string n = ch::insert_name(c);
+                    const json &v = row[n.substr(1, n.size() - 2)];
+                    std::string lit = v.is_string() ? v.get<std::string>() : v.dump();
+                    if (lit.rfind(kRaw, 0) == 0)
+                        lit.erase(0, kRaw.size());
+                    std::string quoted = "'";
+                    for (char ch : lit) {
+                        if (ch == '\'' || ch == '\\')
+                            quoted.push_back('\\');
+                        quoted.push_back(ch);
+                    }
+                    quoted.push_back('\'');
+                    if (c.kind == ch::Kind::string)
+                        tuple += (tuple.empty() ? "" : ", ") + quoted;
+                    else if (c.kind == ch::Kind::uuid)
+                        tuple += (tuple.empty() ? "" : ", ") + ("toUUID(" + quoted + ")");
+                    else
+                        tuple += (tuple.empty() ? "" : ", ") + lit;
+                }
+            }
+            wanted[ns].insert("(" + tuple + ")");
+        }
+        written.insert(key);
+    }
+    for (auto &[ns, tuples] : wanted) {
+        const ClickHouseSink::Table &t = sink_.tables_.at(ns);
+        std::string cols, keys;
+        /* Decimals as text: a double would lose digits. */
+        for (const ch::Column &c : t.columns)
+            cols += (cols.empty() ? "" : ", ") +
+                    (c.kind == ch::Kind::decimal
+                         ? "toString(" + ch::quote(c.name) + ") AS " + ch::quote(c.name)
+                         : ch::insert_name(c));
+        for (const std::string &k : t.key)
+            keys += (keys.empty() ? "" : ", ") + ch::quote(k);
+        std::string in;
+        for (const std::string &tuple : tuples)
+            in += (in.empty() ? "" : ", ") + tuple;
+        /* All versions would do too: FINAL gives the latest, deleted or not. */
+        steps_.push_back(Step{"SELECT " + cols + " FROM " + table_ref(t) + " FINAL WHERE (" + keys +
+                                  ") IN (" + in + ") FORMAT JSONEachRow",
+                              false, ns, nullptr, ""});
+    }
+    if (at_ >= steps_.size())
+        plan_writes();
+}
+
+/* Phase 3: the rows, one INSERT per table; a TRUNCATE after the rows before it. */
+void ClickHouseExchange::plan_writes()
+{
+    phase_ = 2;
+    std::map<std::string, std::string> pending; /* namespace -> JSONEachRow lines */
+    auto flush = [&](const std::string &ns) {
+        auto p = pending.find(ns);
+        if (p == pending.end() || p->second.empty())
+            return;
+        const ClickHouseSink::Table &t = sink_.tables_.at(ns);
+        std::string cols;
+        for (const ch::Column &c : t.columns)
+            cols += ch::insert_name(c) + ", ";
+        cols += "`_pgsink_lsn`, `_pgsink_sequence`, `_pgsink_op`, `_pgsink_deleted`, "
+                "`_pgsink_timestamp`";
+        steps_.push_back(
+            Step{"INSERT INTO " + table_ref(t) + " (" + cols + ") FORMAT JSONEachRow\n" + p->second,
+                 false, "", nullptr, ""});
+        p->second.clear();
+    };
+    for (size_t i = 0; i < entries_.size(); i++) {
+        const json &e = entries_[i];
+        if (!e.contains("op"))
+            continue;
+        std::string ns = e.value("namespace", "") + "." + e.value("name", "");
+        auto it = sink_.tables_.find(ns);
+        if (it == sink_.tables_.end())
+            throw std::runtime_error("no Schema entry for " + ns + " before its changes");
+        const ClickHouseSink::Table &t = it->second;
+        std::string op = e["op"];
+        uint64_t lsn = 0;
+        std::string lsn_text = e.value("lsn", "");
+        parse_lsn(lsn_text.c_str(), lsn_text.size(), &lsn);
+        uint64_t seq = e.value("sequence", 0);
+        auto meta = [&](json &row, bool deleted) {
+            row["_pgsink_lsn"] = lsn;
+            row["_pgsink_sequence"] = seq;
+            row["_pgsink_op"] = op;
+            row["_pgsink_deleted"] = deleted ? 1 : 0;
+            row["_pgsink_timestamp"] = e.value("timestamp", "");
+        };
+        std::map<std::string, json> &cur = current_[ns];
+        if (op == "truncate") {
+            flush(ns);
+            steps_.push_back(Step{"ALTER TABLE " + table_ref(t) + " DELETE WHERE `_pgsink_lsn` < " +
+                                      std::to_string(lsn) +
+                                      " OR (`_pgsink_lsn` = " + std::to_string(lsn) +
+                                      " AND `_pgsink_sequence` < " + std::to_string(seq) + ")",
+                                  false, "", nullptr, ""});
+            cur.clear();
+            continue;
+        }
+        if (op == "delete") {
+            if (e["before"].is_null())
+                continue; /* REPLICA IDENTITY NOTHING: no key to delete by */
+            json row = row_of(t, e["before"]);
+            json tomb = json::object();
+            for (const ch::Column &c : t.columns) {
+                std::string n = ch::insert_name(c);
+                n = n.substr(1, n.size() - 2);
+                tomb[n] = c.key && row.contains(n) ? row[n] : json();
+            }
+            meta(tomb, true);
+            cur.erase(key_of(t, tomb));
+            pending[ns] += row_text(tomb) + "\n";
+            continue;
+        }
+        json row = row_of(t, e["after"]);
+        if (op == "update" && e["before"].is_object()) {
+            /* A changed key: the old key is deleted. */
+            json old = row_of(t, e["before"]);
+            std::string old_key = key_of(t, old), new_key = key_of(t, row);
+            if (!t.key.empty() && old_key != new_key) {
+                json tomb = json::object();
+                for (const ch::Column &c : t.columns) {
+                    std::string n = ch::insert_name(c);
+                    n = n.substr(1, n.size() - 2);
+                    tomb[n] = c.key && old.contains(n) ? old[n] : json();
+                }
+                meta(tomb, true);
+                cur.erase(old_key);
+                pending[ns] += row_text(tomb) + "\n";
+            }
+        }
+        std::string key = key_of(t, row);
+        if (e.contains("unchanged")) {
+            auto known = cur.find(key);
+            bool missing = known == cur.end();
+            for (const json &u : e["unchanged"]) {
+                for (const ch::Column &c : t.columns) {
+                    if (c.name != u.get<std::string>())
+                        continue;
+                    std::string n = ch::insert_name(c);
+                    n = n.substr(1, n.size() - 2);
+                    if (!missing && known->second.contains(n))
+                        row[n] = known->second[n];
+                    else
+                        missing = true;
+                }
+            }
+            if (missing) {
+                /* Never a null or an empty value for a TOASTed one: parked, with the reason. */
+                refused_.push_back(Answer::Entry{
+                    i, false, 0,
+                    "the unchanged TOASTed value of this update is not in ClickHouse (the row "
+                    "was never delivered there): import the table again"});
+                continue;
+            }
+        }
+        json stored = row;
+        meta(row, false);
+        cur[key] = stored;
+        pending[ns] += row_text(row) + "\n";
+    }
+    for (auto &p : pending)
+        flush(p.first);
+}
+
+HttpRequest ClickHouseExchange::next()
+{
+    return sink_.query(steps_.at(at_).sql);
+}
+
+/* ClickHouse's error code in an answer ("Code: 27, e.displayText() = ..."), or -1. */
+static int error_code(const std::string &body)
+{
+    size_t at = body.find("Code: ");
+    return at == std::string::npos ? -1 : atoi(body.c_str() + at + 6);
+}
+
+std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
+{
+    Step &step = steps_.at(at_);
+    int code = error_code(r.body);
+    bool ok = r.status == 200 || (step.exists_ok && (code == 44 || code == 57));
+    if (!ok) {
+        Answer a;
+        a.status = static_cast<int>(r.status);
+        a.response = r.body.substr(0, 300);
+        a.message =
+            sink_.describe() + (r.status == 0 ? ": " + r.transport_error
+                                              : " answered HTTP " + std::to_string(r.status) +
+                                                    ": " + r.body.substr(0, 200));
+        /* Values a column cannot hold: the batch is bisected down to the entry. */
+        static const int kData[] = {6, 25, 26, 27, 33, 38, 41, 49, 53, 69, 70, 72, 117, 130};
+        bool data = std::find(std::begin(kData), std::end(kData), code) != std::end(kData);
+        if (code == 60 || code == 81) {
+            /* A table or the database was dropped: made again at the next attempt. */
+            sink_.database_ready_ = false;
+            sink_.tables_.clear();
+        }
+        a.kind = data && phase_ == 2 ? Answer::Kind::reject : Answer::Kind::retry;
+        return a;
+    }
+    if (step.installs != nullptr)
+        sink_.tables_[step.installs_ns] = *step.installs;
+    if (at_ == 0 && phase_ == 0)
+        sink_.database_ready_ = true;
+    if (!step.lookup.empty()) {
+        const ClickHouseSink::Table &t = sink_.tables_.at(step.lookup);
+        size_t at = 0;
+        while (at < r.body.size()) {
+            size_t nl = r.body.find('\n', at);
+            if (nl == std::string::npos)
+                nl = r.body.size();
+            if (nl > at) {
+                json row = json::parse(r.body.substr(at, nl - at));
+                for (const ch::Column &c : t.columns)
+                    if (c.kind == ch::Kind::decimal && row.contains(c.name) &&
+                        row[c.name].is_string())
+                        row[c.name] = kRaw + row[c.name].get<std::string>();
+                current_[step.lookup][key_of(t, row)] = row;
+            }
+            at = nl + 1;
+        }
+    }
+    at_++;
+    if (at_ >= steps_.size()) {
+        if (phase_ == 0)
+            plan_reads();
+        else if (phase_ == 1)
+            plan_writes();
+        if (at_ >= steps_.size()) {
+            Answer a;
+            a.entries = refused_;
+            return a;
+        }
+    }
+    return std::nullopt;
+}
+
+std::unique_ptr<HttpSink::Exchange> ClickHouseSink::exchange(std::string_view lines,
+                                                             const std::string &)
+{
+    return std::make_unique<ClickHouseExchange>(*this, lines);
+}
+
+} // namespace pgsink

@@ -1,0 +1,71 @@
+/*
+ * clickhouse_sink.h: captured tables mirrored into ClickHouse over HTTP
+ * (pgsink.sink = 'clickhouse'). WORK IN PROGRESS on this branch (issue 11):
+ * not listed by the sink factory on main.
+ *
+ * Each captured table <schema>.<table> becomes a ReplacingMergeTree table
+ * <schema>_<table> in pgsink.clickhouse_database, versioned by the commit
+ * LSN and ordered by the key columns, with the row's columns (types: see
+ * clickhouse_schema.h) and _pgsink_lsn, _pgsink_sequence, _pgsink_op,
+ * _pgsink_deleted (1 for deletes, which keep the key) and
+ * _pgsink_timestamp; and a view <schema>_<table>_current of the current
+ * rows (FINAL, not deleted). Rows of one batch go in one INSERT per table,
+ * in commit order, so that of changes to one key sharing an LSN the last
+ * wins (ReplacingMergeTree keeps the last inserted of equal versions; one
+ * batch in flight). An update that left a TOASTed column unchanged takes
+ * the value from an earlier change of the batch or from the table itself
+ * (read with FINAL before the inserts). TRUNCATE deletes the rows before it
+ * by (lsn, sequence) with a mutation.
+ *
+ * Pure C++: no PostgreSQL headers.
+ */
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "sinks/clickhouse_schema.h"
+#include "sinks/sink.h"
+
+namespace pgsink
+{
+
+class ClickHouseSink final : public HttpSink
+{
+  public:
+    struct Settings {
+        std::string url;      /* http(s)://host:port */
+        std::string database; /* created if missing */
+        std::string user, password;
+        HttpOptions http;
+    };
+    explicit ClickHouseSink(Settings settings);
+    bool open(const Resume &from) override;
+    std::unique_ptr<Exchange> exchange(std::string_view lines, const std::string &key) override;
+    HttpOptions http_options() const override { return settings_.http; }
+    void close() override {}
+    std::string describe() const override;
+    std::string state() const override;
+
+    /* What the sink knows of a captured table. */
+    struct Table {
+        std::string name; /* in ClickHouse */
+        std::vector<clickhouse::Column> columns;
+        std::vector<std::string> key;
+        std::string signature; /* the Schema entry's fields and key, to see a change */
+    };
+
+  private:
+    friend class ClickHouseExchange;
+    HttpRequest query(const std::string &sql) const;
+
+    Settings settings_;
+    bool database_ready_ = false;
+    std::map<std::string, Table> tables_; /* by namespace "schema.table" */
+};
+
+/* The ClickHouse table name of <schema>.<table>. */
+std::string clickhouse_table_name(const std::string &schema, const std::string &table);
+
+} // namespace pgsink
