@@ -16,8 +16,6 @@
 namespace pgsink
 {
 
-/* Keep at most this much of an answer's body (for messages). */
-static constexpr size_t kBodyKeep = 1024;
 /* Idle handles kept for reuse. */
 static constexpr size_t kIdleHandles = 16;
 
@@ -28,7 +26,14 @@ int64_t monotonic_ms()
     return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Where an answer's body goes, and how much of it is kept. */
+struct BodySink {
+    std::string *body;
+    size_t keep;
+};
+
 struct HttpPipeline::Transfer {
+    BodySink body_sink;
     uint64_t tag = 0;
     CURL *easy = nullptr;
     struct curl_slist *headers = nullptr;
@@ -40,11 +45,12 @@ struct HttpPipeline::Transfer {
 /* libcurl calls these from C: no exception may leave them (returning 0 aborts the transfer). */
 static size_t on_body(char *data, size_t size, size_t n, void *user) noexcept
 {
-    std::string *body = static_cast<std::string *>(user);
+    BodySink *sink = static_cast<BodySink *>(user);
+    std::string *body = sink->body;
     size_t len = size * n;
     try {
-        if (body->size() < kBodyKeep)
-            body->append(data, std::min(len, kBodyKeep - body->size()));
+        if (body->size() < sink->keep)
+            body->append(data, std::min(len, sink->keep - body->size()));
     } catch (...) {
         return 0;
     }
@@ -183,7 +189,8 @@ void HttpPipeline::submit(uint64_t tag, HttpRequest request)
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(easy, CURLOPT_WRITEDATA, &t->response.body);
+    t->body_sink = BodySink{&t->response.body, t->request.keep_answer};
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, &t->body_sink);
     curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(easy, CURLOPT_HEADERDATA, &t->response.retry_after);
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t->error);

@@ -28,12 +28,13 @@ struct HttpRequest {
     std::string url;
     std::vector<std::string> headers; /* "Name: value" */
     std::string body;                 /* POSTed */
+    size_t keep_answer = 1024;        /* bytes of the answer's body kept (more: an error) */
 };
 
 struct HttpResponse {
     long status = 0; /* 0: no answer (transport_error says why) */
     std::string transport_error;
-    std::string body;        /* the first kilobyte of the answer's body */
+    std::string body;        /* the answer's body: its first HttpRequest::keep_answer bytes */
     std::string retry_after; /* the Retry-After header, if any */
 };
 

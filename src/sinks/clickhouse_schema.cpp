@@ -105,7 +105,7 @@ std::vector<std::string> column_ddl(const Column &c)
         return {quote(c.name) + " " + ch_type(c) + " DEFAULT " + cast + bits + "))",
                 bits + " " + uint};
     return {quote(c.name) + " " + ch_type(c) + " DEFAULT if(isNull(" + bits + "), NULL, " + cast +
-                "assumeNotNull(" + bits + ")))",
+                "assumeNotNull(" + bits + "))))",
             bits + " Nullable(" + uint + ")"};
 }
 

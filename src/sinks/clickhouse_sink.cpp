@@ -26,7 +26,8 @@
 namespace pgsink
 {
 
-using json = nlohmann::json;
+/* Ordered: an embedded json value keeps its keys' order. */
+using json = nlohmann::ordered_json;
 namespace ch = clickhouse;
 
 /* A string value starting with this is written raw (a Decimal's digits). */
@@ -147,6 +148,37 @@ class ClickHouseExchange final : public HttpSink::Exchange
     std::vector<Answer::Entry> refused_;
 };
 
+/*
+ * A line with every number -0 written -0.0: the JSON parser reads "-0" as
+ * the integer 0, and a float column would lose its sign. (TODO: json
+ * columns are re-serialized by the parser, so their text can change: keys
+ * keep their order, but numbers take the parser's form; take their raw
+ * text instead.)
+ */
+static std::string keep_negative_zero(std::string_view line)
+{
+    std::string out;
+    out.reserve(line.size() + 8);
+    bool in_string = false;
+    for (size_t i = 0; i < line.size(); i++) {
+        char c = line[i];
+        out.push_back(c);
+        if (in_string) {
+            if (c == '\\' && i + 1 < line.size())
+                out.push_back(line[++i]);
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '-' && i + 1 < line.size() && line[i + 1] == '0' &&
+                   (i + 2 == line.size() || strchr(",]} ", line[i + 2]) != nullptr)) {
+            out += "0.0";
+            i++;
+        }
+    }
+    return out;
+}
+
 ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view lines) : sink_(sink)
 {
     size_t at = 0;
@@ -154,7 +186,7 @@ ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view li
         size_t nl = lines.find('\n', at);
         if (nl == std::string_view::npos)
             nl = lines.size();
-        entries_.push_back(json::parse(lines.substr(at, nl - at)));
+        entries_.push_back(json::parse(keep_negative_zero(lines.substr(at, nl - at))));
         at = nl + 1;
     }
     plan_ddl();
@@ -322,14 +354,19 @@ void ClickHouseExchange::plan_reads()
             continue;
         json row = row_of(t, values);
         std::string key = ns + '\x1e' + key_of(t, row);
-        if (op == "update" && e.contains("unchanged") && !written.count(key)) {
+        /* An unchanged value comes from the row as it was: under its old key if the key changed. */
+        json source = row;
+        if (op == "update" && e["before"].is_object())
+            source = row_of(t, e["before"]);
+        std::string source_key = ns + '\x1e' + key_of(t, source);
+        if (op == "update" && e.contains("unchanged") && !written.count(source_key)) {
             std::string tuple;
             for (const std::string &name : t.key) {
                 for (const ch::Column &c : t.columns) {
                     if (c.name != name)
                         continue;
                     std::string n = ch::insert_name(c);
-                    const json &v = row[n.substr(1, n.size() - 2)];
+                    const json &v = source[n.substr(1, n.size() - 2)];
                     std::string lit = v.is_string() ? v.get<std::string>() : v.dump();
                     if (lit.rfind(kRaw, 0) == 0)
                         lit.erase(0, kRaw.size());
@@ -443,11 +480,18 @@ void ClickHouseExchange::plan_writes()
             continue;
         }
         json row = row_of(t, e["after"]);
+        std::string key = key_of(t, row);
+        std::string source_key = key; /* where unchanged values come from */
+        json source_row;
         if (op == "update" && e["before"].is_object()) {
             /* A changed key: the old key is deleted. */
             json old = row_of(t, e["before"]);
-            std::string old_key = key_of(t, old), new_key = key_of(t, row);
+            std::string old_key = key_of(t, old), new_key = key;
+            source_key = old_key;
             if (!t.key.empty() && old_key != new_key) {
+                auto was = cur.find(old_key);
+                if (was != cur.end())
+                    source_row = was->second;
                 json tomb = json::object();
                 for (const ch::Column &c : t.columns) {
                     std::string n = ch::insert_name(c);
@@ -459,9 +503,10 @@ void ClickHouseExchange::plan_writes()
                 pending[ns] += row_text(tomb) + "\n";
             }
         }
-        std::string key = key_of(t, row);
         if (e.contains("unchanged")) {
-            auto known = cur.find(key);
+            auto known = cur.find(source_key);
+            if (source_row.is_object())
+                known = cur.emplace(source_key, source_row).first; /* erased as deleted above */
             bool missing = known == cur.end();
             for (const json &u : e["unchanged"]) {
                 for (const ch::Column &c : t.columns) {
@@ -484,6 +529,8 @@ void ClickHouseExchange::plan_writes()
                 continue;
             }
         }
+        if (source_key != key)
+            cur.erase(source_key); /* the old key's row is gone */
         json stored = row;
         meta(row, false);
         cur[key] = stored;
@@ -495,7 +542,10 @@ void ClickHouseExchange::plan_writes()
 
 HttpRequest ClickHouseExchange::next()
 {
-    return sink_.query(steps_.at(at_).sql);
+    HttpRequest r = sink_.query(steps_.at(at_).sql);
+    if (!steps_[at_].lookup.empty())
+        r.keep_answer = static_cast<size_t>(1) << 30; /* the rows read back, whole */
+    return r;
 }
 
 /* ClickHouse's error code in an answer ("Code: 27, e.displayText() = ..."), or -1. */

@@ -1,0 +1,154 @@
+# The ClickHouse sink against a real server (Debian's clickhouse-server,
+# 18.16, started by the test as its own user: PgsinkClickHouse.pm):
+# (1) inserts, updates, deletes of a table of many types and of a table with
+#     a composite key: each ClickHouse table (FINAL, not deleted) equals its
+#     source, value for value (floats bit for bit, numeric digit for digit);
+# (2) updates that leave a TOASTed column unchanged keep its value, whether
+#     the row was written in the same batch or long before (read back from
+#     ClickHouse), also when the key changes;
+# (3) TRUNCATE removes the rows before it and not those after;
+# (4) a ClickHouse restart and a kill -9 of the postmaster mid-stream: equal
+#     again afterwards;
+# (5) the view <schema>_<table>_current gives the current rows.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use PgsinkClickHouse;
+use PgsinkTest;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $node = pgsink_node('clickhouse', extra_conf => q{
+pgsink.sink = 'file, clickhouse'
+pgsink.retry_max_interval = '1s'
+pgsink.http_timeout = '20s'
+});
+my $ch = ch_start($node->basedir . '/clickhouse');
+$node->append_conf('postgresql.conf', "pgsink.clickhouse_url = '$ch->{url}'");
+$node->start;
+$node->safe_psql('postgres', q{
+CREATE EXTENSION pgsink;
+CREATE TABLE t (id bigint PRIMARY KEY, v text, n numeric(12,2), f double precision, r real,
+                b boolean, u uuid, big text, arr int[]);
+ALTER TABLE t ALTER big SET STORAGE EXTERNAL;
+CREATE TABLE c (a int, b text, x int, PRIMARY KEY (a, b));
+SELECT pgsink.add_table('t');
+SELECT pgsink.add_table('c');
+});
+
+sub workload
+{
+	my ($base) = @_;
+	$node->safe_psql('postgres', qq{
+INSERT INTO t SELECT $base + g, 'v' || g, g * 1.25, g / 3.0, g / 7.0, g % 2 = 0,
+       md5(($base + g)::text)::uuid, repeat(md5(g::text), 300), ARRAY[g, NULL]
+  FROM generate_series(1, 200) g;
+INSERT INTO t VALUES ($base + 201, NULL, NULL, 'NaN', '-Infinity', NULL, NULL, NULL, NULL),
+                     ($base + 202, 'edge', 1234567890.99, '-0', 'Infinity', true, NULL, 'x', '{}'),
+                     ($base + 203, 'tiny', -0.01, 5e-324, 1.4e-45, false, NULL, '', '{1}');
+UPDATE t SET v = v || ' x' WHERE id BETWEEN $base + 1 AND $base + 200 AND id % 3 = 0;
+BEGIN;
+INSERT INTO t VALUES ($base + 300, 'in one', 1, 1, 1, true, NULL, repeat('q', 9000), NULL);
+UPDATE t SET v = 'same batch' WHERE id = $base + 300;
+COMMIT;
+DELETE FROM t WHERE id BETWEEN $base + 1 AND $base + 200 AND id % 10 = 0;
+UPDATE t SET id = id + 100000 WHERE id BETWEEN $base + 1 AND $base + 200 AND id % 7 = 0;
+INSERT INTO c SELECT g, 'k' || g, g FROM generate_series($base, $base + 49) g;
+UPDATE c SET x = x + 1 WHERE a % 2 = 0;
+DELETE FROM c WHERE a % 5 = 0;
+UPDATE c SET b = b || 'z' WHERE a % 3 = 0;
+});
+}
+
+# Each table's rows, as the source has them and as ClickHouse has them.
+my %compare = (
+	t => [
+		q{SELECT id, coalesce(v, 'N'), coalesce(n::text, 'N'),
+		   coalesce((('x' || encode(float8send(f), 'hex'))::bit(64)::bigint)::text, 'N'),
+		   coalesce((('x' || encode(float4send(r), 'hex'))::bit(32)::bigint)::text, 'N'),
+		   coalesce(b::int::text, 'N'), coalesce(u::text, 'N'), md5(coalesce(big, '')),
+		   coalesce(array_to_json(arr)::text, 'N')
+		  FROM t ORDER BY id},
+		q{SELECT id, ifNull(v, 'N'), ifNull(toString(n), 'N'),
+		   ifNull(toString(toInt64(f__bits)), 'N'), ifNull(toString(r__bits), 'N'),
+		   ifNull(toString(b), 'N'), ifNull(toString(u), 'N'), lower(hex(MD5(ifNull(big, '')))),
+		   ifNull(arr, 'N')
+		  FROM pgsink.public_t FINAL WHERE _pgsink_deleted = 0 ORDER BY id FORMAT TSV}
+	],
+	c => [
+		q{SELECT a, b, coalesce(x::text, 'N') FROM c ORDER BY a, b},
+		q{SELECT a, b, ifNull(toString(x), 'N') FROM pgsink.public_c FINAL
+		  WHERE _pgsink_deleted = 0 ORDER BY a, b FORMAT TSV}
+	]);
+
+sub equal_tables
+{
+	my ($label) = @_;
+	wait_delivered($node, 'postgres', $label, 120);
+	for my $table (sort keys %compare)
+	{
+		my ($pg_sql, $ch_sql) = @{ $compare{$table} };
+		my $want = $node->safe_psql('postgres', $pg_sql, extra_params => [ '-F', "\t" ]);
+		my $got = ch_query($ch, $ch_sql);
+		$got =~ s/\n$//;
+		my @w = split /\n/, $want;
+		my @g = split /\n/, $got;
+		my $first_diff = '';
+		for my $i (0 .. ($#w > $#g ? $#w : $#g))
+		{
+			next if ($w[$i] // '') eq ($g[$i] // '');
+			$first_diff = "source: " . ($w[$i] // '(none)') . "\nclickhouse: " . ($g[$i] // '(none)');
+			last;
+		}
+		ok($want eq $got, "$label: ClickHouse's $table equals the source (" . scalar(@w) . ' rows)')
+		  or diag($first_diff);
+	}
+}
+
+# (1), (2)
+workload(0);
+equal_tables('(1) first load');
+is(sink_status($node, 'clickhouse')->{state}, 'idle', '(1) the sink is idle');
+is($node->safe_psql('postgres', "SELECT count(*) FROM pgsink.dead_letters"), 0,
+	'(1) nothing parked');
+
+# (2) TOAST: rows written long ago, updated now without touching big.
+$node->safe_psql('postgres', q{UPDATE t SET v = 'later' WHERE id BETWEEN 1 AND 50});
+$node->safe_psql('postgres', q{UPDATE t SET id = id + 500000 WHERE id BETWEEN 51 AND 60});
+equal_tables('(2) unchanged TOAST from ClickHouse, key changes included');
+
+# (3) TRUNCATE between two loads of c, in one transaction.
+$node->safe_psql('postgres', q{
+BEGIN;
+INSERT INTO c VALUES (-1, 'before', 1);
+TRUNCATE c;
+INSERT INTO c VALUES (-2, 'after', 2);
+COMMIT;
+});
+equal_tables('(3) truncate');
+
+# (4) ClickHouse restarts while rows flow; then kill -9 of the postmaster.
+ch_stop($ch);
+workload(10000);
+ok(defined poll_until($node, 'postgres',
+		"SELECT state FROM pgsink.sinks WHERE sink = 'clickhouse'", 'retrying', 30),
+	'(4) the sink retries while ClickHouse is down');
+ch_restart($ch);
+workload(20000);
+crash_node($node);
+start_after_crash($node);
+workload(30000);
+equal_tables('(4) after a ClickHouse restart and kill -9');
+
+# (5) The view.
+is(ch_query($ch, 'SELECT count() FROM pgsink.public_t_current') + 0,
+	$node->safe_psql('postgres', 'SELECT count(*) FROM t'), '(5) the view has the current rows');
+
+ch_stop($ch);
+$node->stop;
+done_testing();
