@@ -120,8 +120,13 @@ static void append_server_text(json::Out &out, const char *s, size_t len)
         json::append_string(out, s, len);
         return;
     }
+    /*
+     * Unconverted (an empty value, for one), the input comes back as it is:
+     * varlena bytes without a terminating NUL, so its length is len, never
+     * what strlen() would find.
+     */
     char *utf8 = pg_server_to_any(s, static_cast<int>(len), PG_UTF8);
-    json::append_string(out, utf8, strlen(utf8));
+    json::append_string(out, utf8, utf8 == s ? len : strlen(utf8));
 }
 
 /*
@@ -134,8 +139,10 @@ static void append_server_text(json::Out &out, const char *s, size_t len)
 static void append_embedded_json(json::Out &out, const char *s, size_t len)
 {
     if (GetDatabaseEncoding() != PG_UTF8 && GetDatabaseEncoding() != PG_SQL_ASCII) {
-        s = pg_server_to_any(s, static_cast<int>(len), PG_UTF8);
-        len = strlen(s);
+        const char *utf8 = pg_server_to_any(s, static_cast<int>(len), PG_UTF8);
+        if (utf8 != s) /* else unconverted, not NUL-terminated: len stands */
+            len = strlen(utf8);
+        s = utf8;
     }
     if (len > json::Out::kBigValue)
         out.expect(len);

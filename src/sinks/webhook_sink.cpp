@@ -199,6 +199,40 @@ static std::string valid_utf8(const std::string &s)
     return out;
 }
 
+/*
+ * The answer's body without our secrets: a receiver may echo what it was
+ * sent (an Authorization header, the URL) into an error page, and the
+ * excerpt goes to the log, pgsink.sinks and the dead letters.
+ */
+std::string WebhookSink::scrub(std::string body) const
+{
+    std::vector<std::string> secrets = {settings_.secret, settings_.url};
+    for (const std::string &h : extra_headers_) {
+        size_t colon = h.find(':');
+        size_t v = h.find_first_not_of(' ', colon + 1);
+        if (v != std::string::npos)
+            secrets.push_back(h.substr(v));
+    }
+    /* The URL's parts that may hold a credential: user info, path and query. */
+    size_t scheme = settings_.url.find("://");
+    if (scheme != std::string::npos) {
+        size_t path = settings_.url.find_first_of("/?#", scheme + 3);
+        size_t at = settings_.url.rfind('@', path);
+        if (at != std::string::npos && at > scheme)
+            secrets.push_back(settings_.url.substr(scheme + 3, at - scheme - 3));
+        if (path != std::string::npos && settings_.url.size() - path > 1)
+            secrets.push_back(settings_.url.substr(path));
+    }
+    for (const std::string &secret : secrets) {
+        if (secret.size() < 4)
+            continue; /* too short to tell from ordinary text */
+        for (size_t at = body.find(secret); at != std::string::npos;
+             at = body.find(secret, at + 10))
+            body.replace(at, secret.size(), "[redacted]");
+    }
+    return body;
+}
+
 bool WebhookSink::open(const Resume &from)
 {
     if (settings_.url.empty())
@@ -254,7 +288,7 @@ Answer WebhookSink::answer(const HttpResponse &r, std::string_view)
     a.status = static_cast<int>(r.status);
     if (r.status >= 200 && r.status < 300)
         return a;
-    a.response = valid_utf8(r.body.substr(0, 200));
+    a.response = valid_utf8(scrub(r.body).substr(0, 200));
     if (r.status == 0) {
         a.kind = Answer::Kind::retry;
         a.message = describe() + ": " + r.transport_error;

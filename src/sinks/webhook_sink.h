@@ -37,6 +37,7 @@ class WebhookSink final : public HttpSink
     std::string state() const override;
 
   private:
+    std::string scrub(std::string body) const;
     Settings settings_;
     std::string key_; /* the decoded secret */
     std::vector<std::string> extra_headers_;

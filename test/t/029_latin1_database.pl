@@ -1,7 +1,9 @@
 # A LATIN1 database: the changelog is UTF-8 whatever the server encoding:
 # schema, table and column names, text, json and jsonb values, enum labels
 # and the Schema entries. Once, json/jsonb values and names were written
-# in the database's encoding, which no JSON reader accepts.
+# in the database's encoding, which no JSON reader accepts. And an empty
+# text value once read on past its end (the next column's bytes leaked into
+# the changelog): an unconverted value is not NUL-terminated.
 use strict;
 use warnings;
 use utf8;
@@ -29,6 +31,9 @@ CREATE TABLE "schéma"."tablé" (id int PRIMARY KEY, "naïve" text, j json, jb j
 SELECT pgsink.add_table('"schéma"."tablé"', import => false);
 INSERT INTO "schéma"."tablé" VALUES
     (1, 'déjà vu', '{"clé": "é"}', '{"clé": "ü"}', 'très gai');
+CREATE TABLE empty_text (id int PRIMARY KEY, a text, secret text, v varchar, c char(2), j json);
+SELECT pgsink.add_table('empty_text', import => false);
+INSERT INTO empty_text VALUES (1, '', 'password=hunter2', '', '', '""');
 });
 wait_delivered($node, 'latin1db', 'delivered');
 
@@ -36,7 +41,7 @@ my $raw = slurp_file(sink_file($node));
 my $text = eval { decode('UTF-8', $raw, Encode::FB_CROAK) };
 ok(defined $text, 'the file is valid UTF-8') or diag($@);
 $text //= '';
-my ($schema, $change) = split /\n/, $text;
+my ($schema, $change, $schema2, $empty) = split /\n/, $text;
 # (Avro names are [A-Za-z0-9_]: the original name is kept beside a sanitised one.)
 like($schema, qr/"namespace":"sch__ma\.tabl__"/, 'Schema entry: the Avro namespace');
 like($schema, qr/"pg_name":"naïve"/, 'Schema entry: the column name');
@@ -46,6 +51,8 @@ like($change, qr/"naïve":"déjà vu"/, 'text value');
 like($change, qr/"j":\{"clé": "é"\}/, 'json value');
 like($change, qr/"jb":\{"clé": "ü"\}/, 'jsonb value');
 like($change, qr/"h":"très gai"/, 'enum label');
+like($empty, qr/"after":\{"id":1,"a":"","secret":"password=hunter2","v":"","c":"  ","j":""\}/,
+	'empty text values are empty, and nothing of the next column leaks into them');
 
 $node->stop;
 done_testing();

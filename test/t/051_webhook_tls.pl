@@ -11,7 +11,9 @@
 #     than the URL's host (127.0.0.1), is refused: the sink retries, its
 #     status and the log say the name does not match, nothing is delivered;
 #     once the receiver serves the right certificate, delivery proceeds, and
-#     exactly.
+#     exactly;
+# (5) a receiver that echoes the request into its error page: our secrets
+#     are cut out of the excerpt in the status and the log.
 use strict;
 use warnings;
 
@@ -141,6 +143,22 @@ wait_delivered($node, 'postgres', '(4) the right certificate served');
 check_exact($node, tables => \%tables, files => [$store], label => '(4) after the right certificate');
 cmp_ok(stats()->{accepted}, '>=', 100, '(4) the entries held back arrived');
 is(sink_status($node, 'webhook')->{error}, '', '(4) no error left');
+
+# (5) A receiver whose error page repeats what it was sent: the excerpt in
+# the status and the log has our secrets cut out.
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET pgsink.webhook_headers = 'Authorization: $token'; SELECT pg_reload_conf();");
+receiver_mode($receiver, '{"mode": "echo"}');
+$node->safe_psql('postgres', "INSERT INTO t VALUES (3000, 'echo')");
+ok(defined poll_until($node, 'postgres',
+		"SELECT last_error LIKE '%answered HTTP 503: you sent [redacted] with Authorization: [redacted]%' "
+		  . "FROM pgsink.sinks WHERE sink = 'webhook'", 't', 30),
+	'(5) the echoed path and header are redacted in the status');
+receiver_mode($receiver, '{"mode": "ok"}');
+wait_delivered($node, 'postgres', '(5) after the echo');
+$log = slurp_file($node->logfile);
+unlike($log, qr/\Q$tok\E/, '(5) no header value in the log');
+like($log, qr/you sent \[redacted\]/, '(5) the log has the redacted excerpt');
 
 receiver_stop($receiver);
 $node->stop;

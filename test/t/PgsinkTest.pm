@@ -502,7 +502,10 @@ sub poll_until
 	while (time() - $start <= $seconds)
 	{
 		($out, $err) = ('', '');
-		$node->psql($db, $query, stdout => \$out, stderr => \$err);
+		# psql may exit before it reads its query while the server restarts:
+		# IPC::Run then dies writing to it ("Broken pipe"). Not yet, then.
+		eval { $node->psql($db, $query, stdout => \$out, stderr => \$err); 1 }
+		  or $err = "psql: $@";
 		return time() - $start if $out eq $expected && $err eq '';
 		usleep(100_000);
 	}
@@ -521,11 +524,13 @@ sub query_retry
 	while (1)
 	{
 		($out, $err) = ('', '');
-		$rc = $node->psql($db, $query, stdout => \$out, stderr => \$err);
+		$rc = eval { $node->psql($db, $query, stdout => \$out, stderr => \$err) };
+		($rc, $err) = (1, "psql: $@") unless defined $rc;    # see poll_until
 		return (1, $out, $err) if $rc == 0;
 		last if time() - $start > $seconds;
 		# Only retry what a restart explains; a real SQL error is final.
-		last unless $err =~ /connect|terminat|shut|starting up|recovery|server closed/i;
+		last
+		  unless $err =~ /connect|terminat|shut|starting up|recovery|server closed|broken pipe/i;
 		usleep(200_000);
 	}
 	return (0, $out, $err);

@@ -35,6 +35,9 @@ CONTROL (a JSON file, read at every request) injects faults:
   {"mode": "unavailable_if", "pattern": "x"}
                                         503 (Retry-After: 1) if an entry of the
                                         batch holds x, else as "ok"
+  {"mode": "echo"}                      503 whose body repeats the request's path
+                                        and Authorization header (a careless
+                                        receiver's error page)
   any mode, "delay": 0.05               wait that many seconds first
 Requests are served in threads (several at once), one at a time past the
 wait ("slow", "delay").
@@ -220,6 +223,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             save_stats()
             self.answer(413, b"too large")
             return 413
+        if mode == "echo":
+            save_stats()
+            echoed = "you sent " + self.path + " with Authorization: " + str(
+                self.headers.get("Authorization"))
+            self.answer(503, echoed.encode(), [("Retry-After", "1")])
+            return 503
         if mode == "unavailable_if":
             pattern = c.get("pattern", "")
             if any(pattern in json.dumps(e, ensure_ascii=False) for e in entries):
