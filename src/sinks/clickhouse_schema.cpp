@@ -29,6 +29,8 @@ Column column_for(const std::string &name, const std::string &pg_type, bool key)
         c.kind = Kind::float64;
     else if (t == "uuid")
         c.kind = Kind::uuid;
+    else if (t == "json" || t == "jsonb" || (t.size() > 2 && t.compare(t.size() - 2, 2, "[]") == 0))
+        c.json_text = true;
     else if (t.rfind("numeric(", 0) == 0) {
         int p = 0, s = 0;
         char close = 0;

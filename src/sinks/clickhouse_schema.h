@@ -39,6 +39,8 @@ struct Column {
     Kind kind = Kind::string;
     int precision = 0, scale = 0; /* Decimal */
     bool key = false;
+    /* A String holding the value's JSON text (json, jsonb, arrays), not a string's content. */
+    bool json_text = false;
 };
 
 /* The ClickHouse kind of a PostgreSQL type (pg_type as a Schema entry writes it). */

@@ -148,35 +148,103 @@ class ClickHouseExchange final : public HttpSink::Exchange
     std::vector<Answer::Entry> refused_;
 };
 
-/*
- * A line with every number -0 written -0.0: the JSON parser reads "-0" as
- * the integer 0, and a float column would lose its sign. (TODO: json
- * columns are re-serialized by the parser, so their text can change: keys
- * keep their order, but numbers take the parser's form; take their raw
- * text instead.)
- */
-static std::string keep_negative_zero(std::string_view line)
+/* ------------------------------------------------ raw JSON values of a line */
+
+static size_t skip_space(std::string_view s, size_t i)
 {
-    std::string out;
-    out.reserve(line.size() + 8);
-    bool in_string = false;
-    for (size_t i = 0; i < line.size(); i++) {
-        char c = line[i];
-        out.push_back(c);
-        if (in_string) {
-            if (c == '\\' && i + 1 < line.size())
-                out.push_back(line[++i]);
-            else if (c == '"')
-                in_string = false;
-        } else if (c == '"') {
-            in_string = true;
-        } else if (c == '-' && i + 1 < line.size() && line[i + 1] == '0' &&
-                   (i + 2 == line.size() || strchr(",]} ", line[i + 2]) != nullptr)) {
-            out += "0.0";
-            i++;
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
+        i++;
+    return i;
+}
+
+/* The end of the JSON value starting at s[i]. */
+static size_t value_end(std::string_view s, size_t i)
+{
+    if (i >= s.size())
+        throw std::runtime_error("a JSON value is missing");
+    if (s[i] == '"') {
+        for (i++; i < s.size(); i++) {
+            if (s[i] == '\\')
+                i++;
+            else if (s[i] == '"')
+                return i + 1;
         }
+        throw std::runtime_error("a JSON string has no end");
+    }
+    if (s[i] == '{' || s[i] == '[') {
+        int depth = 0;
+        for (; i < s.size(); i++) {
+            char c = s[i];
+            if (c == '"') {
+                i = value_end(s, i) - 1;
+            } else if (c == '{' || c == '[') {
+                depth++;
+            } else if (c == '}' || c == ']') {
+                if (--depth == 0)
+                    return i + 1;
+            }
+        }
+        throw std::runtime_error("a JSON object or array has no end");
+    }
+    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
+           s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
+        i++;
+    return i;
+}
+
+/*
+ * The members of a JSON object as raw text: each value exactly as written
+ * (numbers keep their digits, json values their form), as a JSON object
+ * of marked strings (see kRaw).
+ */
+static json raw_object(std::string_view s)
+{
+    json out = json::object();
+    size_t i = skip_space(s, 0);
+    if (i >= s.size() || s[i] != '{')
+        throw std::runtime_error("not a JSON object");
+    i = skip_space(s, i + 1);
+    while (i < s.size() && s[i] != '}') {
+        size_t key_end = value_end(s, i);
+        std::string key = json::parse(s.substr(i, key_end - i)).get<std::string>();
+        i = skip_space(s, key_end);
+        if (i >= s.size() || s[i] != ':')
+            throw std::runtime_error("a JSON member has no value");
+        i = skip_space(s, i + 1);
+        size_t end = value_end(s, i);
+        out[key] = kRaw + std::string(s.substr(i, end - i));
+        i = skip_space(s, end);
+        if (i < s.size() && s[i] == ',')
+            i = skip_space(s, i + 1);
     }
     return out;
+}
+
+/* A marked raw value's text (see kRaw); "" if v is not one. */
+static std::string raw_text(const json &v)
+{
+    if (!v.is_string())
+        return {};
+    const std::string &s = v.get_ref<const std::string &>();
+    return s.rfind(kRaw, 0) == 0 ? s.substr(kRaw.size()) : std::string();
+}
+
+/*
+ * A changelog entry: its members parsed, but the rows (before, after) kept
+ * raw (raw_object()): a parser would change numbers' forms, or refuse the
+ * ones a double cannot hold (a json value's 1e400).
+ */
+static json entry_of(std::string_view line)
+{
+    json e = raw_object(line);
+    for (auto it = e.begin(); it != e.end(); ++it) {
+        std::string raw = raw_text(it.value());
+        if ((it.key() == "before" || it.key() == "after") && raw != "null")
+            it.value() = raw_object(raw);
+        else
+            it.value() = json::parse(raw);
+    }
+    return e;
 }
 
 ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view lines) : sink_(sink)
@@ -186,7 +254,7 @@ ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view li
         size_t nl = lines.find('\n', at);
         if (nl == std::string_view::npos)
             nl = lines.size();
-        entries_.push_back(json::parse(keep_negative_zero(lines.substr(at, nl - at))));
+        entries_.push_back(entry_of(lines.substr(at, nl - at)));
         at = nl + 1;
     }
     plan_ddl();
@@ -270,47 +338,49 @@ std::string ClickHouseExchange::key_of(const ClickHouseSink::Table &t, const jso
         std::string n = col ? ch::insert_name(*col) : ch::quote(name);
         n = n.substr(1, n.size() - 2); /* unquoted: rows are keyed by column name */
         const json &v = row.contains(n) ? row[n] : json();
-        std::string text = v.is_string() ? v.get<std::string>() : v.dump();
-        if (text.rfind(kRaw, 0) == 0)
-            text.erase(0, kRaw.size());
+        std::string text = raw_text(v);
+        if (text.empty())
+            text = v.is_string() ? v.get<std::string>() : v.dump();
+        else if (text[0] == '"')
+            text = json::parse(text).get<std::string>(); /* the same text, however escaped */
         k += text + '\x1f';
     }
     return k;
 }
 
-/* A changelog row (before or after) in insert form: each column's ClickHouse value. */
+/*
+ * A changelog row (before or after, its values raw: see raw_object()) in
+ * insert form: each column's ClickHouse value, raw too.
+ */
 json ClickHouseExchange::row_of(const ClickHouseSink::Table &t, const json &values) const
 {
     json row = json::object();
     for (const ch::Column &c : t.columns) {
         if (!values.contains(c.name))
             continue;
-        const json &v = values[c.name];
+        std::string raw = raw_text(values[c.name]);
         std::string name = ch::insert_name(c);
         name = name.substr(1, name.size() - 2);
-        if (v.is_null()) {
+        if (raw.empty() || raw == "null") {
             row[name] = nullptr;
             continue;
         }
+        bool quoted = raw[0] == '"';
+        std::string unquoted = quoted ? json::parse(raw).get<std::string>() : raw;
         switch (c.kind) {
         case ch::Kind::decimal:
             /*
-             * An unquoted number, exactly as PostgreSQL wrote it (row_text()
-             * writes a marked string raw; a double would lose digits). "NaN"
-             * stays a string: ClickHouse refuses it, and the entry is parked.
+             * An unquoted number, exactly as PostgreSQL wrote it. "NaN" stays
+             * a string: ClickHouse refuses it, and the entry is parked.
              */
-            if (v.is_string() && v.get<std::string>() != "NaN")
-                row[name] = kRaw + v.get<std::string>();
-            else
-                row[name] = v;
+            row[name] = kRaw + (unquoted == "NaN" ? raw : unquoted);
             break;
         case ch::Kind::float32:
         case ch::Kind::float64: {
-            std::string text = v.is_string() ? v.get<std::string>() : v.dump();
-            if (text == "Infinity")
-                text = "inf";
-            else if (text == "-Infinity")
-                text = "-inf";
+            /* The value's IEEE bits, from its exact text ("-0" keeps its sign). */
+            std::string text = unquoted == "Infinity"    ? "inf"
+                               : unquoted == "-Infinity" ? "-inf"
+                                                         : unquoted;
             if (c.kind == ch::Kind::float32) {
                 float f = strtof(text.c_str(), nullptr);
                 uint32_t bits;
@@ -325,10 +395,11 @@ json ClickHouseExchange::row_of(const ClickHouseSink::Table &t, const json &valu
             break;
         }
         case ch::Kind::string:
-            row[name] = v.is_string() ? v : json(v.dump());
+            /* A json value or an array as its exact JSON text; other values are strings. */
+            row[name] = c.json_text || !quoted ? json(raw) : json(kRaw + raw);
             break;
         default:
-            row[name] = v;
+            row[name] = kRaw + raw;
         }
     }
     return row;
@@ -367,9 +438,12 @@ void ClickHouseExchange::plan_reads()
                         continue;
                     std::string n = ch::insert_name(c);
                     const json &v = source[n.substr(1, n.size() - 2)];
-                    std::string lit = v.is_string() ? v.get<std::string>() : v.dump();
-                    if (lit.rfind(kRaw, 0) == 0)
-                        lit.erase(0, kRaw.size());
+                    /* The value itself: a JSON string unescaped, a number's digits. */
+                    std::string lit = raw_text(v);
+                    if (lit.empty())
+                        lit = v.is_string() ? v.get<std::string>() : v.dump();
+                    else if (lit[0] == '"')
+                        lit = json::parse(lit).get<std::string>();
                     std::string quoted = "'";
                     for (char ch : lit) {
                         if (ch == '\'' || ch == '\\')
@@ -591,11 +665,14 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
             if (nl == std::string::npos)
                 nl = r.body.size();
             if (nl > at) {
-                json row = json::parse(r.body.substr(at, nl - at));
+                json row = raw_object(std::string_view(r.body).substr(at, nl - at));
+                /* Decimals were read as text (toString): unquoted again, raw. */
                 for (const ch::Column &c : t.columns)
-                    if (c.kind == ch::Kind::decimal && row.contains(c.name) &&
-                        row[c.name].is_string())
-                        row[c.name] = kRaw + row[c.name].get<std::string>();
+                    if (c.kind == ch::Kind::decimal && row.contains(c.name)) {
+                        std::string raw = raw_text(row[c.name]);
+                        if (!raw.empty() && raw[0] == '"')
+                            row[c.name] = kRaw + json::parse(raw).get<std::string>();
+                    }
                 current_[step.lookup][key_of(t, row)] = row;
             }
             at = nl + 1;

@@ -2,7 +2,8 @@
 # 18.16, started by the test as its own user: PgsinkClickHouse.pm):
 # (1) inserts, updates, deletes of a table of many types and of a table with
 #     a composite key: each ClickHouse table (FINAL, not deleted) equals its
-#     source, value for value (floats bit for bit, numeric digit for digit);
+#     source, value for value (floats bit for bit, numeric digit for digit,
+#     json and jsonb text as PostgreSQL prints it);
 # (2) updates that leave a TOASTed column unchanged keep its value, whether
 #     the row was written in the same batch or long before (read back from
 #     ClickHouse), also when the key changes;
@@ -34,7 +35,7 @@ $node->start;
 $node->safe_psql('postgres', q{
 CREATE EXTENSION pgsink;
 CREATE TABLE t (id bigint PRIMARY KEY, v text, n numeric(12,2), f double precision, r real,
-                b boolean, u uuid, big text, arr int[]);
+                b boolean, u uuid, big text, arr int[], j json, jb jsonb);
 ALTER TABLE t ALTER big SET STORAGE EXTERNAL;
 CREATE TABLE c (a int, b text, x int, PRIMARY KEY (a, b));
 SELECT pgsink.add_table('t');
@@ -46,14 +47,16 @@ sub workload
 	my ($base) = @_;
 	$node->safe_psql('postgres', qq{
 INSERT INTO t SELECT $base + g, 'v' || g, g * 1.25, g / 3.0, g / 7.0, g % 2 = 0,
-       md5(($base + g)::text)::uuid, repeat(md5(g::text), 300), ARRAY[g, NULL]
+       md5(($base + g)::text)::uuid, repeat(md5(g::text), 300), ARRAY[g, NULL],
+       ('{"b": 1.10, "a": [' || g || ', 2.50, 12345678901234567890]}')::json,
+       ('{"b": 1.10, "a": [' || g || ', 2.50, 12345678901234567890]}')::jsonb
   FROM generate_series(1, 200) g;
-INSERT INTO t VALUES ($base + 201, NULL, NULL, 'NaN', '-Infinity', NULL, NULL, NULL, NULL),
-                     ($base + 202, 'edge', 1234567890.99, '-0', 'Infinity', true, NULL, 'x', '{}'),
-                     ($base + 203, 'tiny', -0.01, 5e-324, 1.4e-45, false, NULL, '', '{1}');
+INSERT INTO t VALUES ($base + 201, NULL, NULL, 'NaN', '-Infinity', NULL, NULL, NULL, NULL, '{"k": null}', NULL),
+                     ($base + 202, 'edge', 1234567890.99, '-0', 'Infinity', true, NULL, 'x', '{}', '"s/x"', '[]'),
+                     ($base + 203, 'tiny', -0.01, 5e-324, 1.4e-45, false, NULL, '', '{1}', '1e400', '-0');
 UPDATE t SET v = v || ' x' WHERE id BETWEEN $base + 1 AND $base + 200 AND id % 3 = 0;
 BEGIN;
-INSERT INTO t VALUES ($base + 300, 'in one', 1, 1, 1, true, NULL, repeat('q', 9000), NULL);
+INSERT INTO t VALUES ($base + 300, 'in one', 1, 1, 1, true, NULL, repeat('q', 9000), NULL, NULL, NULL);
 UPDATE t SET v = 'same batch' WHERE id = $base + 300;
 COMMIT;
 DELETE FROM t WHERE id BETWEEN $base + 1 AND $base + 200 AND id % 10 = 0;
@@ -72,12 +75,12 @@ my %compare = (
 		   coalesce((('x' || encode(float8send(f), 'hex'))::bit(64)::bigint)::text, 'N'),
 		   coalesce((('x' || encode(float4send(r), 'hex'))::bit(32)::bigint)::text, 'N'),
 		   coalesce(b::int::text, 'N'), coalesce(u::text, 'N'), md5(coalesce(big, '')),
-		   coalesce(array_to_json(arr)::text, 'N')
+		   coalesce(array_to_json(arr)::text, 'N'), coalesce(j::text, 'N'), coalesce(jb::text, 'N')
 		  FROM t ORDER BY id},
 		q{SELECT id, ifNull(v, 'N'), ifNull(toString(n), 'N'),
 		   ifNull(toString(toInt64(f__bits)), 'N'), ifNull(toString(r__bits), 'N'),
 		   ifNull(toString(b), 'N'), ifNull(toString(u), 'N'), lower(hex(MD5(ifNull(big, '')))),
-		   ifNull(arr, 'N')
+		   ifNull(arr, 'N'), ifNull(j, 'N'), ifNull(jb, 'N')
 		  FROM pgsink.public_t FINAL WHERE _pgsink_deleted = 0 ORDER BY id FORMAT TSV}
 	],
 	c => [
