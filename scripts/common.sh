@@ -11,7 +11,8 @@ TEST_USER=${PGSINK_TEST_USER:-pgsink_test}
 
 PACKAGES=(build-essential "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" libavro-dev
           libcurl4-openssl-dev nlohmann-json3-dev libssl-dev libipc-run-perl
-          "postgresql-$PG_MAJOR-wal2json" clang-format python3 openssl zlib1g-dev)
+          "postgresql-$PG_MAJOR-wal2json" clang-format python3 openssl zlib1g-dev
+          clickhouse-server)
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 

@@ -10,7 +10,8 @@
 # (3) TRUNCATE removes the rows before it and not those after;
 # (4) a ClickHouse restart and a kill -9 of the postmaster mid-stream: equal
 #     again afterwards;
-# (5) the view <schema>_<table>_current gives the current rows.
+# (5) the view <schema>_<table>_current gives the current rows;
+# (6) a value ClickHouse refuses is parked alone, with its message.
 use strict;
 use warnings;
 
@@ -151,6 +152,20 @@ equal_tables('(4) after a ClickHouse restart and kill -9');
 # (5) The view.
 is(ch_query($ch, 'SELECT count() FROM pgsink.public_t_current') + 0,
 	$node->safe_psql('postgres', 'SELECT count(*) FROM t'), '(5) the view has the current rows');
+
+# (6) A value ClickHouse cannot hold (numeric NaN into a Decimal): that
+# entry alone is parked with ClickHouse's message; the rest goes on.
+$node->safe_psql('postgres', q{
+INSERT INTO t (id, v, n) VALUES (900001, 'before nan', 1), (900002, 'nan', 'NaN'), (900003, 'after nan', 2);
+});
+wait_delivered($node, 'postgres', '(6) a refused value');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'clickhouse' AND entry LIKE '%900002%' "
+		  . "AND response LIKE '%Code: %'"),
+	1, '(6) the entry is parked, with ClickHouse\'s answer');
+is(ch_query($ch, "SELECT groupArray(id) FROM (SELECT id FROM pgsink.public_t FINAL "
+		  . "WHERE id > 900000 AND _pgsink_deleted = 0 ORDER BY id)"),
+	"[900001,900003]\n", '(6) the entries around it are delivered');
 
 ch_stop($ch);
 $node->stop;
