@@ -19,6 +19,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "changelog/avro_schema.h"
 #include "changelog/entry_head.h"
 #include "core/digest.h"
 #include "sinks/clickhouse_sink.h"
@@ -55,6 +56,12 @@ static std::string row_text(const json &row)
 std::string clickhouse_table_name(const std::string &schema, const std::string &table)
 {
     std::string name = schema + "_" + table;
+    /*
+     * <schema>_<table> is ambiguous when the schema has an underscore
+     * ("a_b"."c" and "a"."b_c"): then a digest of the two tells them apart.
+     */
+    if (schema.find('_') != std::string::npos)
+        return name.substr(0, 150) + "_" + sha256_hex(schema + "." + table, 8);
     /* ClickHouse keeps a table's name in file names of at most 255 bytes, escaped. */
     size_t escaped = 0;
     for (unsigned char c : name)
@@ -108,6 +115,27 @@ HttpRequest ClickHouseSink::query(const std::string &sql) const
     return r;
 }
 
+/* Text inside a ClickHouse '...' literal. */
+static std::string sql_string(const std::string &text)
+{
+    std::string out;
+    for (char c : text) {
+        if (c == '\'' || c == '\\')
+            out.push_back('\\');
+        out.push_back(c);
+    }
+    return out;
+}
+
+/*
+ * The table an entry is about, as its Schema entry names it: the Schema's
+ * namespace holds Avro names, made from PostgreSQL's by avro_name().
+ */
+static std::string entry_ns(const json &e)
+{
+    return avro_name(e.value("namespace", "")) + "." + avro_name(e.value("name", ""));
+}
+
 /* ------------------------------------------------------------ the exchange */
 
 class ClickHouseExchange final : public HttpSink::Exchange
@@ -124,6 +152,8 @@ class ClickHouseExchange final : public HttpSink::Exchange
         std::string lookup;     /* a read of current rows of this namespace */
         const ClickHouseSink::Table *installs = nullptr; /* DDL done: the sink knows it */
         std::string installs_ns;
+        std::string expect_key; /* the table's sorting key must be this ("": no check) */
+        size_t table = 0;       /* ... of new_tables_[table] */
     };
     void plan_ddl();
     void plan_reads();
@@ -307,6 +337,19 @@ void ClickHouseExchange::plan_ddl()
         steps_.push_back(Step{"CREATE TABLE IF NOT EXISTS " + table_ref(t) + " (" + cols +
                                   ") ENGINE = " + engine,
                               true, "", nullptr, ""});
+        /* A table made earlier with another key would mix rows silently: checked. */
+        if (!t.key.empty()) {
+            std::string want;
+            for (const std::string &k : t.key)
+                want += (want.empty() ? "" : ",") + k;
+            Step check{"SELECT sorting_key FROM system.tables WHERE database = '" +
+                           sql_string(sink_.settings_.database) + "' AND name = '" +
+                           sql_string(t.name) + "' FORMAT TSVRaw",
+                       false, "", nullptr, ""};
+            check.expect_key = want;
+            check.table = i;
+            steps_.push_back(check);
+        }
         /* A table made earlier (a restart, a new column): every column, those it has are fine. */
         for (const ch::Column &c : t.columns)
             for (const std::string &d : ch::column_ddl(c))
@@ -414,9 +457,9 @@ void ClickHouseExchange::plan_reads()
     for (const json &e : entries_) {
         if (!e.contains("op"))
             continue;
-        std::string ns = e.value("namespace", "") + "." + e.value("name", "");
+        std::string ns = entry_ns(e);
         auto it = sink_.tables_.find(ns);
-        if (it == sink_.tables_.end())
+        if (it == sink_.tables_.end() || !it->second.refused.empty())
             continue;
         const ClickHouseSink::Table &t = it->second;
         std::string op = e["op"];
@@ -510,11 +553,15 @@ void ClickHouseExchange::plan_writes()
         const json &e = entries_[i];
         if (!e.contains("op"))
             continue;
-        std::string ns = e.value("namespace", "") + "." + e.value("name", "");
+        std::string ns = entry_ns(e);
         auto it = sink_.tables_.find(ns);
         if (it == sink_.tables_.end())
             throw std::runtime_error("no Schema entry for " + ns + " before its changes");
         const ClickHouseSink::Table &t = it->second;
+        if (!t.refused.empty()) {
+            refused_.push_back(Answer::Entry{i, false, 0, t.refused});
+            continue;
+        }
         std::string op = e["op"];
         uint64_t lsn = 0;
         std::string lsn_text = e.value("lsn", "");
@@ -652,6 +699,18 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
         }
         a.kind = data && phase_ == 2 ? Answer::Kind::reject : Answer::Kind::retry;
         return a;
+    }
+    if (!step.expect_key.empty()) {
+        std::string got;
+        for (char c : r.body)
+            if (c != ' ' && c != '`' && c != '\n' && c != '(' && c != ')')
+                got.push_back(c);
+        if (got != step.expect_key)
+            new_tables_[step.table].refused =
+                "the ClickHouse table " + new_tables_[step.table].name + " is ordered by (" + got +
+                ") but the table's key is now (" + step.expect_key +
+                "): ClickHouse cannot change it; drop or rename the ClickHouse table, then "
+                "rewind the sink or import the table again";
     }
     if (step.installs != nullptr)
         sink_.tables_[step.installs_ns] = *step.installs;

@@ -11,7 +11,10 @@
 # (4) a ClickHouse restart and a kill -9 of the postmaster mid-stream: equal
 #     again afterwards;
 # (5) the view <schema>_<table>_current gives the current rows;
-# (6) a value ClickHouse refuses is parked alone, with its message.
+# (6) a value ClickHouse refuses is parked alone, with its message;
+# (7) tables that <schema>_<table> would name alike stay apart;
+# (8) a table whose key changes: its changes are parked with the reason, not
+#     mixed into a table ordered by the old key.
 use strict;
 use warnings;
 
@@ -166,6 +169,39 @@ is($node->safe_psql('postgres',
 is(ch_query($ch, "SELECT groupArray(id) FROM (SELECT id FROM pgsink.public_t FINAL "
 		  . "WHERE id > 900000 AND _pgsink_deleted = 0 ORDER BY id)"),
 	"[900001,900003]\n", '(6) the entries around it are delivered');
+
+# (7) Names that <schema>_<table> would make equal stay apart.
+$node->safe_psql('postgres', q{
+CREATE SCHEMA a_b; CREATE SCHEMA a;
+CREATE TABLE a_b.c (id int PRIMARY KEY, who text);
+CREATE TABLE a.b_c (id int PRIMARY KEY, who text);
+SELECT pgsink.add_table('a_b.c'); SELECT pgsink.add_table('a.b_c');
+INSERT INTO a_b.c VALUES (1, 'a_b.c'); INSERT INTO a.b_c VALUES (1, 'a.b_c');
+});
+wait_delivered($node, 'postgres', '(7) ambiguous names');
+is(ch_query($ch, "SELECT who FROM pgsink.a_b_c FINAL"), "a.b_c\n",
+	'(7) a.b_c is pgsink.a_b_c');
+is(ch_query($ch, "SELECT groupArray(who) FROM merge('pgsink', '^a_b_c_[0-9a-f]+\$')"),
+	"['a_b.c']\n", '(7) a_b.c has a table of its own (a digest in its name)');
+
+# (8) The key of a table changes: ClickHouse cannot reorder it, so its
+# changes are parked with a clear reason instead of being mixed in.
+$node->safe_psql('postgres', q{
+CREATE TABLE k (id int PRIMARY KEY, x int NOT NULL);
+SELECT pgsink.add_table('k');
+INSERT INTO k VALUES (1, 10);
+});
+wait_delivered($node, 'postgres', '(8) before the key change');
+$node->safe_psql('postgres', q{
+ALTER TABLE k DROP CONSTRAINT k_pkey, ADD PRIMARY KEY (x);
+INSERT INTO k VALUES (2, 20);
+});
+wait_delivered($node, 'postgres', '(8) after the key change');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'clickhouse' AND \"table\" = 'public.k' "
+		  . "AND response LIKE '%is ordered by (id) but the table''s key is now (x)%'"),
+	1, '(8) the change after it is parked, saying why');
+is(ch_query($ch, "SELECT count() FROM pgsink.public_k FINAL") + 0, 1, '(8) and not mixed in');
 
 ch_stop($ch);
 $node->stop;
