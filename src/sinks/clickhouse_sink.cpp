@@ -152,8 +152,9 @@ class ClickHouseExchange final : public HttpSink::Exchange
         std::string lookup;     /* a read of current rows of this namespace */
         const ClickHouseSink::Table *installs = nullptr; /* DDL done: the sink knows it */
         std::string installs_ns;
-        std::string expect_key; /* the table's sorting key must be this ("": no check) */
-        size_t table = 0;       /* ... of new_tables_[table] */
+        std::string expect_key;     /* the table's sorting key must be this ("": no check) */
+        size_t table = 0;           /* ... of new_tables_[table] */
+        bool mutation_wait = false; /* counts mutations not done: asked again until none */
     };
     void plan_ddl();
     void plan_reads();
@@ -582,6 +583,17 @@ void ClickHouseExchange::plan_writes()
                                       " OR (`_pgsink_lsn` = " + std::to_string(lsn) +
                                       " AND `_pgsink_sequence` < " + std::to_string(seq) + ")",
                                   false, "", nullptr, ""});
+            /*
+             * A mutation runs in the background: the batch is acknowledged
+             * only once it is done, so that what was delivered is what a
+             * reader sees.
+             */
+            Step wait{"SELECT count() FROM system.mutations WHERE database = '" +
+                          sql_string(sink_.settings_.database) + "' AND table = '" +
+                          sql_string(t.name) + "' AND NOT is_done FORMAT TSVRaw",
+                      false, "", nullptr, ""};
+            wait.mutation_wait = true;
+            steps_.push_back(wait);
             cur.clear();
             continue;
         }
@@ -736,6 +748,12 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
             }
             at = nl + 1;
         }
+    }
+    if (step.mutation_wait && atoi(r.body.c_str()) > 0) {
+        /* Not done yet: the server waits a tenth of a second, then we ask again. */
+        Step again = step;
+        steps_.insert(steps_.begin() + static_cast<long>(at_) + 1, again);
+        steps_[at_] = Step{"SELECT sleep(0.1) FORMAT TSVRaw", false, "", nullptr, ""};
     }
     at_++;
     if (at_ >= steps_.size()) {
