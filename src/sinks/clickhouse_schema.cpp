@@ -29,7 +29,18 @@ Column column_for(const std::string &name, const std::string &pg_type, bool key)
         c.kind = Kind::float64;
     else if (t == "uuid")
         c.kind = Kind::uuid;
-    else if (t == "json" || t == "jsonb" || (t.size() > 2 && t.compare(t.size() - 2, 2, "[]") == 0))
+    else if (t.size() > 2 && t.compare(t.size() - 2, 2, "[]") == 0) {
+        Column e = column_for(name, t.substr(0, t.size() - 2), false);
+        bool simple = e.kind == Kind::int16 || e.kind == Kind::int32 || e.kind == Kind::int64 ||
+                      e.kind == Kind::boolean || e.kind == Kind::uuid ||
+                      (e.kind == Kind::string && !e.json_text);
+        if (simple && !key) {
+            c.kind = e.kind;
+            c.array = true;
+        } else {
+            c.json_text = true;
+        }
+    } else if (t == "json" || t == "jsonb")
         c.json_text = true;
     else if (t.rfind("numeric(", 0) == 0) {
         int p = 0, s = 0;
@@ -72,7 +83,14 @@ static std::string base_type(const Column &c)
 
 std::string ch_type(const Column &c)
 {
+    if (c.array)
+        return "Array(Nullable(" + base_type(c) + "))";
     return c.key ? base_type(c) : "Nullable(" + base_type(c) + ")";
+}
+
+std::string null_flag_name(const Column &c)
+{
+    return c.name + "__null";
 }
 
 std::string quote(const std::string &name)
@@ -95,6 +113,8 @@ std::string insert_name(const Column &c)
 
 std::vector<std::string> column_ddl(const Column &c)
 {
+    if (c.array)
+        return {quote(c.name) + " " + ch_type(c), quote(null_flag_name(c)) + " UInt8"};
     if (c.kind != Kind::float32 && c.kind != Kind::float64)
         return {quote(c.name) + " " + ch_type(c)};
     /* The float is filled from its IEEE bits, sent exactly as an integer. */

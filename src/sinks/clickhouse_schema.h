@@ -14,10 +14,12 @@
  *                               bits (column <name>__bits): ClickHouse reads
  *                               float text up to one unit off
  *   uuid                        UUID
+ *   arrays of the above but floats and numeric, and of text types
+ *                               Array(Nullable(T)) + <name>__null UInt8
  *   everything else             String: the changelog's text (dates and
  *                               timestamps with their microseconds, BC and
  *                               infinity; json as its JSON text; bytea as
- *                               base64; arrays as their JSON text, for now)
+ *                               base64; other arrays as their JSON text)
  * Key columns are not Nullable (ClickHouse refuses Nullable sorting keys);
  * every other column is, since a Schema entry says nothing of NOT NULL.
  *
@@ -39,8 +41,16 @@ struct Column {
     Kind kind = Kind::string;
     int precision = 0, scale = 0; /* Decimal */
     bool key = false;
-    /* A String holding the value's JSON text (json, jsonb, arrays), not a string's content. */
+    /* A String holding the value's JSON text (json, jsonb, other arrays), not a string's content.
+     */
     bool json_text = false;
+    /*
+     * An array of kind: Array(Nullable(T)), and <name>__null (1 for a NULL
+     * array: ClickHouse has no Nullable(Array)). One-dimensional arrays of
+     * integers, booleans, uuids and strings; a multi-dimensional value is
+     * refused by ClickHouse and parked.
+     */
+    bool array = false;
 };
 
 /* The ClickHouse kind of a PostgreSQL type (pg_type as a Schema entry writes it). */
@@ -56,5 +66,7 @@ std::string quote(const std::string &name);
 std::vector<std::string> column_ddl(const Column &c);
 /* The names an INSERT lists for c (the bits column, not the float it fills). */
 std::string insert_name(const Column &c);
+/* The name of an array's NULL flag column, unquoted. */
+std::string null_flag_name(const Column &c);
 
 } // namespace pgsink::clickhouse

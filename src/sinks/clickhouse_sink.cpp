@@ -115,6 +115,16 @@ HttpRequest ClickHouseSink::query(const std::string &sql) const
     return r;
 }
 
+/* The columns an INSERT writes for c, unquoted: its value (or bits), and an array's NULL flag. */
+static std::vector<std::string> insert_names(const ch::Column &c)
+{
+    std::string n = ch::insert_name(c);
+    std::vector<std::string> names = {n.substr(1, n.size() - 2)};
+    if (c.array)
+        names.push_back(ch::null_flag_name(c));
+    return names;
+}
+
 /* Text inside a ClickHouse '...' literal. */
 static std::string sql_string(const std::string &text)
 {
@@ -359,7 +369,8 @@ void ClickHouseExchange::plan_ddl()
         std::string view = db() + "." + ch::quote(t.name + "_current");
         std::string select;
         for (const ch::Column &c : t.columns)
-            select += (select.empty() ? "" : ", ") + ch::quote(c.name);
+            select += (select.empty() ? "" : ", ") + ch::quote(c.name) +
+                      (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "");
         steps_.push_back(Step{"DROP TABLE IF EXISTS " + view, true, "", nullptr, ""});
         Step last{"CREATE VIEW " + view + " AS SELECT " + select + " FROM " + table_ref(t) +
                       (t.key.empty() ? "" : " FINAL WHERE `_pgsink_deleted` = 0"),
@@ -405,6 +416,13 @@ json ClickHouseExchange::row_of(const ClickHouseSink::Table &t, const json &valu
         std::string raw = raw_text(values[c.name]);
         std::string name = ch::insert_name(c);
         name = name.substr(1, name.size() - 2);
+        if (c.array) {
+            /* No Nullable(Array) in ClickHouse: an empty array and the NULL flag. */
+            bool null = raw.empty() || raw == "null";
+            row[name] = kRaw + (null ? "[]" : raw);
+            row[ch::null_flag_name(c)] = null ? 1 : 0;
+            continue;
+        }
         if (raw.empty() || raw == "null") {
             row[name] = nullptr;
             continue;
@@ -515,7 +533,8 @@ void ClickHouseExchange::plan_reads()
             cols += (cols.empty() ? "" : ", ") +
                     (c.kind == ch::Kind::decimal
                          ? "toString(" + ch::quote(c.name) + ") AS " + ch::quote(c.name)
-                         : ch::insert_name(c));
+                         : ch::insert_name(c)) +
+                    (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "");
         for (const std::string &k : t.key)
             keys += (keys.empty() ? "" : ", ") + ch::quote(k);
         std::string in;
@@ -542,7 +561,8 @@ void ClickHouseExchange::plan_writes()
         const ClickHouseSink::Table &t = sink_.tables_.at(ns);
         std::string cols;
         for (const ch::Column &c : t.columns)
-            cols += ch::insert_name(c) + ", ";
+            for (const std::string &n : insert_names(c))
+                cols += ch::quote(n) + ", ";
         cols += "`_pgsink_lsn`, `_pgsink_sequence`, `_pgsink_op`, `_pgsink_deleted`, "
                 "`_pgsink_timestamp`";
         steps_.push_back(
@@ -606,6 +626,10 @@ void ClickHouseExchange::plan_writes()
                 std::string n = ch::insert_name(c);
                 n = n.substr(1, n.size() - 2);
                 tomb[n] = c.key && row.contains(n) ? row[n] : json();
+                if (c.array) {
+                    tomb[n] = kRaw + "[]";
+                    tomb[ch::null_flag_name(c)] = 1;
+                }
             }
             meta(tomb, true);
             cur.erase(key_of(t, tomb));
@@ -630,6 +654,10 @@ void ClickHouseExchange::plan_writes()
                     std::string n = ch::insert_name(c);
                     n = n.substr(1, n.size() - 2);
                     tomb[n] = c.key && old.contains(n) ? old[n] : json();
+                    if (c.array) {
+                        tomb[n] = kRaw + "[]";
+                        tomb[ch::null_flag_name(c)] = 1;
+                    }
                 }
                 meta(tomb, true);
                 cur.erase(old_key);
@@ -645,12 +673,12 @@ void ClickHouseExchange::plan_writes()
                 for (const ch::Column &c : t.columns) {
                     if (c.name != u.get<std::string>())
                         continue;
-                    std::string n = ch::insert_name(c);
-                    n = n.substr(1, n.size() - 2);
-                    if (!missing && known->second.contains(n))
-                        row[n] = known->second[n];
-                    else
-                        missing = true;
+                    for (const std::string &n : insert_names(c)) {
+                        if (!missing && known->second.contains(n))
+                            row[n] = known->second[n];
+                        else
+                            missing = true;
+                    }
                 }
             }
             if (missing) {

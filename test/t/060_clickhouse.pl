@@ -42,7 +42,7 @@ $node->start;
 $node->safe_psql('postgres', q{
 CREATE EXTENSION pgsink;
 CREATE TABLE t (id bigint PRIMARY KEY, v text, n numeric(12,2), f double precision, r real,
-                b boolean, u uuid, big text, arr int[], j json, jb jsonb);
+                b boolean, u uuid, big text, arr int[], j json, jb jsonb, tags text[]);
 ALTER TABLE t ALTER big SET STORAGE EXTERNAL;
 CREATE TABLE c (a int, b text, x int, PRIMARY KEY (a, b));
 SELECT pgsink.add_table('t');
@@ -56,14 +56,15 @@ sub workload
 INSERT INTO t SELECT $base + g, 'v' || g, g * 1.25, g / 3.0, g / 7.0, g % 2 = 0,
        md5(($base + g)::text)::uuid, repeat(md5(g::text), 300), ARRAY[g, NULL],
        ('{"b": 1.10, "a": [' || g || ', 2.50, 12345678901234567890]}')::json,
-       ('{"b": 1.10, "a": [' || g || ', 2.50, 12345678901234567890]}')::jsonb
+       ('{"b": 1.10, "a": [' || g || ', 2.50, 12345678901234567890]}')::jsonb,
+       ARRAY['t' || g, NULL, 'x"y']
   FROM generate_series(1, 200) g;
-INSERT INTO t VALUES ($base + 201, NULL, NULL, 'NaN', '-Infinity', NULL, NULL, NULL, NULL, '{"k": null}', NULL),
-                     ($base + 202, 'edge', 1234567890.99, '-0', 'Infinity', true, NULL, 'x', '{}', '"s/x"', '[]'),
-                     ($base + 203, 'tiny', -0.01, 5e-324, 1.4e-45, false, NULL, '', '{1}', '1e400', '-0');
+INSERT INTO t VALUES ($base + 201, NULL, NULL, 'NaN', '-Infinity', NULL, NULL, NULL, NULL, '{"k": null}', NULL, NULL),
+                     ($base + 202, 'edge', 1234567890.99, '-0', 'Infinity', true, NULL, 'x', '{}', '"s/x"', '[]', '{}'),
+                     ($base + 203, 'tiny', -0.01, 5e-324, 1.4e-45, false, NULL, '', '{1}', '1e400', '-0', '{NULL}');
 UPDATE t SET v = v || ' x' WHERE id BETWEEN $base + 1 AND $base + 200 AND id % 3 = 0;
 BEGIN;
-INSERT INTO t VALUES ($base + 300, 'in one', 1, 1, 1, true, NULL, repeat('q', 9000), NULL, NULL, NULL);
+INSERT INTO t VALUES ($base + 300, 'in one', 1, 1, 1, true, NULL, repeat('q', 9000), NULL, NULL, NULL, NULL);
 UPDATE t SET v = 'same batch' WHERE id = $base + 300;
 COMMIT;
 DELETE FROM t WHERE id BETWEEN $base + 1 AND $base + 200 AND id % 10 = 0;
@@ -82,13 +83,17 @@ my %compare = (
 		   coalesce((('x' || encode(float8send(f), 'hex'))::bit(64)::bigint)::text, 'N'),
 		   coalesce((('x' || encode(float4send(r), 'hex'))::bit(32)::bigint)::text, 'N'),
 		   coalesce(b::int::text, 'N'), coalesce(u::text, 'N'), md5(coalesce(big, '')),
-		   coalesce(array_to_json(arr)::text, 'N'), coalesce(j::text, 'N'), coalesce(jb::text, 'N')
-		  FROM t ORDER BY id},
+		   coalesce(array_to_json(arr)::text, 'N'), coalesce(j::text, 'N'), coalesce(jb::text, 'N'),
+		   coalesce(cardinality(tags) || ':' || array_to_string(tags, '|', 'N'), 'N')
+		  FROM t WHERE id < 900000 ORDER BY id},
 		q{SELECT id, ifNull(v, 'N'), ifNull(toString(n), 'N'),
 		   ifNull(toString(toInt64(f__bits)), 'N'), ifNull(toString(r__bits), 'N'),
 		   ifNull(toString(b), 'N'), ifNull(toString(u), 'N'), lower(hex(MD5(ifNull(big, '')))),
-		   ifNull(arr, 'N'), ifNull(j, 'N'), ifNull(jb, 'N')
-		  FROM pgsink.public_t FINAL WHERE _pgsink_deleted = 0 ORDER BY id FORMAT TSV}
+		   if(arr__null = 1, 'N', replaceAll(toString(arr), 'NULL', 'null')), ifNull(j, 'N'),
+		   ifNull(jb, 'N'),
+		   if(tags__null = 1, 'N', concat(toString(length(tags)), ':',
+		      arrayStringConcat(arrayMap(x -> ifNull(x, 'N'), tags), '|')))
+		  FROM pgsink.public_t FINAL WHERE _pgsink_deleted = 0 AND id < 900000 ORDER BY id FORMAT TSV}
 	],
 	c => [
 		q{SELECT a, b, coalesce(x::text, 'N') FROM c ORDER BY a, b},
@@ -163,12 +168,16 @@ is(ch_query($ch, 'SELECT count() FROM pgsink.public_t_current') + 0,
 # entry alone is parked with ClickHouse's message; the rest goes on.
 $node->safe_psql('postgres', q{
 INSERT INTO t (id, v, n) VALUES (900001, 'before nan', 1), (900002, 'nan', 'NaN'), (900003, 'after nan', 2);
+INSERT INTO t (id, arr) VALUES (900004, '{{1,2},{3,4}}');
 });
 wait_delivered($node, 'postgres', '(6) a refused value');
 is($node->safe_psql('postgres',
 		"SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'clickhouse' AND entry LIKE '%900002%' "
 		  . "AND response LIKE '%Code: %'"),
 	1, '(6) the entry is parked, with ClickHouse\'s answer');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'clickhouse' AND entry LIKE '%900004%'"),
+	1, '(6) a two-dimensional value of an int[] column is parked too');
 is(ch_query($ch, "SELECT groupArray(id) FROM (SELECT id FROM pgsink.public_t FINAL "
 		  . "WHERE id > 900000 AND _pgsink_deleted = 0 ORDER BY id)"),
 	"[900001,900003]\n", '(6) the entries around it are delivered');
