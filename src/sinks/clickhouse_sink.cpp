@@ -27,8 +27,8 @@
 namespace pgsink
 {
 
-/* Ordered: an embedded json value keeps its keys' order. */
-using json = nlohmann::ordered_json;
+/* Row values are kept as raw text (kRaw), so no key order or number form is lost. */
+using json = nlohmann::json;
 namespace ch = clickhouse;
 
 /* A string value starting with this is written raw (a Decimal's digits). */
@@ -187,6 +187,7 @@ class ClickHouseExchange final : public HttpSink::Exchange
     /* Current rows read (phase 2), by namespace and key. */
     std::map<std::string, std::map<std::string, json>> current_;
     std::vector<Answer::Entry> refused_;
+    std::set<std::string> sources_; /* namespace + key of rows unchanged values come from */
 };
 
 /* ------------------------------------------------ raw JSON values of a line */
@@ -492,6 +493,8 @@ void ClickHouseExchange::plan_reads()
         if (op == "update" && e["before"].is_object())
             source = row_of(t, e["before"]);
         std::string source_key = ns + '\x1e' + key_of(t, source);
+        if (op == "update" && e.contains("unchanged"))
+            sources_.insert(source_key); /* its row is kept while writing */
         if (op == "update" && e.contains("unchanged") && !written.count(source_key)) {
             std::string tuple;
             for (const std::string &name : t.key) {
@@ -692,9 +695,10 @@ void ClickHouseExchange::plan_writes()
         }
         if (source_key != key)
             cur.erase(source_key); /* the old key's row is gone */
-        json stored = row;
+        /* Kept only where a later update of this batch takes unchanged values from it. */
+        if (sources_.count(ns + '\x1e' + key))
+            cur[key] = row;
         meta(row, false);
-        cur[key] = stored;
         pending[ns] += row_text(row) + "\n";
     }
     for (auto &p : pending)
