@@ -114,7 +114,8 @@ std::string insert_name(const Column &c)
 std::vector<std::string> column_ddl(const Column &c)
 {
     if (c.array)
-        return {quote(c.name) + " " + ch_type(c), quote(null_flag_name(c)) + " UInt8"};
+        /* DEFAULT 1: rows written before the column was added had no value (NULL). */
+        return {quote(c.name) + " " + ch_type(c), quote(null_flag_name(c)) + " UInt8 DEFAULT 1"};
     if (c.kind != Kind::float32 && c.kind != Kind::float64)
         return {quote(c.name) + " " + ch_type(c)};
     /* The float is filled from its IEEE bits, sent exactly as an integer. */

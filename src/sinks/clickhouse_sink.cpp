@@ -399,6 +399,8 @@ std::string ClickHouseExchange::key_of(const ClickHouseSink::Table &t, const jso
             text = v.is_string() ? v.get<std::string>() : v.dump();
         else if (text[0] == '"')
             text = json::parse(text).get<std::string>(); /* the same text, however escaped */
+        if (text == "true" || text == "false")
+            text = text == "true" ? "1" : "0"; /* a boolean as ClickHouse's UInt8 answers it */
         k += text + '\x1f';
     }
     return k;
@@ -520,6 +522,9 @@ void ClickHouseExchange::plan_reads()
                         tuple += (tuple.empty() ? "" : ", ") + quoted;
                     else if (c.kind == ch::Kind::uuid)
                         tuple += (tuple.empty() ? "" : ", ") + ("toUUID(" + quoted + ")");
+                    else if (c.kind == ch::Kind::boolean)
+                        tuple +=
+                            (tuple.empty() ? "" : ", ") + std::string(lit == "true" ? "1" : "0");
                     else
                         tuple += (tuple.empty() ? "" : ", ") + lit;
                 }
@@ -539,11 +544,17 @@ void ClickHouseExchange::plan_reads()
                          : ch::insert_name(c)) +
                     (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "");
         for (const std::string &k : t.key)
-            keys += (keys.empty() ? "" : ", ") + ch::quote(k);
+            for (const ch::Column &c : t.columns)
+                if (c.name == k) /* a float key is compared by its bits, as the literal is */
+                    keys += (keys.empty() ? "" : ", ") + ch::insert_name(c);
         std::string in;
         for (const std::string &tuple : tuples)
             in += (in.empty() ? "" : ", ") + tuple;
-        /* All versions would do too: FINAL gives the latest, deleted or not. */
+        /*
+         * FINAL: the latest version of each key. A deleted one is read too,
+         * to be told apart: a tombstone's values are no values.
+         */
+        cols += ", `_pgsink_deleted`";
         steps_.push_back(Step{"SELECT " + cols + " FROM " + table_ref(t) + " FINAL WHERE (" + keys +
                                   ") IN (" + in + ") FORMAT JSONEachRow",
                               false, ns, nullptr, ""});
@@ -776,7 +787,10 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
                         if (!raw.empty() && raw[0] == '"')
                             row[c.name] = kRaw + json::parse(raw).get<std::string>();
                     }
-                current_[step.lookup][key_of(t, row)] = row;
+                std::string deleted = raw_text(row["_pgsink_deleted"]);
+                row.erase("_pgsink_deleted");
+                if (deleted != "1")
+                    current_[step.lookup][key_of(t, row)] = row;
             }
             at = nl + 1;
         }

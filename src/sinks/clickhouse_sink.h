@@ -44,6 +44,11 @@ class ClickHouseSink final : public HttpSink
     bool open(const Resume &from) override;
     std::unique_ptr<Exchange> exchange(std::string_view lines, const std::string &key) override;
     HttpOptions http_options() const override { return settings_.http; }
+    /*
+     * One batch at a time: the rows of a key sharing an LSN must arrive in
+     * order, and a batch's reads of current rows must see the batch before.
+     */
+    int max_in_flight_limit() const override { return 1; }
     void close() override {}
     std::string describe() const override;
     std::string state() const override;

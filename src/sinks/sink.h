@@ -136,6 +136,8 @@ class HttpSink : public Sink
     virtual HttpOptions http_options() const = 0;
     /* Requests in flight when pgsink.max_in_flight is 0. */
     virtual int default_max_in_flight() const { return 1; }
+    /* The most requests in flight whatever pgsink.max_in_flight says (0: no limit). */
+    virtual int max_in_flight_limit() const { return 0; }
     bool can_reject() const override { return true; }
 };
 

@@ -716,8 +716,10 @@ size_t Delivery::max_in_flight() const
     /* 'stop' is for those who want strict order: one batch at a time. */
     if (guc_on_rejection == ON_REJECTION_STOP)
         return 1;
-    return static_cast<size_t>(guc_max_in_flight > 0 ? guc_max_in_flight
-                                                     : http_->default_max_in_flight());
+    size_t n = static_cast<size_t>(guc_max_in_flight > 0 ? guc_max_in_flight
+                                                         : http_->default_max_in_flight());
+    size_t limit = static_cast<size_t>(http_->max_in_flight_limit());
+    return limit > 0 ? std::min(n, limit) : n;
 }
 
 /* For an HttpSink: its requests in flight and their window, empty. */

@@ -244,6 +244,37 @@ is(ch_query($ch, "SELECT id, v, note FROM pgsink.public_im FINAL WHERE _pgsink_d
 	  . "\n",
 	'(9) ClickHouse\'s im equals the source');
 
+# (10) Unchanged TOAST values read back by a boolean and a float key; and
+# never from a deleted row (a tombstone has no values): such an update is
+# parked, not written with a NULL.
+$node->safe_psql('postgres', q{
+CREATE TABLE bk (flag boolean, w double precision, big text, note text, PRIMARY KEY (flag, w));
+ALTER TABLE bk ALTER big SET STORAGE EXTERNAL;
+CREATE TABLE dk (id int PRIMARY KEY, n numeric(5,2), big text, note text);
+ALTER TABLE dk ALTER big SET STORAGE EXTERNAL;
+SELECT pgsink.add_table('bk'); SELECT pgsink.add_table('dk');
+INSERT INTO bk VALUES (true, 0.1, repeat('b', 9000), 'a'), (false, -0.5, repeat('c', 9000), 'a');
+INSERT INTO dk VALUES (1, 1, repeat('d', 9000), 'a');
+});
+wait_delivered($node, 'postgres', '(10) rows in place');
+$node->safe_psql('postgres', q{
+UPDATE bk SET note = 'b';
+DELETE FROM dk WHERE id = 1;
+INSERT INTO dk VALUES (1, 'NaN', repeat('e', 9000), 'a');
+});
+wait_delivered($node, 'postgres', '(10) deleted, and a refused re-insert');
+$node->safe_psql('postgres', q{UPDATE dk SET note = 'b', n = 2});
+wait_delivered($node, 'postgres', '(10) updates that leave big unchanged');
+is(ch_query($ch, "SELECT flag, w, note, length(big) FROM pgsink.public_bk FINAL "
+		  . "WHERE _pgsink_deleted = 0 ORDER BY flag FORMAT TSV"),
+	"0\t-0.5\tb\t9000\n1\t0.1\tb\t9000\n",
+	'(10) the big values kept, found by boolean and float keys');
+is(ch_query($ch, "SELECT count() FROM pgsink.public_dk FINAL WHERE _pgsink_deleted = 0") + 0, 0,
+	'(10) the deleted row is not brought back with a NULL value');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'clickhouse' AND \"table\" = 'public.dk'"),
+	2, '(10) the refused re-insert and the update after it are parked');
+
 ch_stop($ch);
 $node->stop;
 done_testing();
