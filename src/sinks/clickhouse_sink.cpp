@@ -165,6 +165,8 @@ class ClickHouseExchange final : public HttpSink::Exchange
         std::string expect_key;     /* the table's sorting key must be this ("": no check) */
         size_t table = 0;           /* ... of new_tables_[table] */
         bool mutation_wait = false; /* counts mutations not done: asked again until none */
+        bool of_table = false;      /* a DDL step of new_tables_[table] */
+        bool check_types = false;   /* reads the table's column types (system.columns) */
     };
     void plan_ddl();
     void plan_reads();
@@ -176,6 +178,8 @@ class ClickHouseExchange final : public HttpSink::Exchange
     }
     json row_of(const ClickHouseSink::Table &t, const json &values) const;
     std::string key_of(const ClickHouseSink::Table &t, const json &row) const;
+    std::optional<Answer> advance();
+    void check_types(const Step &step, const std::string &body);
 
     ClickHouseSink &sink_;
     std::vector<json> entries_;
@@ -332,8 +336,17 @@ void ClickHouseExchange::plan_ddl()
         new_tables_.push_back(std::move(t));
         new_ns_.push_back(ns);
     }
+    /* Tables ClickHouse lost (dropped by someone): made again from what the sink knows. */
+    for (auto &[ns, known] : sink_.tables_)
+        if (!known.created && std::find(new_ns_.begin(), new_ns_.end(), ns) == new_ns_.end()) {
+            new_tables_.push_back(known);
+            new_ns_.push_back(ns);
+        }
     for (size_t i = 0; i < new_tables_.size(); i++) {
+        new_tables_[i].created = true;
+        new_tables_[i].refused.clear();
         const ClickHouseSink::Table &t = new_tables_[i];
+        size_t first = steps_.size();
         std::string cols, order;
         for (const ch::Column &c : t.columns)
             for (const std::string &d : ch::column_ddl(c))
@@ -377,6 +390,17 @@ void ClickHouseExchange::plan_ddl()
                       (t.key.empty() ? "" : " FINAL WHERE `_pgsink_deleted` = 0"),
                   true, "", &t, new_ns_[i]};
         steps_.push_back(last);
+        /* A column whose type changed in PostgreSQL keeps its old one here: checked. */
+        Step types{"SELECT name, type FROM system.columns WHERE database = '" +
+                       sql_string(sink_.settings_.database) + "' AND table = '" +
+                       sql_string(t.name) + "' FORMAT TSVRaw",
+                   false, "", nullptr, ""};
+        types.check_types = true;
+        steps_.insert(steps_.end() - 1, types);
+        for (size_t k = first; k < steps_.size(); k++) {
+            steps_[k].of_table = true;
+            steps_[k].table = i;
+        }
     }
     if (steps_.empty())
         plan_reads();
@@ -724,6 +748,12 @@ HttpRequest ClickHouseExchange::next()
     return r;
 }
 
+/* Errors that pass: memory, too many parts or queries, timeouts, the network. */
+static bool transient(int code)
+{
+    return code == 159 || code == 202 || code == 209 || code == 210 || code == 241 || code == 252;
+}
+
 /* ClickHouse's error code in an answer ("Code: 27, e.displayText() = ..."), or -1. */
 static int error_code(const std::string &body)
 {
@@ -750,11 +780,29 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
         if (code == 60 || code == 81) {
             /* A table or the database was dropped: made again at the next attempt. */
             sink_.database_ready_ = false;
-            sink_.tables_.clear();
+            for (auto &entry : sink_.tables_)
+                entry.second.created = false;
+        } else if (step.of_table && r.status != 0 && code > 0 && !transient(code)) {
+            /*
+             * ClickHouse refuses the table itself (a column name clashing with
+             * a helper column, a type it cannot hold): its changes are parked,
+             * with the reason; other tables go on.
+             */
+            size_t ti = step.table;
+            new_tables_[ti].refused =
+                "ClickHouse refused table " + new_tables_[ti].name + ": " + r.body.substr(0, 300);
+            std::string ns = new_ns_[ti];
+            while (at_ + 1 < steps_.size() && steps_[at_ + 1].of_table &&
+                   steps_[at_ + 1].table == ti)
+                at_++;                           /* its remaining DDL is skipped */
+            sink_.tables_[ns] = new_tables_[ti]; /* known, and refused */
+            return advance();
         }
         a.kind = data && phase_ == 2 ? Answer::Kind::reject : Answer::Kind::retry;
         return a;
     }
+    if (step.check_types)
+        check_types(step, r.body);
     if (!step.expect_key.empty()) {
         std::string got;
         for (char c : r.body)
@@ -801,6 +849,12 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
         steps_.insert(steps_.begin() + static_cast<long>(at_) + 1, again);
         steps_[at_] = Step{"SELECT sleep(0.1) FORMAT TSVRaw", false, "", nullptr, ""};
     }
+    return advance();
+}
+
+/* The next step, the next phase, or the batch's answer. */
+std::optional<Answer> ClickHouseExchange::advance()
+{
     at_++;
     if (at_ >= steps_.size()) {
         if (phase_ == 0)
@@ -814,6 +868,48 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
         }
     }
     return std::nullopt;
+}
+
+/*
+ * The column types ClickHouse has for new_tables_[step.table] against
+ * those it needs: a column PostgreSQL retyped keeps its old type here
+ * (ADD COLUMN of an existing name does nothing), and writing the new
+ * values into it would change them. Then the table is refused, saying so.
+ */
+void ClickHouseExchange::check_types(const Step &step, const std::string &body)
+{
+    std::map<std::string, std::string> have;
+    size_t at = 0;
+    while (at < body.size()) {
+        size_t nl = body.find('\n', at);
+        if (nl == std::string::npos)
+            nl = body.size();
+        std::string line = body.substr(at, nl - at);
+        size_t tab = line.find('\t');
+        if (tab != std::string::npos)
+            have[line.substr(0, tab)] = line.substr(tab + 1);
+        at = nl + 1;
+    }
+    ClickHouseSink::Table &t = new_tables_[step.table];
+    for (const ch::Column &c : t.columns) {
+        std::string ddl = ch::column_ddl(c).front();
+        /* "`name` Type DEFAULT ...": the type is what follows the quoted name. */
+        size_t sp = ddl.find("` ") + 2;
+        std::string want =
+            ddl.substr(sp, ddl.find(" DEFAULT") == std::string::npos ? std::string::npos
+                                                                     : ddl.find(" DEFAULT") - sp);
+        auto got = have.find(c.name);
+        auto bare = [](std::string x) { /* ClickHouse writes "Decimal(12, 2)" */
+                                        x.erase(std::remove(x.begin(), x.end(), ' '), x.end());
+                                        return x;
+        };
+        if (got != have.end() && bare(got->second) != bare(want) && t.refused.empty())
+            t.refused = "column " + c.name + " of ClickHouse table " + t.name + " is " +
+                        got->second + " but now needs " + want +
+                        " (its type changed in PostgreSQL): ClickHouse cannot hold the new "
+                        "values in it; add the column anew under another name or rebuild the "
+                        "table, then rewind the sink or import the table again";
+    }
 }
 
 std::unique_ptr<HttpSink::Exchange> ClickHouseSink::exchange(std::string_view lines,

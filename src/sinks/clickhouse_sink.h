@@ -60,6 +60,7 @@ class ClickHouseSink final : public HttpSink
         std::vector<std::string> key;
         std::string signature; /* the Schema entry's fields and key, to see a change */
         std::string refused;   /* why its changes cannot be written (a changed key), or "" */
+        bool created = true;   /* false: ClickHouse lost it (dropped): made again first */
     };
 
   private:

@@ -275,6 +275,41 @@ is($node->safe_psql('postgres',
 		"SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'clickhouse' AND \"table\" = 'public.dk'"),
 	2, '(10) the refused re-insert and the update after it are parked');
 
+# (11) A column retyped in PostgreSQL (ClickHouse keeps the old type): the
+# table's later changes are parked, saying so, never written into the old
+# type; a table ClickHouse refuses (a column clashing with a helper column)
+# is parked too, and other tables go on; a ClickHouse table dropped by
+# someone is made again.
+$node->safe_psql('postgres', q{
+CREATE TABLE ty (id int PRIMARY KEY, n int);
+CREATE TABLE clash (id int PRIMARY KEY, f double precision, f__bits text);
+SELECT pgsink.add_table('ty'); SELECT pgsink.add_table('clash');
+INSERT INTO ty VALUES (1, 1);
+INSERT INTO clash VALUES (1, 1.5, 'x');
+});
+wait_delivered($node, 'postgres', '(11) before the type change');
+$node->safe_psql('postgres', q{
+ALTER TABLE ty ALTER n TYPE bigint;
+INSERT INTO ty VALUES (2, 5000000000);
+});
+wait_delivered($node, 'postgres', '(11) after the type change');
+is(ch_query($ch, "SELECT count() FROM pgsink.public_ty FINAL WHERE id = 2") + 0, 0,
+	'(11) nothing written into the old type');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'clickhouse' AND \"table\" = 'public.ty' "
+		  . "AND response LIKE '%column n of ClickHouse table public_ty is Nullable(Int32) but now needs Nullable(Int64)%'"),
+	1, '(11) the change is parked, saying why');
+# (its insert, and the import's copy of the same row)
+cmp_ok($node->safe_psql('postgres',
+		"SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'clickhouse' AND \"table\" = 'public.clash' "
+		  . "AND response LIKE '%ClickHouse refused table public_clash%'"),
+	'>=', 1, '(11) a table ClickHouse refuses: its changes are parked, with ClickHouse\'s answer');
+ch_query($ch, 'DROP TABLE pgsink.public_c');
+$node->safe_psql('postgres', q{INSERT INTO c VALUES (77, 'again', 7)});
+wait_delivered($node, 'postgres', '(11) after the ClickHouse table was dropped');
+is(ch_query($ch, "SELECT a, b, x FROM pgsink.public_c FINAL WHERE _pgsink_deleted = 0 FORMAT TSV"),
+	"77\tagain\t7\n", '(11) a dropped ClickHouse table is made again');
+
 ch_stop($ch);
 $node->stop;
 done_testing();
