@@ -254,7 +254,7 @@ void define_gucs()
         "pgsink.clickhouse_url",
         "HTTP interface of the ClickHouse server the clickhouse sink writes to.",
         "For example http://127.0.0.1:8123.", &guc_clickhouse_url, "", PGC_SIGHUP,
-        GUC_SUPERUSER_ONLY, check_url, nullptr, nullptr);
+        GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, check_url, nullptr, nullptr);
     DefineCustomStringVariable("pgsink.clickhouse_database",
                                "ClickHouse database of the captured tables (created if missing).",
                                nullptr, &guc_clickhouse_database, "pgsink", PGC_SIGHUP, 0, nullptr,

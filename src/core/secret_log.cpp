@@ -31,7 +31,7 @@ static emit_log_hook_type prev_emit_log_hook = nullptr;
  * (PGSINK.WEBHOOK_SECRET, "pgsink"."webhook_secret") are caught too.
  */
 static const char *const kSecretSettings[] = {"webhook_url", "webhook_secret", "webhook_headers",
-                                              "clickhouse_password"};
+                                              "clickhouse_url", "clickhouse_password"};
 
 /* text, cut after the first secret setting's name it holds; nullptr if it holds none. */
 static char *redacted(const char *text)

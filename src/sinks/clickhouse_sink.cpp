@@ -71,7 +71,15 @@ std::string clickhouse_table_name(const std::string &schema, const std::string &
     return name;
 }
 
-ClickHouseSink::ClickHouseSink(Settings settings) : settings_(std::move(settings)) {}
+ClickHouseSink::ClickHouseSink(Settings settings) : settings_(std::move(settings))
+{
+    /* They go into headers: a line break would add headers of its own. */
+    for (const std::string *v : {&settings_.user, &settings_.password})
+        if (v->find_first_of("\r\n") != std::string::npos)
+            throw SinkError("pgsink.clickhouse_user and pgsink.clickhouse_password may not hold "
+                            "line breaks",
+                            false);
+}
 
 bool ClickHouseSink::open(const Resume &)
 {
@@ -108,8 +116,9 @@ HttpRequest ClickHouseSink::query(const std::string &sql) const
     r.url = settings_.url + "/";
     r.body = sql;
     r.headers = {"Content-Type: text/plain; charset=utf-8"};
-    if (!settings_.user.empty()) {
-        r.headers.push_back("X-ClickHouse-User: " + settings_.user);
+    if (!settings_.user.empty() || !settings_.password.empty()) {
+        r.headers.push_back("X-ClickHouse-User: " +
+                            (settings_.user.empty() ? std::string("default") : settings_.user));
         r.headers.push_back("X-ClickHouse-Key: " + settings_.password);
     }
     return r;
@@ -192,6 +201,8 @@ class ClickHouseExchange final : public HttpSink::Exchange
     std::map<std::string, std::map<std::string, json>> current_;
     std::vector<Answer::Entry> refused_;
     std::set<std::string> sources_; /* namespace + key of rows unchanged values come from */
+    int mutation_polls_ = 0;
+    static constexpr int kMutationPolls = 600; /* a minute of 0.1 s waits */
 };
 
 /* ------------------------------------------------ raw JSON values of a line */
@@ -571,17 +582,26 @@ void ClickHouseExchange::plan_reads()
             for (const ch::Column &c : t.columns)
                 if (c.name == k) /* a float key is compared by its bits, as the literal is */
                     keys += (keys.empty() ? "" : ", ") + ch::insert_name(c);
-        std::string in;
-        for (const std::string &tuple : tuples)
-            in += (in.empty() ? "" : ", ") + tuple;
+        /* In pieces within ClickHouse's max_query_size (256 kB) and its limit of AST elements. */
+        std::vector<std::string> ins(1);
+        size_t in_piece = 0;
+        for (const std::string &tuple : tuples) {
+            if (ins.back().size() + tuple.size() > 150000 || in_piece >= 5000) {
+                ins.emplace_back();
+                in_piece = 0;
+            }
+            ins.back() += (ins.back().empty() ? "" : ", ") + tuple;
+            in_piece++;
+        }
         /*
          * FINAL: the latest version of each key. A deleted one is read too,
          * to be told apart: a tombstone's values are no values.
          */
         cols += ", `_pgsink_deleted`";
-        steps_.push_back(Step{"SELECT " + cols + " FROM " + table_ref(t) + " FINAL WHERE (" + keys +
-                                  ") IN (" + in + ") FORMAT JSONEachRow",
-                              false, ns, nullptr, ""});
+        for (const std::string &in : ins)
+            steps_.push_back(Step{"SELECT " + cols + " FROM " + table_ref(t) + " FINAL WHERE (" +
+                                      keys + ") IN (" + in + ") FORMAT JSONEachRow",
+                                  false, ns, nullptr, ""});
     }
     if (at_ >= steps_.size())
         plan_writes();
@@ -646,9 +666,12 @@ void ClickHouseExchange::plan_writes()
              * only once it is done, so that what was delivered is what a
              * reader sees.
              */
+            /* Ours only (its LSN is in its command), not a user's mutation of the table. */
             Step wait{"SELECT count() FROM system.mutations WHERE database = '" +
                           sql_string(sink_.settings_.database) + "' AND table = '" +
-                          sql_string(t.name) + "' AND NOT is_done FORMAT TSVRaw",
+                          sql_string(t.name) + "' AND NOT is_done AND position(command, '" +
+                          std::to_string(lsn) +
+                          "') > 0 AND position(command, '_pgsink_sequence') > 0" + " FORMAT TSVRaw",
                       false, "", nullptr, ""};
             wait.mutation_wait = true;
             steps_.push_back(wait);
@@ -844,6 +867,15 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
         }
     }
     if (step.mutation_wait && atoi(r.body.c_str()) > 0) {
+        if (++mutation_polls_ > kMutationPolls) {
+            /* Not done after a minute: the batch is tried again later (the mutation too). */
+            Answer a;
+            a.kind = Answer::Kind::retry;
+            a.message = sink_.describe() + ": a TRUNCATE's mutation is not done after " +
+                        std::to_string(kMutationPolls / 10) +
+                        " s (see system.mutations in ClickHouse)";
+            return a;
+        }
         /* Not done yet: the server waits a tenth of a second, then we ask again. */
         Step again = step;
         steps_.insert(steps_.begin() + static_cast<long>(at_) + 1, again);

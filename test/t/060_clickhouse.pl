@@ -310,6 +310,21 @@ wait_delivered($node, 'postgres', '(11) after the ClickHouse table was dropped')
 is(ch_query($ch, "SELECT a, b, x FROM pgsink.public_c FINAL WHERE _pgsink_deleted = 0 FORMAT TSV"),
 	"77\tagain\t7\n", '(11) a dropped ClickHouse table is made again');
 
+# (12) One update of 12,000 rows that leaves their TOASTed value unchanged:
+# the rows are read back from ClickHouse in pieces within its query limits.
+$node->safe_psql('postgres', q{
+CREATE TABLE w (id int PRIMARY KEY, big text, note text);
+ALTER TABLE w ALTER big SET STORAGE EXTERNAL;
+SELECT pgsink.add_table('w');
+INSERT INTO w SELECT g, repeat(chr(65 + g % 26), 2100), 'a' FROM generate_series(1, 12000) g;
+});
+wait_delivered($node, 'postgres', '(12) rows in place');
+$node->safe_psql('postgres', q{UPDATE w SET note = 'b'});
+wait_delivered($node, 'postgres', '(12) one update of every row', 120);
+is(ch_query($ch, "SELECT count(), countIf(length(big) = 2100 AND note = 'b') "
+		  . "FROM pgsink.public_w FINAL WHERE _pgsink_deleted = 0 FORMAT TSV"),
+	"12000\t12000\n", '(12) every row keeps its value');
+
 ch_stop($ch);
 $node->stop;
 done_testing();
