@@ -189,6 +189,9 @@ class ClickHouseExchange final : public HttpSink::Exchange
     std::string key_of(const ClickHouseSink::Table &t, const json &row) const;
     std::optional<Answer> advance();
     void check_types(const Step &step, const std::string &body);
+    const ClickHouseSink::Table *
+    in_effect(std::map<std::string, const ClickHouseSink::Table *> &now, size_t i,
+              const std::string &ns);
 
     ClickHouseSink &sink_;
     std::vector<json> entries_;
@@ -201,6 +204,8 @@ class ClickHouseExchange final : public HttpSink::Exchange
     std::map<std::string, std::map<std::string, json>> current_;
     std::vector<Answer::Entry> refused_;
     std::set<std::string> sources_; /* namespace + key of rows unchanged values come from */
+    std::map<std::string, ClickHouseSink::Table> before_; /* the sink's tables before the batch */
+    std::map<size_t, size_t> schema_at_; /* entry index of a Schema entry -> new_tables_ index */
     int mutation_polls_ = 0;
     static constexpr int kMutationPolls = 600; /* a minute of 0.1 s waits */
 };
@@ -324,7 +329,9 @@ void ClickHouseExchange::plan_ddl()
 {
     if (!sink_.database_ready_)
         steps_.push_back(Step{"CREATE DATABASE IF NOT EXISTS " + db(), true, "", nullptr, ""});
-    for (const json &e : entries_) {
+    before_ = sink_.tables_; /* the tables as they were before this batch's Schema entries */
+    for (size_t ei = 0; ei < entries_.size(); ei++) {
+        const json &e = entries_[ei];
         if (!e.contains("schema"))
             continue;
         const json &s = e["schema"];
@@ -344,6 +351,7 @@ void ClickHouseExchange::plan_ddl()
             bool is_key = std::find(t.key.begin(), t.key.end(), name) != t.key.end();
             t.columns.push_back(ch::column_for(name, f.value("pg_type", ""), is_key));
         }
+        schema_at_[ei] = new_tables_.size(); /* from this entry on, the table is this one */
         new_tables_.push_back(std::move(t));
         new_ns_.push_back(ns);
     }
@@ -415,6 +423,34 @@ void ClickHouseExchange::plan_ddl()
     }
     if (steps_.empty())
         plan_reads();
+}
+
+/*
+ * The table of entry i's namespace as it is at that entry: a Schema entry
+ * earlier in the batch changes it from there on (a column added or dropped,
+ * a new key); before any, as it was before the batch. nullptr: unknown.
+ */
+const ClickHouseSink::Table *
+ClickHouseExchange::in_effect(std::map<std::string, const ClickHouseSink::Table *> &now, size_t i,
+                              const std::string &ns)
+{
+    auto schema = schema_at_.find(i);
+    if (schema != schema_at_.end()) {
+        now[ns] = &new_tables_[schema->second];
+        return nullptr;
+    }
+    auto it = now.find(ns);
+    if (it != now.end())
+        return it->second;
+    auto was = before_.find(ns);
+    if (was == before_.end())
+        return now[ns] = nullptr; /* no Schema entry yet */
+    if (!was->second.created)
+        /* Made again in this batch (ClickHouse lost it): that version. */
+        for (size_t k = new_ns_.size(); k-- > 0;)
+            if (new_ns_[k] == ns)
+                return now[ns] = &new_tables_[k];
+    return now[ns] = &was->second;
 }
 
 /* The key of a row in insert form, as one string. */
@@ -511,14 +547,20 @@ void ClickHouseExchange::plan_reads()
     phase_ = 1;
     std::map<std::string, std::set<std::string>> wanted; /* namespace -> key tuples (SQL) */
     std::set<std::string> written;                       /* ns + key written earlier in the batch */
-    for (const json &e : entries_) {
+    std::map<std::string, const ClickHouseSink::Table *> now;
+    for (size_t i = 0; i < entries_.size(); i++) {
+        const json &e = entries_[i];
+        if (e.contains("schema")) {
+            in_effect(now, i, e["schema"].value("namespace", ""));
+            continue;
+        }
         if (!e.contains("op"))
             continue;
         std::string ns = entry_ns(e);
-        auto it = sink_.tables_.find(ns);
-        if (it == sink_.tables_.end() || !it->second.refused.empty())
+        const ClickHouseSink::Table *tp = in_effect(now, i, ns);
+        if (tp == nullptr || !tp->refused.empty())
             continue;
-        const ClickHouseSink::Table &t = it->second;
+        const ClickHouseSink::Table &t = *tp;
         std::string op = e["op"];
         const json &values = op == "delete" ? e["before"] : e["after"];
         if (values.is_null())
@@ -611,32 +653,42 @@ void ClickHouseExchange::plan_reads()
 void ClickHouseExchange::plan_writes()
 {
     phase_ = 2;
-    std::map<std::string, std::string> pending; /* namespace -> JSONEachRow lines */
+    /* namespace -> the table version its rows were made for, and JSONEachRow lines */
+    std::map<std::string, std::pair<const ClickHouseSink::Table *, std::string>> pending;
     auto flush = [&](const std::string &ns) {
         auto p = pending.find(ns);
-        if (p == pending.end() || p->second.empty())
+        if (p == pending.end() || p->second.second.empty())
             return;
-        const ClickHouseSink::Table &t = sink_.tables_.at(ns);
+        const ClickHouseSink::Table &t = *p->second.first;
         std::string cols;
         for (const ch::Column &c : t.columns)
             for (const std::string &n : insert_names(c))
                 cols += ch::quote(n) + ", ";
         cols += "`_pgsink_lsn`, `_pgsink_sequence`, `_pgsink_op`, `_pgsink_deleted`, "
                 "`_pgsink_timestamp`";
-        steps_.push_back(
-            Step{"INSERT INTO " + table_ref(t) + " (" + cols + ") FORMAT JSONEachRow\n" + p->second,
-                 false, "", nullptr, ""});
-        p->second.clear();
+        steps_.push_back(Step{"INSERT INTO " + table_ref(t) + " (" + cols +
+                                  ") FORMAT JSONEachRow\n" + p->second.second,
+                              false, "", nullptr, ""});
+        p->second.second.clear();
     };
+    std::map<std::string, const ClickHouseSink::Table *> now;
     for (size_t i = 0; i < entries_.size(); i++) {
         const json &e = entries_[i];
+        if (e.contains("schema")) {
+            /* The rows before it are written with the columns they were made for. */
+            std::string ns = e["schema"].value("namespace", "");
+            flush(ns);
+            in_effect(now, i, ns);
+            continue;
+        }
         if (!e.contains("op"))
             continue;
         std::string ns = entry_ns(e);
-        auto it = sink_.tables_.find(ns);
-        if (it == sink_.tables_.end())
+        const ClickHouseSink::Table *tp = in_effect(now, i, ns);
+        if (tp == nullptr)
             throw std::runtime_error("no Schema entry for " + ns + " before its changes");
-        const ClickHouseSink::Table &t = it->second;
+        const ClickHouseSink::Table &t = *tp;
+        pending[ns].first = tp;
         if (!t.refused.empty()) {
             refused_.push_back(Answer::Entry{i, false, 0, t.refused});
             continue;
@@ -694,7 +746,7 @@ void ClickHouseExchange::plan_writes()
             }
             meta(tomb, true);
             cur.erase(key_of(t, tomb));
-            pending[ns] += row_text(tomb) + "\n";
+            pending[ns].second += row_text(tomb) + "\n";
             continue;
         }
         json row = row_of(t, e["after"]);
@@ -722,7 +774,7 @@ void ClickHouseExchange::plan_writes()
                 }
                 meta(tomb, true);
                 cur.erase(old_key);
-                pending[ns] += row_text(tomb) + "\n";
+                pending[ns].second += row_text(tomb) + "\n";
             }
         }
         if (e.contains("unchanged")) {
@@ -757,7 +809,7 @@ void ClickHouseExchange::plan_writes()
         if (sources_.count(ns + '\x1e' + key))
             cur[key] = row;
         meta(row, false);
-        pending[ns] += row_text(row) + "\n";
+        pending[ns].second += row_text(row) + "\n";
     }
     for (auto &p : pending)
         flush(p.first);

@@ -325,6 +325,39 @@ is(ch_query($ch, "SELECT count(), countIf(length(big) = 2100 AND note = 'b') "
 		  . "FROM pgsink.public_w FINAL WHERE _pgsink_deleted = 0 FORMAT TSV"),
 	"12000\t12000\n", '(12) every row keeps its value');
 
+# (13) Schema changes in the middle of a batch: the rows before a change are
+# written as they were made (a dropped column keeps its value; rows under
+# the old key are delivered), those after it follow the new schema.
+$node->safe_psql('postgres', q{
+CREATE TABLE k2 (id int PRIMARY KEY, x int NOT NULL);
+CREATE TABLE dc (id int PRIMARY KEY, a int, b int);
+SELECT pgsink.add_table('k2'); SELECT pgsink.add_table('dc');
+INSERT INTO k2 VALUES (1, 10);
+INSERT INTO dc VALUES (0, 0, 0);
+});
+wait_delivered($node, 'postgres', '(13) tables in place');
+$node->safe_psql('postgres', q{
+BEGIN;
+INSERT INTO k2 VALUES (3, 30);
+INSERT INTO dc VALUES (1, 10, 100);
+ALTER TABLE k2 DROP CONSTRAINT k2_pkey, ADD PRIMARY KEY (x);
+ALTER TABLE dc DROP COLUMN b;
+INSERT INTO k2 VALUES (2, 20);
+INSERT INTO dc VALUES (2, 20);
+COMMIT;
+});
+wait_delivered($node, 'postgres', '(13) one transaction with schema changes');
+is(ch_query($ch, "SELECT groupArray(id) FROM (SELECT id FROM pgsink.public_k2 FINAL "
+		  . "WHERE _pgsink_deleted = 0 ORDER BY id)"),
+	"[1,3]\n", '(13) the row made under the old key is delivered; the one after the change is not');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'clickhouse' AND \"table\" = 'public.k2'"),
+	1, '(13) the row after the key change is parked');
+is(ch_query($ch, "SELECT id, a, ifNull(toString(b), 'N') FROM pgsink.public_dc FINAL "
+		  . "WHERE _pgsink_deleted = 0 ORDER BY id FORMAT TSV"),
+	"0\t0\t0\n1\t10\t100\n2\t20\tN\n",
+	'(13) a row made before a column was dropped keeps its value; one after has none');
+
 ch_stop($ch);
 $node->stop;
 done_testing();
