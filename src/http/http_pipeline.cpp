@@ -285,6 +285,19 @@ void HttpPipeline::cancel_all()
     done_.clear();
 }
 
+std::string url_for_messages(const std::string &u)
+{
+    size_t scheme = u.find("://");
+    size_t host = scheme == std::string::npos ? 0 : scheme + 3;
+    size_t end = u.find_first_of("/?#", host);
+    std::string authority =
+        u.substr(host, end == std::string::npos ? std::string::npos : end - host);
+    size_t at = authority.rfind('@');
+    if (at != std::string::npos)
+        authority.erase(0, at + 1);
+    return u.substr(0, host) + authority;
+}
+
 long retry_after_ms(const std::string &value, long now_unix)
 {
     if (value.empty())

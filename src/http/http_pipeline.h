@@ -93,6 +93,12 @@ class HttpPipeline
  */
 long retry_after_ms(const std::string &value, long now_unix);
 
+/*
+ * A URL for messages: scheme, host and port only. User info, a path (some
+ * services carry a credential there) and a query may all hold secrets.
+ */
+std::string url_for_messages(const std::string &url);
+
 /* Milliseconds on the monotonic clock. */
 int64_t monotonic_ms();
 

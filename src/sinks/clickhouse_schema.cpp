@@ -93,16 +93,20 @@ std::string null_flag_name(const Column &c)
     return c.name + "__null";
 }
 
-std::string quote(const std::string &name)
+std::string escaped(const std::string &text, char quote)
 {
-    std::string out = "`";
-    for (char ch : name) {
-        if (ch == '`' || ch == '\\')
+    std::string out;
+    for (char ch : text) {
+        if (ch == quote || ch == '\\')
             out.push_back('\\');
         out.push_back(ch);
     }
-    out.push_back('`');
     return out;
+}
+
+std::string quote(const std::string &name)
+{
+    return "`" + escaped(name, '`') + "`";
 }
 
 std::string insert_name(const Column &c)

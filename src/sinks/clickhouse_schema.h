@@ -59,6 +59,8 @@ Column column_for(const std::string &name, const std::string &pg_type, bool key)
 std::string ch_type(const Column &c);
 /* A name quoted for ClickHouse: `name`, with ` and \ escaped. */
 std::string quote(const std::string &name);
+/* text with \ and quote escaped by a backslash (inside `...` or '...'). */
+std::string escaped(const std::string &text, char quote);
 /*
  * The column definitions of CREATE TABLE / ALTER TABLE ADD COLUMN for c:
  * one, or two for floats (the value, and its bits that fill it).

@@ -93,16 +93,7 @@ bool ClickHouseSink::open(const Resume &)
 
 std::string ClickHouseSink::describe() const
 {
-    const std::string &u = settings_.url;
-    size_t scheme = u.find("://");
-    size_t host = scheme == std::string::npos ? 0 : scheme + 3;
-    size_t end = u.find_first_of("/?#", host);
-    std::string authority =
-        u.substr(host, end == std::string::npos ? std::string::npos : end - host);
-    size_t at = authority.rfind('@');
-    if (at != std::string::npos)
-        authority.erase(0, at + 1);
-    return "clickhouse " + u.substr(0, host) + authority + " database " + settings_.database;
+    return "clickhouse " + url_for_messages(settings_.url) + " database " + settings_.database;
 }
 
 std::string ClickHouseSink::state() const
@@ -137,13 +128,7 @@ static std::vector<std::string> insert_names(const ch::Column &c)
 /* Text inside a ClickHouse '...' literal. */
 static std::string sql_string(const std::string &text)
 {
-    std::string out;
-    for (char c : text) {
-        if (c == '\'' || c == '\\')
-            out.push_back('\\');
-        out.push_back(c);
-    }
-    return out;
+    return ch::escaped(text, '\'');
 }
 
 /*
@@ -588,13 +573,7 @@ void ClickHouseExchange::plan_reads()
                         lit = v.is_string() ? v.get<std::string>() : v.dump();
                     else if (lit[0] == '"')
                         lit = json::parse(lit).get<std::string>();
-                    std::string quoted = "'";
-                    for (char ch : lit) {
-                        if (ch == '\'' || ch == '\\')
-                            quoted.push_back('\\');
-                        quoted.push_back(ch);
-                    }
-                    quoted.push_back('\'');
+                    std::string quoted = "'" + sql_string(lit) + "'";
                     if (c.kind == ch::Kind::string)
                         tuple += (tuple.empty() ? "" : ", ") + quoted;
                     else if (c.kind == ch::Kind::uuid)

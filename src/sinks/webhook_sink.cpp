@@ -156,20 +156,8 @@ WebhookSink::WebhookSink(Settings settings) : settings_(std::move(settings))
 
 std::string WebhookSink::describe() const
 {
-    /*
-     * Scheme, host and port only: user info, a path (Slack-style URLs
-     * carry their credential there) and a query may all hold secrets.
-     */
-    const std::string &u = settings_.url;
-    size_t scheme = u.find("://");
-    size_t host = scheme == std::string::npos ? 0 : scheme + 3;
-    size_t end = u.find_first_of("/?#", host);
-    std::string authority =
-        u.substr(host, end == std::string::npos ? std::string::npos : end - host);
-    size_t at = authority.rfind('@');
-    if (at != std::string::npos)
-        authority.erase(0, at + 1);
-    return "webhook " + u.substr(0, host) + authority;
+    /* Slack-style URLs carry their credential in the path: never shown. */
+    return "webhook " + url_for_messages(settings_.url);
 }
 
 std::string WebhookSink::state() const
