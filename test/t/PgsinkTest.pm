@@ -26,6 +26,25 @@ use FindBin;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
+# psql may exit before it has read its query while a server restarts (a
+# crash, a worker killed): IPC::Run then dies writing to it ("Broken pipe").
+# Every test takes that as the connection failure it is (psql's exit code 2),
+# not as the end of the test.
+{
+	no warnings 'redefine';
+	my $psql = \&PostgreSQL::Test::Cluster::psql;
+	*PostgreSQL::Test::Cluster::psql = sub {
+		my ($self, $dbname, $sql, %params) = @_;
+		my @ret = wantarray ? eval { $psql->(@_) } : (scalar eval { $psql->(@_) });
+		return wantarray ? @ret : $ret[0] unless $@;
+		die $@ unless $@ =~ /Broken pipe/;
+		my $why = 'psql: server closed the connection before the query was sent (Broken pipe)';
+		${ $params{stderr} } = $why if ref $params{stderr};
+		die "connection error: $why" if $params{on_error_die};
+		return wantarray ? (2, '', $why) : 2;
+	};
+}
+
 our @EXPORT = qw(
   pgsink_node sink_file parse_lsn format_lsn
   check_changelog source_state compare_states check_exact
