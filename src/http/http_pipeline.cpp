@@ -285,6 +285,27 @@ void HttpPipeline::cancel_all()
     done_.clear();
 }
 
+std::string answer_excerpt(const std::string &body, size_t max)
+{
+    std::string s = body.substr(0, max);
+    std::string out;
+    for (size_t i = 0; i < s.size();) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = n > 0 && i + n <= s.size();
+        for (size_t k = 1; ok && k < n; k++)
+            ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
+        if (ok && n == 1 && c < 0x20)
+            out.push_back(' '); /* one line in logs */
+        else if (ok)
+            out.append(s, i, n);
+        else
+            out.push_back('?');
+        i += ok ? n : 1;
+    }
+    return out;
+}
+
 std::string url_for_messages(const std::string &u)
 {
     size_t scheme = u.find("://");

@@ -94,6 +94,14 @@ class HttpPipeline
 long retry_after_ms(const std::string &value, long now_unix);
 
 /*
+ * The first max bytes of an answer's body as valid UTF-8 on one line (a
+ * broken or cut character becomes '?', a control character a space): it
+ * goes into text columns (dead letters) and messages, which refuse
+ * anything else.
+ */
+std::string answer_excerpt(const std::string &body, size_t max);
+
+/*
  * A URL for messages: scheme, host and port only. User info, a path (some
  * services carry a credential there) and a query may all hold secrets.
  */

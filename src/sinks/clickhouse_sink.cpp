@@ -823,11 +823,11 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
     if (!ok) {
         Answer a;
         a.status = static_cast<int>(r.status);
-        a.response = r.body.substr(0, 300);
+        a.response = answer_excerpt(r.body, 300);
         a.message =
             sink_.describe() + (r.status == 0 ? ": " + r.transport_error
                                               : " answered HTTP " + std::to_string(r.status) +
-                                                    ": " + r.body.substr(0, 200));
+                                                    ": " + answer_excerpt(r.body, 200));
         /* Values a column cannot hold: the batch is bisected down to the entry. */
         static const int kData[] = {6, 25, 26, 27, 33, 38, 41, 49, 53, 69, 70, 72, 117, 130};
         bool data = std::find(std::begin(kData), std::end(kData), code) != std::end(kData);
@@ -843,8 +843,8 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
              * with the reason; other tables go on.
              */
             size_t ti = step.table;
-            new_tables_[ti].refused =
-                "ClickHouse refused table " + new_tables_[ti].name + ": " + r.body.substr(0, 300);
+            new_tables_[ti].refused = "ClickHouse refused table " + new_tables_[ti].name + ": " +
+                                      answer_excerpt(r.body, 300);
             std::string ns = new_ns_[ti];
             while (at_ + 1 < steps_.size() && steps_[at_ + 1].of_table &&
                    steps_[at_ + 1].table == ti)

@@ -166,27 +166,6 @@ std::string WebhookSink::state() const
     return "webhook " + sha256_hex(settings_.url, 16);
 }
 
-/* Valid UTF-8 only (an answer's excerpt goes into text columns and messages). */
-static std::string valid_utf8(const std::string &s)
-{
-    std::string out;
-    for (size_t i = 0; i < s.size();) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        bool ok = n > 0 && i + n <= s.size();
-        for (size_t k = 1; ok && k < n; k++)
-            ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
-        if (ok && n == 1 && c < 0x20)
-            out.push_back(' '); /* one line in logs */
-        else if (ok)
-            out.append(s, i, n);
-        else
-            out.push_back('?');
-        i += ok ? n : 1;
-    }
-    return out;
-}
-
 /*
  * The answer's body without our secrets: a receiver may echo what it was
  * sent (an Authorization header, the URL) into an error page, and the
@@ -276,7 +255,7 @@ Answer WebhookSink::answer(const HttpResponse &r, std::string_view)
     a.status = static_cast<int>(r.status);
     if (r.status >= 200 && r.status < 300)
         return a;
-    a.response = valid_utf8(scrub(r.body).substr(0, 200));
+    a.response = answer_excerpt(scrub(r.body), 200);
     if (r.status == 0) {
         a.kind = Answer::Kind::retry;
         a.message = describe() + ": " + r.transport_error;
