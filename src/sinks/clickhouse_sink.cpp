@@ -955,12 +955,7 @@ void ClickHouseExchange::check_types(const Step &step, const std::string &body)
     }
     ClickHouseSink::Table &t = new_tables_[step.table];
     for (const ch::Column &c : t.columns) {
-        std::string ddl = ch::column_ddl(c).front();
-        /* "`name` Type DEFAULT ...": the type is what follows the quoted name. */
-        size_t sp = ddl.find("` ") + 2;
-        std::string want =
-            ddl.substr(sp, ddl.find(" DEFAULT") == std::string::npos ? std::string::npos
-                                                                     : ddl.find(" DEFAULT") - sp);
+        std::string want = ch::ch_type(c);
         auto got = have.find(c.name);
         auto bare = [](std::string x) { /* ClickHouse writes "Decimal(12, 2)" */
                                         x.erase(std::remove(x.begin(), x.end(), ' '), x.end());
