@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,6 +33,24 @@ extern "C" {
 namespace pgsink::spool
 {
 
+/* Delivered files are renamed so before their removal (see remove_delivered()). */
+static constexpr const char *kRemovedSuffix = ".removed";
+
+/* Files a removal left behind when the stream worker stopped. */
+static void remove_leftovers(const std::string &dir)
+{
+    DIR *d = opendir(dir.c_str());
+    if (d == nullptr)
+        return;
+    size_t suffix = strlen(kRemovedSuffix);
+    while (struct dirent *e = readdir(d)) {
+        size_t len = strlen(e->d_name);
+        if (len > suffix && strcmp(e->d_name + len - suffix, kRemovedSuffix) == 0)
+            (void)unlink((dir + "/" + e->d_name).c_str());
+    }
+    closedir(d);
+}
+
 /* A transaction end is indexed at most once per this many bytes. */
 static constexpr uint64_t kIndexEvery = 256 * 1024;
 
@@ -42,6 +61,7 @@ Writer::~Writer()
 
 void Writer::close()
 {
+    io_.drain(); /* a write that failed: cut at the next open() */
     if (seg_fd_ >= 0)
         ::close(seg_fd_);
     if (idx_fd_ >= 0)
@@ -164,6 +184,8 @@ uint64_t Writer::open(uint64_t slot_confirmed)
     if (mkdir(sinks.c_str(), 0700) != 0 && errno != EEXIST)
         fail("create directory for", sinks, errno);
 
+    io_.clear_error();
+    remove_leftovers(dir_);
     std::vector<Segment> segments = list_segments(dir_);
     id_ = read_identity(dir_);
     if (id_ == 0) {
@@ -269,12 +291,18 @@ void Writer::note_schema(const char *line, size_t len)
         schemas_[table].assign(line, len);
 }
 
-void Writer::write(const char *data, size_t len, uint64_t entries)
+/* A write the thread failed fails the worker, in the worker's thread. */
+void Writer::check_writes()
 {
-    write_all(seg_fd_, data, len, segment_path(dir_, seg_start_));
-    /* Start writing it out now, so that the fsync at the round's end has little left to do. */
-    (void)sync_file_range(seg_fd_, static_cast<off_t>(end_ - seg_start_), static_cast<off_t>(len),
-                          SYNC_FILE_RANGE_WRITE);
+    if (int err = io_.error())
+        fail("write", segment_path(dir_, seg_start_), err);
+}
+
+void Writer::write(std::string &data, uint64_t entries)
+{
+    check_writes();
+    size_t len = data.size();
+    io_.submit(seg_fd_, end_ - seg_start_, data);
     end_ += len;
     entries_ += entries;
     bytes_ += len;
@@ -294,6 +322,8 @@ void Writer::sync(uint64_t decoded_upto)
 {
     if (end_ != durable_end_) {
         std::string seg = segment_path(dir_, seg_start_), idx = index_path(dir_, seg_start_);
+        io_.drain();
+        check_writes();
         if (fdatasync(seg_fd_) != 0)
             fail("fsync", seg, errno);
         pending_.push_back(make_record(kRoundEnd, end_, entries_, decoded_upto, last_commit_time_));
@@ -350,7 +380,7 @@ void Writer::remove_delivered(uint64_t min_cursor, int retention_s)
 {
     std::vector<Segment> segments = list_segments(dir_);
     time_t now = time(nullptr);
-    bool removed = false;
+    std::vector<std::string> doomed;
     size_t i = 0;
     for (; i + 1 < segments.size(); i++) {
         const Segment &s = segments[i];
@@ -358,15 +388,23 @@ void Writer::remove_delivered(uint64_t min_cursor, int retention_s)
             break;
         if (retention_s > 0 && now - s.mtime < retention_s)
             break;
-        /* The .jsonl first: readers list segments by it. */
-        if (unlink(segment_path(dir_, s.start).c_str()) != 0 && errno != ENOENT)
-            fail("remove", segment_path(dir_, s.start), errno);
-        unlink(index_path(dir_, s.start).c_str());
-        unlink(schemas_path(dir_, s.start).c_str());
-        removed = true;
+        /*
+         * Renamed out of readers' sight now (the .jsonl first: readers list
+         * segments by it), removed by the writes' thread.
+         */
+        for (const std::string &path : {segment_path(dir_, s.start), index_path(dir_, s.start),
+                                        schemas_path(dir_, s.start)}) {
+            std::string gone = path + kRemovedSuffix;
+            if (rename(path.c_str(), gone.c_str()) == 0)
+                doomed.push_back(gone);
+            else if (errno != ENOENT)
+                fail("remove", path, errno);
+        }
     }
-    if (removed)
+    if (!doomed.empty()) {
         sync_directory(dir_);
+        io_.unlink_later(std::move(doomed));
+    }
     bytes_ = 0;
     for (size_t j = i; j < segments.size(); j++)
         bytes_ += segments[j].start == seg_start_ ? end_ - seg_start_ : segments[j].size;

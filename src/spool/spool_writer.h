@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "spool/spool_files.h"
+#include "spool/write_behind.h"
 
 namespace pgsink::spool
 {
@@ -44,8 +45,12 @@ class Writer
      * segment says which schemas are in effect where it starts.
      */
     void note_schema(const char *line, size_t len);
-    /* Append entries (whole lines, not durable yet). */
-    void write(const char *data, size_t len, uint64_t entries);
+    /*
+     * Append entries (whole lines, not durable yet), written by a thread
+     * (write_behind.h): data is taken, and left empty with a recycled
+     * buffer's capacity.
+     */
+    void write(std::string &data, uint64_t entries);
     /*
      * A transaction's entries were all written, but for the last pending
      * bytes (entries) still in the caller's batch: maybe an index record.
@@ -80,6 +85,7 @@ class Writer
     void create_segment(uint64_t start);
     void roll();
     void publish();
+    void check_writes();
 
     std::string dir_;
     uint64_t id_ = 0;
@@ -98,6 +104,7 @@ class Writer
     uint64_t bytes_ = 0;
     uint64_t oldest_ = 0;
     int segments_ = 0;
+    WriteBehind io_;
 };
 
 } // namespace pgsink::spool

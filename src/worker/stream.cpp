@@ -180,19 +180,14 @@ void Stream::commit(const TxnMeta &txn, uint64 entries)
     unsynced_commit_time_ = txn.commit_time;
 }
 
-/* Append the batch to the spool (not yet durable), and free its memory if a huge row grew it. */
+/* Append the batch to the spool (not yet durable). */
 void Stream::write_batch()
 {
     if (batch_.empty())
         return;
-    spool_.write(batch_.data(), batch_.size(), batch_entries_);
+    spool_.write(batch_, batch_entries_); /* a huge row's buffer is freed once written */
     unsynced_entries_ += batch_entries_;
     batch_entries_ = 0;
-    size_t limit = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
-    if (batch_.capacity() > 2 * limit)
-        std::string().swap(batch_);
-    else
-        batch_.clear();
     entry_start_ = 0;
 }
 

@@ -1,0 +1,148 @@
+/* write_behind.cpp: see write_behind.h. */
+#include <cerrno>
+#include <csignal>
+#include <fcntl.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include "spool/write_behind.h"
+
+namespace pgsink::spool
+{
+
+WriteBehind::~WriteBehind()
+{
+    stop();
+}
+
+/* Append all of data at the end of fd; 0 or errno. */
+static int write_all(int fd, const std::string &data)
+{
+    const char *p = data.data();
+    size_t len = data.size();
+    while (len > 0) {
+        ssize_t n = ::write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        p += n;
+        len -= static_cast<size_t>(n);
+    }
+    return 0;
+}
+
+void WriteBehind::run()
+{
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+        work_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty())
+            return; /* stopping, everything written */
+        Job job = std::move(queue_.front());
+        queue_.pop_front();
+        bool skip = error_ != 0;
+        lock.unlock();
+        int err = 0;
+        for (const std::string &path : job.unlink)
+            (void)::unlink(path.c_str());
+        if (!skip && job.unlink.empty()) {
+            err = write_all(job.fd, job.data);
+            /* Start writing it out now, so that the fsync at the round's end has little left. */
+            if (err == 0)
+                (void)sync_file_range(job.fd, static_cast<off_t>(job.offset),
+                                      static_cast<off_t>(job.data.size()), SYNC_FILE_RANGE_WRITE);
+        }
+        if (job.data.capacity() > kKeepBytes)
+            std::string().swap(job.data);
+        job.data.clear();
+        lock.lock();
+        if (err != 0 && error_ == 0)
+            error_ = err;
+        if (job.unlink.empty())
+            free_.push_back(std::move(job.data));
+        busy_--;
+        done_.notify_all();
+    }
+}
+
+/* Start the thread if it is not running (mutex_ held). */
+void WriteBehind::start()
+{
+    if (!thread_.joinable()) {
+        stopping_ = false;
+        /* Every signal blocked in the thread: PostgreSQL's handlers stay in the worker's thread. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        try {
+            thread_ = std::thread([this] { run(); });
+        } catch (...) {
+            pthread_sigmask(SIG_SETMASK, &old, nullptr);
+            throw;
+        }
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    }
+}
+
+void WriteBehind::submit(int fd, uint64_t file_offset, std::string &data)
+{
+    std::unique_lock<std::mutex> lock(mutex_);
+    start();
+    /* A huge buffer waits for the queue to empty: one at a time in memory. */
+    bool huge = data.size() > kKeepBytes;
+    done_.wait(lock, [&] { return huge ? busy_ == 0 : busy_ < kBuffers; });
+    std::string spare;
+    if (!free_.empty()) {
+        spare = std::move(free_.back());
+        free_.pop_back();
+    }
+    queue_.push_back(Job{fd, file_offset, std::move(data), {}});
+    busy_++;
+    data = std::move(spare);
+    data.clear();
+    work_.notify_one();
+}
+
+void WriteBehind::unlink_later(std::vector<std::string> paths)
+{
+    std::unique_lock<std::mutex> lock(mutex_);
+    start();
+    queue_.push_back(Job{-1, 0, std::string(), std::move(paths)});
+    busy_++;
+    work_.notify_one();
+}
+
+void WriteBehind::drain()
+{
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return busy_ == 0; });
+}
+
+void WriteBehind::stop()
+{
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stopping_ = true;
+    }
+    work_.notify_all();
+    if (thread_.joinable())
+        thread_.join();
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = false;
+}
+
+int WriteBehind::error() const
+{
+    std::lock_guard<std::mutex> lock(mutex_);
+    return error_;
+}
+
+void WriteBehind::clear_error()
+{
+    std::lock_guard<std::mutex> lock(mutex_);
+    error_ = 0;
+}
+
+} // namespace pgsink::spool

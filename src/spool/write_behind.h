@@ -1,0 +1,86 @@
+/*
+ * write_behind.h: the spool's writes, done by a thread of their own.
+ *
+ * The stream worker spends about a third of its time in the kernel when it
+ * writes the spool itself: copying into the page cache, ext4's block
+ * allocation, starting writeback (sync_file_range). Handing full buffers to
+ * a thread lets decoding go on meanwhile, on the other core.
+ *
+ * The thread only calls write() and sync_file_range() on the descriptor it
+ * is given, and never PostgreSQL (DESIGN.md: no thread calls into
+ * PostgreSQL); it is created with every signal blocked, so PostgreSQL's
+ * handlers run in the worker's own thread. A failed write is kept and
+ * reported to the worker's thread at its next call (the writes after it are
+ * dropped: the worker restarts, and the spool is cut back to its last round
+ * end). Buffers are recycled, so memory stays at kBuffers × their size;
+ * one that a huge row grew past kKeepBytes is queued alone and freed once
+ * written.
+ *
+ * Pure C++: no PostgreSQL headers.
+ */
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace pgsink::spool
+{
+
+class WriteBehind
+{
+  public:
+    WriteBehind() = default;
+    ~WriteBehind();
+    WriteBehind(const WriteBehind &) = delete;
+    WriteBehind &operator=(const WriteBehind &) = delete;
+
+    /*
+     * Queue data (taken: data is left empty, with a recycled buffer's
+     * capacity) to be appended to fd, whose byte offset file_offset it
+     * starts at. Waits while every buffer is queued.
+     */
+    void submit(int fd, uint64_t file_offset, std::string &data);
+    /*
+     * Queue the removal of files nobody reads any more (delivered segments,
+     * renamed out of readers' sight): freeing their pages and blocks is
+     * slow, and need not hold up decoding. Failures are ignored: what is
+     * left is removed at the spool's next start.
+     */
+    void unlink_later(std::vector<std::string> paths);
+    /* Wait until everything queued is written (not durable: the caller syncs). */
+    void drain();
+    /* Stop the thread (after draining); a new submit() starts it again. */
+    void stop();
+
+    /* A failed write: errno and nonzero, until clear_error(). */
+    int error() const;
+    void clear_error();
+
+  private:
+    struct Job {
+        int fd;
+        uint64_t offset;
+        std::string data;
+        std::vector<std::string> unlink; /* instead of data */
+    };
+    void run();
+    void start();
+
+    static constexpr size_t kBuffers = 4;
+    static constexpr size_t kKeepBytes = 4 << 20;
+    mutable std::mutex mutex_;
+    std::condition_variable work_, done_;
+    std::deque<Job> queue_;
+    std::vector<std::string> free_;
+    size_t busy_ = 0; /* jobs queued or being written */
+    bool stopping_ = false;
+    int error_ = 0;
+    std::thread thread_;
+};
+
+} // namespace pgsink::spool

@@ -1,0 +1,75 @@
+# A write to the spool fails (a dying disk: EIO after a torn half-write),
+# in the thread that writes the spool for the stream worker: the stream
+# worker fails in its own thread, says so, restarts, cuts the torn round
+# back, decodes it again, and the sink's output stays exact. The slot never
+# confirms past what the spool holds (nothing is lost while it fails).
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use PostgreSQL::Test::Utils;
+use PgsinkTest;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $node = pgsink_node('spool_write_faults');
+my $file = sink_file($node);
+my $trigger = $node->basedir . '/fail_spool_writes';
+# The spool's first segment (pgsink.spool_directory's default, in the data directory).
+my $segment = $node->data_dir . '/pgsink_spool/0000000000000000.jsonl';
+start_with_fault_shim($node, PGSINK_FAULT_TRIGGER => $trigger, PGSINK_FAULT_TARGET => $segment);
+my %tables = ('public.t' => ['id']);
+
+$node->safe_psql('postgres', q{
+CREATE EXTENSION pgsink;
+CREATE TABLE t (id int8 PRIMARY KEY, v text);
+SELECT pgsink.add_table('t', import => false);
+});
+
+my $batch = 0;
+sub workload
+{
+	$batch++;
+	my $base = $batch * 100000;
+	$node->safe_psql('postgres', qq{
+INSERT INTO t SELECT g, repeat('v', g % 300) FROM generate_series($base, $base + 4999) g;
+UPDATE t SET v = v || ' updated' WHERE id % 3 = 0 AND id >= $base;
+DELETE FROM t WHERE id % 7 = 0 AND id >= $base;
+});
+}
+
+workload();
+wait_delivered($node, 'postgres', 'before the fault');
+ok(-f $segment, 'the spool writes the segment the fault targets');
+
+# Writes fail (ftruncate works: the torn tail is cut at the next start).
+open(my $fh, '>', $trigger) or die;
+print $fh "writes";
+close $fh;
+my $log_offset = -s $node->logfile;
+my $confirmed_before = $node->safe_psql('postgres',
+	"SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pgsink'");
+workload();
+my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_flush_lsn()');
+my $seen = 0;
+for (1 .. 150)
+{
+	$seen = 1, last
+	  if slurp_file($node->logfile, $log_offset) =~
+	  /could not write spool file ".*0000000000000000\.jsonl": Input\/output error/;
+	usleep(100_000);
+}
+ok($seen, 'the failed write is reported by the stream worker, with the file and the error');
+sleep 1;    # failed restarts meanwhile
+my $confirmed = $node->safe_psql('postgres',
+	"SELECT confirmed_flush_lsn < '$end' FROM pg_replication_slots WHERE slot_name = 'pgsink'");
+is($confirmed, 't', 'the slot did not confirm the changes the spool could not write');
+like(status_row($node), qr/could not write spool file/, 'pgsink.status shows the error');
+
+unlink $trigger;
+workload();
+wait_delivered($node, 'postgres', 'after the disk recovered');
+check_exact($node, tables => \%tables, files => [$file], label => 'failed spool writes');
+
+$node->stop;
+done_testing();
