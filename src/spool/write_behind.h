@@ -71,7 +71,7 @@ class WriteBehind
     void run();
     void start();
 
-    static constexpr size_t kBuffers = 4;
+    static constexpr size_t kBuffers = 16;
     static constexpr size_t kKeepBytes = 4 << 20;
     mutable std::mutex mutex_;
     std::condition_variable work_, done_;
