@@ -3,6 +3,7 @@
  */
 #include <cstring>
 
+#include "core/pause.h"
 #include "core/shared_state.h"
 
 extern "C" {
@@ -20,6 +21,7 @@ namespace pgsink
 SharedState *shared = nullptr;
 LWLock *shared_lock = nullptr;
 LWLock *spool_lock = nullptr;
+LWLock *pause_lock = nullptr;
 
 static shmem_request_hook_type prev_shmem_request_hook = nullptr;
 static shmem_startup_hook_type prev_shmem_startup_hook = nullptr;
@@ -43,6 +45,8 @@ const char *worker_state_name(WorkerState s)
         return "backing off";
     case WorkerState::spool_full:
         return "spool full";
+    case WorkerState::paused:
+        return "paused";
     }
     return "unknown";
 }
@@ -66,6 +70,8 @@ const char *sink_state_name(SinkState s)
         return "backing off";
     case SinkState::needs_reimport:
         return "needs reimport";
+    case SinkState::paused:
+        return "paused";
     }
     return "unknown";
 }
@@ -75,7 +81,7 @@ static void shmem_request()
     if (prev_shmem_request_hook)
         prev_shmem_request_hook();
     RequestAddinShmemSpace(MAXALIGN(sizeof(SharedState)));
-    RequestNamedLWLockTranche("pgsink", 2);
+    RequestNamedLWLockTranche("pgsink", 3);
 }
 
 static void shmem_startup()
@@ -94,9 +100,11 @@ static void shmem_startup()
         shared->confirmed_lsn = InvalidXLogRecPtr;
         for (SinkSlot &slot : shared->sinks)
             slot.procno = -1;
+        load_pause_state(&shared->pause);
     }
     shared_lock = &(GetNamedLWLockTranche("pgsink"))[0].lock;
     spool_lock = &(GetNamedLWLockTranche("pgsink"))[1].lock;
+    pause_lock = &(GetNamedLWLockTranche("pgsink"))[2].lock;
     LWLockRelease(AddinShmemInitLock);
 }
 

@@ -25,6 +25,7 @@ enum class WorkerState : int {
     streaming,             /* decoding and delivering */
     backing_off,           /* the worker failed; the launcher restarts it later */
     spool_full,            /* the spool reached pgsink.spool_max_size: decoding waits */
+    paused,                /* pgsink.pause(): decoding waits for pgsink.resume() */
 };
 
 /* A delivery worker's state, one per configured sink (pgsink.sinks). */
@@ -37,6 +38,7 @@ enum class SinkState : int {
     retrying,          /* the sink failed; retrying with back-off */
     backing_off,       /* the worker failed; the launcher restarts it later */
     needs_reimport,    /* entries it never delivered left the spool: see last_error */
+    paused,            /* pgsink.pause('<sink>'): delivery waits for pgsink.resume() */
 };
 const char *sink_state_name(SinkState s);
 
@@ -80,6 +82,8 @@ struct SinkSlot {
     uint64 entries_delivered;          /* since the server started */
     uint64 bytes_delivered;
     uint64 dead_letters; /* entries parked since the server started */
+    uint64 errors;       /* failed attempts and worker failures, since the server started */
+    uint64 retries;      /* attempts made again after a retryable failure */
     char last_error[kErrorLen];
     TimestampTz last_error_at;
     TimestampTz retry_at; /* next attempt while retrying */
@@ -92,6 +96,29 @@ struct SinkSlot {
     uint64 rewind_applied;
     uint64 rewind_offset;
     uint64 rewind_entries;
+};
+
+/* Most tables counted apart in pgsink.tables and the metrics (the rest: relid 0). */
+constexpr int kMaxTableStats = 512;
+
+/* What the stream worker made durable in the spool for one captured table, since start. */
+struct TableStats {
+    Oid relid; /* 0: free, or (in the last slot) every table that found no slot */
+    uint64 entries;
+    uint64 bytes;
+    TimestampTz last_change_time; /* commit time of its last change in the spool */
+};
+
+/*
+ * pgsink.pause() and pgsink.resume(): kept in shared memory and in the file
+ * kPauseFile of the data directory, so a pause outlives a restart.
+ */
+struct PauseState {
+    TimestampTz decoding_since; /* 0: decoding runs */
+    struct {
+        char name[NAMEDATALEN]; /* "": free */
+        TimestampTz since;
+    } sinks[kMaxSinks];
 };
 
 struct SharedState {
@@ -128,6 +155,10 @@ struct SharedState {
     int64 slot_lost_watermark;
     SpoolShared spool;
     SinkSlot sinks[kMaxSinks];
+    /* The stream worker's last round decoded all WAL flushed when it began. */
+    bool caught_up;
+    PauseState pause;
+    TableStats tables[kMaxTableStats];
 };
 
 /* Attached in every process by the shmem startup hook. */

@@ -31,10 +31,10 @@ class EntryConsumer
     virtual ~EntryConsumer() = default;
     /* The buffer the next entry is appended to (one JSON object, no newline). */
     virtual std::string &buffer() = 0;
-    /* One entry was appended to buffer(). May flush a partial batch. */
-    virtual void entry_done() = 0;
+    /* One entry of table relid was appended to buffer(). May flush a partial batch. */
+    virtual void entry_done(Oid relid) = 0;
     /* The entry appended was a Schema entry (it is done as entry_done() says). */
-    virtual void schema_done() { entry_done(); }
+    virtual void schema_done() { entry_done(InvalidOid); }
     /* A transaction that produced entries committed. */
     virtual void commit(const TxnMeta &txn, uint64 entries) = 0;
 };

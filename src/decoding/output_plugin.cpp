@@ -41,7 +41,7 @@ class SqlConsumer final : public EntryConsumer
   public:
     explicit SqlConsumer(LogicalDecodingContext *ctx) : ctx_(ctx) {}
     std::string &buffer() override { return buf_; }
-    void entry_done() override
+    void entry_done(Oid) override
     {
         pg_call([&] {
             OutputPluginPrepareWrite(ctx_, true);
@@ -150,15 +150,15 @@ static json::Out &begin_entry(Decoder &d)
     return out;
 }
 
-/* Close the entry and hand it to the consumer. */
-static void end_entry(Decoder &d, bool schema = false)
+/* Close the entry (of table relid; InvalidOid: a Schema entry) and hand it to the consumer. */
+static void end_entry(Decoder &d, Oid relid)
 {
     d.out.put('}');
     d.out.flush();
-    if (schema)
+    if (relid == InvalidOid)
         d.consumer->schema_done();
     else
-        d.consumer->entry_done();
+        d.consumer->entry_done(relid);
 }
 
 static void write_schema(Decoder &d, const std::string &schema_json)
@@ -168,7 +168,7 @@ static void write_schema(Decoder &d, const std::string &schema_json)
     out.append(d.txn_lsn);
     out.literal(",\"schema\":");
     out.append(schema_json);
-    end_entry(d, true);
+    end_entry(d, InvalidOid);
 }
 
 static bool is_unchanged_toast(const ColumnInfo &col, Datum v)
@@ -358,7 +358,7 @@ static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change
         }
         out.put(']');
     }
-    end_entry(d);
+    end_entry(d, info.target_relid);
 }
 
 static void on_truncate(Decoder &d, int nrelations, Relation relations[])
@@ -386,7 +386,7 @@ static void on_truncate(Decoder &d, int nrelations, Relation relations[])
             write_schema(d, info.schema_json);
         json::Out &out = write_modification_head(d, info, "truncate");
         out.literal(",\"before\":null,\"after\":null");
-        end_entry(d);
+        end_entry(d, info.target_relid);
     }
 }
 
@@ -503,7 +503,7 @@ static void emit_import(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
         json::Out &out = write_entry_head(d, chunk.name_json, "import");
         out.literal(",\"xid\":null,\"before\":null,\"after\":");
         out.append(chunk.row(i));
-        end_entry(d);
+        end_entry(d, chunk.relid);
     }
     chunk.emitted_rows = d.sequence;
     if (d.sequence > 0)

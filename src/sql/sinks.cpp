@@ -7,6 +7,7 @@
 
 #include "boundary/pg_boundary.h"
 #include "core/config.h"
+#include "core/pause.h"
 #include "core/shared_state.h"
 #include "spool/spool_files.h"
 #include "spool/spool_reader.h"
@@ -23,6 +24,8 @@ extern "C" {
 
 PGDLLEXPORT Datum pgsink_sinks(PG_FUNCTION_ARGS);
 PGDLLEXPORT Datum pgsink_spool(PG_FUNCTION_ARGS);
+PGDLLEXPORT Datum pgsink_table_counts(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pgsink_table_counts);
 PGDLLEXPORT Datum pgsink_rewind_sink_time(PG_FUNCTION_ARGS);
 PGDLLEXPORT Datum pgsink_rewind_sink_lsn(PG_FUNCTION_ARGS);
 PG_FUNCTION_INFO_V1(pgsink_sinks);
@@ -53,6 +56,9 @@ enum SinkColumn {
     S_STARTED_AT,
     S_RESTARTS,
     S_NEXT_START_AT,
+    S_ERRORS,
+    S_RETRIES,
+    S_PAUSED_SINCE,
     S_NUM
 };
 
@@ -91,9 +97,11 @@ static Datum sinks(PG_FUNCTION_ARGS)
     int n = configured_sinks(names);
     SpoolShared spool;
     SinkSlot slots[kMaxSinks];
+    PauseState pause;
     LWLockAcquire(shared_lock, LW_SHARED);
     spool = shared->spool;
     memcpy(slots, shared->sinks, sizeof(slots));
+    pause = shared->pause;
     LWLockRelease(shared_lock);
     TimestampTz now = GetCurrentTimestamp();
 
@@ -105,6 +113,9 @@ static Datum sinks(PG_FUNCTION_ARGS)
         Row<S_NUM> row;
         auto set = [&](int col, Datum v) { row.set(col, v); };
         set(S_SINK, CStringGetTextDatum(names[i]));
+        for (const auto &p : pause.sinks)
+            if (p.name[0] != '\0' && strcmp(p.name, names[i]) == 0)
+                set(S_PAUSED_SINCE, TimestampTzGetDatum(p.since));
         set(S_STATE, CStringGetTextDatum(sink_state_name(s ? s->state : SinkState::stopped)));
         if (s != nullptr) {
             if (s->pid != 0)
@@ -137,6 +148,8 @@ static Datum sinks(PG_FUNCTION_ARGS)
             set(S_ENTRIES_DELIVERED, Int64GetDatum(static_cast<int64>(s->entries_delivered)));
             set(S_BYTES_DELIVERED, Int64GetDatum(static_cast<int64>(s->bytes_delivered)));
             set(S_DEAD_LETTERS, Int64GetDatum(static_cast<int64>(s->dead_letters)));
+            set(S_ERRORS, Int64GetDatum(static_cast<int64>(s->errors)));
+            set(S_RETRIES, Int64GetDatum(static_cast<int64>(s->retries)));
             if (s->last_error[0] != '\0') {
                 set(S_LAST_ERROR, CStringGetTextDatum(s->last_error));
                 set(S_LAST_ERROR_AT, TimestampTzGetDatum(s->last_error_at));
@@ -153,7 +166,38 @@ static Datum sinks(PG_FUNCTION_ARGS)
             set(S_ENTRIES_DELIVERED, Int64GetDatum(0));
             set(S_BYTES_DELIVERED, Int64GetDatum(0));
             set(S_DEAD_LETTERS, Int64GetDatum(0));
+            set(S_ERRORS, Int64GetDatum(0));
+            set(S_RETRIES, Int64GetDatum(0));
         }
+        tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row.values, row.nulls);
+    }
+    return (Datum)0;
+}
+
+/*
+ * What the stream worker made durable in the spool per table since the
+ * server started (relid 0: tables beyond kMaxTableStats, together).
+ */
+static Datum table_counts(PG_FUNCTION_ARGS)
+{
+    InitMaterializedSRF(fcinfo, 0);
+    ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+    check_columns(rsinfo->setDesc, 4, "pgsink.table_counts()");
+    /* palloc'd, no C++ object: an ERROR may longjmp out of tuplestore_putvalues(). */
+    TableStats *tables = static_cast<TableStats *>(palloc(sizeof(shared->tables)));
+    LWLockAcquire(shared_lock, LW_SHARED);
+    memcpy(tables, shared->tables, sizeof(shared->tables));
+    LWLockRelease(shared_lock);
+    for (int i = 0; i < kMaxTableStats; i++) {
+        const TableStats &t = tables[i];
+        if (t.relid == InvalidOid && t.entries == 0)
+            continue;
+        Row<4> row;
+        row.set(0, ObjectIdGetDatum(t.relid));
+        row.set(1, Int64GetDatum(static_cast<int64>(t.entries)));
+        row.set(2, Int64GetDatum(static_cast<int64>(t.bytes)));
+        if (t.last_change_time != 0)
+            row.set(3, TimestampTzGetDatum(t.last_change_time));
         tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row.values, row.nulls);
     }
     return (Datum)0;
@@ -313,6 +357,11 @@ static Datum rewind_sink(const char *sink, bool by_lsn, XLogRecPtr lsn, Timestam
 Datum pgsink_sinks(PG_FUNCTION_ARGS)
 {
     return pgsink::sinks(fcinfo);
+}
+
+Datum pgsink_table_counts(PG_FUNCTION_ARGS)
+{
+    return pgsink::table_counts(fcinfo);
 }
 
 Datum pgsink_spool(PG_FUNCTION_ARGS)

@@ -47,6 +47,8 @@ enum StatusColumn {
     COL_NEXT_START_AT,
     COL_SINK_RETRY_AT,
     COL_CONFIG_PROBLEM,
+    COL_LAG_SECONDS,
+    COL_PAUSED_SINCE,
     NUM_COLUMNS
 };
 
@@ -134,6 +136,19 @@ static Datum status(PG_FUNCTION_ARGS)
     set_or_null(COL_SINK_RETRY_AT, false, (Datum)0);
     set_or_null(COL_CONFIG_PROBLEM, problem != nullptr,
                 problem ? CStringGetTextDatum(problem) : (Datum)0);
+
+    /*
+     * Caught up: nothing committed waits. Behind or paused: at most the age
+     * of the last transaction put in the spool (what waits committed after).
+     */
+    bool running = s.state == WorkerState::streaming || s.state == WorkerState::paused ||
+                   s.state == WorkerState::spool_full;
+    bool idle = s.caught_up && s.pause.decoding_since == 0 && s.state == WorkerState::streaming;
+    TimestampTz now = GetCurrentTimestamp();
+    set_or_null(COL_LAG_SECONDS, running && (idle || s.last_commit_time != 0),
+                Float8GetDatum(idle ? 0.0 : static_cast<double>(now - s.last_commit_time) / 1e6));
+    set_or_null(COL_PAUSED_SINCE, s.pause.decoding_since != 0,
+                TimestampTzGetDatum(s.pause.decoding_since));
 
     HeapTuple tuple = heap_form_tuple(tupdesc, values, nulls);
     PG_RETURN_DATUM(HeapTupleGetDatum(tuple));

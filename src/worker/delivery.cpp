@@ -34,6 +34,7 @@
 #include "changelog/entry_head.h"
 #include "core/config.h"
 #include "core/digest.h"
+#include "core/pause.h"
 #include "core/shared_state.h"
 #include "sinks/sink_factory.h"
 #include "spool/sink_cursor.h"
@@ -103,7 +104,8 @@ class Delivery
     WindowPolicy window_policy() const;
     size_t max_in_flight() const;
     void read_range(const SpoolShared &d);
-    void http_round(const SpoolShared &d);
+    void http_round(const SpoolShared &d, bool paused);
+    bool is_paused();
     void wait_for_sockets(long timeout_ms);
     void serve_interrupts();
     void advance(const SpoolShared &d);
@@ -154,6 +156,7 @@ class Delivery
     std::string settings_;
     uint64 delivered_entries_ = 0, delivered_bytes_ = 0; /* not yet published */
     bool failing_ = false;
+    bool paused_ = false;
     TimestampTz retry_checked_at_ = 0;
     std::string last_warning_;
     TimestampTz last_warning_at_ = 0;
@@ -216,6 +219,8 @@ void Delivery::failing(const std::string &message, long delay_ms)
     strlcpy(slot().last_error, message.c_str(), kErrorLen);
     slot().last_error_at = now;
     slot().state = SinkState::retrying;
+    slot().errors++;
+    slot().retries++;
     slot().retry_at = TimestampTzPlusMilliseconds(now, delay_ms);
     LWLockRelease(shared_lock);
     if (message != last_warning_ ||
@@ -835,20 +840,21 @@ void Delivery::serve_interrupts()
  * is due, wait, read the answers (parking what is refused for good), and
  * advance the cursor past the acknowledged prefix.
  */
-void Delivery::http_round(const SpoolShared &d)
+void Delivery::http_round(const SpoolShared &d, bool paused)
 {
-    size_t max = max_in_flight();
+    /* Paused: requests in flight are answered; nothing new (or again) goes out. */
+    size_t max = paused ? 0 : max_in_flight();
     /*
      * One range more than can be in flight: the next batch is read while
      * requests are out. Interrupts are served between batches: reading and
      * encoding many big ones takes a while.
      */
-    while (window_->ranges() < max + 1 && read_end_ < d.durable_end) {
+    while (!paused && window_->ranges() < max + 1 && read_end_ < d.durable_end) {
         read_range(d);
         serve_interrupts();
     }
     int64_t now = monotonic_ms();
-    while (DeliveryWindow::Batch *b = window_->next_to_send(now, max)) {
+    while (DeliveryWindow::Batch *b = paused ? nullptr : window_->next_to_send(now, max)) {
         window_->sent(b);
         std::string failure;
         try {
@@ -868,7 +874,7 @@ void Delivery::http_round(const SpoolShared &d)
     long timeout = kIdleWaitMs;
     if (pipeline_->timeout_ms() >= 0)
         timeout = std::min(timeout, pipeline_->timeout_ms());
-    int64_t due = window_->next_due_ms(max);
+    int64_t due = paused ? -1 : window_->next_due_ms(max);
     if (due >= 0)
         timeout = std::min<long>(timeout, std::max<int64_t>(0, due - now));
     wait_for_sockets(timeout);
@@ -942,6 +948,29 @@ void Delivery::advance(const SpoolShared &d)
                                               : SinkState::delivering);
 }
 
+/*
+ * Is delivery paused (pgsink.pause('<sink>'))? The state says so, and the
+ * log when it changes; the cursor stays, the spool keeps the entries.
+ */
+bool Delivery::is_paused()
+{
+    TimestampTz since = sink_paused_since(name_.c_str());
+    bool changed = (since != 0) != paused_;
+    paused_ = since != 0;
+    if (changed)
+        ereport(LOG, (errmsg(paused_ ? "pgsink: delivery of sink \"%s\" is paused "
+                                       "(pgsink.pause()); the spool keeps its entries until "
+                                       "pgsink.resume()"
+                                     : "pgsink: delivery of sink \"%s\" resumes",
+                             name_.c_str())));
+    if (paused_ || changed) {
+        LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+        slot().state = paused_ ? SinkState::paused : SinkState::delivering;
+        LWLockRelease(shared_lock);
+    }
+    return paused_;
+}
+
 /* Between batches: what the sink noticed about its destination (a rotated file). */
 void Delivery::check_between_rounds()
 {
@@ -1011,10 +1040,15 @@ void Delivery::run()
                     apply_rewind();
                     continue;
                 }
-                if (http_ && read_end_ == d.durable_end)
+                bool pause = is_paused();
+                if (pause && (!http_ || window_->in_flight() == 0)) {
+                    wait(kIdleWaitMs); /* pgsink.resume() wakes it */
+                    continue;
+                }
+                if (http_ && read_end_ == d.durable_end && !pause)
                     retry_parked(); /* all read: parked entries asked for may join */
                 if (http_ && (!window_->empty() || read_end_ < d.durable_end)) {
-                    http_round(d);
+                    http_round(d, pause);
                     continue;
                 }
                 if (!http_ && cursor_.offset < d.durable_end) {

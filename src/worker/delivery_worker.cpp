@@ -79,6 +79,7 @@ static void report_delivery_error()
     strlcpy(s.last_error, edata->message ? edata->message : "unknown error", kErrorLen);
     s.last_error_at = GetCurrentTimestamp();
     s.state = SinkState::backing_off;
+    s.errors++;
     LWLockRelease(shared_lock);
     EmitErrorReport();
     FlushErrorState();

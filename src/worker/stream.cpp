@@ -28,6 +28,8 @@
 #include "imports/importer.h"
 #include "spool/sink_cursor.h"
 #include "spool/spool_writer.h"
+#include "worker/table_counts.h"
+#include "core/pause.h"
 #include "worker/stream.h"
 
 extern "C" {
@@ -80,7 +82,7 @@ class Stream final : public EntryConsumer
 {
   public:
     std::string &buffer() override { return batch_; }
-    void entry_done() override;
+    void entry_done(Oid relid) override;
     void schema_done() override;
     void commit(const TxnMeta &txn, uint64 entries) override;
 
@@ -94,12 +96,16 @@ class Stream final : public EntryConsumer
     void write_batch();
     void persist_and_confirm(XLogRecPtr decoded_upto);
     bool spool_full();
+    bool paused();
     void remove_delivered_segments();
 
     LogicalDecodingContext *ctx_ = nullptr;
     Importer importer_;
     MemoryContext cxt_ = nullptr;
     spool::Writer spool_;
+    TableCounts table_counts_; /* of what was written since the last sync */
+    bool caught_up_ = false;
+    TimestampTz paused_since_ = 0;
     std::string batch_;
     size_t entry_start_ = 0; /* where in batch_ the entry being written starts */
     uint64 batch_entries_ = 0;
@@ -159,11 +165,13 @@ static Stream &stream()
 void Stream::schema_done()
 {
     spool_.note_schema(batch_.data() + entry_start_, batch_.size() - entry_start_);
-    entry_done();
+    entry_done(InvalidOid);
 }
 
-void Stream::entry_done()
+void Stream::entry_done(Oid relid)
 {
+    if (relid != InvalidOid)
+        table_counts_.add(relid, batch_.size() + 1 - entry_start_);
     batch_.push_back('\n');
     entry_start_ = batch_.size();
     batch_entries_++;
@@ -176,6 +184,7 @@ void Stream::entry_done()
 void Stream::commit(const TxnMeta &txn, uint64 entries)
 {
     spool_.transaction_end(txn.commit_lsn, txn.commit_time, batch_.size(), batch_entries_);
+    table_counts_.commit(txn.commit_time);
     unsynced_txns_++;
     unsynced_commit_time_ = txn.commit_time;
 }
@@ -195,6 +204,7 @@ void Stream::persist_and_confirm(XLogRecPtr decoded_upto)
 {
     write_batch();
     spool_.sync(decoded_upto); /* a failed fsync is never retried in place */
+    table_counts_.publish();
 
     bool advanced = decoded_upto > confirmed_;
     if (advanced) {
@@ -210,6 +220,7 @@ void Stream::persist_and_confirm(XLogRecPtr decoded_upto)
     if (unsynced_commit_time_ != 0)
         shared->last_commit_time = unsynced_commit_time_;
     shared->state = WorkerState::streaming;
+    shared->caught_up = caught_up_;
     /* Healthy: the slot moved, past where the last failure was. */
     if (advanced && confirmed_ > shared->failed_at)
         shared->worker_streamed = true;
@@ -298,6 +309,30 @@ void Stream::remove_delivered_segments()
         throw;
     }
     LWLockRelease(spool_lock);
+}
+
+/*
+ * Is decoding paused (pgsink.pause())? Then it waits where it is, with the
+ * slot holding the WAL after it, until pgsink.resume(); sinks go on
+ * delivering what the spool holds.
+ */
+bool Stream::paused()
+{
+    TimestampTz since = decoding_paused_since();
+    if (since != 0 || paused_since_ != 0) {
+        LWLockAcquire(shared_lock, LW_EXCLUSIVE);
+        shared->state = since != 0 ? WorkerState::paused : WorkerState::streaming;
+        LWLockRelease(shared_lock);
+    }
+    if ((since != 0) != (paused_since_ != 0)) {
+        if (since != 0)
+            ereport(LOG, (errmsg("pgsink: decoding is paused (pgsink.pause()); the replication "
+                                 "slot keeps the WAL until pgsink.resume()")));
+        else
+            ereport(LOG, (errmsg("pgsink: decoding resumes")));
+    }
+    paused_since_ = since;
+    return since != 0;
 }
 
 /*
@@ -449,6 +484,8 @@ long Stream::step()
     remove_delivered_segments();
     if (spool_full())
         return guc_poll_interval_ms * 10; /* delivery workers wake us as they advance */
+    if (paused())
+        return guc_poll_interval_ms * 10; /* pgsink.resume() wakes us */
     if (caches_need_reset_) {
         /* Drop catalog cache entries built outside historic snapshots. */
         InvalidateSystemCaches();
@@ -472,6 +509,7 @@ long Stream::step()
             break;
     }
     bool caught_up = ctx_->reader->EndRecPtr >= end;
+    caught_up_ = caught_up;
     persist_and_confirm(ctx_->reader->EndRecPtr);
 
     /*
@@ -509,6 +547,8 @@ void Stream::stop()
     entry_start_ = 0;
     batch_entries_ = 0;
     /* Written but not confirmed: cut at the next open and decoded again. */
+    table_counts_.clear();
+    paused_since_ = 0;
     unsynced_entries_ = 0;
     unsynced_txns_ = 0;
     unsynced_commit_time_ = 0;
