@@ -12,7 +12,7 @@ TEST_USER=${PGSINK_TEST_USER:-pgsink_test}
 PACKAGES=(build-essential "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" libavro-dev
           libcurl4-openssl-dev nlohmann-json3-dev libssl-dev libipc-run-perl
           "postgresql-$PG_MAJOR-wal2json" clang-format python3 openssl zlib1g-dev
-          clickhouse-server)
+          clickhouse-server prometheus)
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 
@@ -32,8 +32,8 @@ install_packages() {
     [ ${#missing[@]} -eq 0 ] && return 0
     echo "installing: ${missing[*]}"
     as_root apt-get update -qq
-    # No service is started by a package (clickhouse-server's would, and fail
-    # without an init system): tests start their own servers.
+    # No service is started by a package (clickhouse-server's or prometheus'
+    # would, and fail without an init system): tests start their own servers.
     local policy=/usr/sbin/policy-rc.d added=
     if [ ! -e "$policy" ]; then
         printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null

@@ -5,6 +5,7 @@
  * resources (the slot name: a renamed slot would leave the old one holding
  * WAL), and every string has a check hook that says what a valid value is.
  */
+#include <cstdlib>
 #include <cstring>
 
 #include "core/config.h"
@@ -55,6 +56,7 @@ char *guc_spool_directory = nullptr;
 int guc_spool_retention_s = 0;
 int guc_spool_max_size_mb = 10240;
 int guc_spool_segment_size_mb = 64;
+char *guc_metrics_listen = nullptr;
 
 /*
  * Split a pgsink.sink value into names: comma-separated, blanks around a
@@ -166,6 +168,50 @@ static bool check_spool_directory(char **newval, void **extra, GucSource source)
     }
     if (strlen(path) >= MAXPGPATH - 64) {
         GUC_check_errdetail("pgsink.spool_directory is too long.");
+        return false;
+    }
+    return true;
+}
+
+bool split_host_port(const char *value, char *host, size_t host_size, char *port, size_t port_size)
+{
+    const char *colon = strrchr(value, ':');
+    if (colon == nullptr || colon == value)
+        return false;
+    const char *h = value;
+    size_t hlen = static_cast<size_t>(colon - value);
+    if (h[0] == '[') {
+        if (hlen < 3 || h[hlen - 1] != ']')
+            return false;
+        h++;
+        hlen -= 2;
+    } else if (memchr(h, ':', hlen) != nullptr) {
+        return false; /* an IPv6 address needs brackets */
+    }
+    if (hlen == 0 || hlen >= host_size)
+        return false;
+    const char *p = colon + 1;
+    size_t plen = strlen(p);
+    if (plen == 0 || plen > 5 || plen >= port_size || strspn(p, "0123456789") != plen)
+        return false;
+    long n = strtol(p, nullptr, 10);
+    if (n < 1 || n > 65535)
+        return false;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    memcpy(port, p, plen + 1);
+    return true;
+}
+
+/* pgsink.metrics_listen: empty, or host:port. */
+static bool check_metrics_listen(char **newval, void **extra, GucSource source)
+{
+    char host[256], port[16];
+    if (*newval == nullptr || (*newval)[0] == '\0')
+        return true;
+    if (!split_host_port(*newval, host, sizeof(host), port, sizeof(port))) {
+        GUC_check_errdetail("pgsink.metrics_listen must be host:port, for example "
+                            "127.0.0.1:9187 or [::1]:9187 (empty: no endpoint).");
         return false;
     }
     return true;
@@ -318,6 +364,13 @@ void define_gucs()
         "left behind would hold entries no sink reads.",
         &guc_spool_directory, "pgsink_spool", PGC_POSTMASTER, 0, check_spool_directory, nullptr,
         nullptr);
+
+    DefineCustomStringVariable(
+        "pgsink.metrics_listen",
+        "Address (host:port) where a pgsink worker serves pgsink.metrics() over HTTP.",
+        "For Prometheus to scrape GET /metrics, e.g. 127.0.0.1:9187; empty (the default): no "
+        "endpoint. No authentication: use a loopback or private address. Needs a restart.",
+        &guc_metrics_listen, "", PGC_POSTMASTER, 0, check_metrics_listen, nullptr, nullptr);
 
     DefineCustomIntVariable(
         "pgsink.spool_retention", "How long delivered spool segments are kept.",

@@ -36,6 +36,13 @@ extern int guc_on_rejection;
 extern int guc_max_in_flight;
 extern char *guc_ca_file;
 extern char *guc_spool_directory;
+extern char *guc_metrics_listen; /* host:port of the metrics endpoint; "" off */
+
+/*
+ * Split "host:port" ("[v6addr]:port" for IPv6) into its parts; false if it
+ * is not of that form (port 1-65535).
+ */
+bool split_host_port(const char *value, char *host, size_t host_size, char *port, size_t port_size);
 extern int guc_spool_retention_s;
 extern int guc_spool_max_size_mb;
 extern int guc_spool_segment_size_mb;

@@ -30,4 +30,5 @@ void _PG_init(void)
     pgsink::install_secret_redaction();
     pgsink::request_shared_state();
     pgsink::register_launcher();
+    pgsink::register_metrics_server();
 }

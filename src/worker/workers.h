@@ -16,6 +16,7 @@ extern "C" {
 PGDLLEXPORT void pgsink_launcher_main(Datum main_arg);
 PGDLLEXPORT void pgsink_stream_main(Datum main_arg);
 PGDLLEXPORT void pgsink_delivery_main(Datum main_arg);
+PGDLLEXPORT void pgsink_metrics_main(Datum main_arg);
 }
 
 #include "core/config.h"
@@ -25,6 +26,8 @@ namespace pgsink
 
 /* Register the launcher; called from _PG_init. */
 void register_launcher();
+/* Register the metrics worker if pgsink.metrics_listen is set; called from _PG_init. */
+void register_metrics_server();
 
 /*
  * A dynamic worker of pgsink's that the launcher starts and restarts (never
