@@ -130,15 +130,22 @@ BEGIN
             IF NOT (e ?& '{timestamp,sequence,namespace,name,op,lsn,xid,before,after}')
                OR EXISTS (SELECT FROM jsonb_object_keys(e) k
                            WHERE k NOT IN ('timestamp', 'sequence', 'namespace', 'name', 'op',
-                                           'lsn', 'xid', 'before', 'after', 'unchanged')) THEN
+                                           'lsn', 'xid', 'before', 'after', 'unchanged',
+                                           'resync_since')) THEN
                 RAISE EXCEPTION 'changelog line %: unexpected keys in a Modification: %',
                     n, left(line, 200);
             END IF;
-            IF e->>'op' NOT IN ('insert', 'update', 'delete', 'truncate', 'import') THEN
+            IF e->>'op' NOT IN ('insert', 'update', 'delete', 'truncate', 'import',
+                                'resync_start', 'resync_end') THEN
                 RAISE EXCEPTION 'changelog line %: unknown op %', n, e->>'op';
             END IF;
-            -- xid: the transaction id (null only for imported rows)
-            IF e->>'op' = 'import' THEN
+            -- resync_since: only on resync_end, where it is required
+            IF (e->>'op' = 'resync_end') <> (e ? 'resync_since')
+               OR (e ? 'resync_since' AND e->>'resync_since' !~ '^[0-9A-F]{1,8}/[0-9A-F]{1,8}$') THEN
+                RAISE EXCEPTION 'changelog line %: bad resync_since: %', n, left(line, 200);
+            END IF;
+            -- xid: the transaction id (null only for imported rows and resyncs)
+            IF e->>'op' IN ('import', 'resync_start', 'resync_end') THEN
                 IF e->'xid' <> 'null' THEN
                     RAISE EXCEPTION 'changelog line %: an import entry with an xid', n;
                 END IF;
@@ -165,7 +172,8 @@ BEGIN
                    (e->'before' <> 'null' OR e->'after' = 'null'))
                OR (e->>'op' = 'update' AND e->'after' = 'null')
                OR (e->>'op' = 'delete' AND e->'after' <> 'null')
-               OR (e->>'op' = 'truncate' AND (e->'before' <> 'null' OR e->'after' <> 'null')) THEN
+               OR (e->>'op' IN ('truncate', 'resync_start', 'resync_end')
+                   AND (e->'before' <> 'null' OR e->'after' <> 'null')) THEN
                 RAISE EXCEPTION 'changelog line %: before/after do not fit op %: %',
                     n, e->>'op', left(line, 300);
             END IF;

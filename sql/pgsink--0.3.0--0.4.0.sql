@@ -4,8 +4,15 @@
 -- upgrade path.
 \echo Use "ALTER EXTENSION pgsink UPDATE TO '0.4.0'" to load this file. \quit
 
+-- pgsink.resync(): an import that opens and closes a resync in the
+-- changelog ("resync_start" at its first chunk's low watermark, "resync_end"
+-- after its last chunk's rows, with resync_since: where it opened, saved once
+-- that chunk is durable).
+ALTER TABLE pgsink.import_jobs ADD COLUMN resync boolean NOT NULL DEFAULT false;
+ALTER TABLE pgsink.import_jobs ADD COLUMN resync_since pg_lsn;
+
 -- pgsink.status() gains lag_seconds and paused_since; the views on it are
--- made again (pgsink.tables with counters).
+-- made again (pgsink.tables with counters, pgsink.imports with resync).
 DROP VIEW pgsink.tables;
 DROP VIEW pgsink.imports;
 DROP VIEW pgsink.status;
@@ -94,7 +101,8 @@ SELECT j.id,
             WHEN s.state OPERATOR(pg_catalog.=) 'sink retrying' THEN s.sink_retry_at
             WHEN s.state OPERATOR(pg_catalog.=) 'backing off' THEN s.next_start_at
             ELSE j.next_retry_at
-       END AS next_retry_at
+       END AS next_retry_at,
+       j.resync
   FROM pgsink.import_jobs j
   LEFT JOIN pg_catalog.pg_class r ON r.oid OPERATOR(pg_catalog.=) j.relid
  CROSS JOIN pgsink.status() s;
@@ -176,6 +184,41 @@ COMMENT ON FUNCTION pgsink.sinks() IS
     'One row per sink in pgsink.sink: its delivery worker, cursor, lag and last error';
 
 CREATE VIEW pgsink.sinks AS SELECT * FROM pgsink.sinks();
+
+-- Resync one captured table, or every one with a key (NULL): re-import it
+-- between a "resync_start" and a "resync_end" entry, so that every sink ends
+-- up holding exactly the table's rows, those deleted while changes were lost
+-- removed (the changelog's resync rule). Returns the job ids.
+CREATE FUNCTION pgsink._resync_table(rel regclass)
+RETURNS bigint
+LANGUAGE c VOLATILE STRICT
+AS 'MODULE_PATHNAME', 'pgsink_resync_table';
+
+CREATE FUNCTION pgsink.resync(rel regclass DEFAULT NULL)
+RETURNS SETOF bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t regclass;
+BEGIN
+    IF rel IS NOT NULL THEN
+        RETURN NEXT pgsink._resync_table(rel);
+        RETURN;
+    END IF;
+    FOR t IN SELECT v."table" FROM pgsink.tables v ORDER BY v."table"::oid LOOP
+        IF (SELECT key_columns IS NULL FROM pgsink.tables v WHERE v."table" = t) THEN
+            RAISE NOTICE 'table % has no key to page through: not resynced', t
+                USING HINT = 'Add a primary key (or a replica identity index), then call pgsink.resync() for it.';
+        ELSE
+            RETURN NEXT pgsink._resync_table(t);
+        END IF;
+    END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION pgsink.resync(regclass) IS
+    'Re-import a captured table (or all) so that every sink holds exactly its rows, removing those deleted while changes were lost';
 
 -- Pause and resume: decoding (no sink), or one sink's delivery.
 CREATE FUNCTION pgsink.pause(sink text DEFAULT NULL)
@@ -315,5 +358,7 @@ REVOKE ALL ON pgsink.status, pgsink.tables, pgsink.imports, pgsink.sinks FROM PU
 GRANT EXECUTE ON FUNCTION pgsink.status(), pgsink.sinks(), pgsink.table_counts(),
     pgsink._prometheus_label(text), pgsink.metrics() TO pgsink_admin, pg_monitor;
 GRANT EXECUTE ON FUNCTION pgsink.pause(text), pgsink.resume(text) TO pgsink_admin;
+REVOKE ALL ON FUNCTION pgsink._resync_table(regclass), pgsink.resync(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pgsink._resync_table(regclass), pgsink.resync(regclass) TO pgsink_admin;
 GRANT SELECT ON pgsink.status, pgsink.tables, pgsink.imports, pgsink.sinks
     TO pgsink_admin, pg_monitor;

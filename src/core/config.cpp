@@ -57,6 +57,7 @@ int guc_spool_retention_s = 0;
 int guc_spool_max_size_mb = 10240;
 int guc_spool_segment_size_mb = 64;
 char *guc_metrics_listen = nullptr;
+bool guc_auto_resync = true;
 
 /*
  * Split a pgsink.sink value into names: comma-separated, blanks around a
@@ -364,6 +365,14 @@ void define_gucs()
         "left behind would hold entries no sink reads.",
         &guc_spool_directory, "pgsink_spool", PGC_POSTMASTER, 0, check_spool_directory, nullptr,
         nullptr);
+
+    DefineCustomBoolVariable(
+        "pgsink.auto_resync",
+        "Resync every captured table by itself when the replication slot was lost.",
+        "When the slot is missing or invalidated while tables are captured, the stream worker "
+        "creates it again and resyncs every captured table (pgsink.resync()), so that sinks hold "
+        "exactly the tables' rows again. Off: it only says what was lost.",
+        &guc_auto_resync, true, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 
     DefineCustomStringVariable(
         "pgsink.metrics_listen",

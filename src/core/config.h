@@ -37,6 +37,7 @@ extern int guc_max_in_flight;
 extern char *guc_ca_file;
 extern char *guc_spool_directory;
 extern char *guc_metrics_listen; /* host:port of the metrics endpoint; "" off */
+extern bool guc_auto_resync;     /* resync every captured table after a lost slot */
 
 /*
  * Split "host:port" ("[v6addr]:port" for IPv6) into its parts; false if it

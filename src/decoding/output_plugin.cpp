@@ -487,14 +487,43 @@ static void pgsink_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XL
 }
 
 /* At the high watermark: the chunk's surviving rows, as "import" entries at H's position. */
-static void emit_import(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
+/* Start a pseudo-transaction of the stream worker's own (imports, resyncs) at lsn. */
+static void begin_own_transaction(Decoder &d, XLogRecPtr lsn, TimestampTz at)
 {
     d.txn.commit_lsn = lsn;
     d.txn.xid = InvalidTransactionId;
-    d.txn.commit_time = chunk.read_at;
+    d.txn.commit_time = at;
     d.sequence = 0;
     d.txn_head.clear();
     d.txn_lsn.clear();
+}
+
+/* A "resync_start" or "resync_end" entry of the chunk's table (see the changelog's resync rule). */
+static void write_resync_entry(Decoder &d, ImportChunk &chunk, const char *op, XLogRecPtr since)
+{
+    json::Out &out = write_entry_head(d, chunk.name_json, op);
+    out.literal(",\"xid\":null,\"before\":null,\"after\":null");
+    if (since != InvalidXLogRecPtr) {
+        out.literal(",\"resync_since\":");
+        json::append_lsn(out, since);
+    }
+    end_entry(d, chunk.relid);
+}
+
+/* The low watermark of a chunk that opens a resync: "resync_start", alone, at lsn. */
+static void emit_resync_start(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
+{
+    begin_own_transaction(d, lsn, chunk.read_at);
+    if (d.rels.announce_schema(chunk.relid, chunk.schema_json))
+        write_schema(d, chunk.schema_json);
+    write_resync_entry(d, chunk, "resync_start", InvalidXLogRecPtr);
+    chunk.resync_open_lsn = lsn;
+    d.consumer->commit(d.txn, d.sequence);
+}
+
+static void emit_import(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
+{
+    begin_own_transaction(d, lsn, chunk.read_at);
     if (d.rels.announce_schema(chunk.relid, chunk.schema_json))
         write_schema(d, chunk.schema_json);
     for (size_t i = 0; i < chunk.size(); i++) {
@@ -506,6 +535,11 @@ static void emit_import(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
         end_entry(d, chunk.relid);
     }
     chunk.emitted_rows = d.sequence;
+    /* The resync closes after the last chunk's rows: what it did not write since it opened is gone.
+     */
+    if (chunk.resync_close)
+        write_resync_entry(d, chunk, "resync_end",
+                           chunk.resync_open ? chunk.resync_open_lsn : chunk.resync_since);
     if (d.sequence > 0)
         d.consumer->commit(d.txn, d.sequence);
 }
@@ -538,6 +572,9 @@ static void on_message(Decoder &d, LogicalDecodingContext *ctx, XLogRecPtr lsn, 
         return;
     if (kind == 'L') {
         chunk.window_open = true;
+        /* Every transaction committed after L comes after it (its record's start: unique). */
+        if (chunk.resync_open)
+            emit_resync_start(d, chunk, ctx->reader->ReadRecPtr);
     } else if (kind == 'H') {
         /*
          * message_lsn is the END of the watermark record, which the next

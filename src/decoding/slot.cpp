@@ -325,12 +325,14 @@ char *abandoned_slots(const char *name, Oid database)
  * table has an import job above job_watermark (the newest job id when the
  * loss was found), committed: the worker checks (importer.cpp).
  */
-void report_lost_slot(const char *name, int64 captured, XLogRecPtr to, int64 job_watermark)
+void report_lost_slot(const char *name, int64 captured, XLogRecPtr from, XLogRecPtr to,
+                      int64 job_watermark, bool resyncing, const char *why)
 {
-    XLogRecPtr from;
-    LWLockAcquire(shared_lock, LW_SHARED);
-    from = shared->confirmed_lsn;
-    LWLockRelease(shared_lock);
+    if (from == InvalidXLogRecPtr) {
+        LWLockAcquire(shared_lock, LW_SHARED);
+        from = shared->confirmed_lsn;
+        LWLockRelease(shared_lock);
+    }
     char range[128];
     if (from != InvalidXLogRecPtr)
         snprintf(range, sizeof(range), "between %X/%X and %X/%X", static_cast<uint32>(from >> 32),
@@ -340,14 +342,25 @@ void report_lost_slot(const char *name, int64 captured, XLogRecPtr to, int64 job
                  static_cast<uint32>(to >> 32), static_cast<uint32>(to));
     char message[kErrorLen];
     snprintf(message, sizeof(message),
-             "replication slot \"%s\" was missing while %lld tables were captured, and was "
-             "created again: changes committed %s were lost; call pgsink.reimport() for each "
-             "captured table",
-             name, static_cast<long long>(captured), range);
-    ereport(WARNING,
-            (errmsg("pgsink: %s", message),
-             errdetail("The slot was dropped, or did not survive a failover or a restore."),
-             errhint("SELECT pgsink.reimport(\"table\") FROM pgsink.tables;")));
+             "replication slot \"%s\" %s while %lld tables were captured, and was created "
+             "again: changes committed %s were lost; %s",
+             name, why, static_cast<long long>(captured), range,
+             resyncing ? "pgsink is resyncing every captured table (pgsink.imports shows how "
+                         "far), after which every sink holds exactly the tables' rows again"
+                       : "call pgsink.resync() (or pgsink.reimport() for each captured table)");
+    if (resyncing)
+        ereport(WARNING, (errmsg("pgsink: %s", message),
+                          errdetail("pgsink.auto_resync is on: nothing to do but watch "
+                                    "pgsink.imports; rows deleted meanwhile are removed from "
+                                    "the sinks when each table's resync closes."),
+                          errhint("Raise max_slot_wal_keep_size (or fix what dropped the slot) "
+                                  "so that it does not happen again.")));
+    else
+        ereport(WARNING,
+                (errmsg("pgsink: %s", message),
+                 errdetail("The slot was dropped, invalidated, or did not survive a failover or "
+                           "a restore."),
+                 errhint("SELECT pgsink.resync(); or set pgsink.auto_resync = on.")));
     LWLockAcquire(shared_lock, LW_EXCLUSIVE); /* message and watermark together */
     strlcpy(shared->problems[static_cast<int>(ProblemKind::slot_lost)], message, kErrorLen);
     shared->slot_lost = true;

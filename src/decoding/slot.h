@@ -38,11 +38,14 @@ void decode_next_record(LogicalDecodingContext *ctx);
 bool ensure_slot(const char *name); /* true if it created the slot */
 
 /*
- * The slot was missing while captured tables were captured and has just
- * been created again (starting at to): the changes committed meanwhile are
- * lost. A WARNING, and pgsink.status asks for reimport() (see stream.cpp).
+ * The slot was missing (or invalidated: why says which) while tables were
+ * captured and has just been created again (starting at to): the changes
+ * committed since from (0: the last position this server knew) are lost.
+ * A WARNING, and pgsink.status shows it until the tables are resynced:
+ * automatically (resyncing, pgsink.auto_resync) or by the operator.
  */
-void report_lost_slot(const char *name, int64 captured, XLogRecPtr to, int64 job_watermark);
+void report_lost_slot(const char *name, int64 captured, XLogRecPtr from, XLogRecPtr to,
+                      int64 job_watermark, bool resyncing, const char *why);
 
 /* The database of the logical slot named name if it is not this one; else InvalidOid. */
 Oid slot_foreign_database(const char *name);

@@ -62,6 +62,18 @@ struct ImportChunk {
     int chunk_rows = 0;      /* the limit this chunk was read with */
     int next_chunk_rows = 0; /* adapted to the time budget */
 
+    /*
+     * pgsink.resync(): this chunk opens the resync (it starts from the first
+     * row; the decoder writes "resync_start" at its low watermark), and/or
+     * closes it (its last: "resync_end" after its rows, with the position
+     * the resync opened at).
+     */
+    bool resync_open = false;
+    bool resync_close = false;
+    XLogRecPtr resync_since = InvalidXLogRecPtr; /* the job's, when this chunk does not open it */
+    XLogRecPtr low_lsn = InvalidXLogRecPtr;      /* end of L, as written */
+    XLogRecPtr resync_open_lsn = InvalidXLogRecPtr; /* start of L, as decoded (resync_open) */
+
     bool window_open = false;                /* L decoded */
     bool emitted = false;                    /* H decoded, rows written */
     XLogRecPtr high_end = InvalidXLogRecPtr; /* end of H: durable once confirmed past */

@@ -52,6 +52,7 @@ extern "C" {
 #include "replication/message.h"
 #include "replication/slot.h"
 #include "utils/builtins.h"
+#include "utils/pg_lsn.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/ruleutils.h"
@@ -99,13 +100,16 @@ struct JobRow {
     ArrayType *cursor = nullptr; /* text[], or null */
     char *cursor_key = nullptr;  /* key_signature() the cursor was taken with, or null */
     uint64 wait_for_xid = 0;     /* first chunk waits for xids before this to end; 0: no */
+    bool resync = false;         /* pgsink.resync(): opened and closed in the changelog */
+    XLogRecPtr resync_since = InvalidXLogRecPtr; /* where its resync opened, once durable */
 };
 
 static bool pick_job(JobRow *job)
 {
     /* Before this transaction takes an xid of its own (FOR UPDATE): see below. */
     FullTransactionId next_xid = ReadNextFullTransactionId();
-    int rc = SPI_execute("SELECT id, relid, chunk_rows, cursor, cursor_key, wait_for_xid "
+    int rc = SPI_execute("SELECT id, relid, chunk_rows, cursor, cursor_key, wait_for_xid, "
+                         "resync, resync_since "
                          "FROM pgsink.import_jobs "
                          "WHERE state OPERATOR(pg_catalog.=) ANY ('{scheduled,running}') "
                          "   OR (state OPERATOR(pg_catalog.=) 'failed' "
@@ -126,6 +130,10 @@ static bool pick_job(JobRow *job)
     Datum cursor = SPI_getbinval(tup, desc, 4, &isnull);
     job->cursor = isnull ? nullptr : DatumGetArrayTypePCopy(cursor);
     job->cursor_key = SPI_getvalue(tup, desc, 5);
+    Datum resync = SPI_getbinval(tup, desc, 7, &isnull);
+    job->resync = !isnull && DatumGetBool(resync);
+    Datum since = SPI_getbinval(tup, desc, 8, &isnull);
+    job->resync_since = isnull ? InvalidXLogRecPtr : DatumGetLSN(since);
     Datum wait = SPI_getbinval(tup, desc, 6, &isnull);
     job->wait_for_xid = isnull ? 0 : static_cast<uint64>(DatumGetInt64(wait));
     /*
@@ -517,7 +525,10 @@ static void clear_lost_slot_problem_if_reimported()
                                    "                AND (i.indisprimary OR i.indisreplident)) "
                                    "  AND NOT EXISTS (SELECT FROM pgsink.import_jobs j "
                                    "                  WHERE j.relid OPERATOR(pg_catalog.=) c.relid "
-                                   "                    AND j.id OPERATOR(pg_catalog.>) $1) "
+                                   "                    AND j.id OPERATOR(pg_catalog.>) $1 "
+                                   "                    AND (NOT j.resync "
+                                   "                         OR j.state OPERATOR(pg_catalog.=) "
+                                   "'complete')) "
                                    "LIMIT 1",
                                    1, types, values, nullptr, true, 1);
     if (rc != SPI_OK_SELECT || SPI_processed > 0)
@@ -532,8 +543,8 @@ static void clear_lost_slot_problem_if_reimported()
     LWLockRelease(shared_lock);
     if (!same)
         return;
-    ereport(LOG, (errmsg("pgsink: every captured table was re-imported after the replication "
-                         "slot was lost")));
+    ereport(LOG, (errmsg("pgsink: every captured table was resynced or re-imported after the "
+                         "replication slot was lost")));
 }
 
 bool Importer::read_next_chunk()
@@ -642,9 +653,17 @@ bool Importer::read_next_chunk()
         chunk->schema_json = info.schema_json;
         chunk->chunk_rows = limit;
 
+        /*
+         * A resync opens at the low watermark of a chunk that starts from the
+         * first row (its first, or a start over), and closes after the rows
+         * of its last chunk (see the changelog's resync rule).
+         */
+        chunk->resync_open = job.resync && !with_cursor;
+        chunk->resync_since = job.resync_since;
+
         /* Low watermark, then a snapshot taken after it. */
         pg_call([&] {
-            write_watermark('L', job.id, chunk->chunk_no);
+            chunk->low_lsn = write_watermark('L', job.id, chunk->chunk_no);
             PopActiveSnapshot();
             PushActiveSnapshot(GetTransactionSnapshot());
         });
@@ -696,6 +715,7 @@ bool Importer::read_next_chunk()
                     pg_call([&] { return TextDatumGetCString(cursor_values[i]); }));
         }
         chunk->last_chunk = n < static_cast<uint64>(limit) && !receiver.stopped;
+        chunk->resync_close = job.resync && chunk->last_chunk;
 
         /* Adapt the next chunk to the time budget. */
         long elapsed_ms = std::max<long>(1, (GetCurrentTimestamp() - started) / 1000);
@@ -815,14 +835,16 @@ void Importer::after_confirm(XLogRecPtr confirmed)
             keys[i] = PointerGetDatum(
                 cstring_to_text_with_len(c.last_key[i].data(), c.last_key[i].size()));
         ArrayType *cursor = construct_array(keys, nkeys, TEXTOID, -1, false, TYPALIGN_INT);
-        Oid types[7] = {INT8OID, TEXTARRAYOID, INT8OID, INT4OID, BOOLOID, BOOLOID, TEXTOID};
-        Datum values[7] = {Int64GetDatum(c.job_id),
+        Oid types[8] = {INT8OID, TEXTARRAYOID, INT8OID, INT4OID, BOOLOID, BOOLOID, TEXTOID, LSNOID};
+        Datum values[8] = {Int64GetDatum(c.job_id),
                            PointerGetDatum(cursor),
                            Int64GetDatum(static_cast<int64>(c.emitted_rows)),
                            Int32GetDatum(c.next_chunk_rows),
                            BoolGetDatum(c.last_chunk),
                            BoolGetDatum(c.last_key.empty()),
-                           CStringGetTextDatum(c.cursor_key.c_str())};
+                           CStringGetTextDatum(c.cursor_key.c_str()),
+                           LSNGetDatum(c.resync_open_lsn)};
+        char nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', c.resync_open ? ' ' : 'n'};
         SPI_execute_with_args(
             "UPDATE pgsink.import_jobs SET "
             "cursor = CASE WHEN $6 THEN cursor ELSE $2 END, "
@@ -831,10 +853,10 @@ void Importer::after_confirm(XLogRecPtr confirmed)
             "chunks = chunks OPERATOR(pg_catalog.+) 1, chunk_rows = $4, "
             "state = CASE WHEN $5 THEN 'complete' ELSE 'running' END, "
             "finished_at = CASE WHEN $5 THEN pg_catalog.clock_timestamp() END, next_retry_at = "
-            "NULL "
+            "NULL, resync_since = coalesce($8, resync_since) "
             "WHERE id OPERATOR(pg_catalog.=) $1 "
             "AND state OPERATOR(pg_catalog.=) ANY ('{running,failed}')",
-            7, types, values, nullptr, false, 0);
+            8, types, values, nulls, false, 0);
         PopActiveSnapshot();
         SPI_finish();
         CommitTransactionCommand();

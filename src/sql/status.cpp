@@ -110,8 +110,9 @@ static Datum status(PG_FUNCTION_ARGS)
         add_problem(p);
     if (slot.invalidated)
         add_problem("the replication slot was invalidated because it fell behind "
-                    "max_slot_wal_keep_size: changes were lost; drop the slot with "
-                    "pg_drop_replication_slot() and re-import the captured tables");
+                    "max_slot_wal_keep_size: changes were lost; set pgsink.auto_resync = on to "
+                    "heal by itself, or drop the slot with pg_drop_replication_slot() and call "
+                    "pgsink.resync()");
     for (const char *p : s.problems)
         if (p[0] != '\0')
             add_problem(p);

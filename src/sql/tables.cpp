@@ -42,6 +42,8 @@ PGDLLEXPORT Datum pgsink_remove_table(PG_FUNCTION_ARGS);
 PG_FUNCTION_INFO_V1(pgsink_add_table);
 PG_FUNCTION_INFO_V1(pgsink_remove_table);
 PGDLLEXPORT Datum pgsink_reimport(PG_FUNCTION_ARGS);
+PGDLLEXPORT Datum pgsink_resync_table(PG_FUNCTION_ARGS);
+PG_FUNCTION_INFO_V1(pgsink_resync_table);
 PGDLLEXPORT Datum pgsink_cancel_import(PG_FUNCTION_ARGS);
 PG_FUNCTION_INFO_V1(pgsink_reimport);
 PG_FUNCTION_INFO_V1(pgsink_cancel_import);
@@ -181,15 +183,15 @@ static uint64 end_unfinished_imports(Oid relid, const char *state, const char *w
  * commits. wait_for_older: the first chunk waits for the transactions that
  * are running when this one commits (add_table(); see the importer).
  */
-static int64 schedule_import(Oid relid, bool wait_for_older)
+static int64 schedule_import(Oid relid, bool wait_for_older, bool resync = false)
 {
-    Oid types[2] = {OIDOID, INT8OID};
-    Datum values[2] = {ObjectIdGetDatum(relid), Int64GetDatum(0)};
-    char nulls[2] = {' ', wait_for_older ? ' ' : 'n'};
+    Oid types[3] = {OIDOID, INT8OID, BOOLOID};
+    Datum values[3] = {ObjectIdGetDatum(relid), Int64GetDatum(0), BoolGetDatum(resync)};
+    char nulls[3] = {' ', wait_for_older ? ' ' : 'n', ' '};
     int64 id = 0;
-    run_as_owner("INSERT INTO pgsink.import_jobs (relid, wait_for_xid) VALUES ($1, $2) "
+    run_as_owner("INSERT INTO pgsink.import_jobs (relid, wait_for_xid, resync) VALUES ($1, $2, $3) "
                  "RETURNING id",
-                 2, types, values, &id, nulls);
+                 3, types, values, &id, nulls);
     request_import_scan();
     return id;
 }
@@ -203,7 +205,7 @@ static bool is_captured(Oid relid)
                         1, types, values) > 0;
 }
 
-static Datum reimport(PG_FUNCTION_ARGS)
+static Datum reimport(PG_FUNCTION_ARGS, bool resync)
 {
     Oid relid = PG_GETARG_OID(0);
     check_in_captured_database();
@@ -223,7 +225,7 @@ static Datum reimport(PG_FUNCTION_ARGS)
                         errmsg("table %s is not captured", name),
                         errhint("Use pgsink.add_table(), which imports the table too.")));
     end_unfinished_imports(relid, "expired", "replaced by a new import");
-    int64 id = schedule_import(relid, false);
+    int64 id = schedule_import(relid, false, resync);
     wake_worker_at_commit();
     PG_RETURN_INT64(id);
 }
@@ -259,9 +261,28 @@ static Datum add_table(PG_FUNCTION_ARGS)
         int64 newest_job = 0;
         run_as_owner("SELECT coalesce(pg_catalog.max(id), 0) FROM pgsink.import_jobs", 0, nullptr,
                      nullptr, &newest_job);
+        bool resyncing = false;
+        if (captured > 0 && guc_auto_resync) {
+            /* Heal: resync every captured table with a key (see the stream worker's start). */
+            run_as_owner("UPDATE pgsink.import_jobs SET state = 'expired', "
+                         "error = 'replaced by a resync: the replication slot was lost', "
+                         "finished_at = pg_catalog.now() "
+                         "WHERE state OPERATOR(pg_catalog.=) ANY ('{scheduled,running,failed}')",
+                         0, nullptr, nullptr);
+            resyncing = run_as_owner("INSERT INTO pgsink.import_jobs (relid, resync) "
+                                     "SELECT c.relid, true FROM pgsink.captured_tables c "
+                                     "WHERE EXISTS (SELECT FROM pg_catalog.pg_index i "
+                                     "  WHERE i.indrelid OPERATOR(pg_catalog.=) c.relid "
+                                     "    AND (i.indisprimary OR i.indisreplident)) "
+                                     "ORDER BY c.relid",
+                                     0, nullptr, nullptr) > 0;
+            if (resyncing)
+                request_import_scan();
+        }
         if (captured > 0)
-            report_lost_slot(guc_slot_name, static_cast<int64>(captured),
-                             read_slot_state(guc_slot_name).confirmed_flush, newest_job);
+            report_lost_slot(guc_slot_name, static_cast<int64>(captured), InvalidXLogRecPtr,
+                             read_slot_state(guc_slot_name).confirmed_flush, newest_job, resyncing,
+                             "was missing");
     }
 
     /* Recorded as the caller, not as the owner the insert runs as. */
@@ -338,7 +359,12 @@ Datum pgsink_add_table(PG_FUNCTION_ARGS)
 
 Datum pgsink_reimport(PG_FUNCTION_ARGS)
 {
-    return pgsink::cxx_entry([&] { return pgsink::reimport(fcinfo); });
+    return pgsink::cxx_entry([&] { return pgsink::reimport(fcinfo, false); });
+}
+
+Datum pgsink_resync_table(PG_FUNCTION_ARGS)
+{
+    return pgsink::cxx_entry([&] { return pgsink::reimport(fcinfo, true); });
 }
 
 Datum pgsink_cancel_import(PG_FUNCTION_ARGS)

@@ -366,6 +366,56 @@ bool Stream::spool_full()
     return full;
 }
 
+/*
+ * Is the slot named name invalidated (its WAL removed)? Then *confirmed is
+ * where it had confirmed up to: the changes after it are lost.
+ */
+static bool slot_invalidated(const char *name, XLogRecPtr *confirmed)
+{
+    LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+    ReplicationSlot *slot = SearchNamedReplicationSlot(name, false);
+    bool invalid = false;
+    if (slot != nullptr) {
+        SpinLockAcquire(&slot->mutex);
+        invalid = slot->data.invalidated_at != InvalidXLogRecPtr &&
+                  slot->data.restart_lsn == InvalidXLogRecPtr && slot->active_pid == 0 &&
+                  slot->data.database == MyDatabaseId;
+        *confirmed = slot->data.confirmed_flush;
+        SpinLockRelease(&slot->mutex);
+    }
+    LWLockRelease(ReplicationSlotControlLock);
+    return invalid;
+}
+
+/*
+ * The slot was lost while tables were captured: resync every captured
+ * table that has a key (unfinished imports give way). In the caller's
+ * transaction. Returns how many.
+ */
+static int64 schedule_resyncs()
+{
+    SPI_connect();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    SPI_execute("UPDATE pgsink.import_jobs SET state = 'expired', "
+                "error = 'replaced by a resync: the replication slot was lost', "
+                "finished_at = pg_catalog.now() "
+                "WHERE state OPERATOR(pg_catalog.=) ANY ('{scheduled,running,failed}')",
+                false, 0);
+    int rc = SPI_execute("INSERT INTO pgsink.import_jobs (relid, resync) "
+                         "SELECT c.relid, true FROM pgsink.captured_tables c "
+                         "WHERE EXISTS (SELECT FROM pg_catalog.pg_index i "
+                         "              WHERE i.indrelid OPERATOR(pg_catalog.=) c.relid "
+                         "                AND (i.indisprimary OR i.indisreplident)) "
+                         "ORDER BY c.relid",
+                         false, 0);
+    int64 n = rc == SPI_OK_INSERT ? static_cast<int64>(SPI_processed) : 0;
+    PopActiveSnapshot();
+    SPI_finish();
+    if (n > 0)
+        request_import_scan();
+    return n;
+}
+
 /* How many tables are captured, and the newest import job id; in a transaction. */
 static int64 count_captured_tables(int64 *newest_job)
 {
@@ -404,15 +454,31 @@ void Stream::start()
      * slot while tables are captured was lost (dropped, or gone with a
      * failover), and with it the changes committed since it last confirmed.
      */
+    XLogRecPtr lost_from = InvalidXLogRecPtr;
+    const char *why = "was missing";
+    /*
+     * An invalidated slot (it fell behind max_slot_wal_keep_size) cannot
+     * decode again: with pgsink.auto_resync, drop it and heal as for a lost
+     * one; else say what to do (below).
+     */
+    if (guc_auto_resync && slot_invalidated(name, &lost_from)) {
+        ReplicationSlotDrop(name, true);
+        why = "was invalidated (it fell behind max_slot_wal_keep_size)";
+        ereport(LOG, (errmsg("pgsink: dropped invalidated replication slot \"%s\" to create it "
+                             "again and resync the captured tables",
+                             name)));
+    }
     bool slot_missing = SearchNamedReplicationSlot(name, true) == nullptr;
     int64 newest_job = 0;
     int64 captured = slot_missing ? count_captured_tables(&newest_job) : 0;
     bool created = ensure_slot(name);
+    bool resyncing = created && captured > 0 && guc_auto_resync && schedule_resyncs() > 0;
     CommitTransactionCommand();
     use_stream_resource_owner();
     ReplicationSlotAcquire(name, true);
     if (created && captured > 0)
-        report_lost_slot(name, captured, MyReplicationSlot->data.confirmed_flush, newest_job);
+        report_lost_slot(name, captured, lost_from, MyReplicationSlot->data.confirmed_flush,
+                         newest_job, resyncing, why);
     const char *abandoned = abandoned_slots(name, MyDatabaseId);
     if (abandoned[0] != '\0')
         ereport(WARNING,
@@ -438,9 +504,9 @@ void Stream::start()
                  errmsg("replication slot \"%s\" was invalidated: it fell behind "
                         "max_slot_wal_keep_size and the WAL it needed is gone",
                         name),
-                 errhint("Changes were lost. Drop the slot with SELECT "
-                         "pg_drop_replication_slot('%s'), then re-import the captured tables; "
-                         "raise max_slot_wal_keep_size to avoid this.",
+                 errhint("Changes were lost. Set pgsink.auto_resync = on, or drop the slot with "
+                         "SELECT pg_drop_replication_slot('%s') and call pgsink.resync(); raise "
+                         "max_slot_wal_keep_size to avoid this.",
                          name)));
 
     confirmed_ = MyReplicationSlot->data.confirmed_flush;

@@ -105,7 +105,8 @@ like(slurp_file($node->logfile, $offset),
 sql("SELECT pg_drop_replication_slot('pgsink_old')");
 is(sql('SELECT config_problem IS NULL FROM pgsink.status'), 't', '(4) gone once dropped');
 
-# (5) The slot disappears while tables are captured.
+# (5) The slot disappears while tables are captured (pgsink.auto_resync off).
+sql("ALTER SYSTEM SET pgsink.auto_resync = off");
 sql("INSERT INTO t VALUES (3, 'three')");
 wait_delivered($node, 'postgres', '(5) before');
 $node->stop;
@@ -115,18 +116,42 @@ $node->start;
 ok(defined poll_until($node, 'postgres', 'SELECT state FROM pgsink.status', 'streaming', 30),
 	'(5) streaming from a new slot');
 like(slurp_file($node->logfile, $offset),
-	qr/WARNING:  pgsink: replication slot "pgsink" was missing while 1 tables were captured, and was created again: changes committed before [0-9A-F]+\/[0-9A-F]+ .*were lost; call pgsink.reimport\(\) for each captured table/,
+	qr/WARNING:  pgsink: replication slot "pgsink" was missing while 1 tables were captured, and was created again: changes committed before [0-9A-F]+\/[0-9A-F]+ .*were lost; call pgsink.resync\(\) \(or pgsink.reimport\(\) for each captured table\)/,
 	'(5) a WARNING says what was lost and what to do');
-like(sql('SELECT config_problem FROM pgsink.status'), qr/call pgsink.reimport\(\) for each/,
+like(sql('SELECT config_problem FROM pgsink.status'), qr/call pgsink.resync\(\)/,
 	'(5) config_problem says so');
 sql("BEGIN; SELECT pgsink.reimport('t'); ROLLBACK;");
 sleep 2;
-like(sql('SELECT config_problem FROM pgsink.status'), qr/call pgsink.reimport\(\) for each/,
+like(sql('SELECT config_problem FROM pgsink.status'), qr/call pgsink.resync\(\)/,
 	'(5) a re-import rolled back does not count');
 sql("SELECT pgsink.reimport('t')");
 ok(defined poll_until($node, 'postgres', 'SELECT config_problem IS NULL FROM pgsink.status',
 		't', 30),
 	'(5) the problem is cleared once every captured table is re-imported');
+
+# (6) Again, with pgsink.auto_resync on (the default): pgsink resyncs by itself.
+sql("ALTER SYSTEM RESET pgsink.auto_resync");
+ok(defined poll_until($node, 'postgres',
+		"SELECT count(*) FROM pgsink.imports WHERE state NOT IN ('complete', 'expired')", '0', 30),
+	'(6) imports done');
+sql("INSERT INTO t VALUES (4, 'four')");
+wait_delivered($node, 'postgres', '(6) before');
+$node->stop;
+rmtree($node->data_dir . '/pg_replslot/pgsink');
+$offset = -s $node->logfile;
+$node->start;
+ok(defined poll_until($node, 'postgres', 'SELECT state FROM pgsink.status', 'streaming', 30),
+	'(6) streaming from a new slot');
+like(slurp_file($node->logfile, $offset),
+	qr/WARNING:  pgsink: replication slot "pgsink" was missing while 1 tables were captured, and was created again: changes committed before [0-9A-F]+\/[0-9A-F]+ .*were lost; pgsink is resyncing every captured table/,
+	'(6) a WARNING says what was lost and that pgsink resyncs');
+ok(defined poll_until($node, 'postgres',
+		"SELECT count(*) FROM pgsink.imports WHERE resync AND state = 'complete'", '1', 30),
+	'(6) the table was resynced');
+ok(defined poll_until($node, 'postgres', 'SELECT config_problem IS NULL FROM pgsink.status',
+		't', 30),
+	'(6) and the problem is over');
+like(slurp_file(sink_file($node)), qr/"op":"resync_end".*"resync_since"/, '(6) the resync is in the changelog');
 
 $node->stop;
 done_testing();

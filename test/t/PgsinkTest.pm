@@ -243,13 +243,36 @@ sub row_key
 # [first messages], error_count, lines, modifications, transactions,
 # schemas, ops => { op => count }, per_table => { table => count },
 # no_schema => [ "file:line: table" where a file's first change of a table
-# comes without a Schema entry for it earlier in that file ].
+# comes without a Schema entry for it earlier in that file ], resyncs and
+# resync_removed (the resync rule applied at each resync_end: a row not
+# written since its resync_start is gone).
+#   gap => 1: changes were lost (a lost slot): until a table's last resync
+#           closes, its updates and deletes may find no row, and inserts one.
 sub check_changelog
 {
 	my (%opt) = @_;
 	my @files = ref $opt{files} ? @{ $opt{files} } : ($opt{files});
 	my %keys = %{ $opt{keys} // {} };
 	my %schema_keys;
+	# The resync rule: where each row was last written, where resyncs opened.
+	my (%written_at, %resync_open, %resynced);
+	# With gap => 1: how many resyncs each table closes in the files (leniency
+	# lasts until the last one, which follows the gap).
+	my %resync_ends;
+	if ($opt{gap})
+	{
+		for my $path (@files)
+		{
+			open(my $fh, '<', $path) or next;
+			while (my $line = <$fh>)
+			{
+				next if index($line, '"op":"resync_end"') < 0;
+				$resync_ends{"$1.$2"}++
+				  if $line =~ /"namespace":"((?:[^"\\]|\\.)*)","name":"((?:[^"\\]|\\.)*)","op":"resync_end"/;
+			}
+			close $fh;
+		}
+	}
 	my %res = (
 		state => {},
 		errors => [],
@@ -373,14 +396,39 @@ sub check_changelog
 				delete $schema_keys{$table};
 			}
 			my $st = ($res{state}{$table} //= {});
+			my $written = ($written_at{$table} //= {});
 			my $tag = "$where ($op of $table at $e->{lsn}/$seq)";
+			# Changes were lost (gap => 1) and this table's resync has not
+			# closed yet: updates and deletes may find no row, inserts one.
+			my $lenient = $opt{gap} && ($resynced{$table} // 0) < ($resync_ends{$table} // 0);
 			if ($op eq 'insert' || $op eq 'import')
 			{
 				my $k = row_key($e->{after}, $kc);
 				if (!defined $k) { $err->("$tag: no key in after"); next; }
 				$err->("$tag: insert of a key already present (duplicate delivery?)")
-				  if $op eq 'insert' && exists $st->{$k};
+				  if $op eq 'insert' && exists $st->{$k} && !$lenient;
 				$st->{$k} = canonical_row($e->{after});
+				$written->{$k} = $lsn;
+			}
+			elsif ($op eq 'resync_start')
+			{
+				$resync_open{$table} = $lsn;
+			}
+			elsif ($op eq 'resync_end')
+			{
+				# The resync rule: a row not written since the resync opened is gone.
+				my $since = defined $e->{resync_since} ? parse_lsn($e->{resync_since}) : undef;
+				if (!defined $since) { $err->("$tag: resync_end without resync_since"); next; }
+				$err->("$tag: resync_since $e->{resync_since} is not where a resync opened")
+				  unless defined $resync_open{$table} && $resync_open{$table} == $since;
+				for my $k (keys %$st)
+				{
+					next if ($written->{$k} // 0) >= $since;
+					delete $st->{$k};
+					$res{resync_removed}++;
+				}
+				$resynced{$table}++;
+				$res{resyncs}++;
 			}
 			elsif ($op eq 'update')
 			{
@@ -394,7 +442,8 @@ sub check_changelog
 				my %after = %{ $e->{after} };
 				if (!exists $st->{$old})
 				{
-					$err->("$tag: update of a key that is not there (change lost?)");
+					$err->("$tag: update of a key that is not there (change lost?)")
+					  unless $lenient;
 				}
 				elsif (ref $e->{unchanged} eq 'ARRAY' && @{ $e->{unchanged} })
 				{
@@ -407,15 +456,16 @@ sub check_changelog
 				}
 				delete $st->{$old};
 				$err->("$tag: key change onto a key already present")
-				  if $new ne $old && exists $st->{$new};
+				  if $new ne $old && exists $st->{$new} && !$lenient;
 				$st->{$new} = canonical_row(\%after);
+				$written->{$new} = $lsn;
 			}
 			elsif ($op eq 'delete')
 			{
 				my $k = row_key($e->{before}, $kc);
 				if (!defined $k) { $err->("$tag: no key in before"); next; }
 				$err->("$tag: delete of a key that is not there (duplicate or lost change?)")
-				  unless exists $st->{$k};
+				  unless exists $st->{$k} || $lenient;
 				delete $st->{$k};
 			}
 			elsif ($op eq 'truncate')
@@ -490,7 +540,7 @@ sub check_exact
 	my $label = $opt{label} // 'changelog';
 	my $files = $opt{files} // [ sink_file($node) ];
 	my $t0 = time();
-	my $res = check_changelog(files => $files, keys => $opt{tables});
+	my $res = check_changelog(files => $files, keys => $opt{tables}, gap => $opt{gap});
 	note(sprintf(
 			"%s: %d lines, %d modifications in %d transactions, ops %s (checked in %.1fs)",
 			$label, $res->{lines}, $res->{modifications}, $res->{transactions},
