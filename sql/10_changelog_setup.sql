@@ -108,7 +108,8 @@ BEGIN
 
         IF e ? 'schema' THEN
             IF (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(e) k)
-               <> '{lsn,schema,timestamp}' THEN
+               <> '{lsn,relid,schema,timestamp}'
+               OR jsonb_typeof(e->'relid') <> 'number' THEN
                 RAISE EXCEPTION 'changelog line %: unexpected keys in a Schema entry: %',
                     n, left(line, 200);
             END IF;
@@ -131,12 +132,12 @@ BEGIN
                OR EXISTS (SELECT FROM jsonb_object_keys(e) k
                            WHERE k NOT IN ('timestamp', 'sequence', 'namespace', 'name', 'op',
                                            'lsn', 'xid', 'before', 'after', 'unchanged',
-                                           'resync_since')) THEN
+                                           'resync_since', 'relid')) THEN
                 RAISE EXCEPTION 'changelog line %: unexpected keys in a Modification: %',
                     n, left(line, 200);
             END IF;
             IF e->>'op' NOT IN ('insert', 'update', 'delete', 'truncate', 'import',
-                                'resync_start', 'resync_end') THEN
+                                'resync_start', 'resync_end', 'drop') THEN
                 RAISE EXCEPTION 'changelog line %: unknown op %', n, e->>'op';
             END IF;
             -- resync_since: only on resync_end, where it is required
@@ -172,8 +173,9 @@ BEGIN
                    (e->'before' <> 'null' OR e->'after' = 'null'))
                OR (e->>'op' = 'update' AND e->'after' = 'null')
                OR (e->>'op' = 'delete' AND e->'after' <> 'null')
-               OR (e->>'op' IN ('truncate', 'resync_start', 'resync_end')
-                   AND (e->'before' <> 'null' OR e->'after' <> 'null')) THEN
+               OR (e->>'op' IN ('truncate', 'resync_start', 'resync_end', 'drop')
+                   AND (e->'before' <> 'null' OR e->'after' <> 'null'))
+               OR ((e->>'op' = 'drop') <> (e ? 'relid')) THEN
                 RAISE EXCEPTION 'changelog line %: before/after do not fit op %: %',
                     n, e->>'op', left(line, 300);
             END IF;
@@ -181,9 +183,9 @@ BEGIN
                                     OR jsonb_array_length(e->'unchanged') = 0) THEN
                 RAISE EXCEPTION 'changelog line %: bad "unchanged": %', n, e->'unchanged';
             END IF;
-            -- a Schema entry came first
+            -- a Schema entry came first (a drop may come alone: the table is gone)
             rel := regress_avro_name(e->>'namespace', e->>'name');
-            IF NOT rel = ANY (announced) THEN
+            IF NOT rel = ANY (announced) AND e->>'op' <> 'drop' THEN
                 RAISE EXCEPTION 'changelog line %: Modification of % before any Schema entry of it',
                     n, rel;
             END IF;
@@ -224,7 +226,7 @@ $$;
 
 CREATE FUNCTION regress_changes(tables text[]) RETURNS SETOF text
 LANGUAGE sql AS $$
-    SELECT regress_without_keys(raw, '{timestamp,lsn,xid}')
+    SELECT regress_without_keys(raw, '{timestamp,lsn,xid,relid}')
       FROM regress_changelog()
      WHERE regress_entry_matches(entry, tables)
      ORDER BY lineno
@@ -263,7 +265,7 @@ SELECT regress_check_fake(ARRAY[s, m1, m2]) AS well_formed,
                        '"0/1000"', '"0/F00"') AS s2,
                replace(replace(y, 'TS', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.000001+00:00')),
                        '"0/1000"', '"0/F00"') AS m3
-          FROM (VALUES ('{"timestamp":"TS","lsn":"0/1000","schema":{"namespace":"a.b","type":"record","name":"value","fields":[],"key":[]}}',
+          FROM (VALUES ('{"timestamp":"TS","lsn":"0/1000","schema":{"namespace":"a.b","type":"record","name":"value","fields":[],"key":[]},"relid":1}',
                         '{"timestamp":"TS","sequence":1,"namespace":"a","name":"b","op":"insert","lsn":"0/1000","xid":750,"before":null,"after":{}}'))
                AS v(x, y)) f;
 \x off

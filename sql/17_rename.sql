@@ -57,3 +57,12 @@ SELECT pgsink.wait_for_delivery() IS NOT NULL AS delivered;
 \pset format unaligned
 SELECT * FROM regress_changes('{ren.*,ren_moved.*,ren_moved_again.*}');
 \pset format aligned
+-- Every Schema entry carries the table's OID (relid): a rename (or a move to
+-- another schema) keeps it, so a reader can tell a renamed table from a new one.
+SELECT count(DISTINCT entry->'schema'->>'namespace') AS names,
+       count(DISTINCT entry->>'relid') AS relids,
+       min(entry->>'relid') = 'ren_moved_again.renamed'::regclass::oid::text AS relid_is_the_oid
+  FROM regress_changelog()
+ WHERE entry ? 'schema' AND entry->'schema'->>'namespace' IN
+       (SELECT regress_avro_name(n, r) FROM (VALUES ('ren', 't'), ('ren', 'renamed'),
+               ('ren_moved', 'renamed'), ('ren_moved_again', 'renamed')) v(n, r));

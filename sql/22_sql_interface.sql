@@ -31,7 +31,7 @@ SELECT pgsink.wait_for_delivery() IS NOT NULL AS delivered;
 SELECT * FROM pg_logical_slot_peek_changes('regress_sql', NULL, NULL, 'include-xids', '1');
 -- The slot's rows, without the keys that differ from run to run.
 \pset format unaligned
-SELECT regress_without_keys(data::json, '{timestamp,lsn,xid}') AS data
+SELECT regress_without_keys(data::json, '{timestamp,lsn,xid,relid}') AS data
   FROM pg_logical_slot_peek_changes('regress_sql', NULL, NULL);
 \pset format aligned
 -- Row for row the lines of the file (for these tables).
@@ -58,7 +58,7 @@ SELECT count(*) FROM pg_logical_slot_get_changes('regress_sql', NULL, NULL);
 -- A new session decoding later changes starts with Schema entries again.
 INSERT INTO sqli.t VALUES (4, 'four', 4, NULL, NULL, NULL, NULL, 4);
 \pset format unaligned
-SELECT regress_without_keys(data::json, '{timestamp,lsn,xid}') AS data
+SELECT regress_without_keys(data::json, '{timestamp,lsn,xid,relid}') AS data
   FROM pg_logical_slot_get_changes('regress_sql', NULL, NULL);
 \pset format aligned
 SELECT pg_drop_replication_slot('regress_sql');

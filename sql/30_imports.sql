@@ -41,7 +41,7 @@ CREATE FUNCTION imp_strip(j json) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
     SELECT '{' || string_agg(to_json(k)::text || ':' || v::text, ',' ORDER BY o) || '}'
       FROM json_each(j) WITH ORDINALITY AS x(k, v, o)
-     WHERE k NOT IN ('timestamp', 'lsn', 'xid')
+     WHERE k NOT IN ('timestamp', 'lsn', 'xid', 'relid')
 $$;
 
 CREATE FUNCTION imp_changes(name text) RETURNS SETOF text

@@ -220,6 +220,44 @@ $$;
 COMMENT ON FUNCTION pgsink.resync(regclass) IS
     'Re-import a captured table (or all) so that every sink holds exactly its rows, removing those deleted while changes were lost';
 
+-- A dropped captured table: the changelog gets a "drop" entry in the
+-- dropping transaction (a transactional message the decoder turns into it:
+-- "<relid> <namespace bytes> <name bytes>\n<namespace><name>"), so sinks can
+-- drop or archive their copy. Not when wal_level is not logical (pgsink
+-- cannot run then, and DROP TABLE must never fail because of it).
+CREATE OR REPLACE FUNCTION pgsink._forget_dropped_tables()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_catalog.current_setting('wal_level') OPERATOR(pg_catalog.=) 'logical' THEN
+        PERFORM pg_catalog.pg_logical_emit_message(true, 'pgsink-drop',
+                    pg_catalog.format(E'%s %s %s\n%s%s', d.objid,
+                                      pg_catalog.octet_length(d.schema_name),
+                                      pg_catalog.octet_length(d.object_name),
+                                      d.schema_name, d.object_name))
+           FROM pg_catalog.pg_event_trigger_dropped_objects() d
+           JOIN pgsink.captured_tables c ON c.relid OPERATOR(pg_catalog.=) d.objid
+          WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+            AND d.objsubid OPERATOR(pg_catalog.=) 0;
+    END IF;
+    DELETE FROM pgsink.captured_tables c
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND d.objsubid = 0
+       AND d.objid = c.relid;
+    UPDATE pgsink.import_jobs j
+       SET state = 'expired', finished_at = pg_catalog.now(),
+           error = 'the table was dropped'
+      FROM pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND d.objsubid = 0
+       AND d.objid = j.relid
+       AND j.state IN ('scheduled', 'running', 'failed');
+END
+$$;
+
 -- Pause and resume: decoding (no sink), or one sink's delivery.
 CREATE FUNCTION pgsink.pause(sink text DEFAULT NULL)
 RETURNS boolean

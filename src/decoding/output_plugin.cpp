@@ -58,7 +58,11 @@ class SqlConsumer final : public EntryConsumer
 };
 
 /* The plugin's state for one decoding context. */
+/* Logged by pgsink._forget_dropped_tables() when a captured table is dropped. */
+static constexpr const char *kDropMessagePrefix = "pgsink-drop";
+
 struct Decoder {
+    std::string drop_name; /* name_json of a dropped table (on_drop()) */
     RelationCache rels;
     EntryConsumer *consumer = nullptr;
     std::unique_ptr<SqlConsumer> sql_consumer;
@@ -161,13 +165,19 @@ static void end_entry(Decoder &d, Oid relid)
         d.consumer->entry_done(relid);
 }
 
-static void write_schema(Decoder &d, const std::string &schema_json)
+/*
+ * A Schema entry; relid (the table's OID, after the schema so that readers
+ * of the head keep their fixed prefix) stays the same across renames.
+ */
+static void write_schema(Decoder &d, const std::string &schema_json, Oid relid)
 {
     json::Out &out = begin_entry(d);
     out.literal(",\"lsn\":");
     out.append(d.txn_lsn);
     out.literal(",\"schema\":");
     out.append(schema_json);
+    out.literal(",\"relid\":");
+    json::append_uint(out, relid);
     end_entry(d, InvalidOid);
 }
 
@@ -301,7 +311,7 @@ static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change
     if (!info.captured)
         return;
     if (d.rels.schema_needs_sending(info))
-        write_schema(d, info.schema_json);
+        write_schema(d, info.schema_json, info.target_relid);
 
     HeapTuple newtup = change->data.tp.newtuple ? &change->data.tp.newtuple->tuple : nullptr;
     HeapTuple oldtup = change->data.tp.oldtuple ? &change->data.tp.oldtuple->tuple : nullptr;
@@ -383,7 +393,7 @@ static void on_truncate(Decoder &d, int nrelations, Relation relations[])
             active_import->relid == info.target_relid)
             active_import->drop_all();
         if (d.rels.schema_needs_sending(info))
-            write_schema(d, info.schema_json);
+            write_schema(d, info.schema_json, info.target_relid);
         json::Out &out = write_modification_head(d, info, "truncate");
         out.literal(",\"before\":null,\"after\":null");
         end_entry(d, info.target_relid);
@@ -515,7 +525,7 @@ static void emit_resync_start(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
 {
     begin_own_transaction(d, lsn, chunk.read_at);
     if (d.rels.announce_schema(chunk.relid, chunk.schema_json))
-        write_schema(d, chunk.schema_json);
+        write_schema(d, chunk.schema_json, chunk.relid);
     write_resync_entry(d, chunk, "resync_start", InvalidXLogRecPtr);
     chunk.resync_open_lsn = lsn;
     d.consumer->commit(d.txn, d.sequence);
@@ -525,7 +535,7 @@ static void emit_import(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
 {
     begin_own_transaction(d, lsn, chunk.read_at);
     if (d.rels.announce_schema(chunk.relid, chunk.schema_json))
-        write_schema(d, chunk.schema_json);
+        write_schema(d, chunk.schema_json, chunk.relid);
     for (size_t i = 0; i < chunk.size(); i++) {
         if (chunk.dropped[i])
             continue;
@@ -545,6 +555,40 @@ static void emit_import(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
 }
 
 /*
+ * A captured table was dropped: the event trigger pgsink._forget_dropped_tables
+ * logs a transactional message "<relid> <namespace bytes> <name bytes>\n<namespace><name>"
+ * with prefix pgsink-drop in the dropping transaction; it becomes a "drop"
+ * entry of that transaction, so sinks can drop or archive their copy.
+ */
+static void on_drop(Decoder &d, Size size, const char *message)
+{
+    char head[64];
+    const char *nl = static_cast<const char *>(memchr(message, '\n', std::min<Size>(size, 63)));
+    if (nl == nullptr)
+        return;
+    size_t head_len = static_cast<size_t>(nl - message);
+    memcpy(head, message, head_len);
+    head[head_len] = '\0';
+    unsigned int relid = 0;
+    unsigned long nsp_len = 0, name_len = 0;
+    if (sscanf(head, "%u %lu %lu", &relid, &nsp_len, &name_len) != 3 ||
+        head_len + 1 + nsp_len + name_len != size)
+        return;
+    const char *nsp = nl + 1;
+    d.drop_name.clear();
+    d.drop_name.append("\"namespace\":");
+    json::append_string(d.drop_name, std::string_view(nsp, nsp_len));
+    d.drop_name.append(",\"name\":");
+    json::append_string(d.drop_name, std::string_view(nsp + nsp_len, name_len));
+    json::Out &out = write_entry_head(d, d.drop_name, "drop");
+    out.literal(",\"xid\":");
+    json::append_uint(out, d.txn.xid);
+    out.literal(",\"before\":null,\"after\":null,\"relid\":");
+    json::append_uint(out, relid);
+    end_entry(d, static_cast<Oid>(relid));
+}
+
+/*
  * Watermarks of imports: non-transactional messages "L <job> <chunk>" and
  * "H <job> <chunk>" with prefix pgsink-import. Watermarks of a chunk the
  * worker no longer holds (written before a restart) are ignored: that chunk
@@ -553,6 +597,10 @@ static void emit_import(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
 static void on_message(Decoder &d, LogicalDecodingContext *ctx, XLogRecPtr lsn, bool transactional,
                        const char *prefix, Size size, const char *message)
 {
+    if (transactional && strcmp(prefix, kDropMessagePrefix) == 0) {
+        on_drop(d, size, message);
+        return;
+    }
     if (transactional || strcmp(prefix, kImportMessagePrefix) != 0 || active_import == nullptr ||
         d.consumer != worker_consumer)
         return;

@@ -410,6 +410,12 @@ sub check_changelog
 				$st->{$k} = canonical_row($e->{after});
 				$written->{$k} = $lsn;
 			}
+			elsif ($op eq 'drop')
+			{
+				# The table was dropped: a sink drops (or archives) its copy.
+				delete $res{state}{$table};
+				$res{dropped}{$table} = 1;
+			}
 			elsif ($op eq 'resync_start')
 			{
 				$resync_open{$table} = $lsn;
