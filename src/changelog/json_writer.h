@@ -46,6 +46,8 @@ class Out
     /* Write to target from now on; bytes not flushed yet are dropped. */
     void begin(std::string &target)
     {
+        if (target_ != nullptr && pos_ != buf_)
+            flush(); /* what was written for the previous target goes there, never lost */
         target_ = &target;
         pos_ = buf_;
     }
