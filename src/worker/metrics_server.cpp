@@ -11,7 +11,10 @@
  * closes. Slow or silent clients are cut off after kClientTimeoutS. The
  * endpoint has no authentication: bind it to a loopback or private address.
  */
+#include <algorithm>
 #include <arpa/inet.h>
+#include <poll.h>
+#include <ctime>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -26,7 +29,19 @@
 
 extern "C" {
 #include "access/xact.h"
-#include "executor/spi.h"
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/dependency.h"
+#include "catalog/pg_extension.h"
+#include "utils/fmgroids.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_proc.h"
+#include "commands/extension.h"
+#include "mb/pg_wchar.h"
+#include "nodes/makefuncs.h"
+#include "nodes/value.h"
+#include "parser/parse_func.h"
+#include "utils/syscache.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -43,8 +58,16 @@ extern "C" {
 namespace pgsink
 {
 
-/* A client gets this long to send its request and take the answer. */
+/* A client gets this long to send its request, and this long to take the answer. */
+static constexpr int kRequestTimeoutS = 2;
 static constexpr int kClientTimeoutS = 5;
+
+static int64 monotonic_ms()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<int64>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
 /* Requests longer than this are refused. */
 static constexpr size_t kMaxRequest = 8192;
 
@@ -104,10 +127,63 @@ static int listen_socket()
     return fd;
 }
 
+/* The schema of extension ext (PostgreSQL 15 keeps its own lookup static). */
+static Oid extension_schema(Oid ext)
+{
+    Relation rel = table_open(ExtensionRelationId, AccessShareLock);
+    ScanKeyData key;
+    ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(ext));
+    SysScanDesc scan = systable_beginscan(rel, ExtensionOidIndexId, true, nullptr, 1, &key);
+    HeapTuple tup = systable_getnext(scan);
+    Oid nsp =
+        HeapTupleIsValid(tup) ? ((Form_pg_extension)GETSTRUCT(tup))->extnamespace : InvalidOid;
+    systable_endscan(scan);
+    table_close(rel, AccessShareLock);
+    return nsp;
+}
+
 /*
- * SELECT pgsink.metrics() in a transaction of its own, ended before it
- * returns. Returns the text (palloc'd in TopMemoryContext) and sets *status
- * to 200, or an error message and 503.
+ * The OID of pgsink.metrics() as the extension installed it, or InvalidOid
+ * (*why says why). Never found by name alone: the metrics worker runs as a
+ * superuser, and a role with CREATE on the database could make a schema
+ * "pgsink" and a function "metrics" in it before the extension exists (or
+ * after it is dropped). So: the extension must exist, its schema must be
+ * owned by a superuser, and the function must belong to the extension.
+ */
+static Oid metrics_function(const char **why)
+{
+    Oid ext = get_extension_oid("pgsink", true);
+    if (!OidIsValid(ext)) {
+        *why = "extension pgsink is not installed in pgsink.database";
+        return InvalidOid;
+    }
+    Oid nsp = extension_schema(ext);
+    HeapTuple tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nsp));
+    if (!HeapTupleIsValid(tup)) {
+        *why = "the schema of extension pgsink is missing";
+        return InvalidOid;
+    }
+    Oid owner = ((Form_pg_namespace)GETSTRUCT(tup))->nspowner;
+    char *nspname = pstrdup(NameStr(((Form_pg_namespace)GETSTRUCT(tup))->nspname));
+    ReleaseSysCache(tup);
+    if (!superuser_arg(owner)) {
+        *why = "the schema of extension pgsink is not owned by a superuser";
+        return InvalidOid;
+    }
+    Oid fn = LookupFuncName(list_make2(makeString(nspname), makeString(pstrdup("metrics"))), 0,
+                            nullptr, true);
+    if (!OidIsValid(fn) || getExtensionOfObject(ProcedureRelationId, fn) != ext) {
+        *why = "pgsink.metrics() is missing: run ALTER EXTENSION pgsink UPDATE";
+        return InvalidOid;
+    }
+    return fn;
+}
+
+/*
+ * pgsink.metrics() in a transaction of its own, ended before it returns.
+ * Returns the text in UTF-8 (palloc'd in TopMemoryContext) and sets *status
+ * to 200, or a short reason and 503 (the details go to the server log, not
+ * to an unauthenticated client).
  */
 static char *collect_metrics(int *status)
 {
@@ -117,19 +193,24 @@ static char *collect_metrics(int *status)
     StartTransactionCommand();
     PG_TRY();
     {
-        if (SPI_connect() != SPI_OK_CONNECT)
-            elog(ERROR, "SPI_connect failed");
         PushActiveSnapshot(GetTransactionSnapshot());
         pgstat_report_activity(STATE_RUNNING, "SELECT pgsink.metrics()");
-        if (SPI_execute("SELECT pgsink.metrics()", true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-            elog(ERROR, "SELECT pgsink.metrics() returned no row");
-        bool isnull = false;
-        Datum d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-        result = MemoryContextStrdup(TopMemoryContext, isnull ? "" : TextDatumGetCString(d));
-        SPI_finish();
+        const char *why = nullptr;
+        Oid fn = metrics_function(&why);
+        if (OidIsValid(fn)) {
+            Datum d = OidFunctionCall0(fn);
+            text *t = DatumGetTextPP(d);
+            /* Prometheus reads UTF-8, whatever the database's encoding (table names). */
+            char *utf8 = pg_server_to_any(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), PG_UTF8);
+            result = MemoryContextStrdup(TopMemoryContext, utf8);
+            *status = 200;
+        } else {
+            result = MemoryContextStrdup(TopMemoryContext,
+                                         psprintf("pgsink metrics are unavailable: %s\n", why));
+            *status = 503;
+        }
         PopActiveSnapshot();
         CommitTransactionCommand();
-        *status = 200;
     }
     PG_CATCH();
     {
@@ -137,9 +218,10 @@ static char *collect_metrics(int *status)
         ErrorData *e = CopyErrorData();
         FlushErrorState();
         AbortCurrentTransaction();
-        result = MemoryContextStrdup(TopMemoryContext,
-                                     psprintf("pgsink metrics are unavailable: %s\n", e->message));
+        ereport(LOG, (errmsg("pgsink: a metrics scrape failed: %s", e->message)));
         FreeErrorData(e);
+        result = MemoryContextStrdup(TopMemoryContext,
+                                     "pgsink metrics are unavailable: see the server log\n");
         *status = 503;
     }
     PG_END_TRY();
@@ -148,20 +230,44 @@ static char *collect_metrics(int *status)
     return result;
 }
 
-static void send_all(int fd, const char *data, size_t len)
+/*
+ * Wait until fd is ready for events (POLLIN or POLLOUT) or the deadline
+ * (ms since the epoch of monotonic_ms()) passes; interrupts (SIGTERM) are
+ * served meanwhile. False: the deadline passed or the client went away.
+ */
+static bool wait_client(int fd, short events, int64 deadline)
+{
+    for (;;) {
+        CHECK_FOR_INTERRUPTS();
+        int64 left = deadline - monotonic_ms();
+        if (left <= 0)
+            return false;
+        struct pollfd p = {fd, events, 0};
+        int n = poll(&p, 1, static_cast<int>(std::min<int64>(left, 100)));
+        if (n > 0)
+            return (p.revents & events) != 0;
+        if (n < 0 && errno != EINTR)
+            return false;
+    }
+}
+
+static void send_all(int fd, const char *data, size_t len, int64 deadline)
 {
     while (len > 0) {
-        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
+        if (!wait_client(fd, POLLOUT, deadline))
+            return; /* too slow, or gone: nothing more to do */
+        ssize_t n = send(fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (n <= 0)
-            return; /* the client went away or timed out: nothing to do */
+            return;
         data += n;
         len -= static_cast<size_t>(n);
     }
 }
 
-static void answer(int fd, int status, const char *content_type, const char *body, bool head)
+static void answer(int fd, int status, const char *content_type, const char *body, bool head,
+                   int64 deadline)
 {
     const char *reason = status == 200   ? "OK"
                          : status == 404 ? "Not Found"
@@ -173,56 +279,61 @@ static void answer(int fd, int status, const char *content_type, const char *bod
         psprintf("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
                  "Connection: close\r\n%s\r\n",
                  status, reason, content_type, len, status == 405 ? "Allow: GET, HEAD\r\n" : "");
-    send_all(fd, header, strlen(header));
+    send_all(fd, header, strlen(header), deadline);
     if (!head)
-        send_all(fd, body, len);
+        send_all(fd, body, len, deadline);
     pfree(header);
 }
 
-/* Read one request and answer it. */
+/*
+ * Read one request and answer it, within kRequestTimeoutS for the request
+ * and kClientTimeoutS for the answer, whatever the client does (a client
+ * trickling bytes cannot hold the worker longer).
+ */
 static void serve(int fd)
 {
-    struct timeval tv = {kClientTimeoutS, 0};
-    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     int flags = fcntl(fd, F_GETFL);
     if (flags >= 0)
-        (void)fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+        (void)fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    int64 deadline = monotonic_ms() + kRequestTimeoutS * 1000;
 
     char req[kMaxRequest + 1];
     size_t got = 0;
-    while (got < kMaxRequest) {
-        ssize_t n = recv(fd, req + got, kMaxRequest - got, 0);
-        if (n < 0 && errno == EINTR)
+    bool complete = false;
+    while (got < kMaxRequest && !complete) {
+        if (!wait_client(fd, POLLIN, deadline))
+            return;
+        ssize_t n = recv(fd, req + got, kMaxRequest - got, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (n <= 0)
             return;
         got += static_cast<size_t>(n);
         req[got] = '\0';
-        if (strstr(req, "\r\n\r\n") != nullptr || strstr(req, "\n\n") != nullptr)
-            break;
+        complete = strstr(req, "\r\n\r\n") != nullptr || strstr(req, "\n\n") != nullptr;
     }
     req[got] = '\0';
+    deadline = monotonic_ms() + kClientTimeoutS * 1000;
     const char *text = "text/plain; charset=utf-8";
-    if (strstr(req, "\r\n\r\n") == nullptr && strstr(req, "\n\n") == nullptr) {
-        answer(fd, 400, text, "request too long or incomplete\n", false);
+    if (!complete) {
+        answer(fd, 400, text, "request too long\n", false, deadline);
         return;
     }
     bool head = strncmp(req, "HEAD ", 5) == 0;
     if (strncmp(req, "GET ", 4) != 0 && !head) {
-        answer(fd, 405, text, "only GET and HEAD\n", false);
+        answer(fd, 405, text, "only GET and HEAD\n", false, deadline);
         return;
     }
     const char *path = req + (head ? 5 : 4);
     size_t plen = strcspn(path, " ?\r\n");
     if (!(plen == 8 && strncmp(path, "/metrics", 8) == 0)) {
-        answer(fd, 404, text, "pgsink serves its metrics at /metrics\n", head);
+        answer(fd, 404, text, "pgsink serves its metrics at /metrics\n", head, deadline);
         return;
     }
     int status = 503;
     char *body = collect_metrics(&status);
     answer(fd, status, status == 200 ? "text/plain; version=0.0.4; charset=utf-8" : text, body,
-           head);
+           head, deadline);
     pfree(body);
 }
 
