@@ -59,6 +59,16 @@ SELECT pgsink.add_table('mem_doomed.t', import => false);
 INSERT INTO mem_doomed.t VALUES (1);
 DROP SCHEMA mem_doomed CASCADE;
 INSERT INTO mem.other VALUES (8, 'after drop schema');
+-- Any role may log a message with any prefix, and no role but pgsink's
+-- trigger may record a drop: neither makes a drop entry, or a watermark.
+CREATE ROLE regress_mem_nobody;
+SET ROLE regress_mem_nobody;
+SELECT pg_logical_emit_message(true, 'pgsink-drop', 'mem other') IS NOT NULL AS logged;
+SELECT pg_logical_emit_message(false, 'pgsink-import', 'L 1 1 0') IS NOT NULL AS logged;
+INSERT INTO pgsink.dropped_tables VALUES ('mem.other'::regclass, 'mem', 'other');
+RESET ROLE;
+DROP ROLE regress_mem_nobody;
+INSERT INTO mem.other VALUES (9, 'after forged messages');
 
 SELECT pgsink.wait_for_delivery() IS NOT NULL AS delivered;
 \pset format unaligned

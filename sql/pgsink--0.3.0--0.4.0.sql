@@ -221,27 +221,33 @@ COMMENT ON FUNCTION pgsink.resync(regclass) IS
     'Re-import a captured table (or all) so that every sink holds exactly its rows, removing those deleted while changes were lost';
 
 -- A dropped captured table: the changelog gets a "drop" entry in the
--- dropping transaction (a transactional message the decoder turns into it:
--- "<relid> <namespace bytes> <name bytes>\n<namespace><name>"), so sinks can
--- drop or archive their copy. Not when wal_level is not logical (pgsink
--- cannot run then, and DROP TABLE must never fail because of it).
+-- dropping transaction, so sinks can drop or archive their copy. The event
+-- trigger records the drop here, and the decoder turns the insert into the
+-- entry; only pgsink writes this table (a logical message would do, but any
+-- role may write one with any prefix).
+CREATE TABLE pgsink.dropped_tables (
+    relid oid NOT NULL,
+    schema_name name NOT NULL,
+    table_name name NOT NULL,
+    dropped_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    dropped_by name NOT NULL DEFAULT session_user
+);
+
+COMMENT ON TABLE pgsink.dropped_tables IS
+    'Captured tables that were dropped (each also a drop entry in the changelog)';
+
 CREATE OR REPLACE FUNCTION pgsink._forget_dropped_tables()
 RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF pg_catalog.current_setting('wal_level') OPERATOR(pg_catalog.=) 'logical' THEN
-        PERFORM pg_catalog.pg_logical_emit_message(true, 'pgsink-drop',
-                    pg_catalog.format(E'%s %s %s\n%s%s', d.objid,
-                                      pg_catalog.octet_length(d.schema_name),
-                                      pg_catalog.octet_length(d.object_name),
-                                      d.schema_name, d.object_name))
-           FROM pg_catalog.pg_event_trigger_dropped_objects() d
-           JOIN pgsink.captured_tables c ON c.relid OPERATOR(pg_catalog.=) d.objid
-          WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
-            AND d.objsubid OPERATOR(pg_catalog.=) 0;
-    END IF;
+    INSERT INTO pgsink.dropped_tables (relid, schema_name, table_name)
+    SELECT d.objid, d.schema_name, d.object_name
+      FROM pg_catalog.pg_event_trigger_dropped_objects() d
+      JOIN pgsink.captured_tables c ON c.relid OPERATOR(pg_catalog.=) d.objid
+     WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND d.objsubid OPERATOR(pg_catalog.=) 0;
     DELETE FROM pgsink.captured_tables c
      USING pg_catalog.pg_event_trigger_dropped_objects() d
      WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
@@ -392,11 +398,12 @@ COMMENT ON FUNCTION pgsink.metrics() IS
 REVOKE ALL ON FUNCTION pgsink.status(), pgsink.sinks(), pgsink.table_counts(),
     pgsink.pause(text), pgsink.resume(text), pgsink._prometheus_label(text),
     pgsink.metrics() FROM PUBLIC;
-REVOKE ALL ON pgsink.status, pgsink.tables, pgsink.imports, pgsink.sinks FROM PUBLIC;
+REVOKE ALL ON pgsink.status, pgsink.tables, pgsink.imports, pgsink.sinks,
+    pgsink.dropped_tables FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgsink.status(), pgsink.sinks(), pgsink.table_counts(),
     pgsink._prometheus_label(text), pgsink.metrics() TO pgsink_admin, pg_monitor;
 GRANT EXECUTE ON FUNCTION pgsink.pause(text), pgsink.resume(text) TO pgsink_admin;
 REVOKE ALL ON FUNCTION pgsink._resync_table(regclass), pgsink.resync(regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pgsink._resync_table(regclass), pgsink.resync(regclass) TO pgsink_admin;
-GRANT SELECT ON pgsink.status, pgsink.tables, pgsink.imports, pgsink.sinks
-    TO pgsink_admin, pg_monitor;
+GRANT SELECT ON pgsink.status, pgsink.tables, pgsink.imports, pgsink.sinks,
+    pgsink.dropped_tables TO pgsink_admin, pg_monitor;

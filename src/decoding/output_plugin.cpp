@@ -58,9 +58,6 @@ class SqlConsumer final : public EntryConsumer
 };
 
 /* The plugin's state for one decoding context. */
-/* Logged by pgsink._forget_dropped_tables() when a captured table is dropped. */
-static constexpr const char *kDropMessagePrefix = "pgsink-drop";
-
 struct Decoder {
     std::string drop_name; /* name_json of a dropped table (on_drop()) */
     RelationCache rels;
@@ -298,11 +295,47 @@ static void drop_superseded_import_rows(Decoder &d, const RelationInfo &info, Tu
         d.superseded_row = active_import->row(before);
 }
 
+/*
+ * A captured table was dropped: the event trigger pgsink._forget_dropped_tables
+ * inserted (relid, schema_name, table_name) into pgsink.dropped_tables, which
+ * only pgsink may write, in the dropping transaction. It becomes a "drop"
+ * entry of that transaction, so sinks can drop or archive their copy.
+ */
+static void on_dropped(Decoder &d, Relation log, HeapTuple row)
+{
+    TupleDesc desc = RelationGetDescr(log);
+    if (desc->natts < 3)
+        return;
+    heap_deform_tuple(row, desc, d.values, d.nulls);
+    if (d.nulls[0] || d.nulls[1] || d.nulls[2])
+        return;
+    Oid relid = DatumGetObjectId(d.values[0]);
+    /* Names in UTF-8 whatever the database's encoding, as every name is. */
+    std::string nsp = server_to_utf8(NameStr(*DatumGetName(d.values[1])));
+    std::string name = server_to_utf8(NameStr(*DatumGetName(d.values[2])));
+    d.drop_name.clear();
+    d.drop_name.append("\"namespace\":");
+    json::append_string(d.drop_name, nsp);
+    d.drop_name.append(",\"name\":");
+    json::append_string(d.drop_name, name);
+    json::Out &out = write_entry_head(d, d.drop_name, "drop");
+    out.literal(",\"xid\":");
+    json::append_uint(out, d.txn.xid);
+    out.literal(",\"before\":null,\"after\":null,\"relid\":");
+    json::append_uint(out, relid);
+    end_entry(d, relid);
+}
+
 static void on_change(Decoder &d, Relation relation, ReorderBufferChange *change)
 {
     std::string_view op = op_name(change->action);
     if (op.empty())
         return;
+    if (d.rels.is_drop_log(RelationGetRelid(relation))) {
+        if (change->action == REORDER_BUFFER_CHANGE_INSERT && change->data.tp.newtuple)
+            on_dropped(d, relation, &change->data.tp.newtuple->tuple);
+        return;
+    }
     if (d.rels.is_membership_table(RelationGetRelid(relation))) {
         d.rels.membership_changed();
         return;
@@ -555,40 +588,6 @@ static void emit_import(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
 }
 
 /*
- * A captured table was dropped: the event trigger pgsink._forget_dropped_tables
- * logs a transactional message "<relid> <namespace bytes> <name bytes>\n<namespace><name>"
- * with prefix pgsink-drop in the dropping transaction; it becomes a "drop"
- * entry of that transaction, so sinks can drop or archive their copy.
- */
-static void on_drop(Decoder &d, Size size, const char *message)
-{
-    char head[64];
-    const char *nl = static_cast<const char *>(memchr(message, '\n', std::min<Size>(size, 63)));
-    if (nl == nullptr)
-        return;
-    size_t head_len = static_cast<size_t>(nl - message);
-    memcpy(head, message, head_len);
-    head[head_len] = '\0';
-    unsigned int relid = 0;
-    unsigned long nsp_len = 0, name_len = 0;
-    if (sscanf(head, "%u %lu %lu", &relid, &nsp_len, &name_len) != 3 ||
-        head_len + 1 + nsp_len + name_len != size)
-        return;
-    const char *nsp = nl + 1;
-    d.drop_name.clear();
-    d.drop_name.append("\"namespace\":");
-    json::append_string(d.drop_name, std::string_view(nsp, nsp_len));
-    d.drop_name.append(",\"name\":");
-    json::append_string(d.drop_name, std::string_view(nsp + nsp_len, name_len));
-    json::Out &out = write_entry_head(d, d.drop_name, "drop");
-    out.literal(",\"xid\":");
-    json::append_uint(out, d.txn.xid);
-    out.literal(",\"before\":null,\"after\":null,\"relid\":");
-    json::append_uint(out, relid);
-    end_entry(d, static_cast<Oid>(relid));
-}
-
-/*
  * Watermarks of imports: non-transactional messages "L <job> <chunk>" and
  * "H <job> <chunk>" with prefix pgsink-import. Watermarks of a chunk the
  * worker no longer holds (written before a restart) are ignored: that chunk
@@ -597,27 +596,27 @@ static void on_drop(Decoder &d, Size size, const char *message)
 static void on_message(Decoder &d, LogicalDecodingContext *ctx, XLogRecPtr lsn, bool transactional,
                        const char *prefix, Size size, const char *message)
 {
-    if (transactional && strcmp(prefix, kDropMessagePrefix) == 0) {
-        on_drop(d, size, message);
-        return;
-    }
     if (transactional || strcmp(prefix, kImportMessagePrefix) != 0 || active_import == nullptr ||
         d.consumer != worker_consumer)
         return;
     char kind;
     long long job;
-    unsigned long long chunk_no;
+    unsigned long long chunk_no, token;
     /* A plain buffer: no C++ object may be alive while the rows are emitted below. */
     char text[64];
     if (size >= sizeof(text))
         return;
     memcpy(text, message, size);
     text[size] = '\0';
-    if (sscanf(text, "%c %lld %llu", &kind, &job, &chunk_no) != 3)
+    if (sscanf(text, "%c %lld %llu %llu", &kind, &job, &chunk_no, &token) != 4)
         return;
     ImportChunk &chunk = *active_import;
-    if (job != chunk.job_id || chunk_no != chunk.chunk_no || chunk.emitted)
+    /* Anyone may log a message with this prefix: only the importer knows the token. */
+    if (job != chunk.job_id || chunk_no != chunk.chunk_no || chunk.emitted ||
+        token != watermark_token())
         return;
+    if (kind == 'L' && chunk.window_open)
+        return; /* one L per chunk */
     if (kind == 'L') {
         chunk.window_open = true;
         /* Every transaction committed after L comes after it (its record's start: unique). */

@@ -46,6 +46,16 @@ Oid RelationCache::membership_relid()
     return membership_relid_;
 }
 
+bool RelationCache::is_drop_log(Oid relid)
+{
+    if (!OidIsValid(drop_log_relid_)) {
+        Oid nsp = get_namespace_oid("pgsink", true);
+        if (OidIsValid(nsp))
+            drop_log_relid_ = get_relname_relid("dropped_tables", nsp);
+    }
+    return OidIsValid(relid) && relid == drop_log_relid_;
+}
+
 bool RelationCache::is_membership_table(Oid relid)
 {
     return OidIsValid(relid) && relid == membership_relid();
@@ -63,6 +73,8 @@ void RelationCache::invalidate(Oid relid)
     members_valid_ = false;
     if (!OidIsValid(relid) || relid == membership_relid_)
         membership_relid_ = InvalidOid;
+    if (!OidIsValid(relid) || relid == drop_log_relid_)
+        drop_log_relid_ = InvalidOid;
     for (auto &e : entries_) {
         RelationInfo &info = *e.second;
         if (!OidIsValid(relid) || info.relid == relid || info.target_relid == relid)

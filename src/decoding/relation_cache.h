@@ -87,6 +87,8 @@ class RelationCache
     RelationInfo &get(Relation rel);
     /* Is relid pgsink.captured_tables (whose changes change membership)? */
     bool is_membership_table(Oid relid);
+    /* Is relid pgsink.dropped_tables (whose inserts say a captured table was dropped)? */
+    bool is_drop_log(Oid relid);
     /* Membership changed: re-read it before the next change. */
     void membership_changed();
     /* Relcache invalidation of relid (InvalidOid: all). */
@@ -115,6 +117,7 @@ class RelationCache
     std::vector<Oid> members_;                          /* sorted relids in captured_tables */
     bool members_valid_ = false;
     Oid membership_relid_ = InvalidOid;
+    Oid drop_log_relid_ = InvalidOid;
 };
 
 } // namespace pgsink

@@ -29,6 +29,9 @@ namespace pgsink
 
 constexpr const char *kImportMessagePrefix = "pgsink-import";
 
+/* This process's secret for its watermarks (see importer.cpp's write_watermark()). */
+uint64 watermark_token();
+
 struct ImportChunk {
     int64 job_id = 0;
     uint64 chunk_no = 0; /* matches the watermark messages to this chunk */

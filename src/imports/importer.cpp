@@ -496,11 +496,27 @@ static void append_cursor_text(std::vector<std::string> &out, const ChunkReceive
     }
 }
 
-static XLogRecPtr write_watermark(char kind, int64 job, uint64 chunk_no)
+uint64 watermark_token()
 {
-    char message[64];
-    int len = snprintf(message, sizeof(message), "%c %lld %llu", kind, static_cast<long long>(job),
-                       static_cast<unsigned long long>(chunk_no));
+    static uint64 token = 0;
+    while (token == 0)
+        if (!pg_strong_random(&token, sizeof(token)))
+            throw Error(ERRCODE_INTERNAL_ERROR, "could not generate a random number");
+    return token;
+}
+
+/*
+ * A chunk's watermark: a non-transactional message "<L|H> <job> <chunk>
+ * <token>". pg_logical_emit_message() is open to every role, so anyone can
+ * write a message with this prefix: the token, a random number only this
+ * process knows, tells the decoder which watermarks are the importer's.
+ */
+static XLogRecPtr write_watermark(char kind, int64 job, uint64 chunk_no, uint64 token)
+{
+    char message[96];
+    int len =
+        snprintf(message, sizeof(message), "%c %lld %llu %llu", kind, static_cast<long long>(job),
+                 static_cast<unsigned long long>(chunk_no), static_cast<unsigned long long>(token));
     return LogLogicalMessage(kImportMessagePrefix, message, len, false);
 }
 
@@ -663,7 +679,7 @@ bool Importer::read_next_chunk()
 
         /* Low watermark, then a snapshot taken after it. */
         pg_call([&] {
-            chunk->low_lsn = write_watermark('L', job.id, chunk->chunk_no);
+            chunk->low_lsn = write_watermark('L', job.id, chunk->chunk_no, watermark_token());
             PopActiveSnapshot();
             PushActiveSnapshot(GetTransactionSnapshot());
         });
@@ -726,7 +742,7 @@ bool Importer::read_next_chunk()
                                             kMinChunkRows, guc_import_chunk_rows);
 
         pg_call([&] {
-            XLogRecPtr high = write_watermark('H', job.id, chunk->chunk_no);
+            XLogRecPtr high = write_watermark('H', job.id, chunk->chunk_no, watermark_token());
             relation_close(rel, AccessShareLock);
             PopActiveSnapshot();
             SPI_finish();
