@@ -506,6 +506,16 @@ static void pgsink_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
      */
     d.txn_conflicts_with_import = active_import != nullptr && !active_import->emitted &&
                                   (active_import->window_open || !active_import->visible(txn->xid));
+    /*
+     * A transaction whose commit record is before L but that the chunk's
+     * snapshot did not see (it was still waiting for its WAL flush) is in
+     * the stream, not in the chunk: the resync must count it as written
+     * since it opened, so it opens at its commit at the latest.
+     */
+    if (d.txn_conflicts_with_import && active_import->resync_open && !active_import->window_open &&
+        (active_import->resync_floor == InvalidXLogRecPtr ||
+         txn->final_lsn < active_import->resync_floor))
+        active_import->resync_floor = txn->final_lsn;
 }
 
 static void pgsink_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation relation,
@@ -560,7 +570,10 @@ static void emit_resync_start(Decoder &d, ImportChunk &chunk, XLogRecPtr lsn)
     if (d.rels.announce_schema(chunk.relid, chunk.schema_json))
         write_schema(d, chunk.schema_json, chunk.relid);
     write_resync_entry(d, chunk, "resync_start", InvalidXLogRecPtr);
-    chunk.resync_open_lsn = lsn;
+    /* What the rule counts from: L, or an earlier commit the snapshot missed. */
+    chunk.resync_open_lsn = chunk.resync_floor != InvalidXLogRecPtr && chunk.resync_floor < lsn
+                                ? chunk.resync_floor
+                                : lsn;
     d.consumer->commit(d.txn, d.sequence);
 }
 

@@ -75,7 +75,10 @@ struct ImportChunk {
     bool resync_close = false;
     XLogRecPtr resync_since = InvalidXLogRecPtr; /* the job's, when this chunk does not open it */
     XLogRecPtr low_lsn = InvalidXLogRecPtr;      /* end of L, as written */
-    XLogRecPtr resync_open_lsn = InvalidXLogRecPtr; /* start of L, as decoded (resync_open) */
+    /* Where the resync rule counts from (resync_open): L's start, or resync_floor if earlier. */
+    XLogRecPtr resync_open_lsn = InvalidXLogRecPtr;
+    /* The earliest commit before L of a transaction the opening chunk's snapshot missed. */
+    XLogRecPtr resync_floor = InvalidXLogRecPtr;
 
     bool window_open = false;                /* L decoded */
     bool emitted = false;                    /* H decoded, rows written */

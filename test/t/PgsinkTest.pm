@@ -425,8 +425,8 @@ sub check_changelog
 				# The resync rule: a row not written since the resync opened is gone.
 				my $since = defined $e->{resync_since} ? parse_lsn($e->{resync_since}) : undef;
 				if (!defined $since) { $err->("$tag: resync_end without resync_since"); next; }
-				$err->("$tag: resync_since $e->{resync_since} is not where a resync opened")
-				  unless defined $resync_open{$table} && $resync_open{$table} == $since;
+				$err->("$tag: resync_since $e->{resync_since} is after where the resync opened")
+				  unless defined $resync_open{$table} && $since <= $resync_open{$table};
 				for my $k (keys %$st)
 				{
 					next if ($written->{$k} // 0) >= $since;
