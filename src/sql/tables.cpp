@@ -10,6 +10,7 @@
 #include "core/config.h"
 #include "decoding/slot.h"
 #include "core/shared_state.h"
+#include "decoding/resync_marker.h"
 #include "sql/run_as_owner.h"
 #include "worker/workers.h"
 
@@ -254,35 +255,36 @@ static Datum add_table(PG_FUNCTION_ARGS)
     bool has_key =
         OidIsValid(RelationGetReplicaIndex(rel)) || OidIsValid(RelationGetPrimaryKeyIndex(rel));
     relation_close(rel, NoLock);
-    /* Before this transaction writes: changes are captured from its commit on. */
-    if (ensure_slot(guc_slot_name)) {
-        /* Made here: if tables were captured already, the old slot was lost. */
-        uint64 captured = run_as_owner("SELECT FROM pgsink.captured_tables", 0, nullptr, nullptr);
+    /*
+     * Before this transaction writes: changes are captured from its commit
+     * on. A slot missing while tables are captured was lost: with
+     * pgsink.auto_resync, the loss is made durable first (resync_marker.h),
+     * and the stream worker resyncs every captured table when it starts,
+     * whatever becomes of this transaction.
+     */
+    bool missing = SearchNamedReplicationSlot(guc_slot_name, true) == nullptr;
+    uint64 captured =
+        missing ? run_as_owner("SELECT FROM pgsink.captured_tables", 0, nullptr, nullptr) : 0;
+    XLogRecPtr lost_from = InvalidXLogRecPtr;
+    if (captured > 0 && guc_auto_resync) {
+        LWLockAcquire(shared_lock, LW_SHARED);
+        lost_from = shared->confirmed_lsn;
+        LWLockRelease(shared_lock);
+        ResyncMarker marker;
+        if (!read_resync_marker(&marker)) {
+            marker.lost_from = lost_from;
+            marker.why = "was missing";
+            write_resync_marker(marker);
+        }
+    }
+    if (ensure_slot(guc_slot_name) && captured > 0) {
         int64 newest_job = 0;
         run_as_owner("SELECT coalesce(pg_catalog.max(id), 0) FROM pgsink.import_jobs", 0, nullptr,
                      nullptr, &newest_job);
-        bool resyncing = false;
-        if (captured > 0 && guc_auto_resync) {
-            /* Heal: resync every captured table with a key (see the stream worker's start). */
-            run_as_owner("UPDATE pgsink.import_jobs SET state = 'expired', "
-                         "error = 'replaced by a resync: the replication slot was lost', "
-                         "finished_at = pg_catalog.now() "
-                         "WHERE state OPERATOR(pg_catalog.=) ANY ('{scheduled,running,failed}')",
-                         0, nullptr, nullptr);
-            resyncing = run_as_owner("INSERT INTO pgsink.import_jobs (relid, resync) "
-                                     "SELECT c.relid, true FROM pgsink.captured_tables c "
-                                     "WHERE EXISTS (SELECT FROM pg_catalog.pg_index i "
-                                     "  WHERE i.indrelid OPERATOR(pg_catalog.=) c.relid "
-                                     "    AND (i.indisprimary OR i.indisreplident)) "
-                                     "ORDER BY c.relid",
-                                     0, nullptr, nullptr) > 0;
-            if (resyncing)
-                request_import_scan();
-        }
-        if (captured > 0)
-            report_lost_slot(guc_slot_name, static_cast<int64>(captured), InvalidXLogRecPtr,
-                             read_slot_state(guc_slot_name).confirmed_flush, newest_job, resyncing,
-                             "was missing");
+        report_lost_slot(guc_slot_name, static_cast<int64>(captured), lost_from,
+                         read_slot_state(guc_slot_name).confirmed_flush, newest_job,
+                         guc_auto_resync, "was missing");
+        wake_worker();
     }
 
     /* Recorded as the caller, not as the owner the insert runs as. */

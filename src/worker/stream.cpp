@@ -29,6 +29,7 @@
 #include "spool/sink_cursor.h"
 #include "spool/spool_writer.h"
 #include "worker/table_counts.h"
+#include "decoding/resync_marker.h"
 #include "core/pause.h"
 #include "worker/stream.h"
 
@@ -454,31 +455,54 @@ void Stream::start()
      * slot while tables are captured was lost (dropped, or gone with a
      * failover), and with it the changes committed since it last confirmed.
      */
-    XLogRecPtr lost_from = InvalidXLogRecPtr;
-    const char *why = "was missing";
+    /*
+     * A loss is made durable (resync_marker.h) before the slot is dropped or
+     * created again, and forgotten only once the resync jobs are committed:
+     * a crash in between resyncs at the next start.
+     */
+    ResyncMarker marker;
+    bool marked = guc_auto_resync && read_resync_marker(&marker);
+    XLogRecPtr invalidated_at = InvalidXLogRecPtr;
     /*
      * An invalidated slot (it fell behind max_slot_wal_keep_size) cannot
      * decode again: with pgsink.auto_resync, drop it and heal as for a lost
      * one; else say what to do (below).
      */
-    if (guc_auto_resync && slot_invalidated(name, &lost_from)) {
+    if (guc_auto_resync && slot_invalidated(name, &invalidated_at)) {
+        if (!marked) {
+            marker.lost_from = invalidated_at;
+            marker.why = "was invalidated (it fell behind max_slot_wal_keep_size)";
+            write_resync_marker(marker);
+            marked = true;
+        }
         ReplicationSlotDrop(name, true);
-        why = "was invalidated (it fell behind max_slot_wal_keep_size)";
         ereport(LOG, (errmsg("pgsink: dropped invalidated replication slot \"%s\" to create it "
                              "again and resync the captured tables",
                              name)));
     }
     bool slot_missing = SearchNamedReplicationSlot(name, true) == nullptr;
     int64 newest_job = 0;
-    int64 captured = slot_missing ? count_captured_tables(&newest_job) : 0;
+    int64 captured = slot_missing || marked ? count_captured_tables(&newest_job) : 0;
+    if (slot_missing && captured > 0 && guc_auto_resync && !marked) {
+        LWLockAcquire(shared_lock, LW_SHARED);
+        marker.lost_from = shared->confirmed_lsn;
+        LWLockRelease(shared_lock);
+        marker.why = "was missing";
+        write_resync_marker(marker);
+        marked = true;
+    }
     bool created = ensure_slot(name);
-    bool resyncing = created && captured > 0 && guc_auto_resync && schedule_resyncs() > 0;
+    bool lost = (created && captured > 0) || (marked && captured > 0);
+    bool resyncing = lost && guc_auto_resync && schedule_resyncs() > 0;
     CommitTransactionCommand();
+    if (marked && (resyncing || captured == 0))
+        remove_resync_marker(); /* the jobs are committed (or nothing is captured) */
     use_stream_resource_owner();
     ReplicationSlotAcquire(name, true);
-    if (created && captured > 0)
-        report_lost_slot(name, captured, lost_from, MyReplicationSlot->data.confirmed_flush,
-                         newest_job, resyncing, why);
+    if (lost)
+        report_lost_slot(name, captured, marked ? marker.lost_from : InvalidXLogRecPtr,
+                         MyReplicationSlot->data.confirmed_flush, newest_job, resyncing,
+                         marked ? marker.why.c_str() : "was missing");
     const char *abandoned = abandoned_slots(name, MyDatabaseId);
     if (abandoned[0] != '\0')
         ereport(WARNING,

@@ -153,5 +153,21 @@ ok(defined poll_until($node, 'postgres', 'SELECT config_problem IS NULL FROM pgs
 	'(6) and the problem is over');
 like(slurp_file(sink_file($node)), qr/"op":"resync_end".*"resync_since"/, '(6) the resync is in the changelog');
 
+# (7) A crash after the new slot was made but before the resync jobs were
+# committed: the loss was made durable first (pgsink_spool/resync_needed), so
+# the next start resyncs although the slot looks healthy, and forgets it after.
+$node->stop;
+my $marker = $node->data_dir . '/pgsink_spool/resync_needed';
+PostgreSQL::Test::Utils::append_to_file($marker, "1A2B3C was missing\n");
+$offset = -s $node->logfile;
+$node->start;
+ok(defined poll_until($node, 'postgres',
+		"SELECT count(*) FROM pgsink.imports WHERE resync AND state = 'complete'", '2', 30),
+	'(7) the table was resynced again');
+like(slurp_file($node->logfile, $offset),
+	qr/replication slot "pgsink" was missing .*changes committed between 0\/1A2B3C and [0-9A-F]+\/[0-9A-F]+ were lost; pgsink is resyncing/,
+	'(7) with the loss the marker kept');
+ok(!-e $marker, '(7) the marker is gone once the jobs are committed');
+
 $node->stop;
 done_testing();
