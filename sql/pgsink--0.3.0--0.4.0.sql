@@ -309,7 +309,7 @@ tc AS (SELECT CASE WHEN t.relid = 0 THEN '(other tables)' ELSE t.relid::regclass
 im AS (SELECT DISTINCT ON (i."table") i."table"::text AS tbl, i.state, i.rows_imported,
               i.estimated_rows
          FROM pgsink.imports i
-        WHERE i."table" IS NOT NULL
+        WHERE EXISTS (SELECT FROM pg_class c WHERE c.oid = i."table")
         ORDER BY i."table", i.id DESC),
 dl AS (SELECT sink, sum(entries) AS entries FROM pgsink.dead_letter_counts GROUP BY sink),
 families(ord, family, kind, help) AS (VALUES

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "boundary/pg_boundary.h"
+#include "core/config.h"
 #include "core/pause.h"
 #include "spool/spool_files.h"
 
@@ -116,6 +117,13 @@ bool set_paused(const char *sink, bool paused)
         if (changed)
             p.decoding_since = paused ? now : 0;
     } else {
+        /* Pauses of sinks no longer in pgsink.sink give their place up to a new one. */
+        if (paused)
+            for (auto &e : p.sinks)
+                if (e.name[0] != '\0' && strcmp(e.name, sink) != 0 && !sink_configured(e.name)) {
+                    e.name[0] = '\0';
+                    e.since = 0;
+                }
         int found = -1, free_slot = -1;
         for (int i = 0; i < kMaxSinks; i++) {
             if (strcmp(p.sinks[i].name, sink) == 0)

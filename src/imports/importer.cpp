@@ -770,6 +770,19 @@ bool Importer::read_next_chunk()
         chunk_seq_++;
         if (!retry_soon && failed_job != 0)
             record_failure(failed_job, failure, expire);
+        if (failed_job == 0 && failure[0] != '\0') {
+            /* No job to blame (pgsink.import_jobs unreadable): say it, at most once a minute. */
+            static TimestampTz said_at = 0;
+            TimestampTz now = GetCurrentTimestamp();
+            if (TimestampDifferenceExceeds(said_at, now, 60000)) {
+                said_at = now;
+                ereport(WARNING,
+                        (errmsg("pgsink: imports cannot run: %s", failure),
+                         errhint("If the extension was just upgraded, run ALTER EXTENSION pgsink "
+                                 "UPDATE in pgsink.database.")));
+            }
+            next_look_ = TimestampTzPlusMilliseconds(now, kIdleLookMs);
+        }
         return false;
     }
     chunk_ = std::move(chunk);

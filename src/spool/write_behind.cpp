@@ -33,7 +33,23 @@ static int write_all(int fd, const std::string &data)
     return 0;
 }
 
+/* An exception escaping a thread would end the process, and restart the whole cluster. */
 void WriteBehind::run()
+{
+    try {
+        work();
+    } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (error_ == 0)
+            error_ = ENOMEM;
+        dead_ = true; /* nothing queued is written any more: submit() and drain() return */
+        queue_.clear();
+        busy_ = 0;
+        done_.notify_all();
+    }
+}
+
+void WriteBehind::work()
 {
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
@@ -72,6 +88,7 @@ void WriteBehind::start()
 {
     if (!thread_.joinable()) {
         stopping_ = false;
+        free_.reserve(kBuffers + 1); /* so that giving a buffer back never allocates */
         /* Every signal blocked in the thread: PostgreSQL's handlers stay in the worker's thread. */
         sigset_t all, old;
         sigfillset(&all);
@@ -92,7 +109,11 @@ void WriteBehind::submit(int fd, uint64_t file_offset, std::string &data)
     start();
     /* A huge buffer waits for the queue to empty: one at a time in memory. */
     bool huge = data.size() > kKeepBytes;
-    done_.wait(lock, [&] { return huge ? busy_ == 0 : busy_ < kBuffers; });
+    done_.wait(lock, [&] { return dead_ || (huge ? busy_ == 0 : busy_ < kBuffers); });
+    if (dead_) {
+        data.clear(); /* the error is reported (error()); the worker restarts */
+        return;
+    }
     std::string spare;
     if (!free_.empty()) {
         spare = std::move(free_.back());
@@ -109,6 +130,8 @@ void WriteBehind::unlink_later(std::vector<std::string> paths)
 {
     std::unique_lock<std::mutex> lock(mutex_);
     start();
+    if (dead_)
+        return; /* removed at the spool's next start */
     queue_.push_back(Job{-1, 0, std::string(), std::move(paths)});
     busy_++;
     work_.notify_one();
@@ -117,7 +140,7 @@ void WriteBehind::unlink_later(std::vector<std::string> paths)
 void WriteBehind::drain()
 {
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return busy_ == 0; });
+    done_.wait(lock, [&] { return busy_ == 0 || dead_; });
 }
 
 void WriteBehind::stop()
@@ -131,6 +154,7 @@ void WriteBehind::stop()
         thread_.join();
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = false;
+    dead_ = false;
 }
 
 int WriteBehind::error() const

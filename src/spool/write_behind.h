@@ -69,6 +69,7 @@ class WriteBehind
         std::vector<std::string> unlink; /* instead of data */
     };
     void run();
+    void work();
     void start();
 
     static constexpr size_t kBuffers = 16;
@@ -79,6 +80,7 @@ class WriteBehind
     std::vector<std::string> free_;
     size_t busy_ = 0; /* jobs queued or being written */
     bool stopping_ = false;
+    bool dead_ = false; /* the thread ended on an exception (out of memory) */
     int error_ = 0;
     std::thread thread_;
 };

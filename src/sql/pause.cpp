@@ -24,14 +24,15 @@ namespace pgsink
 
 /* The sink argument, case-folded as pgsink.sink is, and checked to be configured; NULL: decoding.
  */
-static const char *sink_arg(FunctionCallInfo fcinfo)
+static const char *sink_arg(FunctionCallInfo fcinfo, bool pause)
 {
     if (PG_ARGISNULL(0))
         return nullptr;
     char *sink = text_to_cstring(PG_GETARG_TEXT_PP(0));
     for (char *c = sink; *c; c++)
         *c = static_cast<char>(pg_tolower(static_cast<unsigned char>(*c)));
-    if (!sink_configured(sink))
+    /* A sink paused, then removed from pgsink.sink, can still be resumed. */
+    if (!sink_configured(sink) && (pause || sink_paused_since(sink) == 0))
         ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
                         errmsg("sink \"%s\" is not in pgsink.sink", sink),
                         errhint("SELECT sink FROM pgsink.sinks lists the configured sinks; "
@@ -41,7 +42,7 @@ static const char *sink_arg(FunctionCallInfo fcinfo)
 
 static Datum pause_or_resume(FunctionCallInfo fcinfo, bool pause)
 {
-    const char *sink = sink_arg(fcinfo);
+    const char *sink = sink_arg(fcinfo, pause);
     bool changed = cxx_entry([&] { return set_paused(sink, pause); });
     if (changed) {
         char what[NAMEDATALEN + 32];

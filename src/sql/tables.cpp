@@ -218,14 +218,17 @@ static Datum reimport(PG_FUNCTION_ARGS, bool resync)
     relation_close(rel, NoLock);
     if (!has_key)
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                        errmsg("table %s cannot be imported: it has no key to page through", name),
+                        errmsg("table %s cannot be %s: it has no key to page through", name,
+                               resync ? "resynced" : "imported"),
                         errhint("Add a primary key (or a replica identity index), then call "
-                                "pgsink.reimport() again.")));
+                                "pgsink.%s() again.",
+                                resync ? "resync" : "reimport")));
     if (!is_captured(relid))
         ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                         errmsg("table %s is not captured", name),
                         errhint("Use pgsink.add_table(), which imports the table too.")));
-    end_unfinished_imports(relid, "expired", "replaced by a new import");
+    end_unfinished_imports(relid, "expired",
+                           resync ? "replaced by a resync" : "replaced by a new import");
     int64 id = schedule_import(relid, false, resync);
     wake_worker_at_commit();
     PG_RETURN_INT64(id);
