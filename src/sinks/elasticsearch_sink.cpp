@@ -1,0 +1,977 @@
+/*
+ * elasticsearch_sink.cpp: see elasticsearch_sink.h.
+ *
+ * One batch is one exchange, in three phases:
+ *   1. indexes: for each new Schema entry (and each index to check again),
+ *      PUT /<index> (made if missing, with its alias), GET its mapping (the
+ *      fields it has, the key it was made for, the truncate position), PUT
+ *      the fields it lacks;
+ *   2. reads: POST /<index>/_mget of the documents that updates with
+ *      unchanged TOASTed columns take values from, when no earlier change
+ *      of the batch wrote them;
+ *   3. writes: one POST /_bulk of every change, in order; a TRUNCATE ends a
+ *      _bulk and runs after it (its position into _meta, _refresh,
+ *      _delete_by_query), the changes after it go in the next _bulk.
+ * Row values are never parsed into numbers: the changelog's JSON text of
+ * each value goes into the document as it is (bigint and numeric as their
+ * digits, json as PostgreSQL wrote it).
+ */
+#include <cstring>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <openssl/evp.h>
+
+#include "changelog/avro_schema.h"
+#include "changelog/entry_head.h"
+#include "core/digest.h"
+#include "sinks/elasticsearch_sink.h"
+
+namespace pgsink
+{
+
+using json = nlohmann::json;
+
+/* ------------------------------------------------------ raw JSON scanning */
+
+static size_t skip_ws(std::string_view s, size_t i)
+{
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
+        i++;
+    return i;
+}
+
+/* The end of the JSON value starting at s[i]. */
+static size_t value_end(std::string_view s, size_t i)
+{
+    if (i >= s.size())
+        throw std::runtime_error("a JSON value is missing");
+    if (s[i] == '"') {
+        for (i++; i < s.size(); i++) {
+            if (s[i] == '\\')
+                i++;
+            else if (s[i] == '"')
+                return i + 1;
+        }
+        throw std::runtime_error("a JSON string has no end");
+    }
+    if (s[i] == '{' || s[i] == '[') {
+        int depth = 0;
+        for (; i < s.size(); i++) {
+            char c = s[i];
+            if (c == '"') {
+                i = value_end(s, i) - 1;
+            } else if (c == '{' || c == '[') {
+                depth++;
+            } else if (c == '}' || c == ']') {
+                if (--depth == 0)
+                    return i + 1;
+            }
+        }
+        throw std::runtime_error("a JSON object or array has no end");
+    }
+    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
+           s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
+        i++;
+    return i;
+}
+
+/* A JSON string's content (raw: with its quotes); a bare value's text as it is. */
+static std::string text_of(std::string_view raw)
+{
+    if (raw.empty() || raw[0] != '"')
+        return std::string(raw);
+    if (raw.find('\\') == std::string_view::npos)
+        return std::string(raw.substr(1, raw.size() - 2));
+    return json::parse(raw).get<std::string>();
+}
+
+using Members = std::vector<std::pair<std::string, std::string_view>>;
+
+/* The members of a JSON object, each value as its raw text. */
+static Members members_of(std::string_view s)
+{
+    Members out;
+    size_t i = skip_ws(s, 0);
+    if (i >= s.size() || s[i] != '{')
+        throw std::runtime_error("not a JSON object");
+    i = skip_ws(s, i + 1);
+    while (i < s.size() && s[i] != '}') {
+        size_t key_end = value_end(s, i);
+        std::string key = text_of(s.substr(i, key_end - i));
+        i = skip_ws(s, key_end);
+        if (i >= s.size() || s[i] != ':')
+            throw std::runtime_error("a JSON member has no value");
+        i = skip_ws(s, i + 1);
+        size_t end = value_end(s, i);
+        out.emplace_back(std::move(key), s.substr(i, end - i));
+        i = skip_ws(s, end);
+        if (i < s.size() && s[i] == ',')
+            i = skip_ws(s, i + 1);
+    }
+    return out;
+}
+
+/* The elements of a JSON array, raw. */
+static std::vector<std::string_view> elements_of(std::string_view s)
+{
+    std::vector<std::string_view> out;
+    size_t i = skip_ws(s, 0);
+    if (i >= s.size() || s[i] != '[')
+        throw std::runtime_error("not a JSON array");
+    i = skip_ws(s, i + 1);
+    while (i < s.size() && s[i] != ']') {
+        size_t end = value_end(s, i);
+        out.push_back(s.substr(i, end - i));
+        i = skip_ws(s, end);
+        if (i < s.size() && s[i] == ',')
+            i = skip_ws(s, i + 1);
+    }
+    return out;
+}
+
+static std::string_view member(const Members &m, const char *name)
+{
+    for (const auto &kv : m)
+        if (kv.first == name)
+            return kv.second;
+    return {};
+}
+
+/* ---------------------------------------------------------------- the sink */
+
+static std::string base64(const std::string &data)
+{
+    std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
+    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char *>(out.data()),
+                            reinterpret_cast<const unsigned char *>(data.data()),
+                            static_cast<int>(data.size()));
+    out.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return out;
+}
+
+ElasticsearchSink::ElasticsearchSink(Settings settings) : settings_(std::move(settings))
+{
+    /* They go into a header: a line break would add headers of its own. */
+    for (const std::string *v : {&settings_.api_key, &settings_.user, &settings_.password})
+        if (v->find_first_of("\r\n") != std::string::npos)
+            throw SinkError("pgsink.elasticsearch_api_key, pgsink.elasticsearch_user and "
+                            "pgsink.elasticsearch_password may not hold line breaks",
+                            false);
+    if (!settings_.api_key.empty() && !settings_.user.empty())
+        throw SinkError("set either pgsink.elasticsearch_api_key or pgsink.elasticsearch_user "
+                        "(with pgsink.elasticsearch_password), not both",
+                        false);
+    std::string why = elasticsearch_prefix_problem(settings_.index_prefix);
+    if (!why.empty())
+        throw SinkError(why, false);
+    if (!settings_.api_key.empty())
+        auth_header_ = "Authorization: ApiKey " + settings_.api_key;
+    else if (!settings_.user.empty())
+        auth_header_ = "Authorization: Basic " + base64(settings_.user + ":" + settings_.password);
+}
+
+bool ElasticsearchSink::open(const Resume &)
+{
+    if (settings_.url.empty())
+        throw SinkError("pgsink.elasticsearch_url is not set", false);
+    /* Indexes are learnt from the Schema entries, announced again at every start. */
+    indexes_.clear();
+    return true;
+}
+
+std::string ElasticsearchSink::describe() const
+{
+    return "elasticsearch " + url_for_messages(settings_.url);
+}
+
+std::string ElasticsearchSink::state() const
+{
+    return "elasticsearch " + sha256_hex(settings_.url + "\n" + settings_.index_prefix, 16);
+}
+
+HttpRequest ElasticsearchSink::request_to(const std::string &method, const std::string &path,
+                                          std::string body) const
+{
+    HttpRequest r;
+    r.url = settings_.url + path;
+    r.method = method == "POST" ? "" : method;
+    r.body = std::move(body);
+    r.headers = {path.find("_bulk") != std::string::npos ? "Content-Type: application/x-ndjson"
+                                                         : "Content-Type: application/json"};
+    if (!auth_header_.empty())
+        r.headers.push_back(auth_header_);
+    return r;
+}
+
+/* An answer's text without our secrets (a proxy may echo a request's headers). */
+std::string ElasticsearchSink::scrub(std::string text) const
+{
+    std::vector<std::string> secrets = {settings_.api_key, settings_.password, settings_.url};
+    if (!auth_header_.empty())
+        secrets.push_back(auth_header_.substr(auth_header_.find(' ', 15) + 1));
+    for (const std::string &secret : secrets) {
+        if (secret.size() < 4)
+            continue;
+        for (size_t at = text.find(secret); at != std::string::npos;
+             at = text.find(secret, at + 10))
+            text.replace(at, secret.size(), "[redacted]");
+    }
+    return text;
+}
+
+/* ------------------------------------------------------------ the exchange */
+
+namespace
+{
+/* A changelog line, as far as the sink reads it. */
+struct Change {
+    bool schema = false;
+    std::string ns; /* the Schema entry's namespace (Avro names) */
+    std::string op;
+    uint64_t lsn = 0, seq = 0;
+    std::string_view timestamp; /* raw */
+    std::string_view before, after;
+    std::vector<std::string> unchanged;
+    json schema_json; /* a Schema entry's "schema" */
+};
+
+/* A document as read back or written earlier in the batch. */
+struct Doc {
+    uint64_t version = 0;
+    bool deleted = false;
+    std::map<std::string, std::string> fields; /* raw values */
+};
+} // namespace
+
+class ElasticsearchExchange final : public HttpSink::Exchange
+{
+  public:
+    ElasticsearchExchange(ElasticsearchSink &sink, std::string_view lines);
+    HttpRequest next() override;
+    std::optional<Answer> answer(const HttpResponse &response) override;
+
+  private:
+    enum class Kind {
+        create,
+        get_mapping,
+        put_mapping,
+        mget,
+        bulk,
+        meta,
+        refresh,
+        delete_by_query
+    };
+    struct Step {
+        Kind kind;
+        std::string method, path, body;
+        size_t table = 0;          /* new_[table] (DDL) */
+        std::string ns;            /* mget: whose documents */
+        std::vector<size_t> items; /* bulk: the entry of each action */
+        size_t entry = 0;          /* meta, refresh, delete_by_query: the truncate */
+    };
+    void plan_ddl();
+    void plan_reads();
+    void plan_writes();
+    std::optional<Answer> advance();
+    std::optional<Answer> fail(const HttpResponse &r, Answer::Kind kind);
+    void read_mapping(size_t table, const std::string &body);
+    void read_docs(const std::string &ns, const std::string &body);
+    std::optional<Answer> read_bulk(const Step &step, const HttpResponse &r);
+    const ElasticsearchSink::Index *
+    in_effect(std::map<std::string, const ElasticsearchSink::Index *> &now, size_t i,
+              const std::string &ns);
+    std::string id_of(const ElasticsearchSink::Index &t, const Members &row, bool *ok) const;
+    void refuse(size_t entry, const std::string &why)
+    {
+        refused_.push_back({entry, false, 0, why});
+    }
+
+    ElasticsearchSink &sink_;
+    std::vector<Change> entries_;
+    std::vector<ElasticsearchSink::Index> new_; /* from this batch's Schema entries */
+    std::vector<std::string> new_ns_;
+    std::map<size_t, size_t> schema_at_; /* entry index of a Schema entry -> new_ index */
+    std::map<std::string, ElasticsearchSink::Index> before_;
+    std::vector<Step> steps_;
+    size_t at_ = 0;
+    int phase_ = 0;                                          /* 0: indexes, 1: reads, 2: writes */
+    std::map<std::string, std::map<std::string, Doc>> read_; /* ns -> _id -> document read */
+    std::vector<Answer::Entry> refused_;
+};
+
+ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, std::string_view lines)
+    : sink_(sink)
+{
+    size_t at = 0;
+    while (at < lines.size()) {
+        size_t nl = lines.find('\n', at);
+        if (nl == std::string_view::npos)
+            nl = lines.size();
+        std::string_view line = lines.substr(at, nl - at);
+        at = nl + 1;
+        Change c;
+        Members m = members_of(line);
+        std::string_view schema = member(m, "schema");
+        if (!schema.empty()) {
+            c.schema = true;
+            c.schema_json = json::parse(schema);
+            c.ns = c.schema_json.value("namespace", "");
+        } else {
+            c.op = text_of(member(m, "op"));
+            c.ns = avro_name(text_of(member(m, "namespace"))) + "." +
+                   avro_name(text_of(member(m, "name")));
+            std::string lsn = text_of(member(m, "lsn"));
+            parse_lsn(lsn.c_str(), lsn.size(), &c.lsn);
+            std::string seq = text_of(member(m, "sequence"));
+            c.seq = strtoull(seq.c_str(), nullptr, 10);
+            c.timestamp = member(m, "timestamp");
+            c.before = member(m, "before");
+            c.after = member(m, "after");
+            if (c.before == "null")
+                c.before = {};
+            if (c.after == "null")
+                c.after = {};
+            std::string_view unchanged = member(m, "unchanged");
+            if (!unchanged.empty())
+                for (std::string_view u : elements_of(unchanged))
+                    c.unchanged.push_back(text_of(u));
+        }
+        entries_.push_back(std::move(c));
+    }
+    plan_ddl();
+}
+
+/* Names a column may not have: Elasticsearch's own fields, the sink's, object paths. */
+static std::string field_problem(const std::string &name)
+{
+    static const char *const kMeta[] = {"_id",          "_index",
+                                        "_source",      "_routing",
+                                        "_ignored",     "_seq_no",
+                                        "_version",     "_primary_term",
+                                        "_tier",        "_doc_count",
+                                        "_field_names", "_meta",
+                                        "_nested_path", "_data_stream_timestamp",
+                                        "_tsid",        "_type"};
+    if (name.empty())
+        return "an empty column name";
+    if (name.find('.') != std::string::npos)
+        return "column \"" + name + "\" has a dot, which Elasticsearch takes for an object path";
+    if (name.rfind("_pgsink_", 0) == 0)
+        return "column \"" + name + "\" clashes with the sink's own _pgsink_ fields";
+    for (const char *m : kMeta)
+        if (name == m)
+            return "column \"" + name + "\" is the name of an Elasticsearch metadata field";
+    return "";
+}
+
+static const char kMetaFields[] =
+    R"("_pgsink_lsn":{"type":"long"},"_pgsink_sequence":{"type":"long"},)"
+    R"("_pgsink_op":{"type":"keyword"},"_pgsink_deleted":{"type":"boolean"},)"
+    R"("_pgsink_timestamp":{"type":"date","format":"strict_date_optional_time_nanos"})";
+
+/* Phase 1: the indexes of new Schema entries, and those to check again. */
+void ElasticsearchExchange::plan_ddl()
+{
+    before_ = sink_.indexes_;
+    for (size_t ei = 0; ei < entries_.size(); ei++) {
+        const Change &c = entries_[ei];
+        if (!c.schema)
+            continue;
+        const json &s = c.schema_json;
+        ElasticsearchSink::Index t;
+        t.signature = s["fields"].dump() + s["key"].dump();
+        /* The latest of this batch, else the one the sink knows. */
+        const ElasticsearchSink::Index *known = nullptr;
+        for (size_t k = new_ns_.size(); k-- > 0 && known == nullptr;)
+            if (new_ns_[k] == c.ns)
+                known = &new_[k];
+        if (known == nullptr && sink_.indexes_.count(c.ns))
+            known = &sink_.indexes_.at(c.ns);
+        if (known != nullptr && known->signature == t.signature && known->ready)
+            continue;
+        size_t dot = c.ns.find('.');
+        t.name = elasticsearch_index_name(sink_.settings_.index_prefix, c.ns.substr(0, dot),
+                                          c.ns.substr(dot + 1));
+        for (const json &k : s["key"])
+            t.key.push_back(k.get<std::string>());
+        for (const json &f : s["fields"]) {
+            ElasticsearchSink::Field field;
+            field.name = f.contains("pg_name") ? f["pg_name"].get<std::string>()
+                                               : f["name"].get<std::string>();
+            field.pg_type = f.value("pg_type", "");
+            field.mapping = elasticsearch_field_mapping(field.pg_type);
+            std::string why = field_problem(field.name);
+            if (!why.empty() && t.refused.empty())
+                t.refused = "table " + c.ns + " cannot be an Elasticsearch index: " + why +
+                            "; rename the column";
+            t.fields.push_back(std::move(field));
+        }
+        if (t.key.empty())
+            t.refused = "table " + c.ns +
+                        " has no key (primary key or replica identity index): an Elasticsearch "
+                        "document needs one for its _id";
+        /* Key columns the Schema entry names by their Avro names: the documents' names. */
+        for (std::string &k : t.key)
+            for (const json &f : s["fields"])
+                if (f["name"] == k && f.contains("pg_name"))
+                    k = f["pg_name"].get<std::string>();
+        schema_at_[ei] = new_.size();
+        new_.push_back(std::move(t));
+        new_ns_.push_back(c.ns);
+    }
+    /* Indexes to check again (one that was missing at a write: made again). */
+    for (auto &[ns, known] : sink_.indexes_)
+        if (!known.ready && std::find(new_ns_.begin(), new_ns_.end(), ns) == new_ns_.end()) {
+            new_.push_back(known);
+            new_ns_.push_back(ns);
+        }
+    for (size_t i = 0; i < new_.size(); i++) {
+        ElasticsearchSink::Index &t = new_[i];
+        t.ready = true;
+        if (!t.refused.empty())
+            continue;
+        std::string props;
+        for (const ElasticsearchSink::Field &f : t.fields)
+            props += json(f.name).dump() + ":" + f.mapping + ",";
+        props += kMetaFields;
+        json meta = {{"pgsink", {{"key", t.key}}}};
+        json alias_filter = {{"filter", {{"term", {{"_pgsink_deleted", false}}}}}};
+        std::string create = R"({"mappings":{"dynamic":"strict","_meta":)" + meta.dump() +
+                             R"(,"properties":{)" + props + R"(}},"aliases":{)" +
+                             json(t.name + "-live").dump() + ":" + alias_filter.dump() + "}}";
+        steps_.push_back(Step{Kind::create, "PUT", "/" + t.name, create, i, "", {}, 0});
+        steps_.push_back(
+            Step{Kind::get_mapping, "GET", "/" + t.name + "/_mapping", "", i, "", {}, 0});
+    }
+    if (steps_.empty())
+        plan_reads();
+}
+
+/* The index of entry i's namespace at that entry (nullptr: no Schema entry yet). */
+const ElasticsearchSink::Index *
+ElasticsearchExchange::in_effect(std::map<std::string, const ElasticsearchSink::Index *> &now,
+                                 size_t i, const std::string &ns)
+{
+    auto schema = schema_at_.find(i);
+    if (schema != schema_at_.end())
+        return now[ns] = &new_[schema->second];
+    auto it = now.find(ns);
+    if (it != now.end())
+        return it->second;
+    /* As the sink knew it before the batch, or as checked again in this batch. */
+    auto was = before_.find(ns);
+    if (was == before_.end())
+        return now[ns] = nullptr;
+    if (!was->second.ready)
+        for (size_t k = new_ns_.size(); k-- > 0;)
+            if (new_ns_[k] == ns)
+                return now[ns] = &new_[k];
+    return now[ns] = &was->second;
+}
+
+/* A row's _id; *ok false if a key column is missing from it. */
+std::string ElasticsearchExchange::id_of(const ElasticsearchSink::Index &t, const Members &row,
+                                         bool *ok) const
+{
+    std::vector<std::string> texts;
+    *ok = true;
+    for (const std::string &k : t.key) {
+        std::string_view v = member(row, k.c_str());
+        if (v.empty() || v == "null")
+            *ok = false;
+        texts.push_back(text_of(v));
+    }
+    return elasticsearch_doc_id(texts);
+}
+
+static bool before_position(const Change &c, uint64_t lsn, uint64_t seq)
+{
+    return c.lsn < lsn || (c.lsn == lsn && c.seq < seq);
+}
+
+/* Phase 2: documents that updates with unchanged TOASTed columns take values from. */
+void ElasticsearchExchange::plan_reads()
+{
+    phase_ = 1;
+    std::map<std::string, std::set<std::string>> wanted; /* ns -> _ids */
+    std::set<std::string> written;                       /* ns + _id written earlier */
+    std::map<std::string, const ElasticsearchSink::Index *> now;
+    for (size_t i = 0; i < entries_.size(); i++) {
+        const Change &c = entries_[i];
+        const ElasticsearchSink::Index *t = in_effect(now, i, c.ns);
+        if (c.schema || t == nullptr || !t->refused.empty() || c.op == "truncate")
+            continue;
+        if (before_position(c, t->truncated_lsn, t->truncated_seq))
+            continue;
+        std::string_view values = c.op == "delete" ? c.before : c.after;
+        if (values.empty())
+            continue;
+        bool ok;
+        std::string id = id_of(*t, members_of(values), &ok);
+        if (c.op == "update" && !c.unchanged.empty()) {
+            std::string source = id;
+            if (!c.before.empty())
+                source = id_of(*t, members_of(c.before), &ok);
+            if (!written.count(c.ns + '\x1e' + source))
+                wanted[c.ns].insert(source);
+        }
+        written.insert(c.ns + '\x1e' + id);
+    }
+    for (auto &[ns, ids] : wanted) {
+        const ElasticsearchSink::Index *t = in_effect(now, entries_.size(), ns);
+        std::vector<std::string> pieces(1);
+        size_t n = 0;
+        for (const std::string &id : ids) {
+            if (n++ % 5000 == 0 && n > 1)
+                pieces.emplace_back();
+            pieces.back() += (pieces.back().empty() ? "" : ",") + json(id).dump();
+        }
+        for (const std::string &p : pieces)
+            steps_.push_back(Step{Kind::mget,
+                                  "POST",
+                                  "/" + t->name + "/_mget",
+                                  R"({"ids":[)" + p + "]}",
+                                  0,
+                                  ns,
+                                  {},
+                                  0});
+    }
+    if (at_ >= steps_.size())
+        plan_writes();
+}
+
+/* Phase 3: the changes, one _bulk (a TRUNCATE in between ends one). */
+void ElasticsearchExchange::plan_writes()
+{
+    phase_ = 2;
+    std::string bulk;
+    std::vector<size_t> items;
+    auto flush = [&]() {
+        if (items.empty())
+            return;
+        steps_.push_back(
+            Step{Kind::bulk, "POST", "/_bulk", std::move(bulk), 0, "", std::move(items), 0});
+        bulk.clear();
+        items.clear();
+    };
+    /* ns -> _id -> the document as this batch leaves it (only those read later) */
+    std::map<std::string, std::map<std::string, Doc>> cur;
+    std::set<std::string> sources; /* ns + _id of documents later updates take values from */
+    {
+        std::map<std::string, const ElasticsearchSink::Index *> now;
+        for (size_t i = 0; i < entries_.size(); i++) {
+            const Change &c = entries_[i];
+            const ElasticsearchSink::Index *t = in_effect(now, i, c.ns);
+            if (c.schema || t == nullptr || !t->refused.empty() || c.op != "update" ||
+                c.unchanged.empty() || c.after.empty())
+                continue;
+            bool ok;
+            sources.insert(c.ns + '\x1e' +
+                           id_of(*t, members_of(c.before.empty() ? c.after : c.before), &ok));
+        }
+    }
+    auto action = [&](const ElasticsearchSink::Index &t, const std::string &id, const Change &c) {
+        bulk += R"({"index":{"_index":)" + json(t.name).dump() + R"(,"_id":)" +
+                json(id).dump(-1, ' ', false, json::error_handler_t::replace) + R"(,"version":)" +
+                std::to_string(c.lsn) + R"(,"version_type":"external_gte"}})" + "\n";
+    };
+    auto meta = [&](const Change &c, bool deleted) {
+        bulk += R"("_pgsink_lsn":)" + std::to_string(c.lsn) + R"(,"_pgsink_sequence":)" +
+                std::to_string(c.seq) + R"(,"_pgsink_op":)" + json(c.op).dump() +
+                R"(,"_pgsink_deleted":)" + (deleted ? "true" : "false") +
+                R"(,"_pgsink_timestamp":)" +
+                (c.timestamp.empty() ? std::string("null") : std::string(c.timestamp)) + "}\n";
+    };
+    auto tombstone = [&](const ElasticsearchSink::Index &t, const std::string &id,
+                         const Members &row, const Change &c, size_t i) {
+        action(t, id, c);
+        bulk += "{";
+        for (const std::string &k : t.key)
+            bulk += json(k).dump() + ":" + std::string(member(row, k.c_str())) + ",";
+        meta(c, true);
+        items.push_back(i);
+    };
+    std::map<std::string, const ElasticsearchSink::Index *> now;
+    for (size_t i = 0; i < entries_.size(); i++) {
+        const Change &c = entries_[i];
+        const ElasticsearchSink::Index *tp = in_effect(now, i, c.ns);
+        if (c.schema)
+            continue;
+        if (tp == nullptr) {
+            refuse(i, "no Schema entry of " + c.ns + " before its changes");
+            continue;
+        }
+        const ElasticsearchSink::Index &t = *tp;
+        if (!t.refused.empty()) {
+            refuse(i, t.refused);
+            continue;
+        }
+        /* Removed by a TRUNCATE that Elasticsearch has seen: never written again. */
+        if (before_position(c, t.truncated_lsn, t.truncated_seq))
+            continue;
+        std::map<std::string, Doc> &docs = cur[c.ns];
+        if (c.op == "truncate") {
+            flush();
+            json meta_doc = {
+                {"_meta",
+                 {{"pgsink",
+                   {{"key", t.key}, {"truncated_lsn", c.lsn}, {"truncated_sequence", c.seq}}}}}};
+            steps_.push_back(Step{
+                Kind::meta, "PUT", "/" + t.name + "/_mapping", meta_doc.dump(), 0, c.ns, {}, i});
+            steps_.push_back(
+                Step{Kind::refresh, "POST", "/" + t.name + "/_refresh", "", 0, c.ns, {}, i});
+            std::string before =
+                R"({"query":{"bool":{"should":[{"range":{"_pgsink_lsn":{"lt":)" +
+                std::to_string(c.lsn) + R"(}}},{"bool":{"filter":[{"term":{"_pgsink_lsn":)" +
+                std::to_string(c.lsn) + R"(}},{"range":{"_pgsink_sequence":{"lt":)" +
+                std::to_string(c.seq) + R"(}}}]}}],"minimum_should_match":1}}})";
+            steps_.push_back(Step{Kind::delete_by_query,
+                                  "POST",
+                                  "/" + t.name + "/_delete_by_query?conflicts=proceed&refresh=true",
+                                  before,
+                                  0,
+                                  c.ns,
+                                  {},
+                                  i});
+            docs.clear();
+            read_[c.ns].clear();
+            continue;
+        }
+        if (c.op == "delete") {
+            if (c.before.empty())
+                continue; /* REPLICA IDENTITY NOTHING: no key to delete by */
+            Members row = members_of(c.before);
+            bool ok;
+            std::string id = id_of(t, row, &ok);
+            if (!ok) {
+                refuse(i, "a key column of this delete has no value");
+                continue;
+            }
+            tombstone(t, id, row, c, i);
+            docs.erase(id);
+            continue;
+        }
+        if (c.after.empty())
+            continue;
+        Members row = members_of(c.after);
+        bool ok;
+        std::string id = id_of(t, row, &ok);
+        if (!ok) {
+            refuse(i, "a key column of this change has no value");
+            continue;
+        }
+        std::string source_id = id;
+        Members old;
+        if (c.op == "update" && !c.before.empty()) {
+            old = members_of(c.before);
+            source_id = id_of(t, old, &ok);
+            if (!ok) {
+                refuse(i, "a key column of this update's old row has no value");
+                continue;
+            }
+        }
+        std::string carried;
+        Doc next;
+        if (!c.unchanged.empty()) {
+            const Doc *source = nullptr;
+            auto in_batch = docs.find(source_id);
+            auto read = read_[c.ns].find(source_id);
+            if (in_batch != docs.end())
+                source = &in_batch->second;
+            else if (read != read_[c.ns].end())
+                source = &read->second;
+            if (source != nullptr && source->version > c.lsn && in_batch == docs.end()) {
+                /* Elasticsearch holds a newer version: this update would be refused (409). */
+                continue;
+            }
+            std::string missing;
+            for (const std::string &u : c.unchanged) {
+                const std::string *value = nullptr;
+                if (source != nullptr && !source->deleted) {
+                    auto f = source->fields.find(u);
+                    if (f != source->fields.end())
+                        value = &f->second;
+                }
+                if (value == nullptr) {
+                    missing += (missing.empty() ? "" : ", ") + u;
+                    continue;
+                }
+                carried += (carried.empty() ? "" : ",") + json(u).dump() + ":" + *value;
+                next.fields[u] = *value;
+            }
+            if (!missing.empty()) {
+                refuse(i, "the unchanged TOASTed value of column(s) " + missing +
+                              " is not in Elasticsearch (the row was never delivered there, or "
+                              "was deleted): import the table again");
+                continue;
+            }
+        }
+        if (!old.empty() && source_id != id) {
+            /* A changed key: the old key's document becomes a tombstone. */
+            tombstone(t, source_id, old, c, i);
+            docs.erase(source_id);
+        }
+        action(t, id, c);
+        /* The row as the changelog wrote it, the carried values, then the sink's fields. */
+        std::string_view body = c.after;
+        bulk.append(body.data(), body.rfind('}'));
+        if (!row.empty() && !carried.empty())
+            bulk += ",";
+        bulk += carried;
+        if (!row.empty() || !carried.empty())
+            bulk += ",";
+        meta(c, false);
+        items.push_back(i);
+        if (sources.count(c.ns + '\x1e' + id)) {
+            for (const auto &kv : row)
+                next.fields[kv.first] = std::string(kv.second);
+            next.version = c.lsn;
+            docs[id] = std::move(next);
+        }
+    }
+    flush();
+}
+
+HttpRequest ElasticsearchExchange::next()
+{
+    if (steps_.empty()) {
+        /* Nothing to send (every change skipped or refused): a cheap request that answers. */
+        steps_.push_back(Step{Kind::refresh, "GET", "/", "", 0, "", {}, 0});
+    }
+    const Step &s = steps_.at(at_);
+    HttpRequest r = sink_.request_to(s.method, s.path, s.body);
+    if (s.kind == Kind::mget || s.kind == Kind::bulk || s.kind == Kind::get_mapping)
+        r.keep_answer = static_cast<size_t>(1) << 30;
+    return r;
+}
+
+/* The Elasticsearch error of an answer: "type: reason", or the body's start. */
+static std::string es_error(const std::string &body)
+{
+    try {
+        json j = json::parse(body);
+        const json &e = j.contains("error") ? j["error"] : j;
+        if (e.is_object() && e.contains("type"))
+            return e.value("type", "") + ": " + e.value("reason", "");
+        if (e.is_string())
+            return e.get<std::string>();
+    } catch (const std::exception &) {
+    }
+    return body;
+}
+
+std::optional<Answer> ElasticsearchExchange::fail(const HttpResponse &r, Answer::Kind kind)
+{
+    Answer a;
+    a.kind = kind;
+    a.status = static_cast<int>(r.status);
+    a.response = answer_excerpt(sink_.scrub(es_error(r.body)), 300);
+    a.too_large = r.status == 413;
+    a.retry_after_ms = retry_after_ms(r.retry_after, static_cast<long>(time(nullptr)));
+    const Step &s = steps_.at(at_);
+    a.message = sink_.describe() +
+                (r.status == 0 ? ": " + r.transport_error
+                               : " answered HTTP " + std::to_string(r.status) + " to " + s.method +
+                                     " " + s.path.substr(0, s.path.find('?')) + ": " + a.response);
+    if (r.status == 401 || r.status == 403)
+        a.message += " (check pgsink.elasticsearch_api_key, or _user and _password)";
+    return a;
+}
+
+void ElasticsearchExchange::read_mapping(size_t table, const std::string &body)
+{
+    ElasticsearchSink::Index &t = new_[table];
+    json j = json::parse(body);
+    if (!j.contains(t.name))
+        throw std::runtime_error("the mapping answer does not name index " + t.name);
+    const json &m = j[t.name].value("mappings", json::object());
+    const json props = m.value("properties", json::object());
+    if (m.contains("_meta") && m["_meta"].contains("pgsink")) {
+        const json &p = m["_meta"]["pgsink"];
+        t.truncated_lsn = p.value("truncated_lsn", static_cast<uint64_t>(0));
+        t.truncated_seq = p.value("truncated_sequence", static_cast<uint64_t>(0));
+        if (p.contains("key") && p["key"] != json(t.key))
+            t.refused = "the Elasticsearch index " + t.name + " was made for the key " +
+                        p["key"].dump() + " but the table's key is now " + json(t.key).dump() +
+                        ": documents would get other _ids; delete the index, then rewind the "
+                        "sink or import the table again";
+    }
+    std::string missing;
+    for (const ElasticsearchSink::Field &f : t.fields)
+        if (!props.contains(f.name))
+            missing += (missing.empty() ? "" : ",") + json(f.name).dump() + ":" + f.mapping;
+    if (!missing.empty() && t.refused.empty())
+        steps_.insert(steps_.begin() + static_cast<long>(at_) + 1,
+                      Step{Kind::put_mapping,
+                           "PUT",
+                           "/" + t.name + "/_mapping",
+                           R"({"properties":{)" + missing + "}}",
+                           table,
+                           "",
+                           {},
+                           0});
+}
+
+void ElasticsearchExchange::read_docs(const std::string &ns, const std::string &body)
+{
+    Members top = members_of(body);
+    std::string_view docs = member(top, "docs");
+    if (docs.empty())
+        throw std::runtime_error("an _mget answer without docs");
+    for (std::string_view d : elements_of(docs)) {
+        Members m = members_of(d);
+        if (member(m, "found") != "true")
+            continue;
+        Doc doc;
+        doc.version = strtoull(std::string(member(m, "_version")).c_str(), nullptr, 10);
+        for (auto &kv : members_of(member(m, "_source")))
+            doc.fields[kv.first] = std::string(kv.second);
+        doc.deleted = doc.fields["_pgsink_deleted"] == "true";
+        read_[ns][text_of(member(m, "_id"))] = std::move(doc);
+    }
+}
+
+/* Per-item results of a _bulk: 409 is delivered; 429 and 5xx sent again; other errors parked. */
+std::optional<Answer> ElasticsearchExchange::read_bulk(const Step &step, const HttpResponse &r)
+{
+    size_t head = r.body.find("\"errors\"");
+    if (head != std::string::npos && head < 200) {
+        size_t v = skip_ws(r.body, r.body.find(':', head) + 1);
+        if (r.body.compare(v, 5, "false") == 0)
+            return std::nullopt;
+    }
+    json j = json::parse(r.body);
+    const json &items = j.at("items");
+    if (items.size() != step.items.size())
+        throw std::runtime_error("a _bulk answer with " + std::to_string(items.size()) +
+                                 " items for " + std::to_string(step.items.size()) + " actions");
+    std::map<size_t, Answer::Entry> worst;
+    bool missing_index = false;
+    for (size_t k = 0; k < items.size(); k++) {
+        const json &item = items[k].begin().value();
+        int status = item.value("status", 0);
+        if ((status >= 200 && status < 300) || status == 409)
+            continue;
+        size_t entry = step.items[k];
+        std::string why = answer_excerpt(sink_.scrub(es_error(item.dump())), 300);
+        bool retry = status == 429 || status >= 500 || status == 0;
+        if (status == 404 && why.rfind("index_not_found_exception", 0) == 0) {
+            retry = true; /* someone deleted the index: made again, then the entry again */
+            missing_index = true;
+        }
+        auto w = worst.find(entry);
+        if (w == worst.end() || (retry && !w->second.retry))
+            worst[entry] = Answer::Entry{entry, retry, status, why};
+    }
+    if (missing_index)
+        for (auto &kv : sink_.indexes_)
+            kv.second.ready = false;
+    for (auto &kv : worst)
+        refused_.push_back(kv.second);
+    return std::nullopt;
+}
+
+std::optional<Answer> ElasticsearchExchange::answer(const HttpResponse &r)
+{
+    Step &step = steps_.at(at_);
+    if (r.status == 0 || r.status == 429 || r.status >= 500 || r.status == 401 || r.status == 403 ||
+        r.status == 408)
+        return fail(r, Answer::Kind::retry);
+    bool ok = r.status >= 200 && r.status < 300;
+    switch (step.kind) {
+    case Kind::create:
+        if (ok || (r.status == 400 &&
+                   r.body.find("resource_already_exists_exception") != std::string::npos))
+            break;
+        if (r.status == 400) {
+            /* Elasticsearch refuses the index (its name, its mapping): its changes are parked. */
+            new_[step.table].refused = "Elasticsearch refused index " + new_[step.table].name +
+                                       ": " + answer_excerpt(sink_.scrub(es_error(r.body)), 300);
+            at_++; /* its mapping is not read */
+            sink_.indexes_[new_ns_[step.table]] = new_[step.table];
+            break;
+        }
+        return fail(r, Answer::Kind::retry);
+    case Kind::get_mapping:
+        if (!ok)
+            return fail(r, Answer::Kind::retry);
+        read_mapping(step.table, r.body);
+        if (at_ + 1 >= steps_.size() || steps_[at_ + 1].kind != Kind::put_mapping)
+            sink_.indexes_[new_ns_[step.table]] = new_[step.table];
+        break;
+    case Kind::put_mapping:
+        if (r.status == 400)
+            new_[step.table].refused = "Elasticsearch refused the new fields of index " +
+                                       new_[step.table].name + ": " +
+                                       answer_excerpt(sink_.scrub(es_error(r.body)), 300);
+        else if (!ok)
+            return fail(r, Answer::Kind::retry);
+        sink_.indexes_[new_ns_[step.table]] = new_[step.table];
+        break;
+    case Kind::mget:
+        if (!ok)
+            return fail(r, Answer::Kind::retry);
+        read_docs(step.ns, r.body);
+        break;
+    case Kind::bulk:
+        if (!ok)
+            return fail(r, r.status == 413 || r.status == 400 ? Answer::Kind::reject
+                                                              : Answer::Kind::retry);
+        read_bulk(step, r);
+        break;
+    case Kind::meta: {
+        if (!ok)
+            return fail(r, Answer::Kind::retry);
+        ElasticsearchSink::Index &t = sink_.indexes_[step.ns];
+        t.truncated_lsn = entries_[step.entry].lsn;
+        t.truncated_seq = entries_[step.entry].seq;
+        break;
+    }
+    case Kind::refresh:
+        if (!ok)
+            return fail(r, Answer::Kind::retry);
+        break;
+    case Kind::delete_by_query: {
+        if (!ok)
+            return fail(r, Answer::Kind::retry);
+        json j = json::parse(r.body);
+        if (j.contains("failures") && !j["failures"].empty()) {
+            HttpResponse partial = r;
+            partial.status = 500;
+            return fail(partial, Answer::Kind::retry);
+        }
+        break;
+    }
+    }
+    return advance();
+}
+
+/* The next step, the next phase, or the batch's answer. */
+std::optional<Answer> ElasticsearchExchange::advance()
+{
+    at_++;
+    if (at_ >= steps_.size() && phase_ == 0)
+        plan_reads();
+    if (at_ >= steps_.size() && phase_ == 1)
+        plan_writes();
+    if (at_ >= steps_.size()) {
+        Answer a;
+        a.entries = refused_;
+        if (!refused_.empty()) {
+            a.status = refused_.front().status;
+            a.message = sink_.describe() + ": " + std::to_string(refused_.size()) +
+                        " change(s) not taken, e.g. " + refused_.front().response;
+            a.retry_after_ms = -1;
+        }
+        return a;
+    }
+    return std::nullopt;
+}
+
+std::unique_ptr<HttpSink::Exchange> ElasticsearchSink::exchange(std::string_view lines,
+                                                                const std::string &)
+{
+    return std::make_unique<ElasticsearchExchange>(*this, lines);
+}
+
+} // namespace pgsink
