@@ -26,6 +26,7 @@ use lib $FindBin::RealBin;
 
 use Digest::MD5 qw(md5_hex);
 use Digest::SHA qw(sha256_hex);
+use HTTP::Tiny;
 use IPC::Run;
 use JSON::PP;
 use PostgreSQL::Test::Cluster;
@@ -314,6 +315,16 @@ is(es_dump($es, "pgsink-public.upper-$digest")->{1}{v}, 'Upper', "(9) public.Upp
 is(es_dump($es, 'pgsink-public.upper')->{1}{v}, 'upper', '(9) public.upper is pgsink-public.upper');
 cmp_ok(parked("\"table\" = 'public.clash' AND response LIKE '%clashes with the sink''s own _pgsink_ fields%'"),
 	'>=', 1, '(9) a column named _pgsink_op: the table\'s changes are parked, saying why');
+
+# (10) An index deleted by someone is made again (the fake, as a production
+# cluster should, creates no index by itself: action.auto_create_index).
+my $del = HTTP::Tiny->new->request('DELETE', "$es->{url}/pgsink-public.upper",
+	{ headers => { Authorization => "ApiKey $key" } });
+is($del->{status}, 200, '(10) index pgsink-public.upper deleted');
+$node->safe_psql('postgres', q{INSERT INTO upper VALUES (2, 'again')});
+wait_delivered($node, 'postgres', '(10) a write to a deleted index');
+is(es_dump($es, 'pgsink-public.upper')->{2}{v}, 'again', '(10) the index is made again');
+is(parked("\"table\" = 'public.upper'"), 0, '(10) nothing parked');
 note(sprintf('070 took %.1f s', time() - $t0));
 
 $node->stop;

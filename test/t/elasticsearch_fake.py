@@ -30,6 +30,7 @@ refuses what Elasticsearch refuses there:
                                      dynamic mapping, types, formats; ignore_malformed); no
                                      index auto-created (action.auto_create_index: false): 404
                                      index_not_found_exception per item
+  DELETE /<index>                    the index, its documents and aliases are gone
   POST /<index>/_delete_by_query     bool / range / term / match_all queries over what the last
                                      refresh made visible; deletes with internal versions
 Auth: with --api-key, "Authorization: ApiKey KEY"; with --user, HTTP basic; else none.
@@ -721,6 +722,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise Refusal(400, "parse_exception", "request body is not JSON")
         if len(parts) == 1 and method == "PUT":
             return 200, create_index(parts[0], as_json())
+        if len(parts) == 1 and method == "DELETE":
+            n, index = index_of(parts[0])
+            if n != parts[0]:
+                raise Refusal(400, "illegal_argument_exception",
+                              "The provided expression [%s] matches an alias, specify the "
+                              "corresponding concrete indices instead." % parts[0])
+            del state["indices"][n]
+            return 200, {"acknowledged": True}
         if len(parts) == 1 and method == "GET":
             n, index = index_of(parts[0])
             return 200, {n: {"mappings": mapping_view(index), "aliases": index["aliases"]}}
