@@ -16,6 +16,8 @@
  * each value goes into the document as it is (bigint and numeric as their
  * digits, json as PostgreSQL wrote it).
  */
+#include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <ctime>
 #include <nlohmann/json.hpp>
@@ -40,26 +42,36 @@ static size_t skip_ws(std::string_view s, size_t i)
     return i;
 }
 
+/* The end of the JSON string starting at s[i] (its quote). */
+static size_t string_end(std::string_view s, size_t i)
+{
+    const char *p = s.data() + i + 1, *end = s.data() + s.size();
+    for (;;) {
+        const char *q = static_cast<const char *>(memchr(p, '"', static_cast<size_t>(end - p)));
+        if (q == nullptr)
+            throw std::runtime_error("a JSON string has no end");
+        size_t backslashes = 0;
+        for (const char *b = q; b > p && b[-1] == '\\'; b--)
+            backslashes++;
+        if (backslashes % 2 == 0)
+            return static_cast<size_t>(q - s.data()) + 1;
+        p = q + 1;
+    }
+}
+
 /* The end of the JSON value starting at s[i]. */
 static size_t value_end(std::string_view s, size_t i)
 {
     if (i >= s.size())
         throw std::runtime_error("a JSON value is missing");
-    if (s[i] == '"') {
-        for (i++; i < s.size(); i++) {
-            if (s[i] == '\\')
-                i++;
-            else if (s[i] == '"')
-                return i + 1;
-        }
-        throw std::runtime_error("a JSON string has no end");
-    }
+    if (s[i] == '"')
+        return string_end(s, i);
     if (s[i] == '{' || s[i] == '[') {
         int depth = 0;
         for (; i < s.size(); i++) {
             char c = s[i];
             if (c == '"') {
-                i = value_end(s, i) - 1;
+                i = string_end(s, i) - 1;
             } else if (c == '{' || c == '[') {
                 depth++;
             } else if (c == '}' || c == ']') {
@@ -87,10 +99,10 @@ static std::string text_of(std::string_view raw)
 
 using Members = std::vector<std::pair<std::string, std::string_view>>;
 
-/* The members of a JSON object, each value as its raw text. */
-static Members members_of(std::string_view s)
+/* The members of a JSON object into out, each value as its raw text. */
+static void members_of(std::string_view s, Members &out)
 {
-    Members out;
+    out.clear();
     size_t i = skip_ws(s, 0);
     if (i >= s.size() || s[i] != '{')
         throw std::runtime_error("not a JSON object");
@@ -108,6 +120,12 @@ static Members members_of(std::string_view s)
         if (i < s.size() && s[i] == ',')
             i = skip_ws(s, i + 1);
     }
+}
+
+static Members members_of(std::string_view s)
+{
+    Members out;
+    members_of(s, out);
     return out;
 }
 
@@ -127,6 +145,48 @@ static std::vector<std::string_view> elements_of(std::string_view s)
             i = skip_ws(s, i + 1);
     }
     return out;
+}
+
+/*
+ * Calls f(key, value) for each member of the JSON object s: the key as
+ * written between its quotes (escapes left as they are), the value raw;
+ * stops when f returns false. Nothing is allocated.
+ */
+template <typename F> static void for_members(std::string_view s, F f)
+{
+    size_t i = skip_ws(s, 0);
+    if (i >= s.size() || s[i] != '{')
+        throw std::runtime_error("not a JSON object");
+    i = skip_ws(s, i + 1);
+    while (i < s.size() && s[i] != '}') {
+        size_t key_end = value_end(s, i);
+        std::string_view key = s.substr(i + 1, key_end - i - 2);
+        i = skip_ws(s, key_end);
+        if (i >= s.size() || s[i] != ':')
+            throw std::runtime_error("a JSON member has no value");
+        i = skip_ws(s, i + 1);
+        size_t end = value_end(s, i);
+        if (!f(key, s.substr(i, end - i)))
+            return;
+        i = skip_ws(s, end);
+        if (i < s.size() && s[i] == ',')
+            i = skip_ws(s, i + 1);
+    }
+}
+
+/* The raw value of member name of the JSON object s ("" if none). */
+static std::string_view find_member(std::string_view s, const std::string &name)
+{
+    std::string_view found;
+    for_members(s, [&](std::string_view key, std::string_view value) {
+        bool match = key.find('\\') == std::string_view::npos
+                         ? key == name
+                         : text_of("\"" + std::string(key) + "\"") == name;
+        if (match)
+            found = value;
+        return !match;
+    });
+    return found;
 }
 
 static std::string_view member(const Members &m, const char *name)
@@ -226,13 +286,17 @@ namespace
 /* A changelog line, as far as the sink reads it. */
 struct Change {
     bool schema = false;
-    std::string ns; /* the Schema entry's namespace (Avro names) */
-    std::string op;
+    const std::string *nsp = nullptr; /* the Schema entry's namespace (Avro names) */
+    const std::string &ns() const { return *nsp; }
+    std::string_view op, op_raw; /* op_raw: as a JSON string */
     uint64_t lsn = 0, seq = 0;
     std::string_view timestamp; /* raw */
     std::string_view before, after;
     std::vector<std::string> unchanged;
     json schema_json; /* a Schema entry's "schema" */
+    /* Set by plan_reads(): the _id of the row (after; before for a delete), of the old row. */
+    std::string id, old_id;
+    bool id_ok = false, old_id_ok = false;
 };
 
 /* A document as read back or written earlier in the batch. */
@@ -280,7 +344,7 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     const ElasticsearchSink::Index *
     in_effect(std::map<std::string, const ElasticsearchSink::Index *> &now, size_t i,
               const std::string &ns);
-    std::string id_of(const ElasticsearchSink::Index &t, const Members &row, bool *ok) const;
+    std::string id_of(const ElasticsearchSink::Index &t, std::string_view row, bool *ok) const;
     void refuse(size_t entry, const std::string &why)
     {
         refused_.push_back({entry, false, 0, why});
@@ -297,46 +361,76 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     int phase_ = 0;                                          /* 0: indexes, 1: reads, 2: writes */
     std::map<std::string, std::map<std::string, Doc>> read_; /* ns -> _id -> document read */
     std::vector<Answer::Entry> refused_;
+    bool any_unchanged_ = false;    /* an update of the batch left TOASTed columns unchanged */
+    std::set<std::string> ns_pool_; /* the namespaces of the entries (Change::nsp) */
 };
 
 ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, std::string_view lines)
     : sink_(sink)
 {
     size_t at = 0;
+    std::string_view last_namespace, last_name; /* raw: the namespace of the entry before */
+    entries_.reserve(static_cast<size_t>(std::count(lines.begin(), lines.end(), '\n')) + 1);
     while (at < lines.size()) {
         size_t nl = lines.find('\n', at);
         if (nl == std::string_view::npos)
             nl = lines.size();
         std::string_view line = lines.substr(at, nl - at);
         at = nl + 1;
-        Change c;
-        Members m = members_of(line);
-        std::string_view schema = member(m, "schema");
+        entries_.emplace_back();
+        Change &c = entries_.back();
+        std::string_view schema, op, ns, name, lsn, seq, unchanged;
+        for_members(line, [&](std::string_view key, std::string_view value) {
+            if (key == "schema")
+                schema = value;
+            else if (key == "op")
+                op = value;
+            else if (key == "namespace")
+                ns = value;
+            else if (key == "name")
+                name = value;
+            else if (key == "lsn")
+                lsn = value;
+            else if (key == "sequence")
+                seq = value;
+            else if (key == "timestamp")
+                c.timestamp = value;
+            else if (key == "before")
+                c.before = value;
+            else if (key == "after")
+                c.after = value;
+            else if (key == "unchanged")
+                unchanged = value;
+            return true;
+        });
         if (!schema.empty()) {
             c.schema = true;
             c.schema_json = json::parse(schema);
-            c.ns = c.schema_json.value("namespace", "");
-        } else {
-            c.op = text_of(member(m, "op"));
-            c.ns = avro_name(text_of(member(m, "namespace"))) + "." +
-                   avro_name(text_of(member(m, "name")));
-            std::string lsn = text_of(member(m, "lsn"));
-            parse_lsn(lsn.c_str(), lsn.size(), &c.lsn);
-            std::string seq = text_of(member(m, "sequence"));
-            c.seq = strtoull(seq.c_str(), nullptr, 10);
-            c.timestamp = member(m, "timestamp");
-            c.before = member(m, "before");
-            c.after = member(m, "after");
-            if (c.before == "null")
-                c.before = {};
-            if (c.after == "null")
-                c.after = {};
-            std::string_view unchanged = member(m, "unchanged");
-            if (!unchanged.empty())
-                for (std::string_view u : elements_of(unchanged))
-                    c.unchanged.push_back(text_of(u));
+            c.nsp = &*ns_pool_.insert(c.schema_json.value("namespace", "")).first;
+            last_namespace = last_name = {};
+            continue;
         }
-        entries_.push_back(std::move(c));
+        c.op_raw = op;
+        c.op = c.op_raw.size() >= 2 ? c.op_raw.substr(1, c.op_raw.size() - 2) : c.op_raw;
+        if (ns == last_namespace && name == last_name && entries_.size() > 1)
+            c.nsp = entries_[entries_.size() - 2].nsp; /* most are of the table before */
+        else
+            c.nsp =
+                &*ns_pool_.insert(avro_name(text_of(ns)) + "." + avro_name(text_of(name))).first;
+        last_namespace = ns;
+        last_name = name;
+        if (lsn.size() >= 2)
+            parse_lsn(lsn.data() + 1, lsn.size() - 2, &c.lsn);
+        std::from_chars(seq.data(), seq.data() + seq.size(), c.seq);
+        if (c.before == "null")
+            c.before = {};
+        if (c.after == "null")
+            c.after = {};
+        if (!unchanged.empty()) {
+            for (std::string_view u : elements_of(unchanged))
+                c.unchanged.push_back(text_of(u));
+            any_unchanged_ = true;
+        }
     }
     plan_ddl();
 }
@@ -383,15 +477,15 @@ void ElasticsearchExchange::plan_ddl()
         /* The latest of this batch, else the one the sink knows. */
         const ElasticsearchSink::Index *known = nullptr;
         for (size_t k = new_ns_.size(); k-- > 0 && known == nullptr;)
-            if (new_ns_[k] == c.ns)
+            if (new_ns_[k] == c.ns())
                 known = &new_[k];
-        if (known == nullptr && sink_.indexes_.count(c.ns))
-            known = &sink_.indexes_.at(c.ns);
+        if (known == nullptr && sink_.indexes_.count(c.ns()))
+            known = &sink_.indexes_.at(c.ns());
         if (known != nullptr && known->signature == t.signature && known->ready)
             continue;
-        size_t dot = c.ns.find('.');
-        t.name = elasticsearch_index_name(sink_.settings_.index_prefix, c.ns.substr(0, dot),
-                                          c.ns.substr(dot + 1));
+        size_t dot = c.ns().find('.');
+        t.name = elasticsearch_index_name(sink_.settings_.index_prefix, c.ns().substr(0, dot),
+                                          c.ns().substr(dot + 1));
         for (const json &k : s["key"])
             t.key.push_back(k.get<std::string>());
         for (const json &f : s["fields"]) {
@@ -402,12 +496,12 @@ void ElasticsearchExchange::plan_ddl()
             field.mapping = elasticsearch_field_mapping(field.pg_type);
             std::string why = field_problem(field.name);
             if (!why.empty() && t.refused.empty())
-                t.refused = "table " + c.ns + " cannot be an Elasticsearch index: " + why +
+                t.refused = "table " + c.ns() + " cannot be an Elasticsearch index: " + why +
                             "; rename the column";
             t.fields.push_back(std::move(field));
         }
         if (t.key.empty())
-            t.refused = "table " + c.ns +
+            t.refused = "table " + c.ns() +
                         " has no key (primary key or replica identity index): an Elasticsearch "
                         "document needs one for its _id";
         /* Key columns the Schema entry names by their Avro names: the documents' names. */
@@ -417,7 +511,7 @@ void ElasticsearchExchange::plan_ddl()
                     k = f["pg_name"].get<std::string>();
         schema_at_[ei] = new_.size();
         new_.push_back(std::move(t));
-        new_ns_.push_back(c.ns);
+        new_ns_.push_back(c.ns());
     }
     /* Indexes to check again (one that was missing at a write: made again). */
     for (auto &[ns, known] : sink_.indexes_)
@@ -470,13 +564,22 @@ ElasticsearchExchange::in_effect(std::map<std::string, const ElasticsearchSink::
 }
 
 /* A row's _id; *ok false if a key column is missing from it. */
-std::string ElasticsearchExchange::id_of(const ElasticsearchSink::Index &t, const Members &row,
+std::string ElasticsearchExchange::id_of(const ElasticsearchSink::Index &t, std::string_view row,
                                          bool *ok) const
 {
-    std::vector<std::string> texts;
     *ok = true;
+    if (t.key.size() == 1) { /* most keys: the text itself */
+        std::string_view v = find_member(row, t.key[0]);
+        *ok = !v.empty() && v != "null";
+        std::string text = text_of(v);
+        if (!text.empty() && text.size() <= 512 && text[0] != '#')
+            return text;
+        return elasticsearch_doc_id({text});
+    }
+    std::vector<std::string> texts;
+    Members m = members_of(row);
     for (const std::string &k : t.key) {
-        std::string_view v = member(row, k.c_str());
+        std::string_view v = member(m, k.c_str());
         if (v.empty() || v == "null")
             *ok = false;
         texts.push_back(text_of(v));
@@ -489,7 +592,30 @@ static bool before_position(const Change &c, uint64_t lsn, uint64_t seq)
     return c.lsn < lsn || (c.lsn == lsn && c.seq < seq);
 }
 
-/* Phase 2: documents that updates with unchanged TOASTed columns take values from. */
+/* text as a JSON string, appended to out. */
+static void append_json_string(std::string &out, std::string_view text)
+{
+    for (char ch : text)
+        if (ch == '"' || ch == '\\' || static_cast<unsigned char>(ch) < 0x20) {
+            out += json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::replace);
+            return;
+        }
+    out.push_back('"');
+    out.append(text);
+    out.push_back('"');
+}
+
+static void append_number(std::string &out, uint64_t n)
+{
+    char buf[24];
+    auto r = std::to_chars(buf, buf + sizeof(buf), n);
+    out.append(buf, static_cast<size_t>(r.ptr - buf));
+}
+
+/*
+ * Phase 2: the _ids of every change (kept for the writes), and the
+ * documents that updates with unchanged TOASTed columns take values from.
+ */
 void ElasticsearchExchange::plan_reads()
 {
     phase_ = 1;
@@ -497,25 +623,24 @@ void ElasticsearchExchange::plan_reads()
     std::set<std::string> written;                       /* ns + _id written earlier */
     std::map<std::string, const ElasticsearchSink::Index *> now;
     for (size_t i = 0; i < entries_.size(); i++) {
-        const Change &c = entries_[i];
-        const ElasticsearchSink::Index *t = in_effect(now, i, c.ns);
+        Change &c = entries_[i];
+        const ElasticsearchSink::Index *t = in_effect(now, i, c.ns());
         if (c.schema || t == nullptr || !t->refused.empty() || c.op == "truncate")
-            continue;
-        if (before_position(c, t->truncated_lsn, t->truncated_seq))
             continue;
         std::string_view values = c.op == "delete" ? c.before : c.after;
         if (values.empty())
             continue;
-        bool ok;
-        std::string id = id_of(*t, members_of(values), &ok);
+        c.id = id_of(*t, values, &c.id_ok);
+        if (c.op == "update" && !c.before.empty())
+            c.old_id = id_of(*t, c.before, &c.old_id_ok);
+        if (!any_unchanged_ || before_position(c, t->truncated_lsn, t->truncated_seq))
+            continue;
         if (c.op == "update" && !c.unchanged.empty()) {
-            std::string source = id;
-            if (!c.before.empty())
-                source = id_of(*t, members_of(c.before), &ok);
-            if (!written.count(c.ns + '\x1e' + source))
-                wanted[c.ns].insert(source);
+            const std::string &source = c.before.empty() ? c.id : c.old_id;
+            if (!written.count(c.ns() + '\x1e' + source))
+                wanted[c.ns()].insert(source);
         }
-        written.insert(c.ns + '\x1e' + id);
+        written.insert(c.ns() + '\x1e' + c.id);
     }
     for (auto &[ns, ids] : wanted) {
         const ElasticsearchSink::Index *t = in_effect(now, entries_.size(), ns);
@@ -524,7 +649,9 @@ void ElasticsearchExchange::plan_reads()
         for (const std::string &id : ids) {
             if (n++ % 5000 == 0 && n > 1)
                 pieces.emplace_back();
-            pieces.back() += (pieces.back().empty() ? "" : ",") + json(id).dump();
+            if (!pieces.back().empty())
+                pieces.back() += ",";
+            append_json_string(pieces.back(), id);
         }
         for (const std::string &p : pieces)
             steps_.push_back(Step{Kind::mget,
@@ -546,6 +673,10 @@ void ElasticsearchExchange::plan_writes()
     phase_ = 2;
     std::string bulk;
     std::vector<size_t> items;
+    size_t room = 0;
+    for (const Change &c : entries_)
+        room += c.after.size() + c.before.size() + c.timestamp.size() + 200;
+    bulk.reserve(room);
     auto flush = [&]() {
         if (items.empty())
             return;
@@ -557,48 +688,60 @@ void ElasticsearchExchange::plan_writes()
     /* ns -> _id -> the document as this batch leaves it (only those read later) */
     std::map<std::string, std::map<std::string, Doc>> cur;
     std::set<std::string> sources; /* ns + _id of documents later updates take values from */
-    {
-        std::map<std::string, const ElasticsearchSink::Index *> now;
-        for (size_t i = 0; i < entries_.size(); i++) {
-            const Change &c = entries_[i];
-            const ElasticsearchSink::Index *t = in_effect(now, i, c.ns);
-            if (c.schema || t == nullptr || !t->refused.empty() || c.op != "update" ||
-                c.unchanged.empty() || c.after.empty())
-                continue;
-            bool ok;
-            sources.insert(c.ns + '\x1e' +
-                           id_of(*t, members_of(c.before.empty() ? c.after : c.before), &ok));
-        }
-    }
+    for (const Change &c : entries_)
+        if (!c.schema && c.op == "update" && !c.unchanged.empty() && !c.after.empty())
+            sources.insert(c.ns() + '\x1e' + (c.before.empty() ? c.id : c.old_id));
+    std::string index_json; /* the index of the entry before, as a JSON string */
+    const ElasticsearchSink::Index *index_of = nullptr;
     auto action = [&](const ElasticsearchSink::Index &t, const std::string &id, const Change &c) {
-        bulk += R"({"index":{"_index":)" + json(t.name).dump() + R"(,"_id":)" +
-                json(id).dump(-1, ' ', false, json::error_handler_t::replace) + R"(,"version":)" +
-                std::to_string(c.lsn) + R"(,"version_type":"external_gte"}})" + "\n";
+        if (index_of != &t) {
+            index_json.clear();
+            append_json_string(index_json, t.name);
+            index_of = &t;
+        }
+        bulk += R"({"index":{"_index":)";
+        bulk += index_json;
+        bulk += R"(,"_id":)";
+        append_json_string(bulk, id);
+        bulk += R"(,"version":)";
+        append_number(bulk, c.lsn);
+        bulk += ",\"version_type\":\"external_gte\"}}\n";
     };
     auto meta = [&](const Change &c, bool deleted) {
-        bulk += R"("_pgsink_lsn":)" + std::to_string(c.lsn) + R"(,"_pgsink_sequence":)" +
-                std::to_string(c.seq) + R"(,"_pgsink_op":)" + json(c.op).dump() +
-                R"(,"_pgsink_deleted":)" + (deleted ? "true" : "false") +
-                R"(,"_pgsink_timestamp":)" +
-                (c.timestamp.empty() ? std::string("null") : std::string(c.timestamp)) + "}\n";
+        bulk += R"("_pgsink_lsn":)";
+        append_number(bulk, c.lsn);
+        bulk += R"(,"_pgsink_sequence":)";
+        append_number(bulk, c.seq);
+        bulk += R"(,"_pgsink_op":)";
+        bulk += c.op_raw;
+        bulk += deleted ? R"(,"_pgsink_deleted":true)" : R"(,"_pgsink_deleted":false)";
+        bulk += R"(,"_pgsink_timestamp":)";
+        bulk += c.timestamp.empty() ? std::string_view("null") : c.timestamp;
+        bulk += "}\n";
     };
+    Members row;
     auto tombstone = [&](const ElasticsearchSink::Index &t, const std::string &id,
-                         const Members &row, const Change &c, size_t i) {
+                         std::string_view values, const Change &c, size_t i) {
+        members_of(values, row);
         action(t, id, c);
         bulk += "{";
-        for (const std::string &k : t.key)
-            bulk += json(k).dump() + ":" + std::string(member(row, k.c_str())) + ",";
+        for (const std::string &k : t.key) {
+            append_json_string(bulk, k);
+            bulk += ":";
+            bulk += member(row, k.c_str());
+            bulk += ",";
+        }
         meta(c, true);
         items.push_back(i);
     };
     std::map<std::string, const ElasticsearchSink::Index *> now;
     for (size_t i = 0; i < entries_.size(); i++) {
         const Change &c = entries_[i];
-        const ElasticsearchSink::Index *tp = in_effect(now, i, c.ns);
+        const ElasticsearchSink::Index *tp = in_effect(now, i, c.ns());
         if (c.schema)
             continue;
         if (tp == nullptr) {
-            refuse(i, "no Schema entry of " + c.ns + " before its changes");
+            refuse(i, "no Schema entry of " + c.ns() + " before its changes");
             continue;
         }
         const ElasticsearchSink::Index &t = *tp;
@@ -609,7 +752,6 @@ void ElasticsearchExchange::plan_writes()
         /* Removed by a TRUNCATE that Elasticsearch has seen: never written again. */
         if (before_position(c, t.truncated_lsn, t.truncated_seq))
             continue;
-        std::map<std::string, Doc> &docs = cur[c.ns];
         if (c.op == "truncate") {
             flush();
             json meta_doc = {
@@ -617,68 +759,61 @@ void ElasticsearchExchange::plan_writes()
                  {{"pgsink",
                    {{"key", t.key}, {"truncated_lsn", c.lsn}, {"truncated_sequence", c.seq}}}}}};
             steps_.push_back(Step{
-                Kind::meta, "PUT", "/" + t.name + "/_mapping", meta_doc.dump(), 0, c.ns, {}, i});
+                Kind::meta, "PUT", "/" + t.name + "/_mapping", meta_doc.dump(), 0, c.ns(), {}, i});
             steps_.push_back(
-                Step{Kind::refresh, "POST", "/" + t.name + "/_refresh", "", 0, c.ns, {}, i});
-            std::string before =
-                R"({"query":{"bool":{"should":[{"range":{"_pgsink_lsn":{"lt":)" +
-                std::to_string(c.lsn) + R"(}}},{"bool":{"filter":[{"term":{"_pgsink_lsn":)" +
-                std::to_string(c.lsn) + R"(}},{"range":{"_pgsink_sequence":{"lt":)" +
-                std::to_string(c.seq) + R"(}}}]}}],"minimum_should_match":1}}})";
+                Step{Kind::refresh, "POST", "/" + t.name + "/_refresh", "", 0, c.ns(), {}, i});
+            std::string lsn = std::to_string(c.lsn);
+            std::string before = R"({"query":{"bool":{"should":[{"range":{"_pgsink_lsn":{"lt":)" +
+                                 lsn + R"(}}},{"bool":{"filter":[{"term":{"_pgsink_lsn":)" + lsn +
+                                 R"(}},{"range":{"_pgsink_sequence":{"lt":)" +
+                                 std::to_string(c.seq) + R"(}}}]}}],"minimum_should_match":1}}})";
             steps_.push_back(Step{Kind::delete_by_query,
                                   "POST",
                                   "/" + t.name + "/_delete_by_query?conflicts=proceed&refresh=true",
                                   before,
                                   0,
-                                  c.ns,
+                                  c.ns(),
                                   {},
                                   i});
-            docs.clear();
-            read_[c.ns].clear();
+            cur[c.ns()].clear();
+            read_[c.ns()].clear();
             continue;
         }
         if (c.op == "delete") {
             if (c.before.empty())
                 continue; /* REPLICA IDENTITY NOTHING: no key to delete by */
-            Members row = members_of(c.before);
-            bool ok;
-            std::string id = id_of(t, row, &ok);
-            if (!ok) {
+            if (!c.id_ok) {
                 refuse(i, "a key column of this delete has no value");
                 continue;
             }
-            tombstone(t, id, row, c, i);
-            docs.erase(id);
+            tombstone(t, c.id, c.before, c, i);
+            if (!sources.empty())
+                cur[c.ns()].erase(c.id);
             continue;
         }
         if (c.after.empty())
             continue;
-        Members row = members_of(c.after);
-        bool ok;
-        std::string id = id_of(t, row, &ok);
-        if (!ok) {
+        if (!c.id_ok) {
             refuse(i, "a key column of this change has no value");
             continue;
         }
-        std::string source_id = id;
-        Members old;
-        if (c.op == "update" && !c.before.empty()) {
-            old = members_of(c.before);
-            source_id = id_of(t, old, &ok);
-            if (!ok) {
-                refuse(i, "a key column of this update's old row has no value");
-                continue;
-            }
+        bool key_changed = c.op == "update" && !c.before.empty();
+        if (key_changed && !c.old_id_ok) {
+            refuse(i, "a key column of this update's old row has no value");
+            continue;
         }
+        key_changed = key_changed && c.old_id != c.id;
+        const std::string &source_id = key_changed ? c.old_id : c.id;
         std::string carried;
         Doc next;
         if (!c.unchanged.empty()) {
+            std::map<std::string, Doc> &docs = cur[c.ns()];
             const Doc *source = nullptr;
             auto in_batch = docs.find(source_id);
-            auto read = read_[c.ns].find(source_id);
+            auto read = read_[c.ns()].find(source_id);
             if (in_batch != docs.end())
                 source = &in_batch->second;
-            else if (read != read_[c.ns].end())
+            else if (read != read_[c.ns()].end())
                 source = &read->second;
             if (source != nullptr && source->version > c.lsn && in_batch == docs.end()) {
                 /* Elasticsearch holds a newer version: this update would be refused (409). */
@@ -696,7 +831,10 @@ void ElasticsearchExchange::plan_writes()
                     missing += (missing.empty() ? "" : ", ") + u;
                     continue;
                 }
-                carried += (carried.empty() ? "" : ",") + json(u).dump() + ":" + *value;
+                if (!carried.empty())
+                    carried += ",";
+                append_json_string(carried, u);
+                carried += ":" + *value;
                 next.fields[u] = *value;
             }
             if (!missing.empty()) {
@@ -706,27 +844,31 @@ void ElasticsearchExchange::plan_writes()
                 continue;
             }
         }
-        if (!old.empty() && source_id != id) {
+        if (key_changed) {
             /* A changed key: the old key's document becomes a tombstone. */
-            tombstone(t, source_id, old, c, i);
-            docs.erase(source_id);
+            tombstone(t, c.old_id, c.before, c, i);
+            if (!sources.empty())
+                cur[c.ns()].erase(c.old_id);
         }
-        action(t, id, c);
+        action(t, c.id, c);
         /* The row as the changelog wrote it, the carried values, then the sink's fields. */
         std::string_view body = c.after;
-        bulk.append(body.data(), body.rfind('}'));
-        if (!row.empty() && !carried.empty())
+        size_t close = body.rfind('}');
+        bool has_members = body.find_first_not_of(" \t\r\n", 1) != close;
+        bulk.append(body.data(), close);
+        if (has_members && !carried.empty())
             bulk += ",";
         bulk += carried;
-        if (!row.empty() || !carried.empty())
+        if (has_members || !carried.empty())
             bulk += ",";
         meta(c, false);
         items.push_back(i);
-        if (sources.count(c.ns + '\x1e' + id)) {
+        if (!sources.empty() && sources.count(c.ns() + '\x1e' + c.id)) {
+            members_of(c.after, row);
             for (const auto &kv : row)
                 next.fields[kv.first] = std::string(kv.second);
             next.version = c.lsn;
-            docs[id] = std::move(next);
+            cur[c.ns()][c.id] = std::move(next);
         }
     }
     flush();
