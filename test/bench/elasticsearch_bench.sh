@@ -58,25 +58,24 @@ time_sink() {
     echo $(( $(now_ms) - t0 ))
 }
 rate() { echo $(( $1 * 1000 / ($2 > 0 ? $2 : 1) )); }
-# CPU time (ms, user + system) of a sink's delivery worker so far.
-worker_cpu_ms() {
-    local pid
-    pid=$(psqlq -c "SELECT pid FROM pgsink.sinks WHERE sink = '$1'")
-    awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$pid/stat"
-}
+# CPU time (ms, user + system) of process $1 so far.
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat"; }
+worker_pid() { psqlq -c "SELECT pid FROM pgsink.sinks WHERE sink = '$1'"; }
 
 echo "== delivery rate: a backlog of $ROWS rows in $TXN_ROWS-row transactions, from the spool"
 file_ms=$(time_sink file "$end")
 printf '%-28s %10s rows %8s ms %10s rows/s\n' "file (fsynced)" "$ROWS" "$file_ms" "$(rate "$ROWS" "$file_ms")"
 before=$(cat "$BENCH_DIR/es.count")
-cpu0=$(worker_cpu_ms elasticsearch)
+wpid=$(worker_pid elasticsearch)
+cpu0=$(cpu_ms "$wpid") rcpu0=$(cpu_ms "$receiver")
 es_ms=$(time_sink elasticsearch "$end")
-cpu1=$(worker_cpu_ms elasticsearch)
+cpu1=$(cpu_ms "$wpid") rcpu1=$(cpu_ms "$receiver")
 got=$(( $(cat "$BENCH_DIR/es.count") - before ))
 [ "$got" -ge "$ROWS" ] || { echo "the receiver got $got of $ROWS documents" >&2; exit 1; }
 printf '%-28s %10s rows %8s ms %10s rows/s   elasticsearch / file: %s\n' \
     "elasticsearch (_bulk)" "$ROWS" "$es_ms" "$(rate "$ROWS" "$es_ms")" \
     "$(awk -v f="$file_ms" -v e="$es_ms" 'BEGIN { printf "%.2fx (target >= 0.5x)", f / e }')"
-echo "the elasticsearch delivery worker's CPU time: $((cpu1 - cpu0)) ms of $es_ms ms"
+echo "CPU time while the elasticsearch sink delivered ($es_ms ms): its delivery worker" \
+    "$((cpu1 - cpu0)) ms, the receiver $((rcpu1 - rcpu0)) ms"
 parked=$(psqlq -c "SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'elasticsearch'")
 [ "$parked" = 0 ] || { echo "$parked entries parked" >&2; exit 1; }

@@ -6,9 +6,12 @@
  *
  *   es_bulk_receiver PORT COUNT_FILE
  *
- *   POST /_bulk            a valid answer: {"took","errors":false,"items":[...]}
+ *   POST /[<index>/]_bulk  a valid answer: {"took","errors":false,"items":[...]}
  *                          with one item per action, in order, each with its
- *                          _index and _id, "result":"created", "status":201
+ *                          _index and _id, "result":"created", "status":201;
+ *                          with ?filter_path (the sink's): {"errors":false,
+ *                          "items":[{"index":{"status":201}},...]}, as
+ *                          Elasticsearch filters it
  *   PUT /<index>           {"acknowledged":true}
  *   GET /<index>/_mapping  {"<index>":{"mappings":{}}} (no fields yet: the
  *                          sink adds them)
@@ -55,7 +58,10 @@ static void put(struct out *o, const char *s, size_t n)
     o->len += n;
 }
 
-static void puts_(struct out *o, const char *s) { put(o, s, strlen(s)); }
+static void puts_(struct out *o, const char *s)
+{
+    put(o, s, strlen(s));
+}
 
 static void save_count(void)
 {
@@ -83,12 +89,17 @@ static void copy_string(struct out *o, const char *p, const char *end, const cha
     put(o, s, (size_t)(e + 1 - s));
 }
 
-/* The answer to a _bulk body: one item per action line. */
-static void bulk_answer(const char *b, size_t n)
+/*
+ * The answer to a _bulk body: one item per action line; with compact (the
+ * request's filter_path=errors,items.*.status,items.*.error) only each
+ * item's status, as Elasticsearch filters it.
+ */
+static void bulk_answer(const char *b, size_t n, int compact)
 {
     const char *p = b, *end = b + n;
     int first = 1;
-    puts_(&body, "{\"took\":1,\"errors\":false,\"items\":[");
+    puts_(&body,
+          compact ? "{\"errors\":false,\"items\":[" : "{\"took\":1,\"errors\":false,\"items\":[");
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         if (nl == NULL)
@@ -102,6 +113,10 @@ static void bulk_answer(const char *b, size_t n)
         first = 0;
         puts_(&body, "{\"");
         put(&body, kind, (size_t)(kind_end - kind));
+        if (compact) {
+            puts_(&body, "\":{\"status\":201}}");
+            goto next;
+        }
         puts_(&body, "\":{\"_index\":");
         copy_string(&body, p, nl, "\"_index\":");
         puts_(&body, ",\"_id\":");
@@ -109,6 +124,7 @@ static void bulk_answer(const char *b, size_t n)
         puts_(&body, ",\"_version\":1,\"result\":\"created\",\"_shards\":{\"total\":1,"
                      "\"successful\":1,\"failed\":0},\"_seq_no\":0,\"_primary_term\":1,"
                      "\"status\":201}}");
+    next:
         total++;
         p = nl + 1;
         if (strncmp(kind, "delete", 6) != 0) { /* its source line */
@@ -142,7 +158,7 @@ static int serve(struct conn *c)
         if (sp == NULL || sp2 == NULL) {
             puts_(&body, "{}");
         } else if (memmem(sp, (size_t)(sp2 - sp), "/_bulk", 6) != NULL) {
-            bulk_answer(req, body_len);
+            bulk_answer(req, body_len, memmem(sp, (size_t)(sp2 - sp), "filter_path", 11) != NULL);
         } else if (memmem(sp, (size_t)(sp2 - sp), "/_mapping", 9) != NULL &&
                    strncmp(start, "GET", 3) == 0) {
             char *slash = sp + 2, *next = memchr(slash, '/', (size_t)(sp2 - slash));

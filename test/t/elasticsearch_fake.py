@@ -17,6 +17,7 @@ refuses what Elasticsearch refuses there:
                                      replaced
   POST /<index>/_refresh             what was written becomes visible to searches
   POST /[<index>/]_mget              realtime gets: {"ids": [...]} or {"docs": [...]}
+  any request's ?filter_path=a.*.b,c keeps only those members of the answer
   POST /[<index>/]_bulk              NDJSON: an action line (exactly one of index, create,
                                      update, delete; known parameters only), then a source line
                                      for all but delete; the body must end with a newline;
@@ -593,6 +594,26 @@ def mget(name, body):
     return {"docs": out}
 
 
+def filter_path(obj, patterns):
+    """Elasticsearch's filter_path: only the members the dotted patterns (with *) name;
+    arrays are looked through."""
+    if isinstance(obj, list):
+        out = [filter_path(e, patterns) for e in obj]
+        return [e for e in out if e not in (None, {}, [])]
+    if not isinstance(obj, dict):
+        return None
+    out = {}
+    for k, v in obj.items():
+        rest = [p[1:] for p in patterns if p and (p[0] == "*" or p[0] == k)]
+        if any(not r for r in rest):
+            out[k] = v
+        elif rest:
+            fv = filter_path(v, rest)
+            if fv not in (None, {}, []):
+                out[k] = fv
+    return out
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -643,6 +664,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if result is None:
                 return None
             status, obj = result
+        if "filter_path" in query:
+            obj = filter_path(obj, [p.split(".") for p in query["filter_path"][0].split(",")])
         return self.send(status, obj)
 
     def control(self, method, parts, body, query):
