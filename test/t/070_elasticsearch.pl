@@ -11,8 +11,9 @@
 # (4) a rewind of the sink to the start, after the fake's clock passed
 #     index.gc_deletes: the replay brings back no deleted and no truncated
 #     row (tombstones, the truncate position), and nothing changes;
-# (5) per-item 429s, 503s and an answer lost after the bulk was applied:
-#     only what failed is sent again, nothing is parked;
+# (5) per-item 429s, 503s, an answer lost after the bulk was applied, 413s
+#     (a small http.max_content_length): only what failed is sent again,
+#     batches too large are split, nothing is parked;
 # (6) the fake stops (writes are retried) and restarts; then kill -9 of
 #     the postmaster mid-stream: equal again afterwards;
 # (7) an import of existing rows under concurrent writes ends equal;
@@ -225,6 +226,15 @@ es_faults($es, { drop_after_apply => 1 });
 workload(7000);
 equal_indexes('(5) an answer lost after the bulk was applied');
 is(es_stats($es)->{dropped}, 1, '(5) one answer was dropped');
+# A cluster whose http.max_content_length is 64 kB: 413, the batch is split.
+es_stop($es);
+push @{ $es->{args} }, '--max-content-length', 65536;
+es_restart($es);
+workload(8000);
+equal_indexes('(5) requests larger than the cluster takes');
+cmp_ok(es_stats($es)->{too_large}, '>=', 1, '(5) the fake refused large requests (413)');
+splice(@{ $es->{args} }, -2);
+es_restart($es);
 is(parked(), 0, '(5) nothing parked');
 
 # (6) The fake stops and restarts; then kill -9 of the postmaster.

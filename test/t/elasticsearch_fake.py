@@ -82,7 +82,7 @@ faults = {}
 stats = {"requests": 0, "bulk": 0, "items": 0, "conflicts": 0, "created": 0, "updated": 0,
          "deleted": 0, "item_errors": 0, "item_429": 0, "auth_failures": 0, "mget": 0,
          "delete_by_query": 0, "refresh": 0, "max_body": 0, "status_faults": 0, "dropped": 0,
-         "bulk_items_max": 0, "revived": 0}
+         "bulk_items_max": 0, "revived": 0, "too_large": 0}
 
 if os.path.exists(state_path):
     with open(state_path, encoding="utf-8") as f:
@@ -712,6 +712,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             r.headers = [("WWW-Authenticate", 'ApiKey, Basic realm="security", charset="UTF-8"')]
             raise r
         if len(body) > max_content:
+            stats["too_large"] += 1
             raise Refusal(413, "content_too_long_exception",
                           "request content is too long: %d > %d" % (len(body), max_content))
         if self.headers.get("Content-Encoding") == "gzip":
