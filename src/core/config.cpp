@@ -45,6 +45,12 @@ char *guc_elasticsearch_index_prefix = nullptr;
 char *guc_elasticsearch_api_key = nullptr;
 char *guc_elasticsearch_user = nullptr;
 char *guc_elasticsearch_password = nullptr;
+int guc_elasticsearch_json = ES_JSON_FLATTENED;
+static const struct config_enum_entry elasticsearch_json_options[] = {
+    {"flattened", ES_JSON_FLATTENED, false},
+    {"stored", ES_JSON_STORED, false},
+    {nullptr, 0, false},
+};
 char *guc_webhook_secret = nullptr;
 char *guc_webhook_headers = nullptr;
 bool guc_webhook_gzip = false;
@@ -310,6 +316,13 @@ void define_gucs()
                                "Password of pgsink.elasticsearch_user (a secret).", nullptr,
                                &guc_elasticsearch_password, "", PGC_SIGHUP,
                                GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
+    DefineCustomEnumVariable(
+        "pgsink.elasticsearch_json", "How the elasticsearch sink maps json and jsonb columns.",
+        "flattened: searchable by key path, but Elasticsearch refuses a value that is not an "
+        "object (its row is parked); stored: any JSON value, kept in _source, not searchable. "
+        "Applies to fields not yet in an index's mapping.",
+        &guc_elasticsearch_json, ES_JSON_FLATTENED, elasticsearch_json_options, PGC_SIGHUP, 0,
+        nullptr, nullptr, nullptr);
 
     /*
      * No check hook: PostgreSQL would log a refused value, and this one is

@@ -66,7 +66,7 @@ std::string elasticsearch_doc_id(const std::vector<std::string> &key_texts)
     return id;
 }
 
-std::string elasticsearch_field_mapping(const std::string &pg_type)
+std::string elasticsearch_field_mapping(const std::string &pg_type, bool json_stored)
 {
     std::string t = pg_type;
     /* An array holds values of its element's type: Elasticsearch fields take arrays. */
@@ -103,7 +103,7 @@ std::string elasticsearch_field_mapping(const std::string &pg_type)
         base == "timestamp with time zone")
         return R"({"type":"date","format":"strict_date_optional_time_nanos","ignore_malformed":true})";
     if (base == "json" || base == "jsonb")
-        return R"({"type":"flattened"})";
+        return json_stored ? R"({"type":"object","enabled":false})" : R"({"type":"flattened"})";
     if (base == "bytea")
         return R"({"type":"binary"})";
     if (base == "text" || base == "character varying" || base == "character" || base == "name" ||

@@ -529,7 +529,7 @@ void ElasticsearchExchange::plan_ddl()
             field.name = f.contains("pg_name") ? f["pg_name"].get<std::string>()
                                                : f["name"].get<std::string>();
             field.pg_type = f.value("pg_type", "");
-            field.mapping = elasticsearch_field_mapping(field.pg_type);
+            field.mapping = elasticsearch_field_mapping(field.pg_type, sink_.settings_.json_stored);
             std::string why = field_problem(field.name);
             if (!why.empty() && t.refused.empty())
                 t.refused = "table " + c.ns() + " cannot be an Elasticsearch index: " + why +

@@ -57,6 +57,7 @@ class ElasticsearchSink final : public HttpSink
         std::string index_prefix; /* "pgsink-" */
         std::string api_key;      /* "Authorization: ApiKey ..." */
         std::string user, password;
+        bool json_stored = false; /* pgsink.elasticsearch_json = 'stored' */
         HttpOptions http;
     };
     explicit ElasticsearchSink(Settings settings);
@@ -122,6 +123,10 @@ std::string elasticsearch_prefix_problem(const std::string &prefix);
  */
 std::string elasticsearch_doc_id(const std::vector<std::string> &key_texts);
 /* The mapping (JSON) of a column of PostgreSQL type pg_type. */
-std::string elasticsearch_field_mapping(const std::string &pg_type);
+/*
+ * json_stored: json and jsonb as an object that is stored, not indexed
+ * (any JSON value); else flattened (objects only, searchable).
+ */
+std::string elasticsearch_field_mapping(const std::string &pg_type, bool json_stored = false);
 
 } // namespace pgsink

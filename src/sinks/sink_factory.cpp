@@ -63,6 +63,7 @@ static ElasticsearchSink::Settings elasticsearch_settings()
     e.api_key = guc_elasticsearch_api_key ? guc_elasticsearch_api_key : "";
     e.user = guc_elasticsearch_user ? guc_elasticsearch_user : "";
     e.password = guc_elasticsearch_password ? guc_elasticsearch_password : "";
+    e.json_stored = guc_elasticsearch_json == ES_JSON_STORED;
     e.http.timeout_ms = guc_http_timeout_ms;
     e.http.ca_file = guc_ca_file ? guc_ca_file : "";
     return e;
@@ -101,7 +102,8 @@ std::string sink_settings(const std::string &name)
         ElasticsearchSink::Settings e = elasticsearch_settings();
         return "elasticsearch:" +
                sha256_hex(e.url + '\n' + e.api_key + '\n' + e.user + '\n' + e.password) + ":" +
-               e.index_prefix + ":" + std::to_string(e.http.timeout_ms) + ":" + e.http.ca_file;
+               e.index_prefix + ":" + (e.json_stored ? "stored" : "flattened") + ":" +
+               std::to_string(e.http.timeout_ms) + ":" + e.http.ca_file;
     }
     return "unknown";
 }

@@ -18,7 +18,10 @@
 #     the postmaster mid-stream: equal again afterwards;
 # (7) an import of existing rows under concurrent writes ends equal;
 # (8) a value the mapping refuses is parked alone with Elasticsearch's
-#     reason; a wrong API key is retried, never parked, never shown.
+#     reason; a wrong API key is retried, never parked, never shown;
+# (9) index names of upper case tables, tables refused for their columns;
+# (10) an index deleted by someone is made again;
+# (11) json values that are not objects, flattened and stored.
 use strict;
 use warnings;
 
@@ -335,6 +338,38 @@ $node->safe_psql('postgres', q{INSERT INTO upper VALUES (2, 'again')});
 wait_delivered($node, 'postgres', '(10) a write to a deleted index');
 is(es_dump($es, 'pgsink-public.upper')->{2}{v}, 'again', '(10) the index is made again');
 is(parked("\"table\" = 'public.upper'"), 0, '(10) nothing parked');
+
+# (11) json values that are not objects: flattened (the default) refuses
+# them, so the row is parked with Elasticsearch's reason; with
+# pgsink.elasticsearch_json = 'stored', a new index keeps any JSON value.
+$node->safe_psql('postgres', q{
+CREATE TABLE js (id int PRIMARY KEY, j jsonb);
+SELECT pgsink.add_table('js');
+INSERT INTO js VALUES (1, '{"a": [1, 2]}'), (2, '[1, 2]');
+});
+ok(defined wait_imports($node, 'postgres', 60), '(11) import done');
+wait_delivered($node, 'postgres', '(11) json values, flattened');
+# (the insert, and maybe the import's copy of the same row)
+cmp_ok(parked("\"table\" = 'public.js' AND entry LIKE '%[1, 2]%' AND response LIKE '%document_parsing_exception%'"),
+	'>=', 1, '(11) flattened: an array value is parked with Elasticsearch\'s reason');
+my $js = es_dump($es, 'pgsink-public.js');
+ok(exists $js->{1} && !exists $js->{2}, '(11) flattened: the object value is delivered');
+$node->safe_psql('postgres', q{
+ALTER SYSTEM SET pgsink.elasticsearch_json = 'stored';
+CREATE TABLE js2 (id int PRIMARY KEY, j jsonb);
+});
+$node->reload;
+$node->safe_psql('postgres', q{
+SELECT pgsink.add_table('js2');
+INSERT INTO js2 VALUES (1, '{"a": 1}'), (2, '[1, "x"]'), (3, '"s"');
+});
+ok(defined wait_imports($node, 'postgres', 60), '(11) import done');
+wait_delivered($node, 'postgres', '(11) json values, stored');
+my $js2 = es_dump($es, 'pgsink-public.js2');
+is(JSON::PP->new->canonical->encode([ map { $js2->{$_}{j} } 1 .. 3 ]), '[{"a":1},[1,"x"],"s"]',
+	'(11) stored: every JSON value kept');
+is(es_dump($es, 'pgsink-public.js2', 1)->{mappings}{properties}{j}{enabled}, JSON::PP::false,
+	'(11) stored: an object field that is not indexed');
 note(sprintf('070 took %.1f s', time() - $t0));
 
 $node->stop;

@@ -269,6 +269,8 @@ def check_value(path, m, value, doc_id):
     if value is None:
         return
     t = m.get("type", "object")
+    if t == "object" and m.get("enabled") is False:
+        return  # stored, never parsed: any JSON value
     if isinstance(value, list) and t != "flattened":
         for v in value:
             check_value(path, m, v, doc_id)
