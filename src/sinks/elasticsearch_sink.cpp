@@ -42,27 +42,32 @@ static size_t skip_ws(std::string_view s, size_t i)
     return i;
 }
 
-/* The end of the JSON string starting at s[i] (its quote). */
+/* Does any byte of v equal the byte repeated in pattern? */
+static inline bool has_byte(uint64_t v, uint64_t pattern)
+{
+    uint64_t x = v ^ pattern;
+    return ((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL) != 0;
+}
+
+/* The end of the JSON string starting at s[i] (its quote): eight bytes at a time. */
 static size_t string_end(std::string_view s, size_t i)
 {
     const char *p = s.data() + i + 1, *end = s.data() + s.size();
-    /* Most strings are short: looked through byte by byte, longer ones with memchr. */
-    for (const char *q = p; q < end && q < p + 24; q++) {
-        if (*q == '"')
-            return static_cast<size_t>(q - s.data()) + 1;
-        if (*q == '\\')
-            break;
-    }
     for (;;) {
-        const char *q = static_cast<const char *>(memchr(p, '"', static_cast<size_t>(end - p)));
-        if (q == nullptr)
+        while (end - p >= 8) {
+            uint64_t v;
+            memcpy(&v, p, sizeof(v));
+            if (has_byte(v, 0x2222222222222222ULL) || has_byte(v, 0x5C5C5C5C5C5C5C5CULL))
+                break;
+            p += 8;
+        }
+        while (p < end && *p != '"' && *p != '\\')
+            p++;
+        if (p >= end)
             throw std::runtime_error("a JSON string has no end");
-        size_t backslashes = 0;
-        for (const char *b = q; b > p && b[-1] == '\\'; b--)
-            backslashes++;
-        if (backslashes % 2 == 0)
-            return static_cast<size_t>(q - s.data()) + 1;
-        p = q + 1;
+        if (*p == '"')
+            return static_cast<size_t>(p - s.data()) + 1;
+        p += 2; /* an escape: the next character is taken as it is */
     }
 }
 
@@ -351,6 +356,7 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     void read_mapping(size_t table, const std::string &body);
     void read_docs(const std::string &ns, const std::string &body);
     std::optional<Answer> read_bulk(const Step &step, const HttpResponse &r);
+    std::optional<Answer> read_answer(const HttpResponse &r);
     const ElasticsearchSink::Index *
     in_effect(std::map<std::string, const ElasticsearchSink::Index *> &now, size_t i,
               const std::string &ns);
@@ -945,8 +951,9 @@ HttpRequest ElasticsearchExchange::next()
         /* Nothing to send (every change skipped or refused): a cheap request that answers. */
         steps_.push_back(Step{Kind::refresh, "GET", "/", "", 0, "", {}, 0});
     }
-    const Step &s = steps_.at(at_);
-    HttpRequest r = sink_.request_to(s.method, s.path, s.body);
+    Step &s = steps_.at(at_);
+    /* An exchange is made anew for every attempt: its step's body is sent once. */
+    HttpRequest r = sink_.request_to(s.method, s.path, std::move(s.body));
     if (s.kind == Kind::mget || s.kind == Kind::bulk || s.kind == Kind::get_mapping)
         r.keep_answer = static_cast<size_t>(1) << 30;
     return r;
@@ -1079,6 +1086,25 @@ std::optional<Answer> ElasticsearchExchange::read_bulk(const Step &step, const H
 }
 
 std::optional<Answer> ElasticsearchExchange::answer(const HttpResponse &r)
+{
+    try {
+        return read_answer(r);
+    } catch (const std::exception &) {
+        /* A proxy's page, a cut answer: retried; the message never quotes a parser. */
+        HttpResponse odd = r;
+        odd.status = r.status == 200 ? 502 : r.status;
+        std::optional<Answer> a = fail(odd, Answer::Kind::retry);
+        a->status = static_cast<int>(r.status);
+        a->message = sink_.describe() + " answered HTTP " + std::to_string(r.status) + " to " +
+                     steps_.at(at_).method + " " +
+                     steps_.at(at_).path.substr(0, steps_.at(at_).path.find('?')) +
+                     " with what is not an Elasticsearch answer: " +
+                     answer_excerpt(sink_.scrub(r.body), 200);
+        return a;
+    }
+}
+
+std::optional<Answer> ElasticsearchExchange::read_answer(const HttpResponse &r)
 {
     Step &step = steps_.at(at_);
     if (r.status == 0 || r.status == 429 || r.status >= 500 || r.status == 401 || r.status == 403 ||

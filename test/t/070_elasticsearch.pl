@@ -229,6 +229,10 @@ es_faults($es, { drop_after_apply => 1 });
 workload(7000);
 equal_indexes('(5) an answer lost after the bulk was applied');
 is(es_stats($es)->{dropped}, 1, '(5) one answer was dropped');
+es_faults($es, { garbage => 2 });
+workload(7500);
+equal_indexes('(5) answers that are not Elasticsearch\'s (a proxy\'s page)');
+is(es_stats($es)->{garbage}, 2, '(5) two bulks were answered with an HTML page');
 # A cluster whose http.max_content_length is 64 kB: 413, the batch is split.
 es_stop($es);
 push @{ $es->{args} }, '--max-content-length', 65536;

@@ -46,6 +46,7 @@ Control endpoints (no auth), for the test:
       "item_429": C                  refuse the next C index/delete items with 429
       "delay": S                     wait S seconds before answering any request
       "drop_after_apply": C          apply the next C bulks, then close without answering
+      "garbage": C                   answer the next C bulks 200 with an HTML page, unapplied
   GET /_fake/dump/<index>[?all=1]    {"docs": {_id: _source}} of live documents (all=1:
                                      tombstones too, and {"versions": {_id: version}})
   GET /_fake/stats                   counters ("revived": live documents written over a
@@ -82,7 +83,7 @@ faults = {}
 stats = {"requests": 0, "bulk": 0, "items": 0, "conflicts": 0, "created": 0, "updated": 0,
          "deleted": 0, "item_errors": 0, "item_429": 0, "auth_failures": 0, "mget": 0,
          "delete_by_query": 0, "refresh": 0, "max_body": 0, "status_faults": 0, "dropped": 0,
-         "bulk_items_max": 0, "revived": 0, "too_large": 0}
+         "bulk_items_max": 0, "revived": 0, "too_large": 0, "garbage": 0}
 
 if os.path.exists(state_path):
     with open(state_path, encoding="utf-8") as f:
@@ -779,6 +780,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def bulk(self, parts, body, query):
         ops = parse_bulk(body, parts[0] if len(parts) > 1 else None)
+        if faults.get("garbage", 0) > 0:
+            faults["garbage"] -= 1
+            stats["garbage"] += 1
+            page = b"<html><body>502 Bad Gateway (a proxy)</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            return None
         stats["bulk"] += 1
         stats["bulk_items_max"] = max(stats["bulk_items_max"], len(ops))
         items = [apply_op(*op) for op in ops]
