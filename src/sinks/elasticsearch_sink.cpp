@@ -229,6 +229,10 @@ ElasticsearchSink::ElasticsearchSink(Settings settings) : settings_(std::move(se
             throw SinkError("pgsink.elasticsearch_api_key, pgsink.elasticsearch_user and "
                             "pgsink.elasticsearch_password may not hold line breaks",
                             false);
+    if (!settings_.password.empty() && settings_.user.empty())
+        throw SinkError("pgsink.elasticsearch_password is set but pgsink.elasticsearch_user is "
+                        "not: set the user too (basic auth), or use pgsink.elasticsearch_api_key",
+                        false);
     if (!settings_.api_key.empty() && !settings_.user.empty())
         throw SinkError("set either pgsink.elasticsearch_api_key or pgsink.elasticsearch_user "
                         "(with pgsink.elasticsearch_password), not both",
@@ -281,6 +285,14 @@ std::string ElasticsearchSink::scrub(std::string text) const
     std::vector<std::string> secrets = {settings_.api_key, settings_.password, settings_.url};
     if (!auth_header_.empty())
         secrets.push_back(auth_header_.substr(auth_header_.find(' ', 15) + 1));
+    /* The URL's user info (user:password@). */
+    size_t scheme = settings_.url.find("://");
+    if (scheme != std::string::npos) {
+        size_t path = settings_.url.find_first_of("/?#", scheme + 3);
+        size_t at = settings_.url.rfind('@', path);
+        if (at != std::string::npos && at > scheme)
+            secrets.push_back(settings_.url.substr(scheme + 3, at - scheme - 3));
+    }
     for (const std::string &secret : secrets) {
         if (secret.size() < 4)
             continue;

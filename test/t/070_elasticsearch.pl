@@ -21,7 +21,8 @@
 #     reason; a wrong API key is retried, never parked, never shown;
 # (9) index names of upper case tables, tables refused for their columns;
 # (10) an index deleted by someone is made again;
-# (11) json values that are not objects, flattened and stored.
+# (11) json values that are not objects, flattened and stored;
+# (12) HTTP basic auth.
 use strict;
 use warnings;
 
@@ -374,6 +375,22 @@ is(JSON::PP->new->canonical->encode([ map { $js2->{$_}{j} } 1 .. 3 ]), '[{"a":1}
 	'(11) stored: every JSON value kept');
 is(es_dump($es, 'pgsink-public.js2', 1)->{mappings}{properties}{j}{enabled}, JSON::PP::false,
 	'(11) stored: an object field that is not indexed');
+
+# (12) HTTP basic auth instead of an API key.
+es_stop($es);
+$es->{args} = [ '--user', 'pgsink', '--password', 'b4sic-pa55word' ];
+es_restart($es);
+$node->safe_psql('postgres', q{
+ALTER SYSTEM SET pgsink.elasticsearch_api_key = '';
+ALTER SYSTEM SET pgsink.elasticsearch_user = 'pgsink';
+ALTER SYSTEM SET pgsink.elasticsearch_password = 'b4sic-pa55word';
+});
+$node->reload;
+$node->safe_psql('postgres', q{INSERT INTO upper VALUES (3, 'basic')});
+wait_delivered($node, 'postgres', '(12) basic auth');
+is(es_dump($es, 'pgsink-public.upper')->{3}{v}, 'basic', '(12) delivered with basic auth');
+is(es_stats($es)->{auth_failures}, 0, '(12) no request without the credentials');
+unlike(slurp_file($node->logfile), qr/b4sic-pa55word/, '(12) the password is never logged');
 note(sprintf('070 took %.1f s', time() - $t0));
 
 $node->stop;
