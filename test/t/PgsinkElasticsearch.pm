@@ -88,11 +88,13 @@ sub es_faults { my ($es, $f) = @_; return es_control($es, 'POST', 'faults', $f);
 sub es_stats { my ($es) = @_; return es_control($es, 'GET', 'stats'); }
 
 # The live documents of an index ({ _id => _source }); with $all, tombstones too and the
-# versions ({ docs, versions }).
+# versions ({ docs, versions }); the string fields named in $md5 (a list) as the MD5 of
+# their text.
 sub es_dump
 {
-	my ($es, $index, $all) = @_;
-	my $d = es_control($es, 'GET', "dump/$index" . ($all ? '?all=1' : ''));
+	my ($es, $index, $all, $md5) = @_;
+	my @q = (($all ? 'all=1' : ()), ($md5 ? 'md5=' . join(',', @$md5) : ()));
+	my $d = es_control($es, 'GET', "dump/$index" . (@q ? '?' . join('&', @q) : ''));
 	return $all ? $d : $d->{docs};
 }
 

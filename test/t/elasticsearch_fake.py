@@ -48,7 +48,8 @@ Control endpoints (no auth), for the test:
       "drop_after_apply": C          apply the next C bulks, then close without answering
       "garbage": C                   answer the next C bulks 200 with an HTML page, unapplied
   GET /_fake/dump/<index>[?all=1]    {"docs": {_id: _source}} of live documents (all=1:
-                                     tombstones too, and {"versions": {_id: version}})
+                                     tombstones too, and {"versions": {_id: version}};
+                                     md5=f,g: string fields f and g as the MD5 of their text)
   GET /_fake/stats                   counters ("revived": live documents written over a
                                      tombstone or a remembered delete)
   POST /_fake/save                   write STATE now (it is also written at SIGTERM and read
@@ -56,6 +57,7 @@ Control endpoints (no auth), for the test:
 """
 import base64
 import gzip
+import hashlib
 import http.server
 import json
 import os
@@ -692,6 +694,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             every = query.get("all") == ["1"]
             docs = {k: d["source"] for k, d in index["docs"].items()
                     if every or d["source"].get("_pgsink_deleted") is not True}
+            # md5=f1,f2: those string fields as the MD5 of their UTF-8 text (a lean dump)
+            digest = query.get("md5", [""])[0].split(",")
+            if digest != [""]:
+                docs = {k: {f: (hashlib.md5(v.encode()).hexdigest()
+                                if f in digest and isinstance(v, str) else v)
+                            for f, v in src.items()} for k, src in docs.items()}
             out = {"docs": docs, "index": n, "mappings": mapping_view(index),
                    "aliases": index["aliases"]}
             if every:
