@@ -122,6 +122,9 @@ std::string elasticsearch_prefix_problem(const std::string &prefix);
  * text instead, so no two keys share an _id.
  */
 std::string elasticsearch_doc_id(const std::vector<std::string> &key_texts);
+/* Checks the above and one exchange through scripted answers; "" if all is well. */
+std::string elasticsearch_selftest();
+
 /* The mapping (JSON) of a column of PostgreSQL type pg_type. */
 /*
  * json_stored: json and jsonb as an object that is stored, not indexed
