@@ -11,7 +11,8 @@
 # (4) a rewind of the sink to the start, after the fake's clock passed
 #     index.gc_deletes: the replay brings back no deleted and no truncated
 #     row (tombstones, the truncate position), and nothing changes;
-# (5) per-item 429s, 503s, an answer lost after the bulk was applied, 413s
+# (5) per-item 429s, 503s, an answer lost after the bulk was applied, answers
+#     slower than pgsink.http_timeout, a proxy's page instead of JSON, 413s
 #     (a small http.max_content_length): only what failed is sent again,
 #     batches too large are split, nothing is parked;
 # (6) the fake stops (writes are retried) and restarts; then kill -9 of
@@ -20,7 +21,8 @@
 # (8) a value the mapping refuses is parked alone with Elasticsearch's
 #     reason; a wrong API key is retried, never parked, never shown;
 # (9) index names of upper case tables, tables refused for their columns;
-# (10) an index deleted by someone is made again;
+# (10) an index deleted by someone is made again; a new column extends the
+#      mapping;
 # (11) json values that are not objects, flattened and stored;
 # (12) HTTP basic auth.
 use strict;
@@ -230,6 +232,15 @@ es_faults($es, { drop_after_apply => 1 });
 workload(7000);
 equal_indexes('(5) an answer lost after the bulk was applied');
 is(es_stats($es)->{dropped}, 1, '(5) one answer was dropped');
+# A slow answer, past pgsink.http_timeout (5 s): the request is retried
+# while the fake still applies the first one (idempotent by versions).
+es_faults($es, { delay => 6 });
+$node->safe_psql('postgres', q{INSERT INTO c VALUES (7777, 'slow', 1)});
+ok(defined poll_until($node, 'postgres',
+		"SELECT last_error LIKE '%timed out%' FROM pgsink.sinks WHERE sink = 'elasticsearch'", 't', 30),
+	'(5) a slow answer times out, and is retried');
+es_faults($es, {});
+equal_indexes('(5) after slow answers', 'c');
 es_faults($es, { garbage => 2 });
 workload(7500);
 equal_indexes('(5) answers that are not Elasticsearch\'s (a proxy\'s page)');
@@ -343,9 +354,15 @@ my $del = HTTP::Tiny->new->request('DELETE', "$es->{url}/pgsink-public.upper",
 	{ headers => { Authorization => "ApiKey $key" } });
 is($del->{status}, 200, '(10) index pgsink-public.upper deleted');
 $node->safe_psql('postgres', q{INSERT INTO upper VALUES (2, 'again')});
+# A new column extends the mapping.
+$node->safe_psql('postgres', q{ALTER TABLE c ADD COLUMN note text; INSERT INTO c VALUES (1234, 'noted', 1, 'a note')});
 wait_delivered($node, 'postgres', '(10) a write to a deleted index');
 is(es_dump($es, 'pgsink-public.upper')->{2}{v}, 'again', '(10) the index is made again');
 is(parked("\"table\" = 'public.upper'"), 0, '(10) nothing parked');
+my $c_all = es_dump($es, 'pgsink-public.c', 1);
+is($c_all->{mappings}{properties}{note}{type}, 'text', '(10) a new column extends the mapping');
+is((grep { ($_->{note} // '') eq 'a note' } values %{ $c_all->{docs} }) + 0, 1,
+	'(10) and its values are indexed');
 
 # (11) json values that are not objects: flattened (the default) refuses
 # them, so the row is parked with Elasticsearch's reason; with
