@@ -232,6 +232,22 @@ es_faults($es, { drop_after_apply => 1 });
 workload(7000);
 equal_indexes('(5) an answer lost after the bulk was applied');
 is(es_stats($es)->{dropped}, 1, '(5) one answer was dropped');
+# pgsink.max_in_flight = 8 is capped at one batch in flight (see README),
+# with many small batches answered slowly.
+$node->safe_psql('postgres', "ALTER SYSTEM SET pgsink.max_in_flight = 8");
+$node->safe_psql('postgres', "ALTER SYSTEM SET pgsink.batch_bytes = '64kB'");
+$node->reload;
+es_faults($es, { delay => 0.05 });
+$node->safe_psql('postgres', q{
+INSERT INTO c SELECT g, 'in flight ' || g, g FROM generate_series(1, 3000) g;
+UPDATE c SET x = x + 1 WHERE a BETWEEN 1 AND 3000;
+});
+equal_indexes('(5) max_in_flight 8, small batches', 'c');
+is(es_stats($es)->{max_concurrent}, 1, '(5) one request at a time whatever max_in_flight says');
+es_faults($es, {});
+$node->safe_psql('postgres', "ALTER SYSTEM RESET pgsink.max_in_flight");
+$node->safe_psql('postgres', "ALTER SYSTEM RESET pgsink.batch_bytes");
+$node->reload;
 # A slow answer, past pgsink.http_timeout (5 s): the request is retried
 # while the fake still applies the first one (idempotent by versions).
 es_faults($es, { delay => 6 });

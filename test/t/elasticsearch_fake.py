@@ -50,7 +50,8 @@ Control endpoints (no auth), for the test:
   GET /_fake/dump/<index>[?all=1]    {"docs": {_id: _source}} of live documents (all=1:
                                      tombstones too, and {"versions": {_id: version}};
                                      md5=f,g: string fields f and g as the MD5 of their text)
-  GET /_fake/stats                   counters ("revived": live documents written over a
+  GET /_fake/stats                   counters ("max_concurrent": most requests served at
+                                     once; "revived": live documents written over a
                                      tombstone or a remembered delete)
   POST /_fake/save                   write STATE now (it is also written at SIGTERM and read
                                      at start: a restart keeps the indexes)
@@ -85,7 +86,9 @@ faults = {}
 stats = {"requests": 0, "bulk": 0, "items": 0, "conflicts": 0, "created": 0, "updated": 0,
          "deleted": 0, "item_errors": 0, "item_429": 0, "auth_failures": 0, "mget": 0,
          "delete_by_query": 0, "refresh": 0, "max_body": 0, "status_faults": 0, "dropped": 0,
-         "bulk_items_max": 0, "revived": 0, "too_large": 0, "garbage": 0}
+         "bulk_items_max": 0, "revived": 0, "too_large": 0, "garbage": 0,
+         "max_concurrent": 0}
+concurrent = 0  # requests being served (the delay included)
 
 if os.path.exists(state_path):
     with open(state_path, encoding="utf-8") as f:
@@ -656,9 +659,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if parts[:1] == ["_fake"]:
             with lock:
                 return self.control(method, parts, body, query)
-        delay = faults.get("delay", 0)
-        if delay:
-            time.sleep(delay)
+        global concurrent
+        with lock:
+            concurrent += 1
+            stats["max_concurrent"] = max(stats["max_concurrent"], concurrent)
+        try:
+            delay = faults.get("delay", 0)
+            if delay:
+                time.sleep(delay)
+            return self.serve_now(method, parts, body, query)
+        finally:
+            with lock:
+                concurrent -= 1
+
+    def serve_now(self, method, parts, body, query):
         with lock:
             stats["requests"] += 1
             stats["max_body"] = max(stats["max_body"], len(body))
