@@ -8,6 +8,7 @@
 -- deletes and old keys, nothing written without its TOAST value or over a
 -- newer document, a truncate's position kept in _meta before
 -- _delete_by_query, per-item answers (409 delivered, 400 parked, 429 sent
--- again), a replay before the truncate skipped, a proxy's page retried.
+-- again), a replay before the truncate skipped, a batch whose _bulk would be
+-- too large split before sending, a proxy's page retried.
 -- It returns 1, or fails naming every check that did not hold.
 SELECT pgsink._selftest_boundary('elasticsearch');

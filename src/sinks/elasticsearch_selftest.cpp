@@ -137,8 +137,11 @@ std::string elasticsearch_selftest()
         line("0/40", 2, "insert", R"("before":null,"after":{"id":"8","v":"h","big":"H"})");
     auto ex = sink.exchange(lines, "k1");
     r = ex->next();
-    c.expect(has(r.url, "/pgsink-public.t/_mget") && has(r.body, R"(["2","3","4"])"),
-             "_mget of the documents updates take unchanged values from");
+    c.expect(has(r.url, "/pgsink-public.t/_mget") &&
+                 has(r.body, R"({"docs":[{"_id":"2","_source":["big","_pgsink_deleted"]},)"
+                             R"({"_id":"3","_source":["big","_pgsink_deleted"]},)"
+                             R"({"_id":"4","_source":["big","_pgsink_deleted"]}]})"),
+             "_mget of the unchanged fields of the documents updates take values from");
     c.expect(!ex->answer(
                  answer(200, R"({"docs":[{"_id":"2","found":true,"_version":5,"_source":{"id":"2",)"
                              R"("v":"x","big":"OLD"}},{"_id":"3","found":false},{"_id":"4",)"
@@ -212,6 +215,32 @@ std::string elasticsearch_selftest()
     c.expect(r.method == "GET" && !has(r.url, "_bulk"), "a change before the truncate is skipped");
     a = replay->answer(answer(200, "{}"));
     c.expect(a && a->kind == Answer::Kind::ack && a->entries.empty(), "and delivered");
+
+    /* A _bulk over max_bulk_bytes (carried TOAST values): the batch is split, unsent. */
+    ElasticsearchSink::Settings small = settings;
+    small.max_bulk_bytes = 100; /* less than one change: one is sent anyway */
+    ElasticsearchSink tight(small);
+    tight.open({});
+    auto tight_ddl = tight.exchange(schema, "k4");
+    for (int step = 0; step < 3; step++) {
+        tight_ddl->next();
+        tight_ddl->answer(answer(200, step == 1
+                                          ? R"({"pgsink-public.t":{"mappings":{"properties":{}}}})"
+                                          : R"({"acknowledged":true})"));
+    }
+    std::string two =
+        line("0/60", 1, "insert", R"("before":null,"after":{"id":"11","v":"k","big":"K"})") +
+        line("0/60", 2, "insert", R"("before":null,"after":{"id":"12","v":"l","big":"L"})");
+    auto split = tight.exchange(two, "k5");
+    r = split->next();
+    c.expect(!has(r.url, "_bulk"), "a batch over max_bulk_bytes sends no _bulk");
+    a = split->answer(answer(200, "{}"));
+    c.expect(a && a->kind == Answer::Kind::reject && a->too_large,
+             "a batch over max_bulk_bytes is split");
+    auto one = tight.exchange(
+        line("0/60", 1, "insert", R"("before":null,"after":{"id":"11","v":"k","big":"K"})"), "k6");
+    r = one->next();
+    c.expect(has(r.url, "_bulk"), "one change is sent whatever its size");
 
     /* An answer that is not Elasticsearch's: retried, quoting it. */
     auto odd = sink.exchange(

@@ -390,6 +390,7 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     std::map<std::string, std::map<std::string, Doc>> read_; /* ns -> _id -> document read */
     std::vector<Answer::Entry> refused_;
     bool any_unchanged_ = false;    /* an update of the batch left TOASTed columns unchanged */
+    bool too_large_ = false;        /* a _bulk would be over max_bulk_bytes: the batch is split */
     std::set<std::string> ns_pool_; /* the namespaces of the entries (Change::nsp) */
 };
 
@@ -679,8 +680,9 @@ static void append_number(std::string &out, uint64_t n)
 void ElasticsearchExchange::plan_reads()
 {
     phase_ = 1;
-    std::map<std::string, std::set<std::string>> wanted; /* ns -> _ids */
-    std::set<std::string> written;                       /* ns + _id written earlier */
+    std::map<std::string, std::set<std::string>> wanted;  /* ns -> _ids */
+    std::map<std::string, std::set<std::string>> carried; /* ns -> unchanged columns */
+    std::set<std::string> written;                        /* ns + _id written earlier */
     std::map<std::string, const ElasticsearchSink::Index *> now;
     for (size_t i = 0; i < entries_.size(); i++) {
         Change &c = entries_[i];
@@ -697,27 +699,38 @@ void ElasticsearchExchange::plan_reads()
             continue;
         if (c.kind == Op::update && !c.unchanged.empty()) {
             const std::string &source = c.before.empty() ? c.id : c.old_id;
-            if (!written.count(c.ns() + '\x1e' + source))
+            if (!written.count(c.ns() + '\x1e' + source)) {
                 wanted[c.ns()].insert(source);
+                carried[c.ns()].insert(c.unchanged.begin(), c.unchanged.end());
+            }
         }
         written.insert(c.ns() + '\x1e' + c.id);
     }
     for (auto &[ns, ids] : wanted) {
         const ElasticsearchSink::Index *t = in_effect(now, entries_.size(), ns);
+        /* Only the fields carried over, and the tombstone flag: TOASTed values are large. */
+        std::string fields;
+        for (const std::string &f : carried[ns]) {
+            append_json_string(fields, f);
+            fields += ",";
+        }
+        fields += R"("_pgsink_deleted")";
         std::vector<std::string> pieces(1);
         size_t n = 0;
         for (const std::string &id : ids) {
-            if (n++ % 5000 == 0 && n > 1)
+            if (n++ % 1000 == 0 && n > 1)
                 pieces.emplace_back();
             if (!pieces.back().empty())
                 pieces.back() += ",";
+            pieces.back() += R"({"_id":)";
             append_json_string(pieces.back(), id);
+            pieces.back() += R"(,"_source":[)" + fields + "]}";
         }
         for (const std::string &p : pieces)
             steps_.push_back(Step{Kind::mget,
                                   "POST",
                                   "/" + t->name + "/_mget",
-                                  R"({"ids":[)" + p + "]}",
+                                  R"({"docs":[)" + p + "]}",
                                   0,
                                   ns,
                                   {},
@@ -749,9 +762,20 @@ void ElasticsearchExchange::plan_writes()
             one_ns = c.nsp;
         }
     std::string bulk_index; /* the index of the bulk's actions (one_table) */
+    size_t first_write = steps_.size();
+    size_t changes = 0;
+    for (const Change &c : entries_)
+        changes += c.schema ? 0 : 1;
     auto flush = [&]() {
         if (items.empty())
             return;
+        /*
+         * Carried TOAST values can make a _bulk far larger than the batch:
+         * past max_bulk_bytes (under Elasticsearch's default http.max_content_length,
+         * and a bound on memory) the batch is split instead.
+         */
+        if (bulk.size() > sink_.settings_.max_bulk_bytes && changes > 1)
+            too_large_ = true;
         /* Only what the sink reads of each item: the answer is a seventh of its size. */
         std::string path = (one_table ? "/" + bulk_index : std::string()) +
                            "/_bulk?filter_path=errors,items.*.status,items.*.error";
@@ -946,6 +970,10 @@ void ElasticsearchExchange::plan_writes()
             lit(bulk, ",");
         meta(c, false);
         items.push_back(i);
+        if (bulk.size() > sink_.settings_.max_bulk_bytes && changes > 1) {
+            too_large_ = true; /* too large anyway: the batch is split */
+            break;
+        }
         if (!sources.empty() && sources.count(c.ns() + '\x1e' + c.id)) {
             members_of(c.after, row);
             for (const auto &kv : row)
@@ -955,6 +983,8 @@ void ElasticsearchExchange::plan_writes()
         }
     }
     flush();
+    if (too_large_)
+        steps_.resize(first_write); /* nothing of it is sent */
 }
 
 HttpRequest ElasticsearchExchange::next()
@@ -1199,6 +1229,18 @@ std::optional<Answer> ElasticsearchExchange::advance()
         plan_reads();
     if (at_ >= steps_.size() && phase_ == 1)
         plan_writes();
+    if (at_ >= steps_.size() && too_large_) {
+        Answer a;
+        a.kind = Answer::Kind::reject;
+        a.too_large = true;
+        a.status = 413;
+        a.message = sink_.describe() +
+                    ": a _bulk of this batch, with the unchanged TOASTed values it carries, would "
+                    "be over " +
+                    std::to_string(sink_.settings_.max_bulk_bytes >> 20) +
+                    " MB: the batch is split";
+        return a;
+    }
     if (at_ >= steps_.size()) {
         Answer a;
         a.entries = refused_;

@@ -58,6 +58,12 @@ class ElasticsearchSink final : public HttpSink
         std::string api_key;      /* "Authorization: ApiKey ..." */
         std::string user, password;
         bool json_stored = false; /* pgsink.elasticsearch_json = 'stored' */
+        /*
+         * The largest _bulk body for a batch of more than one change (carried
+         * TOAST values can make it far larger than the batch): past it, the
+         * batch is split. Under Elasticsearch's default http.max_content_length.
+         */
+        size_t max_bulk_bytes = 64 << 20;
         HttpOptions http;
     };
     explicit ElasticsearchSink(Settings settings);

@@ -16,7 +16,8 @@ refuses what Elasticsearch refuses there:
   PUT|POST /<index>/_mapping         new fields added, a field's type never changed (400), _meta
                                      replaced
   POST /<index>/_refresh             what was written becomes visible to searches
-  POST /[<index>/]_mget              realtime gets: {"ids": [...]} or {"docs": [...]}
+  POST /[<index>/]_mget              realtime gets: {"ids": [...]} or {"docs": [...]}, a
+                                     doc's "_source": [fields] or false
   any request's ?filter_path=a.*.b,c keeps only those members of the answer
   POST /[<index>/]_bulk              NDJSON: an action line (exactly one of index, create,
                                      update, delete; known parameters only), then a source line
@@ -583,10 +584,11 @@ def delete_by_query(name, body, query):
 def mget(name, body):
     out = []
     if "ids" in body:
-        wanted = [(name, i) for i in body["ids"]]
+        wanted = [(name, i, True) for i in body["ids"]]
     else:
-        wanted = [(d.get("_index", name), d["_id"]) for d in body.get("docs", [])]
-    for index_name, doc_id in wanted:
+        wanted = [(d.get("_index", name), d["_id"], d.get("_source", True))
+                  for d in body.get("docs", [])]
+    for index_name, doc_id, fields in wanted:
         try:
             n, index = index_of(index_name)
         except Refusal as r:
@@ -596,8 +598,13 @@ def mget(name, body):
         if d is None:
             out.append({"_index": n, "_id": doc_id, "found": False})
         else:
-            out.append({"_index": n, "_id": doc_id, "_version": d["version"], "_seq_no": d["seq"],
-                        "_primary_term": 1, "found": True, "_source": d["source"]})
+            doc = {"_index": n, "_id": doc_id, "_version": d["version"], "_seq_no": d["seq"],
+                   "_primary_term": 1, "found": True}
+            if isinstance(fields, list):  # per document: only these fields of _source
+                doc["_source"] = {f: v for f, v in d["source"].items() if f in fields}
+            elif fields is not False:
+                doc["_source"] = d["source"]
+            out.append(doc)
     stats["mget"] += 1
     return {"docs": out}
 
