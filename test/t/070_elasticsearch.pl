@@ -1,5 +1,7 @@
 # The Elasticsearch sink against the strict fake (elasticsearch_fake.py,
 # PgsinkElasticsearch.pm), which refuses what Elasticsearch refuses:
+# (0) the fake itself: malformed NDJSON, unknown actions and parameters,
+#     internal versions, long _ids, wrong types and dates, no credentials;
 # (1) inserts, updates, deletes, key changes of a table of many types and of
 #     a table with a composite key (one key longer than _id's 512 bytes):
 #     every index equals its source table, document by _id, and the alias
@@ -170,6 +172,51 @@ sub parked
 	return $node->safe_psql('postgres',
 		"SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'elasticsearch'"
 		  . ($where ? " AND $where" : ''));
+}
+
+# (0) The fake refuses what Elasticsearch refuses (else passing proves nothing).
+{
+	my $auth = "ApiKey $key";
+	my $ok_action = '{"index":{"_index":"strict-check","_id":"1","version":5,"version_type":"external_gte"}}';
+	my $put = HTTP::Tiny->new->request('PUT', "$es->{url}/strict-check", {
+		headers => { Authorization => $auth, 'Content-Type' => 'application/json' },
+		content => '{"mappings":{"dynamic":"strict","properties":{"n":{"type":"long"},'
+		  . '"d":{"type":"date","format":"strict_date_optional_time_nanos"}}}}' });
+	is($put->{status}, 200, '(0) fake: an index is made');
+	my %refused = (
+		'no trailing newline' => [ $ok_action . "\n" . '{"n":1}', 'terminated by a newline' ],
+		'a source missing' => [ $ok_action . "\n", 'source is missing' ],
+		'an unknown action' => [ '{"upsert":{"_index":"strict-check"}}' . "\n{}\n", 'expected field' ],
+		'an unknown parameter' => [ '{"index":{"_index":"strict-check","_idx":"1"}}' . "\n{}\n",
+			'unknown parameter' ],
+		'a version with internal versioning' => [
+			'{"index":{"_index":"strict-check","_id":"1","version":5}}' . "\n{}\n",
+			'internal versioning' ],
+		'an _id over 512 bytes' => [
+			'{"index":{"_index":"strict-check","_id":"' . ('x' x 513)
+			  . '","version":1,"version_type":"external"}}' . "\n{}\n", 'too long' ],
+	);
+	for my $what (sort keys %refused)
+	{
+		my ($body, $says) = @{ $refused{$what} };
+		my $r = es_post($es, '/_bulk', $body, undef, $auth);
+		ok($r->{status} == 400 && JSON::PP->new->encode($r->{body}) =~ /\Q$says\E/,
+			"(0) fake: refuses $what") or diag(explain($r));
+	}
+	my $good = $ok_action . "\n" . '{"n":1}' . "\n";
+	is(es_post($es, '/_bulk', $good, 'text/plain', $auth)->{status}, 406,
+		'(0) fake: refuses a wrong Content-Type');
+	is(es_post($es, '/_bulk', $good)->{status}, 401, '(0) fake: refuses no credentials');
+	my $older = '{"index":{"_index":"strict-check","_id":"1","version":4,"version_type":"external_gte"}}';
+	my $items = es_post($es, '/_bulk',
+		join("\n", $ok_action, '{"n":"abc"}', $ok_action, '{"n":1,"zz":1}', $ok_action,
+			'{"d":"2024-13"}', $ok_action, '{"n":1,"d":"2024-02-29T12:34:56.123456+00:00"}',
+			$older, '{"n":2}') . "\n",
+		undef, $auth)->{body}{items};
+	is(join(',', map { $_->{index}{status} } @$items), '400,400,400,201,409',
+		'(0) fake: per item, a wrong type, an unmapped field, a bad date refused; an older version 409');
+	HTTP::Tiny->new->request('DELETE', "$es->{url}/strict-check",
+		{ headers => { Authorization => $auth } });
 }
 
 # (1), (2)
