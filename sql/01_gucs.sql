@@ -27,6 +27,10 @@ ALTER SYSTEM SET pgsink.sink = 'file,';
 ALTER SYSTEM SET pgsink.sink = '';
 ALTER SYSTEM SET pgsink.sink = 'a_sink_name_longer_than_31_bytes_x';
 ALTER SYSTEM SET pgsink.spool_directory = '';
+-- Elasticsearch index names are lower case and may not start with _ - +.
+ALTER SYSTEM SET pgsink.elasticsearch_index_prefix = 'PgSink-';
+ALTER SYSTEM SET pgsink.elasticsearch_index_prefix = '_pgsink';
+ALTER SYSTEM SET pgsink.elasticsearch_index_prefix = 'pg sink';
 ALTER SYSTEM SET pgsink.spool_max_size = '-1';
 ALTER SYSTEM SET pgsink.spool_segment_size = '0';
 ALTER SYSTEM SET pgsink.flush_interval = '-1';

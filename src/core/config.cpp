@@ -7,7 +7,9 @@
  */
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
+#include "sinks/elasticsearch_sink.h" /* pure C++: before PostgreSQL's headers */
 #include "core/config.h"
 #include "core/shared_state.h"
 #include "sinks/sink_factory.h"
@@ -39,6 +41,17 @@ char *guc_clickhouse_url = nullptr;
 char *guc_clickhouse_database = nullptr;
 char *guc_clickhouse_user = nullptr;
 char *guc_clickhouse_password = nullptr;
+char *guc_elasticsearch_url = nullptr;
+char *guc_elasticsearch_index_prefix = nullptr;
+char *guc_elasticsearch_api_key = nullptr;
+char *guc_elasticsearch_user = nullptr;
+char *guc_elasticsearch_password = nullptr;
+int guc_elasticsearch_json = ES_JSON_FLATTENED;
+static const struct config_enum_entry elasticsearch_json_options[] = {
+    {"flattened", ES_JSON_FLATTENED, false},
+    {"stored", ES_JSON_STORED, false},
+    {nullptr, 0, false},
+};
 char *guc_webhook_secret = nullptr;
 char *guc_webhook_headers = nullptr;
 bool guc_webhook_gzip = false;
@@ -278,6 +291,17 @@ static bool check_file_path(char **newval, void **extra, GucSource source)
     return true;
 }
 
+/* pgsink.elasticsearch_index_prefix: what Elasticsearch takes at the start of index names. */
+static bool check_elasticsearch_prefix(char **newval, void **extra, GucSource source)
+{
+    std::string why = elasticsearch_prefix_problem(*newval ? *newval : "");
+    if (!why.empty()) {
+        GUC_check_errdetail("%s.", why.c_str());
+        return false;
+    }
+    return true;
+}
+
 void define_gucs()
 {
     DefineCustomStringVariable(
@@ -313,6 +337,39 @@ void define_gucs()
                                "Password of pgsink.clickhouse_user (a secret).", nullptr,
                                &guc_clickhouse_password, "", PGC_SIGHUP,
                                GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
+
+    DefineCustomStringVariable("pgsink.elasticsearch_url",
+                               "HTTP interface of the Elasticsearch cluster of the "
+                               "elasticsearch sink.",
+                               "For example https://127.0.0.1:9200.", &guc_elasticsearch_url, "",
+                               PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, check_url, nullptr,
+                               nullptr);
+    DefineCustomStringVariable("pgsink.elasticsearch_index_prefix",
+                               "Start of the name of each captured table's Elasticsearch index.",
+                               "An index is named <prefix><schema>.<table>, lower-cased.",
+                               &guc_elasticsearch_index_prefix, "pgsink-", PGC_SIGHUP, 0,
+                               check_elasticsearch_prefix, nullptr, nullptr);
+    DefineCustomStringVariable("pgsink.elasticsearch_api_key",
+                               "API key of the elasticsearch sink (a secret), as Elasticsearch "
+                               "encodes it (base64 of id:key).",
+                               "Empty: pgsink.elasticsearch_user and _password, or none.",
+                               &guc_elasticsearch_api_key, "", PGC_SIGHUP,
+                               GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("pgsink.elasticsearch_user",
+                               "Elasticsearch user of the elasticsearch sink (basic auth).",
+                               "Empty: no basic auth.", &guc_elasticsearch_user, "", PGC_SIGHUP,
+                               GUC_SUPERUSER_ONLY, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("pgsink.elasticsearch_password",
+                               "Password of pgsink.elasticsearch_user (a secret).", nullptr,
+                               &guc_elasticsearch_password, "", PGC_SIGHUP,
+                               GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, nullptr, nullptr, nullptr);
+    DefineCustomEnumVariable(
+        "pgsink.elasticsearch_json", "How the elasticsearch sink maps json and jsonb columns.",
+        "flattened: searchable by key path, but Elasticsearch refuses a value that is not an "
+        "object (its row is parked); stored: any JSON value, kept in _source, not searchable. "
+        "Applies to fields not yet in an index's mapping.",
+        &guc_elasticsearch_json, ES_JSON_FLATTENED, elasticsearch_json_options, PGC_SIGHUP, 0,
+        nullptr, nullptr, nullptr);
 
     /*
      * No check hook: PostgreSQL would log a refused value, and this one is

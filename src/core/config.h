@@ -26,6 +26,14 @@ extern char *guc_clickhouse_url;
 extern char *guc_clickhouse_database;
 extern char *guc_clickhouse_user;
 extern char *guc_clickhouse_password;
+extern char *guc_elasticsearch_url;
+extern char *guc_elasticsearch_index_prefix;
+extern char *guc_elasticsearch_api_key;
+extern char *guc_elasticsearch_user;
+extern char *guc_elasticsearch_password;
+/* pgsink.elasticsearch_json: how json and jsonb columns are mapped. */
+enum ElasticsearchJson { ES_JSON_FLATTENED = 0, ES_JSON_STORED };
+extern int guc_elasticsearch_json;
 extern char *guc_webhook_secret;
 extern char *guc_webhook_headers;
 extern bool guc_webhook_gzip;

@@ -30,8 +30,9 @@ static emit_log_hook_type prev_emit_log_hook = nullptr;
  * "pgsink.": matched without regard to case, so that SQL spellings
  * (PGSINK.WEBHOOK_SECRET, "pgsink"."webhook_secret") are caught too.
  */
-static const char *const kSecretSettings[] = {"webhook_url", "webhook_secret", "webhook_headers",
-                                              "clickhouse_url", "clickhouse_password"};
+static const char *const kSecretSettings[] = {
+    "webhook_url",         "webhook_secret",    "webhook_headers",       "clickhouse_url",
+    "clickhouse_password", "elasticsearch_url", "elasticsearch_api_key", "elasticsearch_password"};
 
 /* text, cut after the first secret setting's name it holds; nullptr if it holds none. */
 static char *redacted(const char *text)

@@ -171,6 +171,9 @@ void HttpPipeline::submit(uint64_t tag, HttpRequest request)
     curl_easy_setopt(easy, CURLOPT_URL, t->request.url.c_str());
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_POST, 1L);
+    /* Another method with the same body (PUT, GET); reset on a reused handle. */
+    curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST,
+                     t->request.method.empty() ? nullptr : t->request.method.c_str());
     curl_easy_setopt(easy, CURLOPT_POSTFIELDS, t->request.body.data());
     curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
                      static_cast<curl_off_t>(t->request.body.size()));

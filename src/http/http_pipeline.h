@@ -28,6 +28,7 @@ struct HttpRequest {
     std::string url;
     std::vector<std::string> headers; /* "Name: value" */
     std::string body;                 /* POSTed */
+    std::string method;               /* "PUT", "GET", ... with body; empty: POST */
     size_t keep_answer = 1024;        /* bytes of the answer's body kept (more: an error) */
 };
 

@@ -8,6 +8,7 @@
 #include "core/config.h"
 #include "sinks/file_sink.h"
 #include "sinks/clickhouse_sink.h"
+#include "sinks/elasticsearch_sink.h"
 #include "sinks/webhook_sink.h"
 
 #include "core/digest.h"
@@ -18,12 +19,12 @@ namespace pgsink
 bool sink_known(const char *name)
 {
     return strcmp(name, "file") == 0 || strcmp(name, "webhook") == 0 ||
-           strcmp(name, "clickhouse") == 0;
+           strcmp(name, "clickhouse") == 0 || strcmp(name, "elasticsearch") == 0;
 }
 
 const char *known_sink_names()
 {
-    return "file, webhook, clickhouse";
+    return "file, webhook, clickhouse, elasticsearch";
 }
 
 static WebhookSink::Settings webhook_settings()
@@ -52,8 +53,26 @@ static ClickHouseSink::Settings clickhouse_settings()
     return c;
 }
 
+static ElasticsearchSink::Settings elasticsearch_settings()
+{
+    ElasticsearchSink::Settings e;
+    e.url = guc_elasticsearch_url ? guc_elasticsearch_url : "";
+    while (!e.url.empty() && e.url.back() == '/')
+        e.url.pop_back();
+    e.index_prefix = guc_elasticsearch_index_prefix ? guc_elasticsearch_index_prefix : "pgsink-";
+    e.api_key = guc_elasticsearch_api_key ? guc_elasticsearch_api_key : "";
+    e.user = guc_elasticsearch_user ? guc_elasticsearch_user : "";
+    e.password = guc_elasticsearch_password ? guc_elasticsearch_password : "";
+    e.json_stored = guc_elasticsearch_json == ES_JSON_STORED;
+    e.http.timeout_ms = guc_http_timeout_ms;
+    e.http.ca_file = guc_ca_file ? guc_ca_file : "";
+    return e;
+}
+
 std::unique_ptr<Sink> make_sink(const std::string &name)
 {
+    if (name == "elasticsearch")
+        return std::make_unique<ElasticsearchSink>(elasticsearch_settings());
     if (name == "clickhouse")
         return std::make_unique<ClickHouseSink>(clickhouse_settings());
     if (name == "file")
@@ -78,6 +97,13 @@ std::string sink_settings(const std::string &name)
         ClickHouseSink::Settings c = clickhouse_settings();
         return "clickhouse:" + sha256_hex(c.url + '\n' + c.user + '\n' + c.password) + ":" +
                c.database + ":" + std::to_string(c.http.timeout_ms) + ":" + c.http.ca_file;
+    }
+    if (name == "elasticsearch") {
+        ElasticsearchSink::Settings e = elasticsearch_settings();
+        return "elasticsearch:" +
+               sha256_hex(e.url + '\n' + e.api_key + '\n' + e.user + '\n' + e.password) + ":" +
+               e.index_prefix + ":" + (e.json_stored ? "stored" : "flattened") + ":" +
+               std::to_string(e.http.timeout_ms) + ":" + e.http.ca_file;
     }
     return "unknown";
 }

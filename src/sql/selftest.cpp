@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "sinks/elasticsearch_sink.h" /* pure C++: before PostgreSQL's headers */
 #include "boundary/pg_boundary.h"
 #include "http/delivery_window.h"
 
@@ -52,13 +53,19 @@ static int64 selftest(const std::string &mode)
         if (!failures.empty())
             throw Error(ERRCODE_INTERNAL_ERROR, "delivery window: " + failures, "");
         return 1;
+    } else if (mode == "elasticsearch") {
+        /* The Elasticsearch sink's names, _ids, mappings and one scripted exchange. */
+        std::string failures = elasticsearch_selftest();
+        if (!failures.empty())
+            throw Error(ERRCODE_INTERNAL_ERROR, "elasticsearch: " + failures, "");
+        return 1;
     } else if (mode == "ok") {
         return pg_call(
             [] { return DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum("42"))); });
     }
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "unknown selftest mode \"" + mode + "\"",
-                "Use ok, pg_error, cpp_exception, pgsink_error, bad_alloc, delivery_window or "
-                "destroyed.");
+                "Use ok, pg_error, cpp_exception, pgsink_error, bad_alloc, delivery_window, "
+                "elasticsearch or destroyed.");
 }
 
 } // namespace pgsink

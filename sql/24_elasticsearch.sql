@@ -1,0 +1,14 @@
+-- The Elasticsearch sink (src/sinks/elasticsearch_*.cpp) without a server:
+-- index names (lower case, a digest for upper case, too long or refused
+-- starts), _ids (one key's text, a JSON array for several, # and a SHA-256
+-- past 512 bytes), mappings from PostgreSQL types, and one exchange driven
+-- through scripted answers: the index made with its alias and a strict
+-- mapping, only missing fields added, _mget of the documents updates take
+-- unchanged TOASTed values from, a _bulk with LSN versions, tombstones for
+-- deletes and old keys, nothing written without its TOAST value or over a
+-- newer document, a truncate's position kept in _meta before
+-- _delete_by_query, per-item answers (409 delivered, 400 parked, 429 sent
+-- again), a replay before the truncate skipped, a batch whose _bulk would be
+-- too large split before sending, a proxy's page retried.
+-- It returns 1, or fails naming every check that did not hold.
+SELECT pgsink._selftest_boundary('elasticsearch');

@@ -1,0 +1,257 @@
+/*
+ * elasticsearch_selftest.cpp: the Elasticsearch sink's pure parts checked
+ * without a server (pgsink._selftest_boundary('elasticsearch')): index
+ * names, _ids, mappings, and one exchange driven through scripted answers
+ * (what it asks, what its _bulk bodies hold, what the per-item answers
+ * become).
+ */
+#include "core/digest.h"
+#include "sinks/elasticsearch_sink.h"
+
+namespace pgsink
+{
+
+namespace
+{
+struct Check {
+    std::string failures;
+    void expect(bool ok, const std::string &what)
+    {
+        if (!ok)
+            failures += (failures.empty() ? "" : "; ") + what;
+    }
+};
+
+HttpResponse answer(long status, const std::string &body)
+{
+    HttpResponse r;
+    r.status = status;
+    r.body = body;
+    return r;
+}
+
+bool has(const std::string &text, const std::string &piece)
+{
+    return text.find(piece) != std::string::npos;
+}
+} // namespace
+
+std::string elasticsearch_selftest()
+{
+    Check c;
+    /* Index names. */
+    c.expect(elasticsearch_index_name("pgsink-", "public", "users") == "pgsink-public.users",
+             "plain index name");
+    c.expect(elasticsearch_index_name("pgsink-", "public", "Users") ==
+                 "pgsink-public.users-" + sha256_hex("public.Users", 4),
+             "upper case: a digest");
+    c.expect(elasticsearch_index_name("", "_private", "t").rfind("pgsink-_private.t-", 0) != 0 &&
+                 elasticsearch_index_name("", "_private", "t") == "pgsink-_private.t",
+             "a name starting with _ gets pgsink- in front");
+    std::string long_name = elasticsearch_index_name("pgsink-", "s", std::string(300, 'a'));
+    c.expect(long_name.size() <= 255 && long_name.size() == 180 + 1 + 8,
+             "a long name is cut, with a digest");
+    c.expect(elasticsearch_prefix_problem("pgsink-").empty() &&
+                 !elasticsearch_prefix_problem("PgSink").empty() &&
+                 !elasticsearch_prefix_problem("-x").empty() &&
+                 !elasticsearch_prefix_problem("a b").empty(),
+             "prefix rules");
+
+    /* _ids. */
+    c.expect(elasticsearch_doc_id({"42"}) == "42", "one key: its text");
+    c.expect(elasticsearch_doc_id({"1", "a\"b"}) == "[\"1\",\"a\\\"b\"]",
+             "composite key: a JSON array of texts");
+    std::string long_id = elasticsearch_doc_id({std::string(600, 'x')});
+    c.expect(long_id.size() == 65 && long_id[0] == '#', "a key over 512 bytes: # and its SHA-256");
+    c.expect(elasticsearch_doc_id({"#1"})[0] == '#' && elasticsearch_doc_id({"#1"}).size() == 65,
+             "a key starting with # is hashed too");
+    c.expect(elasticsearch_doc_id({""}).size() == 65, "an empty key is hashed");
+
+    /* Mappings. */
+    c.expect(elasticsearch_field_mapping("bigint") == R"({"type":"long"})", "bigint: long");
+    c.expect(has(elasticsearch_field_mapping("numeric(12,2)"), R"("type":"keyword")"),
+             "numeric: keyword");
+    c.expect(has(elasticsearch_field_mapping("timestamp(3) with time zone"),
+                 "strict_date_optional_time_nanos"),
+             "timestamptz(3): date");
+    c.expect(elasticsearch_field_mapping("integer[]") == R"({"type":"integer"})", "int[]: integer");
+    c.expect(elasticsearch_field_mapping("jsonb") == R"({"type":"flattened"})" &&
+                 has(elasticsearch_field_mapping("jsonb", true), R"("enabled":false)"),
+             "jsonb: flattened or stored");
+
+    /* An exchange through scripted answers. */
+    ElasticsearchSink::Settings settings;
+    settings.url = "http://127.0.0.1:9";
+    settings.index_prefix = "pgsink-";
+    settings.api_key = "a2V5OnNlY3JldA==";
+    ElasticsearchSink sink(settings);
+    sink.open({});
+    std::string schema =
+        R"({"timestamp":"T","lsn":"0/1","schema":{"namespace":"public.t","type":"record",)"
+        R"("name":"value","fields":[{"name":"id","type":["long","null"],"default":null,)"
+        R"("pg_type":"bigint"},{"name":"v","type":["string","null"],"default":null,)"
+        R"("pg_type":"text"},{"name":"big","type":["string","null"],"default":null,)"
+        R"("pg_type":"text"}],"key":["id"]}})"
+        "\n";
+    auto ddl = sink.exchange(schema, "k0");
+    HttpRequest r = ddl->next();
+    c.expect(r.method == "PUT" && has(r.url, "/pgsink-public.t") &&
+                 has(r.body, R"("dynamic":"strict")") && has(r.body, R"("pgsink-public.t-live")"),
+             "the index is made with a strict mapping and the alias");
+    bool auth = false;
+    for (const std::string &h : r.headers)
+        auth = auth || h == "Authorization: ApiKey a2V5OnNlY3JldA==";
+    c.expect(auth, "the API key goes in Authorization");
+    c.expect(!ddl->answer(answer(400, R"({"error":{"type":"resource_already_exists_exception"}})")),
+             "an index that exists is fine");
+    r = ddl->next();
+    c.expect(r.method == "GET" && has(r.url, "/_mapping"), "then its mapping is read");
+    c.expect(!ddl->answer(answer(
+                 200, R"({"pgsink-public.t":{"mappings":{"properties":{"id":{"type":"long"}},)"
+                      R"("_meta":{"pgsink":{"key":["id"]}}}}})")),
+             "mapping read");
+    r = ddl->next();
+    c.expect(r.method == "PUT" && has(r.body, R"("big")") && !has(r.body, R"("id")"),
+             "only the missing fields are added");
+    std::optional<Answer> a = ddl->answer(answer(200, R"({"acknowledged":true})"));
+    c.expect(a && a->kind == Answer::Kind::ack && a->entries.empty(), "the Schema entry is done");
+
+    auto line = [](const char *lsn, int seq, const char *op, const std::string &rest) {
+        return std::string(R"({"timestamp":"2026-01-01T00:00:00.000001+00:00","sequence":)") +
+               std::to_string(seq) + R"(,"namespace":"public","name":"t","op":")" + op +
+               R"(","lsn":")" + lsn + R"(","xid":1,)" + rest + "}\n";
+    };
+    std::string lines =
+        line("0/10", 1, "insert", R"("before":null,"after":{"id":"1","v":"a","big":"B"})") +
+        line("0/20", 1, "update",
+             R"("before":null,"after":{"id":"1","v":"b"},"unchanged":["big"])") +
+        line("0/20", 2, "update",
+             R"("before":null,"after":{"id":"2","v":"c"},"unchanged":["big"])") +
+        line("0/20", 3, "update",
+             R"("before":null,"after":{"id":"3","v":"d"},"unchanged":["big"])") +
+        line("0/20", 4, "update",
+             R"("before":null,"after":{"id":"4","v":"e"},"unchanged":["big"])") +
+        line("0/30", 1, "delete", R"("before":{"id":"5"},"after":null)") +
+        line("0/30", 2, "update", R"("before":{"id":"6"},"after":{"id":"7","v":"f","big":"G"})") +
+        line("0/40", 1, "truncate", R"("before":null,"after":null)") +
+        line("0/40", 2, "insert", R"("before":null,"after":{"id":"8","v":"h","big":"H"})");
+    auto ex = sink.exchange(lines, "k1");
+    r = ex->next();
+    c.expect(has(r.url, "/pgsink-public.t/_mget") &&
+                 has(r.body, R"({"docs":[{"_id":"2","_source":["big","_pgsink_deleted"]},)"
+                             R"({"_id":"3","_source":["big","_pgsink_deleted"]},)"
+                             R"({"_id":"4","_source":["big","_pgsink_deleted"]}]})"),
+             "_mget of the unchanged fields of the documents updates take values from");
+    c.expect(!ex->answer(
+                 answer(200, R"({"docs":[{"_id":"2","found":true,"_version":5,"_source":{"id":"2",)"
+                             R"("v":"x","big":"OLD"}},{"_id":"3","found":false},{"_id":"4",)"
+                             R"("found":true,"_version":99,"_source":{"id":"4","big":"NEW"}}]})")),
+             "documents read");
+    r = ex->next();
+    c.expect(has(r.url, "/pgsink-public.t/_bulk?filter_path="), "one table: its index in the path");
+    c.expect(has(r.body, R"({"index":{"_id":"1","version":16,"version_type":"external_gte"}})"
+                         "\n"
+                         R"({"id":"1","v":"a","big":"B","_pgsink_lsn":16,"_pgsink_sequence":1,)"
+                         R"("_pgsink_op":"insert","_pgsink_deleted":false,)"),
+             "an insert: the row as it is, versioned by its LSN");
+    c.expect(has(r.body, R"({"id":"1","v":"b","big":"B","_pgsink_lsn":32)"),
+             "unchanged TOAST from the batch");
+    c.expect(has(r.body, R"({"id":"2","v":"c","big":"OLD","_pgsink_lsn":32)"),
+             "unchanged TOAST from Elasticsearch");
+    c.expect(!has(r.body, R"("id":"3")") && !has(r.body, R"("id":"4")"),
+             "no document written without its value, none over a newer one");
+    c.expect(has(r.body, R"({"index":{"_id":"5","version":48,"version_type":"external_gte"}})"
+                         "\n"
+                         R"({"id":"5","_pgsink_lsn":48,"_pgsink_sequence":1,)"
+                         R"("_pgsink_op":"delete","_pgsink_deleted":true)"),
+             "a delete: a tombstone");
+    c.expect(has(r.body, R"({"id":"6","_pgsink_lsn":48,"_pgsink_sequence":2,)"
+                         R"("_pgsink_op":"update","_pgsink_deleted":true)") &&
+                 has(r.body, R"({"id":"7","v":"f","big":"G","_pgsink_lsn":48)"),
+             "a key change: a tombstone of the old key, then the new");
+    c.expect(!has(r.body, R"("id":"8")"), "the changes after a truncate wait for it");
+    /* Items: insert 1, update 1, update 2, tombstone 5, tombstone 6, index 7. */
+    c.expect(!ex->answer(answer(
+                 200, R"({"errors":true,"items":[{"index":{"status":201}},)"
+                      R"({"index":{"status":200}},{"index":{"status":409,"error":{"type":)"
+                      R"("version_conflict_engine_exception","reason":"old"}}},)"
+                      R"({"index":{"status":400,"error":{"type":"document_parsing_exception",)"
+                      R"("reason":"bad value"}}},{"index":{"status":429,"error":{"type":)"
+                      R"("es_rejected_execution_exception","reason":"busy"}}},)"
+                      R"({"index":{"status":201}}]})")),
+             "bulk answered");
+    r = ex->next();
+    c.expect(r.method == "PUT" && has(r.body, R"("truncated_lsn":64)") &&
+                 has(r.body, R"("truncated_sequence":1)") && has(r.body, R"("key":["id"])"),
+             "a truncate: its position in _meta");
+    c.expect(!ex->answer(answer(200, R"({"acknowledged":true})")), "meta");
+    r = ex->next();
+    c.expect(has(r.url, "/_refresh"), "then a refresh");
+    c.expect(!ex->answer(answer(200, "{}")), "refresh");
+    r = ex->next();
+    c.expect(has(r.url, "/_delete_by_query?conflicts=proceed") &&
+                 has(r.body, R"({"range":{"_pgsink_lsn":{"lt":64}}})") &&
+                 has(r.body, R"({"range":{"_pgsink_sequence":{"lt":1}}})"),
+             "then the documents before it are deleted");
+    c.expect(!ex->answer(answer(200, R"({"deleted":3,"failures":[]})")), "deleted");
+    r = ex->next();
+    c.expect(has(r.body, R"("id":"8")"), "the changes after the truncate");
+    a = ex->answer(answer(200, R"({"errors":false,"items":[{"index":{"status":201}}]})"));
+    c.expect(a && a->kind == Answer::Kind::ack, "the batch is acknowledged");
+    bool e3 = false, e5 = false, e6 = false;
+    for (const Answer::Entry &e : a ? a->entries : std::vector<Answer::Entry>()) {
+        e3 = e3 || (e.index == 3 && !e.retry && has(e.response, "not in Elasticsearch"));
+        e5 = e5 || (e.index == 5 && !e.retry && e.status == 400 &&
+                    has(e.response, "document_parsing_exception: bad value"));
+        e6 = e6 || (e.index == 6 && e.retry && e.status == 429);
+    }
+    c.expect(a && a->entries.size() == 3 && e3 && e5 && e6,
+             "per entry: a missing TOAST value and a 400 parked, a 429 sent again");
+
+    /* A replay of changes before the truncate: skipped, nothing to write. */
+    auto replay = sink.exchange(
+        line("0/40", 0, "insert", R"("before":null,"after":{"id":"9","v":"i","big":"I"})"), "k2");
+    r = replay->next();
+    c.expect(r.method == "GET" && !has(r.url, "_bulk"), "a change before the truncate is skipped");
+    a = replay->answer(answer(200, "{}"));
+    c.expect(a && a->kind == Answer::Kind::ack && a->entries.empty(), "and delivered");
+
+    /* A _bulk over max_bulk_bytes (carried TOAST values): the batch is split, unsent. */
+    ElasticsearchSink::Settings small = settings;
+    small.max_bulk_bytes = 100; /* less than one change: one is sent anyway */
+    ElasticsearchSink tight(small);
+    tight.open({});
+    auto tight_ddl = tight.exchange(schema, "k4");
+    for (int step = 0; step < 3; step++) {
+        tight_ddl->next();
+        tight_ddl->answer(answer(200, step == 1
+                                          ? R"({"pgsink-public.t":{"mappings":{"properties":{}}}})"
+                                          : R"({"acknowledged":true})"));
+    }
+    std::string two =
+        line("0/60", 1, "insert", R"("before":null,"after":{"id":"11","v":"k","big":"K"})") +
+        line("0/60", 2, "insert", R"("before":null,"after":{"id":"12","v":"l","big":"L"})");
+    auto split = tight.exchange(two, "k5");
+    r = split->next();
+    c.expect(!has(r.url, "_bulk"), "a batch over max_bulk_bytes sends no _bulk");
+    a = split->answer(answer(200, "{}"));
+    c.expect(a && a->kind == Answer::Kind::reject && a->too_large,
+             "a batch over max_bulk_bytes is split");
+    auto one = tight.exchange(
+        line("0/60", 1, "insert", R"("before":null,"after":{"id":"11","v":"k","big":"K"})"), "k6");
+    r = one->next();
+    c.expect(has(r.url, "_bulk"), "one change is sent whatever its size");
+
+    /* An answer that is not Elasticsearch's: retried, quoting it. */
+    auto odd = sink.exchange(
+        line("0/50", 1, "insert", R"("before":null,"after":{"id":"10","v":"j","big":"J"})"), "k3");
+    odd->next();
+    a = odd->answer(answer(200, "<html>proxy a2V5OnNlY3JldA==</html>"));
+    c.expect(a && a->kind == Answer::Kind::retry &&
+                 has(a->message, "not an Elasticsearch answer") &&
+                 !has(a->message, "a2V5OnNlY3JldA=="),
+             "a proxy's page: retried, the key cut out");
+    return c.failures;
+}
+
+} // namespace pgsink

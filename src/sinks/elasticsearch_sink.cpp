@@ -1,0 +1,1264 @@
+/*
+ * elasticsearch_sink.cpp: see elasticsearch_sink.h.
+ *
+ * One batch is one exchange, in three phases:
+ *   1. indexes: for each new Schema entry (and each index to check again),
+ *      PUT /<index> (made if missing, with its alias), GET its mapping (the
+ *      fields it has, the key it was made for, the truncate position), PUT
+ *      the fields it lacks;
+ *   2. reads: POST /<index>/_mget of the documents that updates with
+ *      unchanged TOASTed columns take values from, when no earlier change
+ *      of the batch wrote them;
+ *   3. writes: one POST /_bulk of every change, in order; a TRUNCATE ends a
+ *      _bulk and runs after it (its position into _meta, _refresh,
+ *      _delete_by_query), the changes after it go in the next _bulk.
+ * Row values are never parsed into numbers: the changelog's JSON text of
+ * each value goes into the document as it is (bigint and numeric as their
+ * digits, json as PostgreSQL wrote it).
+ */
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <openssl/evp.h>
+
+#include "changelog/avro_schema.h"
+#include "changelog/entry_head.h"
+#include "core/digest.h"
+#include "sinks/elasticsearch_sink.h"
+
+namespace pgsink
+{
+
+using json = nlohmann::json;
+
+/* ------------------------------------------------------ raw JSON scanning */
+
+static size_t skip_ws(std::string_view s, size_t i)
+{
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
+        i++;
+    return i;
+}
+
+/* Does any byte of v equal the byte repeated in pattern? */
+static inline bool has_byte(uint64_t v, uint64_t pattern)
+{
+    uint64_t x = v ^ pattern;
+    return ((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL) != 0;
+}
+
+/* The end of the JSON string starting at s[i] (its quote): eight bytes at a time. */
+static size_t string_end(std::string_view s, size_t i)
+{
+    const char *p = s.data() + i + 1, *end = s.data() + s.size();
+    for (;;) {
+        while (end - p >= 8) {
+            uint64_t v;
+            memcpy(&v, p, sizeof(v));
+            if (has_byte(v, 0x2222222222222222ULL) || has_byte(v, 0x5C5C5C5C5C5C5C5CULL))
+                break;
+            p += 8;
+        }
+        while (p < end && *p != '"' && *p != '\\')
+            p++;
+        if (p >= end)
+            throw std::runtime_error("a JSON string has no end");
+        if (*p == '"')
+            return static_cast<size_t>(p - s.data()) + 1;
+        p += 2; /* an escape: the next character is taken as it is */
+    }
+}
+
+/* The end of the JSON value starting at s[i]. */
+static size_t value_end(std::string_view s, size_t i)
+{
+    if (i >= s.size())
+        throw std::runtime_error("a JSON value is missing");
+    if (s[i] == '"')
+        return string_end(s, i);
+    if (s[i] == '{' || s[i] == '[') {
+        int depth = 0;
+        for (; i < s.size(); i++) {
+            char c = s[i];
+            if (c == '"') {
+                i = string_end(s, i) - 1;
+            } else if (c == '{' || c == '[') {
+                depth++;
+            } else if (c == '}' || c == ']') {
+                if (--depth == 0)
+                    return i + 1;
+            }
+        }
+        throw std::runtime_error("a JSON object or array has no end");
+    }
+    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
+           s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
+        i++;
+    return i;
+}
+
+/* A JSON string's content (raw: with its quotes); a bare value's text as it is. */
+static std::string text_of(std::string_view raw)
+{
+    if (raw.empty() || raw[0] != '"')
+        return std::string(raw);
+    if (raw.find('\\') == std::string_view::npos)
+        return std::string(raw.substr(1, raw.size() - 2));
+    return json::parse(raw).get<std::string>();
+}
+
+using Members = std::vector<std::pair<std::string, std::string_view>>;
+
+/* The members of a JSON object into out, each value as its raw text. */
+static void members_of(std::string_view s, Members &out)
+{
+    out.clear();
+    size_t i = skip_ws(s, 0);
+    if (i >= s.size() || s[i] != '{')
+        throw std::runtime_error("not a JSON object");
+    i = skip_ws(s, i + 1);
+    while (i < s.size() && s[i] != '}') {
+        size_t key_end = value_end(s, i);
+        std::string key = text_of(s.substr(i, key_end - i));
+        i = skip_ws(s, key_end);
+        if (i >= s.size() || s[i] != ':')
+            throw std::runtime_error("a JSON member has no value");
+        i = skip_ws(s, i + 1);
+        size_t end = value_end(s, i);
+        out.emplace_back(std::move(key), s.substr(i, end - i));
+        i = skip_ws(s, end);
+        if (i < s.size() && s[i] == ',')
+            i = skip_ws(s, i + 1);
+    }
+}
+
+static Members members_of(std::string_view s)
+{
+    Members out;
+    members_of(s, out);
+    return out;
+}
+
+/* The elements of a JSON array, raw. */
+static std::vector<std::string_view> elements_of(std::string_view s)
+{
+    std::vector<std::string_view> out;
+    size_t i = skip_ws(s, 0);
+    if (i >= s.size() || s[i] != '[')
+        throw std::runtime_error("not a JSON array");
+    i = skip_ws(s, i + 1);
+    while (i < s.size() && s[i] != ']') {
+        size_t end = value_end(s, i);
+        out.push_back(s.substr(i, end - i));
+        i = skip_ws(s, end);
+        if (i < s.size() && s[i] == ',')
+            i = skip_ws(s, i + 1);
+    }
+    return out;
+}
+
+/*
+ * Calls f(key, value) for each member of the JSON object s: the key as
+ * written between its quotes (escapes left as they are), the value raw;
+ * stops when f returns false. Nothing is allocated.
+ */
+template <typename F> static void for_members(std::string_view s, F f)
+{
+    size_t i = skip_ws(s, 0);
+    if (i >= s.size() || s[i] != '{')
+        throw std::runtime_error("not a JSON object");
+    i = skip_ws(s, i + 1);
+    while (i < s.size() && s[i] != '}') {
+        size_t key_end = value_end(s, i);
+        std::string_view key = s.substr(i + 1, key_end - i - 2);
+        i = skip_ws(s, key_end);
+        if (i >= s.size() || s[i] != ':')
+            throw std::runtime_error("a JSON member has no value");
+        i = skip_ws(s, i + 1);
+        size_t end = value_end(s, i);
+        if (!f(key, s.substr(i, end - i)))
+            return;
+        i = skip_ws(s, end);
+        if (i < s.size() && s[i] == ',')
+            i = skip_ws(s, i + 1);
+    }
+}
+
+/* The raw value of member name of the JSON object s ("" if none). */
+static std::string_view find_member(std::string_view s, const std::string &name)
+{
+    std::string_view found;
+    for_members(s, [&](std::string_view key, std::string_view value) {
+        bool match = key.find('\\') == std::string_view::npos
+                         ? key == name
+                         : text_of("\"" + std::string(key) + "\"") == name;
+        if (match)
+            found = value;
+        return !match;
+    });
+    return found;
+}
+
+static std::string_view member(const Members &m, const char *name)
+{
+    for (const auto &kv : m)
+        if (kv.first == name)
+            return kv.second;
+    return {};
+}
+
+/* ---------------------------------------------------------------- the sink */
+
+static std::string base64(const std::string &data)
+{
+    std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
+    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char *>(out.data()),
+                            reinterpret_cast<const unsigned char *>(data.data()),
+                            static_cast<int>(data.size()));
+    out.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return out;
+}
+
+ElasticsearchSink::ElasticsearchSink(Settings settings) : settings_(std::move(settings))
+{
+    /* They go into a header: a line break would add headers of its own. */
+    for (const std::string *v : {&settings_.api_key, &settings_.user, &settings_.password})
+        if (v->find_first_of("\r\n") != std::string::npos)
+            throw SinkError("pgsink.elasticsearch_api_key, pgsink.elasticsearch_user and "
+                            "pgsink.elasticsearch_password may not hold line breaks",
+                            false);
+    if (!settings_.password.empty() && settings_.user.empty())
+        throw SinkError("pgsink.elasticsearch_password is set but pgsink.elasticsearch_user is "
+                        "not: set the user too (basic auth), or use pgsink.elasticsearch_api_key",
+                        false);
+    if (!settings_.api_key.empty() && !settings_.user.empty())
+        throw SinkError("set either pgsink.elasticsearch_api_key or pgsink.elasticsearch_user "
+                        "(with pgsink.elasticsearch_password), not both",
+                        false);
+    std::string why = elasticsearch_prefix_problem(settings_.index_prefix);
+    if (!why.empty())
+        throw SinkError(why, false);
+    if (!settings_.api_key.empty())
+        auth_header_ = "Authorization: ApiKey " + settings_.api_key;
+    else if (!settings_.user.empty())
+        auth_header_ = "Authorization: Basic " + base64(settings_.user + ":" + settings_.password);
+}
+
+bool ElasticsearchSink::open(const Resume &)
+{
+    if (settings_.url.empty())
+        throw SinkError("pgsink.elasticsearch_url is not set", false);
+    /* Indexes are learnt from the Schema entries, announced again at every start. */
+    indexes_.clear();
+    return true;
+}
+
+std::string ElasticsearchSink::describe() const
+{
+    return "elasticsearch " + url_for_messages(settings_.url);
+}
+
+std::string ElasticsearchSink::state() const
+{
+    return "elasticsearch " + sha256_hex(settings_.url + "\n" + settings_.index_prefix, 16);
+}
+
+HttpRequest ElasticsearchSink::request_to(const std::string &method, const std::string &path,
+                                          std::string body) const
+{
+    HttpRequest r;
+    r.url = settings_.url + path;
+    r.method = method == "POST" ? "" : method;
+    r.body = std::move(body);
+    r.headers = {path.find("_bulk") != std::string::npos ? "Content-Type: application/x-ndjson"
+                                                         : "Content-Type: application/json"};
+    if (!auth_header_.empty())
+        r.headers.push_back(auth_header_);
+    return r;
+}
+
+/* An answer's text without our secrets (a proxy may echo a request's headers). */
+std::string ElasticsearchSink::scrub(std::string text) const
+{
+    std::vector<std::string> secrets = {settings_.api_key, settings_.password, settings_.url};
+    if (!auth_header_.empty())
+        secrets.push_back(auth_header_.substr(auth_header_.find(' ', 15) + 1));
+    /* The URL's user info (user:password@). */
+    size_t scheme = settings_.url.find("://");
+    if (scheme != std::string::npos) {
+        size_t path = settings_.url.find_first_of("/?#", scheme + 3);
+        size_t at = settings_.url.rfind('@', path);
+        if (at != std::string::npos && at > scheme)
+            secrets.push_back(settings_.url.substr(scheme + 3, at - scheme - 3));
+    }
+    for (const std::string &secret : secrets) {
+        if (secret.size() < 4)
+            continue;
+        for (size_t at = text.find(secret); at != std::string::npos;
+             at = text.find(secret, at + 10))
+            text.replace(at, secret.size(), "[redacted]");
+    }
+    return text;
+}
+
+/* ------------------------------------------------------------ the exchange */
+
+namespace
+{
+/* A changelog line, as far as the sink reads it. */
+enum class Op { other, insert, update, delete_, truncate, import };
+
+struct Change {
+    bool schema = false;
+    const std::string *nsp = nullptr; /* the Schema entry's namespace (Avro names) */
+    const std::string &ns() const { return *nsp; }
+    std::string_view op_raw; /* as a JSON string */
+    Op kind = Op::other;
+    uint64_t lsn = 0, seq = 0;
+    std::string_view timestamp; /* raw */
+    std::string_view before, after;
+    std::vector<std::string> unchanged;
+    json schema_json; /* a Schema entry's "schema" */
+    /* Set by plan_reads(): the _id of the row (after; before for a delete), of the old row. */
+    std::string id, old_id;
+    bool id_ok = false, old_id_ok = false;
+};
+
+/* A document as read back or written earlier in the batch. */
+struct Doc {
+    uint64_t version = 0;
+    bool deleted = false;
+    std::map<std::string, std::string> fields; /* raw values */
+};
+} // namespace
+
+class ElasticsearchExchange final : public HttpSink::Exchange
+{
+  public:
+    ElasticsearchExchange(ElasticsearchSink &sink, std::string_view lines);
+    HttpRequest next() override;
+    std::optional<Answer> answer(const HttpResponse &response) override;
+
+  private:
+    enum class Kind {
+        create,
+        get_mapping,
+        put_mapping,
+        mget,
+        bulk,
+        meta,
+        refresh,
+        delete_by_query
+    };
+    struct Step {
+        Kind kind;
+        std::string method, path, body;
+        size_t table = 0;          /* new_[table] (DDL) */
+        std::string ns;            /* mget: whose documents */
+        std::vector<size_t> items; /* bulk: the entry of each action */
+        size_t entry = 0;          /* meta, refresh, delete_by_query: the truncate */
+    };
+    void plan_ddl();
+    void plan_reads();
+    void plan_writes();
+    std::optional<Answer> advance();
+    std::optional<Answer> fail(const HttpResponse &r, Answer::Kind kind);
+    void read_mapping(size_t table, const std::string &body);
+    void read_docs(const std::string &ns, const std::string &body);
+    std::optional<Answer> read_bulk(const Step &step, const HttpResponse &r);
+    std::optional<Answer> read_answer(const HttpResponse &r);
+    const ElasticsearchSink::Index *
+    in_effect(std::map<std::string, const ElasticsearchSink::Index *> &now, size_t i,
+              const std::string &ns);
+    std::string id_of(const ElasticsearchSink::Index &t, std::string_view row, bool *ok) const;
+    void refuse(size_t entry, const std::string &why)
+    {
+        refused_.push_back({entry, false, 0, why});
+    }
+
+    ElasticsearchSink &sink_;
+    std::vector<Change> entries_;
+    std::vector<ElasticsearchSink::Index> new_; /* from this batch's Schema entries */
+    std::vector<std::string> new_ns_;
+    std::map<size_t, size_t> schema_at_; /* entry index of a Schema entry -> new_ index */
+    std::map<std::string, ElasticsearchSink::Index> before_;
+    std::vector<Step> steps_;
+    size_t at_ = 0;
+    int phase_ = 0;                                          /* 0: indexes, 1: reads, 2: writes */
+    std::map<std::string, std::map<std::string, Doc>> read_; /* ns -> _id -> document read */
+    std::vector<Answer::Entry> refused_;
+    bool any_unchanged_ = false;    /* an update of the batch left TOASTed columns unchanged */
+    bool too_large_ = false;        /* a _bulk would be over max_bulk_bytes: the batch is split */
+    std::set<std::string> ns_pool_; /* the namespaces of the entries (Change::nsp) */
+};
+
+ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, std::string_view lines)
+    : sink_(sink)
+{
+    size_t at = 0;
+    std::string_view last_namespace, last_name; /* raw: the namespace of the entry before */
+    size_t n = 1;
+    for (const char *p = lines.data(), *end = p + lines.size();
+         (p = static_cast<const char *>(memchr(p, '\n', static_cast<size_t>(end - p)))) != nullptr;
+         p++)
+        n++;
+    entries_.reserve(n);
+    while (at < lines.size()) {
+        size_t nl = lines.find('\n', at);
+        if (nl == std::string_view::npos)
+            nl = lines.size();
+        std::string_view line = lines.substr(at, nl - at);
+        at = nl + 1;
+        entries_.emplace_back();
+        Change &c = entries_.back();
+        std::string_view schema, op, ns, name, lsn, seq, unchanged;
+        for_members(line, [&](std::string_view key, std::string_view value) {
+            switch (key.size()) { /* by length first: one comparison a member */
+            case 2:
+                if (key == "op")
+                    op = value;
+                break;
+            case 3:
+                if (key == "lsn")
+                    lsn = value;
+                break;
+            case 4:
+                if (key == "name")
+                    name = value;
+                break;
+            case 5:
+                if (key == "after")
+                    c.after = value;
+                break;
+            case 6:
+                if (key == "before")
+                    c.before = value;
+                else if (key == "schema")
+                    schema = value;
+                break;
+            case 8:
+                if (key == "sequence")
+                    seq = value;
+                break;
+            case 9:
+                if (key == "namespace")
+                    ns = value;
+                else if (key == "timestamp")
+                    c.timestamp = value;
+                else if (key == "unchanged")
+                    unchanged = value;
+                break;
+            }
+            return true;
+        });
+        if (!schema.empty()) {
+            c.schema = true;
+            c.schema_json = json::parse(schema);
+            c.nsp = &*ns_pool_.insert(c.schema_json.value("namespace", "")).first;
+            last_namespace = last_name = {};
+            continue;
+        }
+        c.op_raw = op;
+        c.kind = op == "\"insert\""     ? Op::insert
+                 : op == "\"update\""   ? Op::update
+                 : op == "\"delete\""   ? Op::delete_
+                 : op == "\"truncate\"" ? Op::truncate
+                 : op == "\"import\""   ? Op::import
+                                        : Op::other;
+        if (ns == last_namespace && name == last_name && entries_.size() > 1)
+            c.nsp = entries_[entries_.size() - 2].nsp; /* most are of the table before */
+        else
+            c.nsp =
+                &*ns_pool_.insert(avro_name(text_of(ns)) + "." + avro_name(text_of(name))).first;
+        last_namespace = ns;
+        last_name = name;
+        if (lsn.size() >= 2)
+            parse_lsn(lsn.data() + 1, lsn.size() - 2, &c.lsn);
+        std::from_chars(seq.data(), seq.data() + seq.size(), c.seq);
+        if (c.before == "null")
+            c.before = {};
+        if (c.after == "null")
+            c.after = {};
+        if (!unchanged.empty()) {
+            for (std::string_view u : elements_of(unchanged))
+                c.unchanged.push_back(text_of(u));
+            any_unchanged_ = true;
+        }
+    }
+    plan_ddl();
+}
+
+/* Names a column may not have: Elasticsearch's own fields, the sink's, object paths. */
+static std::string field_problem(const std::string &name)
+{
+    static const char *const kMeta[] = {"_id",          "_index",
+                                        "_source",      "_routing",
+                                        "_ignored",     "_seq_no",
+                                        "_version",     "_primary_term",
+                                        "_tier",        "_doc_count",
+                                        "_field_names", "_meta",
+                                        "_nested_path", "_data_stream_timestamp",
+                                        "_tsid",        "_type"};
+    if (name.empty())
+        return "an empty column name";
+    if (name.find('.') != std::string::npos)
+        return "column \"" + name + "\" has a dot, which Elasticsearch takes for an object path";
+    if (name.rfind("_pgsink_", 0) == 0)
+        return "column \"" + name + "\" clashes with the sink's own _pgsink_ fields";
+    for (const char *m : kMeta)
+        if (name == m)
+            return "column \"" + name + "\" is the name of an Elasticsearch metadata field";
+    return "";
+}
+
+static const char kMetaFields[] =
+    R"("_pgsink_lsn":{"type":"long"},"_pgsink_sequence":{"type":"long"},)"
+    R"("_pgsink_op":{"type":"keyword"},"_pgsink_deleted":{"type":"boolean"},)"
+    R"("_pgsink_timestamp":{"type":"date","format":"strict_date_optional_time_nanos"})";
+
+/* Phase 1: the indexes of new Schema entries, and those to check again. */
+void ElasticsearchExchange::plan_ddl()
+{
+    before_ = sink_.indexes_;
+    for (size_t ei = 0; ei < entries_.size(); ei++) {
+        const Change &c = entries_[ei];
+        if (!c.schema)
+            continue;
+        const json &s = c.schema_json;
+        ElasticsearchSink::Index t;
+        t.signature = s["fields"].dump() + s["key"].dump();
+        /* The latest of this batch, else the one the sink knows. */
+        const ElasticsearchSink::Index *known = nullptr;
+        for (size_t k = new_ns_.size(); k-- > 0 && known == nullptr;)
+            if (new_ns_[k] == c.ns())
+                known = &new_[k];
+        if (known == nullptr && sink_.indexes_.count(c.ns()))
+            known = &sink_.indexes_.at(c.ns());
+        if (known != nullptr && known->signature == t.signature && known->ready)
+            continue;
+        size_t dot = c.ns().find('.');
+        t.name = elasticsearch_index_name(sink_.settings_.index_prefix, c.ns().substr(0, dot),
+                                          c.ns().substr(dot + 1));
+        for (const json &k : s["key"])
+            t.key.push_back(k.get<std::string>());
+        for (const json &f : s["fields"]) {
+            ElasticsearchSink::Field field;
+            field.name = f.contains("pg_name") ? f["pg_name"].get<std::string>()
+                                               : f["name"].get<std::string>();
+            field.pg_type = f.value("pg_type", "");
+            field.mapping = elasticsearch_field_mapping(field.pg_type, sink_.settings_.json_stored);
+            std::string why = field_problem(field.name);
+            if (!why.empty() && t.refused.empty())
+                t.refused = "table " + c.ns() + " cannot be an Elasticsearch index: " + why +
+                            "; rename the column";
+            t.fields.push_back(std::move(field));
+        }
+        if (t.key.empty())
+            t.refused = "table " + c.ns() +
+                        " has no key (primary key or replica identity index): an Elasticsearch "
+                        "document needs one for its _id";
+        /* Key columns the Schema entry names by their Avro names: the documents' names. */
+        for (std::string &k : t.key)
+            for (const json &f : s["fields"])
+                if (f["name"] == k && f.contains("pg_name"))
+                    k = f["pg_name"].get<std::string>();
+        schema_at_[ei] = new_.size();
+        new_.push_back(std::move(t));
+        new_ns_.push_back(c.ns());
+    }
+    /* Indexes to check again (one that was missing at a write: made again). */
+    for (auto &[ns, known] : sink_.indexes_)
+        if (!known.ready && std::find(new_ns_.begin(), new_ns_.end(), ns) == new_ns_.end()) {
+            new_.push_back(known);
+            new_ns_.push_back(ns);
+        }
+    for (size_t i = 0; i < new_.size(); i++) {
+        ElasticsearchSink::Index &t = new_[i];
+        t.ready = true;
+        if (!t.refused.empty())
+            continue;
+        std::string props;
+        for (const ElasticsearchSink::Field &f : t.fields)
+            props += json(f.name).dump() + ":" + f.mapping + ",";
+        props += kMetaFields;
+        json meta = {{"pgsink", {{"key", t.key}}}};
+        json alias_filter = {{"filter", {{"term", {{"_pgsink_deleted", false}}}}}};
+        std::string create = R"({"mappings":{"dynamic":"strict","_meta":)" + meta.dump() +
+                             R"(,"properties":{)" + props + R"(}},"aliases":{)" +
+                             json(t.name + "-live").dump() + ":" + alias_filter.dump() + "}}";
+        steps_.push_back(Step{Kind::create, "PUT", "/" + t.name, create, i, "", {}, 0});
+        steps_.push_back(
+            Step{Kind::get_mapping, "GET", "/" + t.name + "/_mapping", "", i, "", {}, 0});
+    }
+    if (steps_.empty())
+        plan_reads();
+}
+
+/* The index of entry i's namespace at that entry (nullptr: no Schema entry yet). */
+const ElasticsearchSink::Index *
+ElasticsearchExchange::in_effect(std::map<std::string, const ElasticsearchSink::Index *> &now,
+                                 size_t i, const std::string &ns)
+{
+    auto schema = schema_at_.find(i);
+    if (schema != schema_at_.end())
+        return now[ns] = &new_[schema->second];
+    auto it = now.find(ns);
+    if (it != now.end())
+        return it->second;
+    /* As the sink knew it before the batch, or as checked again in this batch. */
+    auto was = before_.find(ns);
+    if (was == before_.end())
+        return now[ns] = nullptr;
+    if (!was->second.ready)
+        for (size_t k = new_ns_.size(); k-- > 0;)
+            if (new_ns_[k] == ns)
+                return now[ns] = &new_[k];
+    return now[ns] = &was->second;
+}
+
+/* A row's _id; *ok false if a key column is missing from it. */
+std::string ElasticsearchExchange::id_of(const ElasticsearchSink::Index &t, std::string_view row,
+                                         bool *ok) const
+{
+    *ok = true;
+    if (t.key.size() == 1) { /* most keys: the text itself */
+        std::string_view v = find_member(row, t.key[0]);
+        *ok = !v.empty() && v != "null";
+        std::string text = text_of(v);
+        if (!text.empty() && text.size() <= 512 && text[0] != '#')
+            return text;
+        return elasticsearch_doc_id({text});
+    }
+    std::vector<std::string> texts;
+    Members m = members_of(row);
+    for (const std::string &k : t.key) {
+        std::string_view v = member(m, k.c_str());
+        if (v.empty() || v == "null")
+            *ok = false;
+        texts.push_back(text_of(v));
+    }
+    return elasticsearch_doc_id(texts);
+}
+
+static bool before_position(const Change &c, uint64_t lsn, uint64_t seq)
+{
+    return c.lsn < lsn || (c.lsn == lsn && c.seq < seq);
+}
+
+/* text as a JSON string, appended to out. */
+static void append_json_string(std::string &out, std::string_view text)
+{
+    for (char ch : text)
+        if (ch == '"' || ch == '\\' || static_cast<unsigned char>(ch) < 0x20) {
+            out += json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::replace);
+            return;
+        }
+    out.push_back('"');
+    out.append(text);
+    out.push_back('"');
+}
+
+/* A string literal appended without measuring it. */
+template <size_t N> static inline void lit(std::string &out, const char (&text)[N])
+{
+    out.append(text, N - 1);
+}
+
+static void append_number(std::string &out, uint64_t n)
+{
+    char buf[24];
+    auto r = std::to_chars(buf, buf + sizeof(buf), n);
+    out.append(buf, static_cast<size_t>(r.ptr - buf));
+}
+
+/*
+ * Phase 2: the _ids of every change (kept for the writes), and the
+ * documents that updates with unchanged TOASTed columns take values from.
+ */
+void ElasticsearchExchange::plan_reads()
+{
+    phase_ = 1;
+    std::map<std::string, std::set<std::string>> wanted;  /* ns -> _ids */
+    std::map<std::string, std::set<std::string>> carried; /* ns -> unchanged columns */
+    std::set<std::string> written;                        /* ns + _id written earlier */
+    std::map<std::string, const ElasticsearchSink::Index *> now;
+    for (size_t i = 0; i < entries_.size(); i++) {
+        Change &c = entries_[i];
+        const ElasticsearchSink::Index *t = in_effect(now, i, c.ns());
+        if (c.schema || t == nullptr || !t->refused.empty() || c.kind == Op::truncate)
+            continue;
+        std::string_view values = c.kind == Op::delete_ ? c.before : c.after;
+        if (values.empty())
+            continue;
+        c.id = id_of(*t, values, &c.id_ok);
+        if (c.kind == Op::update && !c.before.empty())
+            c.old_id = id_of(*t, c.before, &c.old_id_ok);
+        if (!any_unchanged_ || before_position(c, t->truncated_lsn, t->truncated_seq))
+            continue;
+        if (c.kind == Op::update && !c.unchanged.empty()) {
+            const std::string &source = c.before.empty() ? c.id : c.old_id;
+            if (!written.count(c.ns() + '\x1e' + source)) {
+                wanted[c.ns()].insert(source);
+                carried[c.ns()].insert(c.unchanged.begin(), c.unchanged.end());
+            }
+        }
+        written.insert(c.ns() + '\x1e' + c.id);
+    }
+    for (auto &[ns, ids] : wanted) {
+        const ElasticsearchSink::Index *t = in_effect(now, entries_.size(), ns);
+        /* Only the fields carried over, and the tombstone flag: TOASTed values are large. */
+        std::string fields;
+        for (const std::string &f : carried[ns]) {
+            append_json_string(fields, f);
+            fields += ",";
+        }
+        fields += R"("_pgsink_deleted")";
+        std::vector<std::string> pieces(1);
+        size_t n = 0;
+        for (const std::string &id : ids) {
+            if (n++ % 1000 == 0 && n > 1)
+                pieces.emplace_back();
+            if (!pieces.back().empty())
+                pieces.back() += ",";
+            pieces.back() += R"({"_id":)";
+            append_json_string(pieces.back(), id);
+            pieces.back() += R"(,"_source":[)" + fields + "]}";
+        }
+        for (const std::string &p : pieces)
+            steps_.push_back(Step{Kind::mget,
+                                  "POST",
+                                  "/" + t->name + "/_mget",
+                                  R"({"docs":[)" + p + "]}",
+                                  0,
+                                  ns,
+                                  {},
+                                  0});
+    }
+    if (at_ >= steps_.size())
+        plan_writes();
+}
+
+/* Phase 3: the changes, one _bulk (a TRUNCATE in between ends one). */
+void ElasticsearchExchange::plan_writes()
+{
+    phase_ = 2;
+    std::string bulk;
+    std::vector<size_t> items;
+    size_t room = 0;
+    for (const Change &c : entries_)
+        room += c.after.size() + c.before.size() + c.timestamp.size() + 200;
+    bulk.reserve(room);
+    /*
+     * A batch of one table's changes (most are) names its index once, in
+     * the path, instead of in every action line.
+     */
+    const std::string *one_ns = nullptr;
+    bool one_table = true;
+    for (const Change &c : entries_)
+        if (!c.schema) {
+            one_table = one_table && (one_ns == nullptr || one_ns == c.nsp);
+            one_ns = c.nsp;
+        }
+    std::string bulk_index; /* the index of the bulk's actions (one_table) */
+    size_t first_write = steps_.size();
+    size_t changes = 0;
+    for (const Change &c : entries_)
+        changes += c.schema ? 0 : 1;
+    auto flush = [&]() {
+        if (items.empty())
+            return;
+        /*
+         * Carried TOAST values can make a _bulk far larger than the batch:
+         * past max_bulk_bytes (under Elasticsearch's default http.max_content_length,
+         * and a bound on memory) the batch is split instead.
+         */
+        if (bulk.size() > sink_.settings_.max_bulk_bytes && changes > 1)
+            too_large_ = true;
+        /* Only what the sink reads of each item: the answer is a seventh of its size. */
+        std::string path = (one_table ? "/" + bulk_index : std::string()) +
+                           "/_bulk?filter_path=errors,items.*.status,items.*.error";
+        steps_.push_back(
+            Step{Kind::bulk, "POST", path, std::move(bulk), 0, "", std::move(items), 0});
+        bulk.clear();
+        items.clear();
+    };
+    /* ns -> _id -> the document as this batch leaves it (only those read later) */
+    std::map<std::string, std::map<std::string, Doc>> cur;
+    std::set<std::string> sources; /* ns + _id of documents later updates take values from */
+    for (const Change &c : entries_)
+        if (!c.schema && c.kind == Op::update && !c.unchanged.empty() && !c.after.empty())
+            sources.insert(c.ns() + '\x1e' + (c.before.empty() ? c.id : c.old_id));
+    std::string index_json; /* the index of the entry before, as a JSON string */
+    const ElasticsearchSink::Index *index_of = nullptr;
+    auto action = [&](const ElasticsearchSink::Index &t, const std::string &id, const Change &c) {
+        if (index_of != &t) {
+            index_json.clear();
+            append_json_string(index_json, t.name);
+            index_of = &t;
+            bulk_index = t.name;
+        }
+        if (one_table) {
+            lit(bulk, R"({"index":{"_id":)");
+        } else {
+            lit(bulk, R"({"index":{"_index":)");
+            bulk += index_json;
+            lit(bulk, R"(,"_id":)");
+        }
+        append_json_string(bulk, id);
+        lit(bulk, R"(,"version":)");
+        append_number(bulk, c.lsn);
+        lit(bulk, ",\"version_type\":\"external_gte\"}}\n");
+    };
+    auto meta = [&](const Change &c, bool deleted) {
+        lit(bulk, R"("_pgsink_lsn":)");
+        append_number(bulk, c.lsn);
+        lit(bulk, R"(,"_pgsink_sequence":)");
+        append_number(bulk, c.seq);
+        lit(bulk, R"(,"_pgsink_op":)");
+        bulk += c.op_raw;
+        if (deleted)
+            lit(bulk, R"(,"_pgsink_deleted":true)");
+        else
+            lit(bulk, R"(,"_pgsink_deleted":false)");
+        lit(bulk, R"(,"_pgsink_timestamp":)");
+        bulk += c.timestamp.empty() ? std::string_view("null") : c.timestamp;
+        lit(bulk, "}\n");
+    };
+    Members row;
+    auto tombstone = [&](const ElasticsearchSink::Index &t, const std::string &id,
+                         std::string_view values, const Change &c, size_t i) {
+        members_of(values, row);
+        action(t, id, c);
+        lit(bulk, "{");
+        for (const std::string &k : t.key) {
+            append_json_string(bulk, k);
+            lit(bulk, ":");
+            bulk += member(row, k.c_str());
+            lit(bulk, ",");
+        }
+        meta(c, true);
+        items.push_back(i);
+    };
+    std::map<std::string, const ElasticsearchSink::Index *> now;
+    for (size_t i = 0; i < entries_.size(); i++) {
+        const Change &c = entries_[i];
+        const ElasticsearchSink::Index *tp = in_effect(now, i, c.ns());
+        if (c.schema)
+            continue;
+        if (tp == nullptr) {
+            refuse(i, "no Schema entry of " + c.ns() + " before its changes");
+            continue;
+        }
+        const ElasticsearchSink::Index &t = *tp;
+        if (!t.refused.empty()) {
+            refuse(i, t.refused);
+            continue;
+        }
+        /* Removed by a TRUNCATE that Elasticsearch has seen: never written again. */
+        if (before_position(c, t.truncated_lsn, t.truncated_seq))
+            continue;
+        if (c.kind == Op::truncate) {
+            flush();
+            json meta_doc = {
+                {"_meta",
+                 {{"pgsink",
+                   {{"key", t.key}, {"truncated_lsn", c.lsn}, {"truncated_sequence", c.seq}}}}}};
+            steps_.push_back(Step{
+                Kind::meta, "PUT", "/" + t.name + "/_mapping", meta_doc.dump(), 0, c.ns(), {}, i});
+            steps_.push_back(
+                Step{Kind::refresh, "POST", "/" + t.name + "/_refresh", "", 0, c.ns(), {}, i});
+            std::string lsn = std::to_string(c.lsn);
+            std::string before = R"({"query":{"bool":{"should":[{"range":{"_pgsink_lsn":{"lt":)" +
+                                 lsn + R"(}}},{"bool":{"filter":[{"term":{"_pgsink_lsn":)" + lsn +
+                                 R"(}},{"range":{"_pgsink_sequence":{"lt":)" +
+                                 std::to_string(c.seq) + R"(}}}]}}],"minimum_should_match":1}}})";
+            steps_.push_back(Step{Kind::delete_by_query,
+                                  "POST",
+                                  "/" + t.name + "/_delete_by_query?conflicts=proceed&refresh=true",
+                                  before,
+                                  0,
+                                  c.ns(),
+                                  {},
+                                  i});
+            cur[c.ns()].clear();
+            read_[c.ns()].clear();
+            continue;
+        }
+        if (c.kind == Op::delete_) {
+            if (c.before.empty())
+                continue; /* REPLICA IDENTITY NOTHING: no key to delete by */
+            if (!c.id_ok) {
+                refuse(i, "a key column of this delete has no value");
+                continue;
+            }
+            tombstone(t, c.id, c.before, c, i);
+            if (!sources.empty())
+                cur[c.ns()].erase(c.id);
+            continue;
+        }
+        if (c.after.empty())
+            continue;
+        if (!c.id_ok) {
+            refuse(i, "a key column of this change has no value");
+            continue;
+        }
+        bool key_changed = c.kind == Op::update && !c.before.empty();
+        if (key_changed && !c.old_id_ok) {
+            refuse(i, "a key column of this update's old row has no value");
+            continue;
+        }
+        key_changed = key_changed && c.old_id != c.id;
+        const std::string &source_id = key_changed ? c.old_id : c.id;
+        std::string carried;
+        Doc next;
+        if (!c.unchanged.empty()) {
+            std::map<std::string, Doc> &docs = cur[c.ns()];
+            const Doc *source = nullptr;
+            auto in_batch = docs.find(source_id);
+            auto read = read_[c.ns()].find(source_id);
+            if (in_batch != docs.end())
+                source = &in_batch->second;
+            else if (read != read_[c.ns()].end())
+                source = &read->second;
+            if (source != nullptr && source->version > c.lsn && in_batch == docs.end()) {
+                /* Elasticsearch holds a newer version: this update would be refused (409). */
+                continue;
+            }
+            std::string missing;
+            for (const std::string &u : c.unchanged) {
+                const std::string *value = nullptr;
+                if (source != nullptr && !source->deleted) {
+                    auto f = source->fields.find(u);
+                    if (f != source->fields.end())
+                        value = &f->second;
+                }
+                if (value == nullptr) {
+                    missing += (missing.empty() ? "" : ", ") + u;
+                    continue;
+                }
+                if (!carried.empty())
+                    carried += ",";
+                append_json_string(carried, u);
+                carried += ":" + *value;
+                next.fields[u] = *value;
+            }
+            if (!missing.empty()) {
+                refuse(i, "the unchanged TOASTed value of column(s) " + missing +
+                              " is not in Elasticsearch (the row was never delivered there, or "
+                              "was deleted): import the table again");
+                continue;
+            }
+        }
+        if (key_changed) {
+            /* A changed key: the old key's document becomes a tombstone. */
+            tombstone(t, c.old_id, c.before, c, i);
+            if (!sources.empty())
+                cur[c.ns()].erase(c.old_id);
+        }
+        action(t, c.id, c);
+        /* The row as the changelog wrote it, the carried values, then the sink's fields. */
+        std::string_view body = c.after;
+        size_t close = body.rfind('}');
+        bool has_members = body.find_first_not_of(" \t\r\n", 1) != close;
+        bulk.append(body.data(), close);
+        if (has_members && !carried.empty())
+            lit(bulk, ",");
+        bulk += carried;
+        if (has_members || !carried.empty())
+            lit(bulk, ",");
+        meta(c, false);
+        items.push_back(i);
+        if (bulk.size() > sink_.settings_.max_bulk_bytes && changes > 1) {
+            too_large_ = true; /* too large anyway: the batch is split */
+            break;
+        }
+        if (!sources.empty() && sources.count(c.ns() + '\x1e' + c.id)) {
+            members_of(c.after, row);
+            for (const auto &kv : row)
+                next.fields[kv.first] = std::string(kv.second);
+            next.version = c.lsn;
+            cur[c.ns()][c.id] = std::move(next);
+        }
+    }
+    flush();
+    if (too_large_)
+        steps_.resize(first_write); /* nothing of it is sent */
+}
+
+HttpRequest ElasticsearchExchange::next()
+{
+    if (steps_.empty()) {
+        /* Nothing to send (every change skipped or refused): a cheap request that answers. */
+        steps_.push_back(Step{Kind::refresh, "GET", "/", "", 0, "", {}, 0});
+    }
+    Step &s = steps_.at(at_);
+    /* An exchange is made anew for every attempt: its step's body is sent once. */
+    HttpRequest r = sink_.request_to(s.method, s.path, std::move(s.body));
+    if (s.kind == Kind::mget || s.kind == Kind::bulk || s.kind == Kind::get_mapping)
+        r.keep_answer = static_cast<size_t>(1) << 30;
+    return r;
+}
+
+/* The Elasticsearch error of an answer: "type: reason", or the body's start. */
+static std::string es_error(const std::string &body)
+{
+    try {
+        json j = json::parse(body);
+        const json &e = j.contains("error") ? j["error"] : j;
+        if (e.is_object() && e.contains("type"))
+            return e.value("type", "") + ": " + e.value("reason", "");
+        if (e.is_string())
+            return e.get<std::string>();
+    } catch (const std::exception &) {
+    }
+    return body;
+}
+
+std::optional<Answer> ElasticsearchExchange::fail(const HttpResponse &r, Answer::Kind kind)
+{
+    Answer a;
+    a.kind = kind;
+    a.status = static_cast<int>(r.status);
+    a.response = answer_excerpt(sink_.scrub(es_error(r.body)), 300);
+    a.too_large = r.status == 413;
+    a.retry_after_ms = retry_after_ms(r.retry_after, static_cast<long>(time(nullptr)));
+    const Step &s = steps_.at(at_);
+    a.message = sink_.describe() +
+                (r.status == 0 ? ": " + r.transport_error
+                               : " answered HTTP " + std::to_string(r.status) + " to " + s.method +
+                                     " " + s.path.substr(0, s.path.find('?')) + ": " + a.response);
+    if (r.status == 401 || r.status == 403)
+        a.message += " (check pgsink.elasticsearch_api_key, or _user and _password)";
+    return a;
+}
+
+void ElasticsearchExchange::read_mapping(size_t table, const std::string &body)
+{
+    ElasticsearchSink::Index &t = new_[table];
+    json j = json::parse(body);
+    if (!j.contains(t.name))
+        throw std::runtime_error("the mapping answer does not name index " + t.name);
+    const json &m = j[t.name].value("mappings", json::object());
+    const json props = m.value("properties", json::object());
+    if (m.contains("_meta") && m["_meta"].contains("pgsink")) {
+        const json &p = m["_meta"]["pgsink"];
+        t.truncated_lsn = p.value("truncated_lsn", static_cast<uint64_t>(0));
+        t.truncated_seq = p.value("truncated_sequence", static_cast<uint64_t>(0));
+        if (p.contains("key") && p["key"] != json(t.key))
+            t.refused = "the Elasticsearch index " + t.name + " was made for the key " +
+                        p["key"].dump() + " but the table's key is now " + json(t.key).dump() +
+                        ": documents would get other _ids; delete the index, then rewind the "
+                        "sink or import the table again";
+    }
+    std::string missing;
+    for (const ElasticsearchSink::Field &f : t.fields)
+        if (!props.contains(f.name))
+            missing += (missing.empty() ? "" : ",") + json(f.name).dump() + ":" + f.mapping;
+    if (!missing.empty() && t.refused.empty())
+        steps_.insert(steps_.begin() + static_cast<long>(at_) + 1,
+                      Step{Kind::put_mapping,
+                           "PUT",
+                           "/" + t.name + "/_mapping",
+                           R"({"properties":{)" + missing + "}}",
+                           table,
+                           "",
+                           {},
+                           0});
+}
+
+void ElasticsearchExchange::read_docs(const std::string &ns, const std::string &body)
+{
+    Members top = members_of(body);
+    std::string_view docs = member(top, "docs");
+    if (docs.empty())
+        throw std::runtime_error("an _mget answer without docs");
+    for (std::string_view d : elements_of(docs)) {
+        Members m = members_of(d);
+        if (member(m, "found") != "true")
+            continue;
+        Doc doc;
+        doc.version = strtoull(std::string(member(m, "_version")).c_str(), nullptr, 10);
+        for (auto &kv : members_of(member(m, "_source")))
+            doc.fields[kv.first] = std::string(kv.second);
+        doc.deleted = doc.fields["_pgsink_deleted"] == "true";
+        read_[ns][text_of(member(m, "_id"))] = std::move(doc);
+    }
+}
+
+/* Per-item results of a _bulk: 409 is delivered; 429 and 5xx sent again; other errors parked. */
+std::optional<Answer> ElasticsearchExchange::read_bulk(const Step &step, const HttpResponse &r)
+{
+    size_t head = r.body.find("\"errors\"");
+    if (head != std::string::npos && head < 200) {
+        size_t v = skip_ws(r.body, r.body.find(':', head) + 1);
+        if (r.body.compare(v, 5, "false") == 0)
+            return std::nullopt;
+    }
+    json j = json::parse(r.body);
+    const json &items = j.at("items");
+    if (items.size() != step.items.size())
+        throw std::runtime_error("a _bulk answer with " + std::to_string(items.size()) +
+                                 " items for " + std::to_string(step.items.size()) + " actions");
+    std::map<size_t, Answer::Entry> worst;
+    bool missing_index = false;
+    for (size_t k = 0; k < items.size(); k++) {
+        const json &item = items[k].begin().value();
+        int status = item.value("status", 0);
+        if ((status >= 200 && status < 300) || status == 409)
+            continue;
+        size_t entry = step.items[k];
+        std::string why = answer_excerpt(sink_.scrub(es_error(item.dump())), 300);
+        bool retry = status == 429 || status >= 500 || status == 0;
+        if (status == 404 && why.rfind("index_not_found_exception", 0) == 0) {
+            retry = true; /* someone deleted the index: made again, then the entry again */
+            missing_index = true;
+        }
+        auto w = worst.find(entry);
+        if (w == worst.end() || (retry && !w->second.retry))
+            worst[entry] = Answer::Entry{entry, retry, status, why};
+    }
+    if (missing_index)
+        for (auto &kv : sink_.indexes_)
+            kv.second.ready = false;
+    for (auto &kv : worst)
+        refused_.push_back(kv.second);
+    return std::nullopt;
+}
+
+std::optional<Answer> ElasticsearchExchange::answer(const HttpResponse &r)
+{
+    try {
+        return read_answer(r);
+    } catch (const std::exception &) {
+        /* A proxy's page, a cut answer: retried; the message never quotes a parser. */
+        HttpResponse odd = r;
+        odd.status = r.status == 200 ? 502 : r.status;
+        std::optional<Answer> a = fail(odd, Answer::Kind::retry);
+        a->status = static_cast<int>(r.status);
+        a->message = sink_.describe() + " answered HTTP " + std::to_string(r.status) + " to " +
+                     steps_.at(at_).method + " " +
+                     steps_.at(at_).path.substr(0, steps_.at(at_).path.find('?')) +
+                     " with what is not an Elasticsearch answer: " +
+                     answer_excerpt(sink_.scrub(r.body), 200);
+        return a;
+    }
+}
+
+std::optional<Answer> ElasticsearchExchange::read_answer(const HttpResponse &r)
+{
+    Step &step = steps_.at(at_);
+    if (r.status == 0 || r.status == 429 || r.status >= 500 || r.status == 401 || r.status == 403 ||
+        r.status == 408)
+        return fail(r, Answer::Kind::retry);
+    bool ok = r.status >= 200 && r.status < 300;
+    switch (step.kind) {
+    case Kind::create:
+        if (ok || (r.status == 400 &&
+                   r.body.find("resource_already_exists_exception") != std::string::npos))
+            break;
+        if (r.status == 400) {
+            /* Elasticsearch refuses the index (its name, its mapping): its changes are parked. */
+            new_[step.table].refused = "Elasticsearch refused index " + new_[step.table].name +
+                                       ": " + answer_excerpt(sink_.scrub(es_error(r.body)), 300);
+            at_++; /* its mapping is not read */
+            sink_.indexes_[new_ns_[step.table]] = new_[step.table];
+            break;
+        }
+        return fail(r, Answer::Kind::retry);
+    case Kind::get_mapping:
+        if (!ok)
+            return fail(r, Answer::Kind::retry);
+        read_mapping(step.table, r.body);
+        if (at_ + 1 >= steps_.size() || steps_[at_ + 1].kind != Kind::put_mapping)
+            sink_.indexes_[new_ns_[step.table]] = new_[step.table];
+        break;
+    case Kind::put_mapping:
+        if (r.status == 400)
+            new_[step.table].refused = "Elasticsearch refused the new fields of index " +
+                                       new_[step.table].name + ": " +
+                                       answer_excerpt(sink_.scrub(es_error(r.body)), 300);
+        else if (!ok)
+            return fail(r, Answer::Kind::retry);
+        sink_.indexes_[new_ns_[step.table]] = new_[step.table];
+        break;
+    case Kind::mget:
+        if (!ok)
+            return fail(r, Answer::Kind::retry);
+        read_docs(step.ns, r.body);
+        break;
+    case Kind::bulk:
+        if (!ok)
+            return fail(r, r.status == 413 || r.status == 400 ? Answer::Kind::reject
+                                                              : Answer::Kind::retry);
+        read_bulk(step, r);
+        break;
+    case Kind::meta: {
+        if (!ok)
+            return fail(r, Answer::Kind::retry);
+        ElasticsearchSink::Index &t = sink_.indexes_[step.ns];
+        t.truncated_lsn = entries_[step.entry].lsn;
+        t.truncated_seq = entries_[step.entry].seq;
+        break;
+    }
+    case Kind::refresh:
+        if (!ok)
+            return fail(r, Answer::Kind::retry);
+        break;
+    case Kind::delete_by_query: {
+        if (!ok)
+            return fail(r, Answer::Kind::retry);
+        json j = json::parse(r.body);
+        if (j.contains("failures") && !j["failures"].empty()) {
+            HttpResponse partial = r;
+            partial.status = 500;
+            return fail(partial, Answer::Kind::retry);
+        }
+        break;
+    }
+    }
+    return advance();
+}
+
+/* The next step, the next phase, or the batch's answer. */
+std::optional<Answer> ElasticsearchExchange::advance()
+{
+    at_++;
+    if (at_ >= steps_.size() && phase_ == 0)
+        plan_reads();
+    if (at_ >= steps_.size() && phase_ == 1)
+        plan_writes();
+    if (at_ >= steps_.size() && too_large_) {
+        Answer a;
+        a.kind = Answer::Kind::reject;
+        a.too_large = true;
+        a.status = 413;
+        a.message = sink_.describe() +
+                    ": a _bulk of this batch, with the unchanged TOASTed values it carries, would "
+                    "be over " +
+                    std::to_string(sink_.settings_.max_bulk_bytes >> 20) +
+                    " MB: the batch is split";
+        return a;
+    }
+    if (at_ >= steps_.size()) {
+        Answer a;
+        a.entries = refused_;
+        if (!refused_.empty()) {
+            a.status = refused_.front().status;
+            a.message = sink_.describe() + ": " + std::to_string(refused_.size()) +
+                        " change(s) not taken, e.g. " + refused_.front().response;
+            a.retry_after_ms = -1;
+        }
+        return a;
+    }
+    return std::nullopt;
+}
+
+std::unique_ptr<HttpSink::Exchange> ElasticsearchSink::exchange(std::string_view lines,
+                                                                const std::string &)
+{
+    return std::make_unique<ElasticsearchExchange>(*this, lines);
+}
+
+} // namespace pgsink

@@ -1,0 +1,141 @@
+/*
+ * elasticsearch_sink.h: captured tables kept in step in Elasticsearch
+ * (pgsink.sink = 'elasticsearch'), one index per table, over HTTP.
+ *
+ * Each captured table <schema>.<table> is the index
+ * <prefix><schema>.<table> (lower-cased; see elasticsearch_index_name()),
+ * made at the table's first Schema entry with a mapping derived from it
+ * (elasticsearch_field_mapping()), extended by later Schema entries, and an
+ * alias <index>-live that hides tombstones. A document's _id is the row's
+ * key (elasticsearch_doc_id()); every write is versioned by the change's
+ * commit LSN (version_type=external_gte), so of the changes of one key
+ * the newest wins whatever order they arrive in, and a change older than
+ * what the index holds is refused by Elasticsearch (409), which counts as
+ * delivered.
+ *
+ * - inserts, updates, imports: index the row; documents carry _pgsink_lsn,
+ *   _pgsink_sequence, _pgsink_op, _pgsink_deleted (false) and
+ *   _pgsink_timestamp;
+ * - deletes (and the old key of a key change): a tombstone, the key and
+ *   _pgsink_deleted = true under the delete's version: never forgotten as
+ *   a delete is after index.gc_deletes, so an older change sent again
+ *   later is refused for good;
+ * - an update that left TOASTed columns unchanged: their values come from
+ *   an earlier change of the batch, or from the document as Elasticsearch
+ *   holds it (_mget, before the batch's _bulk); if that document is newer
+ *   than the update, the update is skipped (it would be refused anyway);
+ *   if there is none, the update is parked, saying why;
+ * - TRUNCATE: the truncate's (lsn, sequence) is kept in the index mapping's
+ *   _meta (pgsink.truncated), then the documents before it are removed
+ *   (_delete_by_query); every later batch skips the changes before that
+ *   position, so a replay never brings truncated rows back.
+ * Items Elasticsearch refuses (mapping errors and other 4xx) are parked with
+ * its reason; 429 and 5xx items are sent again, alone.
+ *
+ * One batch in flight (see max_in_flight_limit()).
+ *
+ * Pure C++: no PostgreSQL headers.
+ */
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "sinks/sink.h"
+
+namespace pgsink
+{
+
+class ElasticsearchSink final : public HttpSink
+{
+  public:
+    struct Settings {
+        std::string url;          /* http(s)://host:port */
+        std::string index_prefix; /* "pgsink-" */
+        std::string api_key;      /* "Authorization: ApiKey ..." */
+        std::string user, password;
+        bool json_stored = false; /* pgsink.elasticsearch_json = 'stored' */
+        /*
+         * The largest _bulk body for a batch of more than one change (carried
+         * TOAST values can make it far larger than the batch): past it, the
+         * batch is split. Under Elasticsearch's default http.max_content_length.
+         */
+        size_t max_bulk_bytes = 64 << 20;
+        HttpOptions http;
+    };
+    explicit ElasticsearchSink(Settings settings);
+    bool open(const Resume &from) override;
+    std::unique_ptr<Exchange> exchange(std::string_view lines, const std::string &key) override;
+    HttpOptions http_options() const override { return settings_.http; }
+    /*
+     * One batch at a time: an unchanged TOAST value read back (_mget) must
+     * see every batch before; changes of one transaction share a version,
+     * so of two batches of one transaction the later must land last; a
+     * TRUNCATE must not run before the writes it removes.
+     */
+    int max_in_flight_limit() const override { return 1; }
+    void close() override {}
+    std::string describe() const override;
+    std::string state() const override;
+
+    struct Field {
+        std::string name;    /* PostgreSQL's column name: the document's field */
+        std::string pg_type; /* as the Schema entry says */
+        std::string mapping; /* its Elasticsearch mapping, JSON */
+    };
+    /* What the sink knows of a captured table's index. */
+    struct Index {
+        std::string name;
+        std::vector<Field> fields;
+        std::vector<std::string> key;
+        std::string signature; /* the Schema entry's fields and key, to see a change */
+        std::string refused;   /* why its changes cannot be written, or "" */
+        bool ready = false;    /* made and its mapping read in this session */
+        uint64_t truncated_lsn = 0, truncated_seq = 0; /* changes before it are skipped */
+    };
+
+  private:
+    friend class ElasticsearchExchange;
+    HttpRequest request_to(const std::string &method, const std::string &path,
+                           std::string body) const;
+    std::string scrub(std::string text) const;
+
+    Settings settings_;
+    std::string auth_header_;
+    std::map<std::string, Index> indexes_; /* by the Schema entry's namespace */
+};
+
+/*
+ * The index of <schema>.<table> (the Schema entry's names): prefix +
+ * schema + "." + table, lower-cased. Elasticsearch wants lower case, so a
+ * name that had upper case letters gets "-" and 8 hex digits of a digest
+ * of the original (public.Users and public.users stay apart); one too long
+ * (over 200 bytes) is cut and gets the digest too; one starting with a
+ * character Elasticsearch refuses there (_ - +) gets "pgsink-" in front.
+ */
+std::string elasticsearch_index_name(const std::string &prefix, const std::string &schema,
+                                     const std::string &table);
+/* Is prefix usable in index names? "" if so, else why not. */
+std::string elasticsearch_prefix_problem(const std::string &prefix);
+/*
+ * A document's _id from its key values (each as its text: a string's
+ * content, a number's digits): one column, the text itself; several, a
+ * JSON array of the texts as strings. An _id that would be longer than
+ * 512 bytes, empty, or start with '#' is '#' and the SHA-256 (hex) of that
+ * text instead, so no two keys share an _id.
+ */
+std::string elasticsearch_doc_id(const std::vector<std::string> &key_texts);
+/* Checks the above and one exchange through scripted answers; "" if all is well. */
+std::string elasticsearch_selftest();
+
+/* The mapping (JSON) of a column of PostgreSQL type pg_type. */
+/*
+ * json_stored: json and jsonb as an object that is stored, not indexed
+ * (any JSON value); else flattened (objects only, searchable).
+ */
+std::string elasticsearch_field_mapping(const std::string &pg_type, bool json_stored = false);
+
+} // namespace pgsink

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# elasticsearch_bench.sh: the Elasticsearch sink against the file sink, in one
+# run, on one cluster (issue 12's figures):
+#   ROWS rows (default 1M, TXN_ROWS-row transactions, default 1000) go into
+#   the spool (kept: pgsink.spool_retention = 1d); then each sink in turn is
+#   rewound to the spool's start (pgsink.rewind_sink) and timed until its
+#   cursor is back at the spool's end: the same backlog, read from the
+#   spool, delivered by each.
+# No Elasticsearch can be installed here, and the strict Python fake of the
+# TAP tests takes a few thousand documents a second: the sink talks to
+# es_bulk_receiver.c (built here), which answers every _bulk with valid
+# per-item results ("errors":false, one created item per action) and the
+# index and mapping requests with what Elasticsearch answers, but stores
+# nothing. The figure is the sink's own rate (encoding, _bulk bodies, the
+# answers read), not an Elasticsearch cluster's.
+#
+# Usage: test/bench/elasticsearch_bench.sh   (as a user that may run initdb; not root)
+#        ROWS=200000 test/bench/elasticsearch_bench.sh
+cd "$(dirname "$0")/../.."
+source test/bench/lib.sh
+ROWS=${ROWS:-1000000}
+TXN_ROWS=${TXN_ROWS:-1000}
+ES_PORT=${ES_PORT:-5493}
+BENCH_EXTRA_CONF="pgsink.sink = 'file, elasticsearch'
+pgsink.elasticsearch_url = 'http://127.0.0.1:$ES_PORT'
+pgsink.spool_retention = '1d'
+${BENCH_EXTRA_CONF:-}"
+
+mkdir -p "$BENCH_DIR"
+cc -O2 -Wall -Werror -o "$BENCH_DIR/es_bulk_receiver" test/bench/es_bulk_receiver.c
+rm -f "$BENCH_DIR/es.count"
+"$BENCH_DIR/es_bulk_receiver" "$ES_PORT" "$BENCH_DIR/es.count" &
+receiver=$!
+for _ in $(seq 1 100); do [ -f "$BENCH_DIR/es.count" ] && break; sleep 0.05; done
+bench_cluster_start
+trap 'bench_cluster_stop; kill $receiver 2>/dev/null; wait $receiver 2>/dev/null || true' EXIT
+
+psqlq <<'SQL'
+CREATE TABLE bench_rows (id bigserial PRIMARY KEY, account int NOT NULL, note text,
+                         amount numeric(12,2), created timestamptz NOT NULL DEFAULT now());
+SQL
+psqlq -c "SELECT pgsink.add_table('bench_rows', false)" >/dev/null
+psqlq -c "SELECT pgsink.wait_for_delivery()" >/dev/null
+pgsink_pause
+bench_load_rows "$ROWS" "$TXN_ROWS"
+pgsink_resume
+psqlq -c "SELECT pgsink.wait_for_delivery('30 min')" >/dev/null
+end=$(psqlq -c "SELECT durable_offset FROM pgsink.spool")
+
+# Rewind $1 to the spool's start; the milliseconds until its cursor reaches $2.
+time_sink() {
+    local t0
+    t0=$(now_ms)
+    psqlq -c "SELECT pgsink.rewind_sink('$1', '-infinity')" >/dev/null
+    until [ "$(psqlq -c "SELECT cursor_offset >= $2 FROM pgsink.sinks WHERE sink = '$1'")" = t ]; do
+        sleep 0.01
+    done
+    echo $(( $(now_ms) - t0 ))
+}
+rate() { echo $(( $1 * 1000 / ($2 > 0 ? $2 : 1) )); }
+# CPU time (ms, user + system) of process $1 so far.
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat"; }
+worker_pid() { psqlq -c "SELECT pid FROM pgsink.sinks WHERE sink = '$1'"; }
+
+echo "== delivery rate: a backlog of $ROWS rows in $TXN_ROWS-row transactions, from the spool"
+file_ms=$(time_sink file "$end")
+printf '%-28s %10s rows %8s ms %10s rows/s\n' "file (fsynced)" "$ROWS" "$file_ms" "$(rate "$ROWS" "$file_ms")"
+before=$(cat "$BENCH_DIR/es.count")
+wpid=$(worker_pid elasticsearch)
+cpu0=$(cpu_ms "$wpid") rcpu0=$(cpu_ms "$receiver")
+es_ms=$(time_sink elasticsearch "$end")
+cpu1=$(cpu_ms "$wpid") rcpu1=$(cpu_ms "$receiver")
+got=$(( $(cat "$BENCH_DIR/es.count") - before ))
+[ "$got" -ge "$ROWS" ] || { echo "the receiver got $got of $ROWS documents" >&2; exit 1; }
+printf '%-28s %10s rows %8s ms %10s rows/s   elasticsearch / file: %s\n' \
+    "elasticsearch (_bulk)" "$ROWS" "$es_ms" "$(rate "$ROWS" "$es_ms")" \
+    "$(awk -v f="$file_ms" -v e="$es_ms" 'BEGIN { printf "%.2fx (target >= 0.5x)", f / e }')"
+echo "CPU time while the elasticsearch sink delivered ($es_ms ms): its delivery worker" \
+    "$((cpu1 - cpu0)) ms, the receiver $((rcpu1 - rcpu0)) ms"
+parked=$(psqlq -c "SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'elasticsearch'")
+[ "$parked" = 0 ] || { echo "$parked entries parked" >&2; exit 1; }
