@@ -413,7 +413,7 @@ ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, std::strin
         at = nl + 1;
         entries_.emplace_back();
         Change &c = entries_.back();
-        std::string_view schema, op, ns, name, lsn, seq, unchanged;
+        std::string_view schema, op, ns, name, lsn, seq, unchanged, resync_since;
         for_members(line, [&](std::string_view key, std::string_view value) {
             switch (key.size()) { /* by length first: one comparison a member */
             case 2:
@@ -441,6 +441,10 @@ ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, std::strin
             case 8:
                 if (key == "sequence")
                     seq = value;
+                break;
+            case 12:
+                if (key == "resync_since")
+                    resync_since = value;
                 break;
             case 9:
                 if (key == "namespace")
@@ -477,6 +481,19 @@ ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, std::strin
         if (lsn.size() >= 2)
             parse_lsn(lsn.data() + 1, lsn.size() - 2, &c.lsn);
         std::from_chars(seq.data(), seq.data() + seq.size(), c.seq);
+        /*
+         * The resync rule (README, The changelog): at resync_end, a document
+         * not written since resync_since is gone. Every document the table
+         * holds was written since, so this is a TRUNCATE at (resync_since,
+         * 0): what is older is removed, and never written again by a replay.
+         * resync_start and drop entries change nothing (an index of a
+         * dropped table stays, as an archive).
+         */
+        if (op == "\"resync_end\"" && resync_since.size() >= 2 &&
+            parse_lsn(resync_since.data() + 1, resync_since.size() - 2, &c.lsn)) {
+            c.kind = Op::truncate;
+            c.seq = 0;
+        }
         if (c.before == "null")
             c.before = {};
         if (c.after == "null")
@@ -845,8 +862,8 @@ void ElasticsearchExchange::plan_writes()
     for (size_t i = 0; i < entries_.size(); i++) {
         const Change &c = entries_[i];
         const ElasticsearchSink::Index *tp = in_effect(now, i, c.ns());
-        if (c.schema)
-            continue;
+        if (c.schema || c.kind == Op::other)
+            continue; /* resync_start, drop, and ops of later versions change no document */
         if (tp == nullptr) {
             refuse(i, "no Schema entry of " + c.ns() + " before its changes");
             continue;

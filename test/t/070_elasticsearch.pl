@@ -474,6 +474,35 @@ wait_delivered($node, 'postgres', '(12) basic auth');
 is(es_dump($es, 'pgsink-public.upper')->{3}{v}, 'basic', '(12) delivered with basic auth');
 is(es_stats($es)->{auth_failures}, 0, '(12) no request without the credentials');
 unlike(slurp_file($node->logfile), qr/b4sic-pa55word/, '(12) the password is never logged');
+# (13) The resync rule: a document the table does not hold (left there by
+# changes that were lost; here written straight into the index with an old
+# version) is removed when pgsink.resync() closes, and nothing else.
+$node->safe_psql('postgres', q{
+ALTER SYSTEM RESET pgsink.elasticsearch_user;
+ALTER SYSTEM RESET pgsink.elasticsearch_password;
+});
+es_stop($es);
+$es->{args} = [ '--api-key', $key ];
+es_restart($es);
+$node->safe_psql('postgres', "ALTER SYSTEM SET pgsink.elasticsearch_api_key = '$key'");
+$node->reload;
+my $cdocs = es_dump($es, 'pgsink-public.c');
+my ($any) = sort keys %$cdocs;
+my %stale = %{ $cdocs->{$any} };
+@stale{qw(a b _pgsink_lsn _pgsink_op)} = (987654, 'stale', 1, 'insert');
+my $stale_id = JSON::PP->new->encode([ '987654', 'stale' ]);
+my $r13 = es_post($es, '/_bulk',
+	encode_json({ index => { _index => 'pgsink-public.c', _id => $stale_id, version => 1,
+				version_type => 'external_gte' } }) . "\n" . encode_json(\%stale) . "\n",
+	undef, "ApiKey $key");
+is($r13->{status}, 200, '(13) a stale document planted in the index');
+ok(exists es_dump($es, 'pgsink-public.c')->{$stale_id}, '(13) it is there');
+$node->safe_psql('postgres', "SELECT pgsink.resync('c')");
+ok(defined wait_imports($node, 'postgres', 60), '(13) the resync completes');
+wait_delivered($node, 'postgres', '(13) after the resync');
+ok(!exists es_dump($es, 'pgsink-public.c')->{$stale_id}, '(13) the resync rule removed it');
+equal_indexes('(13) after the resync', 'c');
+
 note(sprintf('070 took %.1f s', time() - $t0));
 
 $node->stop;
