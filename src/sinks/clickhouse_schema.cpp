@@ -2,16 +2,42 @@
  * clickhouse_schema.cpp: see clickhouse_schema.h.
  */
 #include <cstdio>
+#include <cstring>
 
 #include "sinks/clickhouse_schema.h"
 
 namespace pgsink::clickhouse
 {
 
+/*
+ * Why the names never meet: a name n kept as it is is none of the helper
+ * names and does not start with _pgsink_col_; a renamed one starts with it,
+ * so no kept and renamed names meet, and renaming is one to one. Helper
+ * columns (the five, and X__bits, X__null of a column named X) end in
+ * __bits or __null or are one of the five: no kept name does, and a renamed
+ * one ends in "_" (not in "s" or "l") and starts with _pgsink_col_, so no
+ * column is named like a helper; two helpers of different columns differ
+ * as their columns do.
+ */
+std::string column_name(const std::string &n)
+{
+    static const char *const kHelpers[] = {"_pgsink_lsn", "_pgsink_sequence", "_pgsink_op",
+                                           "_pgsink_deleted", "_pgsink_timestamp"};
+    auto ends = [&](const char *suffix) {
+        size_t len = strlen(suffix);
+        return n.size() >= len && n.compare(n.size() - len, len, suffix) == 0;
+    };
+    bool reserved = n.rfind("_pgsink_col_", 0) == 0 || ends("__bits") || ends("__null");
+    for (const char *h : kHelpers)
+        reserved = reserved || n == h;
+    return reserved ? "_pgsink_col_" + n + "_" : n;
+}
+
 Column column_for(const std::string &name, const std::string &pg_type, bool key)
 {
     Column c;
     c.name = name;
+    c.ch_name = column_name(name);
     c.pg_type = pg_type;
     c.key = key;
     const std::string &t = pg_type;
@@ -90,7 +116,7 @@ std::string ch_type(const Column &c)
 
 std::string null_flag_name(const Column &c)
 {
-    return c.name + "__null";
+    return c.ch_name + "__null";
 }
 
 std::string escaped(const std::string &text, char quote)
@@ -109,30 +135,35 @@ std::string quote(const std::string &name)
     return "`" + escaped(name, '`') + "`";
 }
 
-std::string insert_name(const Column &c)
+std::string insert_column(const Column &c)
 {
     bool is_float = c.kind == Kind::float32 || c.kind == Kind::float64;
-    return quote(is_float ? c.name + "__bits" : c.name);
+    return is_float ? c.ch_name + "__bits" : c.ch_name;
+}
+
+std::string insert_name(const Column &c)
+{
+    return quote(insert_column(c));
 }
 
 std::vector<std::string> column_ddl(const Column &c)
 {
     if (c.array)
         /* DEFAULT 1: rows written before the column was added had no value (NULL). */
-        return {quote(c.name) + " " + ch_type(c), quote(null_flag_name(c)) + " UInt8 DEFAULT 1"};
+        return {quote(c.ch_name) + " " + ch_type(c), quote(null_flag_name(c)) + " UInt8 DEFAULT 1"};
     if (c.kind != Kind::float32 && c.kind != Kind::float64)
-        return {quote(c.name) + " " + ch_type(c)};
+        return {quote(c.ch_name) + " " + ch_type(c)};
     /* The float is filled from its IEEE bits, sent exactly as an integer. */
     bool f32 = c.kind == Kind::float32;
-    std::string bits = quote(c.name + "__bits");
+    std::string bits = insert_name(c);
     std::string uint = f32 ? "UInt32" : "UInt64";
     std::string cast = std::string(f32 ? "reinterpretAsFloat32" : "reinterpretAsFloat64") +
                        "(reinterpretAsString(";
     if (c.key)
-        return {quote(c.name) + " " + ch_type(c) + " DEFAULT " + cast + bits + "))",
+        return {quote(c.ch_name) + " " + ch_type(c) + " DEFAULT " + cast + bits + "))",
                 bits + " " + uint};
-    return {quote(c.name) + " " + ch_type(c) + " DEFAULT if(isNull(" + bits + "), NULL, " + cast +
-                "assumeNotNull(" + bits + "))))",
+    return {quote(c.ch_name) + " " + ch_type(c) + " DEFAULT if(isNull(" + bits + "), NULL, " +
+                cast + "assumeNotNull(" + bits + "))))",
             bits + " Nullable(" + uint + ")"};
 }
 

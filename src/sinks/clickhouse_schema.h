@@ -1,6 +1,6 @@
 /*
  * clickhouse_schema.h: how a captured table looks in ClickHouse (the
- * ClickHouse sink, work in progress on this branch: issue 11).
+ * ClickHouse sink).
  *
  * Every column gets a type that holds every value PostgreSQL can send, in
  * the types ClickHouse 18.16 (Debian 12) has; notes in
@@ -37,6 +37,7 @@ enum class Kind { int16, int32, int64, boolean, decimal, float32, float64, uuid,
 
 struct Column {
     std::string name;    /* PostgreSQL's column name */
+    std::string ch_name; /* ClickHouse's (column_name(name)) */
     std::string pg_type; /* as the Schema entry says, e.g. "numeric(12,2)" */
     Kind kind = Kind::string;
     int precision = 0, scale = 0; /* Decimal */
@@ -53,6 +54,15 @@ struct Column {
     bool array = false;
 };
 
+/*
+ * The ClickHouse name of a PostgreSQL column: its own, unless ClickHouse
+ * would mistake it for a helper column of pgsink's (_pgsink_lsn,
+ * _pgsink_sequence, _pgsink_op, _pgsink_deleted, _pgsink_timestamp, a
+ * float's <name>__bits, an array's <name>__null) or it starts with
+ * _pgsink_col_: then _pgsink_col_<name>_. No two columns, helper columns
+ * included, ever get the same name (see the proof in clickhouse_schema.cpp).
+ */
+std::string column_name(const std::string &pg_name);
 /* The ClickHouse kind of a PostgreSQL type (pg_type as a Schema entry writes it). */
 Column column_for(const std::string &name, const std::string &pg_type, bool key);
 /* The column's ClickHouse type, e.g. "Nullable(Decimal(12,2))". */
@@ -66,8 +76,10 @@ std::string escaped(const std::string &text, char quote);
  * one, or two for floats (the value, and its bits that fill it).
  */
 std::vector<std::string> column_ddl(const Column &c);
-/* The names an INSERT lists for c (the bits column, not the float it fills). */
+/* The names an INSERT lists for c (the bits column, not the float it fills), quoted. */
 std::string insert_name(const Column &c);
+/* The same, unquoted (as a JSONEachRow row names it). */
+std::string insert_column(const Column &c);
 /* The name of an array's NULL flag column, unquoted. */
 std::string null_flag_name(const Column &c);
 

@@ -1,7 +1,6 @@
 /*
  * clickhouse_sink.h: captured tables mirrored into ClickHouse over HTTP
- * (pgsink.sink = 'clickhouse'). WORK IN PROGRESS on this branch (issue 11):
- * not listed by the sink factory on main.
+ * (pgsink.sink = 'clickhouse').
  *
  * Each captured table <schema>.<table> becomes a ReplacingMergeTree table
  * <schema>_<table> in pgsink.clickhouse_database, versioned by the commit
@@ -14,8 +13,12 @@
  * wins (ReplacingMergeTree keeps the last inserted of equal versions; one
  * batch in flight). An update that left a TOASTed column unchanged takes
  * the value from an earlier change of the batch or from the table itself
- * (read with FINAL before the inserts). TRUNCATE deletes the rows before it
- * by (lsn, sequence) with a mutation.
+ * (its key and unchanged columns read with FINAL before the inserts).
+ * TRUNCATE deletes the rows before it by (lsn, sequence) with a mutation.
+ * A column named like a helper column is renamed (clickhouse::column_name()).
+ *
+ * Entries are read once as raw text and rows written straight into the
+ * INSERT's body (clickhouse_rows.h): no value is parsed into an object.
  *
  * Pure C++: no PostgreSQL headers.
  */
@@ -35,7 +38,7 @@ class ClickHouseSink final : public HttpSink
 {
   public:
     struct Settings {
-        std::string url;      /* http(s)://host:port */
+        std::string url;      /* http(s)://host:port[/path][?settings] */
         std::string database; /* created if missing */
         std::string user, password;
         HttpOptions http;
@@ -65,12 +68,20 @@ class ClickHouseSink final : public HttpSink
 
   private:
     friend class ClickHouseExchange;
-    HttpRequest query(const std::string &sql) const;
+    HttpRequest query(std::string sql) const;
 
     Settings settings_;
+    std::string request_url_; /* clickhouse_request_url() of settings_.url */
     bool database_ready_ = false;
     std::map<std::string, Table> tables_; /* by namespace "schema.table" */
 };
+
+/*
+ * The URL requests go to: pgsink.clickhouse_url, with "/" for an empty
+ * path. A path is kept (a proxy), a query string too (settings), but for a
+ * query parameter; throws a SinkError saying what is wrong.
+ */
+std::string clickhouse_request_url(const std::string &url);
 
 /* The ClickHouse table name of <schema>.<table>. */
 std::string clickhouse_table_name(const std::string &schema, const std::string &table);
