@@ -8,6 +8,9 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "changelog/entry_head.h"
 #include "sinks/clickhouse_rows.h"
@@ -26,26 +29,27 @@ static size_t skip_space(std::string_view s, size_t i)
 static inline size_t string_end(std::string_view s, size_t i)
 {
     const char *b = s.data(), *p = b + i + 1, *end = b + s.size();
-    /* Most strings are short: byte by byte first, then memchr for long ones. */
-    const char *fast = std::min(end, p + 64);
-    while (p < fast) {
+#ifdef __SSE2__
+    /* 16 bytes at a time: where the next quote or backslash is. */
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+        int mask =
+            _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)));
+        if (mask == 0) {
+            p += 16;
+            continue;
+        }
+        p += __builtin_ctz(static_cast<unsigned>(mask));
+        if (*p == '"')
+            return static_cast<size_t>(p - b) + 1;
+        p += 2; /* a backslash and the character it escapes */
+    }
+#endif
+    while (p < end) {
         if (*p == '"')
             return static_cast<size_t>(p - b) + 1;
         p += *p == '\\' ? 2 : 1;
-    }
-    /* p is where a character starts (not inside an escape). */
-    while (p < end) {
-        const void *q = memchr(p, '"', static_cast<size_t>(end - p));
-        if (q == nullptr)
-            break;
-        const char *quote = static_cast<const char *>(q);
-        /* Escaped if an odd number of backslashes precede it (from p on, where one starts). */
-        size_t backslashes = 0;
-        for (const char *x = quote; x > p && x[-1] == '\\'; x--)
-            backslashes++;
-        if (backslashes % 2 == 0)
-            return static_cast<size_t>(quote - b) + 1;
-        p = quote + 1;
     }
     throw std::runtime_error("a JSON string has no end");
 }
@@ -179,26 +183,44 @@ Entry scan_entry(std::string_view s, std::vector<Member> &rows)
             end = value_end(s, i);
         }
         std::string_view v = s.substr(i, end - i);
-        if (n == "\"schema\"")
-            e.schema = v;
-        else if (n == "\"op\"")
-            e.op = unquoted(v);
-        else if (n == "\"lsn\"")
-            e.lsn = unquoted(v);
-        else if (n == "\"sequence\"")
-            e.sequence = v;
-        else if (n == "\"timestamp\"")
-            e.timestamp = v;
-        else if (n == "\"namespace\"")
-            e.ns = v;
-        else if (n == "\"name\"")
-            e.name = v;
-        else if (n == "\"before\"")
-            e.before = v;
-        else if (n == "\"after\"")
-            e.after = v;
-        else if (n == "\"unchanged\"")
-            e.unchanged = v;
+        switch (n.size()) { /* the name with its quotes */
+        case 4:
+            if (n == "\"op\"")
+                e.op = unquoted(v);
+            break;
+        case 5:
+            if (n == "\"lsn\"")
+                e.lsn = unquoted(v);
+            break;
+        case 6:
+            if (n == "\"name\"")
+                e.name = v;
+            break;
+        case 7:
+            if (n == "\"after\"")
+                e.after = v;
+            break;
+        case 8:
+            if (n == "\"schema\"")
+                e.schema = v;
+            else if (n == "\"before\"")
+                e.before = v;
+            break;
+        case 10:
+            if (n == "\"sequence\"")
+                e.sequence = v;
+            break;
+        case 11:
+            if (n == "\"timestamp\"")
+                e.timestamp = v;
+            else if (n == "\"namespace\"")
+                e.ns = v;
+            else if (n == "\"unchanged\"")
+                e.unchanged = v;
+            break;
+        default:
+            break;
+        }
         i = skip_space(s, end);
         if (i < s.size() && s[i] == ',')
             i = skip_space(s, i + 1);

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "sinks/clickhouse_rows.h"
 #include "sinks/clickhouse_schema.h"
 #include "sinks/sink.h"
 
@@ -74,6 +75,9 @@ class ClickHouseSink final : public HttpSink
     std::string request_url_; /* clickhouse_request_url() of settings_.url */
     bool database_ready_ = false;
     std::map<std::string, Table> tables_; /* by namespace "schema.table" */
+    /* The last exchange's scanned entries and rows, for their memory. */
+    std::vector<clickhouse::Entry> spare_entries_;
+    std::vector<clickhouse::Member> spare_rows_;
 };
 
 /*
