@@ -87,6 +87,9 @@ class ClickHouseSink final : public HttpSink
  */
 std::string clickhouse_request_url(const std::string &url);
 
+/* Checks of the sink's pure parts (clickhouse_selftest.cpp); "" if all hold. */
+std::string clickhouse_selftest();
+
 /* The ClickHouse table name of <schema>.<table>. */
 std::string clickhouse_table_name(const std::string &schema, const std::string &table);
 

@@ -1,0 +1,165 @@
+/*
+ * clickhouse_selftest.cpp: checks of the ClickHouse sink's pure parts,
+ * without a server (pgsink._selftest_boundary('clickhouse'), regress test
+ * 24_clickhouse_encoding): how changelog values become JSONEachRow values,
+ * how lines are scanned, column and URL naming.
+ *
+ * Pure C++: no PostgreSQL headers.
+ */
+#include <functional>
+#include <stdexcept>
+#include <string>
+
+#include "sinks/clickhouse_rows.h"
+#include "sinks/clickhouse_schema.h"
+#include "sinks/clickhouse_sink.h"
+
+namespace pgsink
+{
+
+namespace ch = clickhouse;
+
+/* Column c's value raw as an INSERT writes it: "value" or "value|flag"; "-" if left out. */
+static std::string encoded(const ch::Column &c, std::string_view raw)
+{
+    std::string out, scratch;
+    ch::encode_value(c, raw, scratch, [&](int slot, std::string_view text) {
+        if (slot == 1)
+            out.push_back('|');
+        out.append(text);
+    });
+    return raw.empty() ? "-" : out;
+}
+
+static std::string thrown(const std::function<void()> &f)
+{
+    try {
+        f();
+    } catch (const std::exception &e) {
+        return e.what();
+    }
+    return "";
+}
+
+std::string clickhouse_selftest()
+{
+    std::string failures;
+    auto check = [&](const std::string &what, const std::string &got, const std::string &want) {
+        if (got != want)
+            failures += what + ": got [" + got + "], want [" + want + "]; ";
+    };
+    auto col = [](const char *pg_type, bool key = false) {
+        return ch::column_for("c", pg_type, key);
+    };
+
+    /* Values: each type family as its column holds it. */
+    check("integer", encoded(col("integer"), "5"), "5");
+    check("bigint (a string in the changelog)", encoded(col("bigint"), "\"-9223372036854775808\""),
+          "\"-9223372036854775808\"");
+    check("boolean", encoded(col("boolean"), "true"), "true");
+    check("numeric: digits as written", encoded(col("numeric(12,2)"), "\"12.50\""), "12.50");
+    check("numeric NaN stays a string (refused, parked)", encoded(col("numeric(12,2)"), "\"NaN\""),
+          "\"NaN\"");
+    check("unconstrained numeric: a String", encoded(col("numeric"), "\"1e-400\""), "\"1e-400\"");
+    check("double: its bits", encoded(col("double precision"), "0.1"), "4591870180066957722");
+    check("double -0 keeps its sign", encoded(col("double precision"), "-0"),
+          "9223372036854775808");
+    check("double Infinity", encoded(col("double precision"), "\"Infinity\""),
+          "9218868437227405312");
+    check("real: 32 bits", encoded(col("real"), "1.5"), "1069547520");
+    check("text", encoded(col("text"), "\"a\\\"b\\n\""), "\"a\\\"b\\n\"");
+    check("jsonb: its JSON text as a string", encoded(col("jsonb"), "{\"a\":[1,\"\\n\"]}"),
+          "\"{\\\"a\\\":[1,\\\"\\\\n\\\"]}\"");
+    check("json number: its exact text", encoded(col("json"), "1e400"), "\"1e400\"");
+    check("json control character", encoded(col("json"), std::string("\"\x01\"")),
+          "\"\\\"\\u0001\\\"\"");
+    check("a numeric(5,1)[]: its JSON text", encoded(col("numeric(5,1)[]"), "[\"1.0\",null]"),
+          "\"[\\\"1.0\\\",null]\"");
+    check("a real[]: its JSON text", encoded(col("real[]"), "[1.5]"), "\"[1.5]\"");
+    check("a text[]: an Array(Nullable(String))", encoded(col("text[]"), "[\"a\",null]"),
+          "[\"a\",null]|0");
+    check("int[]: the array and its NULL flag", encoded(col("integer[]"), "[1,null]"),
+          "[1,null]|0");
+    check("int[] NULL: empty, flagged", encoded(col("integer[]"), "null"), "[]|1");
+    check("NULL", encoded(col("integer"), "null"), "null");
+    check("a column not in the row is left out", encoded(col("integer"), ""), "-");
+
+    /* Key texts: as encoded and as ClickHouse answers, alike. */
+    std::string k;
+    ch::append_key_text(k, "\"a\\u0062\"");
+    ch::append_key_text(k, "true");
+    ch::append_key_text(k, "\"5\"");
+    check("key text", k,
+          "ab\x1f"
+          "1\x1f"
+          "5\x1f");
+
+    /* Lines: scanned once, escapes and nesting inside values never taken for structure. */
+    std::vector<ch::Member> rows;
+    std::string line =
+        "{\"timestamp\":\"t\",\"sequence\":3,\"namespace\":\"p\\\"q\",\"name\":\"n\","
+        "\"op\":\"update\",\"lsn\":\"1/2\",\"xid\":5,\"before\":{\"id\":1},"
+        "\"after\":{\"id\":1,\"a\\\"b\":\"}\\\\\",\"j\":{\"x\":[\"]\"]}},"
+        "\"unchanged\":[\"big\"]}";
+    ch::Entry e = ch::scan_entry(line, rows);
+    check("op", std::string(e.op), "update");
+    check("lsn", std::to_string(e.lsn_value), std::to_string((1ULL << 32) + 2));
+    check("sequence", std::string(e.sequence), "3");
+    check("namespace", ch::string_content(e.ns), "p\"q");
+    check("unchanged", std::string(e.unchanged), "[\"big\"]");
+    check("before members", std::to_string(e.before_n), "1");
+    check("after members", std::to_string(e.after_n), "3");
+    ch::Row after{rows.data() + e.after_at, e.after_n};
+    check("escaped member name", std::string(ch::member_value(after, "a\"b", 0)), "\"}\\\\\"");
+    check("nested value", std::string(ch::member_value(after, "j", 9)), "{\"x\":[\"]\"]}");
+    check("no such member", std::string(ch::member_value(after, "k", 0)), "");
+    std::string long_line = "{\"op\":\"insert\",\"lsn\":\"0/1\",\"after\":{\"t\":\"" +
+                            std::string(40, 'x') + "\\\"" + std::string(40, '\\') + "\"}}";
+    ch::Entry le = ch::scan_entry(long_line, rows);
+    check("a long string with escapes",
+          std::to_string(
+              ch::member_value(ch::Row{rows.data() + le.after_at, le.after_n}, "t", 0).size()),
+          "84");
+    check("an unterminated string", thrown([&] { ch::scan_entry("{\"op\":\"ins", rows); }),
+          "a JSON string has no end");
+    check("a missing value", thrown([&] { ch::scan_entry("{\"op\":}", rows); }),
+          "a JSON value is missing");
+
+    /* Column names: helper names never taken. */
+    check("a plain name", ch::column_name("note"), "note");
+    check("a helper's name", ch::column_name("_pgsink_lsn"), "_pgsink_col__pgsink_lsn_");
+    check("a float's bits' name", ch::column_name("f__bits"), "_pgsink_col_f__bits_");
+    check("an array flag's name", ch::column_name("a__null"), "_pgsink_col_a__null_");
+    check("the renaming prefix", ch::column_name("_pgsink_col_x"), "_pgsink_col__pgsink_col_x_");
+    check("another _pgsink_ name", ch::column_name("_pgsink_other"), "_pgsink_other");
+    check("bits of a renamed float", ch::insert_column(ch::column_for("_pgsink_op", "real", false)),
+          "_pgsink_col__pgsink_op___bits");
+
+    /* pgsink.clickhouse_url. */
+    auto url = [](const std::string &u) {
+        try {
+            return clickhouse_request_url(u);
+        } catch (const SinkError &e) {
+            return std::string("error: ") + e.what();
+        }
+    };
+    check("url without a path", url("http://127.0.0.1:8123"), "http://127.0.0.1:8123/");
+    check("url with a path", url("https://proxy.example/clickhouse/"),
+          "https://proxy.example/clickhouse/");
+    check("url with settings", url("HTTP://u:p@h:8123?max_threads=2&async_insert=0"),
+          "HTTP://u:p@h:8123/?max_threads=2&async_insert=0");
+    check("url with a query", url("http://h:8123/?query=DROP%20TABLE%20x"),
+          "error: pgsink.clickhouse_url may not have a query parameter: pgsink sends its own "
+          "statements (settings such as ?max_insert_block_size=... are fine)");
+    check("url of another scheme", url("ftp://h"),
+          "error: pgsink.clickhouse_url must start with http:// or https:// (for example "
+          "http://127.0.0.1:8123)");
+    check("url with a fragment", url("http://h/#x"),
+          "error: pgsink.clickhouse_url may not hold a fragment (#...): remove it");
+    check("url without a host", url("http:///x"),
+          "error: pgsink.clickhouse_url has no host (for example http://127.0.0.1:8123)");
+    check("no url", url(""), "error: pgsink.clickhouse_url is not set");
+    return failures;
+}
+
+} // namespace pgsink
