@@ -5,6 +5,10 @@
 -- NULL flag); lines scanned once, escapes and nesting never taken for
 -- structure, malformed lines refused; columns named like helper columns
 -- renamed; pgsink.clickhouse_url with a path or settings kept, a query
--- parameter, another scheme or a fragment refused with what to do.
+-- parameter, another scheme or a fragment refused with what to do; and an
+-- exchange driven through scripted answers: updates that left a TOASTed
+-- value unchanged read back only the key and that column, an answer too
+-- big is read again in halves, a single row too big parks its update with
+-- the reason, the values read back are written with the updates.
 -- It returns 1, or fails naming every check that did not hold.
 SELECT pgsink._selftest_boundary('clickhouse');

@@ -244,7 +244,7 @@ class ClickHouseExchange final : public HttpSink::Exchange
     int phase_ = 0; /* 0: DDL, 1: reads, 2: writes */
     /* Current rows read (phase 2), by namespace and key. */
     std::map<std::string, std::unordered_map<std::string, Cells>> current_;
-    /* Keys whose current row is too big to read back (kLookupRowAnswer): their updates are parked.
+    /* Keys whose current row is too big to read back (lookup_row_answer): their updates are parked.
      */
     std::set<std::string> too_big_;
     std::vector<Answer::Entry> refused_;
@@ -264,14 +264,6 @@ class ClickHouseExchange final : public HttpSink::Exchange
     int mutation_polls_ = 0;
     static constexpr int kMutationPolls = 600; /* a minute of 0.1 s waits */
 };
-
-/*
- * Answers to reads of current rows are kept up to this size; a bigger one
- * is read again in halves, down to one key, whose row may take up to
- * kLookupRowAnswer.
- */
-static constexpr size_t kLookupAnswer = 64u << 20;
-static constexpr size_t kLookupRowAnswer = static_cast<size_t>(1) << 30;
 
 ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view lines) : sink_(sink)
 {
@@ -902,8 +894,8 @@ void ClickHouseExchange::plan_writes()
                     too_big_.count(ns + '\x1e' + source_key)
                         ? "the current row in ClickHouse, whose unchanged TOASTed value this "
                           "update needs, is too big to read back (over " +
-                              std::to_string(kLookupRowAnswer >> 20) +
-                              " MB as JSON): import the table again"
+                              std::to_string(sink_.limits_.lookup_row_answer) +
+                              " bytes as JSON): import the table again"
                         : "the unchanged TOASTed value of this update is not in ClickHouse (the "
                           "row was never delivered there): import the table again"});
                 continue;
@@ -927,7 +919,9 @@ HttpRequest ClickHouseExchange::next()
     /* An INSERT's body (up to a batch's size) is handed over: it is sent once per exchange. */
     HttpRequest r = sink_.query(step.data ? std::move(step.sql) : step.sql);
     if (!step.lookup.empty())
-        r.keep_answer = (step.tuples.size() > 1 ? kLookupAnswer : kLookupRowAnswer) + 1;
+        r.keep_answer = (step.tuples.size() > 1 ? sink_.limits_.lookup_answer
+                                                : sink_.limits_.lookup_row_answer) +
+                        1;
     return r;
 }
 
@@ -1029,7 +1023,8 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
  */
 bool ClickHouseExchange::read_current(const Step &step, const std::string &body)
 {
-    size_t limit = step.tuples.size() > 1 ? kLookupAnswer : kLookupRowAnswer;
+    size_t limit =
+        step.tuples.size() > 1 ? sink_.limits_.lookup_answer : sink_.limits_.lookup_row_answer;
     if (body.size() > limit) {
         if (step.tuples.size() <= 1) {
             for (const std::string &k : step.tuple_keys)

@@ -57,6 +57,18 @@ class ClickHouseSink final : public HttpSink
     std::string describe() const override;
     std::string state() const override;
 
+    /*
+     * Answers to reads of current rows (TOAST carry-over) are kept up to
+     * lookup_answer bytes; a bigger one is read again in halves, down to
+     * one key, whose row may take up to lookup_row_answer (else its updates
+     * are parked, saying why). Smaller in the selftest.
+     */
+    struct Limits {
+        size_t lookup_answer = static_cast<size_t>(64) << 20;
+        size_t lookup_row_answer = static_cast<size_t>(1) << 30;
+    };
+    void set_limits(Limits limits) { limits_ = limits; }
+
     /* What the sink knows of a captured table. */
     struct Table {
         std::string name; /* in ClickHouse */
@@ -73,6 +85,7 @@ class ClickHouseSink final : public HttpSink
 
     Settings settings_;
     std::string request_url_; /* clickhouse_request_url() of settings_.url */
+    Limits limits_;
     bool database_ready_ = false;
     std::map<std::string, Table> tables_; /* by namespace "schema.table" */
     /* The last exchange's scanned entries and rows, for their memory. */
