@@ -9,6 +9,8 @@
 -- exchange driven through scripted answers: updates that left a TOASTed
 -- value unchanged read back only the key and that column, an answer too
 -- big is read again in halves, a single row too big parks its update with
--- the reason, the values read back are written with the updates.
+-- the reason, the values read back are written with the updates; and a
+-- batch of one table's changes streamed as one INSERT, made as it is sent,
+-- the same bytes when sent again.
 -- It returns 1, or fails naming every check that did not hold.
 SELECT pgsink._selftest_boundary('clickhouse');

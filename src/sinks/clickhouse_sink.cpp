@@ -193,6 +193,7 @@ class ClickHouseExchange final : public HttpSink::Exchange
         bool of_table = false;      /* a DDL step of new_tables_[table] */
         bool check_types = false;   /* reads the table's column types (system.columns) */
         bool data = false;          /* an INSERT: its body is handed over, not copied */
+        bool stream = false;        /* an INSERT whose rows are made as it is sent (stream()) */
         /* A lookup: the key tuples it reads (split in two if the answer is too big). */
         std::vector<std::string> tuples;
         std::vector<std::string> tuple_keys; /* ... and the keys they are (key_of()) */
@@ -206,6 +207,9 @@ class ClickHouseExchange final : public HttpSink::Exchange
     void plan_ddl();
     void plan_reads();
     void plan_writes();
+    const ClickHouseSink::Table *streamable();
+    size_t stream(char *buf, size_t max);
+    void stream_entry(size_t i, std::string &out);
     std::string db() const { return ch::quote(sink_.settings_.database); }
     std::string table_ref(const ClickHouseSink::Table &t) const
     {
@@ -261,6 +265,12 @@ class ClickHouseExchange final : public HttpSink::Exchange
     std::vector<ch::Member> rows_; /* the members of the entries' rows (see ch::Entry) */
     std::string scratch_;          /* scratch of encode_value() */
     size_t lines_size_ = 0;
+    /* A streamed INSERT (stream()): its table, the next entry, the bytes made and not yet sent. */
+    const ClickHouseSink::Table *stream_table_ = nullptr;
+    std::string stream_header_;
+    size_t stream_at_ = 0;
+    std::string stream_buf_;
+    size_t stream_sent_ = 0;
     int mutation_polls_ = 0;
     static constexpr int kMutationPolls = 600; /* a minute of 0.1 s waits */
 };
@@ -733,6 +743,28 @@ void ClickHouseExchange::plan_reads()
 void ClickHouseExchange::plan_writes()
 {
     phase_ = 2;
+    if (const ClickHouseSink::Table *t = streamable()) {
+        /*
+         * The common batch (the changes of one table, nothing to read back,
+         * no TRUNCATE or schema change among them): one INSERT whose rows
+         * are made while it is sent, so that ClickHouse parses the first
+         * rows while the next are made.
+         */
+        stream_table_ = t;
+        std::string cols;
+        for (const ch::Column &c : t->columns)
+            for (const std::string &n : insert_names(c))
+                cols += ch::quote(n) + ", ";
+        cols += "`_pgsink_lsn`, `_pgsink_sequence`, `_pgsink_op`, `_pgsink_deleted`, "
+                "`_pgsink_timestamp`";
+        stream_header_ = "INSERT INTO " + table_ref(*t) + " (" + cols + ") FORMAT JSONEachRow\n";
+        stream_buf_ = stream_header_;
+        Step insert{"", false, "", nullptr, ""};
+        insert.data = true;
+        insert.stream = true;
+        steps_.push_back(std::move(insert));
+        return;
+    }
     /*
      * namespace -> the table version its rows were made for, and its
      * INSERT: the statement, then the rows as JSONEachRow lines.
@@ -913,11 +945,97 @@ void ClickHouseExchange::plan_writes()
         flush(p.first);
 }
 
+/*
+ * The one table whose changes the batch holds, if its INSERT can be
+ * streamed: no update takes unchanged values, no TRUNCATE, no Schema entry
+ * of it after its first change, and not refused. Else nullptr.
+ */
+const ClickHouseSink::Table *ClickHouseExchange::streamable()
+{
+    if (unchanged_)
+        return nullptr;
+    const ClickHouseSink::Table *only = nullptr;
+    std::string only_ns;
+    std::map<std::string, const ClickHouseSink::Table *> now;
+    for (size_t i = 0; i < entries_.size(); i++) {
+        const ch::Entry &e = entries_[i];
+        if (!e.schema.empty()) {
+            std::string ns = schemas_.at(i).value("namespace", "");
+            if (only != nullptr && ns == only_ns)
+                return nullptr;
+            in_effect(now, i, ns);
+            continue;
+        }
+        if (e.op.empty())
+            continue;
+        if (e.op == "truncate")
+            return nullptr;
+        const std::string &ns = entry_ns(e);
+        const ClickHouseSink::Table *tp = in_effect(now, i, ns);
+        if (tp == nullptr || !tp->refused.empty() || (only != nullptr && tp != only))
+            return nullptr;
+        if (only == nullptr) {
+            only = tp;
+            only_ns = ns;
+        }
+    }
+    return only;
+}
+
+/* Entry i of a streamed INSERT as JSONEachRow lines (plan_writes() without rows kept). */
+void ClickHouseExchange::stream_entry(size_t i, std::string &out)
+{
+    const ch::Entry &e = entries_[i];
+    if (!e.schema.empty() || e.op.empty())
+        return;
+    const ClickHouseSink::Table &t = *stream_table_;
+    if (e.op == "delete") {
+        if (!e.before.empty() && e.before != "null") /* else REPLICA IDENTITY NOTHING: no key */
+            write_row(out, t, row(e, false), true, e);
+        return;
+    }
+    /* A changed key: the old key is deleted. */
+    if (e.op == "update" && !e.before.empty() && e.before[0] == '{' && !t.key.empty() &&
+        key_of(t, row(e, false)) != key_of(t, row(e, true)))
+        write_row(out, t, row(e, false), true, e);
+    write_row(out, t, row(e, true), false, e);
+}
+
+/* The next bytes of a streamed INSERT: its statement, then its rows, made as they are asked for. */
+size_t ClickHouseExchange::stream(char *buf, size_t max)
+{
+    while (stream_buf_.size() - stream_sent_ < max && stream_at_ < entries_.size()) {
+        if (stream_sent_ > (1u << 20)) { /* what was sent goes */
+            stream_buf_.erase(0, stream_sent_);
+            stream_sent_ = 0;
+        }
+        stream_entry(stream_at_++, stream_buf_);
+    }
+    size_t n = std::min(max, stream_buf_.size() - stream_sent_);
+    memcpy(buf, stream_buf_.data() + stream_sent_, n);
+    stream_sent_ += n;
+    if (stream_sent_ == stream_buf_.size()) {
+        stream_buf_.clear();
+        stream_sent_ = 0;
+    }
+    return n;
+}
+
 HttpRequest ClickHouseExchange::next()
 {
     Step &step = steps_.at(at_);
     /* An INSERT's body (up to a batch's size) is handed over: it is sent once per exchange. */
     HttpRequest r = sink_.query(step.data ? std::move(step.sql) : step.sql);
+    if (step.stream) {
+        r.body_source = [this](char *buf, size_t max) { return stream(buf, max); };
+        r.body_rewind = [this] {
+            /* Sent again from the start (libcurl lost the connection): the same bytes. */
+            stream_at_ = 0;
+            stream_buf_ = stream_header_;
+            stream_sent_ = 0;
+            return true;
+        };
+    }
     if (!step.lookup.empty())
         r.keep_answer = (step.tuples.size() > 1 ? sink_.limits_.lookup_answer
                                                 : sink_.limits_.lookup_row_answer) +
