@@ -9,7 +9,8 @@
  *   2. reads: for updates that left TOASTed columns unchanged, the current
  *      rows of keys this batch does not write before (FINAL);
  *   3. writes: one INSERT ... FORMAT JSONEachRow per table, a TRUNCATE's
- *      mutation after the rows before it.
+ *      mutation after the rows before it; a batch of one table's changes
+ *      that needs nothing else is one INSERT streamed as it is made.
  * Answers: ClickHouse's "Code: N" says what failed. Data a column cannot
  * hold refuses the batch (bisected down to the entry, parked with
  * ClickHouse's message); anything else is retried.

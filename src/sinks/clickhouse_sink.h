@@ -18,7 +18,10 @@
  * A column named like a helper column is renamed (clickhouse::column_name()).
  *
  * Entries are read once as raw text and rows written straight into the
- * INSERT's body (clickhouse_rows.h): no value is parsed into an object.
+ * INSERT's body (clickhouse_rows.h): no value is parsed into an object. The
+ * common batch (one table's changes, nothing to read back, no TRUNCATE or
+ * schema change) is one INSERT streamed as its rows are made, so that
+ * ClickHouse parses while the sink encodes.
  *
  * Pure C++: no PostgreSQL headers.
  */
