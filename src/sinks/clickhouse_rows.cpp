@@ -147,6 +147,12 @@ std::string_view member_value(Row row, const std::string &n, size_t hint)
     return {};
 }
 
+/* n == lit, compared with a length known at compile time (no call to memcmp). */
+template <size_t N> static inline bool is(std::string_view n, const char (&lit)[N])
+{
+    return n.size() == N - 1 && memcmp(n.data(), lit, N - 1) == 0;
+}
+
 static std::string_view unquoted(std::string_view raw)
 {
     if (raw.size() >= 2 && raw.front() == '"' && raw.back() == '"')
@@ -172,50 +178,50 @@ Entry scan_entry(std::string_view s, std::vector<Member> &rows)
             throw std::runtime_error("a JSON member has no value");
         i = skip_space(s, i + 1);
         size_t end;
-        bool row = (n == "\"before\"" || n == "\"after\"") && i < s.size() && s[i] == '{';
+        bool row = (is(n, "\"before\"") || is(n, "\"after\"")) && i < s.size() && s[i] == '{';
         if (row) {
             /* The row's members, scanned once, with the line. */
             size_t at = rows.size();
             end = scan_object_at(s, i, rows);
-            (n == "\"before\"" ? e.before_at : e.after_at) = at;
-            (n == "\"before\"" ? e.before_n : e.after_n) = rows.size() - at;
+            (is(n, "\"before\"") ? e.before_at : e.after_at) = at;
+            (is(n, "\"before\"") ? e.before_n : e.after_n) = rows.size() - at;
         } else {
             end = value_end(s, i);
         }
         std::string_view v = s.substr(i, end - i);
         switch (n.size()) { /* the name with its quotes */
         case 4:
-            if (n == "\"op\"")
+            if (is(n, "\"op\""))
                 e.op = unquoted(v);
             break;
         case 5:
-            if (n == "\"lsn\"")
+            if (is(n, "\"lsn\""))
                 e.lsn = unquoted(v);
             break;
         case 6:
-            if (n == "\"name\"")
+            if (is(n, "\"name\""))
                 e.name = v;
             break;
         case 7:
-            if (n == "\"after\"")
+            if (is(n, "\"after\""))
                 e.after = v;
             break;
         case 8:
-            if (n == "\"schema\"")
+            if (is(n, "\"schema\""))
                 e.schema = v;
-            else if (n == "\"before\"")
+            else if (is(n, "\"before\""))
                 e.before = v;
             break;
         case 10:
-            if (n == "\"sequence\"")
+            if (is(n, "\"sequence\""))
                 e.sequence = v;
             break;
         case 11:
-            if (n == "\"timestamp\"")
+            if (is(n, "\"timestamp\""))
                 e.timestamp = v;
-            else if (n == "\"namespace\"")
+            else if (is(n, "\"namespace\""))
                 e.ns = v;
-            else if (n == "\"unchanged\"")
+            else if (is(n, "\"unchanged\""))
                 e.unchanged = v;
             break;
         default:
