@@ -11,6 +11,9 @@
 -- big is read again in halves, a single row too big parks its update with
 -- the reason, the values read back are written with the updates; and a
 -- batch of one table's changes streamed as one INSERT, made as it is sent,
--- the same bytes when sent again.
+-- the same bytes when sent again; the server's version asked first, and
+-- timestamps on servers with DateTime64 (20.1+, none tested here) given a
+-- DateTime64 column beside their exact String, NULL where DateTime64 does
+-- not hold the value (out of its years, infinity, BC).
 -- It returns 1, or fails naming every check that did not hold.
 SELECT pgsink._selftest_boundary('clickhouse');

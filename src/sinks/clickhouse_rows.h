@@ -77,8 +77,9 @@ void append_json_string(std::string &out, std::string_view s);
 
 /*
  * The text of column c's value in an INSERT, from its changelog value raw:
- * emit(0, text) for the value (its column is insert_name(c)), and for an
- * array emit(1, text) for its NULL flag. raw empty: the column is not in
+ * emit(0, text) for the value (its column is insert_name(c)), for an
+ * array emit(1, text) for its NULL flag, for a timestamp on a server with
+ * DateTime64 emit(2, text) for its DateTime64 column. raw empty: the column is not in
  * the row (nothing emitted). text is valid during the call only.
  */
 template <typename Emit>
@@ -108,6 +109,8 @@ void encode_value(const Column &c, std::string_view raw, std::string &scratch, E
     }
     if (null) {
         emit(0, raw);
+        if (c.datetime64)
+            emit(2, raw);
         return;
     }
     bool quoted = raw[0] == '"';
@@ -142,6 +145,12 @@ void encode_value(const Column &c, std::string_view raw, std::string &scratch, E
             emit(0, std::string_view(scratch));
         } else {
             emit(0, raw);
+        }
+        if (c.datetime64) {
+            char buf[40];
+            size_t len = 0;
+            emit(2, datetime64_text(c, raw, buf, &len) ? std::string_view(buf, len)
+                                                       : std::string_view("null"));
         }
         return;
     default:

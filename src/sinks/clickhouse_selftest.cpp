@@ -25,8 +25,8 @@ static std::string encoded(const ch::Column &c, std::string_view raw)
 {
     std::string out, scratch;
     ch::encode_value(c, raw, scratch, [&](int slot, std::string_view text) {
-        if (slot == 1)
-            out.push_back('|');
+        if (slot > 0)
+            out.push_back(slot == 1 ? '|' : '#');
         out.append(text);
     });
     return raw.empty() ? "-" : out;
@@ -84,6 +84,48 @@ std::string clickhouse_selftest()
     check("int[] NULL: empty, flagged", encoded(col("integer[]"), "null"), "[]|1");
     check("NULL", encoded(col("integer"), "null"), "null");
     check("a column not in the row is left out", encoded(col("integer"), ""), "-");
+
+    /* Timestamps: a String everywhere, and DateTime64 beside it where the server has it. */
+    ch::Server v18 = ch::server_of("18.16.1"), v20 = ch::server_of("20.1.2.4"),
+               v23 = ch::server_of("23.8.1.2992");
+    auto ts = [](const char *pg_type, const ch::Server &server) {
+        return ch::column_for("ts", pg_type, false, server);
+    };
+    auto ddl = [](const ch::Column &c) {
+        std::string out;
+        for (const std::string &d : ch::column_ddl(c))
+            out += (out.empty() ? "" : "; ") + d;
+        return out;
+    };
+    check("18.16: no DateTime64", ddl(ts("timestamp with time zone", v18)),
+          "`ts` Nullable(String)");
+    check("20.1: DateTime64 beside", ddl(ts("timestamp with time zone", v20)),
+          "`ts` Nullable(String); `ts__dt64` Nullable(DateTime64(6, 'UTC'))");
+    check("a timestamp(3)", ddl(ts("timestamp(3) without time zone", v23)),
+          "`ts` Nullable(String); `ts__dt64` Nullable(DateTime64(6, 'UTC'))");
+    check("a date: a String only", ddl(ts("date", v23)), "`ts` Nullable(String)");
+    check("an unreadable version: no DateTime64",
+          ddl(ts("timestamp without time zone", ch::server_of("x"))), "`ts` Nullable(String)");
+    check("a timestamptz",
+          encoded(ts("timestamp with time zone", v23), "\"2026-11-30T19:20:54.082547+00:00\""),
+          "\"2026-11-30T19:20:54.082547+00:00\"#\"2026-11-30 19:20:54.082547\"");
+    check("a timestamp, 1910, on 23.8",
+          encoded(ts("timestamp without time zone", v23), "\"1910-05-01T12:00:00.5\""),
+          "\"1910-05-01T12:00:00.5\"#\"1910-05-01 12:00:00.500000\"");
+    check("1910 on 20.1: out of DateTime64's years",
+          encoded(ts("timestamp without time zone", v20), "\"1910-05-01T12:00:00\""),
+          "\"1910-05-01T12:00:00\"#null");
+    check("2300 on 23.8",
+          encoded(ts("timestamp without time zone", v23), "\"2300-01-01T00:00:00\""),
+          "\"2300-01-01T00:00:00\"#null");
+    check("infinity", encoded(ts("timestamp without time zone", v23), "\"infinity\""),
+          "\"infinity\"#null");
+    check("BC", encoded(ts("timestamp without time zone", v23), "\"0044-03-15T00:00:00 BC\""),
+          "\"0044-03-15T00:00:00 BC\"#null");
+    check("year 10000", encoded(ts("timestamp without time zone", v23), "\"10000-01-01T00:00:00\""),
+          "\"10000-01-01T00:00:00\"#null");
+    check("a NULL timestamp", encoded(ts("timestamp without time zone", v23), "null"), "null#null");
+    check("a DateTime64 column's name", ch::column_name("ts__dt64"), "_pgsink_col_ts__dt64_");
 
     /* Key texts: as encoded and as ClickHouse answers, alike. */
     std::string k;
@@ -290,6 +332,47 @@ std::string clickhouse_selftest()
               "3,\"_pgsink_op\":\"delete\",\"_pgsink_deleted\":1,\"_pgsink_timestamp\":\"t\"}\n");
     check("a streamed INSERT sent again", again, body);
     check("a streamed INSERT answered", done ? std::to_string(done->entries.size()) : "none", "0");
+
+    /* The server's version asked first; on 23.8 a timestamptz gets its DateTime64 column. */
+    ClickHouseSink newer(settings);
+    newer.open({});
+    std::string tsb =
+        "{\"timestamp\":\"t\",\"lsn\":\"0/10\",\"schema\":{\"namespace\":\"public.s\","
+        "\"type\":\"record\",\"name\":\"value\",\"fields\":["
+        "{\"name\":\"id\",\"type\":[\"int\",\"null\"],\"pg_type\":\"integer\"},"
+        "{\"name\":\"at\",\"type\":[\"string\",\"null\"],"
+        "\"pg_type\":\"timestamp with time zone\"}],\"key\":[\"id\"]}}\n" +
+        change(1, "insert", "null", "{\"id\":1,\"at\":\"2001-02-03T04:05:06.7+00:00\"}");
+    auto versioned = newer.exchange(tsb, "k3");
+    std::string asked, created, inserted;
+    done.reset();
+    for (int n = 0; n < 50 && !done; n++) {
+        HttpRequest r = versioned->next();
+        HttpResponse a;
+        a.status = 200;
+        if (n == 0)
+            asked = r.body;
+        if (r.body.rfind("SELECT version()", 0) == 0)
+            a.body = "23.8.1.2992\n";
+        else if (r.body.rfind("SELECT sorting_key", 0) == 0)
+            a.body = "id\n";
+        else if (r.body.rfind("CREATE TABLE", 0) == 0)
+            created =
+                r.body.substr(r.body.find('(') + 1, r.body.find(") ENGINE") - r.body.find('(') - 1);
+        char buf[512];
+        if (r.body_source)
+            while (size_t got = r.body_source(buf, sizeof(buf)))
+                inserted.append(buf, got);
+        done = versioned->answer(a);
+    }
+    check("the version asked first", asked, "SELECT version() FORMAT TSVRaw");
+    check("a table on 23.8", created.substr(0, created.find(", `_pgsink_lsn`")),
+          "`id` Int32, `at` Nullable(String), `at__dt64` Nullable(DateTime64(6, 'UTC'))");
+    check("a row on 23.8",
+          inserted.substr(inserted.find('\n') + 1,
+                          inserted.find(",\"_pgsink_lsn\"") - inserted.find('\n') - 1),
+          "{\"id\":1,\"at\":\"2001-02-03T04:05:06.7+00:00\",\"at__dt64\":\"2001-02-03 "
+          "04:05:06.700000\"");
     return failures;
 }
 

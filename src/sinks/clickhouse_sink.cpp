@@ -119,6 +119,7 @@ bool ClickHouseSink::open(const Resume &)
     /* The sink learns each table's columns from the Schema entries: told again at every start. */
     tables_.clear();
     database_ready_ = false;
+    server_known_ = false; /* asked again: it may have been upgraded */
     return true;
 }
 
@@ -152,6 +153,8 @@ static std::vector<std::string> insert_names(const ch::Column &c)
     std::vector<std::string> names = {ch::insert_column(c)};
     if (c.array)
         names.push_back(ch::null_flag_name(c));
+    if (c.datetime64)
+        names.push_back(ch::datetime64_name(c));
     return names;
 }
 
@@ -195,6 +198,8 @@ class ClickHouseExchange final : public HttpSink::Exchange
         bool check_types = false;   /* reads the table's column types (system.columns) */
         bool data = false;          /* an INSERT: its body is handed over, not copied */
         bool stream = false;        /* an INSERT whose rows are made as it is sent (stream()) */
+        bool creates_database = false;
+        bool version = false; /* asks the server's version (SELECT version()) */
         /* A lookup: the key tuples it reads (split in two if the answer is too big). */
         std::vector<std::string> tuples;
         std::vector<std::string> tuple_keys; /* ... and the keys they are (key_of()) */
@@ -203,6 +208,7 @@ class ClickHouseExchange final : public HttpSink::Exchange
     struct Prepared {
         std::vector<std::string> value_key; /* per column: "\"<insert column>\":" */
         std::vector<std::string> flag_key;  /* per array column: "\"<null flag>\":" */
+        std::vector<std::string> dt64_key;  /* per timestamp with DateTime64: "\"<name>__dt64\":" */
         std::vector<int> key_column;        /* per key name: its column's index, or -1 */
     };
     void plan_ddl();
@@ -296,6 +302,13 @@ ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view li
             unchanged_ = true;
         at = nl + 1;
     }
+    if (!sink_.server_known_) {
+        /* Once per start: the types a column gets depend on the server's version. */
+        Step version{"SELECT version() FORMAT TSVRaw", false, "", nullptr, ""};
+        version.version = true;
+        steps_.push_back(version);
+        return;
+    }
     plan_ddl();
     if (steps_.empty())
         steps_.push_back(Step{"SELECT 1", false, "", nullptr, ""}); /* nothing to write */
@@ -304,8 +317,11 @@ ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view li
 /* Phase 1: the database and the tables of new Schema entries (and of tables dropped meanwhile). */
 void ClickHouseExchange::plan_ddl()
 {
-    if (!sink_.database_ready_)
-        steps_.push_back(Step{"CREATE DATABASE IF NOT EXISTS " + db(), true, "", nullptr, ""});
+    if (!sink_.database_ready_) {
+        Step create{"CREATE DATABASE IF NOT EXISTS " + db(), true, "", nullptr, ""};
+        create.creates_database = true;
+        steps_.push_back(create);
+    }
     before_ = sink_.tables_; /* the tables as they were before this batch's Schema entries */
     for (size_t ei = 0; ei < entries_.size(); ei++) {
         if (entries_[ei].schema.empty())
@@ -325,7 +341,8 @@ void ClickHouseExchange::plan_ddl()
             std::string name = f.contains("pg_name") ? f["pg_name"].get<std::string>()
                                                      : f["name"].get<std::string>();
             bool is_key = std::find(t.key.begin(), t.key.end(), name) != t.key.end();
-            t.columns.push_back(ch::column_for(name, f.value("pg_type", ""), is_key));
+            t.columns.push_back(
+                ch::column_for(name, f.value("pg_type", ""), is_key, sink_.server_));
         }
         schema_at_[ei] = new_tables_.size(); /* from this entry on, the table is this one */
         new_tables_.push_back(std::move(t));
@@ -387,13 +404,16 @@ void ClickHouseExchange::plan_ddl()
             read.insert(c.ch_name);
             if (c.array)
                 read.insert(ch::null_flag_name(c));
+            if (c.datetime64)
+                read.insert(ch::datetime64_name(c));
         }
         std::string select;
         for (const ch::Column &c : t.columns)
             select +=
                 (select.empty() ? "" : ", ") + ch::quote(c.ch_name) +
                 (c.ch_name != c.name && !read.count(c.name) ? " AS " + ch::quote(c.name) : "") +
-                (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "");
+                (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "") +
+                (c.datetime64 ? ", " + ch::quote(ch::datetime64_name(c)) : "");
         steps_.push_back(Step{"DROP TABLE IF EXISTS " + view, true, "", nullptr, ""});
         Step last{"CREATE VIEW " + view + " AS SELECT " + select + " FROM " + table_ref(t) +
                       (t.key.empty() ? "" : " FINAL WHERE `_pgsink_deleted` = 0"),
@@ -457,6 +477,10 @@ const ClickHouseExchange::Prepared &ClickHouseExchange::prepared(const ClickHous
         if (c.array)
             ch::append_json_string(k, ch::null_flag_name(c));
         p.flag_key.push_back(c.array ? k + ":" : "");
+        k.clear();
+        if (c.datetime64)
+            ch::append_json_string(k, ch::datetime64_name(c));
+        p.dt64_key.push_back(c.datetime64 ? k + ":" : "");
     }
     for (const std::string &name : t.key) {
         int at = -1;
@@ -528,7 +552,9 @@ Cells ClickHouseExchange::cells_of(const ClickHouseSink::Table &t, ch::Row m)
         const ch::Column &c = t.columns[ci];
         std::string_view raw = ch::member_value(m, c.name, ci);
         ch::encode_value(c, raw, scratch_, [&](int slot, std::string_view text) {
-            row[slot == 0 ? ch::insert_column(c) : ch::null_flag_name(c)] = std::string(text);
+            row[slot == 0   ? ch::insert_column(c)
+                : slot == 1 ? ch::null_flag_name(c)
+                            : ch::datetime64_name(c)] = std::string(text);
         });
     }
     return row;
@@ -578,7 +604,7 @@ void ClickHouseExchange::write_row(std::string &out, const ClickHouseSink::Table
                 raw = "null";
         }
         ch::encode_value(c, raw, scratch_, [&](int slot, std::string_view text) {
-            out += slot == 0 ? p.value_key[ci] : p.flag_key[ci];
+            out += slot == 0 ? p.value_key[ci] : slot == 1 ? p.flag_key[ci] : p.dt64_key[ci];
             out.append(text);
             out.push_back(',');
         });
@@ -624,7 +650,8 @@ static std::string lookup_sql(const std::string &table_ref, const ClickHouseSink
                 (c.kind == ch::Kind::decimal
                      ? "toString(" + ch::quote(c.ch_name) + ") AS " + ch::quote(c.ch_name)
                      : ch::insert_name(c)) +
-                (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "");
+                (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "") +
+                (c.datetime64 ? ", " + ch::quote(ch::datetime64_name(c)) : "");
     }
     for (const std::string &k : t.key)
         for (const ch::Column &c : t.columns)
@@ -1097,6 +1124,13 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
         a.kind = data && phase_ == 2 ? Answer::Kind::reject : Answer::Kind::retry;
         return a;
     }
+    if (step.version) {
+        /* What the server offers decides the columns: the tables are planned now. */
+        sink_.server_ = ch::server_of(r.body);
+        sink_.server_known_ = true;
+        plan_ddl(); /* (steps_ grows: step is not used after) */
+        return advance();
+    }
     if (step.check_types)
         check_types(step, r.body);
     if (!step.expect_key.empty()) {
@@ -1113,7 +1147,7 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
     }
     if (step.installs != nullptr)
         sink_.tables_[step.installs_ns] = *step.installs;
-    if (at_ == 0 && phase_ == 0)
+    if (step.creates_database)
         sink_.database_ready_ = true;
     if (!step.lookup.empty() && !read_current(step, r.body))
         return std::nullopt; /* read again in halves */

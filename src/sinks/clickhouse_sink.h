@@ -90,6 +90,8 @@ class ClickHouseSink final : public HttpSink
     std::string request_url_; /* clickhouse_request_url() of settings_.url */
     Limits limits_;
     bool database_ready_ = false;
+    clickhouse::Server server_; /* its version, asked once per open() */
+    bool server_known_ = false;
     std::map<std::string, Table> tables_; /* by namespace "schema.table" */
     /* The last exchange's scanned entries and rows, for their memory. */
     std::vector<clickhouse::Entry> spare_entries_;
