@@ -160,7 +160,7 @@ static std::string_view unquoted(std::string_view raw)
     return raw;
 }
 
-Entry scan_entry(std::string_view s, std::vector<Member> &rows)
+Entry scan_entry(std::string_view s, std::vector<Member> &rows, bool head_only)
 {
     Entry e;
     e.line = s;
@@ -178,6 +178,13 @@ Entry scan_entry(std::string_view s, std::vector<Member> &rows)
             throw std::runtime_error("a JSON member has no value");
         i = skip_space(s, i + 1);
         size_t end;
+        if (head_only && (is(n, "\"before\"") || is(n, "\"after\""))) {
+            /* The head only: the rows (and what follows them) are read later. */
+            e.head = true;
+            if (!e.op.empty() && !parse_lsn(e.lsn.data(), e.lsn.size(), &e.lsn_value))
+                e.odd = true;
+            return e;
+        }
         bool row = (is(n, "\"before\"") || is(n, "\"after\"")) && i < s.size() && s[i] == '{';
         if (row) {
             /* The row's members, scanned once, with the line. */
@@ -233,8 +240,11 @@ Entry scan_entry(std::string_view s, std::vector<Member> &rows)
         else if (i >= s.size() || s[i] != '}')
             throw std::runtime_error("a changelog entry is malformed");
     }
-    if (!e.op.empty() && !parse_lsn(e.lsn.data(), e.lsn.size(), &e.lsn_value))
-        throw std::runtime_error("an entry has no valid lsn");
+    if (!e.op.empty() && !parse_lsn(e.lsn.data(), e.lsn.size(), &e.lsn_value)) {
+        if (!head_only)
+            throw std::runtime_error("an entry has no valid lsn");
+        e.odd = true;
+    }
     return e;
 }
 

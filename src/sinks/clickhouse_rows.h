@@ -69,8 +69,15 @@ struct Entry {
     std::string_view before, after, unchanged; /* raw; empty if absent */
     uint64_t lsn_value = 0;
     size_t before_at = 0, before_n = 0, after_at = 0, after_n = 0;
+    bool head = false; /* only the members before the rows were read (head_only) */
+    bool odd = false;  /* head_only: an lsn missing or malformed there (scan it whole) */
 };
-Entry scan_entry(std::string_view line, std::vector<Member> &rows);
+/*
+ * head_only: the members up to the first row (the changelog writes op,
+ * namespace, name, lsn before them), without the rows or what follows;
+ * never throws for a missing lsn then (odd is set).
+ */
+Entry scan_entry(std::string_view line, std::vector<Member> &rows, bool head_only = false);
 
 /* s as a JSON string, quotes included, appended to out. */
 void append_json_string(std::string &out, std::string_view s);

@@ -247,7 +247,10 @@ class ClickHouseExchange final : public HttpSink::Exchange
     ClickHouseSink &sink_;
     std::vector<ch::Entry> entries_;
     std::map<size_t, json> schemas_; /* the Schema entries' schemas, parsed, by entry index */
-    bool unchanged_ = false;         /* does an update leave TOASTed values unchanged? */
+    bool unchanged_ = false;         /* may an update leave TOASTed values unchanged? */
+    bool odd_ = false;               /* an entry's head is not as pgsink writes it */
+    bool scanned_ = false;           /* entries_ read whole (scan_all()) */
+    void scan_all();
     std::vector<ClickHouseSink::Table> new_tables_; /* made by this batch's Schema entries */
     std::vector<std::string> new_ns_;
     std::vector<Step> steps_;
@@ -290,15 +293,25 @@ ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view li
     rows_.swap(sink_.spare_rows_);
     entries_.reserve(lines.size() / 256 + 16); /* entries are rarely shorter */
     rows_.reserve(lines.size() / 32 + 16);
+    /*
+     * The heads only, here: a batch whose INSERT is streamed reads each
+     * line whole as it is sent (stream()), others before their reads and
+     * writes (scan_all()).
+     */
+    static const std::string_view kUnchanged = "\"unchanged\":";
     while (at < lines.size()) {
         size_t nl = lines.find('\n', at);
         if (nl == std::string_view::npos)
             nl = lines.size();
-        entries_.push_back(ch::scan_entry(lines.substr(at, nl - at), rows_));
+        std::string_view line = lines.substr(at, nl - at);
+        entries_.push_back(ch::scan_entry(line, rows_, true));
         const ch::Entry &e = entries_.back();
         if (!e.schema.empty())
             schemas_[entries_.size() - 1] = json::parse(e.schema);
-        if (!e.unchanged.empty() && e.unchanged != "null" && e.unchanged != "[]")
+        if (e.odd || (e.op.empty() && e.schema.empty()))
+            odd_ = true; /* not as pgsink writes entries: read whole, not streamed */
+        /* Maybe an "unchanged" list (or those bytes in a value): rows may be read back. */
+        if (line.find(kUnchanged) != std::string_view::npos)
             unchanged_ = true;
         at = nl + 1;
     }
@@ -625,6 +638,17 @@ void ClickHouseExchange::write_cells(std::string &out, const Cells &row, bool de
     write_meta(out, deleted, e);
 }
 
+/* Every entry read whole, rows included (the constructor read the heads). */
+void ClickHouseExchange::scan_all()
+{
+    if (scanned_)
+        return;
+    rows_.clear();
+    for (ch::Entry &e : entries_)
+        e = ch::scan_entry(e.line, rows_);
+    scanned_ = true;
+}
+
 /* An entry's "unchanged" column names. */
 static std::vector<std::string> unchanged_of(const ch::Entry &e)
 {
@@ -676,6 +700,7 @@ void ClickHouseExchange::plan_reads()
         plan_writes();
         return;
     }
+    scan_all();
     /* namespace -> key tuples (SQL) and their keys; the columns to read */
     std::map<std::string, std::map<std::string, std::string>> wanted;
     std::map<std::string, std::set<std::string>> wanted_cols;
@@ -793,6 +818,7 @@ void ClickHouseExchange::plan_writes()
         steps_.push_back(std::move(insert));
         return;
     }
+    scan_all();
     /*
      * namespace -> the table version its rows were made for, and its
      * INSERT: the statement, then the rows as JSONEachRow lines.
@@ -980,7 +1006,7 @@ void ClickHouseExchange::plan_writes()
  */
 const ClickHouseSink::Table *ClickHouseExchange::streamable()
 {
-    if (unchanged_)
+    if (unchanged_ || odd_)
         return nullptr;
     const ClickHouseSink::Table *only = nullptr;
     std::string only_ns;
@@ -1013,9 +1039,11 @@ const ClickHouseSink::Table *ClickHouseExchange::streamable()
 /* Entry i of a streamed INSERT as JSONEachRow lines (plan_writes() without rows kept). */
 void ClickHouseExchange::stream_entry(size_t i, std::string &out)
 {
-    const ch::Entry &e = entries_[i];
-    if (!e.schema.empty() || e.op.empty())
+    if (!entries_[i].schema.empty() || entries_[i].op.empty())
         return;
+    /* The line read whole now, while the INSERT's first rows are parsed by ClickHouse. */
+    rows_.clear();
+    const ch::Entry e = ch::scan_entry(entries_[i].line, rows_);
     const ClickHouseSink::Table &t = *stream_table_;
     if (e.op == "delete") {
         if (!e.before.empty() && e.before != "null") /* else REPLICA IDENTITY NOTHING: no key */
