@@ -130,7 +130,7 @@ std::string string_content(std::string_view raw)
 
 bool name_is(std::string_view raw, const std::string &n)
 {
-    if (raw.size() == n.size() + 2 && memcmp(raw.data() + 1, n.data(), n.size()) == 0)
+    if (raw.size() == n.size() + 2 && same(raw.substr(1, n.size()), n))
         return raw.substr(1, n.size()).find('\\') == std::string_view::npos;
     if (raw.find('\\') == std::string_view::npos)
         return false;

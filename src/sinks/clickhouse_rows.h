@@ -46,6 +46,17 @@ inline Row row_of(const std::vector<Member> &v)
     return Row{v.data(), v.size()};
 }
 
+/* a == b, for the short names compared for every entry (no call to memcmp). */
+inline bool same(std::string_view a, std::string_view b)
+{
+    if (a.size() != b.size())
+        return false;
+    for (size_t i = 0; i < a.size(); i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
 /* A JSON string's content (raw with its quotes; escapes decoded); throws if not a string. */
 std::string string_content(std::string_view raw);
 /* Is the member name raw (quoted) the name n? */

@@ -311,7 +311,8 @@ ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view li
         if (e.odd || (e.op.empty() && e.schema.empty()))
             odd_ = true; /* not as pgsink writes entries: read whole, not streamed */
         /* Maybe an "unchanged" list (or those bytes in a value): rows may be read back. */
-        if (line.find(kUnchanged) != std::string_view::npos)
+        if (!unchanged_ &&
+            memmem(line.data(), line.size(), kUnchanged.data(), kUnchanged.size()) != nullptr)
             unchanged_ = true;
         at = nl + 1;
     }
@@ -512,7 +513,7 @@ const ClickHouseExchange::Prepared &ClickHouseExchange::prepared(const ClickHous
 const std::string &ClickHouseExchange::entry_ns(const ch::Entry &e)
 {
     for (const NsCache &c : ns_cache_)
-        if (c.ns_raw == e.ns && c.name_raw == e.name)
+        if (ch::same(c.ns_raw, e.ns) && ch::same(c.name_raw, e.name))
             return c.ns;
     std::string ns = e.ns.empty() ? "" : ch::string_content(e.ns);
     std::string name = e.name.empty() ? "" : ch::string_content(e.name);
