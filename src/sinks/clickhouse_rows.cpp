@@ -160,17 +160,14 @@ static std::string_view unquoted(std::string_view raw)
     return raw;
 }
 
-Entry scan_entry(std::string_view s, std::vector<Member> &rows, bool head_only)
+/* The members of e.line from s[i] (where a member's name starts) on, into e. */
+static Entry scan_members(Entry e, size_t i, std::vector<Member> &rows, bool head_only)
 {
-    Entry e;
-    e.line = s;
-    size_t i = skip_space(s, 0);
-    if (i >= s.size() || s[i] != '{')
-        throw std::runtime_error("a changelog entry is not a JSON object");
-    i = skip_space(s, i + 1);
+    const std::string_view s = e.line;
     while (i < s.size() && s[i] != '}') {
         if (s[i] != '"')
             throw std::runtime_error("a JSON member has no name");
+        size_t member = i;
         size_t name_end = string_end(s, i);
         std::string_view n = s.substr(i, name_end - i);
         i = skip_space(s, name_end);
@@ -181,6 +178,7 @@ Entry scan_entry(std::string_view s, std::vector<Member> &rows, bool head_only)
         if (head_only && (is(n, "\"before\"") || is(n, "\"after\""))) {
             /* The head only: the rows (and what follows them) are read later. */
             e.head = true;
+            e.head_end = member;
             if (!e.op.empty() && !parse_lsn(e.lsn.data(), e.lsn.size(), &e.lsn_value))
                 e.odd = true;
             return e;
@@ -246,6 +244,25 @@ Entry scan_entry(std::string_view s, std::vector<Member> &rows, bool head_only)
         e.odd = true;
     }
     return e;
+}
+
+Entry scan_entry(std::string_view s, std::vector<Member> &rows, bool head_only)
+{
+    Entry e;
+    e.line = s;
+    size_t i = skip_space(s, 0);
+    if (i >= s.size() || s[i] != '{')
+        throw std::runtime_error("a changelog entry is not a JSON object");
+    return scan_members(e, skip_space(s, i + 1), rows, head_only);
+}
+
+Entry scan_rest(const Entry &head, std::vector<Member> &rows)
+{
+    if (!head.head)
+        return head; /* read whole already */
+    Entry e = head;
+    e.head = false;
+    return scan_members(e, head.head_end, rows, false);
 }
 
 void append_json_string(std::string &out, std::string_view s)

@@ -80,8 +80,9 @@ struct Entry {
     std::string_view before, after, unchanged; /* raw; empty if absent */
     uint64_t lsn_value = 0;
     size_t before_at = 0, before_n = 0, after_at = 0, after_n = 0;
-    bool head = false; /* only the members before the rows were read (head_only) */
-    bool odd = false;  /* head_only: an lsn missing or malformed there (scan it whole) */
+    bool head = false;   /* only the members before the rows were read (head_only) */
+    size_t head_end = 0; /* ... up to there (where the first row's member starts) */
+    bool odd = false;    /* head_only: an lsn missing or malformed there (scan it whole) */
 };
 /*
  * head_only: the members up to the first row (the changelog writes op,
@@ -89,6 +90,8 @@ struct Entry {
  * never throws for a missing lsn then (odd is set).
  */
 Entry scan_entry(std::string_view line, std::vector<Member> &rows, bool head_only = false);
+/* An entry read with head_only, read on from its head: as scan_entry() without head_only. */
+Entry scan_rest(const Entry &head, std::vector<Member> &rows);
 
 /* s as a JSON string, quotes included, appended to out. */
 void append_json_string(std::string &out, std::string_view s);

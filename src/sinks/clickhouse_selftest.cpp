@@ -156,6 +156,20 @@ std::string clickhouse_selftest()
     check("escaped member name", std::string(ch::member_value(after, "a\"b", 0)), "\"}\\\\\"");
     check("nested value", std::string(ch::member_value(after, "j", 9)), "{\"x\":[\"]\"]}");
     check("no such member", std::string(ch::member_value(after, "k", 0)), "");
+    std::vector<ch::Member> rows2;
+    ch::Entry head = ch::scan_entry(line, rows2, true);
+    check("a head: up to the rows",
+          std::string(head.op) + " " + std::to_string(head.lsn_value) + " " +
+              std::to_string(head.after_n) + " [" + std::string(head.unchanged) + "] " +
+              (head.head ? "head" : "whole"),
+          "update " + std::to_string((1ULL << 32) + 2) + " 0 [] head");
+    ch::Entry rest = ch::scan_rest(head, rows2);
+    check("read on from the head",
+          std::string(rest.op) + " " + std::to_string(rest.before_n) + " " +
+              std::to_string(rest.after_n) + " " + std::string(rest.unchanged) + " " +
+              std::string(
+                  ch::member_value(ch::Row{rows2.data() + rest.after_at, rest.after_n}, "j", 0)),
+          "update 1 3 [\"big\"] {\"x\":[\"]\"]}");
     std::string long_line = "{\"op\":\"insert\",\"lsn\":\"0/1\",\"after\":{\"t\":\"" +
                             std::string(40, 'x') + "\\\"" + std::string(40, '\\') + "\"}}";
     ch::Entry le = ch::scan_entry(long_line, rows);

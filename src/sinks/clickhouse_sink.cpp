@@ -646,7 +646,7 @@ void ClickHouseExchange::scan_all()
         return;
     rows_.clear();
     for (ch::Entry &e : entries_)
-        e = ch::scan_entry(e.line, rows_);
+        e = ch::scan_rest(e, rows_);
     scanned_ = true;
 }
 
@@ -1044,7 +1044,7 @@ void ClickHouseExchange::stream_entry(size_t i, std::string &out)
         return;
     /* The line read whole now, while the INSERT's first rows are parsed by ClickHouse. */
     rows_.clear();
-    const ch::Entry e = ch::scan_entry(entries_[i].line, rows_);
+    const ch::Entry e = ch::scan_rest(entries_[i], rows_);
     const ClickHouseSink::Table &t = *stream_table_;
     if (e.op == "delete") {
         if (!e.before.empty() && e.before != "null") /* else REPLICA IDENTITY NOTHING: no key */
