@@ -15,7 +15,9 @@
 # (7) tables that <schema>_<table> would name alike stay apart;
 # (8) a table whose key changes: its changes are parked with the reason, not
 #     mixed into a table ordered by the old key;
-# (9) an import of existing rows under concurrent writes ends equal.
+# (9) an import of existing rows under concurrent writes ends equal;
+# (10)-(13) TOAST carry-over by odd keys, refusals, names, schema changes;
+# (14) pgsink.clickhouse_url with settings kept, with a query refused.
 use strict;
 use warnings;
 
@@ -374,6 +376,22 @@ is(ch_query($ch, "SELECT id, a, ifNull(toString(b), 'N') FROM pgsink.public_dc F
 		  . "WHERE _pgsink_deleted = 0 ORDER BY id FORMAT TSV"),
 	"0\t0\t0\n1\t10\t100\n2\t20\tN\n",
 	'(13) a row made before a column was dropped keeps its value; one after has none');
+
+# (14) pgsink.clickhouse_url with a query parameter: the sink stops, saying
+# why; with a path and settings: kept, and delivery goes on.
+$node->append_conf('postgresql.conf', "pgsink.clickhouse_url = '$ch->{url}/?query=SELECT%201'");
+$node->reload;
+ok($node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM pgsink.sinks WHERE sink = 'clickhouse' "
+		  . "AND last_error LIKE '%pgsink.clickhouse_url may not have a query parameter%'"),
+	'(14) a URL with a query parameter: refused, saying why');
+$node->append_conf('postgresql.conf',
+	"pgsink.clickhouse_url = '$ch->{url}/?max_insert_block_size=100000'");
+$node->reload;
+$node->safe_psql('postgres', q{INSERT INTO c VALUES (78, 'settings', 8)});
+wait_delivered($node, 'postgres', '(14) a URL with a path and settings');
+is(ch_query($ch, "SELECT a, b, x FROM pgsink.public_c FINAL WHERE a = 78 FORMAT TSV"),
+	"78\tsettings\t8\n", '(14) delivered through it');
 
 ch_stop($ch);
 $node->stop;
