@@ -292,7 +292,6 @@ ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view li
     entries_.swap(sink_.spare_entries_);
     rows_.swap(sink_.spare_rows_);
     entries_.reserve(lines.size() / 256 + 16); /* entries are rarely shorter */
-    rows_.reserve(lines.size() / 32 + 16);
     /*
      * The heads only, here: a batch whose INSERT is streamed reads each
      * line whole as it is sent (stream()), others before their reads and
@@ -645,6 +644,7 @@ void ClickHouseExchange::scan_all()
     if (scanned_)
         return;
     rows_.clear();
+    rows_.reserve(lines_size_ / 32 + 16); /* members are rarely shorter */
     for (ch::Entry &e : entries_)
         e = ch::scan_rest(e, rows_);
     scanned_ = true;
