@@ -32,6 +32,12 @@ struct BodySink {
     size_t keep;
 };
 
+/* What libcurl's read and seek callbacks get: the request whose body_source they call. */
+struct BodySource {
+    HttpRequest *request;
+    std::string *error; /* why it failed */
+};
+
 struct HttpPipeline::Transfer {
     BodySink body_sink;
     uint64_t tag = 0;
@@ -40,9 +46,36 @@ struct HttpPipeline::Transfer {
     HttpRequest request; /* curl reads the body in place: kept until the end */
     HttpResponse response;
     char error[CURL_ERROR_SIZE] = "";
+    std::string source_error; /* why request.body_source failed */
+    BodySource body_source{nullptr, nullptr};
 };
 
 /* libcurl calls these from C: no exception may leave them (returning 0 aborts the transfer). */
+static size_t on_read(char *buf, size_t size, size_t n, void *user) noexcept
+{
+    BodySource *source = static_cast<BodySource *>(user);
+    try {
+        return source->request->body_source(buf, size * n);
+    } catch (const std::exception &e) {
+        *source->error = e.what();
+    } catch (...) {
+        *source->error = "the request's body could not be made";
+    }
+    return CURL_READFUNC_ABORT;
+}
+
+static int on_seek(void *user, curl_off_t offset, int origin) noexcept
+{
+    BodySource *source = static_cast<BodySource *>(user);
+    try {
+        if (offset == 0 && origin == SEEK_SET && source->request->body_rewind &&
+            source->request->body_rewind())
+            return CURL_SEEKFUNC_OK;
+    } catch (...) {
+    }
+    return CURL_SEEKFUNC_CANTSEEK;
+}
+
 static size_t on_body(char *data, size_t size, size_t n, void *user) noexcept
 {
     BodySink *sink = static_cast<BodySink *>(user);
@@ -166,17 +199,27 @@ void HttpPipeline::submit(uint64_t tag, HttpRequest request)
         t->headers = l;
     }
     t->headers = curl_slist_append(t->headers, "Expect:"); /* no 100-continue round trip */
+    if (t->request.body_source)
+        t->headers = curl_slist_append(t->headers, "Transfer-Encoding: chunked");
 
     CURL *easy = t->easy;
     curl_easy_setopt(easy, CURLOPT_URL, t->request.url.c_str());
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(easy, CURLOPT_POST, 1L);
-    /* Another method with the same body (PUT, GET); reset on a reused handle. */
+    /* Another method with the same body (PUT, GET). */
     curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST,
                      t->request.method.empty() ? nullptr : t->request.method.c_str());
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, t->request.body.data());
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
-                     static_cast<curl_off_t>(t->request.body.size()));
+    if (t->request.body_source) {
+        t->body_source = {&t->request, &t->source_error};
+        curl_easy_setopt(easy, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(easy, CURLOPT_READDATA, &t->body_source);
+        curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, on_seek);
+        curl_easy_setopt(easy, CURLOPT_SEEKDATA, &t->body_source);
+    } else {
+        curl_easy_setopt(easy, CURLOPT_POSTFIELDS, t->request.body.data());
+        curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                         static_cast<curl_off_t>(t->request.body.size()));
+    }
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, t->headers);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, options_.timeout_ms);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, options_.connect_timeout_ms);
@@ -254,7 +297,9 @@ void HttpPipeline::collect()
         curl_multi_remove_handle(m, easy);
         if (result != CURLE_OK) {
             t->response.status = 0;
-            t->response.transport_error = t->error[0] ? t->error : curl_easy_strerror(result);
+            t->response.transport_error = !t->source_error.empty() ? t->source_error
+                                          : t->error[0]            ? t->error
+                                                                   : curl_easy_strerror(result);
         } else {
             curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &t->response.status);
         }

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -30,6 +31,15 @@ struct HttpRequest {
     std::string body;                 /* POSTed */
     std::string method;               /* "PUT", "GET", ... with body; empty: POST */
     size_t keep_answer = 1024;        /* bytes of the answer's body kept (more: an error) */
+    /*
+     * Instead of body: the body made while it is sent (chunked), so that
+     * the receiver works on its start meanwhile. Called for the next bytes
+     * (at most max, into buf); returns how many, 0 at the end; may throw
+     * (the request fails, saying why). body_rewind: start again from the
+     * first byte (libcurl sends again); false if it cannot.
+     */
+    std::function<size_t(char *buf, size_t max)> body_source;
+    std::function<bool()> body_rewind;
 };
 
 struct HttpResponse {

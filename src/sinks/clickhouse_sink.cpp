@@ -9,49 +9,31 @@
  *   2. reads: for updates that left TOASTed columns unchanged, the current
  *      rows of keys this batch does not write before (FINAL);
  *   3. writes: one INSERT ... FORMAT JSONEachRow per table, a TRUNCATE's
- *      mutation after the rows before it.
+ *      mutation after the rows before it; a batch of one table's changes
+ *      that needs nothing else is one INSERT streamed as it is made.
  * Answers: ClickHouse's "Code: N" says what failed. Data a column cannot
  * hold refuses the batch (bisected down to the entry, parked with
  * ClickHouse's message); anything else is retried.
  */
+#include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
+#include <unordered_map>
 
 #include "changelog/avro_schema.h"
 #include "changelog/entry_head.h"
 #include "core/digest.h"
+#include "sinks/clickhouse_rows.h"
 #include "sinks/clickhouse_sink.h"
 
 namespace pgsink
 {
 
-/* Row values are kept as raw text (kRaw), so no key order or number form is lost. */
 using json = nlohmann::json;
 namespace ch = clickhouse;
-
-/* A string value starting with this is written raw (a Decimal's digits). */
-static const std::string kRaw = "\x01";
-
-/* A row as a JSONEachRow line (without its newline). */
-static std::string row_text(const json &row)
-{
-    std::string out = "{";
-    for (auto it = row.begin(); it != row.end(); ++it) {
-        if (out.size() > 1)
-            out.push_back(',');
-        out += json(it.key()).dump();
-        out.push_back(':');
-        const json &v = it.value();
-        if (v.is_string() && v.get_ref<const std::string &>().rfind(kRaw, 0) == 0)
-            out += v.get_ref<const std::string &>().substr(kRaw.size());
-        else
-            out += v.dump(-1, ' ', false, json::error_handler_t::replace);
-    }
-    out.push_back('}');
-    return out;
-}
 
 std::string clickhouse_table_name(const std::string &schema, const std::string &table)
 {
@@ -81,13 +63,63 @@ ClickHouseSink::ClickHouseSink(Settings settings) : settings_(std::move(settings
                             false);
 }
 
+std::string clickhouse_request_url(const std::string &url)
+{
+    if (url.empty())
+        throw SinkError("pgsink.clickhouse_url is not set", false);
+    size_t scheme = url.find("://");
+    std::string lower = url.substr(0, scheme == std::string::npos ? 0 : scheme);
+    for (char &c : lower)
+        c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+    if (scheme == std::string::npos || (lower != "http" && lower != "https"))
+        throw SinkError("pgsink.clickhouse_url must start with http:// or https:// (for example "
+                        "http://127.0.0.1:8123)",
+                        false);
+    if (url.find('#') != std::string::npos)
+        throw SinkError("pgsink.clickhouse_url may not hold a fragment (#...): remove it", false);
+    if (url.find_first_of(" \t\r\n") != std::string::npos)
+        throw SinkError("pgsink.clickhouse_url may not hold spaces or line breaks", false);
+    size_t host = scheme + 3;
+    size_t path = url.find_first_of("/?", host);
+    if (path == host || url.find('@', host) == host)
+        throw SinkError("pgsink.clickhouse_url has no host (for example http://127.0.0.1:8123)",
+                        false);
+    /*
+     * A path is kept (ClickHouse behind a proxy, at a path of its own); a
+     * query string too (ClickHouse settings), but for the parameter that is
+     * a statement: ClickHouse would put it before each of pgsink's.
+     */
+    size_t q = url.find('?', host);
+    if (q != std::string::npos) {
+        size_t at = q + 1;
+        while (at <= url.size()) {
+            size_t amp = url.find('&', at);
+            if (amp == std::string::npos)
+                amp = url.size();
+            std::string param = url.substr(at, amp - at);
+            std::string name = param.substr(0, param.find('='));
+            if (name == "query")
+                throw SinkError("pgsink.clickhouse_url may not have a query parameter: pgsink "
+                                "sends its own statements (settings such as "
+                                "?max_insert_block_size=... are fine)",
+                                false);
+            at = amp + 1;
+        }
+    }
+    if (path == std::string::npos)
+        return url + "/";
+    if (url[path] == '?')
+        return url.substr(0, path) + "/" + url.substr(path);
+    return url;
+}
+
 bool ClickHouseSink::open(const Resume &)
 {
-    if (settings_.url.empty())
-        throw SinkError("pgsink.clickhouse_url is not set", false);
+    request_url_ = clickhouse_request_url(settings_.url);
     /* The sink learns each table's columns from the Schema entries: told again at every start. */
     tables_.clear();
     database_ready_ = false;
+    server_known_ = false; /* asked again: it may have been upgraded */
     return true;
 }
 
@@ -101,11 +133,11 @@ std::string ClickHouseSink::state() const
     return "clickhouse " + sha256_hex(settings_.url + "\n" + settings_.database, 16);
 }
 
-HttpRequest ClickHouseSink::query(const std::string &sql) const
+HttpRequest ClickHouseSink::query(std::string sql) const
 {
     HttpRequest r;
-    r.url = settings_.url + "/";
-    r.body = sql;
+    r.url = request_url_;
+    r.body = std::move(sql);
     r.headers = {"Content-Type: text/plain; charset=utf-8"};
     if (!settings_.user.empty() || !settings_.password.empty()) {
         r.headers.push_back("X-ClickHouse-User: " +
@@ -118,10 +150,11 @@ HttpRequest ClickHouseSink::query(const std::string &sql) const
 /* The columns an INSERT writes for c, unquoted: its value (or bits), and an array's NULL flag. */
 static std::vector<std::string> insert_names(const ch::Column &c)
 {
-    std::string n = ch::insert_name(c);
-    std::vector<std::string> names = {n.substr(1, n.size() - 2)};
+    std::vector<std::string> names = {ch::insert_column(c)};
     if (c.array)
         names.push_back(ch::null_flag_name(c));
+    if (c.datetime64)
+        names.push_back(ch::datetime64_name(c));
     return names;
 }
 
@@ -131,21 +164,23 @@ static std::string sql_string(const std::string &text)
     return ch::escaped(text, '\'');
 }
 
-/*
- * The table an entry is about, as its Schema entry names it: the Schema's
- * namespace holds Avro names, made from PostgreSQL's by avro_name().
- */
-static std::string entry_ns(const json &e)
-{
-    return avro_name(e.value("namespace", "")) + "." + avro_name(e.value("name", ""));
-}
-
 /* ------------------------------------------------------------ the exchange */
+
+/* A row in insert form: each insert column's text (unquoted name -> JSON text). Slow path only. */
+using Cells = std::map<std::string, std::string>;
 
 class ClickHouseExchange final : public HttpSink::Exchange
 {
   public:
     ClickHouseExchange(ClickHouseSink &sink, std::string_view lines);
+    ~ClickHouseExchange() override
+    {
+        /* Their memory serves the next exchange (one at a time): no fresh pages for each batch. */
+        entries_.clear();
+        rows_.clear();
+        sink_.spare_entries_.swap(entries_);
+        sink_.spare_rows_.swap(rows_);
+    }
     HttpRequest next() override;
     std::optional<Answer> answer(const HttpResponse &response) override;
 
@@ -161,148 +196,131 @@ class ClickHouseExchange final : public HttpSink::Exchange
         bool mutation_wait = false; /* counts mutations not done: asked again until none */
         bool of_table = false;      /* a DDL step of new_tables_[table] */
         bool check_types = false;   /* reads the table's column types (system.columns) */
+        bool data = false;          /* an INSERT: its body is handed over, not copied */
+        bool stream = false;        /* an INSERT whose rows are made as it is sent (stream()) */
+        bool creates_database = false;
+        bool version = false; /* asks the server's version (SELECT version()) */
+        /* A lookup: the key tuples it reads (split in two if the answer is too big). */
+        std::vector<std::string> tuples;
+        std::vector<std::string> tuple_keys; /* ... and the keys they are (key_of()) */
+    };
+    /* What the writes need of a table version, made once per exchange. */
+    struct Prepared {
+        std::vector<std::string> value_key; /* per column: "\"<insert column>\":" */
+        std::vector<std::string> flag_key;  /* per array column: "\"<null flag>\":" */
+        std::vector<std::string> dt64_key;  /* per timestamp with DateTime64: "\"<name>__dt64\":" */
+        std::vector<int> key_column;        /* per key name: its column's index, or -1 */
     };
     void plan_ddl();
     void plan_reads();
     void plan_writes();
+    const ClickHouseSink::Table *streamable();
+    size_t stream(char *buf, size_t max);
+    void stream_entry(size_t i, std::string &out);
     std::string db() const { return ch::quote(sink_.settings_.database); }
     std::string table_ref(const ClickHouseSink::Table &t) const
     {
         return db() + "." + ch::quote(t.name);
     }
-    json row_of(const ClickHouseSink::Table &t, const json &values) const;
-    std::string key_of(const ClickHouseSink::Table &t, const json &row) const;
+    const Prepared &prepared(const ClickHouseSink::Table &t);
+    const std::string &entry_ns(const ch::Entry &e);
+    /* The members of an entry's after (or before) row. */
+    ch::Row row(const ch::Entry &e, bool after) const
+    {
+        return after ? ch::Row{rows_.data() + e.after_at, e.after_n}
+                     : ch::Row{rows_.data() + e.before_at, e.before_n};
+    }
+    std::string key_of(const ClickHouseSink::Table &t, ch::Row m);
+    std::string key_of(const ClickHouseSink::Table &t, const Cells &row);
+    Cells cells_of(const ClickHouseSink::Table &t, ch::Row m);
+    void write_row(std::string &out, const ClickHouseSink::Table &t, ch::Row m, bool tombstone,
+                   const ch::Entry &e);
+    void write_cells(std::string &out, const Cells &row, bool deleted, const ch::Entry &e);
+    void write_meta(std::string &out, bool deleted, const ch::Entry &e);
     std::optional<Answer> advance();
     void check_types(const Step &step, const std::string &body);
+    bool read_current(const Step &step, const std::string &body);
     const ClickHouseSink::Table *
     in_effect(std::map<std::string, const ClickHouseSink::Table *> &now, size_t i,
               const std::string &ns);
 
     ClickHouseSink &sink_;
-    std::vector<json> entries_;
+    std::vector<ch::Entry> entries_;
+    std::map<size_t, json> schemas_; /* the Schema entries' schemas, parsed, by entry index */
+    bool unchanged_ = false;         /* may an update leave TOASTed values unchanged? */
+    bool odd_ = false;               /* an entry's head is not as pgsink writes it */
+    bool scanned_ = false;           /* entries_ read whole (scan_all()) */
+    void scan_all();
     std::vector<ClickHouseSink::Table> new_tables_; /* made by this batch's Schema entries */
     std::vector<std::string> new_ns_;
     std::vector<Step> steps_;
     size_t at_ = 0;
     int phase_ = 0; /* 0: DDL, 1: reads, 2: writes */
     /* Current rows read (phase 2), by namespace and key. */
-    std::map<std::string, std::map<std::string, json>> current_;
+    std::map<std::string, std::unordered_map<std::string, Cells>> current_;
+    /* Keys whose current row is too big to read back (lookup_row_answer): their updates are parked.
+     */
+    std::set<std::string> too_big_;
     std::vector<Answer::Entry> refused_;
     std::set<std::string> sources_; /* namespace + key of rows unchanged values come from */
     std::map<std::string, ClickHouseSink::Table> before_; /* the sink's tables before the batch */
     std::map<size_t, size_t> schema_at_; /* entry index of a Schema entry -> new_tables_ index */
+    std::map<const ClickHouseSink::Table *, Prepared> prepared_;
+    std::map<std::string, std::set<std::string>> lookup_cols_; /* columns read back, by namespace */
+    /* entry_ns(): the last few (namespace, name) pairs seen, raw, and their namespace */
+    struct NsCache {
+        std::string ns_raw, name_raw, ns;
+    };
+    std::vector<NsCache> ns_cache_;
+    std::vector<ch::Member> rows_; /* the members of the entries' rows (see ch::Entry) */
+    std::string scratch_;          /* scratch of encode_value() */
+    size_t lines_size_ = 0;
+    /* A streamed INSERT (stream()): its table, the next entry, the bytes made and not yet sent. */
+    const ClickHouseSink::Table *stream_table_ = nullptr;
+    std::string stream_header_;
+    size_t stream_at_ = 0;
+    std::string stream_buf_;
+    size_t stream_sent_ = 0;
     int mutation_polls_ = 0;
     static constexpr int kMutationPolls = 600; /* a minute of 0.1 s waits */
 };
 
-/* ------------------------------------------------ raw JSON values of a line */
-
-static size_t skip_space(std::string_view s, size_t i)
-{
-    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
-        i++;
-    return i;
-}
-
-/* The end of the JSON value starting at s[i]. */
-static size_t value_end(std::string_view s, size_t i)
-{
-    if (i >= s.size())
-        throw std::runtime_error("a JSON value is missing");
-    if (s[i] == '"') {
-        for (i++; i < s.size(); i++) {
-            if (s[i] == '\\')
-                i++;
-            else if (s[i] == '"')
-                return i + 1;
-        }
-        throw std::runtime_error("a JSON string has no end");
-    }
-    if (s[i] == '{' || s[i] == '[') {
-        int depth = 0;
-        for (; i < s.size(); i++) {
-            char c = s[i];
-            if (c == '"') {
-                i = value_end(s, i) - 1;
-            } else if (c == '{' || c == '[') {
-                depth++;
-            } else if (c == '}' || c == ']') {
-                if (--depth == 0)
-                    return i + 1;
-            }
-        }
-        throw std::runtime_error("a JSON object or array has no end");
-    }
-    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
-           s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
-        i++;
-    return i;
-}
-
-/*
- * The members of a JSON object as raw text: each value exactly as written
- * (numbers keep their digits, json values their form), as a JSON object
- * of marked strings (see kRaw).
- */
-static json raw_object(std::string_view s)
-{
-    json out = json::object();
-    size_t i = skip_space(s, 0);
-    if (i >= s.size() || s[i] != '{')
-        throw std::runtime_error("not a JSON object");
-    i = skip_space(s, i + 1);
-    while (i < s.size() && s[i] != '}') {
-        size_t key_end = value_end(s, i);
-        std::string key = json::parse(s.substr(i, key_end - i)).get<std::string>();
-        i = skip_space(s, key_end);
-        if (i >= s.size() || s[i] != ':')
-            throw std::runtime_error("a JSON member has no value");
-        i = skip_space(s, i + 1);
-        size_t end = value_end(s, i);
-        out[key] = kRaw + std::string(s.substr(i, end - i));
-        i = skip_space(s, end);
-        if (i < s.size() && s[i] == ',')
-            i = skip_space(s, i + 1);
-    }
-    return out;
-}
-
-/* A marked raw value's text (see kRaw); "" if v is not one. */
-static std::string raw_text(const json &v)
-{
-    if (!v.is_string())
-        return {};
-    const std::string &s = v.get_ref<const std::string &>();
-    return s.rfind(kRaw, 0) == 0 ? s.substr(kRaw.size()) : std::string();
-}
-
-/*
- * A changelog entry: its members parsed, but the rows (before, after) kept
- * raw (raw_object()): a parser would change numbers' forms, or refuse the
- * ones a double cannot hold (a json value's 1e400).
- */
-static json entry_of(std::string_view line)
-{
-    json e = raw_object(line);
-    for (auto it = e.begin(); it != e.end(); ++it) {
-        std::string raw = raw_text(it.value());
-        if ((it.key() == "before" || it.key() == "after") && raw != "null")
-            it.value() = raw_object(raw);
-        else
-            it.value() = json::parse(raw);
-    }
-    return e;
-}
-
 ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view lines) : sink_(sink)
 {
     size_t at = 0;
+    lines_size_ = lines.size();
+    entries_.swap(sink_.spare_entries_);
+    rows_.swap(sink_.spare_rows_);
+    entries_.reserve(lines.size() / 256 + 16); /* entries are rarely shorter */
+    /*
+     * The heads only, here: a batch whose INSERT is streamed reads each
+     * line whole as it is sent (stream()), others before their reads and
+     * writes (scan_all()).
+     */
+    static const std::string_view kUnchanged = "\"unchanged\":";
     while (at < lines.size()) {
         size_t nl = lines.find('\n', at);
         if (nl == std::string_view::npos)
             nl = lines.size();
-        entries_.push_back(entry_of(lines.substr(at, nl - at)));
+        std::string_view line = lines.substr(at, nl - at);
+        entries_.push_back(ch::scan_entry(line, rows_, true));
+        const ch::Entry &e = entries_.back();
+        if (!e.schema.empty())
+            schemas_[entries_.size() - 1] = json::parse(e.schema);
+        if (e.odd || (e.op.empty() && e.schema.empty()))
+            odd_ = true; /* not as pgsink writes entries: read whole, not streamed */
+        /* Maybe an "unchanged" list (or those bytes in a value): rows may be read back. */
+        if (!unchanged_ &&
+            memmem(line.data(), line.size(), kUnchanged.data(), kUnchanged.size()) != nullptr)
+            unchanged_ = true;
         at = nl + 1;
+    }
+    if (!sink_.server_known_) {
+        /* Once per start: the types a column gets depend on the server's version. */
+        Step version{"SELECT version() FORMAT TSVRaw", false, "", nullptr, ""};
+        version.version = true;
+        steps_.push_back(version);
+        return;
     }
     plan_ddl();
     if (steps_.empty())
@@ -312,14 +330,16 @@ ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view li
 /* Phase 1: the database and the tables of new Schema entries (and of tables dropped meanwhile). */
 void ClickHouseExchange::plan_ddl()
 {
-    if (!sink_.database_ready_)
-        steps_.push_back(Step{"CREATE DATABASE IF NOT EXISTS " + db(), true, "", nullptr, ""});
+    if (!sink_.database_ready_) {
+        Step create{"CREATE DATABASE IF NOT EXISTS " + db(), true, "", nullptr, ""};
+        create.creates_database = true;
+        steps_.push_back(create);
+    }
     before_ = sink_.tables_; /* the tables as they were before this batch's Schema entries */
     for (size_t ei = 0; ei < entries_.size(); ei++) {
-        const json &e = entries_[ei];
-        if (!e.contains("schema"))
+        if (entries_[ei].schema.empty())
             continue;
-        const json &s = e["schema"];
+        const json &s = schemas_.at(ei);
         std::string ns = s.value("namespace", "");
         size_t dot = ns.find('.');
         ClickHouseSink::Table t;
@@ -334,7 +354,8 @@ void ClickHouseExchange::plan_ddl()
             std::string name = f.contains("pg_name") ? f["pg_name"].get<std::string>()
                                                      : f["name"].get<std::string>();
             bool is_key = std::find(t.key.begin(), t.key.end(), name) != t.key.end();
-            t.columns.push_back(ch::column_for(name, f.value("pg_type", ""), is_key));
+            t.columns.push_back(
+                ch::column_for(name, f.value("pg_type", ""), is_key, sink_.server_));
         }
         schema_at_[ei] = new_tables_.size(); /* from this entry on, the table is this one */
         new_tables_.push_back(std::move(t));
@@ -356,7 +377,7 @@ void ClickHouseExchange::plan_ddl()
             for (const std::string &d : ch::column_ddl(c))
                 cols += d + ", ";
         for (const std::string &k : t.key)
-            order += (order.empty() ? "" : ", ") + ch::quote(k);
+            order += (order.empty() ? "" : ", ") + ch::quote(ch::column_name(k));
         cols += "`_pgsink_lsn` UInt64, `_pgsink_sequence` UInt64, `_pgsink_op` String, "
                 "`_pgsink_deleted` UInt8, `_pgsink_timestamp` String";
         /* Without a key no row replaces another: a plain MergeTree of every change. */
@@ -370,7 +391,7 @@ void ClickHouseExchange::plan_ddl()
         if (!t.key.empty()) {
             std::string want;
             for (const std::string &k : t.key)
-                want += (want.empty() ? "" : ",") + k;
+                want += (want.empty() ? "" : ",") + ch::column_name(k);
             Step check{"SELECT sorting_key FROM system.tables WHERE database = '" +
                            sql_string(sink_.settings_.database) + "' AND name = '" +
                            sql_string(t.name) + "' FORMAT TSVRaw",
@@ -385,10 +406,27 @@ void ClickHouseExchange::plan_ddl()
                 steps_.push_back(Step{"ALTER TABLE " + table_ref(t) + " ADD COLUMN " + d, true, "",
                                       nullptr, ""});
         std::string view = db() + "." + ch::quote(t.name + "_current");
+        /*
+         * Columns under their own names, also renamed ones (ch::column_name()),
+         * but where the name is that of a column the view reads (ClickHouse
+         * would take the alias for it): then under their ClickHouse names,
+         * which never meet.
+         */
+        std::set<std::string> read;
+        for (const ch::Column &c : t.columns) {
+            read.insert(c.ch_name);
+            if (c.array)
+                read.insert(ch::null_flag_name(c));
+            if (c.datetime64)
+                read.insert(ch::datetime64_name(c));
+        }
         std::string select;
         for (const ch::Column &c : t.columns)
-            select += (select.empty() ? "" : ", ") + ch::quote(c.name) +
-                      (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "");
+            select +=
+                (select.empty() ? "" : ", ") + ch::quote(c.ch_name) +
+                (c.ch_name != c.name && !read.count(c.name) ? " AS " + ch::quote(c.name) : "") +
+                (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "") +
+                (c.datetime64 ? ", " + ch::quote(ch::datetime64_name(c)) : "");
         steps_.push_back(Step{"DROP TABLE IF EXISTS " + view, true, "", nullptr, ""});
         Step last{"CREATE VIEW " + view + " AS SELECT " + select + " FROM " + table_ref(t) +
                       (t.key.empty() ? "" : " FINAL WHERE `_pgsink_deleted` = 0"),
@@ -438,191 +476,318 @@ ClickHouseExchange::in_effect(std::map<std::string, const ClickHouseSink::Table 
     return now[ns] = &was->second;
 }
 
-/* The key of a row in insert form, as one string. */
-std::string ClickHouseExchange::key_of(const ClickHouseSink::Table &t, const json &row) const
+const ClickHouseExchange::Prepared &ClickHouseExchange::prepared(const ClickHouseSink::Table &t)
 {
-    std::string k;
+    auto it = prepared_.find(&t);
+    if (it != prepared_.end())
+        return it->second;
+    Prepared p;
+    for (const ch::Column &c : t.columns) {
+        std::string k;
+        ch::append_json_string(k, ch::insert_column(c));
+        p.value_key.push_back(k + ":");
+        k.clear();
+        if (c.array)
+            ch::append_json_string(k, ch::null_flag_name(c));
+        p.flag_key.push_back(c.array ? k + ":" : "");
+        k.clear();
+        if (c.datetime64)
+            ch::append_json_string(k, ch::datetime64_name(c));
+        p.dt64_key.push_back(c.datetime64 ? k + ":" : "");
+    }
     for (const std::string &name : t.key) {
-        const ch::Column *col = nullptr;
-        for (const ch::Column &c : t.columns)
-            if (c.name == name)
-                col = &c;
-        std::string n = col ? ch::insert_name(*col) : ch::quote(name);
-        n = n.substr(1, n.size() - 2); /* unquoted: rows are keyed by column name */
-        const json &v = row.contains(n) ? row[n] : json();
-        std::string text = raw_text(v);
-        if (text.empty())
-            text = v.is_string() ? v.get<std::string>() : v.dump();
-        else if (text[0] == '"')
-            text = json::parse(text).get<std::string>(); /* the same text, however escaped */
-        if (text == "true" || text == "false")
-            text = text == "true" ? "1" : "0"; /* a boolean as ClickHouse's UInt8 answers it */
-        k += text + '\x1f';
+        int at = -1;
+        for (size_t i = 0; i < t.columns.size(); i++)
+            if (t.columns[i].name == name)
+                at = static_cast<int>(i);
+        p.key_column.push_back(at);
+    }
+    return prepared_.emplace(&t, std::move(p)).first->second;
+}
+
+/*
+ * The table an entry is about, as its Schema entry names it: the Schema's
+ * namespace holds Avro names, made from PostgreSQL's by avro_name().
+ */
+const std::string &ClickHouseExchange::entry_ns(const ch::Entry &e)
+{
+    for (const NsCache &c : ns_cache_)
+        if (ch::same(c.ns_raw, e.ns) && ch::same(c.name_raw, e.name))
+            return c.ns;
+    std::string ns = e.ns.empty() ? "" : ch::string_content(e.ns);
+    std::string name = e.name.empty() ? "" : ch::string_content(e.name);
+    if (ns_cache_.size() >= 16)
+        ns_cache_.erase(ns_cache_.begin());
+    ns_cache_.push_back(
+        NsCache{std::string(e.ns), std::string(e.name), avro_name(ns) + "." + avro_name(name)});
+    return ns_cache_.back().ns;
+}
+
+/* The key of a changelog row, as one string (see ch::append_key_text()). */
+std::string ClickHouseExchange::key_of(const ClickHouseSink::Table &t, ch::Row m)
+{
+    const Prepared &p = prepared(t);
+    std::string k;
+    for (int ci : p.key_column) {
+        if (ci < 0) {
+            k += "null\x1f";
+            continue;
+        }
+        const ch::Column &c = t.columns[static_cast<size_t>(ci)];
+        std::string_view raw = ch::member_value(m, c.name, static_cast<size_t>(ci));
+        if (raw.empty())
+            raw = "null";
+        ch::encode_value(c, raw, scratch_, [&](int slot, std::string_view text) {
+            if (slot == 0)
+                ch::append_key_text(k, text);
+        });
     }
     return k;
 }
 
-/*
- * A changelog row (before or after, its values raw: see raw_object()) in
- * insert form: each column's ClickHouse value, raw too.
- */
-json ClickHouseExchange::row_of(const ClickHouseSink::Table &t, const json &values) const
+/* The key of a row in insert form (encoded, or read back from ClickHouse). */
+std::string ClickHouseExchange::key_of(const ClickHouseSink::Table &t, const Cells &row)
 {
-    json row = json::object();
-    for (const ch::Column &c : t.columns) {
-        if (!values.contains(c.name))
-            continue;
-        std::string raw = raw_text(values[c.name]);
-        std::string name = ch::insert_name(c);
-        name = name.substr(1, name.size() - 2);
-        if (c.array) {
-            /* No Nullable(Array) in ClickHouse: an empty array and the NULL flag. */
-            bool null = raw.empty() || raw == "null";
-            row[name] = kRaw + (null ? "[]" : raw);
-            row[ch::null_flag_name(c)] = null ? 1 : 0;
-            continue;
-        }
-        if (raw.empty() || raw == "null") {
-            row[name] = nullptr;
-            continue;
-        }
-        bool quoted = raw[0] == '"';
-        std::string unquoted = quoted ? json::parse(raw).get<std::string>() : raw;
-        switch (c.kind) {
-        case ch::Kind::decimal:
-            /*
-             * An unquoted number, exactly as PostgreSQL wrote it. "NaN" stays
-             * a string: ClickHouse refuses it, and the entry is parked.
-             */
-            row[name] = kRaw + (unquoted == "NaN" ? raw : unquoted);
-            break;
-        case ch::Kind::float32:
-        case ch::Kind::float64: {
-            /* The value's IEEE bits, from its exact text ("-0" keeps its sign). */
-            std::string text = unquoted == "Infinity"    ? "inf"
-                               : unquoted == "-Infinity" ? "-inf"
-                                                         : unquoted;
-            if (c.kind == ch::Kind::float32) {
-                float f = strtof(text.c_str(), nullptr);
-                uint32_t bits;
-                memcpy(&bits, &f, sizeof(bits));
-                row[name] = bits;
-            } else {
-                double d = strtod(text.c_str(), nullptr);
-                uint64_t bits;
-                memcpy(&bits, &d, sizeof(bits));
-                row[name] = bits;
-            }
-            break;
-        }
-        case ch::Kind::string:
-            /* A json value or an array as its exact JSON text; other values are strings. */
-            row[name] = c.json_text || !quoted ? json(raw) : json(kRaw + raw);
-            break;
-        default:
-            row[name] = kRaw + raw;
-        }
+    const Prepared &p = prepared(t);
+    std::string k;
+    for (int ci : p.key_column) {
+        auto v = ci < 0 ? row.end() : row.find(ch::insert_column(t.columns[size_t(ci)]));
+        ch::append_key_text(k, v == row.end() ? std::string_view("null") : v->second);
+    }
+    return k;
+}
+
+/* A changelog row in insert form (the slow path: rows that unchanged values come from or go to). */
+Cells ClickHouseExchange::cells_of(const ClickHouseSink::Table &t, ch::Row m)
+{
+    Cells row;
+    for (size_t ci = 0; ci < t.columns.size(); ci++) {
+        const ch::Column &c = t.columns[ci];
+        std::string_view raw = ch::member_value(m, c.name, ci);
+        ch::encode_value(c, raw, scratch_, [&](int slot, std::string_view text) {
+            row[slot == 0   ? ch::insert_column(c)
+                : slot == 1 ? ch::null_flag_name(c)
+                            : ch::datetime64_name(c)] = std::string(text);
+        });
     }
     return row;
+}
+
+void ClickHouseExchange::write_meta(std::string &out, bool deleted, const ch::Entry &e)
+{
+    char num[24];
+    out += "\"_pgsink_lsn\":";
+    out.append(num,
+               static_cast<size_t>(std::to_chars(num, num + sizeof(num), e.lsn_value).ptr - num));
+    out += ",\"_pgsink_sequence\":";
+    bool digits = !e.sequence.empty() && e.sequence.size() < 21 &&
+                  std::all_of(e.sequence.begin(), e.sequence.end(),
+                              [](char ch) { return ch >= '0' && ch <= '9'; });
+    out.append(digits ? e.sequence : std::string_view("0"));
+    out += ",\"_pgsink_op\":";
+    ch::append_json_string(out, e.op);
+    out += deleted ? ",\"_pgsink_deleted\":1,\"_pgsink_timestamp\":"
+                   : ",\"_pgsink_deleted\":0,\"_pgsink_timestamp\":";
+    out.append(!e.timestamp.empty() && e.timestamp[0] == '"' ? e.timestamp
+                                                             : std::string_view("\"\""));
+    out += "}\n";
+}
+
+/*
+ * The hot path: a changelog row straight into the INSERT's body as a
+ * JSONEachRow line. A column not in the row is left out (ClickHouse's
+ * default: NULL). tombstone: a delete's row, the key's values and every
+ * other value NULL (an array: empty, its NULL flag set).
+ */
+void ClickHouseExchange::write_row(std::string &out, const ClickHouseSink::Table &t, ch::Row m,
+                                   bool tombstone, const ch::Entry &e)
+{
+    const Prepared &p = prepared(t);
+    out.push_back('{');
+    for (size_t ci = 0; ci < t.columns.size(); ci++) {
+        const ch::Column &c = t.columns[ci];
+        std::string_view raw;
+        if (!tombstone) {
+            raw = ch::member_value(m, c.name, ci);
+        } else if (c.array) {
+            raw = "null";
+        } else {
+            raw = c.key ? ch::member_value(m, c.name, ci) : std::string_view();
+            if (raw.empty())
+                raw = "null";
+        }
+        ch::encode_value(c, raw, scratch_, [&](int slot, std::string_view text) {
+            out += slot == 0 ? p.value_key[ci] : slot == 1 ? p.flag_key[ci] : p.dt64_key[ci];
+            out.append(text);
+            out.push_back(',');
+        });
+    }
+    write_meta(out, tombstone, e);
+}
+
+void ClickHouseExchange::write_cells(std::string &out, const Cells &row, bool deleted,
+                                     const ch::Entry &e)
+{
+    out.push_back('{');
+    for (const auto &[name, text] : row) {
+        ch::append_json_string(out, name);
+        out.push_back(':');
+        out += text;
+        out.push_back(',');
+    }
+    write_meta(out, deleted, e);
+}
+
+/* Every entry read whole, rows included (the constructor read the heads). */
+void ClickHouseExchange::scan_all()
+{
+    if (scanned_)
+        return;
+    rows_.clear();
+    rows_.reserve(lines_size_ / 32 + 16); /* members are rarely shorter */
+    for (ch::Entry &e : entries_)
+        e = ch::scan_rest(e, rows_);
+    scanned_ = true;
+}
+
+/* An entry's "unchanged" column names. */
+static std::vector<std::string> unchanged_of(const ch::Entry &e)
+{
+    std::vector<std::string> names;
+    if (e.unchanged.empty() || e.unchanged == "null")
+        return names;
+    for (const json &u : json::parse(e.unchanged))
+        names.push_back(u.get<std::string>());
+    return names;
+}
+
+/* A lookup of current rows of table t, for the key tuples given. */
+static std::string lookup_sql(const std::string &table_ref, const ClickHouseSink::Table &t,
+                              const std::set<std::string> &wanted,
+                              const std::vector<std::string> &tuples)
+{
+    std::string cols, keys, in;
+    /* The key and the unchanged columns only; decimals as text: a double would lose digits. */
+    for (const ch::Column &c : t.columns) {
+        if (!c.key && !wanted.count(c.name))
+            continue;
+        cols += (cols.empty() ? "" : ", ") +
+                (c.kind == ch::Kind::decimal
+                     ? "toString(" + ch::quote(c.ch_name) + ") AS " + ch::quote(c.ch_name)
+                     : ch::insert_name(c)) +
+                (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "") +
+                (c.datetime64 ? ", " + ch::quote(ch::datetime64_name(c)) : "");
+    }
+    for (const std::string &k : t.key)
+        for (const ch::Column &c : t.columns)
+            if (c.name == k) /* a float key is compared by its bits, as the literal is */
+                keys += (keys.empty() ? "" : ", ") + ch::insert_name(c);
+    for (const std::string &tuple : tuples)
+        in += (in.empty() ? "" : ", ") + tuple;
+    /*
+     * FINAL: the latest version of each key. A deleted one is read too,
+     * to be told apart: a tombstone's values are no values.
+     */
+    cols += std::string(cols.empty() ? "" : ", ") + "`_pgsink_deleted`";
+    return "SELECT " + cols + " FROM " + table_ref + " FINAL WHERE (" + keys + ") IN (" + in +
+           ") FORMAT JSONEachRow";
 }
 
 /* Phase 2: current rows for updates that left TOASTed columns unchanged. */
 void ClickHouseExchange::plan_reads()
 {
     phase_ = 1;
-    std::map<std::string, std::set<std::string>> wanted; /* namespace -> key tuples (SQL) */
-    std::set<std::string> written;                       /* ns + key written earlier in the batch */
+    if (!unchanged_) {
+        plan_writes();
+        return;
+    }
+    scan_all();
+    /* namespace -> key tuples (SQL) and their keys; the columns to read */
+    std::map<std::string, std::map<std::string, std::string>> wanted;
+    std::map<std::string, std::set<std::string>> wanted_cols;
+    std::set<std::string> written; /* ns + key written earlier in the batch */
     std::map<std::string, const ClickHouseSink::Table *> now;
     for (size_t i = 0; i < entries_.size(); i++) {
-        const json &e = entries_[i];
-        if (e.contains("schema")) {
-            in_effect(now, i, e["schema"].value("namespace", ""));
+        const ch::Entry &e = entries_[i];
+        if (!e.schema.empty()) {
+            in_effect(now, i, schemas_.at(i).value("namespace", ""));
             continue;
         }
-        if (!e.contains("op"))
+        if (e.op.empty())
             continue;
-        std::string ns = entry_ns(e);
+        const std::string &ns = entry_ns(e);
         const ClickHouseSink::Table *tp = in_effect(now, i, ns);
         if (tp == nullptr || !tp->refused.empty())
             continue;
         const ClickHouseSink::Table &t = *tp;
-        std::string op = e["op"];
-        const json &values = op == "delete" ? e["before"] : e["after"];
-        if (values.is_null())
+        bool update = e.op == "update";
+        std::string_view values = e.op == "delete" ? e.before : e.after;
+        if (values.empty() || values == "null")
             continue;
-        json row = row_of(t, values);
-        std::string key = ns + '\x1e' + key_of(t, row);
+        std::string key = ns + '\x1e' + key_of(t, row(e, e.op != "delete"));
         /* An unchanged value comes from the row as it was: under its old key if the key changed. */
-        json source = row;
-        if (op == "update" && e["before"].is_object())
-            source = row_of(t, e["before"]);
-        std::string source_key = ns + '\x1e' + key_of(t, source);
-        if (op == "update" && e.contains("unchanged"))
+        bool before = update && !e.before.empty() && e.before[0] == '{';
+        std::string source_key = before ? ns + '\x1e' + key_of(t, row(e, false)) : key;
+        std::vector<std::string> unchanged = update ? unchanged_of(e) : std::vector<std::string>();
+        if (!unchanged.empty())
             sources_.insert(source_key); /* its row is kept while writing */
-        if (op == "update" && e.contains("unchanged") && !written.count(source_key)) {
+        if (!unchanged.empty() && !written.count(source_key)) {
+            ch::Row source = row(e, !before && e.op != "delete");
             std::string tuple;
             for (const std::string &name : t.key) {
-                for (const ch::Column &c : t.columns) {
+                for (size_t ci = 0; ci < t.columns.size(); ci++) {
+                    const ch::Column &c = t.columns[ci];
                     if (c.name != name)
                         continue;
-                    std::string n = ch::insert_name(c);
-                    const json &v = source[n.substr(1, n.size() - 2)];
-                    /* The value itself: a JSON string unescaped, a number's digits. */
-                    std::string lit = raw_text(v);
-                    if (lit.empty())
-                        lit = v.is_string() ? v.get<std::string>() : v.dump();
-                    else if (lit[0] == '"')
-                        lit = json::parse(lit).get<std::string>();
+                    std::string_view raw = ch::member_value(source, c.name, ci);
+                    std::string lit;
+                    ch::encode_value(c, raw.empty() ? "null" : raw, scratch_,
+                                     [&](int slot, std::string_view text) {
+                                         /* The value itself: a JSON string unescaped. */
+                                         if (slot == 0)
+                                             lit = !text.empty() && text[0] == '"'
+                                                       ? ch::string_content(text)
+                                                       : std::string(text);
+                                     });
                     std::string quoted = "'" + sql_string(lit) + "'";
                     if (c.kind == ch::Kind::string)
-                        tuple += (tuple.empty() ? "" : ", ") + quoted;
+                        lit = quoted;
                     else if (c.kind == ch::Kind::uuid)
-                        tuple += (tuple.empty() ? "" : ", ") + ("toUUID(" + quoted + ")");
+                        lit = "toUUID(" + quoted + ")";
                     else if (c.kind == ch::Kind::boolean)
-                        tuple +=
-                            (tuple.empty() ? "" : ", ") + std::string(lit == "true" ? "1" : "0");
-                    else
-                        tuple += (tuple.empty() ? "" : ", ") + lit;
+                        lit = lit == "true" ? "1" : "0";
+                    tuple += (tuple.empty() ? "" : ", ") + lit;
                 }
             }
-            wanted[ns].insert("(" + tuple + ")");
+            wanted[ns]["(" + tuple + ")"] = source_key;
+            for (const std::string &u : unchanged)
+                wanted_cols[ns].insert(u);
         }
         written.insert(key);
     }
     for (auto &[ns, tuples] : wanted) {
         const ClickHouseSink::Table &t = sink_.tables_.at(ns);
-        std::string cols, keys;
-        /* Decimals as text: a double would lose digits. */
-        for (const ch::Column &c : t.columns)
-            cols += (cols.empty() ? "" : ", ") +
-                    (c.kind == ch::Kind::decimal
-                         ? "toString(" + ch::quote(c.name) + ") AS " + ch::quote(c.name)
-                         : ch::insert_name(c)) +
-                    (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "");
-        for (const std::string &k : t.key)
-            for (const ch::Column &c : t.columns)
-                if (c.name == k) /* a float key is compared by its bits, as the literal is */
-                    keys += (keys.empty() ? "" : ", ") + ch::insert_name(c);
         /* In pieces within ClickHouse's max_query_size (256 kB) and its limit of AST elements. */
-        std::vector<std::string> ins(1);
-        size_t in_piece = 0;
-        for (const std::string &tuple : tuples) {
-            if (ins.back().size() + tuple.size() > 150000 || in_piece >= 5000) {
-                ins.emplace_back();
-                in_piece = 0;
-            }
-            ins.back() += (ins.back().empty() ? "" : ", ") + tuple;
-            in_piece++;
+        Step piece{"", false, ns, nullptr, ""};
+        size_t bytes = 0;
+        auto flush = [&] {
+            if (piece.tuples.empty())
+                return;
+            piece.sql = lookup_sql(table_ref(t), t, wanted_cols[ns], piece.tuples);
+            steps_.push_back(piece);
+            piece.tuples.clear();
+            piece.tuple_keys.clear();
+            bytes = 0;
+        };
+        for (const auto &[tuple, key] : tuples) {
+            if (bytes + tuple.size() > 150000 || piece.tuples.size() >= 5000)
+                flush();
+            piece.tuples.push_back(tuple);
+            piece.tuple_keys.push_back(key);
+            bytes += tuple.size() + 2;
         }
-        /*
-         * FINAL: the latest version of each key. A deleted one is read too,
-         * to be told apart: a tombstone's values are no values.
-         */
-        cols += ", `_pgsink_deleted`";
-        for (const std::string &in : ins)
-            steps_.push_back(Step{"SELECT " + cols + " FROM " + table_ref(t) + " FINAL WHERE (" +
-                                      keys + ") IN (" + in + ") FORMAT JSONEachRow",
-                                  false, ns, nullptr, ""});
+        flush();
+        lookup_cols_[ns] = wanted_cols[ns];
     }
     if (at_ >= steps_.size())
         plan_writes();
@@ -632,64 +797,98 @@ void ClickHouseExchange::plan_reads()
 void ClickHouseExchange::plan_writes()
 {
     phase_ = 2;
-    /* namespace -> the table version its rows were made for, and JSONEachRow lines */
+    if (const ClickHouseSink::Table *t = streamable()) {
+        /*
+         * The common batch (the changes of one table, nothing to read back,
+         * no TRUNCATE or schema change among them): one INSERT whose rows
+         * are made while it is sent, so that ClickHouse parses the first
+         * rows while the next are made.
+         */
+        stream_table_ = t;
+        std::string cols;
+        for (const ch::Column &c : t->columns)
+            for (const std::string &n : insert_names(c))
+                cols += ch::quote(n) + ", ";
+        cols += "`_pgsink_lsn`, `_pgsink_sequence`, `_pgsink_op`, `_pgsink_deleted`, "
+                "`_pgsink_timestamp`";
+        stream_header_ = "INSERT INTO " + table_ref(*t) + " (" + cols + ") FORMAT JSONEachRow\n";
+        stream_buf_ = stream_header_;
+        Step insert{"", false, "", nullptr, ""};
+        insert.data = true;
+        insert.stream = true;
+        steps_.push_back(std::move(insert));
+        return;
+    }
+    scan_all();
+    /*
+     * namespace -> the table version its rows were made for, and its
+     * INSERT: the statement, then the rows as JSONEachRow lines.
+     */
     std::map<std::string, std::pair<const ClickHouseSink::Table *, std::string>> pending;
-    auto flush = [&](const std::string &ns) {
-        auto p = pending.find(ns);
-        if (p == pending.end() || p->second.second.empty())
+    bool reserved = false;
+    /* Before a row: the INSERT's statement, for the table version the rows are made for. */
+    auto start = [&](std::string &body, const ClickHouseSink::Table &t) {
+        if (!body.empty())
             return;
-        const ClickHouseSink::Table &t = *p->second.first;
         std::string cols;
         for (const ch::Column &c : t.columns)
             for (const std::string &n : insert_names(c))
                 cols += ch::quote(n) + ", ";
         cols += "`_pgsink_lsn`, `_pgsink_sequence`, `_pgsink_op`, `_pgsink_deleted`, "
                 "`_pgsink_timestamp`";
-        steps_.push_back(Step{"INSERT INTO " + table_ref(t) + " (" + cols +
-                                  ") FORMAT JSONEachRow\n" + p->second.second,
-                              false, "", nullptr, ""});
-        p->second.second.clear();
+        body = "INSERT INTO " + table_ref(t) + " (" + cols + ") FORMAT JSONEachRow\n";
+        if (!reserved) /* most batches are of one table: its rows take about the lines' size */
+            body.reserve(lines_size_ + body.size());
+        reserved = true;
+    };
+    auto flush = [&](const std::string &ns) {
+        auto p = pending.find(ns);
+        if (p == pending.end() || p->second.second.empty())
+            return;
+        Step insert{"", false, "", nullptr, ""};
+        insert.sql.swap(p->second.second);
+        insert.data = true;
+        steps_.push_back(std::move(insert));
     };
     std::map<std::string, const ClickHouseSink::Table *> now;
+    /* The last table written, and its pending rows: most batches are of one table. */
+    const std::string *last_ns = nullptr;
+    std::pair<const ClickHouseSink::Table *, std::string> *last = nullptr;
     for (size_t i = 0; i < entries_.size(); i++) {
-        const json &e = entries_[i];
-        if (e.contains("schema")) {
+        const ch::Entry &e = entries_[i];
+        if (!e.schema.empty()) {
             /* The rows before it are written with the columns they were made for. */
-            std::string ns = e["schema"].value("namespace", "");
+            std::string ns = schemas_.at(i).value("namespace", "");
             flush(ns);
             in_effect(now, i, ns);
             continue;
         }
-        if (!e.contains("op"))
+        if (e.op.empty())
             continue;
-        std::string ns = entry_ns(e);
+        const std::string &ns = entry_ns(e);
         const ClickHouseSink::Table *tp = in_effect(now, i, ns);
         if (tp == nullptr)
             throw std::runtime_error("no Schema entry for " + ns + " before its changes");
         const ClickHouseSink::Table &t = *tp;
-        pending[ns].first = tp;
+        if (last_ns == nullptr || *last_ns != ns) {
+            last = &pending[ns];
+            last_ns = &pending.find(ns)->first;
+        }
+        last->first = tp;
+        std::string &body = last->second;
         if (!t.refused.empty()) {
             refused_.push_back(Answer::Entry{i, false, 0, t.refused});
             continue;
         }
-        std::string op = e["op"];
-        uint64_t lsn = 0;
-        std::string lsn_text = e.value("lsn", "");
-        parse_lsn(lsn_text.c_str(), lsn_text.size(), &lsn);
-        uint64_t seq = e.value("sequence", 0);
-        auto meta = [&](json &row, bool deleted) {
-            row["_pgsink_lsn"] = lsn;
-            row["_pgsink_sequence"] = seq;
-            row["_pgsink_op"] = op;
-            row["_pgsink_deleted"] = deleted ? 1 : 0;
-            row["_pgsink_timestamp"] = e.value("timestamp", "");
-        };
-        std::map<std::string, json> &cur = current_[ns];
-        if (op == "truncate") {
+        auto cur_it = current_.find(ns);
+        /* Keys matter only where rows are kept for unchanged values (the slow path). */
+        bool keyed = !sources_.empty() || (cur_it != current_.end() && !cur_it->second.empty());
+        if (e.op == "truncate") {
             flush(ns);
+            uint64_t seq = strtoull(std::string(e.sequence).c_str(), nullptr, 10);
+            std::string lsn = std::to_string(e.lsn_value);
             steps_.push_back(Step{"ALTER TABLE " + table_ref(t) + " DELETE WHERE `_pgsink_lsn` < " +
-                                      std::to_string(lsn) +
-                                      " OR (`_pgsink_lsn` = " + std::to_string(lsn) +
+                                      lsn + " OR (`_pgsink_lsn` = " + lsn +
                                       " AND `_pgsink_sequence` < " + std::to_string(seq) + ")",
                                   false, "", nullptr, ""});
             /*
@@ -700,74 +899,76 @@ void ClickHouseExchange::plan_writes()
             /* Ours only (its LSN is in its command), not a user's mutation of the table. */
             Step wait{"SELECT count() FROM system.mutations WHERE database = '" +
                           sql_string(sink_.settings_.database) + "' AND table = '" +
-                          sql_string(t.name) + "' AND NOT is_done AND position(command, '" +
-                          std::to_string(lsn) +
+                          sql_string(t.name) + "' AND NOT is_done AND position(command, '" + lsn +
                           "') > 0 AND position(command, '_pgsink_sequence') > 0" + " FORMAT TSVRaw",
                       false, "", nullptr, ""};
             wait.mutation_wait = true;
             steps_.push_back(wait);
-            cur.clear();
+            if (cur_it != current_.end())
+                cur_it->second.clear();
             continue;
         }
-        if (op == "delete") {
-            if (e["before"].is_null())
+        if (e.op == "delete") {
+            if (e.before.empty() || e.before == "null")
                 continue; /* REPLICA IDENTITY NOTHING: no key to delete by */
-            json row = row_of(t, e["before"]);
-            json tomb = json::object();
-            for (const ch::Column &c : t.columns) {
-                std::string n = ch::insert_name(c);
-                n = n.substr(1, n.size() - 2);
-                tomb[n] = c.key && row.contains(n) ? row[n] : json();
-                if (c.array) {
-                    tomb[n] = kRaw + "[]";
-                    tomb[ch::null_flag_name(c)] = 1;
-                }
-            }
-            meta(tomb, true);
-            cur.erase(key_of(t, tomb));
-            pending[ns].second += row_text(tomb) + "\n";
+            ch::Row old = row(e, false);
+            if (keyed)
+                current_[ns].erase(key_of(t, old));
+            start(body, t);
+            write_row(body, t, old, true, e);
             continue;
         }
-        json row = row_of(t, e["after"]);
-        std::string key = key_of(t, row);
+        bool update = e.op == "update";
+        bool before = update && !e.before.empty() && e.before[0] == '{';
+        std::vector<std::string> unchanged =
+            update && unchanged_ ? unchanged_of(e) : std::vector<std::string>();
+        if (!before && unchanged.empty() && !keyed) {
+            /* The common case: nothing to look up or keep. */
+            start(body, t);
+            write_row(body, t, row(e, true), false, e);
+            continue;
+        }
+        std::string key = key_of(t, row(e, true));
         std::string source_key = key; /* where unchanged values come from */
-        json source_row;
-        if (op == "update" && e["before"].is_object()) {
+        std::optional<Cells> source_row;
+        auto &cur = current_[ns];
+        if (before) {
             /* A changed key: the old key is deleted. */
-            json old = row_of(t, e["before"]);
-            std::string old_key = key_of(t, old), new_key = key;
+            ch::Row old = row(e, false);
+            std::string old_key = key_of(t, old);
             source_key = old_key;
-            if (!t.key.empty() && old_key != new_key) {
+            if (!t.key.empty() && old_key != key) {
                 auto was = cur.find(old_key);
                 if (was != cur.end())
                     source_row = was->second;
-                json tomb = json::object();
-                for (const ch::Column &c : t.columns) {
-                    std::string n = ch::insert_name(c);
-                    n = n.substr(1, n.size() - 2);
-                    tomb[n] = c.key && old.contains(n) ? old[n] : json();
-                    if (c.array) {
-                        tomb[n] = kRaw + "[]";
-                        tomb[ch::null_flag_name(c)] = 1;
-                    }
-                }
-                meta(tomb, true);
                 cur.erase(old_key);
-                pending[ns].second += row_text(tomb) + "\n";
+                start(body, t);
+                write_row(body, t, old, true, e);
             }
         }
-        if (e.contains("unchanged")) {
+        if (unchanged.empty() && !sources_.count(ns + '\x1e' + key)) {
+            if (source_key != key)
+                cur.erase(source_key); /* the old key's row is gone */
+            start(body, t);
+            write_row(body, t, row(e, true), false, e);
+            continue;
+        }
+        Cells cells = cells_of(t, row(e, true));
+        if (!unchanged.empty()) {
             auto known = cur.find(source_key);
-            if (source_row.is_object())
-                known = cur.emplace(source_key, source_row).first; /* erased as deleted above */
+            if (source_row)
+                known = cur.emplace(source_key, *source_row).first; /* erased as deleted above */
             bool missing = known == cur.end();
-            for (const json &u : e["unchanged"]) {
+            for (const std::string &u : unchanged) {
                 for (const ch::Column &c : t.columns) {
-                    if (c.name != u.get<std::string>())
+                    if (c.name != u)
                         continue;
                     for (const std::string &n : insert_names(c)) {
-                        if (!missing && known->second.contains(n))
-                            row[n] = known->second[n];
+                        if (missing)
+                            break;
+                        auto v = known->second.find(n);
+                        if (v != known->second.end())
+                            cells[n] = v->second;
                         else
                             missing = true;
                     }
@@ -777,8 +978,13 @@ void ClickHouseExchange::plan_writes()
                 /* Never a null or an empty value for a TOASTed one: parked, with the reason. */
                 refused_.push_back(Answer::Entry{
                     i, false, 0,
-                    "the unchanged TOASTed value of this update is not in ClickHouse (the row "
-                    "was never delivered there): import the table again"});
+                    too_big_.count(ns + '\x1e' + source_key)
+                        ? "the current row in ClickHouse, whose unchanged TOASTed value this "
+                          "update needs, is too big to read back (over " +
+                              std::to_string(sink_.limits_.lookup_row_answer) +
+                              " bytes as JSON): import the table again"
+                        : "the unchanged TOASTed value of this update is not in ClickHouse (the "
+                          "row was never delivered there): import the table again"});
                 continue;
             }
         }
@@ -786,19 +992,111 @@ void ClickHouseExchange::plan_writes()
             cur.erase(source_key); /* the old key's row is gone */
         /* Kept only where a later update of this batch takes unchanged values from it. */
         if (sources_.count(ns + '\x1e' + key))
-            cur[key] = row;
-        meta(row, false);
-        pending[ns].second += row_text(row) + "\n";
+            cur[key] = cells;
+        start(body, t);
+        write_cells(body, cells, false, e);
     }
     for (auto &p : pending)
         flush(p.first);
 }
 
+/*
+ * The one table whose changes the batch holds, if its INSERT can be
+ * streamed: no update takes unchanged values, no TRUNCATE, no Schema entry
+ * of it after its first change, and not refused. Else nullptr.
+ */
+const ClickHouseSink::Table *ClickHouseExchange::streamable()
+{
+    if (unchanged_ || odd_)
+        return nullptr;
+    const ClickHouseSink::Table *only = nullptr;
+    std::string only_ns;
+    std::map<std::string, const ClickHouseSink::Table *> now;
+    for (size_t i = 0; i < entries_.size(); i++) {
+        const ch::Entry &e = entries_[i];
+        if (!e.schema.empty()) {
+            std::string ns = schemas_.at(i).value("namespace", "");
+            if (only != nullptr && ns == only_ns)
+                return nullptr;
+            in_effect(now, i, ns);
+            continue;
+        }
+        if (e.op.empty())
+            continue;
+        if (e.op == "truncate")
+            return nullptr;
+        const std::string &ns = entry_ns(e);
+        const ClickHouseSink::Table *tp = in_effect(now, i, ns);
+        if (tp == nullptr || !tp->refused.empty() || (only != nullptr && tp != only))
+            return nullptr;
+        if (only == nullptr) {
+            only = tp;
+            only_ns = ns;
+        }
+    }
+    return only;
+}
+
+/* Entry i of a streamed INSERT as JSONEachRow lines (plan_writes() without rows kept). */
+void ClickHouseExchange::stream_entry(size_t i, std::string &out)
+{
+    if (!entries_[i].schema.empty() || entries_[i].op.empty())
+        return;
+    /* The line read whole now, while the INSERT's first rows are parsed by ClickHouse. */
+    rows_.clear();
+    const ch::Entry e = ch::scan_rest(entries_[i], rows_);
+    const ClickHouseSink::Table &t = *stream_table_;
+    if (e.op == "delete") {
+        if (!e.before.empty() && e.before != "null") /* else REPLICA IDENTITY NOTHING: no key */
+            write_row(out, t, row(e, false), true, e);
+        return;
+    }
+    /* A changed key: the old key is deleted. */
+    if (e.op == "update" && !e.before.empty() && e.before[0] == '{' && !t.key.empty() &&
+        key_of(t, row(e, false)) != key_of(t, row(e, true)))
+        write_row(out, t, row(e, false), true, e);
+    write_row(out, t, row(e, true), false, e);
+}
+
+/* The next bytes of a streamed INSERT: its statement, then its rows, made as they are asked for. */
+size_t ClickHouseExchange::stream(char *buf, size_t max)
+{
+    while (stream_buf_.size() - stream_sent_ < max && stream_at_ < entries_.size()) {
+        if (stream_sent_ > (1u << 20)) { /* what was sent goes */
+            stream_buf_.erase(0, stream_sent_);
+            stream_sent_ = 0;
+        }
+        stream_entry(stream_at_++, stream_buf_);
+    }
+    size_t n = std::min(max, stream_buf_.size() - stream_sent_);
+    memcpy(buf, stream_buf_.data() + stream_sent_, n);
+    stream_sent_ += n;
+    if (stream_sent_ == stream_buf_.size()) {
+        stream_buf_.clear();
+        stream_sent_ = 0;
+    }
+    return n;
+}
+
 HttpRequest ClickHouseExchange::next()
 {
-    HttpRequest r = sink_.query(steps_.at(at_).sql);
-    if (!steps_[at_].lookup.empty())
-        r.keep_answer = static_cast<size_t>(1) << 30; /* the rows read back, whole */
+    Step &step = steps_.at(at_);
+    /* An INSERT's body (up to a batch's size) is handed over: it is sent once per exchange. */
+    HttpRequest r = sink_.query(step.data ? std::move(step.sql) : step.sql);
+    if (step.stream) {
+        r.body_source = [this](char *buf, size_t max) { return stream(buf, max); };
+        r.body_rewind = [this] {
+            /* Sent again from the start (libcurl lost the connection): the same bytes. */
+            stream_at_ = 0;
+            stream_buf_ = stream_header_;
+            stream_sent_ = 0;
+            return true;
+        };
+    }
+    if (!step.lookup.empty())
+        r.keep_answer = (step.tuples.size() > 1 ? sink_.limits_.lookup_answer
+                                                : sink_.limits_.lookup_row_answer) +
+                        1;
     return r;
 }
 
@@ -855,6 +1153,13 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
         a.kind = data && phase_ == 2 ? Answer::Kind::reject : Answer::Kind::retry;
         return a;
     }
+    if (step.version) {
+        /* What the server offers decides the columns: the tables are planned now. */
+        sink_.server_ = ch::server_of(r.body);
+        sink_.server_known_ = true;
+        plan_ddl(); /* (steps_ grows: step is not used after) */
+        return advance();
+    }
     if (step.check_types)
         check_types(step, r.body);
     if (!step.expect_key.empty()) {
@@ -871,32 +1176,10 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
     }
     if (step.installs != nullptr)
         sink_.tables_[step.installs_ns] = *step.installs;
-    if (at_ == 0 && phase_ == 0)
+    if (step.creates_database)
         sink_.database_ready_ = true;
-    if (!step.lookup.empty()) {
-        const ClickHouseSink::Table &t = sink_.tables_.at(step.lookup);
-        size_t at = 0;
-        while (at < r.body.size()) {
-            size_t nl = r.body.find('\n', at);
-            if (nl == std::string::npos)
-                nl = r.body.size();
-            if (nl > at) {
-                json row = raw_object(std::string_view(r.body).substr(at, nl - at));
-                /* Decimals were read as text (toString): unquoted again, raw. */
-                for (const ch::Column &c : t.columns)
-                    if (c.kind == ch::Kind::decimal && row.contains(c.name)) {
-                        std::string raw = raw_text(row[c.name]);
-                        if (!raw.empty() && raw[0] == '"')
-                            row[c.name] = kRaw + json::parse(raw).get<std::string>();
-                    }
-                std::string deleted = raw_text(row["_pgsink_deleted"]);
-                row.erase("_pgsink_deleted");
-                if (deleted != "1")
-                    current_[step.lookup][key_of(t, row)] = row;
-            }
-            at = nl + 1;
-        }
-    }
+    if (!step.lookup.empty() && !read_current(step, r.body))
+        return std::nullopt; /* read again in halves */
     if (step.mutation_wait && atoi(r.body.c_str()) > 0) {
         if (++mutation_polls_ > kMutationPolls) {
             /* Not done after a minute: the batch is tried again later (the mutation too). */
@@ -913,6 +1196,66 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
         steps_[at_] = Step{"SELECT sleep(0.1) FORMAT TSVRaw", false, "", nullptr, ""};
     }
     return advance();
+}
+
+/*
+ * The current rows a lookup read (JSONEachRow), kept by key. False if the
+ * answer was too big: the step is replaced by two of half its keys each (a
+ * single key's row: its updates are parked, see plan_writes()).
+ */
+bool ClickHouseExchange::read_current(const Step &step, const std::string &body)
+{
+    size_t limit =
+        step.tuples.size() > 1 ? sink_.limits_.lookup_answer : sink_.limits_.lookup_row_answer;
+    if (body.size() > limit) {
+        if (step.tuples.size() <= 1) {
+            for (const std::string &k : step.tuple_keys)
+                too_big_.insert(k);
+            return true;
+        }
+        const ClickHouseSink::Table &t = sink_.tables_.at(step.lookup);
+        size_t half = step.tuples.size() / 2;
+        Step first = step, second = step;
+        first.tuples.assign(step.tuples.begin(), step.tuples.begin() + long(half));
+        first.tuple_keys.assign(step.tuple_keys.begin(), step.tuple_keys.begin() + long(half));
+        second.tuples.assign(step.tuples.begin() + long(half), step.tuples.end());
+        second.tuple_keys.assign(step.tuple_keys.begin() + long(half), step.tuple_keys.end());
+        first.sql = lookup_sql(table_ref(t), t, lookup_cols_[step.lookup], first.tuples);
+        second.sql = lookup_sql(table_ref(t), t, lookup_cols_[step.lookup], second.tuples);
+        steps_[at_] = std::move(first);
+        steps_.insert(steps_.begin() + long(at_) + 1, std::move(second));
+        return false;
+    }
+    const ClickHouseSink::Table &t = sink_.tables_.at(step.lookup);
+    std::vector<ch::Member> members;
+    size_t at = 0;
+    while (at < body.size()) {
+        size_t nl = body.find('\n', at);
+        if (nl == std::string::npos)
+            nl = body.size();
+        if (nl > at) {
+            ch::scan_object(std::string_view(body).substr(at, nl - at), members);
+            Cells row;
+            bool deleted = false;
+            for (const ch::Member &m : members) {
+                std::string name = ch::string_content(m.name);
+                if (name == "_pgsink_deleted")
+                    deleted = m.value == "1";
+                else
+                    row[name] = std::string(m.value);
+            }
+            /* Decimals were read as text (toString): unquoted again. */
+            for (const ch::Column &c : t.columns) {
+                auto v = c.kind == ch::Kind::decimal ? row.find(c.ch_name) : row.end();
+                if (v != row.end() && !v->second.empty() && v->second[0] == '"')
+                    v->second = ch::string_content(v->second);
+            }
+            if (!deleted)
+                current_[step.lookup][key_of(t, row)] = std::move(row);
+        }
+        at = nl + 1;
+    }
+    return true;
 }
 
 /* The next step, the next phase, or the batch's answer. */
@@ -956,7 +1299,7 @@ void ClickHouseExchange::check_types(const Step &step, const std::string &body)
     ClickHouseSink::Table &t = new_tables_[step.table];
     for (const ch::Column &c : t.columns) {
         std::string want = ch::ch_type(c);
-        auto got = have.find(c.name);
+        auto got = have.find(c.ch_name);
         auto bare = [](std::string x) { /* ClickHouse writes "Decimal(12, 2)" */
                                         x.erase(std::remove(x.begin(), x.end(), ' '), x.end());
                                         return x;

@@ -1,7 +1,6 @@
 /*
  * clickhouse_sink.h: captured tables mirrored into ClickHouse over HTTP
- * (pgsink.sink = 'clickhouse'). WORK IN PROGRESS on this branch (issue 11):
- * not listed by the sink factory on main.
+ * (pgsink.sink = 'clickhouse').
  *
  * Each captured table <schema>.<table> becomes a ReplacingMergeTree table
  * <schema>_<table> in pgsink.clickhouse_database, versioned by the commit
@@ -14,8 +13,15 @@
  * wins (ReplacingMergeTree keeps the last inserted of equal versions; one
  * batch in flight). An update that left a TOASTed column unchanged takes
  * the value from an earlier change of the batch or from the table itself
- * (read with FINAL before the inserts). TRUNCATE deletes the rows before it
- * by (lsn, sequence) with a mutation.
+ * (its key and unchanged columns read with FINAL before the inserts).
+ * TRUNCATE deletes the rows before it by (lsn, sequence) with a mutation.
+ * A column named like a helper column is renamed (clickhouse::column_name()).
+ *
+ * Entries are read once as raw text and rows written straight into the
+ * INSERT's body (clickhouse_rows.h): no value is parsed into an object. The
+ * common batch (one table's changes, nothing to read back, no TRUNCATE or
+ * schema change) is one INSERT streamed as its rows are made, so that
+ * ClickHouse parses while the sink encodes.
  *
  * Pure C++: no PostgreSQL headers.
  */
@@ -25,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "sinks/clickhouse_rows.h"
 #include "sinks/clickhouse_schema.h"
 #include "sinks/sink.h"
 
@@ -35,7 +42,7 @@ class ClickHouseSink final : public HttpSink
 {
   public:
     struct Settings {
-        std::string url;      /* http(s)://host:port */
+        std::string url;      /* http(s)://host:port[/path][?settings] */
         std::string database; /* created if missing */
         std::string user, password;
         HttpOptions http;
@@ -53,6 +60,18 @@ class ClickHouseSink final : public HttpSink
     std::string describe() const override;
     std::string state() const override;
 
+    /*
+     * Answers to reads of current rows (TOAST carry-over) are kept up to
+     * lookup_answer bytes; a bigger one is read again in halves, down to
+     * one key, whose row may take up to lookup_row_answer (else its updates
+     * are parked, saying why). Smaller in the selftest.
+     */
+    struct Limits {
+        size_t lookup_answer = static_cast<size_t>(64) << 20;
+        size_t lookup_row_answer = static_cast<size_t>(1) << 30;
+    };
+    void set_limits(Limits limits) { limits_ = limits; }
+
     /* What the sink knows of a captured table. */
     struct Table {
         std::string name; /* in ClickHouse */
@@ -65,12 +84,29 @@ class ClickHouseSink final : public HttpSink
 
   private:
     friend class ClickHouseExchange;
-    HttpRequest query(const std::string &sql) const;
+    HttpRequest query(std::string sql) const;
 
     Settings settings_;
+    std::string request_url_; /* clickhouse_request_url() of settings_.url */
+    Limits limits_;
     bool database_ready_ = false;
+    clickhouse::Server server_; /* its version, asked once per open() */
+    bool server_known_ = false;
     std::map<std::string, Table> tables_; /* by namespace "schema.table" */
+    /* The last exchange's scanned entries and rows, for their memory. */
+    std::vector<clickhouse::Entry> spare_entries_;
+    std::vector<clickhouse::Member> spare_rows_;
 };
+
+/*
+ * The URL requests go to: pgsink.clickhouse_url, with "/" for an empty
+ * path. A path is kept (a proxy), a query string too (settings), but for a
+ * query parameter; throws a SinkError saying what is wrong.
+ */
+std::string clickhouse_request_url(const std::string &url);
+
+/* Checks of the sink's pure parts (clickhouse_selftest.cpp); "" if all hold. */
+std::string clickhouse_selftest();
 
 /* The ClickHouse table name of <schema>.<table>. */
 std::string clickhouse_table_name(const std::string &schema, const std::string &table);

@@ -11,6 +11,7 @@
 #include "sinks/elasticsearch_sink.h" /* pure C++: before PostgreSQL's headers */
 #include "boundary/pg_boundary.h"
 #include "http/delivery_window.h"
+#include "sinks/clickhouse_sink.h"
 
 extern "C" {
 #include "fmgr.h"
@@ -58,6 +59,12 @@ static int64 selftest(const std::string &mode)
         std::string failures = elasticsearch_selftest();
         if (!failures.empty())
             throw Error(ERRCODE_INTERNAL_ERROR, "elasticsearch: " + failures, "");
+        return 1;
+    } else if (mode == "clickhouse") {
+        /* The ClickHouse sink's encoding, scanning and naming, without a server. */
+        std::string failures = clickhouse_selftest();
+        if (!failures.empty())
+            throw Error(ERRCODE_INTERNAL_ERROR, "clickhouse: " + failures, "");
         return 1;
     } else if (mode == "ok") {
         return pg_call(

@@ -15,7 +15,9 @@
 # (7) tables that <schema>_<table> would name alike stay apart;
 # (8) a table whose key changes: its changes are parked with the reason, not
 #     mixed into a table ordered by the old key;
-# (9) an import of existing rows under concurrent writes ends equal.
+# (9) an import of existing rows under concurrent writes ends equal;
+# (10)-(13) TOAST carry-over by odd keys, refusals, names, schema changes;
+# (14) pgsink.clickhouse_url with settings kept, with a query refused.
 use strict;
 use warnings;
 
@@ -277,15 +279,23 @@ is($node->safe_psql('postgres',
 
 # (11) A column retyped in PostgreSQL (ClickHouse keeps the old type): the
 # table's later changes are parked, saying so, never written into the old
-# type; a table ClickHouse refuses (a column clashing with a helper column)
-# is parked too, and other tables go on; a ClickHouse table dropped by
-# someone is made again.
+# type; columns named like helper columns are renamed, and the view shows
+# them under their own names; a table ClickHouse refuses (someone else's
+# table of that name, that cannot be altered) is parked too, and other
+# tables go on; a ClickHouse table dropped by someone is made again.
+ch_query($ch, 'CREATE TABLE pgsink.public_squat (x String) ENGINE = Log');
 $node->safe_psql('postgres', q{
 CREATE TABLE ty (id int PRIMARY KEY, n int);
-CREATE TABLE clash (id int PRIMARY KEY, f double precision, f__bits text);
-SELECT pgsink.add_table('ty'); SELECT pgsink.add_table('clash');
+CREATE TABLE clash (id int PRIMARY KEY, f double precision, f__bits text, _pgsink_lsn text,
+                    "_pgsink_col_f__bits_" int, a int[]);
+CREATE TABLE clash2 (id int PRIMARY KEY, a int[], a__null bool);
+CREATE TABLE squat (id int PRIMARY KEY, v text);
+SELECT pgsink.add_table('ty'); SELECT pgsink.add_table('clash'); SELECT pgsink.add_table('clash2');
+SELECT pgsink.add_table('squat');
 INSERT INTO ty VALUES (1, 1);
-INSERT INTO clash VALUES (1, 1.5, 'x');
+INSERT INTO clash VALUES (1, 1.5, 'x', 'y', 7, '{1,NULL}'), (2, NULL, NULL, NULL, NULL, NULL);
+INSERT INTO clash2 VALUES (1, '{1,NULL}', true), (2, NULL, NULL);
+INSERT INTO squat VALUES (1, 'v');
 });
 wait_delivered($node, 'postgres', '(11) before the type change');
 $node->safe_psql('postgres', q{
@@ -299,10 +309,19 @@ is($node->safe_psql('postgres',
 		"SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'clickhouse' AND \"table\" = 'public.ty' "
 		  . "AND response LIKE '%column n of ClickHouse table public_ty is Nullable(Int32) but now needs Nullable(Int64)%'"),
 	1, '(11) the change is parked, saying why');
+is(ch_query($ch, "SELECT id, f, f__bits, _pgsink_lsn, _pgsink_col__pgsink_col_f__bits__, a, a__null "
+		  . "FROM pgsink.public_clash_current ORDER BY id FORMAT TSV"),
+	"1\t1.5\tx\ty\t7\t[1,NULL]\t0\n2\t\\N\t\\N\t\\N\t\\N\t[]\t1\n",
+	'(11) columns named like helper columns: kept apart, the view shows their own names (but where a column has it)');
+is(ch_query($ch, "SELECT id, a__null, _pgsink_col_a__null_ FROM pgsink.public_clash2_current ORDER BY id FORMAT TSV"),
+	"1\t0\t1\n2\t1\t\\N\n", '(11) an array\'s NULL flag and a column of its name, apart');
+is($node->safe_psql('postgres',
+		"SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'clickhouse' AND \"table\" LIKE 'public.clash%'"),
+	0, '(11) ... and none of their changes is parked');
 # (its insert, and the import's copy of the same row)
 cmp_ok($node->safe_psql('postgres',
-		"SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'clickhouse' AND \"table\" = 'public.clash' "
-		  . "AND response LIKE '%ClickHouse refused table public_clash%'"),
+		"SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'clickhouse' AND \"table\" = 'public.squat' "
+		  . "AND response LIKE '%public_squat%'"),
 	'>=', 1, '(11) a table ClickHouse refuses: its changes are parked, with ClickHouse\'s answer');
 ch_query($ch, 'DROP TABLE pgsink.public_c');
 $node->safe_psql('postgres', q{INSERT INTO c VALUES (77, 'again', 7)});
@@ -357,6 +376,22 @@ is(ch_query($ch, "SELECT id, a, ifNull(toString(b), 'N') FROM pgsink.public_dc F
 		  . "WHERE _pgsink_deleted = 0 ORDER BY id FORMAT TSV"),
 	"0\t0\t0\n1\t10\t100\n2\t20\tN\n",
 	'(13) a row made before a column was dropped keeps its value; one after has none');
+
+# (14) pgsink.clickhouse_url with a query parameter: the sink stops, saying
+# why; with a path and settings: kept, and delivery goes on.
+$node->append_conf('postgresql.conf', "pgsink.clickhouse_url = '$ch->{url}/?query=SELECT%201'");
+$node->reload;
+ok($node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM pgsink.sinks WHERE sink = 'clickhouse' "
+		  . "AND last_error LIKE '%pgsink.clickhouse_url may not have a query parameter%'"),
+	'(14) a URL with a query parameter: refused, saying why');
+$node->append_conf('postgresql.conf',
+	"pgsink.clickhouse_url = '$ch->{url}/?max_insert_block_size=100000'");
+$node->reload;
+$node->safe_psql('postgres', q{INSERT INTO c VALUES (78, 'settings', 8)});
+wait_delivered($node, 'postgres', '(14) a URL with a path and settings');
+is(ch_query($ch, "SELECT a, b, x FROM pgsink.public_c FINAL WHERE a = 78 FORMAT TSV"),
+	"78\tsettings\t8\n", '(14) delivered through it');
 
 ch_stop($ch);
 $node->stop;

@@ -1,0 +1,19 @@
+-- The ClickHouse sink's pure parts (src/sinks/clickhouse_selftest.cpp),
+-- without a server: each type family's changelog value as its ClickHouse
+-- column takes it in JSONEachRow (numeric digits as written, floats as
+-- their IEEE bits, json as its exact text in a string, arrays with their
+-- NULL flag); lines scanned once, escapes and nesting never taken for
+-- structure, malformed lines refused; columns named like helper columns
+-- renamed; pgsink.clickhouse_url with a path or settings kept, a query
+-- parameter, another scheme or a fragment refused with what to do; and an
+-- exchange driven through scripted answers: updates that left a TOASTed
+-- value unchanged read back only the key and that column, an answer too
+-- big is read again in halves, a single row too big parks its update with
+-- the reason, the values read back are written with the updates; and a
+-- batch of one table's changes streamed as one INSERT, made as it is sent,
+-- the same bytes when sent again; the server's version asked first, and
+-- timestamps on servers with DateTime64 (20.1+, none tested here) given a
+-- DateTime64 column beside their exact String, NULL where DateTime64 does
+-- not hold the value (out of its years, infinity, BC).
+-- It returns 1, or fails naming every check that did not hold.
+SELECT pgsink._selftest_boundary('clickhouse');
