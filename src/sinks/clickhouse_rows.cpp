@@ -160,6 +160,21 @@ static std::string_view unquoted(std::string_view raw)
     return raw;
 }
 
+/*
+ * Ops that change rows: insert, update, delete, import, truncate, and
+ * resync_end (a TRUNCATE at resync_since, once the entry is read whole).
+ * Others (resync_start, drop, ops of later versions) change no row here: op
+ * empty, as for a Schema entry. A dropped table's ClickHouse table stays,
+ * as an archive.
+ */
+static void known_op(Entry &e)
+{
+    if (e.op.empty() || e.op == "insert" || e.op == "update" || e.op == "delete" ||
+        e.op == "import" || e.op == "truncate" || e.op == "resync_end")
+        return;
+    e.op = {};
+}
+
 /* The members of e.line from s[i] (where a member's name starts) on, into e. */
 static Entry scan_members(Entry e, size_t i, std::vector<Member> &rows, bool head_only)
 {
@@ -179,6 +194,7 @@ static Entry scan_members(Entry e, size_t i, std::vector<Member> &rows, bool hea
             /* The head only: the rows (and what follows them) are read later. */
             e.head = true;
             e.head_end = member;
+            known_op(e);
             if (!e.op.empty() && !parse_lsn(e.lsn.data(), e.lsn.size(), &e.lsn_value))
                 e.odd = true;
             return e;
@@ -221,6 +237,10 @@ static Entry scan_members(Entry e, size_t i, std::vector<Member> &rows, bool hea
             if (is(n, "\"sequence\""))
                 e.sequence = v;
             break;
+        case 14:
+            if (is(n, "\"resync_since\""))
+                e.resync_since = unquoted(v);
+            break;
         case 11:
             if (is(n, "\"timestamp\""))
                 e.timestamp = v;
@@ -238,10 +258,24 @@ static Entry scan_members(Entry e, size_t i, std::vector<Member> &rows, bool hea
         else if (i >= s.size() || s[i] != '}')
             throw std::runtime_error("a changelog entry is malformed");
     }
+    known_op(e);
     if (!e.op.empty() && !parse_lsn(e.lsn.data(), e.lsn.size(), &e.lsn_value)) {
         if (!head_only)
             throw std::runtime_error("an entry has no valid lsn");
         e.odd = true;
+    }
+    /*
+     * The resync rule (README, The changelog): at resync_end, a row not
+     * written since resync_since is gone. Every row the table holds was
+     * written since, so it is a TRUNCATE at (resync_since, 0).
+     */
+    if (e.op == "resync_end" && !head_only) {
+        if (parse_lsn(e.resync_since.data(), e.resync_since.size(), &e.lsn_value)) {
+            e.op = "truncate";
+            e.sequence = "0";
+        } else {
+            e.op = {};
+        }
     }
     return e;
 }

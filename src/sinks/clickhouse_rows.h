@@ -78,6 +78,7 @@ struct Entry {
     std::string_view timestamp;                /* raw (a JSON string) */
     std::string_view ns, name;                 /* raw (JSON strings) */
     std::string_view before, after, unchanged; /* raw; empty if absent */
+    std::string_view resync_since;             /* resync_end's, unquoted */
     uint64_t lsn_value = 0;
     size_t before_at = 0, before_n = 0, after_at = 0, after_n = 0;
     bool head = false;   /* only the members before the rows were read (head_only) */

@@ -1023,8 +1023,8 @@ const ClickHouseSink::Table *ClickHouseExchange::streamable()
         }
         if (e.op.empty())
             continue;
-        if (e.op == "truncate")
-            return nullptr;
+        if (e.op == "truncate" || e.op == "resync_end")
+            return nullptr; /* a mutation, then its wait: not a streamed INSERT */
         const std::string &ns = entry_ns(e);
         const ClickHouseSink::Table *tp = in_effect(now, i, ns);
         if (tp == nullptr || !tp->refused.empty() || (only != nullptr && tp != only))

@@ -393,6 +393,36 @@ wait_delivered($node, 'postgres', '(14) a URL with a path and settings');
 is(ch_query($ch, "SELECT a, b, x FROM pgsink.public_c FINAL WHERE a = 78 FORMAT TSV"),
 	"78\tsettings\t8\n", '(14) delivered through it');
 
+# (15) The resync rule: a row the table does not hold (left by changes that
+# were lost; here written straight into ClickHouse with an old LSN) is gone
+# once pgsink.resync() closes; resync_start, resync_end and drop entries
+# make no rows; a dropped table's ClickHouse table stays, as an archive.
+ch_query($ch, "INSERT INTO pgsink.public_c (a, b, x, _pgsink_lsn, _pgsink_sequence, _pgsink_op, "
+	  . "_pgsink_deleted) VALUES (987654, 'stale', 1, 1, 1, 'insert', 0)");
+is(ch_query($ch, "SELECT count() FROM pgsink.public_c FINAL WHERE a = 987654 FORMAT TSV"),
+	"1\n", '(15) a stale row planted');
+$node->safe_psql('postgres', "SELECT pgsink.resync('c')");
+ok(defined poll_until($node, 'postgres',
+		"SELECT count(*) FROM pgsink.imports WHERE resync AND state <> 'complete'", '0', 60),
+	'(15) the resync completes');
+$node->safe_psql('postgres', q{
+CREATE TABLE dropme (id int PRIMARY KEY, v text);
+SELECT pgsink.add_table('dropme');
+INSERT INTO dropme VALUES (0, 'kept'), (1, 'one');
+});
+wait_delivered($node, 'postgres', '(15) a table to drop');
+$node->safe_psql('postgres', 'DROP TABLE dropme');
+$node->safe_psql('postgres', q{INSERT INTO c VALUES (79, 'after the drop', 9)});
+equal_tables('(15) after the resync');
+is(ch_query($ch, "SELECT count() FROM pgsink.public_c WHERE a = 987654 FORMAT TSV"), "0\n",
+	'(15) the resync rule removed the stale row');
+is(ch_query($ch, "SELECT count() FROM pgsink.public_c WHERE _pgsink_op NOT IN "
+		  . "('insert', 'update', 'delete', 'import') FORMAT TSV"),
+	"0\n", '(15) no row made of resync or drop entries');
+is(ch_query($ch, "SELECT id, v FROM pgsink.public_dropme FINAL WHERE _pgsink_deleted = 0 "
+		  . "ORDER BY id FORMAT TSV"),
+	"0\tkept\n1\tone\n", '(15) a dropped table stays in ClickHouse, untouched');
+
 ch_stop($ch);
 $node->stop;
 done_testing();
