@@ -1,0 +1,462 @@
+/*
+ * bigquery_load.cpp: see bigquery_load.h.
+ *
+ * Values are set with avro-c's generic values and serialized by avro-c
+ * (avro_value_write); the object container around them (header, blocks,
+ * sync markers) is written here, because avro-c 1.11 writes the header's
+ * schema without its logicalType attributes, which BigQuery needs to load
+ * DATE, TIME, TIMESTAMP and NUMERIC columns.
+ */
+#include <avro.h>
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "core/digest.h"
+#include "sinks/bigquery_load.h"
+
+namespace pgsink::bigquery
+{
+
+using json = nlohmann::json;
+
+static json avro_type(const Column &c)
+{
+    json t;
+    switch (c.kind) {
+    case Kind::int64:
+        t = "long";
+        break;
+    case Kind::float64:
+        t = "double";
+        break;
+    case Kind::boolean:
+        t = "boolean";
+        break;
+    case Kind::bytes:
+        t = "bytes";
+        break;
+    case Kind::numeric:
+        t = {{"type", "bytes"}, {"logicalType", "decimal"}, {"precision", 38}, {"scale", 9}};
+        break;
+    case Kind::bignumeric:
+        t = {{"type", "bytes"}, {"logicalType", "decimal"}, {"precision", 76}, {"scale", 38}};
+        break;
+    case Kind::date:
+        t = {{"type", "int"}, {"logicalType", "date"}};
+        break;
+    case Kind::time:
+        t = {{"type", "long"}, {"logicalType", "time-micros"}};
+        break;
+    case Kind::timestamp:
+        t = {{"type", "long"}, {"logicalType", "timestamp-micros"}};
+        break;
+    case Kind::datetime:
+        t = {{"type", "string"}, {"logicalType", "datetime"}};
+        break;
+    case Kind::json:
+        t = {{"type", "string"}, {"sqlType", "JSON"}};
+        break;
+    case Kind::string:
+        t = "string";
+        break;
+    }
+    if (c.repeated)
+        return {{"type", "array"}, {"items", t}};
+    return json::array({"null", t});
+}
+
+static std::vector<Column> all_fields(const std::vector<Column> &columns)
+{
+    std::vector<Column> all = columns;
+    auto helper = [&](const char *name, Kind kind, bool repeated) {
+        Column c;
+        c.name = name;
+        c.kind = kind;
+        c.repeated = repeated;
+        c.key = true; /* REQUIRED: no union */
+        all.push_back(c);
+    };
+    helper("_pgsink_lsn", Kind::int64, false);
+    helper("_pgsink_sequence", Kind::int64, false);
+    helper("_pgsink_op", Kind::string, false);
+    helper("_pgsink_timestamp", Kind::timestamp, false);
+    Column xid;
+    xid.name = "_pgsink_xid";
+    xid.kind = Kind::int64;
+    all.push_back(xid);
+    helper("_pgsink_unchanged", Kind::string, true);
+    return all;
+}
+
+std::string avro_schema(const std::vector<Column> &columns)
+{
+    json fields = json::array();
+    for (const Column &c : all_fields(columns)) {
+        json t = avro_type(c);
+        bool required = c.key && c.name.rfind("_pgsink_", 0) == 0 && !c.repeated;
+        if (required)
+            t = t[1];
+        json f = {{"name", c.name}, {"type", t}};
+        if (!required && !c.repeated)
+            f["default"] = nullptr;
+        fields.push_back(f);
+    }
+    json s = {{"type", "record"}, {"name", "pgsink_row"}, {"fields", fields}};
+    return s.dump();
+}
+
+/* ------------------------------------------------------ value conversion */
+
+static void must(int rc, const char *what)
+{
+    if (rc != 0)
+        throw std::runtime_error(std::string("Avro: could not ") + what + ": " + avro_strerror());
+}
+
+static std::string unquote(const std::string &text)
+{
+    if (text.empty() || text[0] != '"')
+        return text;
+    return json::parse(text).get<std::string>();
+}
+
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = static_cast<unsigned>(y - era * 400);
+    const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+static int64_t parse_date(const std::string &v)
+{
+    int y = 0, m = 0, d = 0;
+    if (sscanf(v.c_str(), "%4d-%2d-%2d", &y, &m, &d) != 3)
+        throw Refusal("not a date: " + v);
+    return days_from_civil(y, static_cast<unsigned>(m), static_cast<unsigned>(d));
+}
+
+/* "HH:MM:SS[.ffffff]" from s[at]: microseconds; *end after it. */
+static int64_t parse_time(const std::string &s, size_t at, size_t *end)
+{
+    int h = 0, mi = 0, se = 0, n = 0;
+    if (sscanf(s.c_str() + at, "%2d:%2d:%2d%n", &h, &mi, &se, &n) != 3)
+        throw Refusal("not a time: " + s);
+    size_t i = at + static_cast<size_t>(n);
+    int64_t micros = 0;
+    if (i < s.size() && s[i] == '.') {
+        int digits = 0;
+        for (i++; i < s.size() && isdigit(static_cast<unsigned char>(s[i])); i++)
+            if (digits++ < 6)
+                micros = micros * 10 + (s[i] - '0');
+        for (; digits < 6; digits++)
+            micros *= 10;
+    }
+    *end = i;
+    return ((h * 60 + mi) * 60 + se) * int64_t(1000000) + micros;
+}
+
+static int64_t parse_timestamp(const std::string &v)
+{
+    int64_t days = parse_date(v);
+    size_t end = 0;
+    int64_t t = parse_time(v, 11, &end);
+    int64_t offset = 0;
+    if (end < v.size() && (v[end] == '+' || v[end] == '-')) {
+        int oh = 0, om = 0;
+        sscanf(v.c_str() + end + 1, "%2d:%2d", &oh, &om);
+        offset = (oh * 60 + om) * int64_t(60000000) * (v[end] == '-' ? -1 : 1);
+    }
+    return days * 86400 * int64_t(1000000) + t - offset;
+}
+
+/* A decimal's unscaled value at this scale, as big-endian two's complement bytes. */
+static std::string decimal_bytes(const std::string &text, int scale)
+{
+    std::string digits;
+    bool negative = false, point = false;
+    int frac = 0;
+    for (char ch : text) {
+        if (ch == '-')
+            negative = true;
+        else if (ch == '.')
+            point = true;
+        else if (isdigit(static_cast<unsigned char>(ch))) {
+            if (point) {
+                if (frac >= scale)
+                    throw Refusal("the number " + text + " has more than " + std::to_string(scale) +
+                                  " decimals");
+                frac++;
+            }
+            digits.push_back(ch);
+        } else if (ch != '+')
+            throw Refusal("not a number: " + text);
+    }
+    digits.append(static_cast<size_t>(scale - frac), '0');
+    /* Base 10 to base 256, least significant byte first. */
+    std::vector<uint8_t> bytes;
+    std::vector<int> num;
+    for (char ch : digits)
+        num.push_back(ch - '0');
+    while (!num.empty()) {
+        std::vector<int> quotient;
+        int rem = 0;
+        for (int dgt : num) {
+            rem = rem * 10 + dgt;
+            int q = rem / 256;
+            rem %= 256;
+            if (!quotient.empty() || q != 0)
+                quotient.push_back(q);
+        }
+        bytes.push_back(static_cast<uint8_t>(rem));
+        num.swap(quotient);
+    }
+    bytes.push_back(0); /* room for the sign */
+    if (negative) {
+        unsigned carry = 1;
+        for (uint8_t &b : bytes) {
+            unsigned v = static_cast<uint8_t>(~b) + carry;
+            b = static_cast<uint8_t>(v);
+            carry = v >> 8;
+        }
+    }
+    /* Shortest form: drop leading bytes that only repeat the sign. */
+    while (bytes.size() > 1) {
+        uint8_t top = bytes.back(), next = bytes[bytes.size() - 2];
+        if ((top == 0 && !(next & 0x80)) || (top == 0xff && (next & 0x80)))
+            bytes.pop_back();
+        else
+            break;
+    }
+    return std::string(bytes.rbegin(), bytes.rend());
+}
+
+static std::string base64_decode(const std::string &in)
+{
+    static int table[256];
+    static bool ready = false;
+    if (!ready) {
+        for (int &t : table)
+            t = -1;
+        const char *k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        for (int i = 0; k[i]; i++)
+            table[static_cast<unsigned char>(k[i])] = i;
+        ready = true;
+    }
+    std::string out;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (char ch : in) {
+        if (ch == '=')
+            break;
+        int v = table[static_cast<unsigned char>(ch)];
+        if (v < 0)
+            throw Refusal("bytes that are not base64");
+        acc = (acc << 6) | static_cast<uint32_t>(v);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out.push_back(static_cast<char>((acc >> bits) & 0xff));
+        }
+    }
+    return out;
+}
+
+/* Set an Avro value (not a union) from an insertAll JSON text of kind. */
+static void set_scalar(avro_value_t *v, Kind kind, const std::string &text)
+{
+    switch (kind) {
+    case Kind::int64:
+        must(avro_value_set_long(v, strtoll(unquote(text).c_str(), nullptr, 10)), "set a long");
+        return;
+    case Kind::float64: {
+        std::string s = unquote(text);
+        double d = s == "NaN"         ? NAN
+                   : s == "Infinity"  ? INFINITY
+                   : s == "-Infinity" ? -INFINITY
+                                      : strtod(s.c_str(), nullptr);
+        must(avro_value_set_double(v, d), "set a double");
+        return;
+    }
+    case Kind::boolean:
+        must(avro_value_set_boolean(v, text == "true"), "set a boolean");
+        return;
+    case Kind::bytes: {
+        std::string b = base64_decode(unquote(text));
+        must(avro_value_set_bytes(v, b.data(), b.size()), "set bytes");
+        return;
+    }
+    case Kind::numeric:
+    case Kind::bignumeric: {
+        std::string b = decimal_bytes(unquote(text), kind == Kind::numeric ? 9 : 38);
+        must(avro_value_set_bytes(v, &b[0], b.size()), "set a decimal");
+        return;
+    }
+    case Kind::date:
+        must(avro_value_set_int(v, static_cast<int32_t>(parse_date(unquote(text)))), "set a date");
+        return;
+    case Kind::time: {
+        size_t end = 0;
+        must(avro_value_set_long(v, parse_time(unquote(text), 0, &end)), "set a time");
+        return;
+    }
+    case Kind::timestamp:
+        must(avro_value_set_long(v, parse_timestamp(unquote(text))), "set a timestamp");
+        return;
+    case Kind::datetime: {
+        std::string s = unquote(text);
+        if (s.size() > 10 && s[10] == 'T')
+            s[10] = ' ';
+        must(avro_value_set_string_len(v, s.c_str(), s.size() + 1), "set a string");
+        return;
+    }
+    case Kind::json:
+    case Kind::string: {
+        std::string s = unquote(text);
+        must(avro_value_set_string_len(v, s.c_str(), s.size() + 1), "set a string");
+        return;
+    }
+    }
+}
+
+/* Elements of an insertAll JSON array text (values already converted, no nulls). */
+static std::vector<std::string> elements(const std::string &text)
+{
+    json a = json::parse(text);
+    std::vector<std::string> out;
+    for (const json &e : a)
+        out.push_back(e.dump());
+    return out;
+}
+
+/* ------------------------------------------------------ the container */
+
+static void put_long(std::string &out, int64_t n)
+{
+    uint64_t z = (static_cast<uint64_t>(n) << 1) ^ static_cast<uint64_t>(n >> 63);
+    while (z & ~uint64_t(0x7f)) {
+        out.push_back(static_cast<char>((z & 0x7f) | 0x80));
+        z >>= 7;
+    }
+    out.push_back(static_cast<char>(z));
+}
+
+static void put_bytes(std::string &out, const std::string &b)
+{
+    put_long(out, static_cast<int64_t>(b.size()));
+    out += b;
+}
+
+std::string avro_file(const std::vector<Column> &columns, const std::vector<Row> &rows)
+{
+    std::string schema_json = avro_schema(columns);
+    avro_schema_t schema = nullptr;
+    if (avro_schema_from_json_length(schema_json.data(), schema_json.size(), &schema) != 0)
+        throw std::runtime_error(std::string("Avro: the load's schema is refused: ") +
+                                 avro_strerror());
+    avro_value_iface_t *iface = avro_generic_class_from_schema(schema);
+    avro_value_t rec;
+    bool have_rec = iface != nullptr && avro_generic_value_new(iface, &rec) == 0;
+    std::string out("Obj\x01", 4);
+    /* The header: metadata map {avro.schema, avro.codec}, then the sync marker. */
+    put_long(out, 2);
+    put_bytes(out, "avro.schema");
+    put_bytes(out, schema_json);
+    put_bytes(out, "avro.codec");
+    put_bytes(out, "null");
+    put_long(out, 0);
+    std::string sync = sha256_hex(schema_json + std::to_string(rows.size()), 32).substr(0, 16);
+    out += sync;
+    std::vector<Column> fields = all_fields(columns);
+    std::string block, buf;
+    size_t in_block = 0;
+    auto flush = [&]() {
+        if (in_block == 0)
+            return;
+        put_long(out, static_cast<int64_t>(in_block));
+        put_bytes(out, block);
+        out += sync;
+        block.clear();
+        in_block = 0;
+    };
+    std::string error;
+    size_t bad_entry = 0;
+    try {
+        if (!have_rec)
+            throw std::runtime_error(std::string("Avro: no value for the schema: ") +
+                                     avro_strerror());
+        for (const Row &row : rows) {
+            bad_entry = row.entry;
+            avro_value_reset(&rec);
+            std::map<std::string, const std::string *> by_name;
+            for (const auto &[name, value] : row.values)
+                by_name[name] = &value;
+            for (const Column &c : fields) {
+                avro_value_t field, branch, elem;
+                must(avro_value_get_by_name(&rec, c.name.c_str(), &field, nullptr), "find a field");
+                auto it = by_name.find(c.name);
+                bool required = c.key && c.name.rfind("_pgsink_", 0) == 0 && !c.repeated;
+                bool null = it == by_name.end() || *it->second == "null";
+                if (c.repeated) {
+                    if (!null)
+                        for (const std::string &e : elements(*it->second)) {
+                            must(avro_value_append(&field, &elem, nullptr), "append");
+                            set_scalar(&elem, c.kind, e);
+                        }
+                    continue;
+                }
+                if (required) {
+                    if (null)
+                        throw Refusal("the helper column " + c.name + " has no value");
+                    set_scalar(&field, c.kind, *it->second);
+                    continue;
+                }
+                if (null) {
+                    must(avro_value_set_branch(&field, 0, &branch), "set a union");
+                    must(avro_value_set_null(&branch), "set a null");
+                } else {
+                    must(avro_value_set_branch(&field, 1, &branch), "set a union");
+                    set_scalar(&branch, c.kind, *it->second);
+                }
+            }
+            size_t size = 0;
+            must(avro_value_sizeof(&rec, &size), "size a row");
+            buf.resize(size);
+            avro_writer_t w = avro_writer_memory(&buf[0], static_cast<int64_t>(size));
+            int rc = avro_value_write(w, &rec);
+            avro_writer_free(w);
+            must(rc, "write a row");
+            block += buf;
+            if (++in_block >= 4096 || block.size() >= (1 << 20))
+                flush();
+        }
+        flush();
+    } catch (const std::exception &e) {
+        error = e.what();
+    }
+    if (have_rec)
+        avro_value_decref(&rec);
+    if (iface != nullptr)
+        avro_value_iface_decref(iface);
+    avro_schema_decref(schema);
+    if (!error.empty())
+        throw Refusal("entry " + std::to_string(bad_entry) + ": " + error);
+    return out;
+}
+
+std::string multipart_body(const std::string &job_json, const std::string &data,
+                           std::string *boundary)
+{
+    std::string b = "pgsink_" + sha256_hex(job_json, 16);
+    for (int n = 0; data.find(b) != std::string::npos; n++)
+        b = "pgsink_" + sha256_hex(job_json + std::to_string(n), 16);
+    *boundary = b;
+    return "--" + b + "\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n" + job_json +
+           "\r\n--" + b + "\r\nContent-Type: application/octet-stream\r\n\r\n" + data + "\r\n--" +
+           b + "--\r\n";
+}
+
+} // namespace pgsink::bigquery

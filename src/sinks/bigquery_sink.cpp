@@ -1,0 +1,1057 @@
+/*
+ * bigquery_sink.cpp: see bigquery_sink.h.
+ *
+ * One batch is one exchange: a few requests, one after the other:
+ *   1. an access token, if none is held or it is about to expire;
+ *   2. DDL: the dataset (once), for each table the batch writes whose
+ *      BigQuery table may lack columns: tables.insert, or when it exists
+ *      tables.get and tables.patch adding the missing columns; the view
+ *      (tables.insert, or tables.patch of its query) for a new Schema;
+ *   3. load jobs for large imports (bigquery_load.h), polled until DONE;
+ *   4. insertAll requests, per table, within the row and byte limits.
+ * A 401 gets a new token and the same request again, once. Answers:
+ * insertErrors name rows: "invalid" ones are refused (parked with
+ * BigQuery's message), "stopped" and others are sent again; a whole request
+ * refused with 400 is bisected; 403 rateLimitExceeded/quotaExceeded, 429,
+ * 5xx and the network are retried with back-off (Retry-After honoured).
+ */
+#include <algorithm>
+#include <climits>
+#include <ctime>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#include "changelog/avro_schema.h"
+#include "changelog/entry_head.h"
+#include "core/digest.h"
+#include "sinks/bigquery_load.h"
+#include "sinks/bigquery_sink.h"
+
+namespace pgsink
+{
+
+using json = nlohmann::json;
+namespace bq = bigquery;
+
+static int64_t now_unix()
+{
+    return static_cast<int64_t>(time(nullptr));
+}
+
+static bool valid_name(const std::string &s, const char *extra, size_t max)
+{
+    if (s.empty() || s.size() > max)
+        return false;
+    for (char ch : s)
+        if (!isalnum(static_cast<unsigned char>(ch)) && strchr(extra, ch) == nullptr)
+            return false;
+    return true;
+}
+
+BigQuerySink::BigQuerySink(Settings settings) : settings_(std::move(settings))
+{
+    while (!settings_.endpoint.empty() && settings_.endpoint.back() == '/')
+        settings_.endpoint.pop_back();
+}
+
+bool BigQuerySink::open(const Resume &)
+{
+    if (settings_.endpoint.rfind("https://", 0) != 0 && settings_.endpoint.rfind("http://", 0) != 0)
+        throw SinkError("pgsink.bigquery_endpoint must be an http(s) URL", false);
+    auth_.load(settings_.credentials); /* throws: what is wrong with the file, never its content */
+    if (settings_.project.empty())
+        settings_.project = auth_.project_id();
+    if (!valid_name(settings_.project, "-.:", 100))
+        throw SinkError("pgsink.bigquery_project is not set or not a BigQuery project id (letters, "
+                        "digits, '-', '.', ':'); the key file's project_id is used when it is "
+                        "empty",
+                        false);
+    if (!valid_name(settings_.dataset, "_", 1024))
+        throw SinkError("pgsink.bigquery_dataset must be a BigQuery dataset id: 1 to 1024 "
+                        "letters, digits and underscores",
+                        false);
+    if (settings_.location.find_first_of("\"\\\r\n") != std::string::npos)
+        throw SinkError("pgsink.bigquery_location is not a BigQuery location", false);
+    /* The sink learns each table's columns from the Schema entries: told again at every start. */
+    tables_.clear();
+    fields_.clear();
+    view_version_.clear();
+    refused_.clear();
+    dataset_ready_ = false;
+    return true;
+}
+
+std::string BigQuerySink::describe() const
+{
+    return "bigquery " + url_for_messages(settings_.endpoint) + " dataset " + settings_.project +
+           "." + settings_.dataset;
+}
+
+std::string BigQuerySink::state() const
+{
+    return "bigquery " +
+           sha256_hex(settings_.endpoint + "\n" + settings_.project + "\n" + settings_.dataset, 16);
+}
+
+std::string BigQuerySink::api(const std::string &path) const
+{
+    return settings_.endpoint + "/bigquery/v2/projects/" + settings_.project + path;
+}
+
+std::string BigQuerySink::table_path(const std::string &table) const
+{
+    return api("/datasets/" + settings_.dataset + "/tables/" + table);
+}
+
+/* ------------------------------------------------ raw JSON values of a line */
+
+static const std::string kRaw = "\x01";
+
+static size_t skip_space(std::string_view s, size_t i)
+{
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
+        i++;
+    return i;
+}
+
+static size_t value_end(std::string_view s, size_t i)
+{
+    if (i >= s.size())
+        throw std::runtime_error("a JSON value is missing");
+    if (s[i] == '"') {
+        for (i++; i < s.size(); i++) {
+            if (s[i] == '\\')
+                i++;
+            else if (s[i] == '"')
+                return i + 1;
+        }
+        throw std::runtime_error("a JSON string has no end");
+    }
+    if (s[i] == '{' || s[i] == '[') {
+        int depth = 0;
+        for (; i < s.size(); i++) {
+            char c = s[i];
+            if (c == '"')
+                i = value_end(s, i) - 1;
+            else if (c == '{' || c == '[')
+                depth++;
+            else if ((c == '}' || c == ']') && --depth == 0)
+                return i + 1;
+        }
+        throw std::runtime_error("a JSON object or array has no end");
+    }
+    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
+           s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
+        i++;
+    return i;
+}
+
+/* The members of a JSON object, each value as its exact text (marked with kRaw). */
+static json raw_object(std::string_view s)
+{
+    json out = json::object();
+    size_t i = skip_space(s, 0);
+    if (i >= s.size() || s[i] != '{')
+        throw std::runtime_error("not a JSON object");
+    i = skip_space(s, i + 1);
+    while (i < s.size() && s[i] != '}') {
+        size_t key_end = value_end(s, i);
+        std::string key = json::parse(s.substr(i, key_end - i)).get<std::string>();
+        i = skip_space(s, key_end);
+        if (i >= s.size() || s[i] != ':')
+            throw std::runtime_error("a JSON member has no value");
+        i = skip_space(s, i + 1);
+        size_t end = value_end(s, i);
+        out[key] = kRaw + std::string(s.substr(i, end - i));
+        i = skip_space(s, end);
+        if (i < s.size() && s[i] == ',')
+            i = skip_space(s, i + 1);
+    }
+    return out;
+}
+
+static std::string raw_text(const json &v)
+{
+    if (!v.is_string())
+        return "null";
+    const std::string &s = v.get_ref<const std::string &>();
+    return s.rfind(kRaw, 0) == 0 ? s.substr(kRaw.size()) : json(s).dump();
+}
+
+/* An entry: its members parsed, but before and after kept raw (numbers keep their digits). */
+static json entry_of(std::string_view line)
+{
+    json e = raw_object(line);
+    for (auto it = e.begin(); it != e.end(); ++it) {
+        std::string raw = raw_text(it.value());
+        if ((it.key() == "before" || it.key() == "after") && raw != "null")
+            it.value() = raw_object(raw);
+        else
+            it.value() = json::parse(raw);
+    }
+    return e;
+}
+
+static std::string entry_ns(const json &e)
+{
+    return avro_name(e.value("namespace", "")) + "." + avro_name(e.value("name", ""));
+}
+
+/* ------------------------------------------------------------ the exchange */
+
+using TablePtr = std::shared_ptr<const BigQuerySink::Table>;
+
+class BigQueryExchange final : public HttpSink::Exchange
+{
+  public:
+    BigQueryExchange(BigQuerySink &sink, std::string_view lines, const std::string &key);
+    HttpRequest next() override;
+    std::optional<Answer> answer(const HttpResponse &response) override;
+
+  private:
+    enum class Step {
+        token,
+        noop,
+        dataset,
+        table_insert,
+        table_get,
+        table_patch,
+        view_insert,
+        view_patch,
+        load_insert,
+        load_get,
+        insert_all
+    };
+    struct Request {
+        Step step;
+        TablePtr table;
+        std::string body;
+        size_t load = 0;                 /* loads_ index */
+        std::vector<size_t> row_entries; /* insert_all: the entry of each row */
+        long delay_ms = 0;
+    };
+    struct Load {
+        TablePtr table;
+        std::vector<bq::Row> rows;
+        std::string job_id;
+        std::string boundary; /* of its multipart body */
+        int polls = 0;
+    };
+    void plan_entries();
+    void plan_ddl();
+    void plan_loads();
+    void plan_inserts();
+    std::optional<Answer> advance();
+    std::optional<Answer> failure(const HttpResponse &r, const Request &q);
+    void refuse(size_t entry, const std::string &why);
+    void refuse_table(const BigQuerySink::Table &t, const std::string &why);
+    std::string raw_name(const BigQuerySink::Table &t) const { return t.name + "_raw"; }
+    std::string table_json(const BigQuerySink::Table &t) const;
+    std::string view_json(const BigQuerySink::Table &t) const;
+    std::string what(const Request &q) const;
+    void loaded(Load &l, const json &job, std::optional<Answer> *out);
+
+    BigQuerySink &sink_;
+    std::string key_;
+    std::vector<json> entries_;
+    std::map<std::string, std::shared_ptr<const BigQuerySink::Table>> before_;
+    std::vector<TablePtr> used_;      /* tables rows go to */
+    std::vector<TablePtr> announced_; /* this batch's Schemas */
+    std::map<std::string, std::pair<TablePtr, std::vector<bq::Row>>> rows_;    /* by raw name */
+    std::map<std::string, std::pair<TablePtr, std::vector<bq::Row>>> imports_; /* by raw name */
+    std::vector<Load> loads_;
+    std::vector<Request> steps_;
+    size_t at_ = 0;
+    int phase_ = 0; /* 0: DDL, 1: loads, 2: inserts */
+    bool refreshed_ = false;
+    uint64_t generation_ = 0;             /* of the token sent */
+    std::map<size_t, Answer::Entry> out_; /* entries not taken, by index */
+};
+
+static std::string lower(std::string s)
+{
+    for (char &ch : s)
+        ch = static_cast<char>(tolower(static_cast<unsigned char>(ch)));
+    return s;
+}
+
+/* The table a Schema entry describes. */
+static BigQuerySink::Table table_of(const json &s, uint64_t version)
+{
+    BigQuerySink::Table t;
+    t.ns = s.value("namespace", "");
+    size_t dot = t.ns.find('.');
+    if (dot == std::string::npos)
+        throw std::runtime_error("a Schema entry without a \"schema.table\" namespace");
+    t.name = bq::table_name(t.ns.substr(0, dot), t.ns.substr(dot + 1));
+    t.version = version;
+    std::vector<std::string> pg_key;
+    for (const json &k : s.value("key", json::array()))
+        pg_key.push_back(k.get<std::string>());
+    std::set<std::string> seen;
+    for (const json &f : s["fields"]) {
+        std::string name = f.value("name", "");
+        std::string pg_name = f.contains("pg_name") ? f["pg_name"].get<std::string>() : name;
+        bool is_key = std::find(pg_key.begin(), pg_key.end(), pg_name) != pg_key.end();
+        t.columns.push_back(bq::column_for(name, pg_name, f.value("pg_type", ""), is_key));
+        if (is_key)
+            t.key.push_back(name);
+        std::string problem = bq::name_problem(name);
+        if (problem.empty() && !seen.insert(lower(name)).second)
+            problem = "BigQuery column names are the same without regard to case, and another "
+                      "column has this name";
+        if (!problem.empty() && t.refused.empty())
+            t.refused = "table " + t.ns + " cannot be held in BigQuery: column " + pg_name + " (" +
+                        name + "): " + problem + "; rename the column";
+    }
+    /* The key in key order (the Schema entry's), not the columns' order. */
+    std::vector<std::string> ordered;
+    for (const std::string &k : pg_key)
+        for (const bq::Column &c : t.columns)
+            if (c.pg_name == k)
+                ordered.push_back(c.name);
+    t.key = ordered;
+    return t;
+}
+
+BigQueryExchange::BigQueryExchange(BigQuerySink &sink, std::string_view lines,
+                                   const std::string &key)
+    : sink_(sink), key_(key)
+{
+    size_t at = 0;
+    while (at < lines.size()) {
+        size_t nl = lines.find('\n', at);
+        if (nl == std::string_view::npos)
+            nl = lines.size();
+        entries_.push_back(nl > at ? entry_of(lines.substr(at, nl - at)) : json::object());
+        at = nl + 1;
+    }
+    before_ = sink_.tables_;
+    plan_entries();
+    if (!sink_.auth_.valid(now_unix()))
+        steps_.push_back(Request{Step::token, nullptr});
+    plan_ddl();
+    if (steps_.empty())
+        plan_loads();
+    if (steps_.empty())
+        plan_inserts();
+    if (steps_.empty())
+        /* Nothing to write (entries refused, or only Schemas): the dataset is read, to answer. */
+        steps_.push_back(Request{Step::noop, nullptr});
+}
+
+void BigQueryExchange::refuse(size_t entry, const std::string &why)
+{
+    out_[entry] = Answer::Entry{entry, false, 0, why};
+}
+
+/* Every entry's rows, with the table in effect at the entry. */
+void BigQueryExchange::plan_entries()
+{
+    std::map<std::string, TablePtr> now = before_;
+    /* The latest values written in this batch per table and key (for a key change's TOAST). */
+    std::map<std::string, std::map<std::string, std::map<std::string, std::string>>> latest;
+    for (size_t i = 0; i < entries_.size(); i++) {
+        const json &e = entries_[i];
+        if (e.contains("schema")) {
+            auto t =
+                std::make_shared<BigQuerySink::Table>(table_of(e["schema"], ++sink_.versions_));
+            now[t->ns] = t;
+            sink_.tables_[t->ns] = t;
+            sink_.refused_.erase(raw_name(*t)); /* checked again */
+            announced_.push_back(t);
+            continue;
+        }
+        if (!e.contains("op"))
+            continue;
+        std::string ns = entry_ns(e);
+        auto found = now.find(ns);
+        if (found == now.end())
+            throw std::runtime_error("no Schema entry for " + ns + " before its changes");
+        TablePtr t = found->second;
+        if (!t->refused.empty()) {
+            refuse(i, t->refused);
+            continue;
+        }
+        if (std::find(used_.begin(), used_.end(), t) == used_.end())
+            used_.push_back(t);
+        std::string op = e.value("op", "");
+        std::string lsn_text = e.value("lsn", "");
+        uint64_t lsn = 0;
+        if (!parse_lsn(lsn_text.c_str(), lsn_text.size(), &lsn) || lsn > uint64_t(INT64_MAX)) {
+            refuse(i, "the entry's lsn \"" + lsn_text + "\" is not one BigQuery's INT64 holds");
+            continue;
+        }
+        uint64_t seq = e.value("sequence", uint64_t(0));
+        std::string id = lsn_text + "/" + std::to_string(seq);
+        auto meta = [&](bq::Row &row, bool deleted, const std::vector<std::string> &unchanged) {
+            row.values.emplace_back("_pgsink_lsn", std::to_string(lsn));
+            row.values.emplace_back("_pgsink_sequence", std::to_string(seq));
+            /* The old key of an update that changed it: a delete of that key. */
+            row.values.emplace_back("_pgsink_op", json(deleted ? "delete" : op).dump());
+            row.values.emplace_back("_pgsink_timestamp", json(e.value("timestamp", "")).dump());
+            if (e.contains("xid") && e["xid"].is_number())
+                row.values.emplace_back("_pgsink_xid", e["xid"].dump());
+            std::string list = "[";
+            for (const std::string &u : unchanged)
+                list += (list.size() > 1 ? "," : "") + json(u).dump();
+            row.values.emplace_back("_pgsink_unchanged", list + "]");
+        };
+        /* The raw texts of a row's columns, by BigQuery name. */
+        auto values_of = [&](const json &values) {
+            std::map<std::string, std::string> v;
+            if (values.is_object())
+                for (const bq::Column &c : t->columns)
+                    if (values.contains(c.pg_name))
+                        v[c.name] = raw_text(values[c.pg_name]);
+            return v;
+        };
+        auto key_of = [&](const std::map<std::string, std::string> &v) {
+            std::string k;
+            for (const std::string &name : t->key) {
+                auto it = v.find(name);
+                k += (it == v.end() ? "null" : it->second) + '\x1f';
+            }
+            return k;
+        };
+        auto make_row = [&](const std::map<std::string, std::string> &v, const std::string &row_id,
+                            bool deleted, const std::vector<std::string> &unchanged) {
+            bq::Row row;
+            row.entry = i;
+            row.insert_id = row_id;
+            for (const bq::Column &c : t->columns) {
+                auto it = v.find(c.name);
+                if (it != v.end())
+                    row.values.emplace_back(c.name, bq::insert_value(c, it->second));
+            }
+            meta(row, deleted, unchanged);
+            return row;
+        };
+        std::vector<bq::Row> made;
+        try {
+            if (op == "truncate") {
+                bq::Row row;
+                row.entry = i;
+                row.insert_id = id;
+                meta(row, false, {});
+                made.push_back(std::move(row));
+                latest[ns].clear();
+            } else if (op == "delete") {
+                if (e["before"].is_null())
+                    continue; /* REPLICA IDENTITY NOTHING: no key to delete by */
+                auto v = values_of(e["before"]);
+                made.push_back(make_row(v, id, true, {}));
+                latest[ns].erase(key_of(v));
+            } else {
+                auto v = values_of(e["after"]);
+                std::vector<std::string> unchanged;
+                for (const json &u : e.value("unchanged", json::array()))
+                    for (const bq::Column &c : t->columns)
+                        if (c.pg_name == u.get<std::string>())
+                            unchanged.push_back(c.name);
+                std::string k = key_of(v);
+                if (op == "update" && e["before"].is_object() && !t->key.empty()) {
+                    auto old = values_of(e["before"]);
+                    std::string old_key = key_of(old);
+                    if (old_key != k) {
+                        /* The old key's row is gone; unchanged values came from it. */
+                        if (!unchanged.empty()) {
+                            auto source = latest[ns].find(old_key);
+                            for (const std::string &u : unchanged) {
+                                if (source == latest[ns].end() || !source->second.count(u))
+                                    throw bq::Refusal(
+                                        "an update changed the key and left the TOASTed column " +
+                                        u +
+                                        " unchanged, and its value is not in this batch: "
+                                        "import the table again to send the row whole");
+                                v[u] = source->second[u];
+                            }
+                            unchanged.clear();
+                        }
+                        made.push_back(make_row(old, id + "/old", true, {}));
+                        latest[ns].erase(old_key);
+                    }
+                }
+                made.push_back(make_row(v, id, false, unchanged));
+                auto &known = latest[ns][k];
+                for (auto &[name, value] : v)
+                    known[name] = value;
+            }
+        } catch (const bq::Refusal &r) {
+            refuse(i, r.what());
+            continue;
+        }
+        auto &group = (op == "import" ? imports_ : rows_)[raw_name(*t)];
+        group.first = t;
+        for (bq::Row &r : made)
+            group.second.push_back(std::move(r));
+    }
+}
+
+std::string BigQueryExchange::table_json(const BigQuerySink::Table &t) const
+{
+    std::string fields;
+    for (const bq::Column &c : t.columns)
+        fields += (fields.empty() ? "" : ",") + bq::field_json(c);
+    for (const std::string &f : bq::helper_fields_json())
+        fields += "," + f;
+    json clustering = json::array();
+    for (const bq::Column &c : t.columns)
+        if (c.key && !c.repeated && c.kind != bq::Kind::float64 && c.kind != bq::Kind::json &&
+            clustering.size() < 4)
+            clustering.push_back(c.name);
+    json ref = {{"projectId", sink_.settings_.project},
+                {"datasetId", sink_.settings_.dataset},
+                {"tableId", raw_name(t)}};
+    std::string out = "{\"tableReference\":" + ref.dump() + ",\"schema\":{\"fields\":[" + fields +
+                      "]},\"timePartitioning\":{\"type\":\"DAY\",\"field\":\"_pgsink_timestamp\"}";
+    if (!clustering.empty() && clustering.size() == t.key.size())
+        out += ",\"clustering\":{\"fields\":" + clustering.dump() + "}";
+    out += ",\"labels\":{\"origin\":\"pgsink\"},\"description\":" +
+           json("Every change to PostgreSQL table " + t.ns + " (pgsink)")
+               .dump(-1, ' ', false, json::error_handler_t::replace) +
+           "}";
+    return out;
+}
+
+std::string BigQueryExchange::view_json(const BigQuerySink::Table &t) const
+{
+    std::string ref = sink_.settings_.project + "." + sink_.settings_.dataset + "." + raw_name(t);
+    json view = {
+        {"tableReference",
+         {{"projectId", sink_.settings_.project},
+          {"datasetId", sink_.settings_.dataset},
+          {"tableId", t.name}}},
+        {"view", {{"query", bq::view_query(ref, t.columns, t.key)}, {"useLegacySql", false}}},
+        {"description", "Current rows of PostgreSQL table " + t.ns + " (pgsink)"}};
+    return view.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+/* Phase 0: the dataset, the tables rows go to, the views of new Schemas. */
+void BigQueryExchange::plan_ddl()
+{
+    phase_ = 0;
+    if (!sink_.dataset_ready_) {
+        json d = {
+            {"datasetReference",
+             {{"projectId", sink_.settings_.project}, {"datasetId", sink_.settings_.dataset}}},
+            {"description", "Dataset created by pgsink"},
+            {"labels", {{"origin", "pgsink"}}}};
+        if (!sink_.settings_.location.empty())
+            d["location"] = sink_.settings_.location;
+        steps_.push_back(Request{Step::dataset, nullptr, d.dump()});
+    }
+    std::vector<TablePtr> tables = used_;
+    for (const TablePtr &t : announced_)
+        if (std::find(tables.begin(), tables.end(), t) == tables.end() && t->refused.empty())
+            tables.push_back(t);
+    std::set<std::string> planned;
+    for (const TablePtr &t : tables) {
+        std::string raw = raw_name(*t);
+        auto known = sink_.fields_.find(raw);
+        bool complete = known != sink_.fields_.end();
+        for (const bq::Column &c : t->columns)
+            complete = complete && known->second.count(c.name) > 0;
+        if (!complete && !sink_.refused_.count(raw) &&
+            planned.insert(raw + "#" + std::to_string(t->version)).second)
+            steps_.push_back(Request{Step::table_insert, t, table_json(*t)});
+    }
+    for (const TablePtr &t : announced_) {
+        /* The newest Schema of the table only: an older batch sent again must not undo it. */
+        if (t->key.empty() || !t->refused.empty() || sink_.tables_[t->ns] != t)
+            continue;
+        steps_.push_back(Request{Step::view_insert, t, view_json(*t)});
+    }
+}
+
+/* Phase 1: load jobs for tables with many import rows; the others are streamed. */
+void BigQueryExchange::plan_loads()
+{
+    phase_ = 1;
+    for (auto &[raw, group] : imports_) {
+        if (sink_.refused_.count(raw)) {
+            for (const bq::Row &r : group.second)
+                refuse(r.entry, sink_.refused_[raw]);
+            continue;
+        }
+        if (group.second.size() < static_cast<size_t>(sink_.settings_.load_min_rows)) {
+            auto &streamed = rows_[raw];
+            streamed.first = group.first;
+            for (bq::Row &r : group.second)
+                streamed.second.push_back(std::move(r));
+            continue;
+        }
+        Load l;
+        l.table = group.first;
+        l.rows = std::move(group.second);
+        std::string ids;
+        for (const bq::Row &r : l.rows)
+            ids += r.insert_id + ",";
+        /* The same rows of the same batch after a crash: the same job (BigQuery refuses it). */
+        l.job_id = "pgsink_" + raw.substr(0, 200) + "_" +
+                   sha256_hex(key_ + "\n" + raw + "\n" + sha256_hex(ids), 20);
+        std::string data;
+        try {
+            data = bq::avro_file(l.table->columns, l.rows);
+        } catch (const bq::Refusal &) {
+            /* A value Avro cannot take: streamed instead, where each row is judged alone. */
+            auto &streamed = rows_[raw];
+            streamed.first = group.first;
+            for (bq::Row &r : l.rows)
+                streamed.second.push_back(std::move(r));
+            continue;
+        }
+        json job = {{"jobReference", {{"projectId", sink_.settings_.project}, {"jobId", l.job_id}}},
+                    {"configuration",
+                     {{"load",
+                       {{"destinationTable",
+                         {{"projectId", sink_.settings_.project},
+                          {"datasetId", sink_.settings_.dataset},
+                          {"tableId", raw}}},
+                        {"sourceFormat", "AVRO"},
+                        {"useAvroLogicalTypes", true},
+                        {"writeDisposition", "WRITE_APPEND"},
+                        {"createDisposition", "CREATE_NEVER"}}}}}};
+        if (!sink_.settings_.location.empty())
+            job["jobReference"]["location"] = sink_.settings_.location;
+        std::string body = bq::multipart_body(job.dump(), data, &l.boundary);
+        Request q{Step::load_insert, l.table, std::move(body)};
+        q.load = loads_.size();
+        loads_.push_back(std::move(l));
+        steps_.push_back(std::move(q));
+    }
+}
+
+/* Phase 2: insertAll requests, per table, within the limits. */
+void BigQueryExchange::plan_inserts()
+{
+    phase_ = 2;
+    for (auto &[raw, group] : rows_) {
+        if (sink_.refused_.count(raw)) {
+            for (const bq::Row &r : group.second)
+                refuse(r.entry, sink_.refused_[raw]);
+            continue;
+        }
+        std::string body;
+        std::vector<size_t> entries;
+        auto flush = [&]() {
+            if (entries.empty())
+                return;
+            Request q{Step::insert_all, group.first,
+                      "{\"skipInvalidRows\":false,\"ignoreUnknownValues\":false,\"rows\":[" + body +
+                          "]}"};
+            q.row_entries = std::move(entries);
+            steps_.push_back(std::move(q));
+            body.clear();
+            entries.clear();
+        };
+        for (const bq::Row &r : group.second) {
+            if (out_.count(r.entry))
+                continue;
+            std::string text = bq::insert_all_row(r);
+            if (!entries.empty() &&
+                (entries.size() >= static_cast<size_t>(sink_.settings_.max_rows) ||
+                 body.size() + text.size() + 100 > sink_.settings_.max_bytes))
+                flush();
+            body += (entries.empty() ? "" : ",") + text;
+            entries.push_back(r.entry);
+        }
+        flush();
+    }
+}
+
+std::string BigQueryExchange::what(const Request &q) const
+{
+    std::string t = q.table ? q.table->name : "";
+    switch (q.step) {
+    case Step::token:
+        return "the token request";
+    case Step::noop:
+        return "datasets.get of " + sink_.settings_.dataset;
+    case Step::dataset:
+        return "datasets.insert of " + sink_.settings_.dataset;
+    case Step::table_insert:
+        return "tables.insert of " + t + "_raw";
+    case Step::table_get:
+        return "tables.get of " + t + "_raw";
+    case Step::table_patch:
+        return "tables.patch of " + t + "_raw";
+    case Step::view_insert:
+        return "tables.insert of view " + t;
+    case Step::view_patch:
+        return "tables.patch of view " + t;
+    case Step::load_insert:
+        return "the load job of " + t + "_raw";
+    case Step::load_get:
+        return "jobs.get of the load job of " + t + "_raw";
+    case Step::insert_all:
+        return "insertAll into " + t + "_raw";
+    }
+    return "a request";
+}
+
+HttpRequest BigQueryExchange::next()
+{
+    const Request &q = steps_.at(at_);
+    if (q.step == Step::token)
+        return sink_.auth_.token_request(now_unix());
+    HttpRequest r;
+    r.headers = {sink_.auth_.header(), "Content-Type: application/json; charset=UTF-8"};
+    generation_ = sink_.auth_.generation();
+    r.body = q.body;
+    r.delay_ms = q.delay_ms;
+    r.keep_answer = 1 << 20;
+    std::string raw = q.table ? raw_name(*q.table) : "";
+    switch (q.step) {
+    case Step::token:
+        break;
+    case Step::noop:
+        r.url = sink_.api("/datasets/" + sink_.settings_.dataset);
+        r.method = "GET";
+        r.body.clear();
+        break;
+    case Step::dataset:
+        r.url = sink_.api("/datasets");
+        break;
+    case Step::table_insert:
+    case Step::view_insert:
+        r.url = sink_.api("/datasets/" + sink_.settings_.dataset + "/tables");
+        break;
+    case Step::table_get:
+        r.url = sink_.table_path(raw);
+        r.method = "GET";
+        r.body.clear();
+        break;
+    case Step::table_patch:
+        r.url = sink_.table_path(raw);
+        r.method = "PATCH";
+        break;
+    case Step::view_patch:
+        r.url = sink_.table_path(q.table->name);
+        r.method = "PATCH";
+        break;
+    case Step::load_insert:
+        r.url = sink_.settings_.endpoint + "/upload/bigquery/v2/projects/" +
+                sink_.settings_.project + "/jobs?uploadType=multipart";
+        r.headers[1] = "Content-Type: multipart/related; boundary=" + loads_.at(q.load).boundary;
+        break;
+    case Step::load_get:
+        r.url = sink_.api("/jobs/" + loads_.at(q.load).job_id);
+        if (!sink_.settings_.location.empty())
+            r.url += "?location=" + sink_.settings_.location;
+        r.method = "GET";
+        r.body.clear();
+        break;
+    case Step::insert_all:
+        r.url = sink_.table_path(raw) + "/insertAll";
+        r.keep_answer = 1 << 26;
+        break;
+    }
+    return r;
+}
+
+/* BigQuery's error: "reason: message" of its answer, excerpted; and the reason alone. */
+static std::string error_text(const std::string &body, std::string *reason)
+{
+    json j = json::parse(body, nullptr, false);
+    if (j.is_object() && j.contains("error") && j["error"].is_object()) {
+        const json &err = j["error"];
+        std::string r, m = err.value("message", "");
+        if (err.contains("errors") && err["errors"].is_array() && !err["errors"].empty() &&
+            err["errors"][0].is_object())
+            r = err["errors"][0].value("reason", "");
+        if (r.empty() && err.contains("status") && err["status"].is_string())
+            r = err["status"].get<std::string>();
+        *reason = r;
+        return answer_excerpt(r + (r.empty() ? "" : ": ") + m, 300);
+    }
+    reason->clear();
+    return answer_excerpt(body, 200);
+}
+
+void BigQueryExchange::refuse_table(const BigQuerySink::Table &t, const std::string &why)
+{
+    sink_.refused_[raw_name(t)] = why;
+}
+
+std::optional<Answer> BigQueryExchange::failure(const HttpResponse &r, const Request &q)
+{
+    Answer a;
+    a.status = static_cast<int>(r.status);
+    a.response = answer_excerpt(r.body, 300);
+    a.retry_after_ms = retry_after_ms(r.retry_after, static_cast<long>(now_unix()));
+    std::string reason;
+    std::string text = error_text(r.body, &reason);
+    a.message = sink_.describe() + ": " + what(q) +
+                (r.status == 0 ? " failed: " + r.transport_error
+                               : " was answered HTTP " + std::to_string(r.status) +
+                                     (text.empty() ? "" : " (" + text + ")"));
+    a.kind = Answer::Kind::retry;
+    if (r.status == 404) {
+        /* A table or the dataset is gone (dropped): made again at the next attempt. */
+        sink_.dataset_ready_ = false;
+        sink_.fields_.clear();
+        sink_.view_version_.clear();
+        return a;
+    }
+    bool refused = r.status == 400 || r.status == 413;
+    if (refused && q.step == Step::insert_all) {
+        a.kind = Answer::Kind::reject;
+        std::string low = lower(text);
+        a.too_large = r.status == 413 || low.find("too large") != std::string::npos ||
+                      low.find("exceeds") != std::string::npos;
+        return a;
+    }
+    if (r.status == 400 && (q.step == Step::table_insert || q.step == Step::table_patch ||
+                            q.step == Step::view_insert || q.step == Step::view_patch)) {
+        /* BigQuery refuses the table itself: its changes are parked, with the reason. */
+        refuse_table(*q.table, "BigQuery refused " + what(q) + ": " + text);
+        return advance();
+    }
+    return a;
+}
+
+void BigQueryExchange::loaded(Load &l, const json &job, std::optional<Answer> *out)
+{
+    const json &status = job.value("status", json::object());
+    std::string state = status.value("state", "");
+    if (state != "DONE") {
+        /* Asked again after a pause that grows: 0.1 s, 0.2 s ... 2 s. */
+        Request q{Step::load_get, l.table};
+        q.load = static_cast<size_t>(&l - loads_.data());
+        q.delay_ms = std::min<long>(2000, 100L << std::min(l.polls, 5));
+        l.polls++;
+        steps_.insert(steps_.begin() + static_cast<long>(at_) + 1, std::move(q));
+        *out = advance();
+        return;
+    }
+    if (status.contains("errorResult") && status["errorResult"].is_object()) {
+        /* The load failed: its rows are streamed instead, where each row is judged alone. */
+        auto &streamed = rows_[raw_name(*l.table)];
+        streamed.first = l.table;
+        for (bq::Row &r : l.rows)
+            streamed.second.push_back(std::move(r));
+        l.rows.clear();
+    }
+    *out = advance();
+}
+
+std::optional<Answer> BigQueryExchange::answer(const HttpResponse &r)
+{
+    Request &q = steps_.at(at_);
+    if (q.step == Step::token) {
+        std::string problem = sink_.auth_.take_token(r, now_unix());
+        if (!problem.empty()) {
+            Answer a;
+            a.kind = Answer::Kind::retry;
+            a.status = static_cast<int>(r.status);
+            a.message = sink_.describe() + ": " + problem;
+            a.retry_after_ms = retry_after_ms(r.retry_after, static_cast<long>(now_unix()));
+            return a;
+        }
+        return advance();
+    }
+    if (r.status == 401) {
+        /* The token expired or was revoked: a new one, and the same request again, once. */
+        sink_.auth_.invalidate(generation_);
+        if (!refreshed_) {
+            refreshed_ = true;
+            steps_.insert(steps_.begin() + static_cast<long>(at_), Request{Step::token, nullptr});
+            return std::nullopt;
+        }
+        return failure(r, q);
+    }
+    json j = json::parse(r.body, nullptr, false);
+    std::string raw = q.table ? raw_name(*q.table) : "";
+    switch (q.step) {
+    case Step::token:
+        break;
+    case Step::noop:
+        if (r.status == 200)
+            return advance();
+        return failure(r, q);
+    case Step::dataset:
+        if (r.status == 200 || r.status == 409) {
+            sink_.dataset_ready_ = true;
+            return advance();
+        }
+        return failure(r, q);
+    case Step::table_insert:
+        if (r.status == 200) {
+            std::set<std::string> &have = sink_.fields_[raw];
+            for (const bq::Column &c : q.table->columns)
+                have.insert(c.name);
+            return advance();
+        }
+        if (r.status == 409) {
+            steps_.insert(steps_.begin() + static_cast<long>(at_) + 1,
+                          Request{Step::table_get, q.table});
+            return advance();
+        }
+        return failure(r, q);
+    case Step::table_get: {
+        if (r.status != 200 || !j.is_object())
+            return failure(r, q);
+        TablePtr t = q.table;
+        json fields = j.contains("schema") && j["schema"].is_object()
+                          ? j["schema"].value("fields", json::array())
+                          : json::array();
+        std::map<std::string, json> have;
+        for (const json &f : fields)
+            if (f.is_object())
+                have[lower(f.value("name", ""))] = f;
+        json missing = json::array();
+        for (const bq::Column &c : t->columns) {
+            auto it = have.find(lower(c.name));
+            if (it == have.end()) {
+                missing.push_back(json::parse(bq::field_json(c)));
+                continue;
+            }
+            std::string type = it->second.value("type", "");
+            std::string mode = it->second.value("mode", "NULLABLE");
+            static const std::map<std::string, std::string> legacy = {
+                {"INTEGER", "INT64"}, {"FLOAT", "FLOAT64"}, {"BOOLEAN", "BOOL"}};
+            if (legacy.count(type))
+                type = legacy.at(type);
+            if (type != bq::type_name(c.kind) || (mode == "REPEATED") != c.repeated) {
+                refuse_table(*t, "column " + c.name + " of BigQuery table " + raw + " is " + type +
+                                     " " + mode + " but now needs " + bq::type_name(c.kind) +
+                                     (c.repeated ? " REPEATED" : "") +
+                                     " (its type changed in PostgreSQL): BigQuery cannot change "
+                                     "it; add the column anew under another name or rebuild the "
+                                     "table, then rewind the sink or import the table again");
+                return advance();
+            }
+        }
+        for (const std::string &h : bq::helper_names())
+            if (!have.count(h))
+                missing.push_back(h); /* a table of someone else's */
+        for (const json &m : missing)
+            if (m.is_string()) {
+                refuse_table(*t, "BigQuery table " + raw + " exists without pgsink's column " +
+                                     m.get<std::string>() +
+                                     ": it is not pgsink's; drop or rename it");
+                return advance();
+            }
+        if (missing.empty()) {
+            std::set<std::string> &known = sink_.fields_[raw];
+            for (const bq::Column &c : t->columns)
+                known.insert(c.name);
+            return advance();
+        }
+        json all = fields;
+        for (const json &m : missing)
+            all.push_back(m);
+        json patch = {{"schema", {{"fields", all}}}};
+        steps_.insert(steps_.begin() + static_cast<long>(at_) + 1,
+                      Request{Step::table_patch, t,
+                              patch.dump(-1, ' ', false, json::error_handler_t::replace)});
+        return advance();
+    }
+    case Step::table_patch:
+        if (r.status == 200) {
+            std::set<std::string> &known = sink_.fields_[raw];
+            for (const bq::Column &c : q.table->columns)
+                known.insert(c.name);
+            return advance();
+        }
+        return failure(r, q);
+    case Step::view_insert:
+    case Step::view_patch:
+        if (r.status == 200) {
+            uint64_t &v = sink_.view_version_[q.table->ns];
+            v = std::max(v, q.table->version);
+            return advance();
+        }
+        if (r.status == 409 && q.step == Step::view_insert) {
+            /* It exists: its query made current (a new column, or an older pgsink's view). */
+            json patch = json::parse(q.body);
+            patch.erase("tableReference");
+            steps_.insert(steps_.begin() + static_cast<long>(at_) + 1,
+                          Request{Step::view_patch, q.table,
+                                  patch.dump(-1, ' ', false, json::error_handler_t::replace)});
+            return advance();
+        }
+        return failure(r, q);
+    case Step::load_insert:
+    case Step::load_get: {
+        Load &l = loads_.at(q.load);
+        if (r.status == 409 && q.step == Step::load_insert) {
+            /* Sent before (a crash, a retry): that job is the load. */
+            Request g{Step::load_get, l.table};
+            g.load = q.load;
+            steps_.insert(steps_.begin() + static_cast<long>(at_) + 1, std::move(g));
+            return advance();
+        }
+        if (r.status != 200 || !j.is_object())
+            return failure(r, q);
+        std::optional<Answer> out;
+        loaded(l, j, &out);
+        return out;
+    }
+    case Step::insert_all: {
+        if (r.status != 200 || !j.is_object())
+            return failure(r, q);
+        for (const json &err : j.value("insertErrors", json::array())) {
+            if (!err.is_object() || !err.contains("index") || !err["index"].is_number_unsigned())
+                continue;
+            size_t row = err["index"].get<size_t>();
+            if (row >= q.row_entries.size())
+                continue;
+            size_t entry = q.row_entries[row];
+            bool retry = true;
+            std::string why;
+            for (const json &x : err.value("errors", json::array())) {
+                if (!x.is_object())
+                    continue;
+                std::string reason = x.value("reason", "");
+                static const std::set<std::string> again = {
+                    "stopped", "backendError", "internalError", "timeout", "rateLimitExceeded"};
+                if (!again.count(reason)) {
+                    retry = false;
+                    std::string loc = x.value("location", "");
+                    why = "BigQuery refused the row: " + reason +
+                          (loc.empty() ? "" : " at " + loc) + ": " + x.value("message", "");
+                }
+            }
+            auto was = out_.find(entry);
+            if (was != out_.end() && !was->second.retry)
+                continue; /* refused already */
+            out_[entry] = Answer::Entry{entry, retry, 200,
+                                        answer_excerpt(retry ? "BigQuery did not take the row "
+                                                               "(stopped or failed): sent again"
+                                                             : why,
+                                                       300)};
+        }
+        return advance();
+    }
+    }
+    return advance();
+}
+
+/* The next step, the next phase, or the batch's answer. */
+std::optional<Answer> BigQueryExchange::advance()
+{
+    at_++;
+    if (at_ >= steps_.size() && phase_ == 0)
+        plan_loads();
+    if (at_ >= steps_.size() && phase_ == 1)
+        plan_inserts();
+    if (at_ < steps_.size())
+        return std::nullopt;
+    Answer a;
+    a.status = 200;
+    for (auto &[i, e] : out_)
+        a.entries.push_back(e);
+    if (!a.entries.empty())
+        a.message = sink_.describe() + ": " + a.entries.front().response;
+    return a;
+}
+
+std::unique_ptr<HttpSink::Exchange> BigQuerySink::exchange(std::string_view lines,
+                                                           const std::string &key)
+{
+    return std::make_unique<BigQueryExchange>(*this, lines, key);
+}
+
+} // namespace pgsink
