@@ -18,7 +18,10 @@
 #     load jobs (pgsink's job ids), across a kill -9 of the postmaster, and
 #     the view equals the source afterwards;
 # (8) neither the private key nor a token reaches the log, the status or
-#     the dead letters.
+#     the dead letters;
+# (9) a load job whose answer was lost is sent again with the same job id
+#     and refused as a duplicate: the rows are loaded once; a load job that
+#     fails has its rows streamed instead.
 use strict;
 use warnings;
 
@@ -310,6 +313,34 @@ is(scalar(grep { $_->{sourceFormat} ne 'AVRO' || $_->{upload} ne 'multipart' } @
 	'(7) Avro, uploaded multipart');
 is(scalar(grep { $_->{jobId} !~ /^pgsink_public_im_raw_[0-9a-f]+$/ } @loads), 0, "(7) pgsink's job ids");
 is(scalar(grep { $_->{errorResult} } @loads), 0, '(7) no load failed');
+is(scalar(grep { $_->{state} ne 'DONE' } @loads), 0, '(7) every load is DONE');
+
+# (9) A load job whose answer is lost (BigQuery made it, the connection
+# dropped): sent again with the same job id, refused as a duplicate, and the
+# existing job counts: the rows are loaded once. A load job that fails: its
+# rows are streamed instead.
+bq_fault($bq, { kind => 'apply_then_drop', match => 'jobs.insert' });
+$node->safe_psql('postgres', q{
+CREATE TABLE im2 (id int PRIMARY KEY, v int, note text);
+INSERT INTO im2 SELECT g, g, 'n' || g FROM generate_series(1, 3000) g;
+SELECT pgsink.add_table('im2');
+});
+ok(defined wait_imports($node, 'postgres', 60), '(9) the import is done');
+$compare{im2} = [ [qw(id v note)], q{SELECT id, v, note FROM im2} ];
+equal_tables('(9) a load job sent again', 'im2');
+is(scalar(@{ bq_dump($bq, 'replica', 'public_im2_raw')->{rows} }), 3000, '(9) each row loaded once');
+my $dup = bq_stats($bq)->{requests}{'jobs.insert'}{409} // 0;
+cmp_ok($dup, '>=', 1, "(9) the job sent again was refused as a duplicate ($dup)");
+bq_fault($bq, { kind => 'job_error', reason => 'invalid', message => 'Injected failure.' });
+$node->safe_psql('postgres', q{
+CREATE TABLE im3 (id int PRIMARY KEY, v int);
+INSERT INTO im3 SELECT g, g FROM generate_series(1, 500) g;
+SELECT pgsink.add_table('im3');
+});
+ok(defined wait_imports($node, 'postgres', 60), '(9) the second import is done');
+$compare{im3} = [ [qw(id v)], q{SELECT id, v FROM im3} ];
+equal_tables('(9) a failed load job, streamed instead', 'im3');
+is(scalar(grep { $_->{errorResult} } @{ bq_jobs($bq) }), 1, '(9) the failed job is there');
 
 # (8) No secret anywhere.
 my ($pem) = do { open(my $f, '<', $bq->{private_key}) or die $!; local $/; <$f> };
