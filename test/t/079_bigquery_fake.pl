@@ -168,7 +168,12 @@ is($s, 200, '(3) a table with every type') or diag(message($r));
 ($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
 	{ tableReference => { projectId => $P, datasetId => 'ds', tableId => 'TYPES' },
 		schema => { fields => \@fields } });
-is($s, 409, '(3) table names ignore case: 409');
+is($s, 200, '(3) table names are case-sensitive: TYPES is another table');
+($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
+	{ tableReference => { projectId => $P, datasetId => 'ds', tableId => 'TYPES' },
+		schema => { fields => \@fields } });
+is($s, 409, '(3) a table again: 409');
+is(message($r), "Already Exists: Table $P:ds.TYPES", '(3) Already Exists');
 ($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds/tables/types");
 is($s, 200, '(3) tables.get');
 is(scalar @{ $r->{schema}{fields} }, scalar @fields, '(3) with its schema');
@@ -527,11 +532,23 @@ like($job->{status}{errorResult}{message}, qr/Field at has changed type from TIM
 ($s, $r) = multipart('garbage', 'not avro at all');
 ($job) = wait_job('garbage');
 like($job->{status}{errorResult}{message}, qr/Avro/, '(5) a file that is no Avro fails the job');
+($s, $r) = multipart('truncated', substr($good, 0, length($good) - 20));
+($job) = wait_job('truncated');
+like($job->{status}{errorResult}{message}, qr/truncated|sync marker/, '(5) a truncated Avro file fails the job');
+bq_config($bq, { load_check => 'schema' });
+($s, $r) = multipart('counted', $good);
+($job) = wait_job('counted');
+is($job->{statistics}{load}{outputRows}, '2', '(5) load_check schema: rows counted from the blocks');
+($s, $r) = multipart('counted_bad', avro_file("bad10", { type => 'record', name => 'r', fields => $mismatch[0][1] }, $mismatch[0][2]));
+($job) = wait_job('counted_bad');
+like($job->{status}{errorResult}{message}, $mismatch[0][3], '(5) load_check schema: the schema still checked');
+bq_config($bq, { load_check => 'full' });
+is(bq_dump($bq, 'ds', 'loaded')->{num_rows}, $n_loaded + 2, '(5) counted rows count in num_rows');
 bq_fault($bq, { kind => 'job_error', reason => 'backendError', message => 'try again' });
 ($s, $r) = multipart('faulted', $good);
 ($job) = wait_job('faulted');
 is($job->{status}{errorResult}{reason}, 'backendError', '(5) an injected job error');
-is(scalar @{ dump_rows('loaded') }, $n_loaded, '(5) no failed job loaded a row');
+is(bq_dump($bq, 'ds', 'loaded')->{num_rows}, $n_loaded + 2, '(5) no failed job loaded a row');
 
 # ---------------------------------------------------------------------------
 # (6) The view rule on a hand-made raw table
