@@ -287,6 +287,13 @@ for my $c (@checks)
 	is_deeply($row->{$col}, $stored, "(4) $col: stored as $st");
 }
 is(scalar @{ dump_rows() }, scalar @checks, '(4) no refused value was stored');
+# FLOAT64 dumps as PostgreSQL prints a float8
+insert_rows([ map { { req => 'float', f => $_ } } (1e15, 2, '0.1', 1e-5, '-0', '0.30000000000000004', 123456789012345) ]);
+is_deeply([ map { $_->{f} } grep { $_->{req} eq 'float' } @{ dump_rows() } ],
+	[ '1e+15', '2', '0.1', '1e-05', '-0', '0.30000000000000004', '123456789012345' ],
+	'(4) FLOAT64 dumped as float8 text');
+($s, $r) = insert_rows([ { req => 'dup', s => 'a', S => 'b' } ]);
+like($r->{insertErrors}[0]{errors}[0]{message}, qr/Duplicate field/, '(4) a field twice (names ignore case) refused');
 
 # Structure
 ($s, $r) = insert_rows([ { req => 'r', nope => 1 } ]);

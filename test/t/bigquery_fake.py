@@ -278,7 +278,8 @@ GET  /_fake/tables[?dataset=D]           [{project, dataset, table, type,
         schema, timePartitioning, clustering, view, num_rows, created}]
 GET  /_fake/dump/<dataset>/<table>[?project=P]
         {"schema": [...], "rows": [{column: typed value}]} in storage order;
-        typed: INT64 number; FLOAT64 number or "NaN"/"Infinity"/"-Infinity";
+        typed: INT64 number; FLOAT64 a string as PostgreSQL prints a float8
+        ("0.1", "1e+15", "-0", "NaN", "Infinity", "-Infinity");
         NUMERIC/BIGNUMERIC normalized decimal string ("1.5", "0", no
         exponent); BOOL true/false; STRING; BYTES canonical base64; DATE
         "YYYY-MM-DD"; TIME "HH:MM:SS[.ffffff]" and DATETIME "YYYY-MM-DD
@@ -606,6 +607,32 @@ DEC_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
 B64_RE = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
 
+def float_text(f):
+    """A double as PostgreSQL's float8 prints it (shortest round-trip digits;
+    fixed notation for decimal exponents -4..14, else d.ddde+XX)."""
+    if math.isnan(f):
+        return "NaN"
+    if math.isinf(f):
+        return "Infinity" if f > 0 else "-Infinity"
+    if f == 0:
+        return "-0" if math.copysign(1, f) < 0 else "0"
+    sign, raw, exp = decimal.Decimal(repr(f)).as_tuple()
+    sci = exp + len(raw) - 1  # the decimal exponent of the first digit
+    digits = "".join(map(str, raw)).rstrip("0")
+    out = "-" if sign else ""
+    if -4 <= sci < 15:
+        if sci < 0:
+            out += "0." + "0" * (-sci - 1) + digits
+        elif len(digits) <= sci + 1:
+            out += digits + "0" * (sci + 1 - len(digits))
+        else:
+            out += digits[:sci + 1] + "." + digits[sci + 1:]
+    else:
+        out += digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        out += "e" + ("-" if sci < 0 else "+") + "%02d" % abs(sci)
+    return out
+
+
 def fmt_fraction(us):
     return ("." + ("%06d" % us).rstrip("0")) if us else ""
 
@@ -797,7 +824,7 @@ def check_value(value, field):
             raise RowError(name, bad("double", value))
         if math.isinf(f):
             raise RowError(name, bad("double", value) + " (out of range)")
-        return f
+        return float_text(f)
     if t in ("NUMERIC", "BIGNUMERIC"):
         return check_decimal(value, field, t == "BIGNUMERIC")
     if t == "BOOL":
@@ -871,7 +898,12 @@ def check_row(row, fields, ignore_unknown, prefix=""):
     """A JSON object against fields -> typed dict; RowError on the first problem."""
     if not isinstance(row, dict):
         raise RowError(prefix.rstrip("."), f"Cannot convert value to a record: {json.dumps(row)}")
-    by_name = {f["name"].lower(): f for f in fields}
+    cached = _index_cache.get(id(fields))
+    if cached is None or cached[0] is not fields:
+        if len(_index_cache) > 1000:
+            _index_cache.clear()
+        cached = _index_cache[id(fields)] = (fields, {f["name"].lower(): f for f in fields})
+    by_name = cached[1]
     out = {}
     for key, value in row.items():
         f = by_name.get(key.lower())
@@ -879,6 +911,8 @@ def check_row(row, fields, ignore_unknown, prefix=""):
             if ignore_unknown:
                 continue
             raise RowError(prefix + key, f"no such field: {prefix + key}.")
+        if f["name"] in out:
+            raise RowError(prefix + key, f"Duplicate field: {prefix + key} (names ignore case)")
         out[f["name"]] = check_field(value, f, ignore_unknown, prefix)
     for f in fields:
         if f["name"] not in out:
@@ -915,6 +949,9 @@ def check_field(value, f, ignore_unknown, prefix):
     if record:
         return check_row(value, f["fields"], ignore_unknown, name + ".")
     return check_scalar(value, f, name)
+
+
+_index_cache = {}  # id(fields) -> (fields, {lower-case name: field})
 
 
 def check_scalar(value, f, name):
@@ -1579,6 +1616,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "ESF"
     sys_version = ""
 
+    def setup(self):
+        super().setup()
+        # Answers go out whole, at once: no Nagle wait on a small last segment.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, fmt, *a):
         if args.log:
             with open(args.log, "a", encoding="utf-8") as f:
@@ -1621,8 +1663,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         for k, v in headers:
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        # end_headers() would write the headers alone; one write for all.
+        self._headers_buffer.append(b"\r\n")
+        self.wfile.write(b"".join(self._headers_buffer) + body)
+        self._headers_buffer = []
 
     def send_json(self, status, obj, headers=()):
         self.send(status, json_bytes(obj), headers=headers)
@@ -2167,7 +2211,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         typed, errors = [], {}
         for i, r in enumerate(rows):
             try:
-                size = len(json.dumps(r["json"], ensure_ascii=False).encode("utf-8", "replace"))
+                # (no row can be larger than a request that is not)
+                size = 0 if nbytes <= CONFIG["max_row_bytes"] else len(
+                    json.dumps(r["json"], ensure_ascii=False).encode("utf-8", "replace"))
                 if size > CONFIG["max_row_bytes"]:
                     raise RowError("", f"Maximum allowed row size exceeded. Allowed: "
                                        f"{CONFIG['max_row_bytes']} Row size: {size}")
