@@ -211,8 +211,13 @@ is($s, 404, '(3) a view on a missing table: 404');
 is($s, 400, '(3) a legacy [p:d.t] reference in a standard view: 400');
 ($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
 	{ tableReference => { projectId => $P, datasetId => 'ds', tableId => 'v1' },
+		view => { query => "SELECT `i`, `rec.x` FROM `ds.types`", useLegacySql => JSON::PP::false } });
+is($s, 200, '(3) a standard-SQL view (`d.t`; backquoted columns are no tables)') or diag(message($r));
+bq_api($bq, 'DELETE', "$base/datasets/ds/tables/v1");
+($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
+	{ tableReference => { projectId => $P, datasetId => 'ds', tableId => 'v1' },
 		view => { query => $vq, useLegacySql => JSON::PP::false } });
-is($s, 200, '(3) a standard-SQL view');
+is($s, 200, '(3) a standard-SQL view (`p.d.t`), again after a delete');
 is($r->{type}, 'VIEW', '(3) type VIEW');
 
 # Patch
@@ -374,6 +379,11 @@ is($s, 200, '(4) then served again');
 is($s, 400, '(4) insertAll into a view: 400');
 ($s, $r) = bq_api($bq, 'POST', $ins, { rows => [ { insertId => 'x', json => { req => 'r' }, extra => 1 } ] });
 is($s, 400, '(4) an unknown key in a row: 400');
+($s, $r) = insert_rows([ { req => 'long id' } ], ids => [ 'i' x 129 ]);
+is($s, 400, '(4) an insertId over 128 characters: 400');
+($s, $r) = bq_api($bq, 'POST', $ins, { rows => [ { json => { req => 'r' } } ] },
+	headers => { 'Content-Type' => 'application/x-www-form-urlencoded' }, content => '{}');
+is($s, 400, '(4) a body that is not application/json: 400');
 
 # ---------------------------------------------------------------------------
 # (5) Load jobs (Avro files written with python3-avro)

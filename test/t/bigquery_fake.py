@@ -124,8 +124,9 @@ Tables  /bigquery/v2/projects/{p}/datasets/{d}/tables[/{t}]
   clustering {fields: <= 4 top-level columns}. A view: {"view": {"query": Q,
   "useLegacySql": false}} and no schema; useLegacySql absent or true is
   refused (BigQuery's default is legacy SQL, which the fake does not speak);
-  the query must reference a table or view of the fake as `p.d.t` or `d.t`
-  (backquoted) and no legacy [p:d.t]; a referenced table must exist.
+  the query must reference a table or view of the fake, backquoted, as
+  `p.d.t` or `p`.`d`.`t` (p one of --project) or `d.t` (d an existing
+  dataset), and no legacy [p:d.t]; a referenced table must exist.
   200 table resource; 409 "Already Exists: Table p:d.t"; 404 dataset.
   GET {t}: 200 (schema, type TABLE|VIEW, numRows, timePartitioning, view,
   clustering, etag ...) / 404 "Not found: Table p:d.t".
@@ -141,10 +142,12 @@ Tables  /bigquery/v2/projects/{p}/datasets/{d}/tables[/{t}]
 tabledata.insertAll  POST .../tables/{t}/insertAll
   body {kind?, skipInvalidRows?, ignoreUnknownValues?, rows: [{insertId?,
   json: {...}}], traceId?}; templateSuffix refused (not supported).
-  Limits (config): rows per request max_rows (50000: BigQuery's maximum;
-  500 is its recommendation), request bytes max_request_bytes (10 MB, after
-  gzip is undone), row bytes max_row_bytes (10 MB): 400 invalid, nothing
-  stored. A VIEW: 400. A table younger than stream_after_create seconds
+  Limits (config; BigQuery's quotas page as remembered, the notes could not
+  confirm them): rows per request max_rows (50000: BigQuery's maximum; 500
+  is its recommendation), request bytes max_request_bytes (10 MB, after gzip
+  is undone), insertId length max_insert_id (128): 400 invalid, nothing
+  stored; row bytes max_row_bytes (10 MB; older pages said 1 MB): that row
+  invalid. A VIEW: 400. A table younger than stream_after_create seconds
   (default 0): 404, as BigQuery answers just after a table is (re)created.
   Per row, per field: unknown field -> invalid "no such field: x."
   (unless ignoreUnknownValues); REQUIRED missing or null -> invalid "Missing
@@ -241,6 +244,7 @@ Jobs (load)
 CONTROL  (under /_fake/, no auth; JSON in and out)
 ==============================================================================
 POST /_fake/config   {"max_rows": N, "max_request_bytes": N, "max_row_bytes": N,
+        "max_insert_id": N,
         "dedup": bool, "dedup_seconds": S, "token_lifetime": S,
         "clock_skew": S, "job_seconds": S, "stream_after_create": S,
         "partition_window": bool, "record_ids": bool (log insertIds of every
@@ -341,6 +345,7 @@ CONFIG = {
     "max_rows": 50000,
     "max_request_bytes": 10 * 1024 * 1024,
     "max_row_bytes": 10 * 1024 * 1024,
+    "max_insert_id": 128,
     "dedup": True,
     "dedup_seconds": 60.0,
     "token_lifetime": 3600,
@@ -1103,17 +1108,19 @@ VIEW_REF_RE = re.compile(r"`([^`]+)`")
 
 
 def view_references(query, project):
-    """Tables the standard-SQL query references (backquoted), as (p, d, t)."""
+    """Tables the standard-SQL query references, backquoted, as (p, d, t):
+    `p.d.t` and `p`.`d`.`t` with p one of the fake's projects, `d.t` with d
+    a dataset of the view's project (other backquoted names are columns)."""
     refs = []
     for m in VIEW_REF_RE.finditer(query):
         parts = m[1].split(".")
-        if len(parts) == 3:
+        if len(parts) == 3 and parts[0] in args.project:
             refs.append(tuple(parts))
-        elif len(parts) == 2:
+        elif len(parts) == 2 and (project, parts[0]) in datasets:
             refs.append((project, parts[0], parts[1]))
-    # `p`.`d`.`t` form
     for m in re.finditer(r"`([^`.]+)`\.`([^`.]+)`\.`([^`.]+)`", query):
-        refs.append((m[1], m[2], m[3]))
+        if m[1] in args.project:
+            refs.append((m[1], m[2], m[3]))
     return refs
 
 
@@ -2194,6 +2201,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                     f'"{sorted(unknown)[0]}" at \'rows[0]\': Cannot find field.')
             if "insertId" in r and not isinstance(r["insertId"], str):
                 raise ApiError(400, "Invalid JSON payload received. insertId must be a string")
+            if len(r.get("insertId") or "") > CONFIG["max_insert_id"]:
+                raise ApiError(400, f"insertId longer than {CONFIG['max_insert_id']} characters: "
+                                    f"{r['insertId'][:40]}...")
             if not isinstance(r.get("json"), dict):
                 raise ApiError(400, "Invalid JSON payload received. rows[].json must be an "
                                     "object")
