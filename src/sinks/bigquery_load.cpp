@@ -116,6 +116,8 @@ static void must(int rc, const char *what)
 
 static std::string unquote(const std::string &text)
 {
+    if (text.size() >= 2 && text[0] == '"' && text.find('\\') == std::string::npos)
+        return text.substr(1, text.size() - 2);
     if (text.empty() || text[0] != '"')
         return text;
     return json::parse(text).get<std::string>();
@@ -131,10 +133,23 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
     return era * 146097 + static_cast<int64_t>(doe) - 719468;
 }
 
+/* n digits at s[at], or -1. */
+static int digits(const std::string &s, size_t at, int n)
+{
+    int v = 0;
+    for (int k = 0; k < n; k++) {
+        if (at + static_cast<size_t>(k) >= s.size() ||
+            !isdigit(static_cast<unsigned char>(s[at + static_cast<size_t>(k)])))
+            return -1;
+        v = v * 10 + (s[at + static_cast<size_t>(k)] - '0');
+    }
+    return v;
+}
+
 static int64_t parse_date(const std::string &v)
 {
-    int y = 0, m = 0, d = 0;
-    if (sscanf(v.c_str(), "%4d-%2d-%2d", &y, &m, &d) != 3)
+    int y = digits(v, 0, 4), m = digits(v, 5, 2), d = digits(v, 8, 2);
+    if (y < 0 || m < 1 || d < 1 || v[4] != '-' || v[7] != '-')
         throw Refusal("not a date: " + v);
     return days_from_civil(y, static_cast<unsigned>(m), static_cast<unsigned>(d));
 }
@@ -142,17 +157,17 @@ static int64_t parse_date(const std::string &v)
 /* "HH:MM:SS[.ffffff]" from s[at]: microseconds; *end after it. */
 static int64_t parse_time(const std::string &s, size_t at, size_t *end)
 {
-    int h = 0, mi = 0, se = 0, n = 0;
-    if (sscanf(s.c_str() + at, "%2d:%2d:%2d%n", &h, &mi, &se, &n) != 3)
+    int h = digits(s, at, 2), mi = digits(s, at + 3, 2), se = digits(s, at + 6, 2);
+    if (h < 0 || mi < 0 || se < 0 || s[at + 2] != ':' || s[at + 5] != ':')
         throw Refusal("not a time: " + s);
-    size_t i = at + static_cast<size_t>(n);
+    size_t i = at + 8;
     int64_t micros = 0;
     if (i < s.size() && s[i] == '.') {
-        int digits = 0;
+        int n = 0;
         for (i++; i < s.size() && isdigit(static_cast<unsigned char>(s[i])); i++)
-            if (digits++ < 6)
+            if (n++ < 6)
                 micros = micros * 10 + (s[i] - '0');
-        for (; digits < 6; digits++)
+        for (; n < 6; n++)
             micros *= 10;
     }
     *end = i;
@@ -166,8 +181,9 @@ static int64_t parse_timestamp(const std::string &v)
     int64_t t = parse_time(v, 11, &end);
     int64_t offset = 0;
     if (end < v.size() && (v[end] == '+' || v[end] == '-')) {
-        int oh = 0, om = 0;
-        sscanf(v.c_str() + end + 1, "%2d:%2d", &oh, &om);
+        int oh = std::max(0, digits(v, end + 1, 2)), om = 0;
+        if (end + 3 < v.size() && v[end + 3] == ':')
+            om = std::max(0, digits(v, end + 4, 2));
         offset = (oh * 60 + om) * int64_t(60000000) * (v[end] == '-' ? -1 : 1);
     }
     return days * 86400 * int64_t(1000000) + t - offset;
@@ -177,6 +193,7 @@ static int64_t parse_timestamp(const std::string &v)
 static std::string decimal_bytes(const std::string &text, int scale)
 {
     std::string digits;
+    digits.reserve(text.size() + static_cast<size_t>(scale));
     bool negative = false, point = false;
     int frac = 0;
     for (char ch : text) {
@@ -196,9 +213,21 @@ static std::string decimal_bytes(const std::string &text, int scale)
             throw Refusal("not a number: " + text);
     }
     digits.append(static_cast<size_t>(scale - frac), '0');
-    /* Base 10 to base 256, least significant byte first. */
     std::vector<uint8_t> bytes;
+    if (digits.size() <= 38) {
+        /* The common case: an unscaled value that 128 bits hold. */
+        unsigned __int128 u = 0;
+        for (char ch : digits)
+            u = u * 10 + static_cast<unsigned>(ch - '0');
+        do {
+            bytes.push_back(static_cast<uint8_t>(u & 0xff));
+            u >>= 8;
+        } while (u != 0);
+        digits.clear();
+    }
+    /* Base 10 to base 256, least significant byte first. */
     std::vector<int> num;
+    num.reserve(digits.size());
     for (char ch : digits)
         num.push_back(ch - '0');
     while (!num.empty()) {
@@ -391,18 +420,20 @@ std::string avro_file(const std::vector<Column> &columns, const std::vector<Row>
         for (const Row &row : rows) {
             bad_entry = row.entry;
             avro_value_reset(&rec);
-            std::map<std::string, const std::string *> by_name;
-            for (const auto &[name, value] : row.values)
-                by_name[name] = &value;
-            for (const Column &c : fields) {
+            /* The row's values are in the fields' order (columns, then helpers), some left out. */
+            size_t next = 0;
+            for (size_t fi = 0; fi < fields.size(); fi++) {
+                const Column &c = fields[fi];
                 avro_value_t field, branch, elem;
-                must(avro_value_get_by_name(&rec, c.name.c_str(), &field, nullptr), "find a field");
-                auto it = by_name.find(c.name);
-                bool required = c.key && c.name.rfind("_pgsink_", 0) == 0 && !c.repeated;
-                bool null = it == by_name.end() || *it->second == "null";
+                must(avro_value_get_by_index(&rec, fi, &field, nullptr), "find a field");
+                const std::string *value = nullptr;
+                if (next < row.values.size() && row.values[next].first == c.name)
+                    value = &row.values[next++].second;
+                bool required = fi >= columns.size() && c.key && !c.repeated;
+                bool null = value == nullptr || *value == "null";
                 if (c.repeated) {
                     if (!null)
-                        for (const std::string &e : elements(*it->second)) {
+                        for (const std::string &e : elements(*value)) {
                             must(avro_value_append(&field, &elem, nullptr), "append");
                             set_scalar(&elem, c.kind, e);
                         }
@@ -411,7 +442,7 @@ std::string avro_file(const std::vector<Column> &columns, const std::vector<Row>
                 if (required) {
                     if (null)
                         throw Refusal("the helper column " + c.name + " has no value");
-                    set_scalar(&field, c.kind, *it->second);
+                    set_scalar(&field, c.kind, *value);
                     continue;
                 }
                 if (null) {
@@ -419,7 +450,7 @@ std::string avro_file(const std::vector<Column> &columns, const std::vector<Row>
                     must(avro_value_set_null(&branch), "set a null");
                 } else {
                     must(avro_value_set_branch(&field, 1, &branch), "set a union");
-                    set_scalar(&branch, c.kind, *it->second);
+                    set_scalar(&branch, c.kind, *value);
                 }
             }
             size_t size = 0;

@@ -223,8 +223,29 @@ static size_t value_end(const std::string &s, size_t i)
     return i;
 }
 
+/* A text known to need no escaping (digits, '-', ':', '.', ...) as a JSON string. */
+static std::string plain_json_string(const std::string &v)
+{
+    std::string out;
+    out.reserve(v.size() + 2);
+    out.push_back('"');
+    out += v;
+    out.push_back('"');
+    return out;
+}
+
+static bool safe(const std::string &v)
+{
+    for (char ch : v)
+        if (ch == '"' || ch == '\\' || static_cast<unsigned char>(ch) < 0x20)
+            return false;
+    return true;
+}
+
 static std::string unquoted(const std::string &raw)
 {
+    if (raw.size() >= 2 && raw[0] == '"' && raw.find('\\') == std::string::npos)
+        return raw.substr(1, raw.size() - 2);
     if (raw.empty() || raw[0] != '"')
         return raw;
     return json::parse(raw).get<std::string>();
@@ -257,7 +278,7 @@ static std::string scalar_value(const Column &c, const std::string &raw)
         if (v == "NaN" || v == "Infinity" || v == "-Infinity")
             throw Refusal("column " + c.pg_name + " holds " + v + ": BigQuery's " +
                           type_name(c.kind) + " cannot hold it");
-        return json(v).dump();
+        return safe(v) ? plain_json_string(v) : json(v).dump();
     }
     case Kind::date: {
         std::string v = unquoted(raw);
@@ -266,14 +287,14 @@ static std::string scalar_value(const Column &c, const std::string &raw)
         if (v == "-infinity")
             return "\"0001-01-01\"";
         check_year(c, v);
-        return json(v).dump();
+        return safe(v) ? plain_json_string(v) : json(v).dump();
     }
     case Kind::time: {
         std::string v = unquoted(raw);
         if (v.rfind("24:", 0) == 0)
             throw Refusal("column " + c.pg_name + " holds " + v +
                           ": BigQuery's TIME ends at 23:59:59.999999");
-        return json(v).dump();
+        return safe(v) ? plain_json_string(v) : json(v).dump();
     }
     case Kind::datetime:
     case Kind::timestamp: {
@@ -284,7 +305,7 @@ static std::string scalar_value(const Column &c, const std::string &raw)
         if (v == "-infinity")
             return tz ? "\"0001-01-01T00:00:00+00:00\"" : "\"0001-01-01T00:00:00\"";
         check_year(c, v);
-        return json(v).dump();
+        return safe(v) ? plain_json_string(v) : json(v).dump();
     }
     case Kind::json:
         /* insertAll takes a JSON column's value as its JSON text, in a string. */

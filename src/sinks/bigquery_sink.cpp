@@ -105,8 +105,6 @@ std::string BigQuerySink::table_path(const std::string &table) const
 
 /* ------------------------------------------------ raw JSON values of a line */
 
-static const std::string kRaw = "\x01";
-
 static size_t skip_space(std::string_view s, size_t i)
 {
     while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
@@ -146,23 +144,32 @@ static size_t value_end(std::string_view s, size_t i)
     return i;
 }
 
-/* The members of a JSON object, each value as its exact text (marked with kRaw). */
-static json raw_object(std::string_view s)
+/* A JSON string's text (s is "..."): unescaped only when it must be. */
+static std::string unquote(std::string_view s)
 {
-    json out = json::object();
+    if (s.size() >= 2 && s.front() == '"' && s.find('\\') == std::string_view::npos)
+        return std::string(s.substr(1, s.size() - 2));
+    return json::parse(s).get<std::string>();
+}
+
+/* The members of a JSON object: each name, and its value's exact text. */
+using Members = std::vector<std::pair<std::string, std::string_view>>;
+static Members members_of(std::string_view s)
+{
+    Members out;
     size_t i = skip_space(s, 0);
     if (i >= s.size() || s[i] != '{')
         throw std::runtime_error("not a JSON object");
     i = skip_space(s, i + 1);
     while (i < s.size() && s[i] != '}') {
         size_t key_end = value_end(s, i);
-        std::string key = json::parse(s.substr(i, key_end - i)).get<std::string>();
+        std::string key = unquote(s.substr(i, key_end - i));
         i = skip_space(s, key_end);
         if (i >= s.size() || s[i] != ':')
             throw std::runtime_error("a JSON member has no value");
         i = skip_space(s, i + 1);
         size_t end = value_end(s, i);
-        out[key] = kRaw + std::string(s.substr(i, end - i));
+        out.emplace_back(std::move(key), s.substr(i, end - i));
         i = skip_space(s, end);
         if (i < s.size() && s[i] == ',')
             i = skip_space(s, i + 1);
@@ -170,31 +177,58 @@ static json raw_object(std::string_view s)
     return out;
 }
 
-static std::string raw_text(const json &v)
-{
-    if (!v.is_string())
-        return "null";
-    const std::string &s = v.get_ref<const std::string &>();
-    return s.rfind(kRaw, 0) == 0 ? s.substr(kRaw.size()) : json(s).dump();
-}
+/*
+ * A changelog entry, read without a JSON library's tree: the rows' values
+ * stay their exact text (numbers keep their digits), as views of the batch.
+ */
+struct Entry {
+    bool schema = false, change = false;
+    json schema_json; /* a Schema entry's "schema" */
+    std::string op, ns, lsn, timestamp, xid;
+    uint64_t sequence = 0;
+    bool has_before = false, has_after = false; /* an object, not null */
+    Members before, after;
+    std::vector<std::string> unchanged;
+};
 
-/* An entry: its members parsed, but before and after kept raw (numbers keep their digits). */
-static json entry_of(std::string_view line)
+static Entry entry_of(std::string_view line)
 {
-    json e = raw_object(line);
-    for (auto it = e.begin(); it != e.end(); ++it) {
-        std::string raw = raw_text(it.value());
-        if ((it.key() == "before" || it.key() == "after") && raw != "null")
-            it.value() = raw_object(raw);
-        else
-            it.value() = json::parse(raw);
+    Entry e;
+    std::string nspname, relname;
+    for (auto &[key, raw] : members_of(line)) {
+        if (key == "schema") {
+            e.schema = true;
+            e.schema_json = json::parse(raw);
+        } else if (key == "op") {
+            e.change = true;
+            e.op = unquote(raw);
+        } else if (key == "namespace") {
+            nspname = unquote(raw);
+        } else if (key == "name") {
+            relname = unquote(raw);
+        } else if (key == "lsn") {
+            e.lsn = unquote(raw);
+        } else if (key == "timestamp") {
+            e.timestamp = unquote(raw);
+        } else if (key == "sequence") {
+            e.sequence = strtoull(std::string(raw).c_str(), nullptr, 10);
+        } else if (key == "xid") {
+            if (raw != "null")
+                e.xid = std::string(raw);
+        } else if (key == "before" && raw != "null") {
+            e.has_before = true;
+            e.before = members_of(raw);
+        } else if (key == "after" && raw != "null") {
+            e.has_after = true;
+            e.after = members_of(raw);
+        } else if (key == "unchanged") {
+            for (const json &u : json::parse(raw))
+                e.unchanged.push_back(u.get<std::string>());
+        }
     }
+    /* The table as its Schema entry names it (Avro names). */
+    e.ns = avro_name(nspname) + "." + avro_name(relname);
     return e;
-}
-
-static std::string entry_ns(const json &e)
-{
-    return avro_name(e.value("namespace", "")) + "." + avro_name(e.value("name", ""));
 }
 
 /* ------------------------------------------------------------ the exchange */
@@ -253,7 +287,7 @@ class BigQueryExchange final : public HttpSink::Exchange
 
     BigQuerySink &sink_;
     std::string key_;
-    std::vector<json> entries_;
+    std::vector<Entry> entries_;
     std::map<std::string, std::shared_ptr<const BigQuerySink::Table>> before_;
     std::vector<TablePtr> used_;      /* tables rows go to */
     std::vector<TablePtr> announced_; /* this batch's Schemas */
@@ -318,12 +352,13 @@ BigQueryExchange::BigQueryExchange(BigQuerySink &sink, std::string_view lines,
                                    const std::string &key)
     : sink_(sink), key_(key)
 {
+    entries_.reserve(static_cast<size_t>(std::count(lines.begin(), lines.end(), '\n')) + 1);
     size_t at = 0;
     while (at < lines.size()) {
         size_t nl = lines.find('\n', at);
         if (nl == std::string_view::npos)
             nl = lines.size();
-        entries_.push_back(nl > at ? entry_of(lines.substr(at, nl - at)) : json::object());
+        entries_.push_back(nl > at ? entry_of(lines.substr(at, nl - at)) : Entry());
         at = nl + 1;
     }
     before_ = sink_.tables_;
@@ -351,20 +386,27 @@ void BigQueryExchange::plan_entries()
     std::map<std::string, TablePtr> now = before_;
     /* The latest values written in this batch per table and key (for a key change's TOAST). */
     std::map<std::string, std::map<std::string, std::map<std::string, std::string>>> latest;
+    /* Only a key-changing update that left a TOASTed column unchanged needs them. */
+    bool need_latest = std::any_of(entries_.begin(), entries_.end(), [](const Entry &e) {
+        return e.op == "update" && e.has_before && !e.unchanged.empty();
+    });
+    TablePtr group_table;
+    std::pair<TablePtr, std::vector<bq::Row>> *group = nullptr;
+    bool group_import = false;
     for (size_t i = 0; i < entries_.size(); i++) {
-        const json &e = entries_[i];
-        if (e.contains("schema")) {
+        const Entry &e = entries_[i];
+        if (e.schema) {
             auto t =
-                std::make_shared<BigQuerySink::Table>(table_of(e["schema"], ++sink_.versions_));
+                std::make_shared<BigQuerySink::Table>(table_of(e.schema_json, ++sink_.versions_));
             now[t->ns] = t;
             sink_.tables_[t->ns] = t;
             sink_.refused_.erase(raw_name(*t)); /* checked again */
             announced_.push_back(t);
             continue;
         }
-        if (!e.contains("op"))
+        if (!e.change)
             continue;
-        std::string ns = entry_ns(e);
+        const std::string &ns = e.ns;
         auto found = now.find(ns);
         if (found == now.end())
             throw std::runtime_error("no Schema entry for " + ns + " before its changes");
@@ -375,58 +417,75 @@ void BigQueryExchange::plan_entries()
         }
         if (std::find(used_.begin(), used_.end(), t) == used_.end())
             used_.push_back(t);
-        std::string op = e.value("op", "");
-        std::string lsn_text = e.value("lsn", "");
+        const std::string &op = e.op;
+        const std::string &lsn_text = e.lsn;
         uint64_t lsn = 0;
         if (!parse_lsn(lsn_text.c_str(), lsn_text.size(), &lsn) || lsn > uint64_t(INT64_MAX)) {
             refuse(i, "the entry's lsn \"" + lsn_text + "\" is not one BigQuery's INT64 holds");
             continue;
         }
-        uint64_t seq = e.value("sequence", uint64_t(0));
+        uint64_t seq = e.sequence;
         std::string id = lsn_text + "/" + std::to_string(seq);
+        std::string timestamp = json(e.timestamp).dump();
+        std::string op_text = json(op).dump(), delete_text = "\"delete\"";
         auto meta = [&](bq::Row &row, bool deleted, const std::vector<std::string> &unchanged) {
             row.values.emplace_back("_pgsink_lsn", std::to_string(lsn));
             row.values.emplace_back("_pgsink_sequence", std::to_string(seq));
             /* The old key of an update that changed it: a delete of that key. */
-            row.values.emplace_back("_pgsink_op", json(deleted ? "delete" : op).dump());
-            row.values.emplace_back("_pgsink_timestamp", json(e.value("timestamp", "")).dump());
-            if (e.contains("xid") && e["xid"].is_number())
-                row.values.emplace_back("_pgsink_xid", e["xid"].dump());
+            row.values.emplace_back("_pgsink_op", deleted ? delete_text : op_text);
+            row.values.emplace_back("_pgsink_timestamp", timestamp);
+            if (!e.xid.empty())
+                row.values.emplace_back("_pgsink_xid", e.xid);
             std::string list = "[";
             for (const std::string &u : unchanged)
                 list += (list.size() > 1 ? "," : "") + json(u).dump();
             row.values.emplace_back("_pgsink_unchanged", list + "]");
         };
-        /* The raw texts of a row's columns, by BigQuery name. */
-        auto values_of = [&](const json &values) {
-            std::map<std::string, std::string> v;
-            if (values.is_object())
-                for (const bq::Column &c : t->columns)
-                    if (values.contains(c.pg_name))
-                        v[c.name] = raw_text(values[c.pg_name]);
+        /* The raw texts of a row's columns, by the columns' place (no data: not in the row). */
+        using Values = std::vector<std::string_view>;
+        auto values_of = [&](const Members &values) {
+            Values v(t->columns.size());
+            size_t hint = 0; /* members come in the columns' order, usually */
+            for (const auto &[name, raw] : values)
+                for (size_t k = 0; k < t->columns.size(); k++) {
+                    size_t c = (hint + k) % t->columns.size();
+                    if (t->columns[c].pg_name == name) {
+                        v[c] = raw;
+                        hint = c + 1;
+                        break;
+                    }
+                }
             return v;
         };
-        auto key_of = [&](const std::map<std::string, std::string> &v) {
+        auto key_of = [&](const Values &v) {
             std::string k;
-            for (const std::string &name : t->key) {
-                auto it = v.find(name);
-                k += (it == v.end() ? "null" : it->second) + '\x1f';
-            }
+            for (const std::string &name : t->key)
+                for (size_t c = 0; c < t->columns.size(); c++)
+                    if (t->columns[c].name == name)
+                        k += std::string(v[c].data() ? v[c] : "null") + '\x1f';
             return k;
         };
-        auto make_row = [&](const std::map<std::string, std::string> &v, const std::string &row_id,
-                            bool deleted, const std::vector<std::string> &unchanged) {
+        auto make_row = [&](const Values &v, const std::string &row_id, bool deleted,
+                            const std::vector<std::string> &unchanged) {
             bq::Row row;
             row.entry = i;
             row.insert_id = row_id;
-            for (const bq::Column &c : t->columns) {
-                auto it = v.find(c.name);
-                if (it != v.end())
-                    row.values.emplace_back(c.name, bq::insert_value(c, it->second));
-            }
+            row.values.reserve(v.size() + 6);
+            for (size_t c = 0; c < t->columns.size(); c++)
+                if (v[c].data() != nullptr)
+                    row.values.emplace_back(t->columns[c].name,
+                                            bq::insert_value(t->columns[c], std::string(v[c])));
             meta(row, deleted, unchanged);
             return row;
         };
+        /* What a row keeps for a later key change of this batch. */
+        auto remember = [&](const std::string &k, const Values &v) {
+            auto &known = latest[ns][k];
+            for (size_t c = 0; c < v.size(); c++)
+                if (v[c].data() != nullptr)
+                    known[t->columns[c].name] = std::string(v[c]);
+        };
+        std::vector<std::string> carried; /* values a key change takes from the batch */
         std::vector<bq::Row> made;
         try {
             if (op == "truncate") {
@@ -435,28 +494,33 @@ void BigQueryExchange::plan_entries()
                 row.insert_id = id;
                 meta(row, false, {});
                 made.push_back(std::move(row));
-                latest[ns].clear();
+                if (need_latest)
+                    latest[ns].clear();
             } else if (op == "delete") {
-                if (e["before"].is_null())
+                if (!e.has_before)
                     continue; /* REPLICA IDENTITY NOTHING: no key to delete by */
-                auto v = values_of(e["before"]);
+                auto v = values_of(e.before);
                 made.push_back(make_row(v, id, true, {}));
-                latest[ns].erase(key_of(v));
+                if (need_latest)
+                    latest[ns].erase(key_of(v));
             } else {
-                auto v = values_of(e["after"]);
+                auto v = values_of(e.after);
                 std::vector<std::string> unchanged;
-                for (const json &u : e.value("unchanged", json::array()))
+                for (const std::string &u : e.unchanged)
                     for (const bq::Column &c : t->columns)
-                        if (c.pg_name == u.get<std::string>())
+                        if (c.pg_name == u)
                             unchanged.push_back(c.name);
-                std::string k = key_of(v);
-                if (op == "update" && e["before"].is_object() && !t->key.empty()) {
-                    auto old = values_of(e["before"]);
+                std::string k = need_latest ? key_of(v) : std::string();
+                if (op == "update" && e.has_before && !t->key.empty()) {
+                    if (k.empty())
+                        k = key_of(v);
+                    auto old = values_of(e.before);
                     std::string old_key = key_of(old);
                     if (old_key != k) {
                         /* The old key's row is gone; unchanged values came from it. */
                         if (!unchanged.empty()) {
                             auto source = latest[ns].find(old_key);
+                            carried.reserve(unchanged.size());
                             for (const std::string &u : unchanged) {
                                 if (source == latest[ns].end() || !source->second.count(u))
                                     throw bq::Refusal(
@@ -464,27 +528,34 @@ void BigQueryExchange::plan_entries()
                                         u +
                                         " unchanged, and its value is not in this batch: "
                                         "import the table again to send the row whole");
-                                v[u] = source->second[u];
+                                carried.push_back(source->second[u]);
+                                for (size_t c = 0; c < t->columns.size(); c++)
+                                    if (t->columns[c].name == u)
+                                        v[c] = carried.back();
                             }
                             unchanged.clear();
                         }
                         made.push_back(make_row(old, id + "/old", true, {}));
-                        latest[ns].erase(old_key);
+                        if (need_latest)
+                            latest[ns].erase(old_key);
                     }
                 }
                 made.push_back(make_row(v, id, false, unchanged));
-                auto &known = latest[ns][k];
-                for (auto &[name, value] : v)
-                    known[name] = value;
+                if (need_latest)
+                    remember(k, v);
             }
         } catch (const bq::Refusal &r) {
             refuse(i, r.what());
             continue;
         }
-        auto &group = (op == "import" ? imports_ : rows_)[raw_name(*t)];
-        group.first = t;
+        if (group == nullptr || group_table != t || group_import != (op == "import")) {
+            group = &(op == "import" ? imports_ : rows_)[raw_name(*t)];
+            group->first = t;
+            group_table = t;
+            group_import = op == "import";
+        }
         for (bq::Row &r : made)
-            group.second.push_back(std::move(r));
+            group->second.push_back(std::move(r));
     }
 }
 
