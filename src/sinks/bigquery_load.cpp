@@ -379,7 +379,13 @@ static void put_bytes(std::string &out, const std::string &b)
     out += b;
 }
 
-std::string avro_file(const std::vector<Column> &columns, const std::vector<Row> &rows)
+/*
+ * An object container file of n rows with these columns: fill(k, &record)
+ * sets row k's fields (avro-c generic values) and returns its entry (for
+ * errors), then avro-c serializes it straight into the current block.
+ */
+template <class Fill>
+static std::string container(const std::vector<Column> &columns, size_t n, Fill fill)
 {
     std::string schema_json = avro_schema(columns);
     avro_schema_t schema = nullptr;
@@ -397,77 +403,54 @@ std::string avro_file(const std::vector<Column> &columns, const std::vector<Row>
     put_bytes(out, "avro.codec");
     put_bytes(out, "null");
     put_long(out, 0);
-    std::string sync = sha256_hex(schema_json + std::to_string(rows.size()), 32).substr(0, 16);
+    std::string sync = sha256_hex(schema_json + std::to_string(n), 32).substr(0, 16);
     out += sync;
-    std::vector<Column> fields = all_fields(columns);
-    std::string block, buf;
+    std::string block(size_t(1) << 20, '\0');
     size_t in_block = 0;
-    auto flush = [&]() {
+    avro_writer_t w = avro_writer_memory(&block[0], static_cast<int64_t>(block.size()));
+    /* The block's first used bytes, rows in_block of them, into the file. */
+    auto flush = [&](size_t used) {
         if (in_block == 0)
             return;
         put_long(out, static_cast<int64_t>(in_block));
-        put_bytes(out, block);
+        put_long(out, static_cast<int64_t>(used));
+        out.append(block, 0, used);
         out += sync;
-        block.clear();
         in_block = 0;
+        avro_writer_memory_set_dest(w, &block[0], static_cast<int64_t>(block.size()));
     };
     std::string error;
     size_t bad_entry = 0;
     try {
-        if (!have_rec)
+        if (!have_rec || w == nullptr)
             throw std::runtime_error(std::string("Avro: no value for the schema: ") +
                                      avro_strerror());
-        for (const Row &row : rows) {
-            bad_entry = row.entry;
+        for (size_t k = 0; k < n; k++) {
             avro_value_reset(&rec);
-            /* The row's values are in the fields' order (columns, then helpers), some left out. */
-            size_t next = 0;
-            for (size_t fi = 0; fi < fields.size(); fi++) {
-                const Column &c = fields[fi];
-                avro_value_t field, branch, elem;
-                must(avro_value_get_by_index(&rec, fi, &field, nullptr), "find a field");
-                const std::string *value = nullptr;
-                if (next < row.values.size() && row.values[next].first == c.name)
-                    value = &row.values[next++].second;
-                bool required = fi >= columns.size() && c.key && !c.repeated;
-                bool null = value == nullptr || *value == "null";
-                if (c.repeated) {
-                    if (!null)
-                        for (const std::string &e : elements(*value)) {
-                            must(avro_value_append(&field, &elem, nullptr), "append");
-                            set_scalar(&elem, c.kind, e);
-                        }
+            bad_entry = fill(k, &rec);
+            /* Serialized by avro-c straight into the block; a full block is flushed first. */
+            for (int attempt = 0;; attempt++) {
+                int64_t before = avro_writer_tell(w);
+                if (avro_value_write(w, &rec) == 0)
+                    break;
+                if (in_block > 0 && attempt == 0) {
+                    flush(static_cast<size_t>(before));
                     continue;
                 }
-                if (required) {
-                    if (null)
-                        throw Refusal("the helper column " + c.name + " has no value");
-                    set_scalar(&field, c.kind, *value);
-                    continue;
-                }
-                if (null) {
-                    must(avro_value_set_branch(&field, 0, &branch), "set a union");
-                    must(avro_value_set_null(&branch), "set a null");
-                } else {
-                    must(avro_value_set_branch(&field, 1, &branch), "set a union");
-                    set_scalar(&branch, c.kind, *value);
-                }
+                if (block.size() >= (size_t(1) << 30))
+                    throw std::runtime_error("Avro: a row over 1 GB");
+                block.resize(block.size() * 2); /* one row larger than the block */
+                avro_writer_memory_set_dest(w, &block[0], static_cast<int64_t>(block.size()));
             }
-            size_t size = 0;
-            must(avro_value_sizeof(&rec, &size), "size a row");
-            buf.resize(size);
-            avro_writer_t w = avro_writer_memory(&buf[0], static_cast<int64_t>(size));
-            int rc = avro_value_write(w, &rec);
-            avro_writer_free(w);
-            must(rc, "write a row");
-            block += buf;
-            if (++in_block >= 4096 || block.size() >= (1 << 20))
-                flush();
+            if (++in_block >= 4096)
+                flush(static_cast<size_t>(avro_writer_tell(w)));
         }
-        flush();
+        flush(static_cast<size_t>(avro_writer_tell(w)));
     } catch (const std::exception &e) {
         error = e.what();
     }
+    if (w != nullptr)
+        avro_writer_free(w);
     if (have_rec)
         avro_value_decref(&rec);
     if (iface != nullptr)
@@ -476,6 +459,125 @@ std::string avro_file(const std::vector<Column> &columns, const std::vector<Row>
     if (!error.empty())
         throw Refusal("entry " + std::to_string(bad_entry) + ": " + error);
     return out;
+}
+
+/* Set field (a column's: a union with null, or an array) from an insertAll JSON text, or NULL. */
+static void set_field(avro_value_t *field, const Column &c, const std::string *value)
+{
+    avro_value_t branch, elem;
+    bool null = value == nullptr || *value == "null";
+    if (c.repeated) {
+        if (!null)
+            for (const std::string &e : elements(*value)) {
+                must(avro_value_append(field, &elem, nullptr), "append");
+                set_scalar(&elem, c.kind, e);
+            }
+        return;
+    }
+    if (null) {
+        must(avro_value_set_branch(field, 0, &branch), "set a union");
+        must(avro_value_set_null(&branch), "set a null");
+    } else {
+        must(avro_value_set_branch(field, 1, &branch), "set a union");
+        set_scalar(&branch, c.kind, *value);
+    }
+}
+
+std::string avro_file(const std::vector<Column> &columns, const std::vector<Row> &rows)
+{
+    std::vector<Column> fields = all_fields(columns);
+    return container(columns, rows.size(), [&](size_t k, avro_value_t *rec) {
+        const Row &row = rows[k];
+        /* The row's values are in the fields' order (columns, then helpers), some left out. */
+        size_t next = 0;
+        for (size_t fi = 0; fi < fields.size(); fi++) {
+            const Column &c = fields[fi];
+            avro_value_t field;
+            must(avro_value_get_by_index(rec, fi, &field, nullptr), "find a field");
+            const std::string *value = nullptr;
+            if (next < row.values.size() && row.values[next].first == c.name)
+                value = &row.values[next++].second;
+            bool required = fi >= columns.size() && c.key && !c.repeated;
+            if (!required) {
+                set_field(&field, c, value);
+                continue;
+            }
+            if (value == nullptr || *value == "null")
+                throw Refusal("the helper column " + c.name + " has no value");
+            set_scalar(&field, c.kind, *value);
+        }
+        return row.entry;
+    });
+}
+
+std::string avro_file(const std::vector<Column> &columns, const std::vector<RawChange> &changes)
+{
+    return container(columns, changes.size(), [&](size_t k, avro_value_t *rec) {
+        const RawChange &ch = changes[k];
+        avro_value_t field, branch;
+        for (size_t fi = 0; fi < columns.size(); fi++) {
+            const Column &c = columns[fi];
+            must(avro_value_get_by_index(rec, fi, &field, nullptr), "find a field");
+            std::string_view raw = ch.values[fi];
+            if (raw.data() == nullptr || raw == "null") {
+                set_field(&field, c, nullptr);
+                continue;
+            }
+            switch (c.repeated ? Kind::date : c.kind) {
+            case Kind::int64:
+            case Kind::float64:
+            case Kind::boolean:
+            case Kind::bytes:
+            case Kind::numeric:
+            case Kind::bignumeric:
+                /* The changelog's form is insertAll's (NaN numerics are refused by both). */
+                must(avro_value_set_branch(&field, 1, &branch), "set a union");
+                set_scalar(&branch, c.kind, std::string(raw));
+                break;
+            case Kind::json:
+            case Kind::string: {
+                /* JSON: its text as it is; a string's text; other JSON (a domain's) as its text. */
+                std::string text = c.kind == Kind::string && raw[0] == '"'
+                                       ? unquote(std::string(raw))
+                                       : std::string(raw);
+                must(avro_value_set_branch(&field, 1, &branch), "set a union");
+                must(avro_value_set_string_len(&branch, text.c_str(), text.size() + 1),
+                     "set a string");
+                break;
+            }
+            default: {
+                /* Dates and times (infinity, ranges) and arrays: as insertAll has them. */
+                std::string v = insert_value(c, std::string(raw));
+                set_field(&field, c, &v);
+            }
+            }
+        }
+        size_t at = columns.size();
+        auto helper = [&](avro_value_t *f) {
+            must(avro_value_get_by_index(rec, at++, f, nullptr), "find a field");
+        };
+        helper(&field);
+        must(avro_value_set_long(&field, ch.lsn), "set a long");
+        helper(&field);
+        must(avro_value_set_long(&field, ch.sequence), "set a long");
+        helper(&field);
+        must(avro_value_set_string_len(&field, std::string(ch.op).c_str(), ch.op.size() + 1),
+             "set a string");
+        helper(&field);
+        must(avro_value_set_long(&field, parse_timestamp(std::string(ch.timestamp))),
+             "set a timestamp");
+        helper(&field);
+        if (ch.xid.empty()) {
+            must(avro_value_set_branch(&field, 0, &branch), "set a union");
+            must(avro_value_set_null(&branch), "set a null");
+        } else {
+            must(avro_value_set_branch(&field, 1, &branch), "set a union");
+            must(avro_value_set_long(&branch, strtoll(std::string(ch.xid).c_str(), nullptr, 10)),
+                 "set a long");
+        }
+        helper(&field); /* _pgsink_unchanged: an import sends every column */
+        return ch.entry;
+    });
 }
 
 std::string multipart_body(const std::string &job_json, const std::string &data,

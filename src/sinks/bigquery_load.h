@@ -24,6 +24,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sinks/bigquery_schema.h"
@@ -39,6 +40,19 @@ std::string avro_schema(const std::vector<Column> &columns);
  * entry (Refusal::entry) when a value cannot be written.
  */
 std::string avro_file(const std::vector<Column> &columns, const std::vector<Row> &rows);
+
+/*
+ * An import row as the changelog has it: its columns' raw JSON texts by the
+ * columns' place (a view without data: not in the row), and its helper values.
+ */
+struct RawChange {
+    size_t entry = 0;
+    std::vector<std::string_view> values;
+    int64_t lsn = 0, sequence = 0;
+    std::string_view op, timestamp, xid; /* xid empty: NULL */
+};
+/* The same, straight from the changelog's values (converted as insert_value() does). */
+std::string avro_file(const std::vector<Column> &columns, const std::vector<RawChange> &changes);
 
 /* The multipart/related body of jobs.insert: the job's JSON, then data. Sets *boundary. */
 std::string multipart_body(const std::string &job_json, const std::string &data,

@@ -266,12 +266,14 @@ class BigQueryExchange final : public HttpSink::Exchange
     };
     struct Load {
         TablePtr table;
-        std::vector<bq::Row> rows;
+        std::vector<size_t> entries;
         std::string job_id;
         std::string boundary; /* of its multipart body */
         int polls = 0;
     };
     void plan_entries();
+    void rows_for(size_t i, const TablePtr &t, std::vector<bq::Row> *made);
+    void stream(const TablePtr &t, const std::vector<size_t> &entries);
     void plan_ddl();
     void plan_loads();
     void plan_inserts();
@@ -291,8 +293,16 @@ class BigQueryExchange final : public HttpSink::Exchange
     std::map<std::string, std::shared_ptr<const BigQuerySink::Table>> before_;
     std::vector<TablePtr> used_;      /* tables rows go to */
     std::vector<TablePtr> announced_; /* this batch's Schemas */
-    std::map<std::string, std::pair<TablePtr, std::vector<bq::Row>>> rows_;    /* by raw name */
-    std::map<std::string, std::pair<TablePtr, std::vector<bq::Row>>> imports_; /* by raw name */
+    std::map<std::string, std::pair<TablePtr, std::vector<bq::Row>>> rows_; /* by raw name */
+    struct ImportGroup {
+        TablePtr table;
+        std::vector<size_t> entries;
+        bool mixed = false; /* of several versions of the table */
+    };
+    std::map<std::string, ImportGroup> imports_; /* by raw name */
+    bool need_latest_ = false;
+    /* The latest values written in this batch per table and key (for a key change's TOAST). */
+    std::map<std::string, std::map<std::string, std::map<std::string, std::string>>> latest_;
     std::vector<Load> loads_;
     std::vector<Request> steps_;
     size_t at_ = 0;
@@ -384,15 +394,13 @@ void BigQueryExchange::refuse(size_t entry, const std::string &why)
 void BigQueryExchange::plan_entries()
 {
     std::map<std::string, TablePtr> now = before_;
-    /* The latest values written in this batch per table and key (for a key change's TOAST). */
-    std::map<std::string, std::map<std::string, std::map<std::string, std::string>>> latest;
-    /* Only a key-changing update that left a TOASTed column unchanged needs them. */
-    bool need_latest = std::any_of(entries_.begin(), entries_.end(), [](const Entry &e) {
+    /* Only a key-changing update that left a TOASTed column unchanged needs latest_. */
+    need_latest_ = std::any_of(entries_.begin(), entries_.end(), [](const Entry &e) {
         return e.op == "update" && e.has_before && !e.unchanged.empty();
     });
     TablePtr group_table;
     std::pair<TablePtr, std::vector<bq::Row>> *group = nullptr;
-    bool group_import = false;
+    std::vector<bq::Row> made;
     for (size_t i = 0; i < entries_.size(); i++) {
         const Entry &e = entries_[i];
         if (e.schema) {
@@ -406,10 +414,9 @@ void BigQueryExchange::plan_entries()
         }
         if (!e.change)
             continue;
-        const std::string &ns = e.ns;
-        auto found = now.find(ns);
+        auto found = now.find(e.ns);
         if (found == now.end())
-            throw std::runtime_error("no Schema entry for " + ns + " before its changes");
+            throw std::runtime_error("no Schema entry for " + e.ns + " before its changes");
         TablePtr t = found->second;
         if (!t->refused.empty()) {
             refuse(i, t->refused);
@@ -417,145 +424,183 @@ void BigQueryExchange::plan_entries()
         }
         if (std::find(used_.begin(), used_.end(), t) == used_.end())
             used_.push_back(t);
-        const std::string &op = e.op;
-        const std::string &lsn_text = e.lsn;
-        uint64_t lsn = 0;
-        if (!parse_lsn(lsn_text.c_str(), lsn_text.size(), &lsn) || lsn > uint64_t(INT64_MAX)) {
-            refuse(i, "the entry's lsn \"" + lsn_text + "\" is not one BigQuery's INT64 holds");
+        if (e.op == "import" && !need_latest_) {
+            /* Rows made later: loaded straight from the entries, or streamed. */
+            ImportGroup &g = imports_[raw_name(*t)];
+            if (g.table && g.table != t)
+                g.mixed = true; /* a Schema change in the middle: streamed */
+            g.table = t;
+            g.entries.push_back(i);
             continue;
         }
-        uint64_t seq = e.sequence;
-        std::string id = lsn_text + "/" + std::to_string(seq);
-        std::string timestamp = json(e.timestamp).dump();
-        std::string op_text = json(op).dump(), delete_text = "\"delete\"";
-        auto meta = [&](bq::Row &row, bool deleted, const std::vector<std::string> &unchanged) {
-            row.values.emplace_back("_pgsink_lsn", std::to_string(lsn));
-            row.values.emplace_back("_pgsink_sequence", std::to_string(seq));
-            /* The old key of an update that changed it: a delete of that key. */
-            row.values.emplace_back("_pgsink_op", deleted ? delete_text : op_text);
-            row.values.emplace_back("_pgsink_timestamp", timestamp);
-            if (!e.xid.empty())
-                row.values.emplace_back("_pgsink_xid", e.xid);
-            std::string list = "[";
-            for (const std::string &u : unchanged)
-                list += (list.size() > 1 ? "," : "") + json(u).dump();
-            row.values.emplace_back("_pgsink_unchanged", list + "]");
-        };
-        /* The raw texts of a row's columns, by the columns' place (no data: not in the row). */
-        using Values = std::vector<std::string_view>;
-        auto values_of = [&](const Members &values) {
-            Values v(t->columns.size());
-            size_t hint = 0; /* members come in the columns' order, usually */
-            for (const auto &[name, raw] : values)
-                for (size_t k = 0; k < t->columns.size(); k++) {
-                    size_t c = (hint + k) % t->columns.size();
-                    if (t->columns[c].pg_name == name) {
-                        v[c] = raw;
-                        hint = c + 1;
-                        break;
-                    }
-                }
-            return v;
-        };
-        auto key_of = [&](const Values &v) {
-            std::string k;
-            for (const std::string &name : t->key)
-                for (size_t c = 0; c < t->columns.size(); c++)
-                    if (t->columns[c].name == name)
-                        k += std::string(v[c].data() ? v[c] : "null") + '\x1f';
-            return k;
-        };
-        auto make_row = [&](const Values &v, const std::string &row_id, bool deleted,
-                            const std::vector<std::string> &unchanged) {
-            bq::Row row;
-            row.entry = i;
-            row.insert_id = row_id;
-            row.values.reserve(v.size() + 6);
-            for (size_t c = 0; c < t->columns.size(); c++)
-                if (v[c].data() != nullptr)
-                    row.values.emplace_back(t->columns[c].name,
-                                            bq::insert_value(t->columns[c], std::string(v[c])));
-            meta(row, deleted, unchanged);
-            return row;
-        };
-        /* What a row keeps for a later key change of this batch. */
-        auto remember = [&](const std::string &k, const Values &v) {
-            auto &known = latest[ns][k];
-            for (size_t c = 0; c < v.size(); c++)
-                if (v[c].data() != nullptr)
-                    known[t->columns[c].name] = std::string(v[c]);
-        };
-        std::vector<std::string> carried; /* values a key change takes from the batch */
-        std::vector<bq::Row> made;
+        made.clear();
         try {
-            if (op == "truncate") {
-                bq::Row row;
-                row.entry = i;
-                row.insert_id = id;
-                meta(row, false, {});
-                made.push_back(std::move(row));
-                if (need_latest)
-                    latest[ns].clear();
-            } else if (op == "delete") {
-                if (!e.has_before)
-                    continue; /* REPLICA IDENTITY NOTHING: no key to delete by */
-                auto v = values_of(e.before);
-                made.push_back(make_row(v, id, true, {}));
-                if (need_latest)
-                    latest[ns].erase(key_of(v));
-            } else {
-                auto v = values_of(e.after);
-                std::vector<std::string> unchanged;
-                for (const std::string &u : e.unchanged)
-                    for (const bq::Column &c : t->columns)
-                        if (c.pg_name == u)
-                            unchanged.push_back(c.name);
-                std::string k = need_latest ? key_of(v) : std::string();
-                if (op == "update" && e.has_before && !t->key.empty()) {
-                    if (k.empty())
-                        k = key_of(v);
-                    auto old = values_of(e.before);
-                    std::string old_key = key_of(old);
-                    if (old_key != k) {
-                        /* The old key's row is gone; unchanged values came from it. */
-                        if (!unchanged.empty()) {
-                            auto source = latest[ns].find(old_key);
-                            carried.reserve(unchanged.size());
-                            for (const std::string &u : unchanged) {
-                                if (source == latest[ns].end() || !source->second.count(u))
-                                    throw bq::Refusal(
-                                        "an update changed the key and left the TOASTed column " +
-                                        u +
-                                        " unchanged, and its value is not in this batch: "
-                                        "import the table again to send the row whole");
-                                carried.push_back(source->second[u]);
-                                for (size_t c = 0; c < t->columns.size(); c++)
-                                    if (t->columns[c].name == u)
-                                        v[c] = carried.back();
-                            }
-                            unchanged.clear();
-                        }
-                        made.push_back(make_row(old, id + "/old", true, {}));
-                        if (need_latest)
-                            latest[ns].erase(old_key);
-                    }
-                }
-                made.push_back(make_row(v, id, false, unchanged));
-                if (need_latest)
-                    remember(k, v);
-            }
+            rows_for(i, t, &made);
         } catch (const bq::Refusal &r) {
             refuse(i, r.what());
             continue;
         }
-        if (group == nullptr || group_table != t || group_import != (op == "import")) {
-            group = &(op == "import" ? imports_ : rows_)[raw_name(*t)];
+        if (group == nullptr || group_table != t) {
+            group = &rows_[raw_name(*t)];
             group->first = t;
             group_table = t;
-            group_import = op == "import";
         }
         for (bq::Row &r : made)
             group->second.push_back(std::move(r));
+    }
+}
+
+/*
+ * The rows of entry i (a change of table t): usually one, two for an update
+ * that changes the key. Throws Refusal for a value t cannot hold.
+ */
+void BigQueryExchange::rows_for(size_t i, const TablePtr &t, std::vector<bq::Row> *made)
+{
+    const Entry &e = entries_[i];
+    const std::string &ns = e.ns;
+    const std::string &op = e.op;
+    const std::string &lsn_text = e.lsn;
+    uint64_t lsn = 0;
+    if (!parse_lsn(lsn_text.c_str(), lsn_text.size(), &lsn) || lsn > uint64_t(INT64_MAX)) {
+        throw bq::Refusal("the entry's lsn \"" + lsn_text + "\" is not one BigQuery's INT64 holds");
+    }
+    uint64_t seq = e.sequence;
+    std::string id = lsn_text + "/" + std::to_string(seq);
+    std::string timestamp = json(e.timestamp).dump();
+    std::string op_text = json(op).dump(), delete_text = "\"delete\"";
+    auto meta = [&](bq::Row &row, bool deleted, const std::vector<std::string> &unchanged) {
+        row.values.emplace_back("_pgsink_lsn", std::to_string(lsn));
+        row.values.emplace_back("_pgsink_sequence", std::to_string(seq));
+        /* The old key of an update that changed it: a delete of that key. */
+        row.values.emplace_back("_pgsink_op", deleted ? delete_text : op_text);
+        row.values.emplace_back("_pgsink_timestamp", timestamp);
+        if (!e.xid.empty())
+            row.values.emplace_back("_pgsink_xid", e.xid);
+        std::string list = "[";
+        for (const std::string &u : unchanged)
+            list += (list.size() > 1 ? "," : "") + json(u).dump();
+        row.values.emplace_back("_pgsink_unchanged", list + "]");
+    };
+    /* The raw texts of a row's columns, by the columns' place (no data: not in the row). */
+    using Values = std::vector<std::string_view>;
+    auto values_of = [&](const Members &values) {
+        Values v(t->columns.size());
+        size_t hint = 0; /* members come in the columns' order, usually */
+        for (const auto &[name, raw] : values)
+            for (size_t k = 0; k < t->columns.size(); k++) {
+                size_t c = (hint + k) % t->columns.size();
+                if (t->columns[c].pg_name == name) {
+                    v[c] = raw;
+                    hint = c + 1;
+                    break;
+                }
+            }
+        return v;
+    };
+    auto key_of = [&](const Values &v) {
+        std::string k;
+        for (const std::string &name : t->key)
+            for (size_t c = 0; c < t->columns.size(); c++)
+                if (t->columns[c].name == name)
+                    k += std::string(v[c].data() ? v[c] : "null") + '\x1f';
+        return k;
+    };
+    auto make_row = [&](const Values &v, const std::string &row_id, bool deleted,
+                        const std::vector<std::string> &unchanged) {
+        bq::Row row;
+        row.entry = i;
+        row.insert_id = row_id;
+        row.values.reserve(v.size() + 6);
+        for (size_t c = 0; c < t->columns.size(); c++)
+            if (v[c].data() != nullptr)
+                row.values.emplace_back(t->columns[c].name,
+                                        bq::insert_value(t->columns[c], std::string(v[c])));
+        meta(row, deleted, unchanged);
+        return row;
+    };
+    /* What a row keeps for a later key change of this batch. */
+    auto remember = [&](const std::string &k, const Values &v) {
+        auto &known = latest_[ns][k];
+        for (size_t c = 0; c < v.size(); c++)
+            if (v[c].data() != nullptr)
+                known[t->columns[c].name] = std::string(v[c]);
+    };
+    std::vector<std::string> carried; /* values a key change takes from the batch */
+    carried.reserve(t->columns.size());
+    {
+        if (op == "truncate") {
+            bq::Row row;
+            row.entry = i;
+            row.insert_id = id;
+            meta(row, false, {});
+            made->push_back(std::move(row));
+            if (need_latest_)
+                latest_[ns].clear();
+        } else if (op == "delete") {
+            if (!e.has_before)
+                return; /* REPLICA IDENTITY NOTHING: no key to delete by */
+            auto v = values_of(e.before);
+            made->push_back(make_row(v, id, true, {}));
+            if (need_latest_)
+                latest_[ns].erase(key_of(v));
+        } else {
+            auto v = values_of(e.after);
+            std::vector<std::string> unchanged;
+            for (const std::string &u : e.unchanged)
+                for (const bq::Column &c : t->columns)
+                    if (c.pg_name == u)
+                        unchanged.push_back(c.name);
+            std::string k = need_latest_ ? key_of(v) : std::string();
+            if (op == "update" && e.has_before && !t->key.empty()) {
+                if (k.empty())
+                    k = key_of(v);
+                auto old = values_of(e.before);
+                std::string old_key = key_of(old);
+                if (old_key != k) {
+                    /* The old key's row is gone; unchanged values came from it. */
+                    if (!unchanged.empty()) {
+                        auto source = latest_[ns].find(old_key);
+                        for (const std::string &u : unchanged) {
+                            if (source == latest_[ns].end() || !source->second.count(u))
+                                throw bq::Refusal(
+                                    "an update changed the key and left the TOASTed column " + u +
+                                    " unchanged, and its value is not in this batch: "
+                                    "import the table again to send the row whole");
+                            carried.push_back(source->second[u]);
+                            for (size_t c = 0; c < t->columns.size(); c++)
+                                if (t->columns[c].name == u)
+                                    v[c] = carried.back();
+                        }
+                        unchanged.clear();
+                    }
+                    made->push_back(make_row(old, id + "/old", true, {}));
+                    if (need_latest_)
+                        latest_[ns].erase(old_key);
+                }
+            }
+            made->push_back(make_row(v, id, false, unchanged));
+            if (need_latest_)
+                remember(k, v);
+        }
+    }
+}
+
+/* Entries of table t streamed: their rows to insertAll, refused ones refused. */
+void BigQueryExchange::stream(const TablePtr &t, const std::vector<size_t> &entries)
+{
+    auto &group = rows_[raw_name(*t)];
+    group.first = t;
+    std::vector<bq::Row> made;
+    for (size_t i : entries) {
+        made.clear();
+        try {
+            rows_for(i, t, &made);
+        } catch (const bq::Refusal &r) {
+            refuse(i, r.what());
+            continue;
+        }
+        for (bq::Row &r : made)
+            group.second.push_back(std::move(r));
     }
 }
 
@@ -641,37 +686,65 @@ void BigQueryExchange::plan_loads()
     phase_ = 1;
     for (auto &[raw, group] : imports_) {
         if (sink_.refused_.count(raw)) {
-            for (const bq::Row &r : group.second)
-                refuse(r.entry, sink_.refused_[raw]);
+            for (size_t i : group.entries)
+                refuse(i, sink_.refused_[raw]);
             continue;
         }
-        if (group.second.size() < static_cast<size_t>(sink_.settings_.load_min_rows)) {
-            auto &streamed = rows_[raw];
-            streamed.first = group.first;
-            for (bq::Row &r : group.second)
-                streamed.second.push_back(std::move(r));
+        if (group.mixed ||
+            group.entries.size() < static_cast<size_t>(sink_.settings_.load_min_rows) ||
+            sink_.settings_.load_min_rows == 0) {
+            stream(group.table, group.entries);
             continue;
         }
         Load l;
-        l.table = group.first;
-        l.rows = std::move(group.second);
-        std::string ids;
-        for (const bq::Row &r : l.rows)
-            ids += r.insert_id + ",";
-        /* The same rows of the same batch after a crash: the same job (BigQuery refuses it). */
-        l.job_id = "pgsink_" + raw.substr(0, 200) + "_" +
-                   sha256_hex(key_ + "\n" + raw + "\n" + sha256_hex(ids), 20);
+        l.table = group.table;
+        l.entries = std::move(group.entries);
+        const std::vector<bq::Column> &columns = l.table->columns;
+        std::vector<bq::RawChange> changes(l.entries.size());
+        bool valid = true;
+        for (size_t k = 0; k < l.entries.size() && valid; k++) {
+            const Entry &e = entries_[l.entries[k]];
+            bq::RawChange &c = changes[k];
+            c.entry = l.entries[k];
+            uint64_t lsn = 0;
+            valid = parse_lsn(e.lsn.c_str(), e.lsn.size(), &lsn) && lsn <= uint64_t(INT64_MAX);
+            c.lsn = static_cast<int64_t>(lsn);
+            c.sequence = static_cast<int64_t>(e.sequence);
+            c.op = e.op;
+            c.timestamp = e.timestamp;
+            c.xid = e.xid;
+            c.values.resize(columns.size());
+            size_t hint = 0; /* members come in the columns' order, usually */
+            for (const auto &[name, value] : e.after)
+                for (size_t n = 0; n < columns.size(); n++) {
+                    size_t col = (hint + n) % columns.size();
+                    if (columns[col].pg_name == name) {
+                        c.values[col] = value;
+                        hint = col + 1;
+                        break;
+                    }
+                }
+        }
         std::string data;
         try {
-            data = bq::avro_file(l.table->columns, l.rows);
+            if (valid)
+                data = bq::avro_file(columns, changes);
         } catch (const bq::Refusal &) {
+            valid = false;
+        }
+        if (!valid) {
             /* A value Avro cannot take: streamed instead, where each row is judged alone. */
-            auto &streamed = rows_[raw];
-            streamed.first = group.first;
-            for (bq::Row &r : l.rows)
-                streamed.second.push_back(std::move(r));
+            stream(l.table, l.entries);
             continue;
         }
+        /* The same rows of the same batch after a crash: the same job (BigQuery refuses it). */
+        const Entry &first = entries_[l.entries.front()], &last = entries_[l.entries.back()];
+        l.job_id =
+            "pgsink_" + raw.substr(0, 200) + "_" +
+            sha256_hex(key_ + "\n" + raw + "\n" + first.lsn + "/" + std::to_string(first.sequence) +
+                           "\n" + last.lsn + "/" + std::to_string(last.sequence) + "\n" +
+                           std::to_string(l.entries.size()) + "\n" + sha256_hex(data),
+                       20);
         json job = {{"jobReference", {{"projectId", sink_.settings_.project}, {"jobId", l.job_id}}},
                     {"configuration",
                      {{"load",
@@ -898,11 +971,8 @@ void BigQueryExchange::loaded(Load &l, const json &job, std::optional<Answer> *o
     }
     if (status.contains("errorResult") && status["errorResult"].is_object()) {
         /* The load failed: its rows are streamed instead, where each row is judged alone. */
-        auto &streamed = rows_[raw_name(*l.table)];
-        streamed.first = l.table;
-        for (bq::Row &r : l.rows)
-            streamed.second.push_back(std::move(r));
-        l.rows.clear();
+        stream(l.table, l.entries);
+        l.entries.clear();
     }
     *out = advance();
 }

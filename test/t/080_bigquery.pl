@@ -21,7 +21,8 @@
 #     the dead letters;
 # (9) a load job whose answer was lost is sent again with the same job id
 #     and refused as a duplicate: the rows are loaded once; a load job that
-#     fails has its rows streamed instead.
+#     fails has its rows streamed instead;
+# (10) every type family goes through a load job (Avro) as it streams.
 use strict;
 use warnings;
 
@@ -341,6 +342,20 @@ ok(defined wait_imports($node, 'postgres', 60), '(9) the second import is done')
 $compare{im3} = [ [qw(id v)], q{SELECT id, v FROM im3} ];
 equal_tables('(9) a failed load job, streamed instead', 'im3');
 is(scalar(grep { $_->{errorResult} } @{ bq_jobs($bq) }), 1, '(9) the failed job is there');
+
+# (10) Every type family through a load job (Avro with logical types): a
+# copy of t imported.
+$node->safe_psql('postgres', q{
+CREATE TABLE t2 (LIKE t INCLUDING ALL);
+INSERT INTO t2 SELECT * FROM t;
+SELECT pgsink.add_table('t2');
+});
+ok(defined wait_imports($node, 'postgres', 60), '(10) the import of t2 is done');
+($compare{t2}[0], $compare{t2}[1]) = ($compare{t}[0], $compare{t}[1] =~ s/FROM t$/FROM t2/r);
+equal_tables('(10) every type through a load job', 't2');
+my @t2_loads = grep { $json->encode($_->{destination} // '') =~ /public_t2_raw/ } @{ bq_jobs($bq) };
+ok(@t2_loads && !grep({ $_->{errorResult} } @t2_loads), '(10) t2 was loaded by load jobs, none failed')
+  or diag($json->encode(\@t2_loads));
 
 # (8) No secret anywhere.
 my ($pem) = do { open(my $f, '<', $bq->{private_key}) or die $!; local $/; <$f> };
