@@ -7,7 +7,9 @@
  * schema without its logicalType attributes, which BigQuery needs to load
  * DATE, TIME, TIMESTAMP and NUMERIC columns.
  */
+#include <algorithm>
 #include <avro.h>
+#include <functional>
 #include <cmath>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -583,13 +585,21 @@ std::string avro_file(const std::vector<Column> &columns, const std::vector<RawC
 std::string multipart_body(const std::string &job_json, const std::string &data,
                            std::string *boundary)
 {
+    auto inside = [&](const std::string &b) {
+        return std::search(data.begin(), data.end(),
+                           std::boyer_moore_horspool_searcher(b.begin(), b.end())) != data.end();
+    };
     std::string b = "pgsink_" + sha256_hex(job_json, 16);
-    for (int n = 0; data.find(b) != std::string::npos; n++)
+    for (int n = 0; inside(b); n++)
         b = "pgsink_" + sha256_hex(job_json + std::to_string(n), 16);
     *boundary = b;
-    return "--" + b + "\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n" + job_json +
-           "\r\n--" + b + "\r\nContent-Type: application/octet-stream\r\n\r\n" + data + "\r\n--" +
-           b + "--\r\n";
+    std::string out;
+    out.reserve(data.size() + job_json.size() + 4 * b.size() + 128);
+    out.append("--").append(b).append("\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n");
+    out.append(job_json).append("\r\n--").append(b);
+    out.append("\r\nContent-Type: application/octet-stream\r\n\r\n").append(data);
+    out.append("\r\n--").append(b).append("--\r\n");
+    return out;
 }
 
 } // namespace pgsink::bigquery

@@ -17,6 +17,7 @@
  */
 #include <algorithm>
 #include <climits>
+#include <deque>
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -152,9 +153,12 @@ static std::string unquote(std::string_view s)
     return json::parse(s).get<std::string>();
 }
 
-/* The members of a JSON object: each name, and its value's exact text. */
-using Members = std::vector<std::pair<std::string, std::string_view>>;
-static Members members_of(std::string_view s)
+/*
+ * The members of a JSON object: each name, and its value's exact text, as
+ * views of s (a name with escapes: of its text, kept in arena).
+ */
+using Members = std::vector<std::pair<std::string_view, std::string_view>>;
+static Members members_of(std::string_view s, std::deque<std::string> *arena)
 {
     Members out;
     size_t i = skip_space(s, 0);
@@ -163,13 +167,21 @@ static Members members_of(std::string_view s)
     i = skip_space(s, i + 1);
     while (i < s.size() && s[i] != '}') {
         size_t key_end = value_end(s, i);
-        std::string key = unquote(s.substr(i, key_end - i));
+        std::string_view key = s.substr(i, key_end - i);
+        if (key.size() < 2 || key.front() != '"')
+            throw std::runtime_error("a JSON member's name is not a string");
+        if (key.find('\\') == std::string_view::npos) {
+            key = key.substr(1, key.size() - 2);
+        } else {
+            arena->push_back(json::parse(key).get<std::string>());
+            key = arena->back();
+        }
         i = skip_space(s, key_end);
         if (i >= s.size() || s[i] != ':')
             throw std::runtime_error("a JSON member has no value");
         i = skip_space(s, i + 1);
         size_t end = value_end(s, i);
-        out.emplace_back(std::move(key), s.substr(i, end - i));
+        out.emplace_back(key, s.substr(i, end - i));
         i = skip_space(s, end);
         if (i < s.size() && s[i] == ',')
             i = skip_space(s, i + 1);
@@ -191,11 +203,11 @@ struct Entry {
     std::vector<std::string> unchanged;
 };
 
-static Entry entry_of(std::string_view line)
+static Entry entry_of(std::string_view line, std::deque<std::string> *arena)
 {
     Entry e;
     std::string nspname, relname;
-    for (auto &[key, raw] : members_of(line)) {
+    for (auto &[key, raw] : members_of(line, arena)) {
         if (key == "schema") {
             e.schema = true;
             e.schema_json = json::parse(raw);
@@ -217,10 +229,10 @@ static Entry entry_of(std::string_view line)
                 e.xid = std::string(raw);
         } else if (key == "before" && raw != "null") {
             e.has_before = true;
-            e.before = members_of(raw);
+            e.before = members_of(raw, arena);
         } else if (key == "after" && raw != "null") {
             e.has_after = true;
-            e.after = members_of(raw);
+            e.after = members_of(raw, arena);
         } else if (key == "unchanged") {
             for (const json &u : json::parse(raw))
                 e.unchanged.push_back(u.get<std::string>());
@@ -289,6 +301,7 @@ class BigQueryExchange final : public HttpSink::Exchange
 
     BigQuerySink &sink_;
     std::string key_;
+    std::deque<std::string> arena_; /* member names with escapes, decoded */
     std::vector<Entry> entries_;
     std::map<std::string, std::shared_ptr<const BigQuerySink::Table>> before_;
     std::vector<TablePtr> used_;      /* tables rows go to */
@@ -368,7 +381,7 @@ BigQueryExchange::BigQueryExchange(BigQuerySink &sink, std::string_view lines,
         size_t nl = lines.find('\n', at);
         if (nl == std::string_view::npos)
             nl = lines.size();
-        entries_.push_back(nl > at ? entry_of(lines.substr(at, nl - at)) : Entry());
+        entries_.push_back(nl > at ? entry_of(lines.substr(at, nl - at), &arena_) : Entry());
         at = nl + 1;
     }
     before_ = sink_.tables_;
