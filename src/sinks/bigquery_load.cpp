@@ -9,6 +9,7 @@
  */
 #include <algorithm>
 #include <avro.h>
+#include <charconv>
 #include <functional>
 #include <cmath>
 #include <cstring>
@@ -116,6 +117,17 @@ static void must(int rc, const char *what)
         throw std::runtime_error(std::string("Avro: could not ") + what + ": " + avro_strerror());
 }
 
+/* A JSON string's text as a view (of text, or of *scratch when it has escapes); else text. */
+static std::string_view unquoted_view(std::string_view text, std::string *scratch)
+{
+    if (text.size() >= 2 && text[0] == '"' && text.find('\\') == std::string_view::npos)
+        return text.substr(1, text.size() - 2);
+    if (text.empty() || text[0] != '"')
+        return text;
+    *scratch = json::parse(text).get<std::string>();
+    return *scratch;
+}
+
 static std::string unquote(const std::string &text)
 {
     if (text.size() >= 2 && text[0] == '"' && text.find('\\') == std::string::npos)
@@ -136,7 +148,7 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
 }
 
 /* n digits at s[at], or -1. */
-static int digits(const std::string &s, size_t at, int n)
+static int digits(std::string_view s, size_t at, int n)
 {
     int v = 0;
     for (int k = 0; k < n; k++) {
@@ -148,20 +160,20 @@ static int digits(const std::string &s, size_t at, int n)
     return v;
 }
 
-static int64_t parse_date(const std::string &v)
+static int64_t parse_date(std::string_view v)
 {
     int y = digits(v, 0, 4), m = digits(v, 5, 2), d = digits(v, 8, 2);
     if (y < 0 || m < 1 || d < 1 || v[4] != '-' || v[7] != '-')
-        throw Refusal("not a date: " + v);
+        throw Refusal("not a date: " + std::string(v));
     return days_from_civil(y, static_cast<unsigned>(m), static_cast<unsigned>(d));
 }
 
 /* "HH:MM:SS[.ffffff]" from s[at]: microseconds; *end after it. */
-static int64_t parse_time(const std::string &s, size_t at, size_t *end)
+static int64_t parse_time(std::string_view s, size_t at, size_t *end)
 {
     int h = digits(s, at, 2), mi = digits(s, at + 3, 2), se = digits(s, at + 6, 2);
     if (h < 0 || mi < 0 || se < 0 || s[at + 2] != ':' || s[at + 5] != ':')
-        throw Refusal("not a time: " + s);
+        throw Refusal("not a time: " + std::string(s));
     size_t i = at + 8;
     int64_t micros = 0;
     if (i < s.size() && s[i] == '.') {
@@ -176,7 +188,7 @@ static int64_t parse_time(const std::string &s, size_t at, size_t *end)
     return ((h * 60 + mi) * 60 + se) * int64_t(1000000) + micros;
 }
 
-static int64_t parse_timestamp(const std::string &v)
+static int64_t parse_timestamp(std::string_view v)
 {
     int64_t days = parse_date(v);
     size_t end = 0;
@@ -192,7 +204,7 @@ static int64_t parse_timestamp(const std::string &v)
 }
 
 /* A decimal's unscaled value at this scale, as big-endian two's complement bytes. */
-static std::string decimal_bytes(const std::string &text, int scale)
+static std::string decimal_bytes(std::string_view text, int scale)
 {
     std::string digits;
     digits.reserve(text.size() + static_cast<size_t>(scale));
@@ -206,13 +218,13 @@ static std::string decimal_bytes(const std::string &text, int scale)
         else if (isdigit(static_cast<unsigned char>(ch))) {
             if (point) {
                 if (frac >= scale)
-                    throw Refusal("the number " + text + " has more than " + std::to_string(scale) +
-                                  " decimals");
+                    throw Refusal("the number " + std::string(text) + " has more than " +
+                                  std::to_string(scale) + " decimals");
                 frac++;
             }
             digits.push_back(ch);
         } else if (ch != '+')
-            throw Refusal("not a number: " + text);
+            throw Refusal("not a number: " + std::string(text));
     }
     digits.append(static_cast<size_t>(scale - frac), '0');
     std::vector<uint8_t> bytes;
@@ -265,7 +277,7 @@ static std::string decimal_bytes(const std::string &text, int scale)
     return std::string(bytes.rbegin(), bytes.rend());
 }
 
-static std::string base64_decode(const std::string &in)
+static std::string base64_decode(std::string_view in)
 {
     static int table[256];
     static bool ready = false;
@@ -297,48 +309,63 @@ static std::string base64_decode(const std::string &in)
 }
 
 /* Set an Avro value (not a union) from an insertAll JSON text of kind. */
-static void set_scalar(avro_value_t *v, Kind kind, const std::string &text)
+static void set_scalar(avro_value_t *v, Kind kind, std::string_view text)
 {
+    std::string scratch;
+    std::string_view u = unquoted_view(text, &scratch);
     switch (kind) {
-    case Kind::int64:
-        must(avro_value_set_long(v, strtoll(unquote(text).c_str(), nullptr, 10)), "set a long");
+    case Kind::int64: {
+        int64_t n = 0;
+        auto r = std::from_chars(u.data(), u.data() + u.size(), n);
+        if (r.ec != std::errc() || r.ptr != u.data() + u.size())
+            throw Refusal("not an INT64: " + std::string(u));
+        must(avro_value_set_long(v, n), "set a long");
         return;
+    }
     case Kind::float64: {
-        std::string s = unquote(text);
-        double d = s == "NaN"         ? NAN
-                   : s == "Infinity"  ? INFINITY
-                   : s == "-Infinity" ? -INFINITY
-                                      : strtod(s.c_str(), nullptr);
+        double d = 0;
+        if (u == "NaN")
+            d = NAN;
+        else if (u == "Infinity")
+            d = INFINITY;
+        else if (u == "-Infinity")
+            d = -INFINITY;
+        else {
+            /* from_chars reads no sign '+' and rounds exactly, as strtod does. */
+            auto r = std::from_chars(u.data(), u.data() + u.size(), d);
+            if (r.ec != std::errc() || r.ptr != u.data() + u.size())
+                d = strtod(std::string(u).c_str(), nullptr); /* out of range: inf or 0 */
+        }
         must(avro_value_set_double(v, d), "set a double");
         return;
     }
     case Kind::boolean:
-        must(avro_value_set_boolean(v, text == "true"), "set a boolean");
+        must(avro_value_set_boolean(v, u == "true"), "set a boolean");
         return;
     case Kind::bytes: {
-        std::string b = base64_decode(unquote(text));
+        std::string b = base64_decode(u);
         must(avro_value_set_bytes(v, b.data(), b.size()), "set bytes");
         return;
     }
     case Kind::numeric:
     case Kind::bignumeric: {
-        std::string b = decimal_bytes(unquote(text), kind == Kind::numeric ? 9 : 38);
+        std::string b = decimal_bytes(u, kind == Kind::numeric ? 9 : 38);
         must(avro_value_set_bytes(v, &b[0], b.size()), "set a decimal");
         return;
     }
     case Kind::date:
-        must(avro_value_set_int(v, static_cast<int32_t>(parse_date(unquote(text)))), "set a date");
+        must(avro_value_set_int(v, static_cast<int32_t>(parse_date(u))), "set a date");
         return;
     case Kind::time: {
         size_t end = 0;
-        must(avro_value_set_long(v, parse_time(unquote(text), 0, &end)), "set a time");
+        must(avro_value_set_long(v, parse_time(u, 0, &end)), "set a time");
         return;
     }
     case Kind::timestamp:
-        must(avro_value_set_long(v, parse_timestamp(unquote(text))), "set a timestamp");
+        must(avro_value_set_long(v, parse_timestamp(u)), "set a timestamp");
         return;
     case Kind::datetime: {
-        std::string s = unquote(text);
+        std::string s(u);
         if (s.size() > 10 && s[10] == 'T')
             s[10] = ' ';
         must(avro_value_set_string_len(v, s.c_str(), s.size() + 1), "set a string");
@@ -346,7 +373,7 @@ static void set_scalar(avro_value_t *v, Kind kind, const std::string &text)
     }
     case Kind::json:
     case Kind::string: {
-        std::string s = unquote(text);
+        std::string s(u);
         must(avro_value_set_string_len(v, s.c_str(), s.size() + 1), "set a string");
         return;
     }
@@ -534,7 +561,7 @@ std::string avro_file(const std::vector<Column> &columns, const std::vector<RawC
             case Kind::bignumeric:
                 /* The changelog's form is insertAll's (NaN numerics are refused by both). */
                 must(avro_value_set_branch(&field, 1, &branch), "set a union");
-                set_scalar(&branch, c.kind, std::string(raw));
+                set_scalar(&branch, c.kind, raw);
                 break;
             case Kind::json:
             case Kind::string: {
@@ -566,8 +593,7 @@ std::string avro_file(const std::vector<Column> &columns, const std::vector<RawC
         must(avro_value_set_string_len(&field, std::string(ch.op).c_str(), ch.op.size() + 1),
              "set a string");
         helper(&field);
-        must(avro_value_set_long(&field, parse_timestamp(std::string(ch.timestamp))),
-             "set a timestamp");
+        must(avro_value_set_long(&field, parse_timestamp(ch.timestamp)), "set a timestamp");
         helper(&field);
         if (ch.xid.empty()) {
             must(avro_value_set_branch(&field, 0, &branch), "set a union");

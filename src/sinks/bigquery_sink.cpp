@@ -17,6 +17,7 @@
  */
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <deque>
 #include <ctime>
 #include <nlohmann/json.hpp>
@@ -196,50 +197,88 @@ static Members members_of(std::string_view s, std::deque<std::string> *arena)
 struct Entry {
     bool schema = false, change = false;
     json schema_json; /* a Schema entry's "schema" */
-    std::string op, ns, lsn, timestamp, xid;
+    std::string op, lsn, xid;
+    std::string_view timestamp;
+    const std::string *ns = nullptr; /* "schema.table" as the Schema entry names it */
+    std::string_view nsp_raw, rel_raw;
     uint64_t sequence = 0;
     bool has_before = false, has_after = false; /* an object, not null */
     Members before, after;
     std::vector<std::string> unchanged;
 };
 
-static Entry entry_of(std::string_view line, std::deque<std::string> *arena)
+/* A JSON string as a view: of s when it has no escapes, else of its text kept in arena. */
+static std::string_view string_view_of(std::string_view s, std::deque<std::string> *arena)
+{
+    if (s.size() >= 2 && s.front() == '"' && s.find('\\') == std::string_view::npos)
+        return s.substr(1, s.size() - 2);
+    arena->push_back(json::parse(s).get<std::string>());
+    return arena->back();
+}
+
+/* The entry of line; prev (the entry before, or nullptr) lends its table name. */
+static Entry entry_of(std::string_view line, std::deque<std::string> *arena, const Entry *prev)
 {
     Entry e;
-    std::string nspname, relname;
     for (auto &[key, raw] : members_of(line, arena)) {
-        if (key == "schema") {
-            e.schema = true;
-            e.schema_json = json::parse(raw);
-        } else if (key == "op") {
-            e.change = true;
-            e.op = unquote(raw);
-        } else if (key == "namespace") {
-            nspname = unquote(raw);
-        } else if (key == "name") {
-            relname = unquote(raw);
-        } else if (key == "lsn") {
-            e.lsn = unquote(raw);
-        } else if (key == "timestamp") {
-            e.timestamp = unquote(raw);
-        } else if (key == "sequence") {
-            e.sequence = strtoull(std::string(raw).c_str(), nullptr, 10);
-        } else if (key == "xid") {
-            if (raw != "null")
+        switch (key.size()) {
+        case 2:
+            if (key == "op") {
+                e.change = true;
+                e.op = unquote(raw);
+            }
+            break;
+        case 3:
+            if (key == "lsn")
+                e.lsn = unquote(raw);
+            else if (key == "xid" && raw != "null")
                 e.xid = std::string(raw);
-        } else if (key == "before" && raw != "null") {
-            e.has_before = true;
-            e.before = members_of(raw, arena);
-        } else if (key == "after" && raw != "null") {
-            e.has_after = true;
-            e.after = members_of(raw, arena);
-        } else if (key == "unchanged") {
-            for (const json &u : json::parse(raw))
-                e.unchanged.push_back(u.get<std::string>());
+            break;
+        case 4:
+            if (key == "name")
+                e.rel_raw = raw;
+            break;
+        case 5:
+            if (key == "after" && raw != "null") {
+                e.has_after = true;
+                e.after = members_of(raw, arena);
+            }
+            break;
+        case 6:
+            if (key == "schema") {
+                e.schema = true;
+                e.schema_json = json::parse(raw);
+            } else if (key == "before" && raw != "null") {
+                e.has_before = true;
+                e.before = members_of(raw, arena);
+            }
+            break;
+        case 8:
+            if (key == "sequence")
+                e.sequence = strtoull(std::string(raw).c_str(), nullptr, 10);
+            break;
+        case 9:
+            if (key == "namespace")
+                e.nsp_raw = raw;
+            else if (key == "timestamp")
+                e.timestamp = string_view_of(raw, arena);
+            else if (key == "unchanged")
+                for (const json &u : json::parse(raw))
+                    e.unchanged.push_back(u.get<std::string>());
+            break;
         }
     }
-    /* The table as its Schema entry names it (Avro names). */
-    e.ns = avro_name(nspname) + "." + avro_name(relname);
+    /* The table as its Schema entry names it (Avro names); the same as the entry before's, often.
+     */
+    if (prev != nullptr && prev->ns != nullptr && prev->nsp_raw == e.nsp_raw &&
+        prev->rel_raw == e.rel_raw) {
+        e.ns = prev->ns;
+    } else if (e.change) {
+        std::string nsp = e.nsp_raw.empty() ? "" : unquote(e.nsp_raw);
+        std::string rel = e.rel_raw.empty() ? "" : unquote(e.rel_raw);
+        arena->push_back(avro_name(nsp) + "." + avro_name(rel));
+        e.ns = &arena->back();
+    }
     return e;
 }
 
@@ -375,13 +414,20 @@ BigQueryExchange::BigQueryExchange(BigQuerySink &sink, std::string_view lines,
                                    const std::string &key)
     : sink_(sink), key_(key)
 {
-    entries_.reserve(static_cast<size_t>(std::count(lines.begin(), lines.end(), '\n')) + 1);
+    size_t count = 1;
+    for (const char *p = lines.data(), *end = p + lines.size();
+         (p = static_cast<const char *>(memchr(p, '\n', static_cast<size_t>(end - p)))) != nullptr;
+         p++)
+        count++;
+    entries_.reserve(count);
     size_t at = 0;
     while (at < lines.size()) {
         size_t nl = lines.find('\n', at);
         if (nl == std::string_view::npos)
             nl = lines.size();
-        entries_.push_back(nl > at ? entry_of(lines.substr(at, nl - at), &arena_) : Entry());
+        entries_.push_back(nl > at ? entry_of(lines.substr(at, nl - at), &arena_,
+                                              entries_.empty() ? nullptr : &entries_.back())
+                                   : Entry());
         at = nl + 1;
     }
     before_ = sink_.tables_;
@@ -427,9 +473,9 @@ void BigQueryExchange::plan_entries()
         }
         if (!e.change)
             continue;
-        auto found = now.find(e.ns);
+        auto found = now.find(*e.ns);
         if (found == now.end())
-            throw std::runtime_error("no Schema entry for " + e.ns + " before its changes");
+            throw std::runtime_error("no Schema entry for " + *e.ns + " before its changes");
         TablePtr t = found->second;
         if (!t->refused.empty()) {
             refuse(i, t->refused);
@@ -470,7 +516,7 @@ void BigQueryExchange::plan_entries()
 void BigQueryExchange::rows_for(size_t i, const TablePtr &t, std::vector<bq::Row> *made)
 {
     const Entry &e = entries_[i];
-    const std::string &ns = e.ns;
+    const std::string &ns = *e.ns;
     const std::string &op = e.op;
     const std::string &lsn_text = e.lsn;
     uint64_t lsn = 0;
@@ -479,7 +525,7 @@ void BigQueryExchange::rows_for(size_t i, const TablePtr &t, std::vector<bq::Row
     }
     uint64_t seq = e.sequence;
     std::string id = lsn_text + "/" + std::to_string(seq);
-    std::string timestamp = json(e.timestamp).dump();
+    std::string timestamp = json(std::string(e.timestamp)).dump();
     std::string op_text = json(op).dump(), delete_text = "\"delete\"";
     auto meta = [&](bq::Row &row, bool deleted, const std::vector<std::string> &unchanged) {
         row.values.emplace_back("_pgsink_lsn", std::to_string(lsn));
