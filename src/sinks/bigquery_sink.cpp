@@ -56,24 +56,33 @@ BigQuerySink::BigQuerySink(Settings settings) : settings_(std::move(settings))
         settings_.endpoint.pop_back();
 }
 
+/*
+ * Settings and the key file are checked at every open(): what is wrong is a
+ * retryable error, shown in pgsink.sinks and retried with back-off, so that
+ * a fix (a reload, a key file put in place) is taken up without a restart.
+ */
 bool BigQuerySink::open(const Resume &)
 {
     if (settings_.endpoint.rfind("https://", 0) != 0 && settings_.endpoint.rfind("http://", 0) != 0)
-        throw SinkError("pgsink.bigquery_endpoint must be an http(s) URL", false);
-    auth_.load(settings_.credentials); /* throws: what is wrong with the file, never its content */
+        throw SinkError("pgsink.bigquery_endpoint must be an http(s) URL", true);
+    try {
+        auth_.load(settings_.credentials); /* what is wrong with the file, never its content */
+    } catch (const std::runtime_error &e) {
+        throw SinkError(e.what(), true);
+    }
     if (settings_.project.empty())
         settings_.project = auth_.project_id();
     if (!valid_name(settings_.project, "-.:", 100))
         throw SinkError("pgsink.bigquery_project is not set or not a BigQuery project id (letters, "
                         "digits, '-', '.', ':'); the key file's project_id is used when it is "
                         "empty",
-                        false);
+                        true);
     if (!valid_name(settings_.dataset, "_", 1024))
         throw SinkError("pgsink.bigquery_dataset must be a BigQuery dataset id: 1 to 1024 "
                         "letters, digits and underscores",
-                        false);
+                        true);
     if (settings_.location.find_first_of("\"\\\r\n") != std::string::npos)
-        throw SinkError("pgsink.bigquery_location is not a BigQuery location", false);
+        throw SinkError("pgsink.bigquery_location is not a BigQuery location", true);
     /* The sink learns each table's columns from the Schema entries: told again at every start. */
     tables_.clear();
     fields_.clear();

@@ -22,7 +22,9 @@
 # (9) a load job whose answer was lost is sent again with the same job id
 #     and refused as a duplicate: the rows are loaded once; a load job that
 #     fails has its rows streamed instead;
-# (10) every type family goes through a load job (Avro) as it streams.
+# (10) every type family goes through a load job (Avro) as it streams;
+# (11) a missing or broken key file is reported (never its content) and
+#      retried; fixed, delivery goes on.
 use strict;
 use warnings;
 
@@ -356,6 +358,38 @@ equal_tables('(10) every type through a load job', 't2');
 my @t2_loads = grep { $json->encode($_->{destination} // '') =~ /public_t2_raw/ } @{ bq_jobs($bq) };
 ok(@t2_loads && !grep({ $_->{errorResult} } @t2_loads), '(10) t2 was loaded by load jobs, none failed')
   or diag($json->encode(\@t2_loads));
+
+# (11) A missing key file, then one whose private key is broken: the sink
+# says what is wrong (never the file's content) and retries; fixed, it
+# delivers what waited.
+sub set_credentials
+{
+	my ($path) = @_;
+	$node->safe_psql('postgres',
+		"ALTER SYSTEM SET pgsink.bigquery_credentials = '$path'; SELECT pg_reload_conf();");
+}
+set_credentials($node->basedir . '/missing.json');
+$node->safe_psql('postgres', "INSERT INTO c VALUES (9001, 'while broken', 1, 'x')");
+ok(defined poll_until($node, 'postgres',
+		"SELECT last_error LIKE '%could not open pgsink.bigquery_credentials (%missing.json): No such file%' "
+		  . "FROM pgsink.sinks WHERE sink = 'bigquery'", 't', 30),
+	'(11) a missing key file is reported');
+my $broken = $node->basedir . '/broken.json';
+{
+	my $k = $json->decode(do { open(my $f, '<', $bq->{key_file}) or die $!; local $/; <$f> });
+	$k->{private_key} =~ s/(-----\n.{10})./${1}!/;
+	open(my $f, '>', $broken) or die $!;
+	print $f $json->encode($k);
+	close $f;
+}
+set_credentials($broken);
+ok(defined poll_until($node, 'postgres',
+		"SELECT last_error LIKE '%its private_key is not a PEM private key%' "
+		  . "FROM pgsink.sinks WHERE sink = 'bigquery'", 't', 30),
+	'(11) a broken private key is reported, without the key');
+set_credentials($bq->{key_file});
+$compare{c} = [ [qw(a b x note)], q{SELECT a, b, x, note FROM c} ];
+equal_tables('(11) fixed: what waited is delivered', 'c');
 
 # (8) No secret anywhere.
 my ($pem) = do { open(my $f, '<', $bq->{private_key}) or die $!; local $/; <$f> };
