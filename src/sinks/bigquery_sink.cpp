@@ -16,6 +16,7 @@
  * 5xx and the network are retried with back-off (Retry-After honoured).
  */
 #include <algorithm>
+#include <charconv>
 #include <climits>
 #include <cstring>
 #include <deque>
@@ -85,6 +86,7 @@ bool BigQuerySink::open(const Resume &)
         throw SinkError("pgsink.bigquery_location is not a BigQuery location", true);
     /* The sink learns each table's columns from the Schema entries: told again at every start. */
     tables_.clear();
+    location_.clear();
     fields_.clear();
     view_version_.clear();
     refused_.clear();
@@ -264,7 +266,7 @@ static Entry entry_of(std::string_view line, std::deque<std::string> *arena, con
             break;
         case 8:
             if (key == "sequence")
-                e.sequence = strtoull(std::string(raw).c_str(), nullptr, 10);
+                std::from_chars(raw.data(), raw.data() + raw.size(), e.sequence);
             break;
         case 9:
             if (key == "namespace")
@@ -474,8 +476,16 @@ void BigQueryExchange::plan_entries()
         if (e.schema) {
             auto t =
                 std::make_shared<BigQuerySink::Table>(table_of(e.schema_json, ++sink_.versions_));
+            parse_lsn(e.lsn.c_str(), e.lsn.size(), &t->schema_lsn);
             now[t->ns] = t;
-            sink_.tables_[t->ns] = t;
+            /*
+             * The table's latest Schema, for the batches after this one: an
+             * older batch sent again (batches are in flight together) does
+             * not bring back the columns of its time.
+             */
+            auto known = sink_.tables_.find(t->ns);
+            if (known == sink_.tables_.end() || known->second->schema_lsn <= t->schema_lsn)
+                sink_.tables_[t->ns] = t;
             sink_.refused_.erase(raw_name(*t)); /* checked again */
             announced_.push_back(t);
             continue;
@@ -824,8 +834,8 @@ void BigQueryExchange::plan_loads()
                         {"useAvroLogicalTypes", true},
                         {"writeDisposition", "WRITE_APPEND"},
                         {"createDisposition", "CREATE_NEVER"}}}}}};
-        if (!sink_.settings_.location.empty())
-            job["jobReference"]["location"] = sink_.settings_.location;
+        if (!sink_.location().empty())
+            job["jobReference"]["location"] = sink_.location();
         std::string body = bq::multipart_body(job.dump(), data, &l.boundary);
         Request q{Step::load_insert, l.table, std::move(body)};
         q.load = loads_.size();
@@ -949,8 +959,8 @@ HttpRequest BigQueryExchange::next()
         break;
     case Step::load_get:
         r.url = sink_.api("/jobs/" + loads_.at(q.load).job_id);
-        if (!sink_.settings_.location.empty())
-            r.url += "?location=" + sink_.settings_.location;
+        if (!sink_.location().empty())
+            r.url += "?location=" + sink_.location();
         r.method = "GET";
         r.body.clear();
         break;
@@ -960,6 +970,18 @@ HttpRequest BigQueryExchange::next()
         break;
     }
     return r;
+}
+
+/* A dataset's location from its resource, if it has a plausible one (it goes into URLs). */
+static bool location_of(const json &dataset, std::string *out)
+{
+    if (!dataset.is_object() || !dataset.contains("location") || !dataset["location"].is_string())
+        return false;
+    std::string l = dataset["location"].get<std::string>();
+    if (l.empty() || !valid_name(l, "-_", 64))
+        return false;
+    *out = l;
+    return true;
 }
 
 /* BigQuery's error: "reason: message" of its answer, excerpted; and the reason alone. */
@@ -1076,12 +1098,17 @@ std::optional<Answer> BigQueryExchange::answer(const HttpResponse &r)
     case Step::token:
         break;
     case Step::noop:
-        if (r.status == 200)
-            return advance();
-        return failure(r, q);
+        if (r.status != 200)
+            return failure(r, q);
+        location_of(j, &sink_.location_);
+        return advance();
     case Step::dataset:
         if (r.status == 200 || r.status == 409) {
             sink_.dataset_ready_ = true;
+            /* A dataset that was there: its location is the load jobs', whatever the setting. */
+            if (!location_of(j, &sink_.location_) && r.status == 409)
+                steps_.insert(steps_.begin() + static_cast<long>(at_) + 1,
+                              Request{Step::noop, nullptr});
             return advance();
         }
         return failure(r, q);

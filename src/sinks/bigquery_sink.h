@@ -68,6 +68,7 @@ class BigQuerySink final : public HttpSink
         std::vector<std::string> key; /* BigQuery names */
         std::string refused;          /* why BigQuery cannot hold it, or "" */
         uint64_t version = 0;
+        uint64_t schema_lsn = 0; /* the Schema entry's */
     };
 
   private:
@@ -78,6 +79,12 @@ class BigQuerySink final : public HttpSink
     Settings settings_;
     BigQueryAuth auth_;
     bool dataset_ready_ = false;
+    /* The dataset's location (BigQuery's answer), where its load jobs run. */
+    std::string location_;
+    const std::string &location() const
+    {
+        return location_.empty() ? settings_.location : location_;
+    }
     uint64_t versions_ = 0;
     std::map<std::string, std::shared_ptr<const Table>> tables_; /* by namespace */
     std::map<std::string, std::set<std::string>> fields_;        /* raw table -> fields it has */

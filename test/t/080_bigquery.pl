@@ -315,6 +315,7 @@ ok(@loads, '(7) the import went through load jobs (' . scalar(@loads) . ')');
 is(scalar(grep { $_->{sourceFormat} ne 'AVRO' || $_->{upload} ne 'multipart' } @loads), 0,
 	'(7) Avro, uploaded multipart');
 is(scalar(grep { $_->{jobId} !~ /^pgsink_public_im_raw_[0-9a-f]+$/ } @loads), 0, "(7) pgsink's job ids");
+is(scalar(grep { ($_->{location} // '') ne 'EU' } @loads), 0, "(7) in the dataset's location");
 is(scalar(grep { $_->{errorResult} } @loads), 0, '(7) no load failed');
 is(scalar(grep { $_->{state} ne 'DONE' } @loads), 0, '(7) every load is DONE');
 
