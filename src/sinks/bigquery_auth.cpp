@@ -1,6 +1,7 @@
 /*
  * bigquery_auth.cpp: see bigquery_auth.h.
  */
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -46,6 +47,28 @@ std::string base64url(const std::string &data)
         out.push_back(k[(v >> 6) & 63]);
     }
     return out;
+}
+
+std::string credential_free_excerpt(const std::string &text, size_t max)
+{
+    auto token_char = [](char ch) {
+        return isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' || ch == '.' ||
+               ch == '/' || ch == '+' || ch == '=';
+    };
+    std::string out;
+    for (size_t i = 0; i < text.size();) {
+        size_t j = i;
+        while (j < text.size() && token_char(text[j]))
+            j++;
+        if (j - i >= 48)
+            out += "[...]";
+        else
+            out.append(text, i, j - i);
+        if (j < text.size())
+            out.push_back(text[j]);
+        i = j + 1;
+    }
+    return answer_excerpt(out, max);
 }
 
 BigQueryAuth::~BigQueryAuth()
@@ -176,9 +199,10 @@ std::string BigQueryAuth::take_token(const HttpResponse &r, int64_t now_unix)
         !j["access_token"].is_string()) {
         std::string why = r.status == 0 ? r.transport_error : "HTTP " + std::to_string(r.status);
         if (j.is_object() && j.contains("error") && j["error"].is_string()) {
-            why += " " + answer_excerpt(j["error"].get<std::string>(), 80);
+            why += " " + credential_free_excerpt(j["error"].get<std::string>(), 80);
             if (j.contains("error_description") && j["error_description"].is_string())
-                why += ": " + answer_excerpt(j["error_description"].get<std::string>(), 200);
+                why +=
+                    ": " + credential_free_excerpt(j["error_description"].get<std::string>(), 200);
         } else if (r.status == 200) {
             why += ", without an access_token";
         }

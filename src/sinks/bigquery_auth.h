@@ -68,6 +68,14 @@ class BigQueryAuth
     uint64_t generation_ = 0;
 };
 
+/*
+ * An excerpt of an answer (answer_excerpt()) with every run of 48 or more
+ * token characters (base64url, '.', '/', '+', '=') cut out: a token
+ * endpoint or a proxy that echoes an assertion or a token must not put it
+ * into a message or a dead letter.
+ */
+std::string credential_free_excerpt(const std::string &text, size_t max);
+
 /* base64url without padding (JWT segments). */
 std::string base64url(const std::string &data);
 

@@ -997,10 +997,10 @@ static std::string error_text(const std::string &body, std::string *reason)
         if (r.empty() && err.contains("status") && err["status"].is_string())
             r = err["status"].get<std::string>();
         *reason = r;
-        return answer_excerpt(r + (r.empty() ? "" : ": ") + m, 300);
+        return credential_free_excerpt(r + (r.empty() ? "" : ": ") + m, 300);
     }
     reason->clear();
-    return answer_excerpt(body, 200);
+    return credential_free_excerpt(body, 200);
 }
 
 void BigQueryExchange::refuse_table(const BigQuerySink::Table &t, const std::string &why)
@@ -1012,7 +1012,7 @@ std::optional<Answer> BigQueryExchange::failure(const HttpResponse &r, const Req
 {
     Answer a;
     a.status = static_cast<int>(r.status);
-    a.response = answer_excerpt(r.body, 300);
+    a.response = credential_free_excerpt(r.body, 300);
     a.retry_after_ms = retry_after_ms(r.retry_after, static_cast<long>(now_unix()));
     std::string reason;
     std::string text = error_text(r.body, &reason);
@@ -1253,11 +1253,12 @@ std::optional<Answer> BigQueryExchange::answer(const HttpResponse &r)
             auto was = out_.find(entry);
             if (was != out_.end() && !was->second.retry)
                 continue; /* refused already */
-            out_[entry] = Answer::Entry{entry, retry, 200,
-                                        answer_excerpt(retry ? "BigQuery did not take the row "
-                                                               "(stopped or failed): sent again"
-                                                             : why,
-                                                       300)};
+            out_[entry] =
+                Answer::Entry{entry, retry, 200,
+                              credential_free_excerpt(retry ? "BigQuery did not take the row "
+                                                              "(stopped or failed): sent again"
+                                                            : why,
+                                                      300)};
         }
         return advance();
     }

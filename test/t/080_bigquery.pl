@@ -24,7 +24,9 @@
 #     fails has its rows streamed instead;
 # (10) every type family goes through a load job (Avro) as it streams;
 # (11) a missing or broken key file is reported (never its content) and
-#      retried; fixed, delivery goes on.
+#      retried; fixed, delivery goes on;
+# (12) a token endpoint that refuses is retried, and what it echoes that
+#      looks like a credential is not logged.
 use strict;
 use warnings;
 
@@ -391,6 +393,19 @@ ok(defined poll_until($node, 'postgres',
 set_credentials($bq->{key_file});
 $compare{c} = [ [qw(a b x note)], q{SELECT a, b, x, note FROM c} ];
 equal_tables('(11) fixed: what waited is delivered', 'c');
+
+# (12) The token endpoint refuses, echoing what looks like a credential:
+# the sink retries and logs what the endpoint said, but not the echo.
+my $echo = 'eyJ' . ('Q' x 120) . '.c2ln';
+bq_fault($bq, { kind => 'token_error', match => 'token', error => 'invalid_grant', status => 400,
+		message => "Bad assertion $echo", count => 2 });
+bq_revoke_tokens($bq);
+$node->safe_psql('postgres', "INSERT INTO c VALUES (9002, 'after refused tokens', 1, 'y')");
+equal_tables('(12) after the token endpoint refused twice', 'c');
+my $log12 = slurp_file($node->logfile);
+like($log12, qr/token endpoint http:\/\/127\.0\.0\.1:\d+ refused the key of \S+ \(HTTP 400 invalid_grant: Bad assertion \[\.\.\.\]\)/,
+	'(12) the refusal is logged, with what the endpoint said');
+unlike($log12, qr/QQQQQQQQQQQQQQQQ/, '(12) but not the echoed credential');
 
 # (8) No secret anywhere.
 my ($pem) = do { open(my $f, '<', $bq->{private_key}) or die $!; local $/; <$f> };
