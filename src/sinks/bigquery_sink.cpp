@@ -721,6 +721,12 @@ std::string BigQueryExchange::view_json(const BigQuerySink::Table &t) const
     return view.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+/* A column as BigQuery has it, to know a table holds it: "name TYPE [REPEATED]". */
+static std::string signature(const bq::Column &c)
+{
+    return lower(c.name) + " " + bq::type_name(c.kind) + (c.repeated ? " REPEATED" : "");
+}
+
 /* Phase 0: the dataset, the tables rows go to, the views of new Schemas. */
 void BigQueryExchange::plan_ddl()
 {
@@ -745,7 +751,7 @@ void BigQueryExchange::plan_ddl()
         auto known = sink_.fields_.find(raw);
         bool complete = known != sink_.fields_.end();
         for (const bq::Column &c : t->columns)
-            complete = complete && known->second.count(c.name) > 0;
+            complete = complete && known->second.count(signature(c)) > 0;
         if (!complete && !sink_.refused_.count(raw) &&
             planned.insert(raw + "#" + std::to_string(t->version)).second)
             steps_.push_back(Request{Step::table_insert, t, table_json(*t)});
@@ -1116,7 +1122,7 @@ std::optional<Answer> BigQueryExchange::answer(const HttpResponse &r)
         if (r.status == 200) {
             std::set<std::string> &have = sink_.fields_[raw];
             for (const bq::Column &c : q.table->columns)
-                have.insert(c.name);
+                have.insert(signature(c));
             return advance();
         }
         if (r.status == 409) {
@@ -1172,7 +1178,7 @@ std::optional<Answer> BigQueryExchange::answer(const HttpResponse &r)
         if (missing.empty()) {
             std::set<std::string> &known = sink_.fields_[raw];
             for (const bq::Column &c : t->columns)
-                known.insert(c.name);
+                known.insert(signature(c));
             return advance();
         }
         json all = fields;
@@ -1188,7 +1194,7 @@ std::optional<Answer> BigQueryExchange::answer(const HttpResponse &r)
         if (r.status == 200) {
             std::set<std::string> &known = sink_.fields_[raw];
             for (const bq::Column &c : q.table->columns)
-                known.insert(c.name);
+                known.insert(signature(c));
             return advance();
         }
         return failure(r, q);

@@ -26,7 +26,9 @@
 # (11) a missing or broken key file is reported (never its content) and
 #      retried; fixed, delivery goes on;
 # (12) a token endpoint that refuses is retried, and what it echoes that
-#      looks like a credential is not logged.
+#      looks like a credential is not logged;
+# (13) a retyped column and a column name BigQuery reserves park the
+#      table's changes, saying why; other tables go on.
 use strict;
 use warnings;
 
@@ -406,6 +408,33 @@ my $log12 = slurp_file($node->logfile);
 like($log12, qr/token endpoint http:\/\/127\.0\.0\.1:\d+ refused the key of \S+ \(HTTP 400 invalid_grant: Bad assertion \[\.\.\.\]\)/,
 	'(12) the refusal is logged, with what the endpoint said');
 unlike($log12, qr/QQQQQQQQQQQQQQQQ/, '(12) but not the echoed credential');
+
+# (13) A column retyped in PostgreSQL (BigQuery cannot retype it): the
+# table's later changes are parked, saying so; a table with a column
+# BigQuery cannot name has its changes parked, saying which; others go on.
+$node->safe_psql('postgres', q{
+DELETE FROM pgsink.dead_letters;
+CREATE TABLE ty (id int PRIMARY KEY, n int);
+CREATE TABLE clash (id int PRIMARY KEY, "_PARTITIONTIME" text);
+SELECT pgsink.add_table('ty'); SELECT pgsink.add_table('clash');
+INSERT INTO ty VALUES (1, 1);
+INSERT INTO clash VALUES (1, 'x');
+});
+wait_delivered($node, 'postgres', '(13) before the type change');
+$node->safe_psql('postgres', q{
+ALTER TABLE ty ALTER n TYPE text;
+INSERT INTO ty VALUES (2, 'two');
+INSERT INTO c VALUES (9003, 'still flowing', 1, 'z');
+});
+equal_tables('(13) other tables go on', 'c');
+my $parked13 = $node->safe_psql('postgres',
+	"SELECT \"table\" || ': ' || response FROM pgsink.dead_letters WHERE sink = 'bigquery' ORDER BY id");
+like($parked13, qr/^public\.clash: .*column _PARTITIONTIME .*BigQuery reserves column names starting with _PARTITION; rename the column/m,
+	'(13) the table BigQuery cannot name is parked, saying which column');
+like($parked13, qr/^public\.ty: column n of BigQuery table public_ty_raw is INT64 NULLABLE but now needs STRING/m,
+	'(13) the retyped column\'s changes are parked, saying why');
+is_deeply([ map { $_->{id} } @{ bq_current($bq, 'replica', 'public_ty')->{rows} } ], [1],
+	'(13) nothing written into the old type');
 
 # (8) No secret anywhere.
 my ($pem) = do { open(my $f, '<', $bq->{private_key}) or die $!; local $/; <$f> };
