@@ -89,6 +89,10 @@ static std::vector<Column> all_fields(const std::vector<Column> &columns)
     xid.kind = Kind::int64;
     all.push_back(xid);
     helper("_pgsink_unchanged", Kind::string, true);
+    Column since;
+    since.name = "_pgsink_resync_since";
+    since.kind = Kind::int64;
+    all.push_back(since);
     return all;
 }
 
@@ -604,6 +608,9 @@ std::string avro_file(const std::vector<Column> &columns, const std::vector<RawC
                  "set a long");
         }
         helper(&field); /* _pgsink_unchanged: an import sends every column */
+        helper(&field); /* _pgsink_resync_since: only resync_end rows have it */
+        must(avro_value_set_branch(&field, 0, &branch), "set a union");
+        must(avro_value_set_null(&branch), "set a null");
         return ch.entry;
     });
 }

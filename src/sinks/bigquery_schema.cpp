@@ -122,9 +122,9 @@ std::string field_json(const Column &c)
 
 const std::vector<std::string> &helper_names()
 {
-    static const std::vector<std::string> names = {"_pgsink_lsn", "_pgsink_sequence",
-                                                   "_pgsink_op",  "_pgsink_timestamp",
-                                                   "_pgsink_xid", "_pgsink_unchanged"};
+    static const std::vector<std::string> names = {
+        "_pgsink_lsn", "_pgsink_sequence",  "_pgsink_op",          "_pgsink_timestamp",
+        "_pgsink_xid", "_pgsink_unchanged", "_pgsink_resync_since"};
     return names;
 }
 
@@ -142,6 +142,9 @@ std::vector<std::string> helper_fields_json()
         f("_pgsink_timestamp", "TIMESTAMP", "REQUIRED",
           "commit time (imports: when the row was read)"),
         f("_pgsink_xid", "INT64", "NULLABLE", "transaction id"),
+        f("_pgsink_resync_since", "INT64", "NULLABLE",
+          "a resync_end row: the LSN its resync started at; the table's rows written before "
+          "it (and before this row) are gone"),
         f("_pgsink_unchanged", "STRING", "REPEATED",
           "columns an update left unchanged (TOASTed): their value is the key's latest one"),
     };
@@ -406,9 +409,12 @@ std::string view_query(const std::string &ref, const std::vector<Column> &column
     return "SELECT " + outer + " FROM (SELECT " + inner +
            ", _pgsink_op, ROW_NUMBER() OVER (PARTITION BY " + by +
            " ORDER BY _pgsink_lsn DESC, _pgsink_sequence DESC) AS _pgsink_rn FROM " + quote(ref) +
-           " AS r WHERE r._pgsink_op != 'truncate' AND NOT EXISTS (SELECT 1 FROM " + quote(ref) +
-           " AS t WHERE t._pgsink_op = 'truncate' AND (t._pgsink_lsn > r._pgsink_lsn OR "
-           "(t._pgsink_lsn = r._pgsink_lsn AND t._pgsink_sequence > r._pgsink_sequence))) "
+           " AS r WHERE r._pgsink_op NOT IN ('truncate', 'resync_end') AND NOT EXISTS (SELECT 1 "
+           "FROM " +
+           quote(ref) +
+           " AS t WHERE (t._pgsink_op = 'truncate' AND (t._pgsink_lsn > r._pgsink_lsn OR "
+           "(t._pgsink_lsn = r._pgsink_lsn AND t._pgsink_sequence > r._pgsink_sequence))) OR "
+           "(t._pgsink_op = 'resync_end' AND r._pgsink_lsn < t._pgsink_resync_since)) "
            "WINDOW w AS (PARTITION BY " +
            by +
            " ORDER BY _pgsink_lsn, _pgsink_sequence ROWS BETWEEN UNBOUNDED PRECEDING AND "

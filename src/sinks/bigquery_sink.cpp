@@ -208,7 +208,7 @@ static Members members_of(std::string_view s, std::deque<std::string> *arena)
 struct Entry {
     bool schema = false, change = false;
     json schema_json; /* a Schema entry's "schema" */
-    std::string op, lsn, xid;
+    std::string op, lsn, xid, resync_since;
     std::string_view timestamp;
     const std::string *ns = nullptr; /* "schema.table" as the Schema entry names it */
     std::string_view nsp_raw, rel_raw;
@@ -276,6 +276,10 @@ static Entry entry_of(std::string_view line, std::deque<std::string> *arena, con
             else if (key == "unchanged")
                 for (const json &u : json::parse(raw))
                     e.unchanged.push_back(u.get<std::string>());
+            break;
+        case 12:
+            if (key == "resync_since" && raw != "null")
+                e.resync_since = unquote(raw);
             break;
         }
     }
@@ -492,6 +496,20 @@ void BigQueryExchange::plan_entries()
         }
         if (!e.change)
             continue;
+        /*
+         * A dropped table: its BigQuery tables are kept (the history, and
+         * the last rows); a resync's start: nothing to write, its end
+         * carries the rule. Neither needs the table's Schema.
+         */
+        if (e.op == "drop" || e.op == "resync_start")
+            continue;
+        static const std::set<std::string> known_ops = {"insert",   "update", "delete",
+                                                        "truncate", "import", "resync_end"};
+        if (!known_ops.count(e.op)) {
+            refuse(i, "the BigQuery sink does not know the entry's op \"" + e.op +
+                          "\" (a newer pgsink wrote it?)");
+            continue;
+        }
         auto found = now.find(*e.ns);
         if (found == now.end())
             throw std::runtime_error("no Schema entry for " + *e.ns + " before its changes");
@@ -606,13 +624,21 @@ void BigQueryExchange::rows_for(size_t i, const TablePtr &t, std::vector<bq::Row
     std::vector<std::string> carried; /* values a key change takes from the batch */
     carried.reserve(t->columns.size());
     {
-        if (op == "truncate") {
+        if (op == "truncate" || op == "resync_end") {
             bq::Row row;
             row.entry = i;
             row.insert_id = id;
             meta(row, false, {});
+            if (op == "resync_end") {
+                /* The resync rule: rows written before resync_since are gone here. */
+                uint64_t since = 0;
+                if (!parse_lsn(e.resync_since.c_str(), e.resync_since.size(), &since) ||
+                    since > uint64_t(INT64_MAX))
+                    throw bq::Refusal("a resync_end without a valid resync_since");
+                row.values.emplace_back("_pgsink_resync_since", std::to_string(since));
+            }
             made->push_back(std::move(row));
-            if (need_latest_)
+            if (need_latest_ && op == "truncate")
                 latest_[ns].clear();
         } else if (op == "delete") {
             if (!e.has_before)
