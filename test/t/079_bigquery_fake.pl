@@ -20,6 +20,8 @@ use warnings;
 use FindBin;
 use lib $FindBin::RealBin;
 
+use IO::Compress::Gzip;
+use IO::Socket::INET;
 use JSON::PP;
 use MIME::Base64 qw(encode_base64);
 use PostgreSQL::Test::Utils;
@@ -379,6 +381,36 @@ is($s, 200, '(4) then served again');
 is($s, 400, '(4) insertAll into a view: 400');
 ($s, $r) = bq_api($bq, 'POST', $ins, { rows => [ { insertId => 'x', json => { req => 'r' }, extra => 1 } ] });
 is($s, 400, '(4) an unknown key in a row: 400');
+# Transport: gzip, chunked, Expect: 100-continue (libcurl sends it for large bodies)
+{
+	my $payload = $json->encode({ rows => [ { insertId => 'gz', json => { req => 'gzipped' } } ] });
+	my $gz;
+	IO::Compress::Gzip::gzip(\$payload => \$gz) or die;
+	($s, $r) = bq_api($bq, 'POST', $ins, undef, content => $gz,
+		headers => { 'Content-Type' => 'application/json', 'Content-Encoding' => 'gzip' });
+	ok($s == 200 && !$r->{insertErrors}, '(4) a gzip body is taken');
+	($s, $r) = bq_api($bq, 'POST', $ins, undef, content => 'not gzip',
+		headers => { 'Content-Type' => 'application/json', 'Content-Encoding' => 'gzip' });
+	is($s, 400, '(4) a body that says gzip and is not: 400');
+	my @pieces = ('{"rows": [{"insertId": "ch", ', '"json": {"req": "chunked"}}]}');
+	($s, $r) = bq_api($bq, 'POST', $ins, undef, content => sub { shift @pieces },
+		headers => { 'Content-Type' => 'application/json' });
+	ok($s == 200 && !$r->{insertErrors}, '(4) a chunked body is taken');
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $bq->{port}) or die;
+	$payload = $json->encode({ rows => [ { insertId => 'ex', json => { req => 'expect' } } ] });
+	print $sock "POST $ins HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer $bq->{token}\r\n"
+	  . "Content-Type: application/json\r\nContent-Length: " . length($payload)
+	  . "\r\nExpect: 100-continue\r\n\r\n";
+	my $interim = <$sock>;
+	like($interim, qr{^HTTP/1.1 100 }, '(4) Expect: 100-continue is answered 100 Continue');
+	<$sock>;
+	print $sock $payload;
+	my $final = <$sock>;
+	like($final, qr{^HTTP/1.1 200 }, '(4) then the request is served');
+	close $sock;
+	my %got = map { $_->{req} => 1 } @{ dump_rows() };
+	ok($got{gzipped} && $got{chunked} && $got{expect}, '(4) all three stored');
+}
 ($s, $r) = insert_rows([ { req => 'long id' } ], ids => [ 'i' x 129 ]);
 is($s, 400, '(4) an insertId over 128 characters: 400');
 ($s, $r) = bq_api($bq, 'POST', $ins, { rows => [ { json => { req => 'r' } } ] },

@@ -1637,7 +1637,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def read_body(self):
         """The request's body (read once; gzip undone)."""
         if self.body is None:
-            self.body = self.read_raw_body()
+            self.body = b""  # consumed from the connection, whatever happens next
+            raw = self.read_raw_body()
+            if self.headers.get("Content-Encoding", "").lower() == "gzip":
+                try:
+                    raw = gzip.decompress(raw)
+                except (OSError, EOFError, zlib.error):
+                    raise ApiError(400, "Content-Encoding gzip, but the body is not gzip")
+            self.body = raw
         return self.body
 
     def read_raw_body(self):
@@ -1655,11 +1662,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = b"".join(chunks)
         else:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.headers.get("Content-Encoding", "").lower() == "gzip":
-            try:
-                body = gzip.decompress(body)
-            except (OSError, EOFError):
-                raise ApiError(400, "Content-Encoding gzip, but the body is not gzip")
         return body
 
     def send(self, status, body=b"", ctype="application/json; charset=UTF-8", headers=()):
