@@ -663,6 +663,10 @@ ok(!$r->{insertErrors}, '(6) raw rows streamed') or diag($json->encode($r));
 ($s, $r) = bq_api($bq, 'POST', $raw_ins,
 	{ rows => [ map { { insertId => "$_->{_pgsink_lsn}/$_->{_pgsink_sequence}/$_->{_pgsink_op}", json => $_ } } @changes[ 0 .. 6 ] ] });
 ok(!$r->{insertErrors}, '(6) the rest too');
+($s, $r) = bq_api($bq, 'POST', $raw_ins, { rows => [ { json => { %{ change(300, 1, 'insert', { id => 9, k2 => 'old' }) },
+				_pgsink_timestamp => '2015-01-01 00:00:00+00' } } ] });
+like($r->{insertErrors}[0]{errors}[0]{message}, qr/outside the allowed bounds/,
+	'(6) streaming into a partition years old is refused');
 my $cur = bq_current($bq, 'ds', 'public_t', key => [ 'id', 'k2' ]);
 is_deeply([ map { bq_row_line($_, [qw(id k2 v big)]) } @{ $cur->{rows} } ],
 	[ '1|a|one updated twice|NEW-1', '5|z|five moved|BIG-5', '6|a|six|\\N' ],

@@ -41,7 +41,10 @@ Per captured table <schema>.<table>, the sink makes in its dataset:
     (_pgsink_lsn, _pgsink_sequence)) are left out; a column listed in the
     winning row's _pgsink_unchanged takes its value from the latest earlier
     row of the same key (not a delete, not before the last truncate) that
-    does not list it. Key values are compared as stored (typed).
+    does not list it. Key values are compared as stored (typed). The key
+    columns: /_fake/current's ?key=, else the raw table's clustering fields
+    (clustering the raw table by its key, at most 4 columns, is what the
+    fake expects; a longer key needs ?key=).
 The fake does NOT run the view's SQL: /_fake/current computes the rule above
 from the raw table the view references and checks that the view is a
 standard-SQL view referencing that raw table and mentioning _pgsink_lsn,
@@ -2239,7 +2242,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                        rule.get("reason", "invalid"))
                 row = check_row(r["json"], fields, ignore)
                 if tp_field and CONFIG["partition_window"] and row.get(tp_field):
-                    self.check_window(row[tp_field], tp_field, fields)
+                    self.check_window(row[tp_field], tp_field)
                 typed.append((i, r.get("insertId"), row))
             except RowError as e:
                 errors[i] = e
@@ -2281,11 +2284,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                  "message": e.message}]} for i, e in sorted(errors.items())]
         return 200, out, ()
 
-    def check_window(self, value, name, fields):
-        f = next(f for f in fields if f["name"] == name)
-        t = TYPE_ALIASES[f["type"]]
-        day = datetime.date.fromisoformat(value[:10]) if t != "TIMESTAMP" else \
-            datetime.date.fromisoformat(value[:10])
+    def check_window(self, value, name):
+        day = datetime.date.fromisoformat(value[:10])  # typed DATE, DATETIME, TIMESTAMP (UTC)
         today = datetime.datetime.now(datetime.timezone.utc).date()
         if not (today - datetime.timedelta(days=1825) <= day <=
                 today + datetime.timedelta(days=366)):
