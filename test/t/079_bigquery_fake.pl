@@ -581,6 +581,66 @@ like($job->{status}{errorResult}{message}, qr/Field at has changed type from TIM
 ($s, $r) = multipart('garbage', 'not avro at all');
 ($job) = wait_job('garbage');
 like($job->{status}{errorResult}{message}, qr/Avro/, '(5) a file that is no Avro fails the job');
+# A file written by avro-c (Debian's libavro, which pgsink links): it writes
+# unions as [{"type":"null"},...] and drops logical types from the header.
+{
+	open(my $c, '>', "$dir/avroc.c") or die;
+	print $c <<'C';
+#include <avro.h>
+#include <string.h>
+int main(int argc, char **argv)
+{
+	const char *js = "{\"type\":\"record\",\"name\":\"r\",\"fields\":["
+		"{\"name\":\"id\",\"type\":\"long\"},"
+		"{\"name\":\"at\",\"type\":[\"null\",{\"type\":\"long\",\"logicalType\":\"timestamp-micros\"}]},"
+		"{\"name\":\"tags\",\"type\":{\"type\":\"array\",\"items\":\"string\"}}]}";
+	avro_schema_t schema;
+	avro_file_writer_t w;
+	avro_value_iface_t *iface;
+	avro_value_t v, f, b, e;
+	if (avro_schema_from_json_length(js, strlen(js), &schema) ||
+		avro_file_writer_create_with_codec(argv[1], schema, &w, "deflate", 0))
+		return 1;
+	iface = avro_generic_class_from_schema(schema);
+	avro_generic_value_new(iface, &v);
+	for (int i = 1; i <= 3; i++)
+	{
+		avro_value_get_by_name(&v, "id", &f, NULL);
+		avro_value_set_long(&f, i);
+		avro_value_get_by_name(&v, "at", &f, NULL);
+		avro_value_set_branch(&f, 1, &b);
+		avro_value_set_long(&b, 1700000000000000LL + i);
+		avro_value_get_by_name(&v, "tags", &f, NULL);
+		avro_value_reset(&f);
+		avro_value_append(&f, &e, NULL);
+		avro_value_set_string(&e, "t");
+		if (avro_file_writer_append_value(w, &v))
+			return 1;
+	}
+	return avro_file_writer_close(w);
+}
+C
+	close $c;
+	system('cc', '-o', "$dir/avroc", "$dir/avroc.c", '-lavro') == 0 or die 'cc avroc.c';
+	system("$dir/avroc", "$dir/avroc.avro") == 0 or die 'avroc';
+	open(my $in, '<:raw', "$dir/avroc.avro") or die;
+	my $data = do { local $/; <$in> };
+	close $in;
+	unlike($data, qr/logicalType/, '(5) avro-c left the logical type out of the header');
+	($s, $r) = multipart('avroc_ts', $data);
+	($job) = wait_job('avroc_ts');
+	like($job->{status}{errorResult}{message}, qr/Field at has changed type from TIMESTAMP to INTEGER/,
+		'(5) so its file does not load into a TIMESTAMP column');
+	($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
+		{ tableReference => { projectId => $P, datasetId => 'ds', tableId => 'loaded_c' },
+			schema => { fields => [ { name => 'id', type => 'INT64', mode => 'REQUIRED' },
+					{ name => 'at', type => 'INT64' }, { name => 'tags', type => 'STRING', mode => 'REPEATED' } ] } });
+	($s, $r) = multipart('avroc_int', $data, table => 'loaded_c');
+	($job) = wait_job('avroc_int');
+	ok(!$job->{status}{errorResult}, '(5) into an INT64 column it loads') or diag($json->encode($job->{status}));
+	is_deeply(dump_rows('loaded_c')->[2], { id => 3, at => 1700000000000003, tags => ['t'] },
+		'(5) the rows avro-c wrote');
+}
 ($s, $r) = multipart('truncated', substr($good, 0, length($good) - 20));
 ($job) = wait_job('truncated');
 like($job->{status}{errorResult}{message}, qr/truncated|sync marker/, '(5) a truncated Avro file fails the job');
