@@ -192,6 +192,17 @@ for my $badfield ([ { name => '1x', type => 'STRING' }, 'a name starting with a 
 	is($s, 400, "(3) a field with $badfield->[1]: 400");
 }
 ($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
+	{ tableReference => { projectId => $P, datasetId => 'ds', tableId => 'clustered' },
+		schema => { fields => \@fields }, clustering => { fields => ['f'] } });
+is($s, 400, '(3) clustering by a FLOAT64 column: 400');
+like(message($r), qr/not supported for clustering/, '(3) says so');
+($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
+	{ tableReference => { projectId => $P, datasetId => 'ds', tableId => 'clustered' },
+		schema => { fields => \@fields }, clustering => { fields => [qw(i s d ts)] }, labels => { origin => 'pgsink' } });
+is($s, 200, '(3) clustering by 4 columns, with a label') or diag(message($r));
+($s, $r) = bq_api($bq, 'PATCH', "$base/datasets/ds/tables/clustered", { labels => { Origin => 'x' } });
+is($s, 400, '(3) a label key with a capital: 400');
+($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
 	{ tableReference => { projectId => $P, datasetId => 'ds', tableId => 'dup' },
 		schema => { fields => [ { name => 'a', type => 'STRING' }, { name => 'A', type => 'STRING' } ] } });
 is($s, 400, '(3) two fields differing in case: 400');

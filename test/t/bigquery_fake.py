@@ -124,7 +124,10 @@ Tables  /bigquery/v2/projects/{p}/datasets/{d}/tables[/{t}]
   checked beyond "a string"), RECORD|STRUCT; mode NULLABLE (default) |
   REQUIRED | REPEATED. timePartitioning {type DAY|HOUR|MONTH|YEAR, field: a
   top-level DATE/TIMESTAMP/DATETIME column, not REPEATED, expirationMs}.
-  clustering {fields: <= 4 top-level columns}. A view: {"view": {"query": Q,
+  clustering {fields: 1 to 4 top-level, non-repeated columns of type INT64,
+  STRING, BOOL, DATE, DATETIME, TIMESTAMP, NUMERIC, BIGNUMERIC or GEOGRAPHY}.
+  labels: keys [a-z][a-z0-9_-]{0,62}, values [a-z0-9_-]{0,63} (stricter:
+  ASCII only), at most 64. A view's query at most 256 KB. A view: {"view": {"query": Q,
   "useLegacySql": false}} and no schema; useLegacySql absent or true is
   refused (BigQuery's default is legacy SQL, which the fake does not speak);
   the query must reference a table or view of the fake, backquoted, as
@@ -1042,6 +1045,45 @@ def check_fields(fields, where="", top=True):
     return out
 
 
+LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+
+
+def check_labels(labels):
+    """Labels as BigQuery takes them (stricter: ASCII only)."""
+    if not isinstance(labels, dict) or len(labels) > 64:
+        raise ApiError(400, "labels: an object of at most 64 labels")
+    for k, v in labels.items():
+        if not LABEL_KEY_RE.match(k) or not isinstance(v, str) or not LABEL_VALUE_RE.match(v):
+            raise ApiError(400, f"Invalid label {k}={v!r}: keys start with a lowercase letter, "
+                                "keys and values hold at most 63 lowercase letters, digits, _ "
+                                "and -")
+
+
+CLUSTER_TYPES = ("INT64", "STRING", "BOOL", "DATE", "DATETIME", "TIMESTAMP", "NUMERIC",
+                 "BIGNUMERIC", "GEOGRAPHY")
+
+
+def check_clustering(clustering, fields):
+    """clustering {"fields": [...]}: at most 4 top-level, non-repeated columns of
+    a type BigQuery clusters by."""
+    if clustering is None:
+        return None  # none (tables.patch: clustering removed)
+    cols = clustering.get("fields") if isinstance(clustering, dict) else None
+    if not isinstance(cols, list) or not 1 <= len(cols) <= 4 or set(clustering) - {"fields"}:
+        raise ApiError(400, "clustering: {\"fields\": [1 to 4 column names]}")
+    for c in cols:
+        f = next((f for f in fields if f["name"].lower() == str(c).lower()), None)
+        if f is None:
+            raise ApiError(400, f"The field specified for clustering cannot be found in the "
+                                f"schema. Invalid field: {c}.")
+        if f.get("mode") == "REPEATED" or TYPE_ALIASES[f["type"]] not in CLUSTER_TYPES:
+            raise ApiError(400, f"Field {c} is of type {f.get('mode', 'NULLABLE')} "
+                                f"{f['type']}, which is not supported for clustering "
+                                f"(clusterable: {', '.join(CLUSTER_TYPES)}, not repeated)")
+    return {"fields": cols}
+
+
 def type_name(f):
     return TYPE_DISPLAY.get(TYPE_ALIASES[f["type"]], TYPE_ALIASES[f["type"]])
 
@@ -1147,6 +1189,8 @@ def check_view(view, project):
                             "as legacy SQL (its default). Send \"useLegacySql\": false with a "
                             "standard-SQL query (this fake speaks standard SQL only).")
     q = view["query"]
+    if len(q) > 256 * 1024:
+        raise ApiError(400, "The view's query is longer than 256 KB")
     if re.search(r"\[[A-Za-z0-9_-]+:[A-Za-z0-9_]+\.[A-Za-z0-9_]+\]", q):
         raise ApiError(400, "Invalid view query: a legacy-SQL table reference [p:d.t] in a "
                             "standard-SQL view; write `p.d.t`")
@@ -2009,6 +2053,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if ref.get("projectId", project) != project:
             raise ApiError(400, f"Invalid project ID '{ref.get('projectId')}': it must be the "
                                 f"project of the path ({project})")
+        if "labels" in obj:
+            check_labels(obj["labels"])
         if not ID_RE.match(ref["datasetId"]):
             raise ApiError(400, f"Invalid dataset ID \"{ref['datasetId']}\". Dataset IDs must be "
                                 "alphanumeric (plus underscores) and must be at most 1024 "
@@ -2071,11 +2117,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             tp = obj["timePartitioning"]
             if not creating and tp != t.time_partitioning:
                 raise ApiError(400, f"Cannot change partitioning spec for {t.ref()}")
-        if "clustering" in obj:
-            cl = obj["clustering"]
-            fields = cl.get("fields") if isinstance(cl, dict) else None
-            if fields is not None and (not isinstance(fields, list) or len(fields) > 4):
-                raise ApiError(400, "Clustering: at most 4 fields")
+        if "labels" in obj:
+            check_labels(obj["labels"])
 
     def check_partitioning(self, t, tp):
         if not isinstance(tp, dict) or set(tp) - {"type", "field", "expirationMs",
@@ -2123,13 +2166,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     self.check_partitioning(t, obj["timePartitioning"])
                     t.time_partitioning = obj["timePartitioning"]
                 if "clustering" in obj:
-                    for c in obj["clustering"].get("fields", []):
-                        f = next((f for f in t.fields if f["name"].lower() == c.lower()), None)
-                        if f is None or f.get("mode") == "REPEATED" or \
-                                TYPE_ALIASES[f["type"]] in ("RECORD", "JSON", "FLOAT64"):
-                            raise ApiError(400, f"Clustering field {c} is not a top-level "
-                                                "non-repeated column of a clusterable type")
-                    t.clustering = obj["clustering"]
+                    t.clustering = check_clustering(obj["clustering"], t.fields)
             ds.tables[t.id] = t
             return 200, t.to_json(), ()
 
@@ -2171,7 +2208,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if "view" in obj:
                 t.view = {"query": obj["view"]["query"], "useLegacySql": False}
             if "clustering" in obj:
-                t.clustering = obj["clustering"]
+                if t.view is not None:
+                    raise ApiError(400, "A view cannot be clustered")
+                t.clustering = check_clustering(obj["clustering"], fields)
             t.version += 1
             return 200, t.to_json(), ()
 
