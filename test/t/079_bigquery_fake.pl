@@ -571,6 +571,10 @@ my @mismatch = (
 	[ 'a decimal too wide for NUMERIC', [ { name => 'id', type => 'long' },
 			{ name => 'amount', type => { type => 'bytes', logicalType => 'decimal', precision => 40, scale => 2 } } ],
 		[ { id => 5, amount => "\x01" } ], qr/Field amount has changed type from NUMERIC to BIGNUMERIC/ ],
+	[ 'a decimal value wider than its precision', [ { name => 'id', type => 'long' },
+			{ name => 'amount', type => { type => 'bytes', logicalType => 'decimal', precision => 5, scale => 2 } },
+			{ name => 'tags', type => { type => 'array', items => 'string' } } ],
+		[ { id => 5, amount => "\x12\xd6\x87", tags => [] } ], qr/more than 5 digits/ ],
 	[ 'a nullable array', [ { name => 'id', type => 'long' }, { name => 'tags', type => [ 'null', { type => 'array', items => 'string' } ] } ],
 		[ { id => 5, tags => undef } ], qr/nullable array/ ]);
 my $k = 10;

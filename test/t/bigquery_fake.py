@@ -238,7 +238,9 @@ Jobs (load)
   a REQUIRED column, a REQUIRED column the file lacks, a field the table
   lacks (without ALLOW_FIELD_ADDITION, which then adds it NULLABLE) fail the
   job: "Provided Schema does not match Table p:d.t. ...". Then every value
-  is checked as insertAll checks it (ranges, JSON numbers ...), unless
+  is checked as insertAll checks it (ranges, JSON numbers ...; a decimal
+  with more digits than its schema's precision fails the job, where
+  python3-avro alone would round it), unless
   load_check is "schema" (for benchmarks: python3-avro decodes some 10^4
   rows/s): then the file's framing and schema are checked, its rows counted
   from the block headers, and not stored (num_rows counts them).
@@ -1530,6 +1532,27 @@ def avro_container(data):
     return meta, blocks, codec
 
 
+def strict_avro_decimals():
+    """python3-avro reads a decimal under a context of the schema's precision:
+    a value with more digits is silently rounded. BigQuery refuses it; so
+    does the fake (and an empty bytes value, which holds no number)."""
+    import avro.io
+    plain = avro.io.BinaryDecoder.read_decimal_from_fixed
+
+    def read_decimal_from_fixed(self, precision, scale, size):
+        if size < 1:
+            raise ValueError("a decimal value of 0 bytes")
+        start = self.reader.tell()
+        raw = self.reader.read(size)
+        self.reader.seek(start)
+        unscaled = int.from_bytes(raw, "big", signed=True)
+        if len(str(abs(unscaled))) > precision:
+            raise ValueError(f"decimal value {unscaled}E-{scale} has more than {precision} "
+                             f"digits (its schema's precision)")
+        return plain(self, precision, scale, size)
+    avro.io.BinaryDecoder.read_decimal_from_fixed = read_decimal_from_fixed
+
+
 def run_load(data, ref, fields, conf):
     """Decode and check a load's data against fields: (typed rows as JSON
     texts, or None when only counted; fields to add; row count). ValueError
@@ -2652,6 +2675,7 @@ def main():
         with open(pem, "rb") as f:
             key = serialization.load_pem_public_key(f.read())
         accounts[email] = {"key": key, "kid": kid[0] if kid else None}
+    strict_avro_decimals()
     for k, v in json.loads(args.config).items():
         if k not in CONFIG:
             sys.exit(f"unknown config key {k}")
