@@ -24,6 +24,7 @@ use IO::Compress::Gzip;
 use IO::Socket::INET;
 use JSON::PP;
 use MIME::Base64 qw(encode_base64);
+use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use PgsinkBigQuery;
 use Test::More;
@@ -751,6 +752,25 @@ is_deeply($cur->{unresolved}, [ { key => [ 6, 'a' ], column => 'big' } ],
 is_deeply($cur->{columns}, [qw(id k2 v big)], '(6) the row columns');
 is_deeply(bq_current_lines($bq, 'ds', 'public_t', key => [ 'id', 'k2' ], columns => [qw(id v)]),
 	[ '1|one updated twice', '5|five moved', '6|six' ], '(6) bq_current_lines');
+
+# The helper that compares a view with a psql query (a plain PostgreSQL, no pgsink)
+{
+	my $node = PostgreSQL::Test::Cluster->new('plain');
+	$node->init;
+	$node->start;
+	$node->safe_psql('postgres', q{
+CREATE TABLE t (id int, k2 text, v text, big text, PRIMARY KEY (id, k2));
+INSERT INTO t VALUES (1, 'a', 'one updated twice', 'NEW-1'), (5, 'z', 'five moved', 'BIG-5'),
+                     (6, 'a', 'six', NULL);});
+	is_deeply(bq_current_lines($bq, 'ds', 'public_t', key => [ 'id', 'k2' ], columns => [qw(id k2 v big)]),
+		psql_lines($node, 'postgres', 'SELECT id, k2, v, big FROM t'),
+		'(6) bq_current_lines equals psql_lines of the same rows (NULL as \\N)');
+	$node->safe_psql('postgres', q{UPDATE t SET v = 'other' WHERE id = 6});
+	isnt(join("\n", @{ bq_current_lines($bq, 'ds', 'public_t', key => [ 'id', 'k2' ], columns => [qw(id k2 v big)]) }),
+		join("\n", @{ psql_lines($node, 'postgres', 'SELECT id, k2, v, big FROM t') }),
+		'(6) and differs when a value differs');
+	$node->stop;
+}
 
 # The contract is checked
 ($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",

@@ -1379,6 +1379,9 @@ def avro_record_fields(schema, logical, prefix=""):
         raise ValueError("the Avro schema is not a record")
     out = []
     for f in schema.get("fields", []):
+        if not isinstance(f.get("name"), str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                                                f["name"]):
+            raise ValueError(f"Avro field name {f.get('name')!r} is not [A-Za-z_][A-Za-z0-9_]*")
         t, mode, sub, conv = avro_column(f["type"], logical, f["name"], prefix + f["name"])
         out.append({"name": f["name"], "type": t, "mode": mode, "fields": sub, "conv": conv})
     return out
