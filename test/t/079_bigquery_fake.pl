@@ -359,6 +359,14 @@ is($s, 400, '(4) a request over max_request_bytes: 400');
 like(message($r), qr/Request payload size exceeds the limit: 2000 bytes/, '(4) says so');
 bq_config($bq, { max_rows => 50000, max_request_bytes => 10485760, max_row_bytes => 10485760 });
 
+# check_values false (benchmarks): the request's shape is checked, not the fields
+bq_config($bq, { check_values => JSON::PP::false });
+($s, $r) = insert_rows([ { req => 'unchecked', i => 'not a number' } ]);
+ok($s == 200 && !$r->{insertErrors}, '(4) check_values false: a wrong value is taken');
+($s, $r) = insert_rows([ map { { req => "r$_" } } 1 .. 2 ], ids => [ 'x' x 200, 'y' ]);
+is($s, 400, '(4) but not a request over its limits');
+bq_config($bq, { check_values => JSON::PP::true });
+
 # insertId de-duplication
 $before = scalar @{ dump_rows() };
 insert_rows([ { req => 'd1' }, { req => 'd2' } ], ids => [ 'A/1', 'A/2' ]);
@@ -750,6 +758,13 @@ is_deeply([ map { bq_row_line($_, [qw(id k2 v big)]) } @{ $cur->{rows} } ],
 is_deeply($cur->{unresolved}, [ { key => [ 6, 'a' ], column => 'big' } ],
 	'(6) the unchanged value never sent is reported unresolved');
 is_deeply($cur->{columns}, [qw(id k2 v big)], '(6) the row columns');
+is_deeply($cur->{ambiguous}, [], '(6) nothing ambiguous');
+# A replay past the insertId window stores the same changes again: harmless.
+($s, $r) = bq_api($bq, 'POST', $raw_ins,
+	{ rows => [ map { { insertId => "replay/$_->{_pgsink_lsn}/$_->{_pgsink_sequence}/$_->{_pgsink_op}", json => $_ } } @changes ] });
+my $again = bq_current($bq, 'ds', 'public_t', key => [ 'id', 'k2' ]);
+is_deeply([ $again->{rows}, $again->{unresolved}, $again->{ambiguous} ], [ $cur->{rows}, $cur->{unresolved}, [] ],
+	'(6) every change stored twice: the same rows, nothing ambiguous');
 is_deeply(bq_current_lines($bq, 'ds', 'public_t', key => [ 'id', 'k2' ], columns => [qw(id v)]),
 	[ '1|one updated twice', '5|five moved', '6|six' ], '(6) bq_current_lines');
 
@@ -771,6 +786,12 @@ INSERT INTO t VALUES (1, 'a', 'one updated twice', 'NEW-1'), (5, 'z', 'five move
 		'(6) and differs when a value differs');
 	$node->stop;
 }
+
+($s, $r) = bq_api($bq, 'POST', $raw_ins,
+	{ rows => [ { insertId => 'rival', json => change(230, 1, 'update', { id => 1, k2 => 'a', v => 'a rival', big => undef }, 'big') } ] });
+is_deeply(bq_current($bq, 'ds', 'public_t', key => [ 'id', 'k2' ])->{ambiguous},
+	[ { key => [ 1, 'a' ], lsn => 230, sequence => 1, rows => 2 } ],
+	'(6) two different rows at one key\'s latest (lsn, sequence) are reported ambiguous');
 
 # The contract is checked
 ($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",

@@ -264,7 +264,10 @@ POST /_fake/config   {"max_rows": N, "max_request_bytes": N, "max_row_bytes": N,
         "partition_window": bool, "record_ids": bool (log insertIds of every
         request; default true), "store_rows": bool (keep rows; default true;
         false only counts them: for benchmarks), "load_check": "full" |
-        "schema" (see load jobs)}   -> the whole config
+        "schema" (see load jobs), "check_values": bool (default true; false:
+        insertAll checks the request's shape, limits and insertIds but not
+        the rows' fields, and stores them as sent: for benchmarks that
+        measure the sender, not the fake)}   -> the whole config
 GET  /_fake/config
 POST /_fake/faults   {"rules": [RULE, ...]} appends rules (a rule applies to
         requests of its "match": a kind from the list below, or "any"
@@ -307,11 +310,14 @@ GET  /_fake/dump/<dataset>/<table>[?project=P]
         is "null"); REPEATED arrays ([] for NULL); RECORD objects.
 GET  /_fake/current/<dataset>/<view>[?key=a,b][&project=P]
         {"columns": [...], "key": [...], "rows": [...sorted by key...],
-         "raw_table": T, "unresolved": [{key, column}]}: the view's rows by the
-        rule above (key: the parameter, else the raw table's clustering
-        fields). 400 with the reason when the view or the raw table breaks
-        the contract. "unresolved": unchanged columns no earlier row sent
-        (their value is null).
+         "raw_table": T, "unresolved": [{key, column}], "ambiguous": [{key,
+         lsn, sequence, rows}]}: the view's rows by the rule above (key: the
+        parameter, else the raw table's clustering fields). 400 with the
+        reason when the view or the raw table breaks the contract.
+        "unresolved": unchanged columns no earlier row sent (their value is
+        null). "ambiguous": keys whose latest (lsn, sequence) holds
+        different rows (the same row twice, a replay, is fine): a view would
+        pick one of them at random.
 GET  /_fake/jobs      [{jobId, project, location, state, errorResult,
         outputRows, sourceFormat, destination, upload ("multipart" |
         "resumable"), bytes}]
@@ -370,6 +376,7 @@ CONFIG = {
     "record_ids": True,
     "store_rows": True,
     "load_check": "full",
+    "check_values": True,
 }
 
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
@@ -1280,9 +1287,18 @@ def current_rows(ds, view_name, key_param):
         if r["_pgsink_op"] == "truncate":
             continue
         per_key.setdefault(json.dumps([r[k] for k in key]), []).append(r)
-    out, unresolved = [], []
+    out, unresolved, ambiguous = [], [], []
     for k, changes in per_key.items():
         win = changes[-1]
+        # The same change stored twice (a replay after the insertId window) is
+        # harmless; two different rows at the winner's (lsn, sequence) are not:
+        # which one a view picks is up to BigQuery.
+        top = (win["_pgsink_lsn"], win["_pgsink_sequence"])
+        rivals = {json.dumps(c, sort_keys=True) for c in changes
+                  if (c["_pgsink_lsn"], c["_pgsink_sequence"]) == top}
+        if len(rivals) > 1:
+            ambiguous.append({"key": json.loads(k), "lsn": top[0], "sequence": top[1],
+                              "rows": len(rivals)})
         if win["_pgsink_op"] == "delete":
             continue
         row = {c: win[c] for c in columns}
@@ -1305,7 +1321,7 @@ def current_rows(ds, view_name, key_param):
         out.append(row)
     out.sort(key=lambda r: json.dumps([r[k] for k in key], sort_keys=True))
     return {"columns": columns, "key": key, "raw_table": raw.id, "rows": out,
-            "unresolved": unresolved}
+            "unresolved": unresolved, "ambiguous": ambiguous}
 
 
 # ---------------------------------------------------------------------------
@@ -2312,6 +2328,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         raise RowError(rule.get("field", ""), rule.get("message",
                                                                        "injected row error"),
                                        rule.get("reason", "invalid"))
+                if not CONFIG["check_values"]:
+                    typed.append((i, r.get("insertId"), r["json"]))
+                    continue
                 row = check_row(r["json"], fields, ignore)
                 if tp_field and CONFIG["partition_window"] and row.get(tp_field):
                     self.check_window(row[tp_field], tp_field)
