@@ -812,6 +812,9 @@ like(message($r), qr/never mentions _pgsink_unchanged/, '(6) says why');
 like(message($r), qr/partitioned by DAY of _pgsink_timestamp/, '(6) a raw table not partitioned by day is refused');
 
 # The fake's bookkeeping
+bq_revoke_tokens($bq);
+($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds");
+is($s, 200, '(7) bq_api fetches a new token after a revocation');
 my $st = bq_stats($bq);
 cmp_ok($st->{requests}{insertAll}{200}, '>', 50, '(7) requests counted by kind and status');
 ok((grep { $_->{kind} eq 'insertAll' && (($_->{insert_ids} // [])->[0] // '') eq 'A/1' } @{ bq_requests($bq) }),

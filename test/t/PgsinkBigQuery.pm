@@ -266,20 +266,27 @@ sub bq_token
 
 # An API call with a bearer token: (status, decoded body, headers).
 # $body: a Perl structure (sent as JSON) or undef; options token => '...'
-# (default: one fetched once and cached), headers => {...}, content => raw.
+# (default: one fetched and cached, fetched again once on a 401, as after
+# bq_revoke_tokens), headers => {...}, content => raw (a string, or a code
+# reference: a chunked body).
 sub bq_api
 {
 	my ($bq, $method, $path, $body, %opt) = @_;
-	my $token = exists $opt{token} ? $opt{token} : ($bq->{token} //= do {
-		my ($s, $t) = bq_token($bq);
-		die "no token: $s" unless $s == 200;
-		$t->{access_token};
-	});
-	my %h = %{ $opt{headers} // {} };
-	$h{Authorization} = "Bearer $token" if defined $token;
-	return _request($bq, $method, $path, headers => \%h,
-		defined $body ? (json => $body) : (),
-		exists $opt{content} ? (content => $opt{content}) : ());
+	for my $attempt (1, 2)
+	{
+		my $token = exists $opt{token} ? $opt{token} : ($bq->{token} //= do {
+			my ($s, $t) = bq_token($bq);
+			die "no token: $s" unless $s == 200;
+			$t->{access_token};
+		});
+		my %h = %{ $opt{headers} // {} };
+		$h{Authorization} = "Bearer $token" if defined $token;
+		my @r = _request($bq, $method, $path, headers => \%h,
+			defined $body ? (json => $body) : (),
+			exists $opt{content} ? (content => $opt{content}) : ());
+		return @r unless $r[0] == 401 && !exists $opt{token} && $attempt == 1;
+		delete $bq->{token};
+	}
 }
 
 1;
