@@ -127,7 +127,7 @@ Tables  /bigquery/v2/projects/{p}/datasets/{d}/tables[/{t}]
   clustering {fields: 1 to 4 top-level, non-repeated columns of type INT64,
   STRING, BOOL, DATE, DATETIME, TIMESTAMP, NUMERIC, BIGNUMERIC or GEOGRAPHY}.
   labels: keys [a-z][a-z0-9_-]{0,62}, values [a-z0-9_-]{0,63} (stricter:
-  ASCII only), at most 64. A view's query at most 256 KB. A view: {"view": {"query": Q,
+  ASCII only), at most 64. A view: {"view": {"query": Q (at most 256 KB),
   "useLegacySql": false}} and no schema; useLegacySql absent or true is
   refused (BigQuery's default is legacy SQL, which the fake does not speak);
   the query must reference a table or view of the fake, backquoted, as
@@ -197,11 +197,11 @@ Jobs (load)
   POST /upload/bigquery/v2/projects/{p}/jobs?uploadType=resumable
     body: the job resource (JSON, required: the fake checks it here, and
     again, with the jobId, on the final PUT); X-Upload-Content-Length, if
-    sent, must be the size finally uploaded. 200, Location: http://<host>/upload/bigquery/v2/projects/
-    {p}/jobs?uploadType=resumable&upload_id=<id>. Then PUT the data there in
-    one request, or in chunks with Content-Range: bytes a-b/total (or
-    bytes a-b/* until the last); 308 with Range: bytes=0-n after a partial
-    chunk; the last chunk creates the job: 200 job resource, or 409 when its
+    sent, must be the size finally uploaded. 200, Location:
+    http://<host>/upload/bigquery/v2/projects/{p}/jobs?uploadType=resumable&
+    upload_id=<id>. Then PUT the data there in one request, or in chunks
+    with Content-Range: bytes a-b/total (or bytes a-b/* until the last);
+    308 with Range: bytes=0-n after a partial chunk; the last chunk creates the job: 200 job resource, or 409 when its
     jobId exists (as BigQuery does: on the final request). PUT with
     Content-Range: bytes */total asks the status. Unknown upload_id: 404.
   POST /bigquery/v2/projects/{p}/jobs without media: a load needs sourceUris
@@ -1006,7 +1006,8 @@ def check_fields(fields, where="", top=True):
             raise ApiError(400, "Invalid field: not an object")
         unknown = set(f) - FIELD_KEYS
         if unknown:
-            raise ApiError(400, f'Invalid JSON payload received. Unknown name "{sorted(unknown)[0]}"'
+            raise ApiError(400, 'Invalid JSON payload received. Unknown name '
+                                f'"{sorted(unknown)[0]}"'
                                 f' at \'table.schema.fields\': Cannot find field.')
         name = f.get("name")
         if not isinstance(name, str) or not NAME_RE.match(name):
@@ -1241,7 +1242,8 @@ def current_rows(ds, view_name, key_param):
     raw = bases[0]
     by = {f["name"]: f for f in raw.fields}
     contract = [("_pgsink_lsn", "INT64", "REQUIRED"), ("_pgsink_sequence", "INT64", "REQUIRED"),
-                ("_pgsink_op", "STRING", "REQUIRED"), ("_pgsink_timestamp", "TIMESTAMP", "REQUIRED"),
+                ("_pgsink_op", "STRING", "REQUIRED"),
+                ("_pgsink_timestamp", "TIMESTAMP", "REQUIRED"),
                 ("_pgsink_xid", "INT64", "NULLABLE"), ("_pgsink_unchanged", "STRING", "REPEATED")]
     for name, t, mode in contract:
         f = by.get(name)
