@@ -201,9 +201,10 @@ Jobs (load)
     http://<host>/upload/bigquery/v2/projects/{p}/jobs?uploadType=resumable&
     upload_id=<id>. Then PUT the data there in one request, or in chunks
     with Content-Range: bytes a-b/total (or bytes a-b/* until the last);
-    308 with Range: bytes=0-n after a partial chunk; the last chunk creates the job: 200 job resource, or 409 when its
-    jobId exists (as BigQuery does: on the final request). PUT with
-    Content-Range: bytes */total asks the status. Unknown upload_id: 404.
+    308 with Range: bytes=0-n after a partial chunk; the last chunk creates
+    the job: 200 job resource, or 409 when its jobId exists (as BigQuery
+    does: on the final request). PUT with Content-Range: bytes */total asks
+    the status. Unknown upload_id: 404.
   POST /bigquery/v2/projects/{p}/jobs without media: a load needs sourceUris
     (Cloud Storage), which the fake has not: 400 invalid.
   Job resource: jobReference{projectId = p, jobId ([A-Za-z0-9_-]{1,1024};
