@@ -682,6 +682,11 @@ bq_fault($bq, { kind => 'job_error', reason => 'backendError', message => 'try a
 ($job) = wait_job('faulted');
 is($job->{status}{errorResult}{reason}, 'backendError', '(5) an injected job error');
 is(bq_dump($bq, 'ds', 'loaded')->{num_rows}, $n_loaded + 2, '(5) no failed job loaded a row');
+($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds/tables/loaded");
+is($r->{numRows}, $n_loaded + 2, '(5) tables.get: numRows counts loaded rows');
+($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds/tables/types");
+ok($r->{numRows} eq '0' && $r->{streamingBuffer}{estimatedRows} > 0,
+	'(5) streamed rows are in the streaming buffer, not in numRows');
 
 # ---------------------------------------------------------------------------
 # (6) The view rule on a hand-made raw table

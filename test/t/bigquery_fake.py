@@ -135,7 +135,10 @@ Tables  /bigquery/v2/projects/{p}/datasets/{d}/tables[/{t}]
   dataset), and no legacy [p:d.t]; a referenced table must exist.
   200 table resource; 409 "Already Exists: Table p:d.t"; 404 dataset.
   GET {t}: 200 (schema, type TABLE|VIEW, numRows, timePartitioning, view,
-  clustering, etag ...) / 404 "Not found: Table p:d.t".
+  clustering, etag ...) / 404 "Not found: Table p:d.t". As on BigQuery,
+  numRows counts loaded rows only: streamed rows stay in streamingBuffer
+  {estimatedRows, oldestEntryTime} (the fake never flushes it). A view has
+  no schema here (the fake runs no SQL).
   PATCH or PUT {t} (If-Match etag honoured, 412 if stale): schema may only
   add NULLABLE or REPEATED fields (anywhere, also inside RECORDs) and relax
   REQUIRED to NULLABLE; every existing field must stay with its type, else 400
@@ -535,7 +538,9 @@ class Table:
         self.clustering = None
         self.extra = {}
         self.rows = []  # compact JSON text of the typed rows
-        self.row_count = 0
+        self.row_count = 0  # all rows
+        self.streamed = 0  # of which streamed (in the "streaming buffer")
+        self.oldest_streamed = None
         self.dedup = {}  # insertId -> time stored
         self.created = time.time()
         self.version = 1
@@ -563,7 +568,12 @@ class Table:
         if self.view is not None:
             r["view"] = dict(self.view)
         else:
-            r["numRows"] = str(self.row_count)
+            # As BigQuery: streamed rows are in the streaming buffer, not in
+            # numRows (the fake never flushes the buffer).
+            r["numRows"] = str(self.row_count - self.streamed)
+            if self.streamed:
+                r["streamingBuffer"] = {"estimatedRows": str(self.streamed),
+                                        "oldestEntryTime": str(int(self.oldest_streamed * 1000))}
             r["numBytes"] = str(sum(len(x) for x in self.rows))
         if self.fields:
             r["schema"] = {"fields": self.fields}
@@ -1688,7 +1698,7 @@ def finish_job(job):
                 table.version += 1
             if conf.get("writeDisposition") == "WRITE_TRUNCATE":
                 table.rows = []
-                table.row_count = 0
+                table.row_count = table.streamed = 0
             if CONFIG["store_rows"] and rows is not None:
                 table.rows.extend(rows)
             table.row_count += count
@@ -2369,6 +2379,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if CONFIG["store_rows"]:
                     t.rows.append(json.dumps(row, separators=(",", ":"), ensure_ascii=False))
                 t.row_count += 1
+                t.streamed += 1
+                t.oldest_streamed = t.oldest_streamed or now
                 stored += 1
             stats["rows_stored"] += stored
         out = {"kind": "bigquery#tableDataInsertAllResponse"}
