@@ -253,6 +253,19 @@ like(message($r), qr/Field i has changed type from INTEGER to STRING/, '(3) says
 ($s, $r) = bq_api($bq, 'PATCH', "$base/datasets/ds/tables/types", { schema => { fields => \@patched } },
 	headers => { 'If-Match' => 'stale' });
 is($s, 412, '(3) a stale If-Match: 412');
+bq_config($bq, { stream_after_patch => 0.5 });
+($s, $r) = bq_api($bq, 'PATCH', "$base/datasets/ds/tables/types",
+	{ schema => { fields => [ @patched, { name => 'extra2', type => 'STRING' } ] } });
+push @patched, { name => 'extra2', type => 'STRING' };
+($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables/types/insertAll",
+	{ rows => [ { json => { req => 'new column', extra2 => 'x' } } ] });
+is($r->{insertErrors}[0]{errors}[0]{message}, 'no such field: extra2.',
+	'(3) stream_after_patch: a column just added is unknown to streaming');
+sleep 0.6;
+($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables/types/insertAll",
+	{ rows => [ { json => { req => 'new column', extra2 => 'x' } } ] });
+ok($s == 200 && !$r->{insertErrors}, '(3) and known a while later');
+bq_config($bq, { stream_after_patch => 0 });
 
 # ---------------------------------------------------------------------------
 # (4) insertAll
@@ -286,6 +299,7 @@ my @checks = (
 	[ 'j', '{"b": [1, 2.5, null], "a": "x"}', '{"a":"x","b":[1,2.5,null]}',
 		[ '{"a": 123456789012345678901}', '{bad json}', 'NaN', { a => 1 } ] ],
 	[ 'n52', '123.45', '123.45', [ '1234.5', '1.234' ] ]);
+my $rows_before_checks = scalar @{ dump_rows() };
 for my $c (@checks)
 {
 	my ($col, $good, $stored, $bads) = @$c;
@@ -305,7 +319,7 @@ for my $c (@checks)
 	my $row = dump_rows()->[-1];
 	is_deeply($row->{$col}, $stored, "(4) $col: stored as $st");
 }
-is(scalar @{ dump_rows() }, scalar @checks, '(4) no refused value was stored');
+is(scalar @{ dump_rows() }, $rows_before_checks + @checks, '(4) no refused value was stored');
 # FLOAT64 dumps as PostgreSQL prints a float8
 insert_rows([ map { { req => 'float', f => $_ } } (1e15, 2, '0.1', 1e-5, '-0', '0.30000000000000004', 123456789012345) ]);
 is_deeply([ map { $_->{f} } grep { $_->{req} eq 'float' } @{ dump_rows() } ],

@@ -158,6 +158,9 @@ tabledata.insertAll  POST .../tables/{t}/insertAll
   stored; row bytes max_row_bytes (10 MB; older pages said 1 MB): that row
   invalid. A VIEW: 400. A table younger than stream_after_create seconds
   (default 0): 404, as BigQuery answers just after a table is (re)created.
+  A top-level column a patch added less than stream_after_patch seconds ago
+  (default 0) is unknown to insertAll ("no such field"), as BigQuery's
+  streaming sees new columns only after a while.
   Per row, per field: unknown field -> invalid "no such field: x."
   (unless ignoreUnknownValues); REQUIRED missing or null -> invalid "Missing
   required field: x."; REPEATED: a JSON array (null = empty), no null elements;
@@ -265,6 +268,7 @@ POST /_fake/config   {"max_rows": N, "max_request_bytes": N, "max_row_bytes": N,
         "max_insert_id": N,
         "dedup": bool, "dedup_seconds": S, "token_lifetime": S,
         "clock_skew": S, "job_seconds": S, "stream_after_create": S,
+        "stream_after_patch": S,
         "partition_window": bool, "record_ids": bool (log insertIds of every
         request; default true), "store_rows": bool (keep rows; default true;
         false only counts them: for benchmarks), "load_check": "full" |
@@ -376,6 +380,7 @@ CONFIG = {
     "clock_skew": 60,
     "job_seconds": 0.3,
     "stream_after_create": 0.0,
+    "stream_after_patch": 0.0,
     "partition_window": True,
     "record_ids": True,
     "store_rows": True,
@@ -540,6 +545,7 @@ class Table:
         self.rows = []  # compact JSON text of the typed rows
         self.row_count = 0  # all rows
         self.streamed = 0  # of which streamed (in the "streaming buffer")
+        self.hidden = {}  # lower-case column name -> when streaming sees it
         self.oldest_streamed = None
         self.dedup = {}  # insertId -> time stored
         self.created = time.time()
@@ -2259,6 +2265,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 new = check_fields(obj["schema"].get("fields", []))
                 fields = merge_schema(t, t.fields, new, t.ref())
             self.table_settings(t, obj, project, False)
+            added = {f["name"].lower() for f in fields} - {f["name"].lower() for f in t.fields}
+            for name in added:
+                t.hidden[name] = time.time() + float(CONFIG["stream_after_patch"])
             t.fields = fields
             if "view" in obj:
                 t.view = {"query": obj["view"]["query"], "useLegacySql": False}
@@ -2321,7 +2330,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise ApiError(400, f"Cannot add rows to a view: {t.ref()}")
             if time.time() - t.created < float(CONFIG["stream_after_create"]):
                 raise ApiError(404, f"Not found: Table {t.ref()}")
-            fields = list(t.fields)
+            # Columns a patch added are unknown to streaming for a while.
+            now = time.time()
+            fields = [f for f in t.fields if t.hidden.get(f["name"].lower(), 0) <= now]
+            version = t.version
             tp_field = (t.time_partitioning or {}).get("field")
         rrules = row_rules()
         typed, errors = [], {}
@@ -2361,7 +2373,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return 200, {"kind": "bigquery#tableDataInsertAllResponse", "insertErrors": out}, ()
         with lock:
             t2 = self.table(project, dataset_id, table_id)
-            if t2 is not t or t.fields != fields:
+            if t2 is not t or t.version != version:
                 raise ApiError(503, "The table changed during the request; retry",
                                "backendError")
             now = time.time()
