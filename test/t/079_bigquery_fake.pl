@@ -812,6 +812,17 @@ is_deeply(bq_current($bq, 'ds', 'public_t', key => [ 'id', 'k2' ])->{ambiguous},
 	[ { key => [ 1, 'a' ], lsn => 230, sequence => 1, rows => 2 } ],
 	'(6) two different rows at one key\'s latest (lsn, sequence) are reported ambiguous');
 
+# A column added later: the rows stored before it read as NULL there
+($s, $r) = bq_api($bq, 'PATCH', "$base/datasets/ds/tables/public_t_raw",
+	{ schema => { fields => [ @raw_fields, { name => 'added', type => 'STRING' },
+				{ name => 'added_list', type => 'INT64', mode => 'REPEATED' } ] } });
+is($s, 200, '(6) a column added to the raw table');
+$cur = eval { bq_current($bq, 'ds', 'public_t', key => [ 'id', 'k2' ]) };
+is_deeply([ map { [ $_->{added}, $_->{added_list} ] } @{ $cur->{rows} // [] } ], [ ([ undef, [] ]) x 3 ],
+	'(6) rows stored before it have it NULL (an empty array when REPEATED)') or diag($@);
+is_deeply([ grep { exists $_->{added} } @{ dump_rows('public_t_raw') } ], dump_rows('public_t_raw'),
+	'(6) in the dump too');
+
 # The contract is checked
 ($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
 	{ tableReference => { projectId => $P, datasetId => 'ds', tableId => 'public_t_lazy' },

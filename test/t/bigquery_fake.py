@@ -1179,6 +1179,24 @@ def spend_row_rule(r):
         rules[:] = [x for x in rules if x.get("count", 1) is None or x.get("count", 1) > 0]
 
 
+def fill_missing(row, fields):
+    """A stored row under the table's present schema: columns added since it
+    was stored are NULL (REPEATED: empty), as BigQuery reads them."""
+    for f in fields:
+        name = f["name"]
+        if name not in row:
+            row[name] = [] if f.get("mode") == "REPEATED" else None
+        elif TYPE_ALIASES[f["type"]] == "RECORD" and row[name] is not None:
+            for sub in (row[name] if f.get("mode") == "REPEATED" else [row[name]]):
+                if isinstance(sub, dict):
+                    fill_missing(sub, f["fields"])
+    return row
+
+
+def stored_rows(table):
+    return [fill_missing(json.loads(r), table.fields) for r in table.rows]
+
+
 # ---------------------------------------------------------------------------
 # Views: the rule of issue 13
 
@@ -1289,7 +1307,7 @@ def current_rows(ds, view_name, key_param):
         if not re.search(r"(?<![A-Za-z0-9_])" + re.escape(word) + r"(?![A-Za-z0-9_])", q, re.I):
             raise ApiError(400, f"view {view_name}: its query never mentions {word}, which the "
                                 "rule needs")
-    rows = [json.loads(r) for r in raw.rows]
+    rows = stored_rows(raw)
     for r in rows:
         if r["_pgsink_op"] not in ("insert", "update", "delete", "truncate", "import"):
             raise ApiError(400, f"raw table {raw.id}: _pgsink_op {r['_pgsink_op']!r} is none of "
@@ -1570,6 +1588,14 @@ def avro_container(data):
     return meta, blocks, codec
 
 
+def quiet_avro():
+    """python3-avro warns about logical types it does not know (BigQuery's
+    "datetime" string): the fake maps those itself."""
+    import warnings
+    import avro.errors
+    warnings.simplefilter("ignore", avro.errors.IgnoredLogicalType)
+
+
 def strict_avro_decimals():
     """python3-avro reads a decimal under a context of the schema's precision:
     a value with more digits is silently rounded. BigQuery refuses it; so
@@ -1828,6 +1854,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self.control(method, url.path[len("/_fake/"):])
             except ApiError as e:
                 return self.send_json(e.code, e.body())
+            except Exception as e:  # noqa: BLE001 - a bug of the fake: say so, loudly
+                import traceback
+                traceback.print_exc()
+                return self.send_json(500, ApiError(500, f"bug in bigquery_fake.py: "
+                                                         f"{type(e).__name__}: {e}",
+                                                    "internalError").body())
         with lock:
             concurrent += 1
             stats["max_concurrent"] = max(stats["max_concurrent"], concurrent)
@@ -2671,7 +2703,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 t = ds.tables.get(parts[2])
                 if t is None:
                     raise ApiError(404, f"Not found: Table {project}:{parts[1]}.{parts[2]}")
-                rows = [json.loads(r) for r in t.rows]
+                rows = stored_rows(t)
                 return self.send_json(200, {"schema": t.fields, "rows": rows,
                                             "num_rows": t.row_count})
             if what == "jobs":
@@ -2725,6 +2757,7 @@ def main():
             key = serialization.load_pem_public_key(f.read())
         accounts[email] = {"key": key, "kid": kid[0] if kid else None}
     strict_avro_decimals()
+    quiet_avro()
     for k, v in json.loads(args.config).items():
         if k not in CONFIG:
             sys.exit(f"unknown config key {k}")
