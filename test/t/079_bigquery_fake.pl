@@ -411,6 +411,12 @@ is($s, 429, '(4) then the injected 429');
 is(reason($r), 'rateLimitExceeded', '(4) reason rateLimitExceeded');
 ($s, $r) = insert_rows([ { req => 'f' } ]);
 is($s, 200, '(4) then served again');
+bq_fault($bq, { kind => 'status', status => 403, reason => 'quotaExceeded', match => 'insertAll' },
+	{ kind => 'status', status => 500, body => JSON::PP::false, match => 'insertAll' });
+($s, $r) = insert_rows([ { req => 'f' } ]);
+ok($s == 403 && reason($r) eq 'quotaExceeded' && message($r) =~ /^Quota exceeded/, '(4) injected 403 quotaExceeded');
+($s, $r) = insert_rows([ { req => 'f' } ]);
+ok($s == 500 && $r eq '', '(4) injected 500 without a body (as a front end sends)');
 ($s, $r) = insert_rows([ { req => 'v' } ], path => "$base/datasets/ds/tables/v1/insertAll");
 is($s, 400, '(4) insertAll into a view: 400');
 ($s, $r) = bq_api($bq, 'POST', $ins, { rows => [ { insertId => 'x', json => { req => 'r' }, extra => 1 } ] });

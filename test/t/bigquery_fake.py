@@ -1941,14 +1941,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             headers = [("Retry-After", str(rule["retry_after"]))] if "retry_after" in rule else []
             if rule.get("body", True) is False:
                 return self.send(status, b"", "text/html; charset=UTF-8", headers)
+            reason = rule.get("reason") or DEFAULT_REASONS.get(status, "invalid")
             e = ApiError(status, rule.get("message", {
-                429: "Exceeded rate limits: too many api requests per user per method for this "
-                     "user_method.",
-                403: "Exceeded rate limits: too many api requests per user per method for this "
-                     "user_method.",
-                500: "An internal error occurred and the request could not be completed.",
-                503: "The service is currently unavailable."}.get(
-                    status, "Injected error")), rule.get("reason"))
+                "rateLimitExceeded": "Exceeded rate limits: too many api requests per user per "
+                                     "method for this user_method. For more information, see "
+                                     "https://cloud.google.com/bigquery/docs/troubleshoot-quotas",
+                "quotaExceeded": "Quota exceeded: Your table exceeded quota for imports or query "
+                                 "appends per table. For more information, see "
+                                 "https://cloud.google.com/bigquery/docs/troubleshoot-quotas",
+                "backendError": "Error encountered during execution. Retrying may solve the "
+                                "problem." if status != 503 else
+                                "The service is currently unavailable.",
+                "internalError": "An internal error occurred and the request could not be "
+                                 "completed."}.get(reason, "Injected error")), reason)
             return self.send_json(status, e.body(), headers)
         drop = take_rule(self.kind, ("apply_then_drop",))
         if drop:
