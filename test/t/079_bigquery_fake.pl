@@ -559,6 +559,13 @@ is($s, 409, '(5) the same job id again: 409');
 is(message($r), "Already Exists: Job $P:EU.load_1", '(5) Already Exists');
 usleep(400_000);
 is(scalar @{ dump_rows('loaded') }, 2, '(5) and nothing loaded twice');
+bq_fault($bq, { kind => 'apply_then_drop', match => 'jobs.insert' });
+($s, $r) = multipart('dropped', $good);
+is($s, 599, '(5) apply_then_drop: the job is inserted, the answer lost');
+ok((grep { $_->{jobId} eq 'dropped' } @{ bq_jobs($bq) }), '(5) the job exists');
+($s, $r) = multipart('dropped', $good);
+is($s, 409, '(5) sent again: 409, the exactly-once lever');
+wait_job('dropped');
 ($s, $r) = bq_api($bq, 'GET', "$base/jobs/load_1?location=US");
 is($s, 404, '(5) jobs.get in another location: 404');
 
