@@ -854,6 +854,16 @@ like(message($r), qr/never mentions _pgsink_unchanged/, '(6) says why');
 ($s, $r) = PgsinkBigQuery::_request($bq, 'GET', '/_fake/current/ds/unpartitioned?key=id,k2');
 like(message($r), qr/partitioned by DAY of _pgsink_timestamp/, '(6) a raw table not partitioned by day is refused');
 
+# An outage: connections refused, then back with the state kept
+bq_outage($bq, 1);
+usleep(300_000);
+($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds");
+is($s, 599, '(7) during an outage: no connection');
+like($r, qr/refused|closed|reset/i, '(7) refused');
+sleep 1.2;
+($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds");
+is($s, 200, '(7) after it: served, the dataset still there');
+
 # The fake's bookkeeping
 bq_revoke_tokens($bq);
 ($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds");

@@ -28,7 +28,7 @@ use Test::More;
 use Time::HiRes qw(usleep);
 
 our @EXPORT = qw(bq_start bq_stop bq_control bq_config bq_fault bq_clear_faults
-  bq_revoke_tokens bq_dump bq_tables bq_jobs bq_requests bq_stats bq_current
+  bq_revoke_tokens bq_outage bq_dump bq_tables bq_jobs bq_requests bq_stats bq_current
   bq_current_lines psql_lines bq_jwt bq_token bq_api bq_row_line);
 
 my $json = JSON::PP->new->utf8->canonical->allow_nonref;
@@ -153,6 +153,9 @@ sub bq_config { my ($bq, $c) = @_; return bq_control($bq, 'POST', 'config', $c);
 sub bq_fault { my ($bq, @r) = @_; return bq_control($bq, 'POST', 'faults', { rules => \@r }); }
 sub bq_clear_faults { my ($bq) = @_; return bq_control($bq, 'POST', 'faults/clear'); }
 sub bq_revoke_tokens { my ($bq) = @_; return bq_control($bq, 'POST', 'revoke_tokens'); }
+# The fake down for $seconds (connections refused, open ones closed), then
+# back with its state.
+sub bq_outage { my ($bq, $seconds) = @_; return bq_control($bq, 'POST', 'outage', { seconds => $seconds }); }
 sub bq_tables { my ($bq) = @_; return bq_control($bq, 'GET', 'tables'); }
 sub bq_jobs { my ($bq) = @_; return bq_control($bq, 'GET', 'jobs'); }
 sub bq_stats { my ($bq) = @_; return bq_control($bq, 'GET', 'stats'); }

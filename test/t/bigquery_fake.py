@@ -301,6 +301,9 @@ POST /_fake/faults   {"rules": [RULE, ...]} appends rules (a rule applies to
                                           this errorResult, nothing loaded
 POST /_fake/faults/clear                  drop every rule
 GET  /_fake/faults                        the rules left
+POST /_fake/outage   {"seconds": S}      answers, then the fake is down for S
+                                          seconds: connections refused, open
+                                          ones closed; then back, state kept
 POST /_fake/revoke_tokens                 every issued token becomes invalid
                                           (401 authError on next use)
 GET  /_fake/tables[?dataset=D]           [{project, dataset, table, type,
@@ -503,6 +506,8 @@ datasets = {}    # (project, dataset) -> Dataset
 jobs = {}        # (project, jobId) -> Job
 uploads = {}     # upload_id -> {...}
 rules = []
+connections = set()  # open client connections (an outage closes them)
+outage = {"server": None, "until": 0.0}
 request_log = []
 stats = {"requests": {}, "rows_stored": 0, "rows_loaded": 0, "deduplicated": 0, "tokens_issued": 0,
          "token_refusals": 0, "auth_refusals": 0, "max_concurrent": 0}
@@ -1768,6 +1773,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         super().setup()
         # Answers go out whole, at once: no Nagle wait on a small last segment.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with lock:
+            connections.add(self.connection)
+
+    def finish(self):
+        with lock:
+            connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass  # closed by an outage
 
     def log_message(self, fmt, *a):
         if args.log:
@@ -1842,6 +1857,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.kind = "unknown"
         self.log_extra = {}
         self.body = None
+        if time.time() < outage["until"]:
+            return self.drop()  # down
         url = urllib.parse.urlsplit(self.path)
         self.url_path = url.path
         try:
@@ -2681,6 +2698,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if what == "faults/clear":
                 rules.clear()
                 return self.send_json(200, {"rules": rules})
+            if what == "outage" and method == "POST":
+                seconds = float(obj.get("seconds", 1))
+                threading.Thread(target=go_down, args=(seconds,), daemon=True).start()
+                return self.send_json(200, {"down_for": seconds})
             if what == "revoke_tokens":
                 n = len(tokens)
                 tokens.clear()
@@ -2737,6 +2758,22 @@ class Server(http.server.ThreadingHTTPServer):
     request_queue_size = 64
 
 
+def go_down(seconds):
+    """An outage: stop listening (connections are refused), close every open
+    connection, come back after seconds with the state kept."""
+    time.sleep(0.05)  # let the control's answer go out
+    with lock:
+        outage["until"] = time.time() + seconds
+        server = outage["server"]
+        for c in list(connections):
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+    server.shutdown()  # (until then, requests are dropped: see dispatch)
+    server.server_close()
+
+
 def orphan_watch(parent):
     """Exit when the process that started us is gone."""
     while os.getppid() == parent:
@@ -2769,8 +2806,14 @@ def main():
         CONFIG[k] = v
     if not args.no_orphan_watch:
         threading.Thread(target=orphan_watch, args=(os.getppid(),), daemon=True).start()
-    server = Server(("127.0.0.1", args.port), Handler)
-    server.serve_forever()
+    while True:
+        delay = outage["until"] - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        server = Server(("127.0.0.1", args.port), Handler)
+        with lock:
+            outage["server"] = server
+        server.serve_forever(poll_interval=0.1)
 
 
 if __name__ == "__main__":
