@@ -13,6 +13,13 @@ request bodies, Expect: 100-continue), one thread per connection. It listens on
 memory only: a restart of the fake forgets everything (simulate outages with
 faults instead).
 
+For benchmarks (test/bench/bigquery_fake_bench.py measures the fake alone:
+about 30k rows/s through insertAll with every value checked, 185k without;
+10-15k rows/s of Avro decoded and checked by python3-avro, 1M+ counted),
+start it with --config '{"record_ids": false, "store_rows": false,
+"check_values": false, "load_check": "schema"}': requests, limits, schemas
+and the Avro framing are still checked, values not, rows only counted.
+
 The aim: traffic this fake accepts, BigQuery accepts too. Where BigQuery is
 lenient in ways a lossless sink must not rely on, the fake is stricter, and says
 so below ("stricter:"). Every refusal names what was wrong and what to send.
