@@ -4,16 +4,20 @@
 #     expired or too long-lived JWT, a wrong audience, an unknown account, no
 #     scope, another grant type, alg HS256 are refused;
 # (2) bearer tokens: missing, unknown, revoked, expired, insufficient scope;
-# (3) datasets and tables: 404 / 409, unknown keys and parameters, views
-#     (useLegacySql, references), patch rules;
+# (3) datasets and tables: 404 / 409, unknown keys and parameters, names,
+#     clustering, labels, views (useLegacySql, references), patch rules,
+#     columns a patch added unknown to streaming for a while;
 # (4) insertAll: every type's check refusing a wrong value (and the typed
 #     value stored for a right one), unknown field, REQUIRED, REPEATED,
 #     invalid + stopped, skipInvalidRows, limits, insertId de-duplication,
-#     injected row errors and statuses;
+#     gzip / chunked / Expect: 100-continue, injected row errors and statuses;
 # (5) load jobs: multipart and resumable Avro uploads, states, duplicate job
-#     id, schema mismatches failing the job;
+#     id (also after a lost answer), schema mismatches and bad data failing
+#     the job, a file written by avro-c, NDJSON, dispositions, field addition;
 # (6) the view rule of issue 13 on a hand-made raw table: TOAST carry,
-#     delete, truncate, key change.
+#     delete, truncate, key change, replays, ambiguity, a column added later,
+#     and the comparison helper against a plain PostgreSQL;
+# (7) outage, bookkeeping (stats, requests, jobs, tables).
 use strict;
 use warnings;
 
@@ -155,6 +159,18 @@ is($s, 400, '(3) an unknown query parameter: 400');
 ($s, $r) = bq_api($bq, 'GET', "/bigquery/v2/projects/other-project/datasets/ds");
 is($s, 404, '(3) another project: 404');
 
+($s, $r) = bq_api($bq, 'GET', "$base/datasets");
+is_deeply([ map { $_->{datasetReference}{datasetId} } @{ $r->{datasets} } ], ['ds'], '(3) datasets.list');
+bq_api($bq, 'POST', "$base/datasets", { datasetReference => { projectId => $P, datasetId => 'gone' } });
+bq_api($bq, 'POST', "$base/datasets/gone/tables",
+	{ tableReference => { projectId => $P, datasetId => 'gone', tableId => 't' } });
+($s, $r) = bq_api($bq, 'DELETE', "$base/datasets/gone");
+is(reason($r), 'resourceInUse', '(3) deleting a dataset with tables needs deleteContents');
+($s, $r) = bq_api($bq, 'DELETE', "$base/datasets/gone?deleteContents=true");
+is($s, 204, '(3) with it: 204');
+($s, $r) = bq_api($bq, 'GET', "$base/datasets/gone/tables/t");
+is($s, 404, '(3) its tables are gone');
+
 my @types = (
 	[ 'i', 'INT64' ], [ 'f', 'FLOAT64' ], [ 'n', 'NUMERIC' ], [ 'bn', 'BIGNUMERIC' ],
 	[ 'b', 'BOOL' ], [ 's', 'STRING' ], [ 'by', 'BYTES' ], [ 'd', 'DATE' ], [ 't', 'TIME' ],
@@ -179,6 +195,8 @@ is($s, 409, '(3) a table again: 409');
 is(message($r), "Already Exists: Table $P:ds.TYPES", '(3) Already Exists');
 ($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds/tables/types");
 is($s, 200, '(3) tables.get');
+my ($st_list, $list) = bq_api($bq, 'GET', "$base/datasets/ds/tables");
+is_deeply([ sort map { $_->{tableReference}{tableId} } @{ $list->{tables} } ], [qw(TYPES types)], '(3) tables.list');
 is(scalar @{ $r->{schema}{fields} }, scalar @fields, '(3) with its schema');
 is($r->{type}, 'TABLE', '(3) type TABLE');
 for my $badfield ([ { name => '1x', type => 'STRING' }, 'a name starting with a digit' ],
@@ -517,7 +535,7 @@ sub load_conf
 	return { jobReference => { projectId => $P, jobId => $job_id },
 		configuration => { load => { destinationTable => { projectId => $P, datasetId => 'ds', tableId => $o{table} // 'loaded' },
 				sourceFormat => 'AVRO', useAvroLogicalTypes => $o{logical} // JSON::PP::true,
-				writeDisposition => 'WRITE_APPEND' } } };
+				writeDisposition => 'WRITE_APPEND', %{ $o{load} // {} } } } };
 }
 sub multipart
 {
@@ -548,6 +566,7 @@ is($s, 200, '(5) multipart load job inserted') or diag($json->encode($r));
 is($r->{status}{state}, 'PENDING', '(5) PENDING first');
 my ($job, $states) = wait_job('load_1');
 is_deeply($states, [ 'PENDING', 'RUNNING', 'DONE' ], '(5) then RUNNING, then DONE');
+bq_config($bq, { job_seconds => 0.06 });  # quicker from here on
 ok(!$job->{status}{errorResult}, '(5) without error') or diag($json->encode($job->{status}));
 is($job->{statistics}{load}{outputRows}, '2', '(5) two rows loaded');
 is_deeply(dump_rows('loaded'), [
@@ -704,6 +723,46 @@ is($job->{statistics}{load}{outputRows}, '2', '(5) load_check schema: rows count
 like($job->{status}{errorResult}{message}, $mismatch[0][3], '(5) load_check schema: the schema still checked');
 bq_config($bq, { load_check => 'full' });
 is(bq_dump($bq, 'ds', 'loaded')->{num_rows}, $n_loaded + 2, '(5) counted rows count in num_rows');
+# Dispositions, field addition, NDJSON
+{
+	my $ndjson = qq({"id": "7", "name": "seven", "at": "2024-01-01T00:00:00Z", "tags": ["x"]}\n{"id": 8, "tags": []}\n);
+	my %nd = (load => { sourceFormat => 'NEWLINE_DELIMITED_JSON',
+			schema => { fields => [ { name => 'id', type => 'INT64', mode => 'REQUIRED' }, { name => 'name', type => 'STRING' },
+					{ name => 'at', type => 'TIMESTAMP' }, { name => 'tags', type => 'STRING', mode => 'REPEATED' } ] } });
+	($s, $r) = multipart('nd_create', $ndjson, table => 'created_by_load', %nd);
+	($job) = wait_job('nd_create');
+	is($job->{statistics}{load}{outputRows}, '2', '(5) NDJSON load into a table it creates (CREATE_IF_NEEDED, its schema)')
+	  or diag($json->encode($job->{status}));
+	is_deeply(dump_rows('created_by_load')->[0], { id => 7, name => 'seven', at => '2024-01-01 00:00:00+00', tags => ['x'] },
+		'(5) NDJSON values checked and typed');
+	($s, $r) = multipart('nd_bad', qq({"id": "x", "tags": []}\n), table => 'created_by_load', %nd);
+	($job) = wait_job('nd_bad');
+	like($job->{status}{errorResult}{message}, qr/too many errors.*Field: id/, '(5) a bad NDJSON value fails the job');
+	$nd{load}{writeDisposition} = 'WRITE_EMPTY';
+	($s, $r) = multipart('nd_empty', $ndjson, table => 'created_by_load', %nd);
+	($job) = wait_job('nd_empty');
+	is($job->{status}{errorResult}{reason}, 'duplicate', '(5) WRITE_EMPTY into a table with rows fails');
+	$nd{load}{writeDisposition} = 'WRITE_TRUNCATE';
+	($s, $r) = multipart('nd_truncate', qq({"id": 9, "tags": []}\n), table => 'created_by_load', %nd);
+	($job) = wait_job('nd_truncate');
+	is_deeply([ map { $_->{id} } @{ dump_rows('created_by_load') } ], [9], '(5) WRITE_TRUNCATE replaces the rows');
+	$nd{load}{createDisposition} = 'CREATE_NEVER';
+	($s, $r) = multipart('nd_never', $ndjson, table => 'not_there', %nd);
+	($job) = wait_job('nd_never');
+	is($job->{status}{errorResult}{reason}, 'notFound', '(5) CREATE_NEVER into a missing table fails');
+	my $wider = avro_file('wider', { type => 'record', name => 'r', fields => [ @{ $schema->{fields} },
+				{ name => 'extra', type => [ 'null', 'string' ] } ] },
+		[ { id => 20, name => undef, at => undef, amount => undef, tags => [], extra => 'e' } ]);
+	($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
+		{ tableReference => { projectId => $P, datasetId => 'ds', tableId => 'loaded_c2' },
+			schema => { fields => [ @{ bq_dump($bq, 'ds', 'loaded')->{schema} } ] } });
+	($s, $r) = multipart('wider_added', $wider, table => 'loaded_c2', load => { schemaUpdateOptions => ['ALLOW_FIELD_ADDITION'] });
+	($job) = wait_job('wider_added');
+	ok(!$job->{status}{errorResult}, '(5) ALLOW_FIELD_ADDITION: a field the table lacks is added') or diag($json->encode($job->{status}));
+	($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds/tables/loaded_c2");
+	is_deeply($r->{schema}{fields}[-1], { name => 'extra', type => 'STRING', mode => 'NULLABLE' }, '(5) NULLABLE');
+	is(dump_rows('loaded_c2')->[0]{extra}, 'e', '(5) with its value');
+}
 bq_fault($bq, { kind => 'job_error', reason => 'backendError', message => 'try again' });
 ($s, $r) = multipart('faulted', $good);
 ($job) = wait_job('faulted');
