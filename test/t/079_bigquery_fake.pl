@@ -435,6 +435,23 @@ bq_fault($bq, { kind => 'status', status => 403, reason => 'quotaExceeded', matc
 ok($s == 403 && reason($r) eq 'quotaExceeded' && message($r) =~ /^Quota exceeded/, '(4) injected 403 quotaExceeded');
 ($s, $r) = insert_rows([ { req => 'f' } ]);
 ok($s == 500 && $r eq '', '(4) injected 500 without a body (as a front end sends)');
+bq_fault($bq, { kind => 'reset', match => 'insertAll' });
+($s, $r) = insert_rows([ { req => 'reset' } ]);
+is($s, 599, '(4) injected reset: no answer');
+bq_fault($bq, { kind => 'slow', seconds => 0.5, match => 'insertAll' });
+my $t_slow = time();
+($s, $r) = insert_rows([ { req => 'slow' } ]);
+ok($s == 200 && time() - $t_slow >= 0.5, '(4) injected slowness: served after the wait');
+bq_fault($bq, { kind => 'token_error', error => 'invalid_grant', message => 'Invalid JWT Signature.' },
+	{ kind => 'status', status => 500, match => 'token' });
+($s, $r) = insert_rows([ { req => 'not the token endpoint' } ]);
+is($s, 200, '(4) token endpoint faults leave the API alone');
+($s, $r) = bq_token($bq);
+ok($s == 400 && $r->{error} eq 'invalid_grant', '(4) injected token endpoint refusal');
+($s, $r) = bq_token($bq);
+is($s, 500, '(4) injected token endpoint 500');
+($s, $r) = bq_token($bq);
+is($s, 200, '(4) then tokens again');
 ($s, $r) = insert_rows([ { req => 'v' } ], path => "$base/datasets/ds/tables/v1/insertAll");
 is($s, 400, '(4) insertAll into a view: 400');
 ($s, $r) = bq_api($bq, 'POST', $ins, { rows => [ { insertId => 'x', json => { req => 'r' }, extra => 1 } ] });
@@ -608,6 +625,17 @@ is($job->{statistics}{load}{outputRows}, '2', '(5) resumable load done');
 ($s, $r) = bq_api($bq, 'PUT', ($h->{location} =~ m{^http://[^/]+(/.*)$})[0], undef, content => $good,
 	headers => { 'Content-Type' => 'application/octet-stream' });
 is($s, 409, '(5) a resumable upload of an existing job id: 409 on the final request');
+# the status of a session, and a size other than announced
+($s, $r, $h) = bq_api($bq, 'POST', "/upload/bigquery/v2/projects/$P/jobs?uploadType=resumable", load_conf('load_4'),
+	headers => { 'X-Upload-Content-Length' => $total + 1 });
+my ($session4) = $h->{location} =~ m{^http://[^/]+(/.*)$};
+($s, $r, $h) = bq_api($bq, 'PUT', $session4, undef, content => substr($good, 0, 10),
+	headers => { 'Content-Range' => "bytes 0-9/*" });
+($s, $r, $h) = bq_api($bq, 'PUT', $session4, undef, content => '', headers => { 'Content-Range' => "bytes */$total" });
+ok($s == 308 && $h->{range} eq 'bytes=0-9', '(5) a session\'s status: 308 with the Range received');
+($s, $r) = bq_api($bq, 'PUT', $session4, undef, content => substr($good, 10),
+	headers => { 'Content-Range' => "bytes 10-" . ($total - 1) . "/$total" });
+is($s, 400, '(5) an upload of another size than X-Upload-Content-Length announced: 400');
 ($s, $r) = bq_api($bq, 'POST', "$base/jobs", load_conf('load_3'));
 is($s, 400, '(5) a load without media (sourceUris): 400');
 

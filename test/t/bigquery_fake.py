@@ -1165,7 +1165,10 @@ def take_rule(kind, kinds):
             if r.get("kind") not in kinds:
                 continue
             match = r.get("match", "any")
-            if match == "any" and kind == "token" and r.get("kind") != "token_error":
+            # token_error is for the token endpoint only; "any" means the API
+            if (r.get("kind") == "token_error") != (kind == "token") and match != kind:
+                continue
+            if r.get("kind") == "token_error" and kind != "token":
                 continue
             if match not in ("any", kind):
                 continue
