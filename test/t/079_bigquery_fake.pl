@@ -790,6 +790,15 @@ is(bq_dump($bq, 'ds', 'loaded')->{num_rows}, $n_loaded + 2, '(5) counted rows co
 	($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds/tables/loaded_c2");
 	is_deeply($r->{schema}{fields}[-1], { name => 'extra', type => 'STRING', mode => 'NULLABLE' }, '(5) NULLABLE');
 	is(dump_rows('loaded_c2')->[0]{extra}, 'e', '(5) with its value');
+	my $nullable_id = avro_file('nullable_id', { type => 'record', name => 'r', fields => [
+				{ name => 'id', type => [ 'null', 'long' ] }, { name => 'tags', type => { type => 'array', items => 'string' } } ] },
+		[ { id => undef, tags => [] } ]);
+	($s, $r) = multipart('relaxed', $nullable_id, table => 'loaded_c2', load => { schemaUpdateOptions => ['ALLOW_FIELD_RELAXATION'] });
+	($job) = wait_job('relaxed');
+	ok(!$job->{status}{errorResult}, '(5) ALLOW_FIELD_RELAXATION: a nullable field into a REQUIRED column loads')
+	  or diag($json->encode($job->{status}));
+	($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds/tables/loaded_c2");
+	is($r->{schema}{fields}[0]{mode}, 'NULLABLE', '(5) and the column is NULLABLE now');
 }
 bq_fault($bq, { kind => 'job_error', reason => 'backendError', message => 'try again' });
 ($s, $r) = multipart('faulted', $good);

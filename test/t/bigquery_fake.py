@@ -251,7 +251,8 @@ Jobs (load)
   JSON). The mapped type must equal the column's; a nullable Avro field into
   a REQUIRED column, a REQUIRED column the file lacks, a field the table
   lacks (without ALLOW_FIELD_ADDITION, which then adds it NULLABLE) fail the
-  job: "Provided Schema does not match Table p:d.t. ...". Then every value
+  job: "Provided Schema does not match Table p:d.t. ..."; with
+  ALLOW_FIELD_RELAXATION the first two make the (top-level) column NULLABLE. Then every value
   is checked as insertAll checks it (ranges, JSON numbers ...; a decimal
   with more digits than its schema's precision fails the job, where
   python3-avro alone would round it), unless
@@ -1455,10 +1456,12 @@ def avro_record_fields(schema, logical, prefix=""):
     return out
 
 
-def match_avro(avro_fields, table_fields, ref, add, relax, prefix=""):
-    """Check Avro fields against the table; returns (fields to add, or [])."""
+def match_avro(avro_fields, table_fields, ref, add, relax, prefix="", relaxed=None):
+    """Check Avro fields against the table; returns the fields to add (or []);
+    the names of top-level REQUIRED columns to relax go into relaxed."""
     msg = f"Provided Schema does not match Table {ref}."
     by = {f["name"].lower(): f for f in table_fields}
+    relaxed = [] if relaxed is None else relaxed
     added = []
     for a in avro_fields:
         c = by.get(a["name"].lower())
@@ -1477,17 +1480,20 @@ def match_avro(avro_fields, table_fields, ref, add, relax, prefix=""):
                 a["mode"] == "REPEATED" and cm != "REPEATED":
             raise ValueError(f"{msg} Field {prefix}{c['name']} has changed mode from {cm} to "
                              f"{a['mode']}")
-        if cm == "REQUIRED" and a["mode"] == "NULLABLE" and not relax:
-            raise ValueError(f"{msg} Field {prefix}{c['name']} has changed mode from REQUIRED "
-                             "to NULLABLE")
+        if cm == "REQUIRED" and a["mode"] == "NULLABLE":
+            if not relax or prefix:
+                raise ValueError(f"{msg} Field {prefix}{c['name']} has changed mode from "
+                                 "REQUIRED to NULLABLE")
+            relaxed.append(c["name"])
         if ct == "RECORD":
-            if match_avro(a["fields"], c["fields"], ref, False, relax, prefix + c["name"] + "."):
-                pass
+            match_avro(a["fields"], c["fields"], ref, False, False, prefix + c["name"] + ".")
     names = {a["name"].lower() for a in avro_fields}
     for c in table_fields:
         if c.get("mode") == "REQUIRED" and c["name"].lower() not in names:
-            raise ValueError(f"{msg} Field {prefix}{c['name']} is missing in the file, and it "
-                             "is REQUIRED")
+            if not relax or prefix:
+                raise ValueError(f"{msg} Field {prefix}{c['name']} is missing in the file, and "
+                                 "it is REQUIRED")
+            relaxed.append(c["name"])
     return added
 
 
@@ -1634,8 +1640,8 @@ def strict_avro_decimals():
 
 def run_load(data, ref, fields, conf):
     """Decode and check a load's data against fields: (typed rows as JSON
-    texts, or None when only counted; fields to add; row count). ValueError
-    says what is wrong."""
+    texts, or None when only counted; the table's fields after the load
+    (added, relaxed); row count). ValueError says what is wrong."""
     fmt = conf.get("sourceFormat", "CSV")
     add = "ALLOW_FIELD_ADDITION" in (conf.get("schemaUpdateOptions") or [])
     relax = "ALLOW_FIELD_RELAXATION" in (conf.get("schemaUpdateOptions") or [])
@@ -1657,7 +1663,7 @@ def run_load(data, ref, fields, conf):
                     raise ValueError(f"Error while reading data, error message: JSON table "
                                      f"encountered too many errors, giving up. Rows: {n};"
                                      f"{where} {getattr(e, 'message', str(e))}")
-        return out, [], len(out)
+        return out, fields, len(out)
     try:
         meta, blocks, _ = avro_container(data)
         schema = json.loads(meta["avro.schema"].decode("utf-8"))
@@ -1665,13 +1671,13 @@ def run_load(data, ref, fields, conf):
         raise ValueError(f"Error while reading data, error message: The Apache Avro library "
                          f"failed to parse the header with the following error: {e}")
     avro_fields = avro_record_fields(schema, bool(conf.get("useAvroLogicalTypes")))
-    added = match_avro(avro_fields, fields, ref, add, relax)
-    if added:
-        fields = fields + [{"name": a["name"], "type": a["type"],
-                            "mode": "NULLABLE" if a["mode"] == "REQUIRED" else a["mode"]}
-                           for a in added]
+    relaxed = []
+    added = match_avro(avro_fields, fields, ref, add, relax, relaxed=relaxed)
+    fields = [dict(f, mode="NULLABLE") if f["name"] in relaxed else f for f in fields] + [
+        {"name": a["name"], "type": a["type"],
+         "mode": "NULLABLE" if a["mode"] == "REQUIRED" else a["mode"]} for a in added]
     if CONFIG["load_check"] == "schema":
-        return None, added, sum(blocks)
+        return None, fields, sum(blocks)
     import avro.datafile
     import avro.io
     by = {a["name"]: a for a in avro_fields}
@@ -1692,7 +1698,7 @@ def run_load(data, ref, fields, conf):
                          f"{e} (row {n + 1})")
     if len(out) != sum(blocks):
         raise ValueError(f"the blocks announce {sum(blocks)} rows, {len(out)} were read")
-    return out, added, len(out)
+    return out, fields, len(out)
 
 
 def finish_job(job):
@@ -1732,16 +1738,13 @@ def finish_job(job):
             if conf.get("writeDisposition") == "WRITE_EMPTY" and table.row_count:
                 raise ApiError(409, f"Already Exists: Table {table.ref()}", "duplicate")
             fields = list(table.fields)
-        rows, added, count = run_load(job.data, table.ref(), fields, conf)
+        rows, schema_after, count = run_load(job.data, table.ref(), fields, conf)
         with lock:
             if ds.tables.get(dest["tableId"]) is not table or table.fields != fields:
                 raise ApiError(500, "The table changed while the job ran; run it again",
                                "backendError")
-            if added:
-                table.fields = table.fields + [
-                    {"name": a["name"], "type": a["type"],
-                     "mode": "NULLABLE" if a["mode"] == "REQUIRED" else a["mode"]}
-                    for a in added]
+            if schema_after != fields:  # fields added, REQUIRED relaxed
+                table.fields = schema_after
                 table.version += 1
             if conf.get("writeDisposition") == "WRITE_TRUNCATE":
                 table.rows = []
