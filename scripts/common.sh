@@ -12,7 +12,9 @@ TEST_USER=${PGSINK_TEST_USER:-pgsink_test}
 PACKAGES=(build-essential "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" libavro-dev
           libcurl4-openssl-dev nlohmann-json3-dev libssl-dev libipc-run-perl
           "postgresql-$PG_MAJOR-wal2json" clang-format python3 openssl zlib1g-dev
-          clickhouse-server python3-cryptography python3-avro)
+          clickhouse-server)
+# The BigQuery fake (test/t/bigquery_fake.py): RS256 JWTs and Avro files.
+PACKAGES+=(python3-cryptography python3-avro)
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 
