@@ -12,9 +12,12 @@ TEST_USER=${PGSINK_TEST_USER:-pgsink_test}
 PACKAGES=(build-essential "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR" libavro-dev
           libcurl4-openssl-dev nlohmann-json3-dev libssl-dev libipc-run-perl
           "postgresql-$PG_MAJOR-wal2json" clang-format python3 openssl zlib1g-dev
-          clickhouse-server python3-cryptography python3-avro)
+          clickhouse-server)
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# The BigQuery fake (test/t/bigquery_fake.py): RS256 JWTs and Avro files.
+PACKAGES+=(python3-cryptography python3-avro)
 
 # Run a command as root: directly when we are root, else through sudo.
 as_root() {

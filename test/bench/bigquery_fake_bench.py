@@ -8,7 +8,8 @@ the ceiling of any pgsink figure measured against it.
 1. insertAll: ROWS rows of a pgsink-like raw table (id, account, note,
    amount NUMERIC, created TIMESTAMP and the six _pgsink_ columns) in
    BATCH-row requests over keep-alive connections, for each CONNECTIONS
-   value; rows/s and requests/s, rows stored and checked.
+   value, with check_values true (every field checked and typed) and false
+   (the request's shape only); rows/s and requests/s.
 2. Load jobs: LOAD_ROWS rows in CHUNK-row Avro files (deflate, logical
    types), multipart uploads polled to DONE, with load_check "full" (every
    value decoded with python3-avro and checked) and "schema" (framing and
@@ -242,12 +243,13 @@ def main():
                             "timePartitioning": {"type": "DAY", "field": "_pgsink_timestamp"}})
         assert st == 200, out
         print(f"insertAll: {a.rows} rows in {a.batch}-row requests")
-        for conns in [int(x) for x in a.connections.split(",")]:
-            control(port, "config", {"dedup": False})
-            took, requests, nbytes = stream(port, token, a.rows, a.batch, conns)
-            print(f"  {conns} connection(s): {a.rows / took:,.0f} rows/s, "
-                  f"{requests / took:,.1f} requests/s, {nbytes / took / 1e6:.1f} MB/s "
-                  f"({took:.1f} s)")
+        for check in (True, False):
+            for conns in [int(x) for x in a.connections.split(",")]:
+                control(port, "config", {"dedup": False, "check_values": check})
+                took, requests, nbytes = stream(port, token, a.rows, a.batch, conns)
+                print(f"  check_values {str(check).lower()}, {conns} connection(s): "
+                      f"{a.rows / took:,.0f} rows/s, {requests / took:,.1f} requests/s, "
+                      f"{nbytes / took / 1e6:.1f} MB/s ({took:.1f} s)")
         stored = control(port, "stats")["rows_stored"]
         print(f"  rows stored: {stored}")
         t0 = time.time()

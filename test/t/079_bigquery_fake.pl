@@ -4,24 +4,31 @@
 #     expired or too long-lived JWT, a wrong audience, an unknown account, no
 #     scope, another grant type, alg HS256 are refused;
 # (2) bearer tokens: missing, unknown, revoked, expired, insufficient scope;
-# (3) datasets and tables: 404 / 409, unknown keys and parameters, views
-#     (useLegacySql, references), patch rules;
+# (3) datasets and tables: 404 / 409, unknown keys and parameters, names,
+#     clustering, labels, views (useLegacySql, references), patch rules,
+#     columns a patch added unknown to streaming for a while;
 # (4) insertAll: every type's check refusing a wrong value (and the typed
 #     value stored for a right one), unknown field, REQUIRED, REPEATED,
 #     invalid + stopped, skipInvalidRows, limits, insertId de-duplication,
-#     injected row errors and statuses;
+#     gzip / chunked / Expect: 100-continue, injected row errors and statuses;
 # (5) load jobs: multipart and resumable Avro uploads, states, duplicate job
-#     id, schema mismatches failing the job;
+#     id (also after a lost answer), schema mismatches and bad data failing
+#     the job, a file written by avro-c, NDJSON, dispositions, field addition;
 # (6) the view rule of issue 13 on a hand-made raw table: TOAST carry,
-#     delete, truncate, key change.
+#     delete, truncate, key change, replays, ambiguity, a column added later,
+#     and the comparison helper against a plain PostgreSQL;
+# (7) outage, bookkeeping (stats, requests, jobs, tables).
 use strict;
 use warnings;
 
 use FindBin;
 use lib $FindBin::RealBin;
 
+use IO::Compress::Gzip;
+use IO::Socket::INET;
 use JSON::PP;
 use MIME::Base64 qw(encode_base64);
+use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use PgsinkBigQuery;
 use Test::More;
@@ -152,6 +159,18 @@ is($s, 400, '(3) an unknown query parameter: 400');
 ($s, $r) = bq_api($bq, 'GET', "/bigquery/v2/projects/other-project/datasets/ds");
 is($s, 404, '(3) another project: 404');
 
+($s, $r) = bq_api($bq, 'GET', "$base/datasets");
+is_deeply([ map { $_->{datasetReference}{datasetId} } @{ $r->{datasets} } ], ['ds'], '(3) datasets.list');
+bq_api($bq, 'POST', "$base/datasets", { datasetReference => { projectId => $P, datasetId => 'gone' } });
+bq_api($bq, 'POST', "$base/datasets/gone/tables",
+	{ tableReference => { projectId => $P, datasetId => 'gone', tableId => 't' } });
+($s, $r) = bq_api($bq, 'DELETE', "$base/datasets/gone");
+is(reason($r), 'resourceInUse', '(3) deleting a dataset with tables needs deleteContents');
+($s, $r) = bq_api($bq, 'DELETE', "$base/datasets/gone?deleteContents=true");
+is($s, 204, '(3) with it: 204');
+($s, $r) = bq_api($bq, 'GET', "$base/datasets/gone/tables/t");
+is($s, 404, '(3) its tables are gone');
+
 my @types = (
 	[ 'i', 'INT64' ], [ 'f', 'FLOAT64' ], [ 'n', 'NUMERIC' ], [ 'bn', 'BIGNUMERIC' ],
 	[ 'b', 'BOOL' ], [ 's', 'STRING' ], [ 'by', 'BYTES' ], [ 'd', 'DATE' ], [ 't', 'TIME' ],
@@ -176,6 +195,8 @@ is($s, 409, '(3) a table again: 409');
 is(message($r), "Already Exists: Table $P:ds.TYPES", '(3) Already Exists');
 ($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds/tables/types");
 is($s, 200, '(3) tables.get');
+my ($st_list, $list) = bq_api($bq, 'GET', "$base/datasets/ds/tables");
+is_deeply([ sort map { $_->{tableReference}{tableId} } @{ $list->{tables} } ], [qw(TYPES types)], '(3) tables.list');
 is(scalar @{ $r->{schema}{fields} }, scalar @fields, '(3) with its schema');
 is($r->{type}, 'TABLE', '(3) type TABLE');
 for my $badfield ([ { name => '1x', type => 'STRING' }, 'a name starting with a digit' ],
@@ -189,6 +210,17 @@ for my $badfield ([ { name => '1x', type => 'STRING' }, 'a name starting with a 
 			schema => { fields => [ $badfield->[0] ] } });
 	is($s, 400, "(3) a field with $badfield->[1]: 400");
 }
+($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
+	{ tableReference => { projectId => $P, datasetId => 'ds', tableId => 'clustered' },
+		schema => { fields => \@fields }, clustering => { fields => ['f'] } });
+is($s, 400, '(3) clustering by a FLOAT64 column: 400');
+like(message($r), qr/not supported for clustering/, '(3) says so');
+($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
+	{ tableReference => { projectId => $P, datasetId => 'ds', tableId => 'clustered' },
+		schema => { fields => \@fields }, clustering => { fields => [qw(i s d ts)] }, labels => { origin => 'pgsink' } });
+is($s, 200, '(3) clustering by 4 columns, with a label') or diag(message($r));
+($s, $r) = bq_api($bq, 'PATCH', "$base/datasets/ds/tables/clustered", { labels => { Origin => 'x' } });
+is($s, 400, '(3) a label key with a capital: 400');
 ($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
 	{ tableReference => { projectId => $P, datasetId => 'ds', tableId => 'dup' },
 		schema => { fields => [ { name => 'a', type => 'STRING' }, { name => 'A', type => 'STRING' } ] } });
@@ -239,6 +271,19 @@ like(message($r), qr/Field i has changed type from INTEGER to STRING/, '(3) says
 ($s, $r) = bq_api($bq, 'PATCH', "$base/datasets/ds/tables/types", { schema => { fields => \@patched } },
 	headers => { 'If-Match' => 'stale' });
 is($s, 412, '(3) a stale If-Match: 412');
+bq_config($bq, { stream_after_patch => 0.5 });
+($s, $r) = bq_api($bq, 'PATCH', "$base/datasets/ds/tables/types",
+	{ schema => { fields => [ @patched, { name => 'extra2', type => 'STRING' } ] } });
+push @patched, { name => 'extra2', type => 'STRING' };
+($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables/types/insertAll",
+	{ rows => [ { json => { req => 'new column', extra2 => 'x' } } ] });
+is($r->{insertErrors}[0]{errors}[0]{message}, 'no such field: extra2.',
+	'(3) stream_after_patch: a column just added is unknown to streaming');
+sleep 0.6;
+($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables/types/insertAll",
+	{ rows => [ { json => { req => 'new column', extra2 => 'x' } } ] });
+ok($s == 200 && !$r->{insertErrors}, '(3) and known a while later');
+bq_config($bq, { stream_after_patch => 0 });
 
 # ---------------------------------------------------------------------------
 # (4) insertAll
@@ -272,6 +317,7 @@ my @checks = (
 	[ 'j', '{"b": [1, 2.5, null], "a": "x"}', '{"a":"x","b":[1,2.5,null]}',
 		[ '{"a": 123456789012345678901}', '{bad json}', 'NaN', { a => 1 } ] ],
 	[ 'n52', '123.45', '123.45', [ '1234.5', '1.234' ] ]);
+my $rows_before_checks = scalar @{ dump_rows() };
 for my $c (@checks)
 {
 	my ($col, $good, $stored, $bads) = @$c;
@@ -291,7 +337,7 @@ for my $c (@checks)
 	my $row = dump_rows()->[-1];
 	is_deeply($row->{$col}, $stored, "(4) $col: stored as $st");
 }
-is(scalar @{ dump_rows() }, scalar @checks, '(4) no refused value was stored');
+is(scalar @{ dump_rows() }, $rows_before_checks + @checks, '(4) no refused value was stored');
 # FLOAT64 dumps as PostgreSQL prints a float8
 insert_rows([ map { { req => 'float', f => $_ } } (1e15, 2, '0.1', 1e-5, '-0', '0.30000000000000004', 123456789012345) ]);
 is_deeply([ map { $_->{f} } grep { $_->{req} eq 'float' } @{ dump_rows() } ],
@@ -345,6 +391,14 @@ is($s, 400, '(4) a request over max_request_bytes: 400');
 like(message($r), qr/Request payload size exceeds the limit: 2000 bytes/, '(4) says so');
 bq_config($bq, { max_rows => 50000, max_request_bytes => 10485760, max_row_bytes => 10485760 });
 
+# check_values false (benchmarks): the request's shape is checked, not the fields
+bq_config($bq, { check_values => JSON::PP::false });
+($s, $r) = insert_rows([ { req => 'unchecked', i => 'not a number' } ]);
+ok($s == 200 && !$r->{insertErrors}, '(4) check_values false: a wrong value is taken');
+($s, $r) = insert_rows([ map { { req => "r$_" } } 1 .. 2 ], ids => [ 'x' x 200, 'y' ]);
+is($s, 400, '(4) but not a request over its limits');
+bq_config($bq, { check_values => JSON::PP::true });
+
 # insertId de-duplication
 $before = scalar @{ dump_rows() };
 insert_rows([ { req => 'd1' }, { req => 'd2' } ], ids => [ 'A/1', 'A/2' ]);
@@ -375,10 +429,63 @@ is($s, 429, '(4) then the injected 429');
 is(reason($r), 'rateLimitExceeded', '(4) reason rateLimitExceeded');
 ($s, $r) = insert_rows([ { req => 'f' } ]);
 is($s, 200, '(4) then served again');
+bq_fault($bq, { kind => 'status', status => 403, reason => 'quotaExceeded', match => 'insertAll' },
+	{ kind => 'status', status => 500, body => JSON::PP::false, match => 'insertAll' });
+($s, $r) = insert_rows([ { req => 'f' } ]);
+ok($s == 403 && reason($r) eq 'quotaExceeded' && message($r) =~ /^Quota exceeded/, '(4) injected 403 quotaExceeded');
+($s, $r) = insert_rows([ { req => 'f' } ]);
+ok($s == 500 && $r eq '', '(4) injected 500 without a body (as a front end sends)');
+bq_fault($bq, { kind => 'reset', match => 'insertAll' });
+($s, $r) = insert_rows([ { req => 'reset' } ]);
+is($s, 599, '(4) injected reset: no answer');
+bq_fault($bq, { kind => 'slow', seconds => 0.5, match => 'insertAll' });
+my $t_slow = time();
+($s, $r) = insert_rows([ { req => 'slow' } ]);
+ok($s == 200 && time() - $t_slow >= 0.5, '(4) injected slowness: served after the wait');
+bq_fault($bq, { kind => 'token_error', error => 'invalid_grant', message => 'Invalid JWT Signature.' },
+	{ kind => 'status', status => 500, match => 'token' });
+($s, $r) = insert_rows([ { req => 'not the token endpoint' } ]);
+is($s, 200, '(4) token endpoint faults leave the API alone');
+($s, $r) = bq_token($bq);
+ok($s == 400 && $r->{error} eq 'invalid_grant', '(4) injected token endpoint refusal');
+($s, $r) = bq_token($bq);
+is($s, 500, '(4) injected token endpoint 500');
+($s, $r) = bq_token($bq);
+is($s, 200, '(4) then tokens again');
 ($s, $r) = insert_rows([ { req => 'v' } ], path => "$base/datasets/ds/tables/v1/insertAll");
 is($s, 400, '(4) insertAll into a view: 400');
 ($s, $r) = bq_api($bq, 'POST', $ins, { rows => [ { insertId => 'x', json => { req => 'r' }, extra => 1 } ] });
 is($s, 400, '(4) an unknown key in a row: 400');
+# Transport: gzip, chunked, Expect: 100-continue (libcurl sends it for large bodies)
+{
+	my $payload = $json->encode({ rows => [ { insertId => 'gz', json => { req => 'gzipped' } } ] });
+	my $gz;
+	IO::Compress::Gzip::gzip(\$payload => \$gz) or die;
+	($s, $r) = bq_api($bq, 'POST', $ins, undef, content => $gz,
+		headers => { 'Content-Type' => 'application/json', 'Content-Encoding' => 'gzip' });
+	ok($s == 200 && !$r->{insertErrors}, '(4) a gzip body is taken');
+	($s, $r) = bq_api($bq, 'POST', $ins, undef, content => 'not gzip',
+		headers => { 'Content-Type' => 'application/json', 'Content-Encoding' => 'gzip' });
+	is($s, 400, '(4) a body that says gzip and is not: 400');
+	my @pieces = ('{"rows": [{"insertId": "ch", ', '"json": {"req": "chunked"}}]}');
+	($s, $r) = bq_api($bq, 'POST', $ins, undef, content => sub { shift @pieces },
+		headers => { 'Content-Type' => 'application/json' });
+	ok($s == 200 && !$r->{insertErrors}, '(4) a chunked body is taken');
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $bq->{port}) or die;
+	$payload = $json->encode({ rows => [ { insertId => 'ex', json => { req => 'expect' } } ] });
+	print $sock "POST $ins HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer $bq->{token}\r\n"
+	  . "Content-Type: application/json\r\nContent-Length: " . length($payload)
+	  . "\r\nExpect: 100-continue\r\n\r\n";
+	my $interim = <$sock>;
+	like($interim, qr{^HTTP/1.1 100 }, '(4) Expect: 100-continue is answered 100 Continue');
+	<$sock>;
+	print $sock $payload;
+	my $final = <$sock>;
+	like($final, qr{^HTTP/1.1 200 }, '(4) then the request is served');
+	close $sock;
+	my %got = map { $_->{req} => 1 } @{ dump_rows() };
+	ok($got{gzipped} && $got{chunked} && $got{expect}, '(4) all three stored');
+}
 ($s, $r) = insert_rows([ { req => 'long id' } ], ids => [ 'i' x 129 ]);
 is($s, 400, '(4) an insertId over 128 characters: 400');
 ($s, $r) = bq_api($bq, 'POST', $ins, { rows => [ { json => { req => 'r' } } ] },
@@ -445,7 +552,7 @@ sub load_conf
 	return { jobReference => { projectId => $P, jobId => $job_id },
 		configuration => { load => { destinationTable => { projectId => $P, datasetId => 'ds', tableId => $o{table} // 'loaded' },
 				sourceFormat => 'AVRO', useAvroLogicalTypes => $o{logical} // JSON::PP::true,
-				writeDisposition => 'WRITE_APPEND' } } };
+				writeDisposition => 'WRITE_APPEND', %{ $o{load} // {} } } } };
 }
 sub multipart
 {
@@ -476,6 +583,7 @@ is($s, 200, '(5) multipart load job inserted') or diag($json->encode($r));
 is($r->{status}{state}, 'PENDING', '(5) PENDING first');
 my ($job, $states) = wait_job('load_1');
 is_deeply($states, [ 'PENDING', 'RUNNING', 'DONE' ], '(5) then RUNNING, then DONE');
+bq_config($bq, { job_seconds => 0.06 });  # quicker from here on
 ok(!$job->{status}{errorResult}, '(5) without error') or diag($json->encode($job->{status}));
 is($job->{statistics}{load}{outputRows}, '2', '(5) two rows loaded');
 is_deeply(dump_rows('loaded'), [
@@ -487,6 +595,13 @@ is($s, 409, '(5) the same job id again: 409');
 is(message($r), "Already Exists: Job $P:EU.load_1", '(5) Already Exists');
 usleep(400_000);
 is(scalar @{ dump_rows('loaded') }, 2, '(5) and nothing loaded twice');
+bq_fault($bq, { kind => 'apply_then_drop', match => 'jobs.insert' });
+($s, $r) = multipart('dropped', $good);
+is($s, 599, '(5) apply_then_drop: the job is inserted, the answer lost');
+ok((grep { $_->{jobId} eq 'dropped' } @{ bq_jobs($bq) }), '(5) the job exists');
+($s, $r) = multipart('dropped', $good);
+is($s, 409, '(5) sent again: 409, the exactly-once lever');
+wait_job('dropped');
 ($s, $r) = bq_api($bq, 'GET', "$base/jobs/load_1?location=US");
 is($s, 404, '(5) jobs.get in another location: 404');
 
@@ -510,6 +625,17 @@ is($job->{statistics}{load}{outputRows}, '2', '(5) resumable load done');
 ($s, $r) = bq_api($bq, 'PUT', ($h->{location} =~ m{^http://[^/]+(/.*)$})[0], undef, content => $good,
 	headers => { 'Content-Type' => 'application/octet-stream' });
 is($s, 409, '(5) a resumable upload of an existing job id: 409 on the final request');
+# the status of a session, and a size other than announced
+($s, $r, $h) = bq_api($bq, 'POST', "/upload/bigquery/v2/projects/$P/jobs?uploadType=resumable", load_conf('load_4'),
+	headers => { 'X-Upload-Content-Length' => $total + 1 });
+my ($session4) = $h->{location} =~ m{^http://[^/]+(/.*)$};
+($s, $r, $h) = bq_api($bq, 'PUT', $session4, undef, content => substr($good, 0, 10),
+	headers => { 'Content-Range' => "bytes 0-9/*" });
+($s, $r, $h) = bq_api($bq, 'PUT', $session4, undef, content => '', headers => { 'Content-Range' => "bytes */$total" });
+ok($s == 308 && $h->{range} eq 'bytes=0-9', '(5) a session\'s status: 308 with the Range received');
+($s, $r) = bq_api($bq, 'PUT', $session4, undef, content => substr($good, 10),
+	headers => { 'Content-Range' => "bytes 10-" . ($total - 1) . "/$total" });
+is($s, 400, '(5) an upload of another size than X-Upload-Content-Length announced: 400');
 ($s, $r) = bq_api($bq, 'POST', "$base/jobs", load_conf('load_3'));
 is($s, 400, '(5) a load without media (sourceUris): 400');
 
@@ -528,6 +654,10 @@ my @mismatch = (
 	[ 'a decimal too wide for NUMERIC', [ { name => 'id', type => 'long' },
 			{ name => 'amount', type => { type => 'bytes', logicalType => 'decimal', precision => 40, scale => 2 } } ],
 		[ { id => 5, amount => "\x01" } ], qr/Field amount has changed type from NUMERIC to BIGNUMERIC/ ],
+	[ 'a decimal value wider than its precision', [ { name => 'id', type => 'long' },
+			{ name => 'amount', type => { type => 'bytes', logicalType => 'decimal', precision => 5, scale => 2 } },
+			{ name => 'tags', type => { type => 'array', items => 'string' } } ],
+		[ { id => 5, amount => "\x12\xd6\x87", tags => [] } ], qr/more than 5 digits/ ],
 	[ 'a nullable array', [ { name => 'id', type => 'long' }, { name => 'tags', type => [ 'null', { type => 'array', items => 'string' } ] } ],
 		[ { id => 5, tags => undef } ], qr/nullable array/ ]);
 my $k = 10;
@@ -549,6 +679,66 @@ like($job->{status}{errorResult}{message}, qr/Field at has changed type from TIM
 ($s, $r) = multipart('garbage', 'not avro at all');
 ($job) = wait_job('garbage');
 like($job->{status}{errorResult}{message}, qr/Avro/, '(5) a file that is no Avro fails the job');
+# A file written by avro-c (Debian's libavro, which pgsink links): it writes
+# unions as [{"type":"null"},...] and drops logical types from the header.
+{
+	open(my $c, '>', "$dir/avroc.c") or die;
+	print $c <<'C';
+#include <avro.h>
+#include <string.h>
+int main(int argc, char **argv)
+{
+	const char *js = "{\"type\":\"record\",\"name\":\"r\",\"fields\":["
+		"{\"name\":\"id\",\"type\":\"long\"},"
+		"{\"name\":\"at\",\"type\":[\"null\",{\"type\":\"long\",\"logicalType\":\"timestamp-micros\"}]},"
+		"{\"name\":\"tags\",\"type\":{\"type\":\"array\",\"items\":\"string\"}}]}";
+	avro_schema_t schema;
+	avro_file_writer_t w;
+	avro_value_iface_t *iface;
+	avro_value_t v, f, b, e;
+	if (avro_schema_from_json_length(js, strlen(js), &schema) ||
+		avro_file_writer_create_with_codec(argv[1], schema, &w, "deflate", 0))
+		return 1;
+	iface = avro_generic_class_from_schema(schema);
+	avro_generic_value_new(iface, &v);
+	for (int i = 1; i <= 3; i++)
+	{
+		avro_value_get_by_name(&v, "id", &f, NULL);
+		avro_value_set_long(&f, i);
+		avro_value_get_by_name(&v, "at", &f, NULL);
+		avro_value_set_branch(&f, 1, &b);
+		avro_value_set_long(&b, 1700000000000000LL + i);
+		avro_value_get_by_name(&v, "tags", &f, NULL);
+		avro_value_reset(&f);
+		avro_value_append(&f, &e, NULL);
+		avro_value_set_string(&e, "t");
+		if (avro_file_writer_append_value(w, &v))
+			return 1;
+	}
+	return avro_file_writer_close(w);
+}
+C
+	close $c;
+	system('cc', '-o', "$dir/avroc", "$dir/avroc.c", '-lavro') == 0 or die 'cc avroc.c';
+	system("$dir/avroc", "$dir/avroc.avro") == 0 or die 'avroc';
+	open(my $in, '<:raw', "$dir/avroc.avro") or die;
+	my $data = do { local $/; <$in> };
+	close $in;
+	unlike($data, qr/logicalType/, '(5) avro-c left the logical type out of the header');
+	($s, $r) = multipart('avroc_ts', $data);
+	($job) = wait_job('avroc_ts');
+	like($job->{status}{errorResult}{message}, qr/Field at has changed type from TIMESTAMP to INTEGER/,
+		'(5) so its file does not load into a TIMESTAMP column');
+	($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
+		{ tableReference => { projectId => $P, datasetId => 'ds', tableId => 'loaded_c' },
+			schema => { fields => [ { name => 'id', type => 'INT64', mode => 'REQUIRED' },
+					{ name => 'at', type => 'INT64' }, { name => 'tags', type => 'STRING', mode => 'REPEATED' } ] } });
+	($s, $r) = multipart('avroc_int', $data, table => 'loaded_c');
+	($job) = wait_job('avroc_int');
+	ok(!$job->{status}{errorResult}, '(5) into an INT64 column it loads') or diag($json->encode($job->{status}));
+	is_deeply(dump_rows('loaded_c')->[2], { id => 3, at => 1700000000000003, tags => ['t'] },
+		'(5) the rows avro-c wrote');
+}
 ($s, $r) = multipart('truncated', substr($good, 0, length($good) - 20));
 ($job) = wait_job('truncated');
 like($job->{status}{errorResult}{message}, qr/truncated|sync marker/, '(5) a truncated Avro file fails the job');
@@ -561,11 +751,65 @@ is($job->{statistics}{load}{outputRows}, '2', '(5) load_check schema: rows count
 like($job->{status}{errorResult}{message}, $mismatch[0][3], '(5) load_check schema: the schema still checked');
 bq_config($bq, { load_check => 'full' });
 is(bq_dump($bq, 'ds', 'loaded')->{num_rows}, $n_loaded + 2, '(5) counted rows count in num_rows');
+# Dispositions, field addition, NDJSON
+{
+	my $ndjson = qq({"id": "7", "name": "seven", "at": "2024-01-01T00:00:00Z", "tags": ["x"]}\n{"id": 8, "tags": []}\n);
+	my %nd = (load => { sourceFormat => 'NEWLINE_DELIMITED_JSON',
+			schema => { fields => [ { name => 'id', type => 'INT64', mode => 'REQUIRED' }, { name => 'name', type => 'STRING' },
+					{ name => 'at', type => 'TIMESTAMP' }, { name => 'tags', type => 'STRING', mode => 'REPEATED' } ] } });
+	($s, $r) = multipart('nd_create', $ndjson, table => 'created_by_load', %nd);
+	($job) = wait_job('nd_create');
+	is($job->{statistics}{load}{outputRows}, '2', '(5) NDJSON load into a table it creates (CREATE_IF_NEEDED, its schema)')
+	  or diag($json->encode($job->{status}));
+	is_deeply(dump_rows('created_by_load')->[0], { id => 7, name => 'seven', at => '2024-01-01 00:00:00+00', tags => ['x'] },
+		'(5) NDJSON values checked and typed');
+	($s, $r) = multipart('nd_bad', qq({"id": "x", "tags": []}\n), table => 'created_by_load', %nd);
+	($job) = wait_job('nd_bad');
+	like($job->{status}{errorResult}{message}, qr/too many errors.*Field: id/, '(5) a bad NDJSON value fails the job');
+	$nd{load}{writeDisposition} = 'WRITE_EMPTY';
+	($s, $r) = multipart('nd_empty', $ndjson, table => 'created_by_load', %nd);
+	($job) = wait_job('nd_empty');
+	is($job->{status}{errorResult}{reason}, 'duplicate', '(5) WRITE_EMPTY into a table with rows fails');
+	$nd{load}{writeDisposition} = 'WRITE_TRUNCATE';
+	($s, $r) = multipart('nd_truncate', qq({"id": 9, "tags": []}\n), table => 'created_by_load', %nd);
+	($job) = wait_job('nd_truncate');
+	is_deeply([ map { $_->{id} } @{ dump_rows('created_by_load') } ], [9], '(5) WRITE_TRUNCATE replaces the rows');
+	$nd{load}{createDisposition} = 'CREATE_NEVER';
+	($s, $r) = multipart('nd_never', $ndjson, table => 'not_there', %nd);
+	($job) = wait_job('nd_never');
+	is($job->{status}{errorResult}{reason}, 'notFound', '(5) CREATE_NEVER into a missing table fails');
+	my $wider = avro_file('wider', { type => 'record', name => 'r', fields => [ @{ $schema->{fields} },
+				{ name => 'extra', type => [ 'null', 'string' ] } ] },
+		[ { id => 20, name => undef, at => undef, amount => undef, tags => [], extra => 'e' } ]);
+	($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
+		{ tableReference => { projectId => $P, datasetId => 'ds', tableId => 'loaded_c2' },
+			schema => { fields => [ @{ bq_dump($bq, 'ds', 'loaded')->{schema} } ] } });
+	($s, $r) = multipart('wider_added', $wider, table => 'loaded_c2', load => { schemaUpdateOptions => ['ALLOW_FIELD_ADDITION'] });
+	($job) = wait_job('wider_added');
+	ok(!$job->{status}{errorResult}, '(5) ALLOW_FIELD_ADDITION: a field the table lacks is added') or diag($json->encode($job->{status}));
+	($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds/tables/loaded_c2");
+	is_deeply($r->{schema}{fields}[-1], { name => 'extra', type => 'STRING', mode => 'NULLABLE' }, '(5) NULLABLE');
+	is(dump_rows('loaded_c2')->[0]{extra}, 'e', '(5) with its value');
+	my $nullable_id = avro_file('nullable_id', { type => 'record', name => 'r', fields => [
+				{ name => 'id', type => [ 'null', 'long' ] }, { name => 'tags', type => { type => 'array', items => 'string' } } ] },
+		[ { id => undef, tags => [] } ]);
+	($s, $r) = multipart('relaxed', $nullable_id, table => 'loaded_c2', load => { schemaUpdateOptions => ['ALLOW_FIELD_RELAXATION'] });
+	($job) = wait_job('relaxed');
+	ok(!$job->{status}{errorResult}, '(5) ALLOW_FIELD_RELAXATION: a nullable field into a REQUIRED column loads')
+	  or diag($json->encode($job->{status}));
+	($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds/tables/loaded_c2");
+	is($r->{schema}{fields}[0]{mode}, 'NULLABLE', '(5) and the column is NULLABLE now');
+}
 bq_fault($bq, { kind => 'job_error', reason => 'backendError', message => 'try again' });
 ($s, $r) = multipart('faulted', $good);
 ($job) = wait_job('faulted');
 is($job->{status}{errorResult}{reason}, 'backendError', '(5) an injected job error');
 is(bq_dump($bq, 'ds', 'loaded')->{num_rows}, $n_loaded + 2, '(5) no failed job loaded a row');
+($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds/tables/loaded");
+is($r->{numRows}, $n_loaded + 2, '(5) tables.get: numRows counts loaded rows');
+($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds/tables/types");
+ok($r->{numRows} eq '0' && $r->{streamingBuffer}{estimatedRows} > 0,
+	'(5) streamed rows are in the streaming buffer, not in numRows');
 
 # ---------------------------------------------------------------------------
 # (6) The view rule on a hand-made raw table
@@ -631,6 +875,10 @@ ok(!$r->{insertErrors}, '(6) raw rows streamed') or diag($json->encode($r));
 ($s, $r) = bq_api($bq, 'POST', $raw_ins,
 	{ rows => [ map { { insertId => "$_->{_pgsink_lsn}/$_->{_pgsink_sequence}/$_->{_pgsink_op}", json => $_ } } @changes[ 0 .. 6 ] ] });
 ok(!$r->{insertErrors}, '(6) the rest too');
+($s, $r) = bq_api($bq, 'POST', $raw_ins, { rows => [ { json => { %{ change(300, 1, 'insert', { id => 9, k2 => 'old' }) },
+				_pgsink_timestamp => '2015-01-01 00:00:00+00' } } ] });
+like($r->{insertErrors}[0]{errors}[0]{message}, qr/outside the allowed bounds/,
+	'(6) streaming into a partition years old is refused');
 my $cur = bq_current($bq, 'ds', 'public_t', key => [ 'id', 'k2' ]);
 is_deeply([ map { bq_row_line($_, [qw(id k2 v big)]) } @{ $cur->{rows} } ],
 	[ '1|a|one updated twice|NEW-1', '5|z|five moved|BIG-5', '6|a|six|\\N' ],
@@ -638,8 +886,51 @@ is_deeply([ map { bq_row_line($_, [qw(id k2 v big)]) } @{ $cur->{rows} } ],
 is_deeply($cur->{unresolved}, [ { key => [ 6, 'a' ], column => 'big' } ],
 	'(6) the unchanged value never sent is reported unresolved');
 is_deeply($cur->{columns}, [qw(id k2 v big)], '(6) the row columns');
+is_deeply($cur->{ambiguous}, [], '(6) nothing ambiguous');
+# A replay past the insertId window stores the same changes again: harmless.
+($s, $r) = bq_api($bq, 'POST', $raw_ins,
+	{ rows => [ map { { insertId => "replay/$_->{_pgsink_lsn}/$_->{_pgsink_sequence}/$_->{_pgsink_op}", json => $_ } } @changes ] });
+my $again = bq_current($bq, 'ds', 'public_t', key => [ 'id', 'k2' ]);
+is_deeply([ $again->{rows}, $again->{unresolved}, $again->{ambiguous} ], [ $cur->{rows}, $cur->{unresolved}, [] ],
+	'(6) every change stored twice: the same rows, nothing ambiguous');
 is_deeply(bq_current_lines($bq, 'ds', 'public_t', key => [ 'id', 'k2' ], columns => [qw(id v)]),
 	[ '1|one updated twice', '5|five moved', '6|six' ], '(6) bq_current_lines');
+
+# The helper that compares a view with a psql query (a plain PostgreSQL, no pgsink)
+{
+	my $node = PostgreSQL::Test::Cluster->new('plain');
+	$node->init;
+	$node->start;
+	$node->safe_psql('postgres', q{
+CREATE TABLE t (id int, k2 text, v text, big text, PRIMARY KEY (id, k2));
+INSERT INTO t VALUES (1, 'a', 'one updated twice', 'NEW-1'), (5, 'z', 'five moved', 'BIG-5'),
+                     (6, 'a', 'six', NULL);});
+	is_deeply(bq_current_lines($bq, 'ds', 'public_t', key => [ 'id', 'k2' ], columns => [qw(id k2 v big)]),
+		psql_lines($node, 'postgres', 'SELECT id, k2, v, big FROM t'),
+		'(6) bq_current_lines equals psql_lines of the same rows (NULL as \\N)');
+	$node->safe_psql('postgres', q{UPDATE t SET v = 'other' WHERE id = 6});
+	isnt(join("\n", @{ bq_current_lines($bq, 'ds', 'public_t', key => [ 'id', 'k2' ], columns => [qw(id k2 v big)]) }),
+		join("\n", @{ psql_lines($node, 'postgres', 'SELECT id, k2, v, big FROM t') }),
+		'(6) and differs when a value differs');
+	$node->stop;
+}
+
+($s, $r) = bq_api($bq, 'POST', $raw_ins,
+	{ rows => [ { insertId => 'rival', json => change(230, 1, 'update', { id => 1, k2 => 'a', v => 'a rival', big => undef }, 'big') } ] });
+is_deeply(bq_current($bq, 'ds', 'public_t', key => [ 'id', 'k2' ])->{ambiguous},
+	[ { key => [ 1, 'a' ], lsn => 230, sequence => 1, rows => 2 } ],
+	'(6) two different rows at one key\'s latest (lsn, sequence) are reported ambiguous');
+
+# A column added later: the rows stored before it read as NULL there
+($s, $r) = bq_api($bq, 'PATCH', "$base/datasets/ds/tables/public_t_raw",
+	{ schema => { fields => [ @raw_fields, { name => 'added', type => 'STRING' },
+				{ name => 'added_list', type => 'INT64', mode => 'REPEATED' } ] } });
+is($s, 200, '(6) a column added to the raw table');
+$cur = eval { bq_current($bq, 'ds', 'public_t', key => [ 'id', 'k2' ]) };
+is_deeply([ map { [ $_->{added}, $_->{added_list} ] } @{ $cur->{rows} // [] } ], [ ([ undef, [] ]) x 3 ],
+	'(6) rows stored before it have it NULL (an empty array when REPEATED)') or diag($@);
+is_deeply([ grep { exists $_->{added} } @{ dump_rows('public_t_raw') } ], dump_rows('public_t_raw'),
+	'(6) in the dump too');
 
 # The contract is checked
 ($s, $r) = bq_api($bq, 'POST', "$base/datasets/ds/tables",
@@ -659,7 +950,20 @@ like(message($r), qr/never mentions _pgsink_unchanged/, '(6) says why');
 ($s, $r) = PgsinkBigQuery::_request($bq, 'GET', '/_fake/current/ds/unpartitioned?key=id,k2');
 like(message($r), qr/partitioned by DAY of _pgsink_timestamp/, '(6) a raw table not partitioned by day is refused');
 
+# An outage: connections refused, then back with the state kept
+bq_outage($bq, 1);
+usleep(300_000);
+($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds");
+is($s, 599, '(7) during an outage: no connection');
+like($r, qr/refused|closed|reset/i, '(7) refused');
+sleep 1.2;
+($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds");
+is($s, 200, '(7) after it: served, the dataset still there');
+
 # The fake's bookkeeping
+bq_revoke_tokens($bq);
+($s, $r) = bq_api($bq, 'GET', "$base/datasets/ds");
+is($s, 200, '(7) bq_api fetches a new token after a revocation');
 my $st = bq_stats($bq);
 cmp_ok($st->{requests}{insertAll}{200}, '>', 50, '(7) requests counted by kind and status');
 ok((grep { $_->{kind} eq 'insertAll' && (($_->{insert_ids} // [])->[0] // '') eq 'A/1' } @{ bq_requests($bq) }),

@@ -28,7 +28,7 @@ use Test::More;
 use Time::HiRes qw(usleep);
 
 our @EXPORT = qw(bq_start bq_stop bq_control bq_config bq_fault bq_clear_faults
-  bq_revoke_tokens bq_dump bq_tables bq_jobs bq_requests bq_stats bq_current
+  bq_revoke_tokens bq_outage bq_dump bq_tables bq_jobs bq_requests bq_stats bq_current
   bq_current_lines psql_lines bq_jwt bq_token bq_api bq_row_line);
 
 my $json = JSON::PP->new->utf8->canonical->allow_nonref;
@@ -153,6 +153,9 @@ sub bq_config { my ($bq, $c) = @_; return bq_control($bq, 'POST', 'config', $c);
 sub bq_fault { my ($bq, @r) = @_; return bq_control($bq, 'POST', 'faults', { rules => \@r }); }
 sub bq_clear_faults { my ($bq) = @_; return bq_control($bq, 'POST', 'faults/clear'); }
 sub bq_revoke_tokens { my ($bq) = @_; return bq_control($bq, 'POST', 'revoke_tokens'); }
+# The fake down for $seconds (connections refused, open ones closed), then
+# back with its state.
+sub bq_outage { my ($bq, $seconds) = @_; return bq_control($bq, 'POST', 'outage', { seconds => $seconds }); }
 sub bq_tables { my ($bq) = @_; return bq_control($bq, 'GET', 'tables'); }
 sub bq_jobs { my ($bq) = @_; return bq_control($bq, 'GET', 'jobs'); }
 sub bq_stats { my ($bq) = @_; return bq_control($bq, 'GET', 'stats'); }
@@ -266,20 +269,27 @@ sub bq_token
 
 # An API call with a bearer token: (status, decoded body, headers).
 # $body: a Perl structure (sent as JSON) or undef; options token => '...'
-# (default: one fetched once and cached), headers => {...}, content => raw.
+# (default: one fetched and cached, fetched again once on a 401, as after
+# bq_revoke_tokens), headers => {...}, content => raw (a string, or a code
+# reference: a chunked body).
 sub bq_api
 {
 	my ($bq, $method, $path, $body, %opt) = @_;
-	my $token = exists $opt{token} ? $opt{token} : ($bq->{token} //= do {
-		my ($s, $t) = bq_token($bq);
-		die "no token: $s" unless $s == 200;
-		$t->{access_token};
-	});
-	my %h = %{ $opt{headers} // {} };
-	$h{Authorization} = "Bearer $token" if defined $token;
-	return _request($bq, $method, $path, headers => \%h,
-		defined $body ? (json => $body) : (),
-		exists $opt{content} ? (content => $opt{content}) : ());
+	for my $attempt (1, 2)
+	{
+		my $token = exists $opt{token} ? $opt{token} : ($bq->{token} //= do {
+			my ($s, $t) = bq_token($bq);
+			die "no token: $s" unless $s == 200;
+			$t->{access_token};
+		});
+		my %h = %{ $opt{headers} // {} };
+		$h{Authorization} = "Bearer $token" if defined $token;
+		my @r = _request($bq, $method, $path, headers => \%h,
+			defined $body ? (json => $body) : (),
+			exists $opt{content} ? (content => $opt{content}) : ());
+		return @r unless $r[0] == 401 && !exists $opt{token} && $attempt == 1;
+		delete $bq->{token};
+	}
 }
 
 1;

@@ -13,6 +13,13 @@ request bodies, Expect: 100-continue), one thread per connection. It listens on
 memory only: a restart of the fake forgets everything (simulate outages with
 faults instead).
 
+For benchmarks (test/bench/bigquery_fake_bench.py measures the fake alone:
+about 30k rows/s through insertAll with every value checked, 185k without;
+10-15k rows/s of Avro decoded and checked by python3-avro, 1M+ counted),
+start it with --config '{"record_ids": false, "store_rows": false,
+"check_values": false, "load_check": "schema"}': requests, limits, schemas
+and the Avro framing are still checked, values not, rows only counted.
+
 The aim: traffic this fake accepts, BigQuery accepts too. Where BigQuery is
 lenient in ways a lossless sink must not rely on, the fake is stricter, and says
 so below ("stricter:"). Every refusal names what was wrong and what to send.
@@ -41,7 +48,10 @@ Per captured table <schema>.<table>, the sink makes in its dataset:
     (_pgsink_lsn, _pgsink_sequence)) are left out; a column listed in the
     winning row's _pgsink_unchanged takes its value from the latest earlier
     row of the same key (not a delete, not before the last truncate) that
-    does not list it. Key values are compared as stored (typed).
+    does not list it. Key values are compared as stored (typed). The key
+    columns: /_fake/current's ?key=, else the raw table's clustering fields
+    (clustering the raw table by its key, at most 4 columns, is what the
+    fake expects; a longer key needs ?key=).
 The fake does NOT run the view's SQL: /_fake/current computes the rule above
 from the raw table the view references and checks that the view is a
 standard-SQL view referencing that raw table and mentioning _pgsink_lsn,
@@ -121,7 +131,10 @@ Tables  /bigquery/v2/projects/{p}/datasets/{d}/tables[/{t}]
   checked beyond "a string"), RECORD|STRUCT; mode NULLABLE (default) |
   REQUIRED | REPEATED. timePartitioning {type DAY|HOUR|MONTH|YEAR, field: a
   top-level DATE/TIMESTAMP/DATETIME column, not REPEATED, expirationMs}.
-  clustering {fields: <= 4 top-level columns}. A view: {"view": {"query": Q,
+  clustering {fields: 1 to 4 top-level, non-repeated columns of type INT64,
+  STRING, BOOL, DATE, DATETIME, TIMESTAMP, NUMERIC, BIGNUMERIC or GEOGRAPHY}.
+  labels: keys [a-z][a-z0-9_-]{0,62}, values [a-z0-9_-]{0,63} (stricter:
+  ASCII only), at most 64. A view: {"view": {"query": Q (at most 256 KB),
   "useLegacySql": false}} and no schema; useLegacySql absent or true is
   refused (BigQuery's default is legacy SQL, which the fake does not speak);
   the query must reference a table or view of the fake, backquoted, as
@@ -129,7 +142,10 @@ Tables  /bigquery/v2/projects/{p}/datasets/{d}/tables[/{t}]
   dataset), and no legacy [p:d.t]; a referenced table must exist.
   200 table resource; 409 "Already Exists: Table p:d.t"; 404 dataset.
   GET {t}: 200 (schema, type TABLE|VIEW, numRows, timePartitioning, view,
-  clustering, etag ...) / 404 "Not found: Table p:d.t".
+  clustering, etag ...) / 404 "Not found: Table p:d.t". As on BigQuery,
+  numRows counts loaded rows only: streamed rows stay in streamingBuffer
+  {estimatedRows, oldestEntryTime} (the fake never flushes it). A view has
+  no schema here (the fake runs no SQL).
   PATCH or PUT {t} (If-Match etag honoured, 412 if stale): schema may only
   add NULLABLE or REPEATED fields (anywhere, also inside RECORDs) and relax
   REQUIRED to NULLABLE; every existing field must stay with its type, else 400
@@ -149,6 +165,9 @@ tabledata.insertAll  POST .../tables/{t}/insertAll
   stored; row bytes max_row_bytes (10 MB; older pages said 1 MB): that row
   invalid. A VIEW: 400. A table younger than stream_after_create seconds
   (default 0): 404, as BigQuery answers just after a table is (re)created.
+  A top-level column a patch added less than stream_after_patch seconds ago
+  (default 0) is unknown to insertAll ("no such field"), as BigQuery's
+  streaming sees new columns only after a while.
   Per row, per field: unknown field -> invalid "no such field: x."
   (unless ignoreUnknownValues); REQUIRED missing or null -> invalid "Missing
   required field: x."; REPEATED: a JSON array (null = empty), no null elements;
@@ -191,13 +210,14 @@ Jobs (load)
   POST /upload/bigquery/v2/projects/{p}/jobs?uploadType=resumable
     body: the job resource (JSON, required: the fake checks it here, and
     again, with the jobId, on the final PUT); X-Upload-Content-Length, if
-    sent, must be the size finally uploaded. 200, Location: http://<host>/upload/bigquery/v2/projects/
-    {p}/jobs?uploadType=resumable&upload_id=<id>. Then PUT the data there in
-    one request, or in chunks with Content-Range: bytes a-b/total (or
-    bytes a-b/* until the last); 308 with Range: bytes=0-n after a partial
-    chunk; the last chunk creates the job: 200 job resource, or 409 when its
-    jobId exists (as BigQuery does: on the final request). PUT with
-    Content-Range: bytes */total asks the status. Unknown upload_id: 404.
+    sent, must be the size finally uploaded. 200, Location:
+    http://<host>/upload/bigquery/v2/projects/{p}/jobs?uploadType=resumable&
+    upload_id=<id>. Then PUT the data there in one request, or in chunks
+    with Content-Range: bytes a-b/total (or bytes a-b/* until the last);
+    308 with Range: bytes=0-n after a partial chunk; the last chunk creates
+    the job: 200 job resource, or 409 when its jobId exists (as BigQuery
+    does: on the final request). PUT with Content-Range: bytes */total asks
+    the status. Unknown upload_id: 404.
   POST /bigquery/v2/projects/{p}/jobs without media: a load needs sourceUris
     (Cloud Storage), which the fake has not: 400 invalid.
   Job resource: jobReference{projectId = p, jobId ([A-Za-z0-9_-]{1,1024};
@@ -231,11 +251,20 @@ Jobs (load)
   JSON). The mapped type must equal the column's; a nullable Avro field into
   a REQUIRED column, a REQUIRED column the file lacks, a field the table
   lacks (without ALLOW_FIELD_ADDITION, which then adds it NULLABLE) fail the
-  job: "Provided Schema does not match Table p:d.t. ...". Then every value
-  is checked as insertAll checks it (ranges, JSON numbers ...), unless
+  job: "Provided Schema does not match Table p:d.t. ..."; with
+  ALLOW_FIELD_RELAXATION the first two make the (top-level) column NULLABLE. Then every value
+  is checked as insertAll checks it (ranges, JSON numbers ...; a decimal
+  with more digits than its schema's precision fails the job, where
+  python3-avro alone would round it), unless
   load_check is "schema" (for benchmarks: python3-avro decodes some 10^4
   rows/s): then the file's framing and schema are checked, its rows counted
   from the block headers, and not stored (num_rows counts them).
+  Beware: avro-c 1.11.1's file writer (Debian's libavro) drops logicalType,
+  decimal precision/scale and sqlType from the schema it writes in the
+  header (checked with avro_file_writer_create_with_codec; 079 shows it): its
+  files load timestamps as INTEGER, decimals as BYTES, JSON as STRING, and
+  BigQuery, like this fake, then fails a load into TIMESTAMP, NUMERIC or
+  JSON columns. Write the header (schema JSON) yourself.
   GET /bigquery/v2/projects/{p}/jobs/{jobId}[?location=L]: the job
   (status.state, status.errorResult, statistics.load.outputRows ...); 404
   "Not found: Job p:L.jobId" (also for a wrong location).
@@ -247,10 +276,14 @@ POST /_fake/config   {"max_rows": N, "max_request_bytes": N, "max_row_bytes": N,
         "max_insert_id": N,
         "dedup": bool, "dedup_seconds": S, "token_lifetime": S,
         "clock_skew": S, "job_seconds": S, "stream_after_create": S,
+        "stream_after_patch": S,
         "partition_window": bool, "record_ids": bool (log insertIds of every
         request; default true), "store_rows": bool (keep rows; default true;
         false only counts them: for benchmarks), "load_check": "full" |
-        "schema" (see load jobs)}   -> the whole config
+        "schema" (see load jobs), "check_values": bool (default true; false:
+        insertAll checks the request's shape, limits and insertIds but not
+        the rows' fields, and stores them as sent: for benchmarks that
+        measure the sender, not the fake)}   -> the whole config
 GET  /_fake/config
 POST /_fake/faults   {"rules": [RULE, ...]} appends rules (a rule applies to
         requests of its "match": a kind from the list below, or "any"
@@ -276,6 +309,9 @@ POST /_fake/faults   {"rules": [RULE, ...]} appends rules (a rule applies to
                                           this errorResult, nothing loaded
 POST /_fake/faults/clear                  drop every rule
 GET  /_fake/faults                        the rules left
+POST /_fake/outage   {"seconds": S}      answers, then the fake is down for S
+                                          seconds: connections refused, open
+                                          ones closed; then back, state kept
 POST /_fake/revoke_tokens                 every issued token becomes invalid
                                           (401 authError on next use)
 GET  /_fake/tables[?dataset=D]           [{project, dataset, table, type,
@@ -293,11 +329,14 @@ GET  /_fake/dump/<dataset>/<table>[?project=P]
         is "null"); REPEATED arrays ([] for NULL); RECORD objects.
 GET  /_fake/current/<dataset>/<view>[?key=a,b][&project=P]
         {"columns": [...], "key": [...], "rows": [...sorted by key...],
-         "raw_table": T, "unresolved": [{key, column}]}: the view's rows by the
-        rule above (key: the parameter, else the raw table's clustering
-        fields). 400 with the reason when the view or the raw table breaks
-        the contract. "unresolved": unchanged columns no earlier row sent
-        (their value is null).
+         "raw_table": T, "unresolved": [{key, column}], "ambiguous": [{key,
+         lsn, sequence, rows}]}: the view's rows by the rule above (key: the
+        parameter, else the raw table's clustering fields). 400 with the
+        reason when the view or the raw table breaks the contract.
+        "unresolved": unchanged columns no earlier row sent (their value is
+        null). "ambiguous": keys whose latest (lsn, sequence) holds
+        different rows (the same row twice, a replay, is fine): a view would
+        pick one of them at random.
 GET  /_fake/jobs      [{jobId, project, location, state, errorResult,
         outputRows, sourceFormat, destination, upload ("multipart" |
         "resumable"), bytes}]
@@ -352,10 +391,12 @@ CONFIG = {
     "clock_skew": 60,
     "job_seconds": 0.3,
     "stream_after_create": 0.0,
+    "stream_after_patch": 0.0,
     "partition_window": True,
     "record_ids": True,
     "store_rows": True,
     "load_check": "full",
+    "check_values": True,
 }
 
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
@@ -473,6 +514,8 @@ datasets = {}    # (project, dataset) -> Dataset
 jobs = {}        # (project, jobId) -> Job
 uploads = {}     # upload_id -> {...}
 rules = []
+connections = set()  # open client connections (an outage closes them)
+outage = {"server": None, "until": 0.0}
 request_log = []
 stats = {"requests": {}, "rows_stored": 0, "rows_loaded": 0, "deduplicated": 0, "tokens_issued": 0,
          "token_refusals": 0, "auth_refusals": 0, "max_concurrent": 0}
@@ -513,7 +556,10 @@ class Table:
         self.clustering = None
         self.extra = {}
         self.rows = []  # compact JSON text of the typed rows
-        self.row_count = 0
+        self.row_count = 0  # all rows
+        self.streamed = 0  # of which streamed (in the "streaming buffer")
+        self.hidden = {}  # lower-case column name -> when streaming sees it
+        self.oldest_streamed = None
         self.dedup = {}  # insertId -> time stored
         self.created = time.time()
         self.version = 1
@@ -541,7 +587,12 @@ class Table:
         if self.view is not None:
             r["view"] = dict(self.view)
         else:
-            r["numRows"] = str(self.row_count)
+            # As BigQuery: streamed rows are in the streaming buffer, not in
+            # numRows (the fake never flushes the buffer).
+            r["numRows"] = str(self.row_count - self.streamed)
+            if self.streamed:
+                r["streamingBuffer"] = {"estimatedRows": str(self.streamed),
+                                        "oldestEntryTime": str(int(self.oldest_streamed * 1000))}
             r["numBytes"] = str(sum(len(x) for x in self.rows))
         if self.fields:
             r["schema"] = {"fields": self.fields}
@@ -985,7 +1036,8 @@ def check_fields(fields, where="", top=True):
             raise ApiError(400, "Invalid field: not an object")
         unknown = set(f) - FIELD_KEYS
         if unknown:
-            raise ApiError(400, f'Invalid JSON payload received. Unknown name "{sorted(unknown)[0]}"'
+            raise ApiError(400, 'Invalid JSON payload received. Unknown name '
+                                f'"{sorted(unknown)[0]}"'
                                 f' at \'table.schema.fields\': Cannot find field.')
         name = f.get("name")
         if not isinstance(name, str) or not NAME_RE.match(name):
@@ -1033,6 +1085,45 @@ def check_fields(fields, where="", top=True):
     return out
 
 
+LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+
+
+def check_labels(labels):
+    """Labels as BigQuery takes them (stricter: ASCII only)."""
+    if not isinstance(labels, dict) or len(labels) > 64:
+        raise ApiError(400, "labels: an object of at most 64 labels")
+    for k, v in labels.items():
+        if not LABEL_KEY_RE.match(k) or not isinstance(v, str) or not LABEL_VALUE_RE.match(v):
+            raise ApiError(400, f"Invalid label {k}={v!r}: keys start with a lowercase letter, "
+                                "keys and values hold at most 63 lowercase letters, digits, _ "
+                                "and -")
+
+
+CLUSTER_TYPES = ("INT64", "STRING", "BOOL", "DATE", "DATETIME", "TIMESTAMP", "NUMERIC",
+                 "BIGNUMERIC", "GEOGRAPHY")
+
+
+def check_clustering(clustering, fields):
+    """clustering {"fields": [...]}: at most 4 top-level, non-repeated columns of
+    a type BigQuery clusters by."""
+    if clustering is None:
+        return None  # none (tables.patch: clustering removed)
+    cols = clustering.get("fields") if isinstance(clustering, dict) else None
+    if not isinstance(cols, list) or not 1 <= len(cols) <= 4 or set(clustering) - {"fields"}:
+        raise ApiError(400, "clustering: {\"fields\": [1 to 4 column names]}")
+    for c in cols:
+        f = next((f for f in fields if f["name"].lower() == str(c).lower()), None)
+        if f is None:
+            raise ApiError(400, f"The field specified for clustering cannot be found in the "
+                                f"schema. Invalid field: {c}.")
+        if f.get("mode") == "REPEATED" or TYPE_ALIASES[f["type"]] not in CLUSTER_TYPES:
+            raise ApiError(400, f"Field {c} is of type {f.get('mode', 'NULLABLE')} "
+                                f"{f['type']}, which is not supported for clustering "
+                                f"(clusterable: {', '.join(CLUSTER_TYPES)}, not repeated)")
+    return {"fields": cols}
+
+
 def type_name(f):
     return TYPE_DISPLAY.get(TYPE_ALIASES[f["type"]], TYPE_ALIASES[f["type"]])
 
@@ -1075,7 +1166,10 @@ def take_rule(kind, kinds):
             if r.get("kind") not in kinds:
                 continue
             match = r.get("match", "any")
-            if match == "any" and kind == "token" and r.get("kind") != "token_error":
+            # token_error is for the token endpoint only; "any" means the API
+            if (r.get("kind") == "token_error") != (kind == "token") and match != kind:
+                continue
+            if r.get("kind") == "token_error" and kind != "token":
                 continue
             if match not in ("any", kind):
                 continue
@@ -1099,6 +1193,24 @@ def spend_row_rule(r):
             if x is r and x.get("count", 1) is not None:
                 x["count"] = x.get("count", 1) - 1
         rules[:] = [x for x in rules if x.get("count", 1) is None or x.get("count", 1) > 0]
+
+
+def fill_missing(row, fields):
+    """A stored row under the table's present schema: columns added since it
+    was stored are NULL (REPEATED: empty), as BigQuery reads them."""
+    for f in fields:
+        name = f["name"]
+        if name not in row:
+            row[name] = [] if f.get("mode") == "REPEATED" else None
+        elif TYPE_ALIASES[f["type"]] == "RECORD" and row[name] is not None:
+            for sub in (row[name] if f.get("mode") == "REPEATED" else [row[name]]):
+                if isinstance(sub, dict):
+                    fill_missing(sub, f["fields"])
+    return row
+
+
+def stored_rows(table):
+    return [fill_missing(json.loads(r), table.fields) for r in table.rows]
 
 
 # ---------------------------------------------------------------------------
@@ -1138,6 +1250,8 @@ def check_view(view, project):
                             "as legacy SQL (its default). Send \"useLegacySql\": false with a "
                             "standard-SQL query (this fake speaks standard SQL only).")
     q = view["query"]
+    if len(q) > 256 * 1024:
+        raise ApiError(400, "The view's query is longer than 256 KB")
     if re.search(r"\[[A-Za-z0-9_-]+:[A-Za-z0-9_]+\.[A-Za-z0-9_]+\]", q):
         raise ApiError(400, "Invalid view query: a legacy-SQL table reference [p:d.t] in a "
                             "standard-SQL view; write `p.d.t`")
@@ -1179,7 +1293,8 @@ def current_rows(ds, view_name, key_param):
     raw = bases[0]
     by = {f["name"]: f for f in raw.fields}
     contract = [("_pgsink_lsn", "INT64", "REQUIRED"), ("_pgsink_sequence", "INT64", "REQUIRED"),
-                ("_pgsink_op", "STRING", "REQUIRED"), ("_pgsink_timestamp", "TIMESTAMP", "REQUIRED"),
+                ("_pgsink_op", "STRING", "REQUIRED"),
+                ("_pgsink_timestamp", "TIMESTAMP", "REQUIRED"),
                 ("_pgsink_xid", "INT64", "NULLABLE"), ("_pgsink_unchanged", "STRING", "REPEATED")]
     for name, t, mode in contract:
         f = by.get(name)
@@ -1208,7 +1323,7 @@ def current_rows(ds, view_name, key_param):
         if not re.search(r"(?<![A-Za-z0-9_])" + re.escape(word) + r"(?![A-Za-z0-9_])", q, re.I):
             raise ApiError(400, f"view {view_name}: its query never mentions {word}, which the "
                                 "rule needs")
-    rows = [json.loads(r) for r in raw.rows]
+    rows = stored_rows(raw)
     for r in rows:
         if r["_pgsink_op"] not in ("insert", "update", "delete", "truncate", "import"):
             raise ApiError(400, f"raw table {raw.id}: _pgsink_op {r['_pgsink_op']!r} is none of "
@@ -1225,9 +1340,18 @@ def current_rows(ds, view_name, key_param):
         if r["_pgsink_op"] == "truncate":
             continue
         per_key.setdefault(json.dumps([r[k] for k in key]), []).append(r)
-    out, unresolved = [], []
+    out, unresolved, ambiguous = [], [], []
     for k, changes in per_key.items():
         win = changes[-1]
+        # The same change stored twice (a replay after the insertId window) is
+        # harmless; two different rows at the winner's (lsn, sequence) are not:
+        # which one a view picks is up to BigQuery.
+        top = (win["_pgsink_lsn"], win["_pgsink_sequence"])
+        rivals = {json.dumps(c, sort_keys=True) for c in changes
+                  if (c["_pgsink_lsn"], c["_pgsink_sequence"]) == top}
+        if len(rivals) > 1:
+            ambiguous.append({"key": json.loads(k), "lsn": top[0], "sequence": top[1],
+                              "rows": len(rivals)})
         if win["_pgsink_op"] == "delete":
             continue
         row = {c: win[c] for c in columns}
@@ -1250,7 +1374,7 @@ def current_rows(ds, view_name, key_param):
         out.append(row)
     out.sort(key=lambda r: json.dumps([r[k] for k in key], sort_keys=True))
     return {"columns": columns, "key": key, "raw_table": raw.id, "rows": out,
-            "unresolved": unresolved}
+            "unresolved": unresolved, "ambiguous": ambiguous}
 
 
 # ---------------------------------------------------------------------------
@@ -1265,7 +1389,8 @@ def avro_column(ftype, logical, name, path):
     """Avro field type (JSON) -> (bigquery type, mode, nested fields or None, converter)."""
     mode = "REQUIRED"
     if isinstance(ftype, list):
-        branches = [b for b in ftype if b != "null"]
+        # ("null" or {"type": "null"}: avro-c writes the long form)
+        branches = [b for b in ftype if b != "null" and b != {"type": "null"}]
         if len(branches) != 1 or len(ftype) != 2:
             raise ValueError(f"field {path}: union {json.dumps(ftype)} is not [\"null\", T]: "
                              "BigQuery loads only nullable unions")
@@ -1323,15 +1448,20 @@ def avro_record_fields(schema, logical, prefix=""):
         raise ValueError("the Avro schema is not a record")
     out = []
     for f in schema.get("fields", []):
+        if not isinstance(f.get("name"), str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                                                f["name"]):
+            raise ValueError(f"Avro field name {f.get('name')!r} is not [A-Za-z_][A-Za-z0-9_]*")
         t, mode, sub, conv = avro_column(f["type"], logical, f["name"], prefix + f["name"])
         out.append({"name": f["name"], "type": t, "mode": mode, "fields": sub, "conv": conv})
     return out
 
 
-def match_avro(avro_fields, table_fields, ref, add, relax, prefix=""):
-    """Check Avro fields against the table; returns (fields to add, or [])."""
+def match_avro(avro_fields, table_fields, ref, add, relax, prefix="", relaxed=None):
+    """Check Avro fields against the table; returns the fields to add (or []);
+    the names of top-level REQUIRED columns to relax go into relaxed."""
     msg = f"Provided Schema does not match Table {ref}."
     by = {f["name"].lower(): f for f in table_fields}
+    relaxed = [] if relaxed is None else relaxed
     added = []
     for a in avro_fields:
         c = by.get(a["name"].lower())
@@ -1350,17 +1480,20 @@ def match_avro(avro_fields, table_fields, ref, add, relax, prefix=""):
                 a["mode"] == "REPEATED" and cm != "REPEATED":
             raise ValueError(f"{msg} Field {prefix}{c['name']} has changed mode from {cm} to "
                              f"{a['mode']}")
-        if cm == "REQUIRED" and a["mode"] == "NULLABLE" and not relax:
-            raise ValueError(f"{msg} Field {prefix}{c['name']} has changed mode from REQUIRED "
-                             "to NULLABLE")
+        if cm == "REQUIRED" and a["mode"] == "NULLABLE":
+            if not relax or prefix:
+                raise ValueError(f"{msg} Field {prefix}{c['name']} has changed mode from "
+                                 "REQUIRED to NULLABLE")
+            relaxed.append(c["name"])
         if ct == "RECORD":
-            if match_avro(a["fields"], c["fields"], ref, False, relax, prefix + c["name"] + "."):
-                pass
+            match_avro(a["fields"], c["fields"], ref, False, False, prefix + c["name"] + ".")
     names = {a["name"].lower() for a in avro_fields}
     for c in table_fields:
         if c.get("mode") == "REQUIRED" and c["name"].lower() not in names:
-            raise ValueError(f"{msg} Field {prefix}{c['name']} is missing in the file, and it "
-                             "is REQUIRED")
+            if not relax or prefix:
+                raise ValueError(f"{msg} Field {prefix}{c['name']} is missing in the file, and "
+                                 "it is REQUIRED")
+            relaxed.append(c["name"])
     return added
 
 
@@ -1476,10 +1609,39 @@ def avro_container(data):
     return meta, blocks, codec
 
 
+def quiet_avro():
+    """python3-avro warns about logical types it does not know (BigQuery's
+    "datetime" string): the fake maps those itself."""
+    import warnings
+    import avro.errors
+    warnings.simplefilter("ignore", avro.errors.IgnoredLogicalType)
+
+
+def strict_avro_decimals():
+    """python3-avro reads a decimal under a context of the schema's precision:
+    a value with more digits is silently rounded. BigQuery refuses it; so
+    does the fake (and an empty bytes value, which holds no number)."""
+    import avro.io
+    plain = avro.io.BinaryDecoder.read_decimal_from_fixed
+
+    def read_decimal_from_fixed(self, precision, scale, size):
+        if size < 1:
+            raise ValueError("a decimal value of 0 bytes")
+        start = self.reader.tell()
+        raw = self.reader.read(size)
+        self.reader.seek(start)
+        unscaled = int.from_bytes(raw, "big", signed=True)
+        if len(str(abs(unscaled))) > precision:
+            raise ValueError(f"decimal value {unscaled}E-{scale} has more than {precision} "
+                             f"digits (its schema's precision)")
+        return plain(self, precision, scale, size)
+    avro.io.BinaryDecoder.read_decimal_from_fixed = read_decimal_from_fixed
+
+
 def run_load(data, ref, fields, conf):
     """Decode and check a load's data against fields: (typed rows as JSON
-    texts, or None when only counted; fields to add; row count). ValueError
-    says what is wrong."""
+    texts, or None when only counted; the table's fields after the load
+    (added, relaxed); row count). ValueError says what is wrong."""
     fmt = conf.get("sourceFormat", "CSV")
     add = "ALLOW_FIELD_ADDITION" in (conf.get("schemaUpdateOptions") or [])
     relax = "ALLOW_FIELD_RELAXATION" in (conf.get("schemaUpdateOptions") or [])
@@ -1501,7 +1663,7 @@ def run_load(data, ref, fields, conf):
                     raise ValueError(f"Error while reading data, error message: JSON table "
                                      f"encountered too many errors, giving up. Rows: {n};"
                                      f"{where} {getattr(e, 'message', str(e))}")
-        return out, [], len(out)
+        return out, fields, len(out)
     try:
         meta, blocks, _ = avro_container(data)
         schema = json.loads(meta["avro.schema"].decode("utf-8"))
@@ -1509,13 +1671,13 @@ def run_load(data, ref, fields, conf):
         raise ValueError(f"Error while reading data, error message: The Apache Avro library "
                          f"failed to parse the header with the following error: {e}")
     avro_fields = avro_record_fields(schema, bool(conf.get("useAvroLogicalTypes")))
-    added = match_avro(avro_fields, fields, ref, add, relax)
-    if added:
-        fields = fields + [{"name": a["name"], "type": a["type"],
-                            "mode": "NULLABLE" if a["mode"] == "REQUIRED" else a["mode"]}
-                           for a in added]
+    relaxed = []
+    added = match_avro(avro_fields, fields, ref, add, relax, relaxed=relaxed)
+    fields = [dict(f, mode="NULLABLE") if f["name"] in relaxed else f for f in fields] + [
+        {"name": a["name"], "type": a["type"],
+         "mode": "NULLABLE" if a["mode"] == "REQUIRED" else a["mode"]} for a in added]
     if CONFIG["load_check"] == "schema":
-        return None, added, sum(blocks)
+        return None, fields, sum(blocks)
     import avro.datafile
     import avro.io
     by = {a["name"]: a for a in avro_fields}
@@ -1536,7 +1698,7 @@ def run_load(data, ref, fields, conf):
                          f"{e} (row {n + 1})")
     if len(out) != sum(blocks):
         raise ValueError(f"the blocks announce {sum(blocks)} rows, {len(out)} were read")
-    return out, added, len(out)
+    return out, fields, len(out)
 
 
 def finish_job(job):
@@ -1576,20 +1738,17 @@ def finish_job(job):
             if conf.get("writeDisposition") == "WRITE_EMPTY" and table.row_count:
                 raise ApiError(409, f"Already Exists: Table {table.ref()}", "duplicate")
             fields = list(table.fields)
-        rows, added, count = run_load(job.data, table.ref(), fields, conf)
+        rows, schema_after, count = run_load(job.data, table.ref(), fields, conf)
         with lock:
             if ds.tables.get(dest["tableId"]) is not table or table.fields != fields:
                 raise ApiError(500, "The table changed while the job ran; run it again",
                                "backendError")
-            if added:
-                table.fields = table.fields + [
-                    {"name": a["name"], "type": a["type"],
-                     "mode": "NULLABLE" if a["mode"] == "REQUIRED" else a["mode"]}
-                    for a in added]
+            if schema_after != fields:  # fields added, REQUIRED relaxed
+                table.fields = schema_after
                 table.version += 1
             if conf.get("writeDisposition") == "WRITE_TRUNCATE":
                 table.rows = []
-                table.row_count = 0
+                table.row_count = table.streamed = 0
             if CONFIG["store_rows"] and rows is not None:
                 table.rows.extend(rows)
             table.row_count += count
@@ -1627,6 +1786,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         super().setup()
         # Answers go out whole, at once: no Nagle wait on a small last segment.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with lock:
+            connections.add(self.connection)
+
+    def finish(self):
+        with lock:
+            connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass  # closed by an outage
 
     def log_message(self, fmt, *a):
         if args.log:
@@ -1637,7 +1806,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def read_body(self):
         """The request's body (read once; gzip undone)."""
         if self.body is None:
-            self.body = self.read_raw_body()
+            self.body = b""  # consumed from the connection, whatever happens next
+            raw = self.read_raw_body()
+            if self.headers.get("Content-Encoding", "").lower() == "gzip":
+                try:
+                    raw = gzip.decompress(raw)
+                except (OSError, EOFError, zlib.error):
+                    raise ApiError(400, "Content-Encoding gzip, but the body is not gzip")
+            self.body = raw
         return self.body
 
     def read_raw_body(self):
@@ -1655,11 +1831,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body = b"".join(chunks)
         else:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.headers.get("Content-Encoding", "").lower() == "gzip":
-            try:
-                body = gzip.decompress(body)
-            except (OSError, EOFError):
-                raise ApiError(400, "Content-Encoding gzip, but the body is not gzip")
         return body
 
     def send(self, status, body=b"", ctype="application/json; charset=UTF-8", headers=()):
@@ -1699,6 +1870,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.kind = "unknown"
         self.log_extra = {}
         self.body = None
+        if time.time() < outage["until"]:
+            return self.drop()  # down
         url = urllib.parse.urlsplit(self.path)
         self.url_path = url.path
         try:
@@ -1711,6 +1884,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self.control(method, url.path[len("/_fake/"):])
             except ApiError as e:
                 return self.send_json(e.code, e.body())
+            except Exception as e:  # noqa: BLE001 - a bug of the fake: say so, loudly
+                import traceback
+                traceback.print_exc()
+                return self.send_json(500, ApiError(500, f"bug in bigquery_fake.py: "
+                                                         f"{type(e).__name__}: {e}",
+                                                    "internalError").body())
         with lock:
             concurrent += 1
             stats["max_concurrent"] = max(stats["max_concurrent"], concurrent)
@@ -1792,14 +1971,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             headers = [("Retry-After", str(rule["retry_after"]))] if "retry_after" in rule else []
             if rule.get("body", True) is False:
                 return self.send(status, b"", "text/html; charset=UTF-8", headers)
+            reason = rule.get("reason") or DEFAULT_REASONS.get(status, "invalid")
             e = ApiError(status, rule.get("message", {
-                429: "Exceeded rate limits: too many api requests per user per method for this "
-                     "user_method.",
-                403: "Exceeded rate limits: too many api requests per user per method for this "
-                     "user_method.",
-                500: "An internal error occurred and the request could not be completed.",
-                503: "The service is currently unavailable."}.get(
-                    status, "Injected error")), rule.get("reason"))
+                "rateLimitExceeded": "Exceeded rate limits: too many api requests per user per "
+                                     "method for this user_method. For more information, see "
+                                     "https://cloud.google.com/bigquery/docs/troubleshoot-quotas",
+                "quotaExceeded": "Quota exceeded: Your table exceeded quota for imports or query "
+                                 "appends per table. For more information, see "
+                                 "https://cloud.google.com/bigquery/docs/troubleshoot-quotas",
+                "backendError": "Error encountered during execution. Retrying may solve the "
+                                "problem." if status != 503 else
+                                "The service is currently unavailable.",
+                "internalError": "An internal error occurred and the request could not be "
+                                 "completed."}.get(reason, "Injected error")), reason)
             return self.send_json(status, e.body(), headers)
         drop = take_rule(self.kind, ("apply_then_drop",))
         if drop:
@@ -1997,6 +2181,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if ref.get("projectId", project) != project:
             raise ApiError(400, f"Invalid project ID '{ref.get('projectId')}': it must be the "
                                 f"project of the path ({project})")
+        if "labels" in obj:
+            check_labels(obj["labels"])
         if not ID_RE.match(ref["datasetId"]):
             raise ApiError(400, f"Invalid dataset ID \"{ref['datasetId']}\". Dataset IDs must be "
                                 "alphanumeric (plus underscores) and must be at most 1024 "
@@ -2059,11 +2245,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             tp = obj["timePartitioning"]
             if not creating and tp != t.time_partitioning:
                 raise ApiError(400, f"Cannot change partitioning spec for {t.ref()}")
-        if "clustering" in obj:
-            cl = obj["clustering"]
-            fields = cl.get("fields") if isinstance(cl, dict) else None
-            if fields is not None and (not isinstance(fields, list) or len(fields) > 4):
-                raise ApiError(400, "Clustering: at most 4 fields")
+        if "labels" in obj:
+            check_labels(obj["labels"])
 
     def check_partitioning(self, t, tp):
         if not isinstance(tp, dict) or set(tp) - {"type", "field", "expirationMs",
@@ -2111,13 +2294,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     self.check_partitioning(t, obj["timePartitioning"])
                     t.time_partitioning = obj["timePartitioning"]
                 if "clustering" in obj:
-                    for c in obj["clustering"].get("fields", []):
-                        f = next((f for f in t.fields if f["name"].lower() == c.lower()), None)
-                        if f is None or f.get("mode") == "REPEATED" or \
-                                TYPE_ALIASES[f["type"]] in ("RECORD", "JSON", "FLOAT64"):
-                            raise ApiError(400, f"Clustering field {c} is not a top-level "
-                                                "non-repeated column of a clusterable type")
-                    t.clustering = obj["clustering"]
+                    t.clustering = check_clustering(obj["clustering"], t.fields)
             ds.tables[t.id] = t
             return 200, t.to_json(), ()
 
@@ -2155,11 +2332,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 new = check_fields(obj["schema"].get("fields", []))
                 fields = merge_schema(t, t.fields, new, t.ref())
             self.table_settings(t, obj, project, False)
+            added = {f["name"].lower() for f in fields} - {f["name"].lower() for f in t.fields}
+            for name in added:
+                t.hidden[name] = time.time() + float(CONFIG["stream_after_patch"])
             t.fields = fields
             if "view" in obj:
                 t.view = {"query": obj["view"]["query"], "useLegacySql": False}
             if "clustering" in obj:
-                t.clustering = obj["clustering"]
+                if t.view is not None:
+                    raise ApiError(400, "A view cannot be clustered")
+                t.clustering = check_clustering(obj["clustering"], fields)
             t.version += 1
             return 200, t.to_json(), ()
 
@@ -2215,7 +2397,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 raise ApiError(400, f"Cannot add rows to a view: {t.ref()}")
             if time.time() - t.created < float(CONFIG["stream_after_create"]):
                 raise ApiError(404, f"Not found: Table {t.ref()}")
-            fields = list(t.fields)
+            # Columns a patch added are unknown to streaming for a while.
+            now = time.time()
+            fields = [f for f in t.fields if t.hidden.get(f["name"].lower(), 0) <= now]
+            version = t.version
             tp_field = (t.time_partitioning or {}).get("field")
         rrules = row_rules()
         typed, errors = [], {}
@@ -2235,9 +2420,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         raise RowError(rule.get("field", ""), rule.get("message",
                                                                        "injected row error"),
                                        rule.get("reason", "invalid"))
+                if not CONFIG["check_values"]:
+                    typed.append((i, r.get("insertId"), r["json"]))
+                    continue
                 row = check_row(r["json"], fields, ignore)
                 if tp_field and CONFIG["partition_window"] and row.get(tp_field):
-                    self.check_window(row[tp_field], tp_field, fields)
+                    self.check_window(row[tp_field], tp_field)
                 typed.append((i, r.get("insertId"), row))
             except RowError as e:
                 errors[i] = e
@@ -2252,7 +2440,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return 200, {"kind": "bigquery#tableDataInsertAllResponse", "insertErrors": out}, ()
         with lock:
             t2 = self.table(project, dataset_id, table_id)
-            if t2 is not t or t.fields != fields:
+            if t2 is not t or t.version != version:
                 raise ApiError(503, "The table changed during the request; retry",
                                "backendError")
             now = time.time()
@@ -2270,6 +2458,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if CONFIG["store_rows"]:
                     t.rows.append(json.dumps(row, separators=(",", ":"), ensure_ascii=False))
                 t.row_count += 1
+                t.streamed += 1
+                t.oldest_streamed = t.oldest_streamed or now
                 stored += 1
             stats["rows_stored"] += stored
         out = {"kind": "bigquery#tableDataInsertAllResponse"}
@@ -2279,11 +2469,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                  "message": e.message}]} for i, e in sorted(errors.items())]
         return 200, out, ()
 
-    def check_window(self, value, name, fields):
-        f = next(f for f in fields if f["name"] == name)
-        t = TYPE_ALIASES[f["type"]]
-        day = datetime.date.fromisoformat(value[:10]) if t != "TIMESTAMP" else \
-            datetime.date.fromisoformat(value[:10])
+    def check_window(self, value, name):
+        day = datetime.date.fromisoformat(value[:10])  # typed DATE, DATETIME, TIMESTAMP (UTC)
         today = datetime.datetime.now(datetime.timezone.utc).date()
         if not (today - datetime.timedelta(days=1825) <= day <=
                 today + datetime.timedelta(days=366)):
@@ -2524,6 +2711,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if what == "faults/clear":
                 rules.clear()
                 return self.send_json(200, {"rules": rules})
+            if what == "outage" and method == "POST":
+                seconds = float(obj.get("seconds", 1))
+                threading.Thread(target=go_down, args=(seconds,), daemon=True).start()
+                return self.send_json(200, {"down_for": seconds})
             if what == "revoke_tokens":
                 n = len(tokens)
                 tokens.clear()
@@ -2551,7 +2742,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 t = ds.tables.get(parts[2])
                 if t is None:
                     raise ApiError(404, f"Not found: Table {project}:{parts[1]}.{parts[2]}")
-                rows = [json.loads(r) for r in t.rows]
+                rows = stored_rows(t)
                 return self.send_json(200, {"schema": t.fields, "rows": rows,
                                             "num_rows": t.row_count})
             if what == "jobs":
@@ -2580,6 +2771,22 @@ class Server(http.server.ThreadingHTTPServer):
     request_queue_size = 64
 
 
+def go_down(seconds):
+    """An outage: stop listening (connections are refused), close every open
+    connection, come back after seconds with the state kept."""
+    time.sleep(0.05)  # let the control's answer go out
+    with lock:
+        outage["until"] = time.time() + seconds
+        server = outage["server"]
+        for c in list(connections):
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+    server.shutdown()  # (until then, requests are dropped: see dispatch)
+    server.server_close()
+
+
 def orphan_watch(parent):
     """Exit when the process that started us is gone."""
     while os.getppid() == parent:
@@ -2604,14 +2811,22 @@ def main():
         with open(pem, "rb") as f:
             key = serialization.load_pem_public_key(f.read())
         accounts[email] = {"key": key, "kid": kid[0] if kid else None}
+    strict_avro_decimals()
+    quiet_avro()
     for k, v in json.loads(args.config).items():
         if k not in CONFIG:
             sys.exit(f"unknown config key {k}")
         CONFIG[k] = v
     if not args.no_orphan_watch:
         threading.Thread(target=orphan_watch, args=(os.getppid(),), daemon=True).start()
-    server = Server(("127.0.0.1", args.port), Handler)
-    server.serve_forever()
+    while True:
+        delay = outage["until"] - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        server = Server(("127.0.0.1", args.port), Handler)
+        with lock:
+            outage["server"] = server
+        server.serve_forever(poll_interval=0.1)
 
 
 if __name__ == "__main__":
