@@ -344,6 +344,7 @@ class BigQueryExchange final : public HttpSink::Exchange
     void plan_loads();
     void plan_inserts();
     std::optional<Answer> advance();
+    bool new_column(const std::string &raw, const json &error) const;
     std::optional<Answer> failure(const HttpResponse &r, const Request &q);
     void refuse(size_t entry, const std::string &why);
     void refuse_table(const BigQuerySink::Table &t, const std::string &why);
@@ -1275,7 +1276,7 @@ std::optional<Answer> BigQueryExchange::answer(const HttpResponse &r)
                 std::string reason = x.value("reason", "");
                 static const std::set<std::string> again = {
                     "stopped", "backendError", "internalError", "timeout", "rateLimitExceeded"};
-                if (!again.count(reason)) {
+                if (!again.count(reason) && !new_column(raw, x)) {
                     retry = false;
                     std::string loc = x.value("location", "");
                     why = "BigQuery refused the row: " + reason +
@@ -1285,17 +1286,38 @@ std::optional<Answer> BigQueryExchange::answer(const HttpResponse &r)
             auto was = out_.find(entry);
             if (was != out_.end() && !was->second.retry)
                 continue; /* refused already */
-            out_[entry] =
-                Answer::Entry{entry, retry, 200,
-                              credential_free_excerpt(retry ? "BigQuery did not take the row "
-                                                              "(stopped or failed): sent again"
-                                                            : why,
-                                                      300)};
+            out_[entry] = Answer::Entry{
+                entry, retry, 200,
+                credential_free_excerpt(retry ? "BigQuery did not take the row (stopped, "
+                                                "failed, or a column it does not "
+                                                "see yet): sent again"
+                                              : why,
+                                        300)};
         }
         return advance();
     }
     }
     return advance();
+}
+
+/*
+ * A row refused for a column the table has, since pgsink added it: BigQuery's
+ * streaming sees a new column only some time after tables.patch ("no such
+ * field"). That passes: the row is sent again.
+ */
+bool BigQueryExchange::new_column(const std::string &raw, const json &error) const
+{
+    std::string loc = lower(error.value("location", ""));
+    if (error.value("reason", "") != "invalid" || loc.empty() ||
+        error.value("message", "").find("no such field") == std::string::npos)
+        return false;
+    auto known = sink_.fields_.find(raw);
+    if (known == sink_.fields_.end())
+        return false;
+    for (const std::string &sig : known->second)
+        if (sig.compare(0, loc.size() + 1, loc + " ") == 0)
+            return true;
+    return false;
 }
 
 /* The next step, the next phase, or the batch's answer. */
