@@ -418,6 +418,9 @@ unlike($log12, qr/QQQQQQQQQQQQQQQQ/, '(12) but not the echoed credential');
 # (13) A column retyped in PostgreSQL (BigQuery cannot retype it): the
 # table's later changes are parked, saying so; a table with a column
 # BigQuery cannot name has its changes parked, saying which; others go on.
+# (New tables take streamed rows only 1 s after they are made, as
+# BigQuery's answer 404 meanwhile.)
+bq_config($bq, { stream_after_create => 1 });
 $node->safe_psql('postgres', q{
 DELETE FROM pgsink.dead_letters;
 CREATE TABLE ty (id int PRIMARY KEY, n int);
@@ -427,6 +430,9 @@ INSERT INTO ty VALUES (1, 1);
 INSERT INTO clash VALUES (1, 'x');
 });
 wait_delivered($node, 'postgres', '(13) before the type change');
+bq_config($bq, { stream_after_create => 0 });
+is_deeply([ map { $_->{id} } @{ bq_current($bq, 'replica', 'public_ty')->{rows} } ], [1],
+	'(13) a new table BigQuery streams into only after a while gets its rows');
 $node->safe_psql('postgres', q{
 ALTER TABLE ty ALTER n TYPE text;
 INSERT INTO ty VALUES (2, 'two');
