@@ -338,7 +338,7 @@ class BigQueryExchange final : public HttpSink::Exchange
         int polls = 0;
     };
     void plan_entries();
-    void rows_for(size_t i, const TablePtr &t, std::vector<bq::Row> *made);
+    void rows_for(size_t i, const Entry &e, const TablePtr &t, std::vector<bq::Row> *made);
     void stream(const TablePtr &t, const std::vector<size_t> &entries);
     void plan_ddl();
     void plan_loads();
@@ -356,8 +356,9 @@ class BigQueryExchange final : public HttpSink::Exchange
 
     BigQuerySink &sink_;
     std::string key_;
-    std::deque<std::string> arena_; /* member names with escapes, decoded */
-    std::vector<Entry> entries_;
+    std::deque<std::string> arena_;          /* member names with escapes, decoded */
+    std::vector<Entry> entries_;             /* parsed; let go after plan_loads() */
+    std::vector<std::string_view> lines_of_; /* each entry's line in the batch */
     std::map<std::string, std::shared_ptr<const BigQuerySink::Table>> before_;
     std::vector<TablePtr> used_;      /* tables rows go to */
     std::vector<TablePtr> announced_; /* this batch's Schemas */
@@ -444,6 +445,7 @@ BigQueryExchange::BigQueryExchange(BigQuerySink &sink, std::string_view lines,
         entries_.push_back(nl > at ? entry_of(lines.substr(at, nl - at), &arena_,
                                               entries_.empty() ? nullptr : &entries_.back())
                                    : Entry());
+        lines_of_.push_back(lines.substr(at, nl - at));
         at = nl + 1;
     }
     before_ = sink_.tables_;
@@ -532,7 +534,7 @@ void BigQueryExchange::plan_entries()
         }
         made.clear();
         try {
-            rows_for(i, t, &made);
+            rows_for(i, e, t, &made);
         } catch (const bq::Refusal &r) {
             refuse(i, r.what());
             continue;
@@ -551,9 +553,9 @@ void BigQueryExchange::plan_entries()
  * The rows of entry i (a change of table t): usually one, two for an update
  * that changes the key. Throws Refusal for a value t cannot hold.
  */
-void BigQueryExchange::rows_for(size_t i, const TablePtr &t, std::vector<bq::Row> *made)
+void BigQueryExchange::rows_for(size_t i, const Entry &e, const TablePtr &t,
+                                std::vector<bq::Row> *made)
 {
-    const Entry &e = entries_[i];
     const std::string &ns = *e.ns;
     const std::string &op = e.op;
     const std::string &lsn_text = e.lsn;
@@ -699,7 +701,11 @@ void BigQueryExchange::stream(const TablePtr &t, const std::vector<size_t> &entr
     for (size_t i : entries) {
         made.clear();
         try {
-            rows_for(i, t, &made);
+            /* After plan_loads() the entries were let go: read again from the batch. */
+            Entry again;
+            if (entries_.empty())
+                again = entry_of(lines_of_.at(i), &arena_, nullptr);
+            rows_for(i, entries_.empty() ? again : entries_[i], t, &made);
         } catch (const bq::Refusal &r) {
             refuse(i, r.what());
             continue;
@@ -875,6 +881,9 @@ void BigQueryExchange::plan_loads()
         loads_.push_back(std::move(l));
         steps_.push_back(std::move(q));
     }
+    /* The entries were made rows, Avro or bodies: their memory goes (a load that fails reads
+     * its entries again). */
+    std::vector<Entry>().swap(entries_);
 }
 
 /* Phase 2: insertAll requests, per table, within the limits. */
@@ -913,6 +922,7 @@ void BigQueryExchange::plan_inserts()
         }
         flush();
     }
+    rows_.clear(); /* in the requests' bodies now */
 }
 
 std::string BigQueryExchange::what(const Request &q) const
@@ -947,13 +957,20 @@ std::string BigQueryExchange::what(const Request &q) const
 
 HttpRequest BigQueryExchange::next()
 {
-    const Request &q = steps_.at(at_);
+    Request &q = steps_.at(at_);
     if (q.step == Step::token)
         return sink_.auth_.token_request(now_unix());
     HttpRequest r;
     r.headers = {sink_.auth_.header(), "Content-Type: application/json; charset=UTF-8"};
     generation_ = sink_.auth_.generation();
-    r.body = q.body;
+    /*
+     * An upload's body (megabytes) is handed over, not copied; should a 401
+     * answer it, the batch is tried again, with a new token.
+     */
+    if (q.step == Step::load_insert)
+        r.body = std::move(q.body);
+    else
+        r.body = q.body;
     r.delay_ms = q.delay_ms;
     r.keep_answer = 1 << 20;
     std::string raw = q.table ? raw_name(*q.table) : "";
@@ -1118,7 +1135,7 @@ std::optional<Answer> BigQueryExchange::answer(const HttpResponse &r)
     if (r.status == 401) {
         /* The token expired or was revoked: a new one, and the same request again, once. */
         sink_.auth_.invalidate(generation_);
-        if (!refreshed_) {
+        if (!refreshed_ && q.step != Step::load_insert) {
             refreshed_ = true;
             steps_.insert(steps_.begin() + static_cast<long>(at_), Request{Step::token, nullptr});
             return std::nullopt;
@@ -1261,6 +1278,7 @@ std::optional<Answer> BigQueryExchange::answer(const HttpResponse &r)
     case Step::insert_all: {
         if (r.status != 200 || !j.is_object())
             return failure(r, q);
+        std::string().swap(q.body); /* answered: never sent again in this exchange */
         for (const json &err : j.value("insertErrors", json::array())) {
             if (!err.is_object() || !err.contains("index") || !err["index"].is_number_unsigned())
                 continue;
