@@ -578,6 +578,18 @@ std::string avro_file(const std::vector<Column> &columns, const std::vector<RawC
                      "set a string");
                 break;
             }
+            case Kind::timestamp:
+            case Kind::date:
+                /* The common case at once: a plain year 1..9999, no infinity, no BC. */
+                if (raw.size() >= 12 && raw[0] == '"' &&
+                    isdigit(static_cast<unsigned char>(raw[4])) && raw[5] == '-' &&
+                    raw.find(' ') == std::string_view::npos &&
+                    raw.find('\\') == std::string_view::npos) {
+                    must(avro_value_set_branch(&field, 1, &branch), "set a union");
+                    set_scalar(&branch, c.kind, raw);
+                    break;
+                }
+                [[fallthrough]];
             default: {
                 /* Dates and times (infinity, ranges) and arrays: as insertAll has them. */
                 std::string v = insert_value(c, std::string(raw));
