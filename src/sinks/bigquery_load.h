@@ -36,8 +36,8 @@ namespace pgsink::bigquery
 std::string avro_schema(const std::vector<Column> &columns);
 
 /*
- * The rows as an Avro object container file; throws Refusal naming the row's
- * entry (Refusal::entry) when a value cannot be written.
+ * The rows as an Avro object container file; throws Refusal (its message
+ * names the row's entry) when a value cannot be written.
  */
 std::string avro_file(const std::vector<Column> &columns, const std::vector<Row> &rows);
 

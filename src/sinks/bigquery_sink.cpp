@@ -9,11 +9,17 @@
  *      (tables.insert, or tables.patch of its query) for a new Schema;
  *   3. load jobs for large imports (bigquery_load.h), polled until DONE;
  *   4. insertAll requests, per table, within the row and byte limits.
- * A 401 gets a new token and the same request again, once. Answers:
- * insertErrors name rows: "invalid" ones are refused (parked with
- * BigQuery's message), "stopped" and others are sent again; a whole request
- * refused with 400 is bisected; 403 rateLimitExceeded/quotaExceeded, 429,
- * 5xx and the network are retried with back-off (Retry-After honoured).
+ * A 401 gets a new token and the same request again, once (an upload: the
+ * batch again). Answers: insertErrors name rows: "invalid" ones are refused
+ * (parked with BigQuery's message) but for a column pgsink added that
+ * streaming does not see yet, "stopped" and others are sent again; a whole
+ * request refused with 400 is bisected; 403 rateLimitExceeded/quotaExceeded,
+ * 429, 404 (a table just made, or dropped: made again), 5xx and the network
+ * are retried with back-off (Retry-After honoured).
+ *
+ * Entries are read once into views of the batch (Entry); import rows of a
+ * load go from those views straight into Avro, other changes become
+ * insertAll rows (bq::Row). The entries are let go once planned.
  */
 #include <algorithm>
 #include <charconv>
