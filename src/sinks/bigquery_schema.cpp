@@ -406,18 +406,28 @@ std::string view_query(const std::string &ref, const std::vector<Column> &column
                      " AS v)) IGNORE NULLS) OVER w AS " + s;
         }
     }
+    /*
+     * The table's last truncate and its latest resync's start, one row
+     * joined to every row (no correlated subquery: BigQuery cannot run one
+     * whose only conditions are inequalities).
+     */
+    std::string marks =
+        "(SELECT ARRAY_AGG(IF(_pgsink_op = 'truncate', STRUCT(_pgsink_lsn AS l, "
+        "_pgsink_sequence AS s), NULL) IGNORE NULLS ORDER BY _pgsink_lsn DESC, _pgsink_sequence "
+        "DESC LIMIT 1)[SAFE_OFFSET(0)] AS _pgsink_last_truncate, MAX(IF(_pgsink_op = "
+        "'resync_end', _pgsink_resync_since, NULL)) AS _pgsink_last_resync_since FROM " +
+        quote(ref) + " WHERE _pgsink_op IN ('truncate', 'resync_end'))";
     return "SELECT " + outer + " FROM (SELECT " + inner +
-           ", _pgsink_op, ROW_NUMBER() OVER (PARTITION BY " + by +
-           " ORDER BY _pgsink_lsn DESC, _pgsink_sequence DESC) AS _pgsink_rn FROM " + quote(ref) +
-           " AS r WHERE r._pgsink_op NOT IN ('truncate', 'resync_end') AND NOT EXISTS (SELECT 1 "
-           "FROM " +
-           quote(ref) +
-           " AS t WHERE (t._pgsink_op = 'truncate' AND (t._pgsink_lsn > r._pgsink_lsn OR "
-           "(t._pgsink_lsn = r._pgsink_lsn AND t._pgsink_sequence > r._pgsink_sequence))) OR "
-           "(t._pgsink_op = 'resync_end' AND r._pgsink_lsn < t._pgsink_resync_since)) "
-           "WINDOW w AS (PARTITION BY " +
+           ", r._pgsink_op, ROW_NUMBER() OVER (PARTITION BY " + by +
+           " ORDER BY r._pgsink_lsn DESC, r._pgsink_sequence DESC) AS _pgsink_rn FROM " +
+           quote(ref) + " AS r CROSS JOIN " + marks +
+           " AS m WHERE r._pgsink_op NOT IN ('truncate', 'resync_end') AND "
+           "(m._pgsink_last_truncate IS NULL OR r._pgsink_lsn > m._pgsink_last_truncate.l OR "
+           "(r._pgsink_lsn = m._pgsink_last_truncate.l AND r._pgsink_sequence > "
+           "m._pgsink_last_truncate.s)) AND (m._pgsink_last_resync_since IS NULL OR "
+           "r._pgsink_lsn >= m._pgsink_last_resync_since) WINDOW w AS (PARTITION BY " +
            by +
-           " ORDER BY _pgsink_lsn, _pgsink_sequence ROWS BETWEEN UNBOUNDED PRECEDING AND "
+           " ORDER BY r._pgsink_lsn, r._pgsink_sequence ROWS BETWEEN UNBOUNDED PRECEDING AND "
            "CURRENT ROW)) WHERE _pgsink_rn = 1 AND _pgsink_op != 'delete'";
 }
 
