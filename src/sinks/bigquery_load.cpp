@@ -459,7 +459,7 @@ static std::string container(const std::vector<Column> &columns, size_t n, Fill 
             throw std::runtime_error(std::string("Avro: no value for the schema: ") +
                                      avro_strerror());
         for (size_t k = 0; k < n; k++) {
-            avro_value_reset(&rec);
+            /* Every field is set for every row (arrays emptied first): no reset of the record. */
             bad_entry = fill(k, &rec);
             /* Serialized by avro-c straight into the block; a full block is flushed first. */
             for (int attempt = 0;; attempt++) {
@@ -500,6 +500,7 @@ static void set_field(avro_value_t *field, const Column &c, const std::string *v
     avro_value_t branch, elem;
     bool null = value == nullptr || *value == "null";
     if (c.repeated) {
+        must(avro_value_reset(field), "empty an array");
         if (!null)
             for (const std::string &e : elements(*value)) {
                 must(avro_value_append(field, &elem, nullptr), "append");
@@ -620,6 +621,7 @@ std::string avro_file(const std::vector<Column> &columns, const std::vector<RawC
                  "set a long");
         }
         helper(&field); /* _pgsink_unchanged: an import sends every column */
+        must(avro_value_reset(&field), "empty an array");
         helper(&field); /* _pgsink_resync_since: only resync_end rows have it */
         must(avro_value_set_branch(&field, 0, &branch), "set a union");
         must(avro_value_set_null(&branch), "set a null");
