@@ -16,6 +16,9 @@ PACKAGES=(build-essential "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJO
 
 is_root() { [ "$(id -u)" -eq 0 ]; }
 
+# The BigQuery fake (test/t/bigquery_fake.py): RS256 JWTs and Avro files.
+PACKAGES+=(python3-cryptography python3-avro)
+
 # Run a command as root: directly when we are root, else through sudo.
 as_root() {
     if is_root; then "$@"; else sudo "$@"; fi

@@ -52,6 +52,14 @@ static const struct config_enum_entry elasticsearch_json_options[] = {
     {"stored", ES_JSON_STORED, false},
     {nullptr, 0, false},
 };
+char *guc_bigquery_project = nullptr;
+char *guc_bigquery_dataset = nullptr;
+char *guc_bigquery_location = nullptr;
+char *guc_bigquery_credentials = nullptr;
+char *guc_bigquery_endpoint = nullptr;
+int guc_bigquery_max_rows = 500;
+int guc_bigquery_max_request_kb = 9 * 1024;
+int guc_bigquery_load_min_rows = 10000;
 char *guc_webhook_secret = nullptr;
 char *guc_webhook_headers = nullptr;
 bool guc_webhook_gzip = false;
@@ -370,6 +378,40 @@ void define_gucs()
         "Applies to fields not yet in an index's mapping.",
         &guc_elasticsearch_json, ES_JSON_FLATTENED, elasticsearch_json_options, PGC_SIGHUP, 0,
         nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("pgsink.bigquery_project",
+                               "Google Cloud project of the bigquery sink's dataset.",
+                               "Empty: the project_id of pgsink.bigquery_credentials.",
+                               &guc_bigquery_project, "", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "pgsink.bigquery_dataset", "BigQuery dataset of the captured tables (created if missing).",
+        nullptr, &guc_bigquery_dataset, "pgsink", PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable("pgsink.bigquery_location",
+                               "Location of the BigQuery dataset when pgsink creates it, and of "
+                               "its load jobs.",
+                               "For example US, EU or europe-west1.", &guc_bigquery_location, "US",
+                               PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomStringVariable(
+        "pgsink.bigquery_credentials",
+        "Path of the JSON key file of the service account the bigquery sink acts as.",
+        "Readable by the server's operating system user only: it holds a private key.",
+        &guc_bigquery_credentials, "", PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, nullptr,
+        nullptr, nullptr);
+    DefineCustomStringVariable("pgsink.bigquery_endpoint", "Base URL of the BigQuery REST API.",
+                               "Tests point it at a local server.", &guc_bigquery_endpoint,
+                               "https://bigquery.googleapis.com", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+                               check_url, nullptr, nullptr);
+    DefineCustomIntVariable("pgsink.bigquery_max_rows", "Most rows in one insertAll request.",
+                            "BigQuery recommends 500.", &guc_bigquery_max_rows, 500, 1, 50000,
+                            PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("pgsink.bigquery_max_request_size",
+                            "Most bytes of one insertAll request.", "BigQuery refuses over 10 MB.",
+                            &guc_bigquery_max_request_kb, 9 * 1024, 64, 10 * 1024, PGC_SIGHUP,
+                            GUC_UNIT_KB, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable("pgsink.bigquery_load_min_rows",
+                            "Import rows of a table in one batch from which they are loaded with "
+                            "a load job instead of streamed.",
+                            "0: imports are always streamed.", &guc_bigquery_load_min_rows, 10000,
+                            0, INT_MAX, PGC_SIGHUP, 0, nullptr, nullptr, nullptr);
 
     /*
      * No check hook: PostgreSQL would log a refused value, and this one is

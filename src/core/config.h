@@ -34,6 +34,14 @@ extern char *guc_elasticsearch_password;
 /* pgsink.elasticsearch_json: how json and jsonb columns are mapped. */
 enum ElasticsearchJson { ES_JSON_FLATTENED = 0, ES_JSON_STORED };
 extern int guc_elasticsearch_json;
+extern char *guc_bigquery_project;
+extern char *guc_bigquery_dataset;
+extern char *guc_bigquery_location;
+extern char *guc_bigquery_credentials;
+extern char *guc_bigquery_endpoint;
+extern int guc_bigquery_max_rows;
+extern int guc_bigquery_max_request_kb;
+extern int guc_bigquery_load_min_rows;
 extern char *guc_webhook_secret;
 extern char *guc_webhook_headers;
 extern bool guc_webhook_gzip;

@@ -173,11 +173,17 @@ HttpPipeline::~HttpPipeline()
 
 size_t HttpPipeline::in_flight() const
 {
-    return active_.size();
+    return active_.size() + delayed_.size();
 }
 
 void HttpPipeline::submit(uint64_t tag, HttpRequest request)
 {
+    if (request.delay_ms > 0) {
+        int64_t due = monotonic_ms() + request.delay_ms;
+        request.delay_ms = 0;
+        delayed_.push_back(Delayed{due, tag, std::move(request)});
+        return;
+    }
     auto t = std::make_unique<Transfer>();
     t->tag = tag;
     t->request = std::move(request);
@@ -205,20 +211,26 @@ void HttpPipeline::submit(uint64_t tag, HttpRequest request)
     CURL *easy = t->easy;
     curl_easy_setopt(easy, CURLOPT_URL, t->request.url.c_str());
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(easy, CURLOPT_POST, 1L);
-    /* Another method with the same body (PUT, GET). */
-    curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST,
-                     t->request.method.empty() ? nullptr : t->request.method.c_str());
-    if (t->request.body_source) {
-        t->body_source = {&t->request, &t->source_error};
-        curl_easy_setopt(easy, CURLOPT_READFUNCTION, on_read);
-        curl_easy_setopt(easy, CURLOPT_READDATA, &t->body_source);
-        curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, on_seek);
-        curl_easy_setopt(easy, CURLOPT_SEEKDATA, &t->body_source);
+    /* A reused handle keeps its last method: every one is set anew. */
+    curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, nullptr);
+    if (t->request.method == "GET") {
+        curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
     } else {
-        curl_easy_setopt(easy, CURLOPT_POSTFIELDS, t->request.body.data());
-        curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
-                         static_cast<curl_off_t>(t->request.body.size()));
+        curl_easy_setopt(easy, CURLOPT_POST, 1L);
+        if (t->request.body_source) {
+            t->body_source = {&t->request, &t->source_error};
+            curl_easy_setopt(easy, CURLOPT_READFUNCTION, on_read);
+            curl_easy_setopt(easy, CURLOPT_READDATA, &t->body_source);
+            curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, on_seek);
+            curl_easy_setopt(easy, CURLOPT_SEEKDATA, &t->body_source);
+        } else {
+            curl_easy_setopt(easy, CURLOPT_POSTFIELDS, t->request.body.data());
+            curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                             static_cast<curl_off_t>(t->request.body.size()));
+        }
+        /* PUT, PATCH, DELETE: the body sent as a POST's would be. */
+        if (!t->request.method.empty() && t->request.method != "POST")
+            curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, t->request.method.c_str());
     }
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, t->headers);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, options_.timeout_ms);
@@ -254,9 +266,13 @@ void HttpPipeline::submit(uint64_t tag, HttpRequest request)
 
 long HttpPipeline::timeout_ms() const
 {
-    if (deadline_ms_ < 0)
+    int64_t deadline = deadline_ms_;
+    for (const Delayed &d : delayed_)
+        if (deadline < 0 || d.due_ms < deadline)
+            deadline = d.due_ms;
+    if (deadline < 0)
         return -1;
-    return static_cast<long>(std::max<int64_t>(0, deadline_ms_ - monotonic_ms()));
+    return static_cast<long>(std::max<int64_t>(0, deadline - monotonic_ms()));
 }
 
 void HttpPipeline::on_socket(int fd, bool readable, bool writable)
@@ -269,6 +285,15 @@ void HttpPipeline::on_socket(int fd, bool readable, bool writable)
 
 void HttpPipeline::on_timer()
 {
+    for (size_t i = 0; i < delayed_.size();) {
+        if (delayed_[i].due_ms > monotonic_ms()) {
+            i++;
+            continue;
+        }
+        Delayed d = std::move(delayed_[i]);
+        delayed_.erase(delayed_.begin() + static_cast<long>(i));
+        submit(d.tag, std::move(d.request));
+    }
     if (deadline_ms_ < 0 || monotonic_ms() < deadline_ms_)
         return;
     int running = 0;
@@ -330,6 +355,7 @@ void HttpPipeline::cancel_all()
         curl_easy_cleanup(t->easy);
     }
     active_.clear();
+    delayed_.clear();
     done_.clear();
 }
 

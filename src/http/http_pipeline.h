@@ -28,9 +28,11 @@ namespace pgsink
 struct HttpRequest {
     std::string url;
     std::vector<std::string> headers; /* "Name: value" */
-    std::string body;                 /* POSTed */
-    std::string method;               /* "PUT", "GET", ... with body; empty: POST */
-    size_t keep_answer = 1024;        /* bytes of the answer's body kept (more: an error) */
+    std::string body;                 /* POSTed (or sent with method) */
+    /* "" or "POST"; "GET" sends no body; "PATCH", "PUT", "DELETE" send body as POST would. */
+    std::string method;
+    size_t keep_answer = 1024; /* bytes of the answer's body kept (more: an error) */
+    long delay_ms = 0;         /* started this long after submit() (a poll) */
     /*
      * Instead of body: the body made while it is sent (chunked), so that
      * the receiver works on its start meanwhile. Called for the next bytes
@@ -96,6 +98,12 @@ class HttpPipeline
     std::vector<Wait> waits_;
     int64_t deadline_ms_ = -1; /* curl's timer, on the monotonic clock; -1: none */
     std::vector<std::pair<uint64_t, HttpResponse>> done_;
+    struct Delayed {
+        int64_t due_ms;
+        uint64_t tag;
+        HttpRequest request;
+    };
+    std::vector<Delayed> delayed_; /* submitted with a delay, not started yet */
 };
 
 /*

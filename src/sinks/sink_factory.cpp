@@ -7,6 +7,7 @@
 #include "sinks/sink_factory.h"
 #include "core/config.h"
 #include "sinks/file_sink.h"
+#include "sinks/bigquery_sink.h"
 #include "sinks/clickhouse_sink.h"
 #include "sinks/elasticsearch_sink.h"
 #include "sinks/webhook_sink.h"
@@ -19,12 +20,13 @@ namespace pgsink
 bool sink_known(const char *name)
 {
     return strcmp(name, "file") == 0 || strcmp(name, "webhook") == 0 ||
-           strcmp(name, "clickhouse") == 0 || strcmp(name, "elasticsearch") == 0;
+           strcmp(name, "clickhouse") == 0 || strcmp(name, "elasticsearch") == 0 ||
+           strcmp(name, "bigquery") == 0;
 }
 
 const char *known_sink_names()
 {
-    return "file, webhook, clickhouse, elasticsearch";
+    return "file, webhook, clickhouse, elasticsearch, bigquery";
 }
 
 static WebhookSink::Settings webhook_settings()
@@ -69,10 +71,28 @@ static ElasticsearchSink::Settings elasticsearch_settings()
     return e;
 }
 
+static BigQuerySink::Settings bigquery_settings()
+{
+    BigQuerySink::Settings b;
+    b.project = guc_bigquery_project ? guc_bigquery_project : "";
+    b.dataset = guc_bigquery_dataset ? guc_bigquery_dataset : "";
+    b.location = guc_bigquery_location ? guc_bigquery_location : "";
+    b.credentials = guc_bigquery_credentials ? guc_bigquery_credentials : "";
+    b.endpoint = guc_bigquery_endpoint ? guc_bigquery_endpoint : "";
+    b.max_rows = guc_bigquery_max_rows;
+    b.max_bytes = static_cast<size_t>(guc_bigquery_max_request_kb) * 1024;
+    b.load_min_rows = guc_bigquery_load_min_rows;
+    b.http.timeout_ms = guc_http_timeout_ms;
+    b.http.ca_file = guc_ca_file ? guc_ca_file : "";
+    return b;
+}
+
 std::unique_ptr<Sink> make_sink(const std::string &name)
 {
     if (name == "elasticsearch")
         return std::make_unique<ElasticsearchSink>(elasticsearch_settings());
+    if (name == "bigquery")
+        return std::make_unique<BigQuerySink>(bigquery_settings());
     if (name == "clickhouse")
         return std::make_unique<ClickHouseSink>(clickhouse_settings());
     if (name == "file")
@@ -104,6 +124,15 @@ std::string sink_settings(const std::string &name)
                sha256_hex(e.url + '\n' + e.api_key + '\n' + e.user + '\n' + e.password) + ":" +
                e.index_prefix + ":" + (e.json_stored ? "stored" : "flattened") + ":" +
                std::to_string(e.http.timeout_ms) + ":" + e.http.ca_file;
+    }
+    if (name == "bigquery") {
+        BigQuerySink::Settings b = bigquery_settings();
+        return "bigquery:" +
+               sha256_hex(b.endpoint + '\n' + b.credentials + '\n' + b.project + '\n' + b.dataset +
+                          '\n' + b.location) +
+               ":" + std::to_string(b.max_rows) + ":" + std::to_string(b.max_bytes) + ":" +
+               std::to_string(b.load_min_rows) + ":" + std::to_string(b.http.timeout_ms) + ":" +
+               b.http.ca_file;
     }
     return "unknown";
 }
