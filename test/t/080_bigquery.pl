@@ -448,6 +448,29 @@ like($parked13, qr/^public\.ty: column n of BigQuery table public_ty_raw is INT6
 is_deeply([ map { $_->{id} } @{ bq_current($bq, 'replica', 'public_ty')->{rows} } ], [1],
 	'(13) nothing written into the old type');
 
+# (15) The resync rule: a raw row the table does not hold (left by changes
+# that were lost; here streamed straight into the raw table with an old
+# LSN, after the last truncate) leaves the view once pgsink.resync() closes.
+my $stale_lsn = $node->safe_psql('postgres', "SELECT (pg_current_wal_lsn() - '0/0')::bigint");
+my $stale_ts = $node->safe_psql('postgres',
+	"SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || '+00'");
+my ($st, $ans) = bq_api($bq, 'POST',
+	"/bigquery/v2/projects/$bq->{project}/datasets/replica/tables/public_t_raw/insertAll",
+	{ rows => [ { insertId => 'stale-row', json => { id => '987654', v => 'stale',
+		_pgsink_lsn => "$stale_lsn", _pgsink_sequence => '999999', _pgsink_op => 'insert',
+		_pgsink_timestamp => $stale_ts, _pgsink_unchanged => [] } } ] });
+is($st, 200, '(15) a stale row planted in the raw table');
+ok(!$ans->{insertErrors}, '(15) and taken') or diag($json->encode($ans));
+ok((grep { $_->{id} eq '987654' } @{ bq_current($bq, 'replica', 'public_t')->{rows} }),
+	'(15) the view shows it');
+$node->safe_psql('postgres', "SELECT pgsink.resync('t')");
+ok(defined poll_until($node, 'postgres',
+		"SELECT count(*) FROM pgsink.imports WHERE resync AND state <> 'complete'", '0', 90),
+	'(15) the resync completes');
+equal_tables('(15) after the resync', 't');
+ok(!(grep { $_->{id} eq '987654' } @{ bq_current($bq, 'replica', 'public_t')->{rows} }),
+	'(15) the resync rule took the stale row out of the view');
+
 # (8) No secret anywhere.
 my ($pem) = do { open(my $f, '<', $bq->{private_key}) or die $!; local $/; <$f> };
 my ($body) = $pem =~ /-----\n(.{40})/;

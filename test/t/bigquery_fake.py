@@ -32,7 +32,9 @@ Per captured table <schema>.<table>, the sink makes in its dataset:
     REPEATED for arrays) followed by
         _pgsink_lsn        INT64     REQUIRED  commit LSN as a number (pg_lsn - '0/0')
         _pgsink_sequence   INT64     REQUIRED  the change's sequence in its transaction
-        _pgsink_op         STRING    REQUIRED  insert | update | delete | truncate | import
+        _pgsink_op         STRING    REQUIRED  insert | update | delete | truncate | import |
+                                               resync_end (with _pgsink_resync_since INT64:
+                                               rows before it are gone)
         _pgsink_timestamp  TIMESTAMP REQUIRED  commit time
         _pgsink_xid        INT64     NULLABLE  transaction id (NULL for imported rows)
         _pgsink_unchanged  STRING    REPEATED  columns left out by unchanged TOAST
@@ -1325,9 +1327,10 @@ def current_rows(ds, view_name, key_param):
                                 "rule needs")
     rows = stored_rows(raw)
     for r in rows:
-        if r["_pgsink_op"] not in ("insert", "update", "delete", "truncate", "import"):
+        if r["_pgsink_op"] not in ("insert", "update", "delete", "truncate", "import",
+                                   "resync_end"):
             raise ApiError(400, f"raw table {raw.id}: _pgsink_op {r['_pgsink_op']!r} is none of "
-                                "insert, update, delete, truncate, import")
+                                "insert, update, delete, truncate, import, resync_end")
     rows.sort(key=lambda r: (r["_pgsink_lsn"], r["_pgsink_sequence"]))
     last_truncate = None
     for r in rows:
@@ -1335,9 +1338,19 @@ def current_rows(ds, view_name, key_param):
             last_truncate = (r["_pgsink_lsn"], r["_pgsink_sequence"])
     if last_truncate is not None:
         rows = [r for r in rows if (r["_pgsink_lsn"], r["_pgsink_sequence"]) > last_truncate]
+    # The resync rule (pgsink's README, The changelog): at a resync_end, a row
+    # not written at or after its _pgsink_resync_since is gone; the latest
+    # resync that closed decides.
+    since = [int(r["_pgsink_resync_since"]) for r in rows
+             if r["_pgsink_op"] == "resync_end" and r.get("_pgsink_resync_since") is not None]
+    if any(r["_pgsink_op"] == "resync_end" and r.get("_pgsink_resync_since") is None
+           for r in rows):
+        raise ApiError(400, f"raw table {raw.id}: a resync_end row without _pgsink_resync_since")
+    if since:
+        rows = [r for r in rows if int(r["_pgsink_lsn"]) >= max(since)]
     per_key = {}
     for r in rows:
-        if r["_pgsink_op"] == "truncate":
+        if r["_pgsink_op"] in ("truncate", "resync_end"):
             continue
         per_key.setdefault(json.dumps([r[k] for k in key]), []).append(r)
     out, unresolved, ambiguous = [], [], []
