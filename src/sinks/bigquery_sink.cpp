@@ -35,6 +35,7 @@
 #include "core/digest.h"
 #include "sinks/bigquery_load.h"
 #include "sinks/bigquery_sink.h"
+#include "changelog/raw_json.h"
 
 namespace pgsink
 {
@@ -124,44 +125,8 @@ std::string BigQuerySink::table_path(const std::string &table) const
 
 /* ------------------------------------------------ raw JSON values of a line */
 
-static size_t skip_space(std::string_view s, size_t i)
-{
-    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
-        i++;
-    return i;
-}
-
-static size_t value_end(std::string_view s, size_t i)
-{
-    if (i >= s.size())
-        throw std::runtime_error("a JSON value is missing");
-    if (s[i] == '"') {
-        for (i++; i < s.size(); i++) {
-            if (s[i] == '\\')
-                i++;
-            else if (s[i] == '"')
-                return i + 1;
-        }
-        throw std::runtime_error("a JSON string has no end");
-    }
-    if (s[i] == '{' || s[i] == '[') {
-        int depth = 0;
-        for (; i < s.size(); i++) {
-            char c = s[i];
-            if (c == '"')
-                i = value_end(s, i) - 1;
-            else if (c == '{' || c == '[')
-                depth++;
-            else if ((c == '}' || c == ']') && --depth == 0)
-                return i + 1;
-        }
-        throw std::runtime_error("a JSON object or array has no end");
-    }
-    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
-           s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
-        i++;
-    return i;
-}
+using raw_json::skip_space;
+using raw_json::value_end;
 
 /* A JSON string's text (s is "..."): unescaped only when it must be. */
 static std::string unquote(std::string_view s)

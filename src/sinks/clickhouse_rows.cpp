@@ -13,76 +13,18 @@
 #endif
 
 #include "changelog/entry_head.h"
+#include "changelog/raw_json.h"
 #include "sinks/clickhouse_rows.h"
 
 namespace pgsink::clickhouse
 {
 
-static size_t skip_space(std::string_view s, size_t i)
-{
-    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
-        i++;
-    return i;
-}
-
-/* The end of the JSON string whose opening quote is s[i]. */
-static inline size_t string_end(std::string_view s, size_t i)
-{
-    const char *b = s.data(), *p = b + i + 1, *end = b + s.size();
-#ifdef __SSE2__
-    /* 16 bytes at a time: where the next quote or backslash is. */
-    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
-    while (end - p >= 16) {
-        __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
-        int mask =
-            _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)));
-        if (mask == 0) {
-            p += 16;
-            continue;
-        }
-        p += __builtin_ctz(static_cast<unsigned>(mask));
-        if (*p == '"')
-            return static_cast<size_t>(p - b) + 1;
-        p += 2; /* a backslash and the character it escapes */
-    }
-#endif
-    while (p < end) {
-        if (*p == '"')
-            return static_cast<size_t>(p - b) + 1;
-        p += *p == '\\' ? 2 : 1;
-    }
-    throw std::runtime_error("a JSON string has no end");
-}
+using raw_json::skip_space;
+using raw_json::string_end;
 
 size_t value_end(std::string_view s, size_t i)
 {
-    i = skip_space(s, i);
-    if (i >= s.size())
-        throw std::runtime_error("a JSON value is missing");
-    if (s[i] == '"')
-        return string_end(s, i);
-    if (s[i] == '{' || s[i] == '[') {
-        int depth = 0;
-        for (; i < s.size(); i++) {
-            char c = s[i];
-            if (c == '"') {
-                i = string_end(s, i) - 1;
-            } else if (c == '{' || c == '[') {
-                depth++;
-            } else if (c == '}' || c == ']') {
-                if (--depth == 0)
-                    return i + 1;
-            }
-        }
-        throw std::runtime_error("a JSON object or array has no end");
-    }
-    size_t start = i;
-    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
-           s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
-        i++;
-    if (i == start)
-        throw std::runtime_error("a JSON value is missing");
-    return i;
+    return raw_json::value_end(s, i);
 }
 
 size_t scan_object_at(std::string_view s, size_t i, std::vector<Member> &out)

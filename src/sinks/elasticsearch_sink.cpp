@@ -27,6 +27,7 @@
 #include "changelog/entry_head.h"
 #include "core/digest.h"
 #include "sinks/elasticsearch_sink.h"
+#include "changelog/raw_json.h"
 
 namespace pgsink
 {
@@ -35,68 +36,12 @@ using json = nlohmann::json;
 
 /* ------------------------------------------------------ raw JSON scanning */
 
+using raw_json::string_end;
+using raw_json::value_end;
+
 static size_t skip_ws(std::string_view s, size_t i)
 {
-    while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
-        i++;
-    return i;
-}
-
-/* Does any byte of v equal the byte repeated in pattern? */
-static inline bool has_byte(uint64_t v, uint64_t pattern)
-{
-    uint64_t x = v ^ pattern;
-    return ((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL) != 0;
-}
-
-/* The end of the JSON string starting at s[i] (its quote): eight bytes at a time. */
-static size_t string_end(std::string_view s, size_t i)
-{
-    const char *p = s.data() + i + 1, *end = s.data() + s.size();
-    for (;;) {
-        while (end - p >= 8) {
-            uint64_t v;
-            memcpy(&v, p, sizeof(v));
-            if (has_byte(v, 0x2222222222222222ULL) || has_byte(v, 0x5C5C5C5C5C5C5C5CULL))
-                break;
-            p += 8;
-        }
-        while (p < end && *p != '"' && *p != '\\')
-            p++;
-        if (p >= end)
-            throw std::runtime_error("a JSON string has no end");
-        if (*p == '"')
-            return static_cast<size_t>(p - s.data()) + 1;
-        p += 2; /* an escape: the next character is taken as it is */
-    }
-}
-
-/* The end of the JSON value starting at s[i]. */
-static size_t value_end(std::string_view s, size_t i)
-{
-    if (i >= s.size())
-        throw std::runtime_error("a JSON value is missing");
-    if (s[i] == '"')
-        return string_end(s, i);
-    if (s[i] == '{' || s[i] == '[') {
-        int depth = 0;
-        for (; i < s.size(); i++) {
-            char c = s[i];
-            if (c == '"') {
-                i = string_end(s, i) - 1;
-            } else if (c == '{' || c == '[') {
-                depth++;
-            } else if (c == '}' || c == ']') {
-                if (--depth == 0)
-                    return i + 1;
-            }
-        }
-        throw std::runtime_error("a JSON object or array has no end");
-    }
-    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' &&
-           s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
-        i++;
-    return i;
+    return raw_json::skip_space(s, i);
 }
 
 /* A JSON string's content (raw: with its quotes); a bare value's text as it is. */
