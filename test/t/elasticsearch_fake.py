@@ -51,6 +51,7 @@ Control endpoints (no auth), for the test:
   GET /_fake/dump/<index>[?all=1]    {"docs": {_id: _source}} of live documents (all=1:
                                      tombstones too, and {"versions": {_id: version}};
                                      md5=f,g: string fields f and g as the MD5 of their text)
+  POST /_fake/stats?reset_max_concurrent=1  start max_concurrent again from now
   GET /_fake/stats                   counters ("max_concurrent": most requests served at
                                      once; "revived": live documents written over a
                                      tombstone or a remembered delete)
@@ -703,6 +704,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             faults.update(json.loads(body) if body else {})
             return self.send(200, faults)
         if parts[1] == "stats":
+            if method == "POST" and query.get("reset_max_concurrent"):
+                stats["max_concurrent"] = concurrent  # from now on: what a phase sends
             return self.send(200, stats)
         if parts[1] == "save":
             save_state()
