@@ -222,21 +222,7 @@ is(ch_query($ch, "SELECT count() FROM pgsink.public_k FINAL") + 0, 1, '(8) and n
 
 # (9) An import of existing rows while they are being changed: imported
 # rows carry the high watermark's LSN, so none overwrites a newer change.
-$node->safe_psql('postgres', q{
-CREATE TABLE im (id int PRIMARY KEY, v int, note text);
-INSERT INTO im SELECT g, 0, 'n' || g FROM generate_series(1, 30000) g;
-});
-my $writer = IPC::Run::start(
-	[ 'psql', '-X', '-q', '-d', $node->connstr('postgres'), '-c', q{
-DO $$ BEGIN
-  FOR i IN 1..300 LOOP
-    UPDATE im SET v = v + 1 WHERE id % 300 = i % 300;
-    DELETE FROM im WHERE id = 30000 - i;
-    INSERT INTO im VALUES (40000 + i, i, 'new');
-    COMMIT;
-  END LOOP;
-END $$;} ], '>', '/dev/null', '2>&1');
-$node->safe_psql('postgres', "SELECT pgsink.add_table('im')");
+my $writer = import_under_writes($node, rows => 30000, rounds => 300, new_from => 40000);
 $writer->finish;
 ok(defined wait_imports($node, 'postgres', 120), '(9) the import is done');
 wait_delivered($node, 'postgres', '(9) import under writes');

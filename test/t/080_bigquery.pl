@@ -298,21 +298,7 @@ like($view->{view}{query}, qr/`note`/, '(6) the view has the new column');
 
 # (7) An import of existing rows under concurrent writes, through load jobs,
 # with a kill -9 of the postmaster in the middle of it.
-$node->safe_psql('postgres', q{
-CREATE TABLE im (id int PRIMARY KEY, v int, note text);
-INSERT INTO im SELECT g, 0, 'n' || g FROM generate_series(1, 20000) g;
-});
-my $writer = IPC::Run::start(
-	[ 'psql', '-X', '-q', '-d', $node->connstr('postgres'), '-c', q{
-DO $$ BEGIN
-  FOR i IN 1..300 LOOP
-    UPDATE im SET v = v + 1 WHERE id % 300 = i % 300;
-    DELETE FROM im WHERE id = 20000 - i;
-    INSERT INTO im VALUES (40000 + i, i, 'new');
-    COMMIT;
-  END LOOP;
-END $$;} ], '>', '/dev/null', '2>&1');
-$node->safe_psql('postgres', "SELECT pgsink.add_table('im')");
+my $writer = import_under_writes($node, rows => 20000, rounds => 300, new_from => 40000);
 usleep(300_000);
 crash_node($node);
 $writer->finish;

@@ -24,11 +24,12 @@ use strict;
 use warnings;
 
 use Exporter 'import';
+use IPC::Run;
 use PgsinkTest;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
-our @EXPORT = qw(replay_import check_import_exact import_jobs wait_imports);
+our @EXPORT = qw(replay_import check_import_exact import_jobs wait_imports import_under_writes);
 
 my $UNKNOWN = '<unknown: unchanged TOASTed value of a row never imported>';
 
@@ -307,6 +308,32 @@ sub import_jobs
 		"SELECT id, \"table\", state, cursor, rows_imported, chunks, error "
 		  . "FROM pgsink.imports ORDER BY id", 60);
 	return $ok ? $out : "(could not read pgsink.imports: $err)";
+}
+
+# A table "im" of $rows rows, changed by a writer (updates, deletes from the
+# end, inserts from $new_from on; one transaction each, $rounds of them) while
+# pgsink.add_table() imports it: what the sink suites check imports with.
+# Returns the writer (IPC::Run) once add_table() has committed.
+sub import_under_writes
+{
+	my ($node, %opt) = @_;
+	my ($rows, $rounds, $new_from) = @opt{qw(rows rounds new_from)};
+	$node->safe_psql('postgres', qq{
+CREATE TABLE im (id int PRIMARY KEY, v int, note text);
+INSERT INTO im SELECT g, 0, 'n' || g FROM generate_series(1, $rows) g;
+});
+	my $writer = IPC::Run::start(
+		[ 'psql', '-X', '-q', '-d', $node->connstr('postgres'), '-c', qq{
+DO \$\$ BEGIN
+  FOR i IN 1..$rounds LOOP
+    UPDATE im SET v = v + 1 WHERE id % $rounds = i % $rounds;
+    DELETE FROM im WHERE id = $rows - i;
+    INSERT INTO im VALUES ($new_from + i, i, 'new');
+    COMMIT;
+  END LOOP;
+END \$\$;} ], '>', '/dev/null', '2>&1');
+	$node->safe_psql('postgres', "SELECT pgsink.add_table('im')");
+	return $writer;
 }
 
 # Wait until no job is scheduled, running or failed (through restarts);
