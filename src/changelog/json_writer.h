@@ -43,7 +43,7 @@ class Out
     Out(const Out &) = delete;
     Out &operator=(const Out &) = delete;
 
-    /* Write to target from now on; bytes not flushed yet are dropped. */
+    /* Write to target from now on (bytes not flushed yet go to the previous target first). */
     void begin(std::string &target)
     {
         if (target_ != nullptr && pos_ != buf_)

@@ -17,6 +17,7 @@
 #include "imports/import_chunk.h"
 
 extern "C" {
+#include "mb/pg_wchar.h"
 #include "access/htup_details.h"
 #include "replication/logical.h"
 #include "replication/output_plugin.h"
@@ -301,6 +302,15 @@ static void drop_superseded_import_rows(Decoder &d, const RelationInfo &info, Tu
  * only pgsink may write, in the dropping transaction. It becomes a "drop"
  * entry of that transaction, so sinks can drop or archive their copy.
  */
+/* s in UTF-8 (palloc'd in the change's context, or s itself). */
+static const char *utf8_of(const char *s)
+{
+    int encoding = GetDatabaseEncoding();
+    if (encoding == PG_UTF8 || encoding == PG_SQL_ASCII)
+        return s;
+    return pg_server_to_any(s, static_cast<int>(strlen(s)), PG_UTF8);
+}
+
 static void on_dropped(Decoder &d, Relation log, HeapTuple row)
 {
     TupleDesc desc = RelationGetDescr(log);
@@ -310,9 +320,12 @@ static void on_dropped(Decoder &d, Relation log, HeapTuple row)
     if (d.nulls[0] || d.nulls[1] || d.nulls[2])
         return;
     Oid relid = DatumGetObjectId(d.values[0]);
-    /* Names in UTF-8 whatever the database's encoding, as every name is. */
-    std::string nsp = server_to_utf8(NameStr(*DatumGetName(d.values[1])));
-    std::string name = server_to_utf8(NameStr(*DatumGetName(d.values[2])));
+    /*
+     * Names in UTF-8 whatever the database's encoding, as every name is;
+     * converted (which can ERROR) before any C++ object holds them.
+     */
+    const char *nsp = utf8_of(NameStr(*DatumGetName(d.values[1])));
+    const char *name = utf8_of(NameStr(*DatumGetName(d.values[2])));
     d.drop_name.clear();
     d.drop_name.append("\"namespace\":");
     json::append_string(d.drop_name, nsp);

@@ -32,7 +32,7 @@ void write_resync_marker(const ResyncMarker &m)
     std::string path = marker_path(), tmp = path + ".tmp";
     char text[512];
     int len = snprintf(text, sizeof(text), "%llX %s\n",
-                       static_cast<unsigned long long>(m.lost_from), m.why.c_str());
+                       static_cast<unsigned long long>(m.lost_from), m.why);
     if (len < 0 || static_cast<size_t>(len) >= sizeof(text))
         len = static_cast<int>(sizeof(text) - 1);
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -66,11 +66,8 @@ bool read_resync_marker(ResyncMarker *m)
     if (sscanf(line, "%llX %n", &from, &used) < 1)
         used = 0;
     m->lost_from = from;
-    m->why.assign(line + used);
-    while (!m->why.empty() && (m->why.back() == '\n' || m->why.back() == '\r'))
-        m->why.pop_back();
-    if (m->why.empty())
-        m->why = "was lost";
+    line[strcspn(line, "\r\n")] = '\0';
+    m->set_why(line[used] != '\0' ? line + used : "was lost");
     return true;
 }
 

@@ -14,14 +14,16 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
+#include <cstdio>
 
 namespace pgsink
 {
 
+/* Plain data (no destructor): it lives in frames where PostgreSQL may longjmp. */
 struct ResyncMarker {
     uint64_t lost_from = 0; /* the last confirmed position known (0: unknown) */
-    std::string why;        /* "was missing", "was invalidated (...)" */
+    char why[128] = "";     /* "was missing", "was invalidated (...)" */
+    void set_why(const char *w) { snprintf(why, sizeof(why), "%s", w); }
 };
 
 void write_resync_marker(const ResyncMarker &m);

@@ -276,7 +276,7 @@ static Datum add_table(PG_FUNCTION_ARGS)
         ResyncMarker marker;
         if (!read_resync_marker(&marker)) {
             marker.lost_from = lost_from;
-            marker.why = "was missing";
+            marker.set_why("was missing");
             write_resync_marker(marker);
         }
     }

@@ -471,7 +471,7 @@ void Stream::start()
     if (guc_auto_resync && slot_invalidated(name, &invalidated_at)) {
         if (!marked) {
             marker.lost_from = invalidated_at;
-            marker.why = "was invalidated (it fell behind max_slot_wal_keep_size)";
+            marker.set_why("was invalidated (it fell behind max_slot_wal_keep_size)");
             write_resync_marker(marker);
             marked = true;
         }
@@ -487,7 +487,7 @@ void Stream::start()
         LWLockAcquire(shared_lock, LW_SHARED);
         marker.lost_from = shared->confirmed_lsn;
         LWLockRelease(shared_lock);
-        marker.why = "was missing";
+        marker.set_why("was missing");
         write_resync_marker(marker);
         marked = true;
     }
@@ -502,7 +502,7 @@ void Stream::start()
     if (lost)
         report_lost_slot(name, captured, marked ? marker.lost_from : InvalidXLogRecPtr,
                          MyReplicationSlot->data.confirmed_flush, newest_job, resyncing,
-                         marked ? marker.why.c_str() : "was missing");
+                         marked ? marker.why : "was missing");
     const char *abandoned = abandoned_slots(name, MyDatabaseId);
     if (abandoned[0] != '\0')
         ereport(WARNING,
