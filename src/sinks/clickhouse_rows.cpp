@@ -22,10 +22,7 @@ namespace pgsink::clickhouse
 using raw_json::skip_space;
 using raw_json::string_end;
 
-size_t value_end(std::string_view s, size_t i)
-{
-    return raw_json::value_end(s, i);
-}
+using raw_json::value_end;
 
 size_t scan_object_at(std::string_view s, size_t i, std::vector<Member> &out)
 {

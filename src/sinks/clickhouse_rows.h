@@ -23,9 +23,6 @@
 namespace pgsink::clickhouse
 {
 
-/* The end of the JSON value starting at s[i] (after leading space); throws if malformed. */
-size_t value_end(std::string_view s, size_t i);
-
 /* A member of a JSON object, as written: its name with its quotes, its value. */
 struct Member {
     std::string_view name;

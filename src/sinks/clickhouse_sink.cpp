@@ -380,9 +380,13 @@ void ClickHouseExchange::plan_ddl()
             order += (order.empty() ? "" : ", ") + ch::quote(ch::column_name(k));
         cols += "`_pgsink_lsn` UInt64, `_pgsink_sequence` UInt64, `_pgsink_op` String, "
                 "`_pgsink_deleted` UInt8, `_pgsink_timestamp` String";
-        /* Without a key no row replaces another: a plain MergeTree of every change. */
+        /*
+         * Without a key no row replaces another: every change is kept, one row
+         * per (lsn, sequence), so that an INSERT sent again (a retry after a
+         * timeout, a replay from the cursor) adds nothing once merged.
+         */
         std::string engine = t.key.empty()
-                                 ? "MergeTree ORDER BY (`_pgsink_lsn`, `_pgsink_sequence`)"
+                                 ? "ReplacingMergeTree ORDER BY (`_pgsink_lsn`, `_pgsink_sequence`)"
                                  : "ReplacingMergeTree(`_pgsink_lsn`) ORDER BY (" + order + ")";
         steps_.push_back(Step{"CREATE TABLE IF NOT EXISTS " + table_ref(t) + " (" + cols +
                                   ") ENGINE = " + engine,
@@ -429,7 +433,7 @@ void ClickHouseExchange::plan_ddl()
                 (c.datetime64 ? ", " + ch::quote(ch::datetime64_name(c)) : "");
         steps_.push_back(Step{"DROP TABLE IF EXISTS " + view, true, "", nullptr, ""});
         Step last{"CREATE VIEW " + view + " AS SELECT " + select + " FROM " + table_ref(t) +
-                      (t.key.empty() ? "" : " FINAL WHERE `_pgsink_deleted` = 0"),
+                      (t.key.empty() ? " FINAL" : " FINAL WHERE `_pgsink_deleted` = 0"),
                   true, "", &t, new_ns_[i]};
         steps_.push_back(last);
         /* A column whose type changed in PostgreSQL keeps its old one here: checked. */
@@ -1127,7 +1131,8 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
                                               : " answered HTTP " + std::to_string(r.status) +
                                                     ": " + answer_excerpt(r.body, 200));
         /* Values a column cannot hold: the batch is bisected down to the entry. */
-        static const int kData[] = {6, 25, 26, 27, 33, 38, 41, 49, 53, 69, 70, 72, 117, 130};
+        /* Not 49 (LOGICAL_ERROR): a server bug, retried, not a refusal of these rows. */
+        static const int kData[] = {6, 25, 26, 27, 33, 38, 41, 53, 69, 70, 72, 117, 130};
         bool data = std::find(std::begin(kData), std::end(kData), code) != std::end(kData);
         if (code == 60 || code == 81) {
             /* A table or the database was dropped: made again at the next attempt. */
