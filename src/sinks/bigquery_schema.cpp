@@ -9,6 +9,7 @@
 
 #include "core/digest.h"
 #include "sinks/bigquery_schema.h"
+#include "changelog/raw_json.h"
 
 namespace pgsink::bigquery
 {
@@ -194,36 +195,14 @@ std::string table_name(const std::string &schema, const std::string &table)
 
 /* ------------------------------------------------------------- values */
 
-/* The end of the JSON value starting at s[i] (raw text, not parsed). */
+/* The end of the JSON value starting at s[i] (raw text, not parsed); a malformed one is refused. */
 static size_t value_end(const std::string &s, size_t i)
 {
-    if (i >= s.size())
-        throw Refusal("a JSON value is missing");
-    if (s[i] == '"') {
-        for (i++; i < s.size(); i++) {
-            if (s[i] == '\\')
-                i++;
-            else if (s[i] == '"')
-                return i + 1;
-        }
-        throw Refusal("a JSON string has no end");
+    try {
+        return raw_json::value_end(s, i);
+    } catch (const std::runtime_error &e) {
+        throw Refusal(e.what());
     }
-    if (s[i] == '{' || s[i] == '[') {
-        int depth = 0;
-        for (; i < s.size(); i++) {
-            char c = s[i];
-            if (c == '"')
-                i = value_end(s, i) - 1;
-            else if (c == '{' || c == '[')
-                depth++;
-            else if ((c == '}' || c == ']') && --depth == 0)
-                return i + 1;
-        }
-        throw Refusal("a JSON object or array has no end");
-    }
-    while (i < s.size() && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ')
-        i++;
-    return i;
 }
 
 /* A text known to need no escaping (digits, '-', ':', '.', ...) as a JSON string. */

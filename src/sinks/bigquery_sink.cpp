@@ -95,7 +95,6 @@ bool BigQuerySink::open(const Resume &)
     tables_.clear();
     location_.clear();
     fields_.clear();
-    view_version_.clear();
     refused_.clear();
     dataset_ready_ = false;
     return true;
@@ -485,8 +484,11 @@ void BigQueryExchange::plan_entries()
             continue;
         }
         auto found = now.find(*e.ns);
-        if (found == now.end())
-            throw std::runtime_error("no Schema entry for " + *e.ns + " before its changes");
+        if (found == now.end()) {
+            /* A batch that can never succeed would hold the cursor for good: refused. */
+            refuse(i, "no Schema entry of " + *e.ns + " before its changes");
+            continue;
+        }
         TablePtr t = found->second;
         if (!t->refused.empty()) {
             refuse(i, t->refused);
@@ -1046,7 +1048,6 @@ std::optional<Answer> BigQueryExchange::failure(const HttpResponse &r, const Req
         /* A table or the dataset is gone (dropped): made again at the next attempt. */
         sink_.dataset_ready_ = false;
         sink_.fields_.clear();
-        sink_.view_version_.clear();
         return a;
     }
     bool refused = r.status == 400 || r.status == 413;
@@ -1216,8 +1217,6 @@ std::optional<Answer> BigQueryExchange::answer(const HttpResponse &r)
     case Step::view_insert:
     case Step::view_patch:
         if (r.status == 200) {
-            uint64_t &v = sink_.view_version_[q.table->ns];
-            v = std::max(v, q.table->version);
             return advance();
         }
         if (r.status == 409 && q.step == Step::view_insert) {

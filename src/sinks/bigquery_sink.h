@@ -88,7 +88,6 @@ class BigQuerySink final : public HttpSink
     uint64_t versions_ = 0;
     std::map<std::string, std::shared_ptr<const Table>> tables_; /* by namespace */
     std::map<std::string, std::set<std::string>> fields_; /* raw table -> "name TYPE [REPEATED]" */
-    std::map<std::string, uint64_t> view_version_;        /* namespace -> version */
     std::map<std::string, std::string> refused_;          /* raw table -> why */
 };
 
