@@ -292,7 +292,18 @@ void HttpPipeline::on_timer()
         }
         Delayed d = std::move(delayed_[i]);
         delayed_.erase(delayed_.begin() + static_cast<long>(i));
-        submit(d.tag, std::move(d.request));
+        /*
+         * Called while the worker waits, outside any exchange: a request
+         * that cannot start fails as a transfer would (retried), instead of
+         * failing the worker.
+         */
+        try {
+            submit(d.tag, std::move(d.request));
+        } catch (const std::exception &e) {
+            HttpResponse failed;
+            failed.transport_error = std::string("could not start the request: ") + e.what();
+            done_.emplace_back(d.tag, std::move(failed));
+        }
     }
     if (deadline_ms_ < 0 || monotonic_ms() < deadline_ms_)
         return;
