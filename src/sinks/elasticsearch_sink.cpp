@@ -36,7 +36,6 @@ using json = nlohmann::json;
 
 /* ------------------------------------------------------ raw JSON scanning */
 
-using raw_json::string_end;
 using raw_json::value_end;
 
 static size_t skip_ws(std::string_view s, size_t i)
@@ -1208,8 +1207,12 @@ std::optional<Answer> ElasticsearchExchange::advance()
         a.entries = refused_;
         if (!refused_.empty()) {
             a.status = refused_.front().status;
+            /*
+             * The reasons may quote key values: they go to pgsink.dead_letters
+             * (superuser only), not to pgsink.sinks (pg_monitor reads it).
+             */
             a.message = sink_.describe() + ": " + std::to_string(refused_.size()) +
-                        " change(s) not taken, e.g. " + refused_.front().response;
+                        " change(s) not taken; the reasons are in pgsink.dead_letters";
             a.retry_after_ms = -1;
         }
         return a;
