@@ -51,6 +51,7 @@ extern "C" {
 #include "miscadmin.h"
 #include "replication/message.h"
 #include "replication/slot.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/pg_lsn.h"
 #include "utils/lsyscache.h"
@@ -578,7 +579,8 @@ bool Importer::read_next_chunk()
     char failure[kErrorLen] = "";
     bool read = false;
     bool retry_soon = false;
-    bool expire = false; /* the job can never succeed: end it */
+    bool table_locked = false; /* by another session: look again in a moment */
+    bool expire = false;       /* the job can never succeed: end it */
 
     pg_call([] {
         SetCurrentStatementStartTimestamp(); /* else now() stays at the worker's start */
@@ -617,7 +619,17 @@ bool Importer::read_next_chunk()
             return false;
         }
 
-        Relation rel = pg_call([&] { return try_relation_open(job.relid, AccessShareLock); });
+        /*
+         * The job's row is locked (FOR UPDATE): waiting here for a lock a
+         * DROP TABLE holds would deadlock with the DROP's event trigger,
+         * which updates that row (and PostgreSQL would cancel the DROP). So
+         * no wait: a table being dropped or altered is tried again shortly.
+         */
+        if (!pg_call([&] { return ConditionalLockRelationOid(job.relid, AccessShareLock); })) {
+            table_locked = true;
+            throw Error(ERRCODE_T_R_SERIALIZATION_FAILURE, "retry: the table is locked");
+        }
+        Relation rel = pg_call([&] { return try_relation_open(job.relid, NoLock); });
         if (rel == nullptr)
             throw Error(ERRCODE_UNDEFINED_TABLE, "the table no longer exists");
         info.mcxt = pg_call([] {
@@ -770,6 +782,10 @@ bool Importer::read_next_chunk()
         chunk_seq_++;
         if (!retry_soon && failed_job != 0)
             record_failure(failed_job, failure, expire);
+        if (table_locked) {
+            job_active_ = false;
+            next_look_ = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kWaitForOlderMs);
+        }
         if (failed_job == 0 && failure[0] != '\0') {
             /* No job to blame (pgsink.import_jobs unreadable): say it, at most once a minute. */
             static TimestampTz said_at = 0;
