@@ -56,6 +56,14 @@ DeliveryWindow::Batch *DeliveryWindow::next_to_send(int64_t now_ms, size_t max_i
     return nullptr;
 }
 
+const DeliveryWindow::Batch *DeliveryWindow::next_in_line() const
+{
+    for (const Batch &b : batches_)
+        if (!b.in_flight)
+            return b.attempts == 0 ? &b : nullptr;
+    return nullptr;
+}
+
 void DeliveryWindow::sent(Batch *b)
 {
     b->in_flight = true;
@@ -305,8 +313,11 @@ std::string delivery_window_selftest()
         c.expect(b != nullptr && b->key == "k1", "ordered: first batch first");
         w.sent(b);
         c.expect(w.next_to_send(0, 1) == nullptr, "ordered: one in flight");
+        c.expect(w.next_in_line() != nullptr && w.next_in_line()->key == "k2",
+                 "made ahead: the batch after the one in flight");
         auto o = w.complete(b->id, retry(), 0);
         c.expect(o.retrying && o.delay_ms == 51, "retry: jittered back-off of 100 ms");
+        c.expect(w.next_in_line() == nullptr, "made ahead: nothing while a retry is next");
         c.expect(w.next_to_send(10, 1) == nullptr, "ordered: the next waits for the retry");
         c.expect(w.next_due_ms(1) == 51, "retry due time");
         b = w.next_to_send(60, 1);

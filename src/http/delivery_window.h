@@ -109,6 +109,11 @@ class DeliveryWindow
     /* Batches that failed and are not yet acknowledged (waiting, or sent again). */
     size_t retrying() const;
 
+    /*
+     * The batch that goes out next once there is room, if it has never
+     * been sent (a first attempt): its request may be made ahead.
+     */
+    const Batch *next_in_line() const;
     /* The next batch to send now, or nullptr (see max_in_flight above). */
     Batch *next_to_send(int64_t now_ms, size_t max_in_flight);
     void sent(Batch *b);

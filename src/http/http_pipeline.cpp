@@ -18,6 +18,9 @@ namespace pgsink
 
 /* Idle handles kept for reuse. */
 static constexpr size_t kIdleHandles = 16;
+/* Bodies from this size are sent through an upload buffer of kBigUploadBuffer bytes. */
+static constexpr size_t kBigBody = 1024 * 1024;
+static constexpr long kBigUploadBuffer = 1024 * 1024;
 
 int64_t monotonic_ms()
 {
@@ -112,6 +115,9 @@ struct PipelineCallbacks {
     static int timer_changed(CURLM *, long timeout_ms, void *self) noexcept;
 };
 
+/* Sockets that joined or left any pipeline's waits() (see waits_generation()). */
+static uint64_t waits_changes = 0;
+
 /* curl waits on fd for what (or no longer: CURL_POLL_REMOVE). */
 int PipelineCallbacks::socket_changed(CURL *, curl_socket_t fd, int what, void *self,
                                       void *) noexcept
@@ -120,17 +126,21 @@ int PipelineCallbacks::socket_changed(CURL *, curl_socket_t fd, int what, void *
     auto it = std::find_if(p->waits_.begin(), p->waits_.end(),
                            [fd](const HttpPipeline::Wait &w) { return w.fd == fd; });
     if (what == CURL_POLL_REMOVE) {
-        if (it != p->waits_.end())
+        if (it != p->waits_.end()) {
             p->waits_.erase(it);
+            p->waits_generation_ = ++waits_changes;
+        }
         return 0;
     }
     HttpPipeline::Wait w{fd, what == CURL_POLL_IN || what == CURL_POLL_INOUT,
                          what == CURL_POLL_OUT || what == CURL_POLL_INOUT};
     try {
-        if (it == p->waits_.end())
+        if (it == p->waits_.end()) {
             p->waits_.push_back(w);
-        else
+            p->waits_generation_ = ++waits_changes;
+        } else {
             *it = w;
+        }
     } catch (...) {
         return -1;
     }
@@ -227,6 +237,15 @@ void HttpPipeline::submit(uint64_t tag, HttpRequest request)
             curl_easy_setopt(easy, CURLOPT_POSTFIELDS, t->request.body.data());
             curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
                              static_cast<curl_off_t>(t->request.body.size()));
+            /*
+             * libcurl copies a body through its upload buffer, 64 kB by
+             * default: a batch of megabytes then takes hundreds of turns of
+             * the worker's wait. A big body gets a big buffer (one per
+             * handle, so bounded by the requests in flight; curl_easy_reset()
+             * gives a reused handle the default back).
+             */
+            if (t->request.body.size() >= kBigBody)
+                curl_easy_setopt(easy, CURLOPT_UPLOAD_BUFFERSIZE, kBigUploadBuffer);
         }
         /* PUT, PATCH, DELETE: the body sent as a POST's would be. */
         if (!t->request.method.empty() && t->request.method != "POST")

@@ -75,6 +75,13 @@ class HttpPipeline
     };
     /* The sockets to wait on. */
     const std::vector<Wait> &waits() const { return waits_; }
+    /*
+     * Changes whenever a socket joins or leaves waits() (not when only what
+     * is waited for changes), in this pipeline or any other of the process:
+     * a caller that keeps its own wait set (an epoll set) builds it again
+     * then, since a closed socket's number may come back as another socket.
+     */
+    uint64_t waits_generation() const { return waits_generation_; }
     /* Wait at most this long before on_timer() (-1: no limit). */
     long timeout_ms() const;
     /* A socket of waits() is ready. */
@@ -96,6 +103,7 @@ class HttpPipeline
     std::vector<std::unique_ptr<Transfer>> active_;
     std::vector<void *> idle_easy_; /* CURL handles kept for reuse */
     std::vector<Wait> waits_;
+    uint64_t waits_generation_ = 0;
     int64_t deadline_ms_ = -1; /* curl's timer, on the monotonic clock; -1: none */
     std::vector<std::pair<uint64_t, HttpResponse>> done_;
     struct Delayed {

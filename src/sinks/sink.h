@@ -134,6 +134,13 @@ class HttpSink : public Sink
     /* What the answer to a one-request exchange means. */
     virtual Answer answer(const HttpResponse &response, std::string_view lines);
     virtual HttpOptions http_options() const = 0;
+    /*
+     * Can the first request of a fresh exchange be made on another thread,
+     * while requests are in flight (http/request_prefetch.h)? Only if
+     * next() reads nothing but the batch and settings fixed when the sink
+     * was made, and changes nothing.
+     */
+    virtual bool prepares_ahead() const { return false; }
     /* Requests in flight when pgsink.max_in_flight is 0. */
     virtual int default_max_in_flight() const { return 1; }
     /* The most requests in flight whatever pgsink.max_in_flight says (0: no limit). */

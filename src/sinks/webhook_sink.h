@@ -31,6 +31,8 @@ class WebhookSink final : public HttpSink
     HttpRequest request(std::string_view lines, const std::string &key) override;
     Answer answer(const HttpResponse &response, std::string_view lines) override;
     HttpOptions http_options() const override { return settings_.http; }
+    /* request() reads the batch and the settings only: it may be made ahead. */
+    bool prepares_ahead() const override { return true; }
     void close() override {}
     std::string describe() const override;
     /* Which receiver (a digest of the URL): another one gets the schemas again. */

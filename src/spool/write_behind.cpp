@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "core/quiet_thread.h"
 #include "spool/write_behind.h"
 
 namespace pgsink::spool
@@ -89,17 +90,7 @@ void WriteBehind::start()
     if (!thread_.joinable()) {
         stopping_ = false;
         free_.reserve(kBuffers + 1); /* so that giving a buffer back never allocates */
-        /* Every signal blocked in the thread: PostgreSQL's handlers stay in the worker's thread. */
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        try {
-            thread_ = std::thread([this] { run(); });
-        } catch (...) {
-            pthread_sigmask(SIG_SETMASK, &old, nullptr);
-            throw;
-        }
-        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        thread_ = quiet_thread([this] { run(); });
     }
 }
 

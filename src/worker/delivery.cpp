@@ -36,6 +36,7 @@
 #include "core/digest.h"
 #include "core/pause.h"
 #include "core/shared_state.h"
+#include "http/request_prefetch.h"
 #include "sinks/sink_factory.h"
 #include "spool/sink_cursor.h"
 #include "spool/spool_reader.h"
@@ -69,6 +70,13 @@ static constexpr long kRepeatWarningMs = 60000;
 static constexpr size_t kPieceBytes = 256 * 1024;
 /* An idle worker looks at the spool at least this often (it is woken sooner). */
 static constexpr long kIdleWaitMs = 1000;
+/*
+ * Requests are made ahead (http/request_prefetch.h) for batches of this size
+ * and more (a thread for a small one costs more than it saves), and used if
+ * at most this old (a webhook-timestamp should be fresh).
+ */
+static constexpr size_t kPrefetchMinBytes = 64 * 1024;
+static constexpr int64_t kPrefetchMaxAgeMs = 10000;
 
 /* The sink must be made again (new settings) or opened again at the cursor. */
 struct Reopen : std::exception {
@@ -105,6 +113,9 @@ class Delivery
     size_t max_in_flight() const;
     void read_range(const SpoolShared &d);
     void http_round(const SpoolShared &d, bool paused);
+    void send_due(size_t max);
+    void prefetch_next();
+    void drop_wait_set();
     bool is_paused();
     void wait_for_sockets(long timeout_ms);
     void serve_interrupts();
@@ -153,6 +164,10 @@ class Delivery
     std::deque<RangeInfo> ranges_;
     uint64_t read_end_ = 0; /* the spool is read into the window up to here */
     MemoryContext wait_context_ = nullptr;
+    /* The latch and the requests' sockets, kept between waits while the sockets stay the same. */
+    WaitEventSet *wait_set_ = nullptr;
+    uint64_t wait_set_generation_ = 0;
+    std::vector<HttpPipeline::Wait> wait_set_sockets_;
     std::string settings_;
     uint64 delivered_entries_ = 0, delivered_bytes_ = 0; /* not yet published */
     bool failing_ = false;
@@ -160,6 +175,8 @@ class Delivery
     TimestampTz retry_checked_at_ = 0;
     std::string last_warning_;
     TimestampTz last_warning_at_ = 0;
+    /* Last: it is stopped first, before the window and the sink it reads. */
+    RequestPrefetch prefetch_;
 };
 
 /* A snapshot of what the spool made durable. */
@@ -740,6 +757,7 @@ void Delivery::start_http()
 /* Abandon the requests in flight and what the window holds: delivery goes on from the cursor. */
 void Delivery::reset_window()
 {
+    prefetch_.cancel(); /* it reads a batch of the window */
     if (pipeline_)
         pipeline_->cancel_all();
     exchanges_.clear();
@@ -807,17 +825,48 @@ void Delivery::wait_for_sockets(long timeout_ms)
             return AllocSetContextCreate(TopMemoryContext, "pgsink delivery wait",
                                          ALLOCSET_SMALL_SIZES);
         });
+    /*
+     * The set is made again only when a socket came or went: a big request
+     * takes many turns here, and an epoll set made and closed at each one
+     * showed in the profile.
+     */
+    bool rebuild = wait_set_ == nullptr || wait_set_generation_ != pipeline_->waits_generation() ||
+                   wait_set_sockets_.size() != waits.size();
+    try {
+        pg_call([&] {
+            if (rebuild) {
+                if (wait_set_ != nullptr)
+                    FreeWaitEventSet(wait_set_);
+                wait_set_ = nullptr;
+                MemoryContextReset(wait_context_);
+                WaitEventSet *set =
+                    CreateWaitEventSet(wait_context_, 2 + static_cast<int>(waits.size()));
+                AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
+                AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
+                for (const HttpPipeline::Wait &w : waits)
+                    AddWaitEventToSet(set,
+                                      (w.read ? WL_SOCKET_READABLE : 0) |
+                                          (w.write ? WL_SOCKET_WRITEABLE : 0),
+                                      w.fd, nullptr, nullptr);
+                wait_set_ = set;
+            } else {
+                for (size_t i = 0; i < waits.size(); i++)
+                    if (waits[i].read != wait_set_sockets_[i].read ||
+                        waits[i].write != wait_set_sockets_[i].write)
+                        ModifyWaitEvent(wait_set_, 2 + static_cast<int>(i),
+                                        (waits[i].read ? WL_SOCKET_READABLE : 0) |
+                                            (waits[i].write ? WL_SOCKET_WRITEABLE : 0),
+                                        nullptr);
+            }
+        });
+    } catch (...) {
+        drop_wait_set();
+        throw;
+    }
+    wait_set_sockets_ = waits;
+    wait_set_generation_ = pipeline_->waits_generation();
     pg_call([&] {
-        MemoryContextReset(wait_context_);
-        WaitEventSet *set = CreateWaitEventSet(wait_context_, 2 + static_cast<int>(waits.size()));
-        AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
-        AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
-        for (const HttpPipeline::Wait &w : waits)
-            AddWaitEventToSet(
-                set, (w.read ? WL_SOCKET_READABLE : 0) | (w.write ? WL_SOCKET_WRITEABLE : 0), w.fd,
-                nullptr, nullptr);
-        n = WaitEventSetWait(set, timeout_ms, events, kMaxEvents, PG_WAIT_EXTENSION);
-        FreeWaitEventSet(set);
+        n = WaitEventSetWait(wait_set_, timeout_ms, events, kMaxEvents, PG_WAIT_EXTENSION);
         ResetLatch(MyLatch);
         CHECK_FOR_INTERRUPTS();
     });
@@ -828,11 +877,79 @@ void Delivery::wait_for_sockets(long timeout_ms)
     pipeline_->on_timer();
 }
 
+/* Forget the wait set (it is made again at the next wait). */
+void Delivery::drop_wait_set()
+{
+    WaitEventSet *set = wait_set_;
+    wait_set_ = nullptr;
+    wait_set_sockets_.clear();
+    if (set == nullptr)
+        return;
+    try {
+        pg_call([set] { FreeWaitEventSet(set); });
+    } catch (...) {
+        /* its memory goes with the context's next reset */
+    }
+}
+
 /* Between batches of a round: SIGTERM, a cancel, a reload that changes the sink (Reopen). */
 void Delivery::serve_interrupts()
 {
     pg_call([] { CHECK_FOR_INTERRUPTS(); });
     reload();
+}
+
+/*
+ * Start every request the window lets go now (max in flight). A batch whose
+ * request was made ahead takes it; others make theirs here.
+ */
+void Delivery::send_due(size_t max)
+{
+    bool started = false;
+    int64_t now = monotonic_ms();
+    while (DeliveryWindow::Batch *b = window_->next_to_send(now, max)) {
+        window_->sent(b);
+        std::string failure;
+        try {
+            std::unique_ptr<HttpSink::Exchange> ex;
+            HttpRequest request;
+            std::optional<RequestPrefetch::Made> made =
+                prefetch_.take(b->id, now, kPrefetchMaxAgeMs);
+            if (made) {
+                ex = std::move(made->exchange);
+                request = std::move(made->request);
+            } else {
+                ex = http_->exchange(b->lines, b->key);
+                request = ex->next();
+            }
+            pipeline_->submit(b->id, std::move(request));
+            exchanges_[b->id] = std::move(ex);
+            started = true;
+        } catch (const std::exception &e) {
+            failure = e.what(); /* no request went out: retried with back-off */
+        }
+        if (!failure.empty()) {
+            DeliveryWindow::Outcome o = window_->failed(
+                b->id, sink_->describe() + ": could not make a request: " + failure, now);
+            failing(o.message, o.delay_ms);
+        }
+        serve_interrupts();
+        now = monotonic_ms();
+    }
+    /* Started at once (connect, first bytes out), not after the read-ahead. */
+    if (started)
+        pipeline_->on_timer();
+}
+
+/* Make the request of the batch that goes out next, on the prefetch thread, if the sink can. */
+void Delivery::prefetch_next()
+{
+    if (!http_->prepares_ahead() || prefetch_.busy())
+        return;
+    const DeliveryWindow::Batch *b = window_->next_in_line();
+    if (b == nullptr || b->lines.size() < kPrefetchMinBytes)
+        return;
+    prefetch_.start(b->id, http_->exchange(b->lines, b->key), monotonic_ms());
 }
 
 /*
@@ -844,33 +961,23 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
 {
     /* Paused: requests in flight are answered; nothing new (or again) goes out. */
     size_t max = paused ? 0 : max_in_flight();
+    /* First what can go now: a request made ahead goes out the moment there is room. */
+    if (!paused)
+        send_due(max);
     /*
-     * One range more than can be in flight: the next batch is read while
-     * requests are out. Interrupts are served between batches: reading and
-     * encoding many big ones takes a while.
+     * Then read ahead, one range more than can be in flight: the next
+     * batch is read while requests are out, and its request made ahead.
+     * Interrupts are served between batches: reading and encoding many big
+     * ones takes a while.
      */
     while (!paused && window_->ranges() < max + 1 && read_end_ < d.durable_end) {
         read_range(d);
+        send_due(max);
         serve_interrupts();
     }
+    if (!paused)
+        prefetch_next();
     int64_t now = monotonic_ms();
-    while (DeliveryWindow::Batch *b = paused ? nullptr : window_->next_to_send(now, max)) {
-        window_->sent(b);
-        std::string failure;
-        try {
-            auto ex = http_->exchange(b->lines, b->key);
-            pipeline_->submit(b->id, ex->next());
-            exchanges_[b->id] = std::move(ex);
-        } catch (const std::exception &e) {
-            failure = e.what(); /* no request went out: retried with back-off */
-        }
-        if (!failure.empty()) {
-            DeliveryWindow::Outcome o = window_->failed(
-                b->id, sink_->describe() + ": could not make a request: " + failure, now);
-            failing(o.message, o.delay_ms);
-        }
-        serve_interrupts();
-    }
     long timeout = kIdleWaitMs;
     if (pipeline_->timeout_ms() >= 0)
         timeout = std::min(timeout, pipeline_->timeout_ms());
