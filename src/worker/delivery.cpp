@@ -564,18 +564,20 @@ void Delivery::park(const std::string &entry, int status, const std::string &res
  * asked for are sent again (out of their original order, by nature), as a
  * range of the window of their own; when it is done, those the sink
  * accepted leave the table, and those it refused again stay parked.
+ *
+ * While schemas are owed (announce_: a new receiver, a sink opened again,
+ * a rewind), the Schema entries in effect at the end of what was read go in
+ * front of the parked entries (their own may be gone from the spool). They
+ * are not held back until a range of the spool carries the schemas: an idle
+ * sink (nothing new to read) would never send them.
  */
 void Delivery::retry_parked()
 {
     TimestampTz now = GetCurrentTimestamp();
-    /*
-     * Not while schemas are owed (a new receiver gets them first), nor while
-     * parked entries are already out.
-     */
+    /* Not while parked entries are already out. */
     bool out = std::any_of(ranges_.begin(), ranges_.end(),
                            [](const RangeInfo &r) { return !r.parked.empty(); });
-    if (!http_ || announce_ || out ||
-        !TimestampDifferenceExceeds(retry_checked_at_, now, kIdleWaitMs))
+    if (!http_ || out || !TimestampDifferenceExceeds(retry_checked_at_, now, kIdleWaitMs))
         return;
     retry_checked_at_ = now;
     RangeInfo info;
@@ -608,12 +610,15 @@ void Delivery::retry_parked()
         return;
     ereport(LOG, (errmsg("pgsink: sink \"%s\" sends %zu parked entries again", name_.c_str(),
                          info.parked.size())));
+    std::string schemas = announce_ ? schemas_before(lines, read_end_) : std::string();
+    size_t n =
+        info.parked.size() + static_cast<size_t>(std::count(schemas.begin(), schemas.end(), '\n'));
+    lines.insert(0, schemas);
     /* A new key for every retry: the receiver must not take it for one it has seen. */
     std::string key = "p";
     for (size_t i = 0; i < info.parked.size(); i++)
         key += "-" + std::to_string(info.parked[i]) + "." + std::to_string(info.attempts[i]);
     key = sha256_hex(key + "@" + std::to_string(now), 16);
-    size_t n = info.parked.size();
     ranges_.push_back(std::move(info));
     window_->add(std::move(lines), n, std::move(key), true);
 }
