@@ -105,6 +105,8 @@ class Delivery
     size_t max_in_flight() const;
     void read_range(const SpoolShared &d);
     void http_round(const SpoolShared &d, bool paused);
+    void refuse_batch(uint64_t id, const std::string &why);
+    void take_outcome(const DeliveryWindow::Outcome &o);
     bool is_paused();
     void wait_for_sockets(long timeout_ms);
     void serve_interrupts();
@@ -861,14 +863,18 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
     int64_t now = monotonic_ms();
     while (DeliveryWindow::Batch *b = paused ? nullptr : window_->next_to_send(now, max)) {
         window_->sent(b);
-        std::string failure;
+        std::string failure, refusal;
         try {
             auto ex = http_->exchange(b->lines, b->key);
             pipeline_->submit(b->id, ex->next());
             exchanges_[b->id] = std::move(ex);
+        } catch (const EntryError &e) {
+            refusal = e.what(); /* never passes: its entries at fault are parked */
         } catch (const std::exception &e) {
             failure = e.what(); /* no request went out: retried with back-off */
         }
+        if (!refusal.empty())
+            refuse_batch(b->id, refusal);
         if (!failure.empty()) {
             DeliveryWindow::Outcome o = window_->failed(
                 b->id, sink_->describe() + ": could not make a request: " + failure, now);
@@ -889,17 +895,23 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
         if (ex == exchanges_.end() || window_->in_flight_batch(tag) == nullptr)
             continue; /* abandoned meanwhile */
         std::optional<Answer> said;
-        std::string failure;
+        std::string failure, refusal;
         try {
             said = ex->second->answer(response);
             if (!said)
                 pipeline_->submit(tag, ex->second->next()); /* the exchange goes on */
+        } catch (const EntryError &e) {
+            refusal = e.what();
         } catch (const std::exception &e) {
             failure = e.what();
         }
-        if (!said && failure.empty())
+        if (!said && failure.empty() && refusal.empty())
             continue;
         exchanges_.erase(ex);
+        if (!refusal.empty()) {
+            refuse_batch(tag, refusal);
+            continue;
+        }
         if (!failure.empty()) {
             DeliveryWindow::Outcome o = window_->failed(
                 tag, sink_->describe() + ": could not make a request: " + failure, monotonic_ms());
@@ -908,15 +920,38 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
         }
         const Answer &answer = *said;
         DeliveryWindow::Outcome o = window_->complete(tag, answer, monotonic_ms());
-        /* Parked (committed) before the cursor can pass them. */
-        for (const DeliveryWindow::Parked &p : o.park)
-            park(p.entry, p.status, p.response);
-        if (o.retrying)
-            failing(o.message, o.delay_ms);
-        else if (answer.kind == Answer::Kind::ack && window_->retrying() == 0)
+        take_outcome(o);
+        if (!o.retrying && answer.kind == Answer::Kind::ack && window_->retrying() == 0)
             recovered(); /* something was taken, and nothing waits for a retry */
     }
     advance(d);
+}
+
+/* What a batch's completion asks: refused entries parked, or a retry said. */
+void Delivery::take_outcome(const DeliveryWindow::Outcome &o)
+{
+    /* Parked (committed) before the cursor can pass them. */
+    for (const DeliveryWindow::Parked &p : o.park)
+        park(p.entry, p.status, p.response);
+    if (o.retrying)
+        failing(o.message, o.delay_ms);
+}
+
+/*
+ * Batch id holds entries the sink cannot read (EntryError): refused for
+ * good, as a receiver refuses, never retried for ever with the cursor held.
+ * The window bisects it; the entries at fault are parked with the reason
+ * (pgsink.on_rejection = 'stop' holds it instead, saying so).
+ */
+void Delivery::refuse_batch(uint64_t id, const std::string &why)
+{
+    Answer a;
+    a.kind = Answer::Kind::reject;
+    /* The status is readable by pg_monitor: the reason, which may quote values, is not in it. */
+    a.message =
+        sink_->describe() + ": an entry the sink cannot read was refused (see pgsink.dead_letters)";
+    a.response = "pgsink refused this entry: " + answer_excerpt(why, 400);
+    take_outcome(window_->complete(id, a, monotonic_ms()));
 }
 
 /* Move the cursor past the ranges the window is done with, and save it. */
