@@ -37,6 +37,10 @@ namespace ch = clickhouse;
 
 std::string clickhouse_table_name(const std::string &schema, const std::string &table)
 {
+    /*
+     * Never "_pgsink_truncates" (the sink's own table): a schema name is
+     * never empty, and the names with a digest end in hex digits.
+     */
     std::string name = schema + "_" + table;
     /*
      * <schema>_<table> is ambiguous when the schema has an underscore

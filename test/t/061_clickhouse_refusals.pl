@@ -8,7 +8,8 @@
 #     saying why, not skipped silently: in a streamed INSERT and in a batch
 #     of several tables;
 # (3) a damaged spool line is parked with the reason and delivery goes on
-#     (the batch failed at every attempt and held the cursor).
+#     (the batch failed at every attempt and held the cursor);
+# (4) so is a change without a Schema entry before it.
 use strict;
 use warnings;
 
@@ -139,6 +140,24 @@ is(sql(q{SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'clickhouse' }
 		  . q{AND entry LIKE '%damaged-line-marker%' AND response LIKE '%could not read this entry%'}),
 	1, '(3) the damaged line is parked, saying why');
 is(ids('public_tr_current'), "[2,3,11]\n", '(3) the entry after it is delivered');
+
+# (4) A change of a table the sink has no Schema entry of (here a parked
+# entry edited to name another table; a dropped table's would do): parked
+# again, saying why; it threw, and the batch held the sink (one batch in
+# flight) for ever.
+my $dead = sql(q{SELECT min(id) FROM pgsink.dead_letters WHERE "table" = 'public.nk'});
+sql(qq{UPDATE pgsink.dead_letters SET entry = replace(entry, '"name":"nk"', '"name":"nosuch"')
+  WHERE id = $dead});
+is(sql("SELECT pgsink.retry_dead_letters(ARRAY[$dead])"), 1, '(4) sent again');
+# (parked anew: the edited entry has another entry_key)
+ok(defined poll_until($node, 'postgres',
+		"SELECT count(*) FROM pgsink.dead_letters WHERE entry LIKE '%nosuch%' "
+		  . "AND response LIKE 'no Schema entry of public.nosuch%'",
+		'1', 30),
+	'(4) refused again, saying why');
+sql(q{INSERT INTO tr VALUES (12, 'after it')});
+wait_delivered($node, 'postgres', '(4) after a change without a Schema entry', 30);
+is(ids('public_tr_current'), "[2,3,11,12]\n", '(4) delivery goes on');
 
 ch_stop($ch);
 $node->stop;
