@@ -300,7 +300,7 @@ class ClickHouseExchange final : public HttpSink::Exchange
     size_t stream_at_ = 0;
     std::string stream_buf_;
     size_t stream_sent_ = 0;
-    std::map<std::string, Cut> stream_cut_;        /* superseded() of the streamed table */
+    bool stream_cut_ = false; /* the streamed table was truncated: entries are checked */
     std::map<size_t, std::string> stream_refused_; /* refused while streaming (once each) */
     int mutation_polls_ = 0;
     static constexpr int kMutationPolls = 600; /* a minute of 0.1 s waits */
@@ -733,6 +733,19 @@ void ClickHouseExchange::scan_all()
     scanned_ = true;
 }
 
+static uint64_t sequence_of(const ch::Entry &e)
+{
+    uint64_t seq = 0;
+    std::from_chars(e.sequence.data(), e.sequence.data() + e.sequence.size(), seq);
+    return seq;
+}
+
+/* Is e before (lsn, seq)? */
+static bool before_position(const ch::Entry &e, uint64_t lsn, uint64_t seq)
+{
+    return e.lsn_value < lsn || (e.lsn_value == lsn && sequence_of(e) < seq);
+}
+
 /*
  * Is e (a change of table t, namespace ns) before the table's latest
  * truncate, as known at this point of the batch (cut, from t's at first)?
@@ -744,11 +757,9 @@ bool ClickHouseExchange::superseded(std::map<std::string, Cut> &cut, const std::
                                     const ClickHouseSink::Table &t, const ch::Entry &e)
 {
     Cut &c = cut.try_emplace(ns, Cut{t.truncated_lsn, t.truncated_seq}).first->second;
-    uint64_t seq = 0;
-    std::from_chars(e.sequence.data(), e.sequence.data() + e.sequence.size(), seq);
-    bool before = e.lsn_value < c.lsn || (e.lsn_value == c.lsn && seq < c.seq);
+    bool before = before_position(e, c.lsn, c.seq);
     if (!before && e.op == "truncate")
-        c = Cut{e.lsn_value, seq};
+        c = Cut{e.lsn_value, sequence_of(e)};
     return before;
 }
 
@@ -908,6 +919,7 @@ void ClickHouseExchange::plan_writes()
          * rows while the next are made.
          */
         stream_table_ = t;
+        stream_cut_ = t->truncated_lsn != 0 || t->truncated_seq != 0;
         std::string cols;
         for (const ch::Column &c : t->columns)
             for (const std::string &n : insert_names(c))
@@ -1166,8 +1178,9 @@ void ClickHouseExchange::stream_entry(size_t i, std::string &out)
     /* The line read whole now, while the INSERT's first rows are parsed by ClickHouse. */
     rows_.clear();
     const ClickHouseSink::Table &t = *stream_table_;
-    if (superseded(stream_cut_, "", t, entries_[i]))
-        return; /* before the table's latest truncate: it changes nothing */
+    /* Before the table's latest truncate (a streamed batch holds none): it changes nothing. */
+    if (stream_cut_ && before_position(entries_[i], t.truncated_lsn, t.truncated_seq))
+        return;
     ch::Entry e;
     try {
         e = ch::scan_rest(entries_[i], rows_);
