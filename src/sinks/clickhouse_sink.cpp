@@ -490,15 +490,37 @@ void ClickHouseExchange::plan_ddl()
                 read.insert(ch::datetime64_name(c));
         }
         std::string select;
-        for (const ch::Column &c : t.columns)
-            select +=
-                (select.empty() ? "" : ", ") + ch::quote(c.ch_name) +
-                (c.ch_name != c.name && !read.count(c.name) ? " AS " + ch::quote(c.name) : "") +
-                (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "") +
-                (c.datetime64 ? ", " + ch::quote(ch::datetime64_name(c)) : "");
+        bool shadows = false; /* an alias is the name of a helper column the filter reads */
+        for (const ch::Column &c : t.columns) {
+            bool alias = c.ch_name != c.name && !read.count(c.name);
+            shadows =
+                shadows || (alias && (c.name == "_pgsink_lsn" || c.name == "_pgsink_sequence" ||
+                                      c.name == "_pgsink_deleted"));
+            select += (select.empty() ? "" : ", ") + ch::quote(c.ch_name) +
+                      (alias ? " AS " + ch::quote(c.name) : "") +
+                      (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "") +
+                      (c.datetime64 ? ", " + ch::quote(ch::datetime64_name(c)) : "");
+        }
         steps_.push_back(Step{"DROP TABLE IF EXISTS " + view, true, "", nullptr, ""});
-        Step last{"CREATE VIEW " + view + " AS SELECT " + select + " FROM " + table_ref(t) +
-                      (t.key.empty() ? " FINAL" : " FINAL WHERE `_pgsink_deleted` = 0"),
+        /*
+         * The latest version of each key (FINAL: the filter applies after it),
+         * not deleted, and not before the table's latest truncate: rows
+         * written before the sink left such changes out (a dead letter
+         * retried after the truncate) are not shown either. max() of no
+         * truncate is (0, 0).
+         */
+        std::string since = "(`_pgsink_lsn`, `_pgsink_sequence`) >= (SELECT max((`lsn`, "
+                            "`sequence`)) FROM " +
+                            truncates() + " WHERE `table_name` = '" + sql_string(t.name) + "')";
+        std::string rows = table_ref(t) + " FINAL WHERE " +
+                           (t.key.empty() ? "" : "`_pgsink_deleted` = 0 AND ") + since;
+        /*
+         * ClickHouse takes an alias of the select list for the column of that
+         * name in WHERE: where a captured column is shown as _pgsink_lsn (its
+         * own name), the rows are filtered in a subquery, which has no alias.
+         */
+        Step last{"CREATE VIEW " + view + " AS SELECT " + select + " FROM " +
+                      (shadows ? "(SELECT * FROM " + rows + ")" : rows),
                   true, "", &t, new_ns_[i]};
         steps_.push_back(last);
         /* A column whose type changed in PostgreSQL keeps its old one here: checked. */

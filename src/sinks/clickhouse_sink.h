@@ -18,7 +18,8 @@
  * and its position is kept in the table _pgsink_truncates of the database
  * (no captured table gets that name: see clickhouse_table_name()), so that
  * a change from before it that comes later (pgsink.retry_dead_letters(), a
- * rewind, a replay) is left out instead of bringing a truncated row back.
+ * rewind, a replay) is left out instead of bringing a truncated row back;
+ * the view hides rows before it too (those written before this was so).
  * A column named like a helper column is renamed (clickhouse::column_name()).
  *
  * Entries are read once as raw text and rows written straight into the

@@ -2,7 +2,8 @@
 # (1) a change from before a TRUNCATE that arrives after it (a parked entry
 #     sent again by pgsink.retry_dead_letters() once the table was
 #     truncated) does not bring its row back: the truncate's position is
-#     kept in ClickHouse (_pgsink_truncates), and read back after a restart;
+#     kept in ClickHouse (_pgsink_truncates), and read back after a restart,
+#     and the view hides rows before it (planted);
 #     a resync_end (a TRUNCATE at resync_since) is remembered too;
 # (2) a delete without its old key (REPLICA IDENTITY NOTHING) is parked,
 #     saying why, not skipped silently: in a streamed INSERT and in a batch
@@ -84,6 +85,14 @@ wait_delivered($node, 'postgres', '(1) after the retry');
 is(ids('public_tr_current'), "[2]\n", '(1) the view does not show the truncated row again');
 is(ids('public_tr FINAL WHERE _pgsink_deleted = 0'), "[2]\n",
 	'(1) nor does the table (FINAL): the old change was not written');
+
+# A row from before the truncate already in the table (written by an older
+# pgsink; here planted): the view does not show it either.
+ch_query($ch, "INSERT INTO pgsink.public_tr (id, v, _pgsink_lsn, _pgsink_sequence, _pgsink_op, "
+	  . "_pgsink_deleted) VALUES (99, 'planted', 1, 1, 'insert', 0)");
+is(ids('public_tr FINAL WHERE _pgsink_deleted = 0'), "[2,99]\n", '(1) a row planted before the truncate');
+is(ids('public_tr_current'), "[2]\n", '(1) the view does not show it');
+ch_query($ch, "ALTER TABLE pgsink.public_tr DELETE WHERE id = 99");
 
 # (1) A resync_end is a TRUNCATE at resync_since: remembered as well.
 sql(q{SELECT pgsink.resync('tr')});
