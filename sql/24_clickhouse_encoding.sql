@@ -14,6 +14,9 @@
 -- the same bytes when sent again; the server's version asked first, and
 -- timestamps on servers with DateTime64 (20.1+, none tested here) given a
 -- DateTime64 column beside their exact String, NULL where DateTime64 does
--- not hold the value (out of its years, infinity, BC).
+-- not hold the value (out of its years, infinity, BC); a TRUNCATE's position
+-- recorded before its mutation, and changes before it left out, in its batch
+-- and in the next (streamed); a delete without its old key and a line that
+-- is not an entry refused, saying why.
 -- It returns 1, or fails naming every check that did not hold.
 SELECT pgsink._selftest_boundary('clickhouse');

@@ -412,9 +412,16 @@ BigQueryExchange::BigQueryExchange(BigQuerySink &sink, std::string_view lines,
         size_t nl = lines.find('\n', at);
         if (nl == std::string_view::npos)
             nl = lines.size();
-        entries_.push_back(nl > at ? entry_of(lines.substr(at, nl - at), &arena_,
-                                              entries_.empty() ? nullptr : &entries_.back())
-                                   : Entry());
+        try {
+            entries_.push_back(nl > at ? entry_of(lines.substr(at, nl - at), &arena_,
+                                                  entries_.empty() ? nullptr : &entries_.back())
+                                       : Entry());
+        } catch (const std::bad_alloc &) {
+            throw;
+        } catch (const std::exception &e) {
+            /* A line that is not a changelog entry fails every attempt: refused (parked). */
+            throw EntryError(std::string("an entry the sink cannot read: ") + e.what());
+        }
         lines_of_.push_back(lines.substr(at, nl - at));
         at = nl + 1;
     }
@@ -617,8 +624,8 @@ void BigQueryExchange::rows_for(size_t i, const Entry &e, const TablePtr &t,
             if (need_latest_ && op == "truncate")
                 latest_[ns].clear();
         } else if (op == "delete") {
-            if (!e.has_before)
-                return; /* REPLICA IDENTITY NOTHING: no key to delete by */
+            if (!e.has_before) /* REPLICA IDENTITY NOTHING: no key to delete by */
+                throw bq::Refusal(kNoOldKey);
             auto v = values_of(e.before);
             made->push_back(make_row(v, id, true, {}));
             if (need_latest_)

@@ -387,6 +387,81 @@ std::string clickhouse_selftest()
                           inserted.find(",\"_pgsink_lsn\"") - inserted.find('\n') - 1),
           "{\"id\":1,\"at\":\"2001-02-03T04:05:06.7+00:00\",\"at__dt64\":\"2001-02-03 "
           "04:05:06.700000\"");
+
+    /*
+     * A TRUNCATE: its position recorded, then the mutation; a change before
+     * it that comes after it in the batch is left out, a delete without its
+     * old key and a line that is not an entry are refused, saying why. The
+     * next batch (streamed) leaves out a change before the recorded
+     * position too.
+     */
+    std::string tt =
+        "{\"timestamp\":\"t\",\"lsn\":\"0/10\",\"schema\":{\"namespace\":\"public.tt\","
+        "\"type\":\"record\",\"name\":\"value\",\"fields\":["
+        "{\"name\":\"id\",\"type\":[\"int\",\"null\"],\"pg_type\":\"integer\"}],"
+        "\"key\":[\"id\"]}}\n";
+    auto at = [](const char *lsn, int seq, const char *op, const char *before, const char *after) {
+        return "{\"timestamp\":\"t\",\"sequence\":" + std::to_string(seq) +
+               ",\"namespace\":\"public\",\"name\":\"tt\",\"op\":\"" + op + "\",\"lsn\":\"" + lsn +
+               "\",\"xid\":1,\"before\":" + before + ",\"after\":" + after + "}\n";
+    };
+    tt += at("0/20", 2, "truncate", "null", "null");
+    tt += at("0/10", 1, "insert", "null", "{\"id\":1}"); /* before the truncate */
+    tt += at("0/20", 3, "insert", "null", "{\"id\":3}");
+    tt += at("0/20", 4, "delete", "null", "null"); /* no old key */
+    tt += "[\"not an entry\"]\n";
+    auto cut = sink.exchange(tt, "k4");
+    std::string steps, written;
+    done.reset();
+    for (int n = 0; n < 50 && !done; n++) {
+        HttpRequest r = cut->next();
+        HttpResponse a;
+        a.status = 200;
+        if (r.body.rfind("SELECT sorting_key", 0) == 0)
+            a.body = "id\n";
+        if (r.body.find("_pgsink_truncates") != std::string::npos ||
+            r.body.rfind("ALTER TABLE `pgsink`.`public_tt` DELETE", 0) == 0)
+            steps += r.body.substr(0, r.body.find(" FROM")) + "; ";
+        if (r.body.rfind("INSERT INTO `pgsink`.`public_tt`", 0) == 0)
+            written += r.body.substr(r.body.find('\n') + 1);
+        done = cut->answer(a);
+    }
+    check("a truncate: its position kept, then the mutation", steps,
+          "SELECT `lsn`, `sequence`; "
+          "CREATE VIEW `pgsink`.`public_tt_current` AS SELECT `id`; "
+          "INSERT INTO `pgsink`.`_pgsink_truncates` (`table_name`, `lsn`, `sequence`) VALUES "
+          "('public_tt', 32, 2); "
+          "ALTER TABLE `pgsink`.`public_tt` DELETE WHERE `_pgsink_lsn` < 32 OR (`_pgsink_lsn` = "
+          "32 AND `_pgsink_sequence` < 2); ");
+    check("a truncate: the change before it left out", written,
+          "{\"id\":3,\"_pgsink_lsn\":32,\"_pgsink_sequence\":3,\"_pgsink_op\":\"insert\","
+          "\"_pgsink_deleted\":0,\"_pgsink_timestamp\":\"t\"}\n");
+    std::string refused;
+    if (done)
+        for (const Answer::Entry &e : done->entries)
+            refused += std::to_string(e.index) + ": " + e.response.substr(0, 40) + "; ";
+    check("a delete without its old key and a line that is not an entry: refused", refused,
+          "4: a delete without the old key (\"before\" i; "
+          "5: pgsink could not read this entry (a chan; ");
+    std::string later = at("0/18", 1, "insert", "null", "{\"id\":8}") +
+                        at("0/30", 1, "insert", "null", "{\"id\":9}");
+    auto next = sink.exchange(later, "k5");
+    std::string sent;
+    done.reset();
+    for (int n = 0; n < 50 && !done; n++) {
+        HttpRequest r = next->next();
+        HttpResponse a;
+        a.status = 200;
+        char buf[512];
+        if (r.body_source)
+            while (size_t got = r.body_source(buf, sizeof(buf)))
+                sent.append(buf, got);
+        done = next->answer(a);
+    }
+    check("after a truncate, a streamed batch leaves out what came before it",
+          sent.substr(sent.find('\n') + 1),
+          "{\"id\":9,\"_pgsink_lsn\":48,\"_pgsink_sequence\":1,\"_pgsink_op\":\"insert\","
+          "\"_pgsink_deleted\":0,\"_pgsink_timestamp\":\"t\"}\n");
     return failures;
 }
 

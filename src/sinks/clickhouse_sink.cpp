@@ -37,6 +37,10 @@ namespace ch = clickhouse;
 
 std::string clickhouse_table_name(const std::string &schema, const std::string &table)
 {
+    /*
+     * Never "_pgsink_truncates" (the sink's own table): a schema name is
+     * never empty, and the names with a digest end in hex digits.
+     */
     std::string name = schema + "_" + table;
     /*
      * <schema>_<table> is ambiguous when the schema has an underscore
@@ -199,7 +203,12 @@ class ClickHouseExchange final : public HttpSink::Exchange
         bool data = false;          /* an INSERT: its body is handed over, not copied */
         bool stream = false;        /* an INSERT whose rows are made as it is sent (stream()) */
         bool creates_database = false;
-        bool version = false; /* asks the server's version (SELECT version()) */
+        bool version = false;        /* asks the server's version (SELECT version()) */
+        bool reads_truncate = false; /* reads new_tables_[table]'s latest truncate position */
+        /* Records a truncate of this namespace at (truncate_lsn, truncate_seq) (_pgsink_truncates).
+         */
+        std::string truncate_ns;
+        uint64_t truncate_lsn = 0, truncate_seq = 0;
         /* A lookup: the key tuples it reads (split in two if the answer is too big). */
         std::vector<std::string> tuples;
         std::vector<std::string> tuple_keys; /* ... and the keys they are (key_of()) */
@@ -218,6 +227,13 @@ class ClickHouseExchange final : public HttpSink::Exchange
     size_t stream(char *buf, size_t max);
     void stream_entry(size_t i, std::string &out);
     std::string db() const { return ch::quote(sink_.settings_.database); }
+    std::string truncates() const { return db() + ".`_pgsink_truncates`"; }
+    /* A truncate position, as (lsn, sequence). */
+    struct Cut {
+        uint64_t lsn = 0, seq = 0;
+    };
+    bool superseded(std::map<std::string, Cut> &cut, const std::string &ns,
+                    const ClickHouseSink::Table &t, const ch::Entry &e);
     std::string table_ref(const ClickHouseSink::Table &t) const
     {
         return db() + "." + ch::quote(t.name);
@@ -262,6 +278,9 @@ class ClickHouseExchange final : public HttpSink::Exchange
      */
     std::set<std::string> too_big_;
     std::vector<Answer::Entry> refused_;
+    /* Entries that cannot be read (malformed): refused for good, with why (by entry index). */
+    std::map<size_t, std::string> unreadable_;
+    void unreadable(size_t i, const std::exception &e);
     std::set<std::string> sources_; /* namespace + key of rows unchanged values come from */
     std::map<std::string, ClickHouseSink::Table> before_; /* the sink's tables before the batch */
     std::map<size_t, size_t> schema_at_; /* entry index of a Schema entry -> new_tables_ index */
@@ -281,6 +300,8 @@ class ClickHouseExchange final : public HttpSink::Exchange
     size_t stream_at_ = 0;
     std::string stream_buf_;
     size_t stream_sent_ = 0;
+    bool stream_cut_ = false; /* the streamed table was truncated: entries are checked */
+    std::map<size_t, std::string> stream_refused_; /* refused while streaming (once each) */
     int mutation_polls_ = 0;
     static constexpr int kMutationPolls = 600; /* a minute of 0.1 s waits */
 };
@@ -303,10 +324,35 @@ ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view li
         if (nl == std::string_view::npos)
             nl = lines.size();
         std::string_view line = lines.substr(at, nl - at);
-        entries_.push_back(ch::scan_entry(line, rows_, true));
+        size_t index = entries_.size();
+        try {
+            entries_.push_back(ch::scan_entry(line, rows_, true));
+            if (!entries_.back().schema.empty()) {
+                json s = json::parse(entries_.back().schema);
+                if (!s.is_object() || !s.contains("namespace") || !s["namespace"].is_string() ||
+                    s["namespace"].get<std::string>().find('.') == std::string::npos ||
+                    !s.contains("fields") || !s["fields"].is_array() || !s.contains("key") ||
+                    !s["key"].is_array() ||
+                    !std::all_of(s["fields"].begin(), s["fields"].end(),
+                                 [](const json &f) {
+                                     return f.is_object() && f.contains("name") &&
+                                            f["name"].is_string() &&
+                                            (!f.contains("pg_name") || f["pg_name"].is_string()) &&
+                                            (!f.contains("pg_type") || f["pg_type"].is_string());
+                                 }) ||
+                    !std::all_of(s["key"].begin(), s["key"].end(),
+                                 [](const json &k) { return k.is_string(); }))
+                    throw std::runtime_error("a Schema entry without a namespace, fields or key");
+                schemas_[index] = std::move(s);
+            }
+        } catch (const std::exception &ex) {
+            /* A line that is not a changelog entry (a damaged spool): it alone is refused. */
+            entries_.resize(index);
+            entries_.emplace_back();
+            entries_.back().line = line;
+            unreadable(index, ex);
+        }
         const ch::Entry &e = entries_.back();
-        if (!e.schema.empty())
-            schemas_[entries_.size() - 1] = json::parse(e.schema);
         if (e.odd || (e.op.empty() && e.schema.empty()))
             odd_ = true; /* not as pgsink writes entries: read whole, not streamed */
         /* Maybe an "unchanged" list (or those bytes in a value): rows may be read back. */
@@ -327,6 +373,19 @@ ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view li
         steps_.push_back(Step{"SELECT 1", false, "", nullptr, ""}); /* nothing to write */
 }
 
+/*
+ * Entry i cannot be read: it is refused for good (parked with the reason)
+ * and left out, instead of failing the batch at every attempt, which would
+ * hold the cursor for ever.
+ */
+void ClickHouseExchange::unreadable(size_t i, const std::exception &e)
+{
+    entries_[i].schema = {};
+    entries_[i].op = {};
+    unreadable_.emplace(i, std::string("pgsink could not read this entry (") + e.what() +
+                               "): it is not a changelog entry as pgsink writes them");
+}
+
 /* Phase 1: the database and the tables of new Schema entries (and of tables dropped meanwhile). */
 void ClickHouseExchange::plan_ddl()
 {
@@ -334,6 +393,12 @@ void ClickHouseExchange::plan_ddl()
         Step create{"CREATE DATABASE IF NOT EXISTS " + db(), true, "", nullptr, ""};
         create.creates_database = true;
         steps_.push_back(create);
+        /* Where each table was last truncated (see ClickHouseSink::Table::truncated_lsn). */
+        steps_.push_back(Step{"CREATE TABLE IF NOT EXISTS " + truncates() +
+                                  " (`table_name` String, `lsn` UInt64, `sequence` UInt64, "
+                                  "`recorded_at` DateTime DEFAULT now()) ENGINE = MergeTree "
+                                  "ORDER BY (`table_name`, `lsn`, `sequence`)",
+                              true, "", nullptr, ""});
     }
     before_ = sink_.tables_; /* the tables as they were before this batch's Schema entries */
     for (size_t ei = 0; ei < entries_.size(); ei++) {
@@ -425,15 +490,37 @@ void ClickHouseExchange::plan_ddl()
                 read.insert(ch::datetime64_name(c));
         }
         std::string select;
-        for (const ch::Column &c : t.columns)
-            select +=
-                (select.empty() ? "" : ", ") + ch::quote(c.ch_name) +
-                (c.ch_name != c.name && !read.count(c.name) ? " AS " + ch::quote(c.name) : "") +
-                (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "") +
-                (c.datetime64 ? ", " + ch::quote(ch::datetime64_name(c)) : "");
+        bool shadows = false; /* an alias is the name of a helper column the filter reads */
+        for (const ch::Column &c : t.columns) {
+            bool alias = c.ch_name != c.name && !read.count(c.name);
+            shadows =
+                shadows || (alias && (c.name == "_pgsink_lsn" || c.name == "_pgsink_sequence" ||
+                                      c.name == "_pgsink_deleted"));
+            select += (select.empty() ? "" : ", ") + ch::quote(c.ch_name) +
+                      (alias ? " AS " + ch::quote(c.name) : "") +
+                      (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "") +
+                      (c.datetime64 ? ", " + ch::quote(ch::datetime64_name(c)) : "");
+        }
         steps_.push_back(Step{"DROP TABLE IF EXISTS " + view, true, "", nullptr, ""});
-        Step last{"CREATE VIEW " + view + " AS SELECT " + select + " FROM " + table_ref(t) +
-                      (t.key.empty() ? " FINAL" : " FINAL WHERE `_pgsink_deleted` = 0"),
+        /*
+         * The latest version of each key (FINAL: the filter applies after it),
+         * not deleted, and not before the table's latest truncate: rows
+         * written before the sink left such changes out (a dead letter
+         * retried after the truncate) are not shown either. max() of no
+         * truncate is (0, 0).
+         */
+        std::string since = "(`_pgsink_lsn`, `_pgsink_sequence`) >= (SELECT max((`lsn`, "
+                            "`sequence`)) FROM " +
+                            truncates() + " WHERE `table_name` = '" + sql_string(t.name) + "')";
+        std::string rows = table_ref(t) + " FINAL WHERE " +
+                           (t.key.empty() ? "" : "`_pgsink_deleted` = 0 AND ") + since;
+        /*
+         * ClickHouse takes an alias of the select list for the column of that
+         * name in WHERE: where a captured column is shown as _pgsink_lsn (its
+         * own name), the rows are filtered in a subquery, which has no alias.
+         */
+        Step last{"CREATE VIEW " + view + " AS SELECT " + select + " FROM " +
+                      (shadows ? "(SELECT * FROM " + rows + ")" : rows),
                   true, "", &t, new_ns_[i]};
         steps_.push_back(last);
         /* A column whose type changed in PostgreSQL keeps its old one here: checked. */
@@ -443,6 +530,13 @@ void ClickHouseExchange::plan_ddl()
                    false, "", nullptr, ""};
         types.check_types = true;
         steps_.insert(steps_.end() - 1, types);
+        /* Its latest truncate, kept in ClickHouse: changes before it are left out. */
+        Step cut{"SELECT `lsn`, `sequence` FROM " + truncates() + " WHERE `table_name` = '" +
+                     sql_string(t.name) +
+                     "' ORDER BY `lsn` DESC, `sequence` DESC LIMIT 1 FORMAT TSVRaw",
+                 false, "", nullptr, ""};
+        cut.reads_truncate = true;
+        steps_.insert(steps_.end() - 1, cut);
         for (size_t k = first; k < steps_.size(); k++) {
             steps_[k].of_table = true;
             steps_[k].table = i;
@@ -649,9 +743,46 @@ void ClickHouseExchange::scan_all()
         return;
     rows_.clear();
     rows_.reserve(lines_size_ / 32 + 16); /* members are rarely shorter */
-    for (ch::Entry &e : entries_)
-        e = ch::scan_rest(e, rows_);
+    for (size_t i = 0; i < entries_.size(); i++) {
+        if (unreadable_.count(i))
+            continue;
+        try {
+            entries_[i] = ch::scan_rest(entries_[i], rows_);
+        } catch (const std::exception &ex) {
+            unreadable(i, ex);
+        }
+    }
     scanned_ = true;
+}
+
+static uint64_t sequence_of(const ch::Entry &e)
+{
+    uint64_t seq = 0;
+    std::from_chars(e.sequence.data(), e.sequence.data() + e.sequence.size(), seq);
+    return seq;
+}
+
+/* Is e before (lsn, seq)? */
+static bool before_position(const ch::Entry &e, uint64_t lsn, uint64_t seq)
+{
+    return e.lsn_value < lsn || (e.lsn_value == lsn && sequence_of(e) < seq);
+}
+
+/*
+ * Is e (a change of table t, namespace ns) before the table's latest
+ * truncate, as known at this point of the batch (cut, from t's at first)?
+ * Then it changes nothing: the truncate removed it (a dead letter sent
+ * again, a rewind). A truncate moves the cut; one at the cut is applied
+ * again (its mutation may not have run).
+ */
+bool ClickHouseExchange::superseded(std::map<std::string, Cut> &cut, const std::string &ns,
+                                    const ClickHouseSink::Table &t, const ch::Entry &e)
+{
+    Cut &c = cut.try_emplace(ns, Cut{t.truncated_lsn, t.truncated_seq}).first->second;
+    bool before = before_position(e, c.lsn, c.seq);
+    if (!before && e.op == "truncate")
+        c = Cut{e.lsn_value, sequence_of(e)};
+    return before;
 }
 
 /* An entry's "unchanged" column names. */
@@ -711,6 +842,7 @@ void ClickHouseExchange::plan_reads()
     std::map<std::string, std::set<std::string>> wanted_cols;
     std::set<std::string> written; /* ns + key written earlier in the batch */
     std::map<std::string, const ClickHouseSink::Table *> now;
+    std::map<std::string, Cut> cut;
     for (size_t i = 0; i < entries_.size(); i++) {
         const ch::Entry &e = entries_[i];
         if (!e.schema.empty()) {
@@ -721,7 +853,7 @@ void ClickHouseExchange::plan_reads()
             continue;
         const std::string &ns = entry_ns(e);
         const ClickHouseSink::Table *tp = in_effect(now, i, ns);
-        if (tp == nullptr || !tp->refused.empty())
+        if (tp == nullptr || !tp->refused.empty() || superseded(cut, ns, *tp, e))
             continue;
         const ClickHouseSink::Table &t = *tp;
         bool update = e.op == "update";
@@ -809,6 +941,7 @@ void ClickHouseExchange::plan_writes()
          * rows while the next are made.
          */
         stream_table_ = t;
+        stream_cut_ = t->truncated_lsn != 0 || t->truncated_seq != 0;
         std::string cols;
         for (const ch::Column &c : t->columns)
             for (const std::string &n : insert_names(c))
@@ -855,6 +988,7 @@ void ClickHouseExchange::plan_writes()
         steps_.push_back(std::move(insert));
     };
     std::map<std::string, const ClickHouseSink::Table *> now;
+    std::map<std::string, Cut> cut;
     /* The last table written, and its pending rows: most batches are of one table. */
     const std::string *last_ns = nullptr;
     std::pair<const ClickHouseSink::Table *, std::string> *last = nullptr;
@@ -871,9 +1005,15 @@ void ClickHouseExchange::plan_writes()
             continue;
         const std::string &ns = entry_ns(e);
         const ClickHouseSink::Table *tp = in_effect(now, i, ns);
-        if (tp == nullptr)
-            throw std::runtime_error("no Schema entry for " + ns + " before its changes");
+        if (tp == nullptr) {
+            /* A batch that can never pass would hold the cursor: refused, saying why. */
+            refused_.push_back(
+                Answer::Entry{i, false, 0, "no Schema entry of " + ns + " before its changes"});
+            continue;
+        }
         const ClickHouseSink::Table &t = *tp;
+        if (superseded(cut, ns, t, e))
+            continue; /* before the table's latest truncate: it changes nothing */
         if (last_ns == nullptr || *last_ns != ns) {
             last = &pending[ns];
             last_ns = &pending.find(ns)->first;
@@ -891,6 +1031,15 @@ void ClickHouseExchange::plan_writes()
             flush(ns);
             uint64_t seq = strtoull(std::string(e.sequence).c_str(), nullptr, 10);
             std::string lsn = std::to_string(e.lsn_value);
+            /* Its position first, durably: from then on older changes are left out. */
+            Step record{"INSERT INTO " + truncates() +
+                            " (`table_name`, `lsn`, `sequence`) VALUES ('" + sql_string(t.name) +
+                            "', " + lsn + ", " + std::to_string(seq) + ")",
+                        false, "", nullptr, ""};
+            record.truncate_ns = ns;
+            record.truncate_lsn = e.lsn_value;
+            record.truncate_seq = seq;
+            steps_.push_back(record);
             steps_.push_back(Step{"ALTER TABLE " + table_ref(t) + " DELETE WHERE `_pgsink_lsn` < " +
                                       lsn + " OR (`_pgsink_lsn` = " + lsn +
                                       " AND `_pgsink_sequence` < " + std::to_string(seq) + ")",
@@ -913,8 +1062,10 @@ void ClickHouseExchange::plan_writes()
             continue;
         }
         if (e.op == "delete") {
-            if (e.before.empty() || e.before == "null")
-                continue; /* REPLICA IDENTITY NOTHING: no key to delete by */
+            if (e.before.empty() || e.before == "null") {
+                refused_.push_back(Answer::Entry{i, false, 0, kNoOldKey});
+                continue;
+            }
             ch::Row old = row(e, false);
             if (keyed)
                 current_[ns].erase(key_of(t, old));
@@ -1048,11 +1199,22 @@ void ClickHouseExchange::stream_entry(size_t i, std::string &out)
         return;
     /* The line read whole now, while the INSERT's first rows are parsed by ClickHouse. */
     rows_.clear();
-    const ch::Entry e = ch::scan_rest(entries_[i], rows_);
     const ClickHouseSink::Table &t = *stream_table_;
+    /* Before the table's latest truncate (a streamed batch holds none): it changes nothing. */
+    if (stream_cut_ && before_position(entries_[i], t.truncated_lsn, t.truncated_seq))
+        return;
+    ch::Entry e;
+    try {
+        e = ch::scan_rest(entries_[i], rows_);
+    } catch (const std::exception &ex) {
+        unreadable(i, ex); /* refused (once: a rewound stream skips it) */
+        return;
+    }
     if (e.op == "delete") {
-        if (!e.before.empty() && e.before != "null") /* else REPLICA IDENTITY NOTHING: no key */
+        if (!e.before.empty() && e.before != "null")
             write_row(out, t, row(e, false), true, e);
+        else
+            stream_refused_.emplace(i, kNoOldKey); /* no key to delete by */
         return;
     }
     /* A changed key: the old key is deleted. */
@@ -1167,6 +1329,23 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
     }
     if (step.check_types)
         check_types(step, r.body);
+    if (step.reads_truncate) {
+        ClickHouseSink::Table &t = new_tables_[step.table];
+        const char *p = r.body.c_str();
+        char *end = nullptr;
+        t.truncated_lsn = strtoull(p, &end, 10);
+        t.truncated_seq = *end == '\t' ? strtoull(end + 1, nullptr, 10) : 0;
+    }
+    if (!step.truncate_ns.empty()) {
+        /* Recorded: later batches leave out what came before it. */
+        auto known = sink_.tables_.find(step.truncate_ns);
+        if (known != sink_.tables_.end() && (step.truncate_lsn > known->second.truncated_lsn ||
+                                             (step.truncate_lsn == known->second.truncated_lsn &&
+                                              step.truncate_seq > known->second.truncated_seq))) {
+            known->second.truncated_lsn = step.truncate_lsn;
+            known->second.truncated_seq = step.truncate_seq;
+        }
+    }
     if (!step.expect_key.empty()) {
         std::string got;
         for (char c : r.body)
@@ -1275,6 +1454,10 @@ std::optional<Answer> ClickHouseExchange::advance()
         if (at_ >= steps_.size()) {
             Answer a;
             a.entries = refused_;
+            for (const auto &[i, why] : unreadable_)
+                a.entries.push_back(Answer::Entry{i, false, 0, why});
+            for (const auto &[i, why] : stream_refused_)
+                a.entries.push_back(Answer::Entry{i, false, 0, why});
             return a;
         }
     }

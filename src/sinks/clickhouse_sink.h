@@ -14,7 +14,12 @@
  * batch in flight). An update that left a TOASTed column unchanged takes
  * the value from an earlier change of the batch or from the table itself
  * (its key and unchanged columns read with FINAL before the inserts).
- * TRUNCATE deletes the rows before it by (lsn, sequence) with a mutation.
+ * TRUNCATE deletes the rows before it by (lsn, sequence) with a mutation,
+ * and its position is kept in the table _pgsink_truncates of the database
+ * (no captured table gets that name: see clickhouse_table_name()), so that
+ * a change from before it that comes later (pgsink.retry_dead_letters(), a
+ * rewind, a replay) is left out instead of bringing a truncated row back;
+ * the view hides rows before it too (those written before this was so).
  * A column named like a helper column is renamed (clickhouse::column_name()).
  *
  * Entries are read once as raw text and rows written straight into the
@@ -80,6 +85,13 @@ class ClickHouseSink final : public HttpSink
         std::string signature; /* the Schema entry's fields and key, to see a change */
         std::string refused;   /* why its changes cannot be written (a changed key), or "" */
         bool created = true;   /* false: ClickHouse lost it (dropped): made again first */
+        /*
+         * Its latest TRUNCATE (or resync_end: a TRUNCATE at resync_since),
+         * kept in ClickHouse (<database>._pgsink_truncates) and read back
+         * when the table is installed: a change before it that arrives later
+         * (a retried dead letter, a rewind) is left out, not written.
+         */
+        uint64_t truncated_lsn = 0, truncated_seq = 0;
     };
 
   private:

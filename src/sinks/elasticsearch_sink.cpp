@@ -848,8 +848,10 @@ void ElasticsearchExchange::plan_writes()
             continue;
         }
         if (c.kind == Op::delete_) {
-            if (c.before.empty())
-                continue; /* REPLICA IDENTITY NOTHING: no key to delete by */
+            if (c.before.empty()) {
+                refuse(i, kNoOldKey); /* REPLICA IDENTITY NOTHING: no key to delete by */
+                continue;
+            }
             if (!c.id_ok) {
                 refuse(i, "a key column of this delete has no value");
                 continue;
@@ -1223,7 +1225,14 @@ std::optional<Answer> ElasticsearchExchange::advance()
 std::unique_ptr<HttpSink::Exchange> ElasticsearchSink::exchange(std::string_view lines,
                                                                 const std::string &)
 {
-    return std::make_unique<ElasticsearchExchange>(*this, lines);
+    try {
+        return std::make_unique<ElasticsearchExchange>(*this, lines);
+    } catch (const std::bad_alloc &) {
+        throw;
+    } catch (const std::exception &e) {
+        /* It only reads the entries and plans: a line it cannot read fails every attempt. */
+        throw EntryError(std::string("an entry the sink cannot read: ") + e.what());
+    }
 }
 
 } // namespace pgsink

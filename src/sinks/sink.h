@@ -44,6 +44,33 @@ class SinkError : public std::runtime_error
     bool retryable_;
 };
 
+/*
+ * Thrown while making a batch's requests or reading their answers when the
+ * batch's own entries are at fault (a line that is not a changelog entry,
+ * as a damaged spool would hold): the same batch would fail at every
+ * attempt and hold the cursor for ever. The delivery worker refuses it
+ * instead, as a receiver's refusal: bisected down to the entries at fault,
+ * parked in pgsink.dead_letters with this message. Anything else a sink
+ * throws there (a credential it cannot read, memory) is retried.
+ */
+class EntryError : public std::runtime_error
+{
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+/*
+ * Why a state sink (ClickHouse, Elasticsearch, BigQuery) refuses a delete
+ * whose "before" is null: it has no key to delete by. The changelog writes
+ * one for a table that had REPLICA IDENTITY NOTHING, or no primary key
+ * (dropped after add_table()), when the row was deleted. Skipping it would
+ * leave the row in the sink for good, silently: it is parked instead.
+ */
+inline constexpr char kNoOldKey[] =
+    "a delete without the old key (\"before\" is null: the table had REPLICA IDENTITY NOTHING, "
+    "or no key, when the row was deleted): the sink cannot tell which row it removed; give the "
+    "table a key (or REPLICA IDENTITY FULL), then import it again";
+
 class Sink
 {
   public:

@@ -116,6 +116,8 @@ class Delivery
     void send_due(size_t max);
     void prefetch_next();
     void drop_wait_set();
+    void refuse_batch(uint64_t id, const std::string &why);
+    void take_outcome(const DeliveryWindow::Outcome &o);
     bool is_paused();
     void wait_for_sockets(long timeout_ms);
     void serve_interrupts();
@@ -581,18 +583,20 @@ void Delivery::park(const std::string &entry, int status, const std::string &res
  * asked for are sent again (out of their original order, by nature), as a
  * range of the window of their own; when it is done, those the sink
  * accepted leave the table, and those it refused again stay parked.
+ *
+ * While schemas are owed (announce_: a new receiver, a sink opened again,
+ * a rewind), the Schema entries in effect at the end of what was read go in
+ * front of the parked entries (their own may be gone from the spool). They
+ * are not held back until a range of the spool carries the schemas: an idle
+ * sink (nothing new to read) would never send them.
  */
 void Delivery::retry_parked()
 {
     TimestampTz now = GetCurrentTimestamp();
-    /*
-     * Not while schemas are owed (a new receiver gets them first), nor while
-     * parked entries are already out.
-     */
+    /* Not while parked entries are already out. */
     bool out = std::any_of(ranges_.begin(), ranges_.end(),
                            [](const RangeInfo &r) { return !r.parked.empty(); });
-    if (!http_ || announce_ || out ||
-        !TimestampDifferenceExceeds(retry_checked_at_, now, kIdleWaitMs))
+    if (!http_ || out || !TimestampDifferenceExceeds(retry_checked_at_, now, kIdleWaitMs))
         return;
     retry_checked_at_ = now;
     RangeInfo info;
@@ -625,12 +629,15 @@ void Delivery::retry_parked()
         return;
     ereport(LOG, (errmsg("pgsink: sink \"%s\" sends %zu parked entries again", name_.c_str(),
                          info.parked.size())));
+    std::string schemas = announce_ ? schemas_before(lines, read_end_) : std::string();
+    size_t n =
+        info.parked.size() + static_cast<size_t>(std::count(schemas.begin(), schemas.end(), '\n'));
+    lines.insert(0, schemas);
     /* A new key for every retry: the receiver must not take it for one it has seen. */
     std::string key = "p";
     for (size_t i = 0; i < info.parked.size(); i++)
         key += "-" + std::to_string(info.parked[i]) + "." + std::to_string(info.attempts[i]);
     key = sha256_hex(key + "@" + std::to_string(now), 16);
-    size_t n = info.parked.size();
     ranges_.push_back(std::move(info));
     window_->add(std::move(lines), n, std::move(key), true);
 }
@@ -909,7 +916,7 @@ void Delivery::send_due(size_t max)
     int64_t now = monotonic_ms();
     while (DeliveryWindow::Batch *b = window_->next_to_send(now, max)) {
         window_->sent(b);
-        std::string failure;
+        std::string failure, refusal;
         try {
             std::unique_ptr<HttpSink::Exchange> ex;
             HttpRequest request;
@@ -925,9 +932,13 @@ void Delivery::send_due(size_t max)
             pipeline_->submit(b->id, std::move(request));
             exchanges_[b->id] = std::move(ex);
             started = true;
+        } catch (const EntryError &e) {
+            refusal = e.what(); /* never passes: its entries at fault are parked */
         } catch (const std::exception &e) {
             failure = e.what(); /* no request went out: retried with back-off */
         }
+        if (!refusal.empty())
+            refuse_batch(b->id, refusal);
         if (!failure.empty()) {
             DeliveryWindow::Outcome o = window_->failed(
                 b->id, sink_->describe() + ": could not make a request: " + failure, now);
@@ -991,17 +1002,23 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
         if (ex == exchanges_.end() || window_->in_flight_batch(tag) == nullptr)
             continue; /* abandoned meanwhile */
         std::optional<Answer> said;
-        std::string failure;
+        std::string failure, refusal;
         try {
             said = ex->second->answer(response);
             if (!said)
                 pipeline_->submit(tag, ex->second->next()); /* the exchange goes on */
+        } catch (const EntryError &e) {
+            refusal = e.what();
         } catch (const std::exception &e) {
             failure = e.what();
         }
-        if (!said && failure.empty())
+        if (!said && failure.empty() && refusal.empty())
             continue;
         exchanges_.erase(ex);
+        if (!refusal.empty()) {
+            refuse_batch(tag, refusal);
+            continue;
+        }
         if (!failure.empty()) {
             DeliveryWindow::Outcome o = window_->failed(
                 tag, sink_->describe() + ": could not make a request: " + failure, monotonic_ms());
@@ -1010,15 +1027,38 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
         }
         const Answer &answer = *said;
         DeliveryWindow::Outcome o = window_->complete(tag, answer, monotonic_ms());
-        /* Parked (committed) before the cursor can pass them. */
-        for (const DeliveryWindow::Parked &p : o.park)
-            park(p.entry, p.status, p.response);
-        if (o.retrying)
-            failing(o.message, o.delay_ms);
-        else if (answer.kind == Answer::Kind::ack && window_->retrying() == 0)
+        take_outcome(o);
+        if (!o.retrying && answer.kind == Answer::Kind::ack && window_->retrying() == 0)
             recovered(); /* something was taken, and nothing waits for a retry */
     }
     advance(d);
+}
+
+/* What a batch's completion asks: refused entries parked, or a retry said. */
+void Delivery::take_outcome(const DeliveryWindow::Outcome &o)
+{
+    /* Parked (committed) before the cursor can pass them. */
+    for (const DeliveryWindow::Parked &p : o.park)
+        park(p.entry, p.status, p.response);
+    if (o.retrying)
+        failing(o.message, o.delay_ms);
+}
+
+/*
+ * Batch id holds entries the sink cannot read (EntryError): refused for
+ * good, as a receiver refuses, never retried for ever with the cursor held.
+ * The window bisects it; the entries at fault are parked with the reason
+ * (pgsink.on_rejection = 'stop' holds it instead, saying so).
+ */
+void Delivery::refuse_batch(uint64_t id, const std::string &why)
+{
+    Answer a;
+    a.kind = Answer::Kind::reject;
+    /* The status is readable by pg_monitor: the reason, which may quote values, is not in it. */
+    a.message =
+        sink_->describe() + ": an entry the sink cannot read was refused (see pgsink.dead_letters)";
+    a.response = "pgsink refused this entry: " + answer_excerpt(why, 400);
+    take_outcome(window_->complete(id, a, monotonic_ms()));
 }
 
 /* Move the cursor past the ranges the window is done with, and save it. */

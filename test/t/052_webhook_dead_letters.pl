@@ -123,6 +123,24 @@ is(sql('SELECT count(*) FROM pgsink.dead_letters'), 0, '413: nothing parked');
 is_deeply([ sort keys %{ keys_of_file($store) } ], [ sort keys %{ keys_of_file($file) } ],
 	'413: the receiver holds every entry');
 
+# An idle sink that owes the Schema entries (rewound past the end: nothing
+# to read, so no batch of the spool carries them) still sends parked entries
+# when asked, at once, and after the Schema entries (a new receiver would
+# not know the table). They waited for a batch of the spool, for ever.
+mode('{"mode": "reject", "pattern": "poison"}');
+sql(q{INSERT INTO t VALUES (5000, 'poison, parked while idle')});
+wait_delivered($node, 'postgres', 'idle: a parked entry');
+is(sql('SELECT count(*) FROM pgsink.dead_letters'), 1, 'idle: the entry is parked');
+sql(q{SELECT pgsink.rewind_sink('webhook', now() + interval '1 day')});
+mode('{"mode": "ok"}');
+is(sql('SELECT pgsink.retry_dead_letters()'), 1, 'idle: retry asked');
+ok(defined poll_until($node, 'postgres', 'SELECT count(*) FROM pgsink.dead_letters', '0', 15),
+	'idle: the parked entry is delivered while nothing else is');
+my @tail = map { $json->decode($_) } (split /\n/, slurp_file($store))[-2, -1];
+ok(exists $tail[0]{schema} && $tail[0]{schema}{namespace} eq 'public.t',
+	'idle: the Schema entry of its table came first');
+is($tail[1]{after}{v}, 'poison, parked while idle', 'idle: then the entry');
+
 # Privileges: row values stay with superusers.
 sql(q{CREATE ROLE keeper LOGIN; GRANT pgsink_admin TO keeper;});
 my ($out, $err) = ('', '');
