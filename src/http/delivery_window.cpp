@@ -70,6 +70,17 @@ const DeliveryWindow::Batch *DeliveryWindow::in_flight_batch(uint64_t id) const
     return nullptr;
 }
 
+int DeliveryWindow::earlier(uint64_t id) const
+{
+    int out = 0;
+    for (const Batch &b : batches_) {
+        if (b.id == id)
+            break;
+        out = std::max(out, b.in_flight ? 1 : 2);
+    }
+    return out;
+}
+
 int64_t DeliveryWindow::next_due_ms(size_t max_in_flight) const
 {
     /* Nothing can go out before an answer frees a place: the sockets wake the caller. */

@@ -55,6 +55,7 @@ class BigQuerySink final : public HttpSink
     bool open(const Resume &from) override;
     std::unique_ptr<Exchange> exchange(std::string_view lines, const std::string &key) override;
     HttpOptions http_options() const override { return settings_.http; }
+    void set_stream(const std::string &identity) override { stream_ = identity; }
     int default_max_in_flight() const override { return 4; }
     void close() override {}
     std::string describe() const override;
@@ -78,6 +79,7 @@ class BigQuerySink final : public HttpSink
 
     Settings settings_;
     BigQueryAuth auth_;
+    std::string stream_; /* set_stream(): in load job ids */
     bool dataset_ready_ = false;
     /* The dataset's location (BigQuery's answer), where its load jobs run. */
     std::string location_;

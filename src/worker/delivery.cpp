@@ -103,6 +103,7 @@ class Delivery
     void reset_window();
     WindowPolicy window_policy() const;
     size_t max_in_flight() const;
+    HttpSink::Exchange::Earlier earlier_of(uint64_t id) const;
     void read_range(const SpoolShared &d);
     void http_round(const SpoolShared &d, bool paused);
     bool is_paused();
@@ -727,6 +728,19 @@ size_t Delivery::max_in_flight() const
     return limit > 0 ? std::min(n, limit) : n;
 }
 
+/* What the batches before batch id are doing, for its exchange. */
+HttpSink::Exchange::Earlier Delivery::earlier_of(uint64_t id) const
+{
+    switch (window_->earlier(id)) {
+    case 0:
+        return HttpSink::Exchange::Earlier::done;
+    case 1:
+        return HttpSink::Exchange::Earlier::in_flight;
+    default:
+        return HttpSink::Exchange::Earlier::waiting;
+    }
+}
+
 /* For an HttpSink: its requests in flight and their window, empty. */
 void Delivery::start_http()
 {
@@ -858,7 +872,13 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
         window_->sent(b);
         std::string failure;
         try {
+            char stream[64];
+            snprintf(stream, sizeof(stream), "%llx-%llx",
+                     static_cast<unsigned long long>(cursor_.spool_id),
+                     static_cast<unsigned long long>(cursor_.replays));
+            http_->set_stream(stream);
             auto ex = http_->exchange(b->lines, b->key);
+            ex->set_earlier(earlier_of(b->id));
             pipeline_->submit(b->id, ex->next());
             exchanges_[b->id] = std::move(ex);
         } catch (const std::exception &e) {
@@ -886,6 +906,7 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
         std::optional<Answer> said;
         std::string failure;
         try {
+            ex->second->set_earlier(earlier_of(tag));
             said = ex->second->answer(response);
             if (!said)
                 pipeline_->submit(tag, ex->second->next()); /* the exchange goes on */
