@@ -359,9 +359,11 @@ sub set_credentials
 set_credentials($node->basedir . '/missing.json');
 $node->safe_psql('postgres', "INSERT INTO c VALUES (9001, 'while broken', 1, 'x')");
 ok(defined poll_until($node, 'postgres',
-		"SELECT last_error LIKE '%could not open pgsink.bigquery_credentials (%missing.json): No such file%' "
+		"SELECT last_error LIKE '%could not open the key file (pgsink.bigquery_credentials): No such file%' "
 		  . "FROM pgsink.sinks WHERE sink = 'bigquery'", 't', 30),
 	'(11) a missing key file is reported');
+unlike($node->safe_psql('postgres', "SELECT last_error FROM pgsink.sinks WHERE sink = 'bigquery'"),
+	qr/missing\.json/, '(11) without its path (pgsink.sinks is readable by pg_monitor)');
 my $broken = $node->basedir . '/broken.json';
 {
 	my $k = $json->decode(do { open(my $f, '<', $bq->{key_file}) or die $!; local $/; <$f> });
@@ -375,6 +377,8 @@ ok(defined poll_until($node, 'postgres',
 		"SELECT last_error LIKE '%its private_key is not a PEM private key%' "
 		  . "FROM pgsink.sinks WHERE sink = 'bigquery'", 't', 30),
 	'(11) a broken private key is reported, without the key');
+unlike($node->safe_psql('postgres', "SELECT last_error FROM pgsink.sinks WHERE sink = 'bigquery'"),
+	qr/broken\.json/, '(11) without the path');
 set_credentials($bq->{key_file});
 $compare{c} = [ [qw(a b x note)], q{SELECT a, b, x, note FROM c} ];
 equal_tables('(11) fixed: what waited is delivered', 'c');
