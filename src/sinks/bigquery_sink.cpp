@@ -96,6 +96,7 @@ bool BigQuerySink::open(const Resume &)
     location_.clear();
     fields_.clear();
     refused_.clear();
+    refused_columns_.clear();
     dataset_ready_ = false;
     return true;
 }
@@ -360,7 +361,8 @@ class BigQueryExchange final : public HttpSink::Exchange
     bool new_column(const std::string &raw, const json &error) const;
     std::optional<Answer> failure(const HttpResponse &r, const Request &q);
     void refuse(size_t entry, const std::string &why);
-    void refuse_table(const BigQuerySink::Table &t, const std::string &why);
+    void refuse_table(const BigQuerySink::Table &t, const std::string &why,
+                      const std::string &column = "");
     std::string raw_name(const BigQuerySink::Table &t) const { return t.name + "_raw"; }
     std::string table_json(const BigQuerySink::Table &t) const;
     std::string view_json(const BigQuerySink::Table &t) const;
@@ -375,7 +377,13 @@ class BigQueryExchange final : public HttpSink::Exchange
     std::map<std::string, std::shared_ptr<const BigQuerySink::Table>> before_;
     std::vector<TablePtr> used_;      /* tables rows go to */
     std::vector<TablePtr> announced_; /* this batch's Schemas */
-    std::map<std::string, std::pair<TablePtr, std::vector<bq::Row>>> rows_; /* by raw name */
+    /* Rows by raw table and the table's version (refused_for() tells versions apart). */
+    std::map<std::string, std::pair<TablePtr, std::vector<bq::Row>>> rows_;
+    std::string group_key(const BigQuerySink::Table &t) const
+    {
+        return raw_name(t) + '\x1f' + std::to_string(t.version);
+    }
+    bool refused_for(const BigQuerySink::Table &t, std::string *why) const;
     struct ImportGroup {
         TablePtr table;
         std::vector<size_t> entries;
@@ -525,6 +533,7 @@ void BigQueryExchange::plan_entries()
             if (known == sink_.tables_.end() || known->second->schema_lsn <= t->schema_lsn)
                 sink_.tables_[t->ns] = t;
             sink_.refused_.erase(raw_name(*t)); /* checked again */
+            sink_.refused_columns_.erase(raw_name(*t));
             announced_.push_back(t);
             schema_at_[i] = t;
             continue;
@@ -575,7 +584,7 @@ void BigQueryExchange::plan_entries()
             continue;
         }
         if (group == nullptr || group_table != t) {
-            group = &rows_[raw_name(*t)];
+            group = &rows_[group_key(*t)];
             group->first = t;
             group_table = t;
         }
@@ -994,7 +1003,7 @@ void BigQueryExchange::plan_again()
 /* Entries of table t streamed: their rows to insertAll, refused ones refused. */
 void BigQueryExchange::stream(const TablePtr &t, const std::vector<size_t> &entries)
 {
-    auto &group = rows_[raw_name(*t)];
+    auto &group = rows_[group_key(*t)];
     group.first = t;
     std::vector<bq::Row> made;
     for (size_t i : entries) {
@@ -1084,7 +1093,8 @@ void BigQueryExchange::plan_ddl()
         bool complete = known != sink_.fields_.end();
         for (const bq::Column &c : t->columns)
             complete = complete && known->second.count(signature(c)) > 0;
-        if (!complete && !sink_.refused_.count(raw) &&
+        std::string why;
+        if (!complete && !refused_for(*t, &why) &&
             planned.insert(raw + "#" + std::to_string(t->version)).second)
             steps_.push_back(Request{Step::table_insert, t, table_json(*t)});
     }
@@ -1101,9 +1111,10 @@ void BigQueryExchange::plan_loads()
 {
     phase_ = 1;
     for (auto &[raw, group] : imports_) {
-        if (sink_.refused_.count(raw)) {
+        std::string why;
+        if (group.table && refused_for(*group.table, &why)) {
             for (size_t i : group.entries)
-                refuse(i, sink_.refused_[raw]);
+                refuse(i, why);
             continue;
         }
         if (group.mixed ||
@@ -1208,10 +1219,11 @@ std::string BigQueryExchange::load_job_id(const std::string &raw, const BigQuery
 void BigQueryExchange::plan_inserts()
 {
     phase_ = 2;
-    for (auto &[raw, group] : rows_) {
-        if (sink_.refused_.count(raw)) {
+    for (auto &[key, group] : rows_) {
+        std::string why;
+        if (refused_for(*group.first, &why)) {
             for (const bq::Row &r : group.second)
-                refuse(r.entry, sink_.refused_[raw]);
+                refuse(r.entry, why);
             continue;
         }
         std::string body;
@@ -1425,9 +1437,35 @@ static std::string error_text(const std::string &body, std::string *reason)
     return credential_free_excerpt(body, 200);
 }
 
-void BigQueryExchange::refuse_table(const BigQuerySink::Table &t, const std::string &why)
+/*
+ * Are t's changes refused? A table refused for a column BigQuery cannot
+ * retype refuses the versions with that column only: a batch's changes from
+ * before the ALTER TABLE are written.
+ */
+bool BigQueryExchange::refused_for(const BigQuerySink::Table &t, std::string *why) const
 {
-    sink_.refused_[raw_name(t)] = why;
+    auto it = sink_.refused_.find(raw_name(t));
+    if (it == sink_.refused_.end())
+        return false;
+    auto columns = sink_.refused_columns_.find(raw_name(t));
+    if (columns != sink_.refused_columns_.end() && !columns->second.empty() &&
+        std::none_of(t.columns.begin(), t.columns.end(),
+                     [&](const bq::Column &c) { return columns->second.count(signature(c)) > 0; }))
+        return false;
+    *why = it->second;
+    return true;
+}
+
+void BigQueryExchange::refuse_table(const BigQuerySink::Table &t, const std::string &why,
+                                    const std::string &column)
+{
+    std::string raw = raw_name(t);
+    std::set<std::string> &columns = sink_.refused_columns_[raw];
+    if (column.empty() || (sink_.refused_.count(raw) && columns.empty()))
+        columns.clear(); /* every change of the table */
+    else
+        columns.insert(column);
+    sink_.refused_[raw] = why;
 }
 
 std::optional<Answer> BigQueryExchange::failure(const HttpResponse &r, const Request &q)
@@ -1444,9 +1482,20 @@ std::optional<Answer> BigQueryExchange::failure(const HttpResponse &r, const Req
                                      (text.empty() ? "" : " (" + text + ")"));
     a.kind = Answer::Kind::retry;
     if (r.status == 404) {
-        /* A table or the dataset is gone (dropped): made again at the next attempt. */
-        sink_.dataset_ready_ = false;
-        sink_.fields_.clear();
+        /*
+         * A table or the dataset is gone (dropped): made again at the next
+         * attempt. The table in question only, unless BigQuery says the
+         * dataset is gone (then its tables went with it) or the request
+         * was not about a table.
+         */
+        bool table = q.table != nullptr && text.find("Not found: Dataset") == std::string::npos &&
+                     q.step != Step::load_get && q.step != Step::query_results;
+        if (table) {
+            sink_.fields_.erase(raw_name(*q.table));
+        } else if (q.step != Step::load_get && q.step != Step::query_results) {
+            sink_.dataset_ready_ = false;
+            sink_.fields_.clear();
+        }
         return a;
     }
     bool refused = r.status == 400 || r.status == 413;
@@ -1571,12 +1620,14 @@ std::optional<Answer> BigQueryExchange::answer(const HttpResponse &r)
             if (legacy.count(type))
                 type = legacy.at(type);
             if (type != bq::type_name(c.kind) || (mode == "REPEATED") != c.repeated) {
-                refuse_table(*t, "column " + c.name + " of BigQuery table " + raw + " is " + type +
-                                     " " + mode + " but now needs " + bq::type_name(c.kind) +
-                                     (c.repeated ? " REPEATED" : "") +
-                                     " (its type changed in PostgreSQL): BigQuery cannot change "
-                                     "it; add the column anew under another name or rebuild the "
-                                     "table, then rewind the sink or import the table again");
+                refuse_table(*t,
+                             "column " + c.name + " of BigQuery table " + raw + " is " + type +
+                                 " " + mode + " but now needs " + bq::type_name(c.kind) +
+                                 (c.repeated ? " REPEATED" : "") +
+                                 " (its type changed in PostgreSQL): BigQuery cannot change "
+                                 "it; add the column anew under another name or rebuild the "
+                                 "table, then rewind the sink or import the table again",
+                             signature(c));
                 return advance();
             }
         }

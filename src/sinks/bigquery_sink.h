@@ -91,6 +91,8 @@ class BigQuerySink final : public HttpSink
     std::map<std::string, std::shared_ptr<const Table>> tables_; /* by namespace */
     std::map<std::string, std::set<std::string>> fields_; /* raw table -> "name TYPE [REPEATED]" */
     std::map<std::string, std::string> refused_;          /* raw table -> why */
+    /* raw table -> the columns ("name TYPE") it cannot take; empty: all its changes refused */
+    std::map<std::string, std::set<std::string>> refused_columns_;
 };
 
 } // namespace pgsink

@@ -12,7 +12,8 @@
 # (3) a 404 for one table makes the sink check that table again, not every
 #     table it knows;
 # (4) a column added between changes of one table in one batch: the rows
-#     before it are written without it, those after with it.
+#     before it are written without it, those after with it; a column
+#     retyped parks only the changes after the ALTER.
 use strict;
 use warnings;
 
@@ -177,6 +178,74 @@ tt_equal('(2) a query polled, then paged');
 my @results = grep { $_->{status} == 200 } requests_of('jobs.getQueryResults', $n1);
 cmp_ok(scalar(@results), '>=', 2, '(2) polled and paged (' . scalar(@results) . ' getQueryResults)');
 bq_config($bq, { query_seconds => 0, query_page_rows => 100000 });
+
+# (3) Someone drops one raw table: the 404 makes the sink make that table
+# again, and check no other (nor the dataset).
+$node->safe_psql('postgres', q{
+CREATE TABLE b (id int PRIMARY KEY, v text);
+SELECT pgsink.add_table('b');
+INSERT INTO b VALUES (1, 'one');
+INSERT INTO a VALUES (2, 'two');
+});
+wait_delivered($node, 'postgres', '(3) a and b');
+my ($st3) = bq_api($bq, 'DELETE',
+	"/bigquery/v2/projects/$bq->{project}/datasets/replica/tables/public_b_raw");
+is($st3, 204, '(3) public_b_raw dropped behind the sink\'s back');
+my $n3 = (bq_requests($bq)->[-1] // { n => 0 })->{n};
+$node->safe_psql('postgres', "INSERT INTO b VALUES (2, 'after the drop')");
+wait_delivered($node, 'postgres', '(3) b after the drop');
+$node->safe_psql('postgres', "INSERT INTO a VALUES (3, 'three')");
+wait_delivered($node, 'postgres', '(3) a after it');
+my @ddl = grep { $_->{kind} =~ /^(datasets|tables)\./ } @{ bq_requests($bq, $n3) };
+cmp_ok(scalar(grep { $_->{kind} eq 'tables.insert' } @ddl), '>=', 1, '(3) the dropped table is made again');
+is(scalar(grep { $_->{kind} =~ /^datasets\./ || $_->{path} =~ /public_a/ } @ddl), 0,
+	'(3) neither the dataset nor the other table is checked again')
+  or diag(join("\n", map { "$_->{kind} $_->{path} $_->{status}" } @ddl));
+is_deeply([ map { $_->{v} } grep { $_->{_pgsink_op} eq 'insert' } @{ bq_dump($bq, 'replica', 'public_b_raw')->{rows} } ],
+	['after the drop'], '(3) the row is in the table made again');
+is_deeply(bq_current_lines($bq, 'replica', 'public_a', columns => [qw(id v)]),
+	psql_lines($node, 'postgres', 'SELECT id, v FROM a'), '(3) a goes on');
+
+# (4) Schema changes between changes of one table, in one transaction (one
+# batch): a column added is patched in before the rows that have it, the
+# rows before it are written without it; a column retyped (BigQuery cannot)
+# parks the changes made after the ALTER only.
+$node->safe_psql('postgres', q{
+CREATE TABLE r (id int PRIMARY KEY, n int);
+SELECT pgsink.add_table('r');
+INSERT INTO r VALUES (1, 1);
+});
+wait_delivered($node, 'postgres', '(4) r');
+my $n4 = (bq_requests($bq)->[-1] // { n => 0 })->{n};
+$node->safe_psql('postgres', q{
+BEGIN;
+INSERT INTO a VALUES (10, 'before');
+UPDATE a SET v = 'before 2' WHERE id = 1;
+ALTER TABLE a ADD COLUMN note text;
+INSERT INTO a VALUES (11, 'after', 'n11');
+UPDATE a SET note = 'n1' WHERE id = 1;
+INSERT INTO r VALUES (2, 2);
+ALTER TABLE r ALTER n TYPE text;
+INSERT INTO r VALUES (3, 'three');
+COMMIT;
+});
+wait_delivered($node, 'postgres', '(4) one transaction');
+my @req4 = @{ bq_requests($bq, $n4) };
+my ($patch) = grep { $req4[$_]{kind} eq 'tables.patch' && $req4[$_]{path} =~ /public_a_raw/ } 0 .. $#req4;
+my ($ins) = grep { $req4[$_]{kind} eq 'insertAll' && $req4[$_]{path} =~ /public_a_raw/ } 0 .. $#req4;
+ok(defined $patch && defined $ins && $patch < $ins, '(4) the column is added before the rows are sent');
+my %a_raw = map { ($_->{id} . ':' . $_->{v}) => $_ } @{ bq_dump($bq, 'replica', 'public_a_raw')->{rows} };
+ok(exists $a_raw{'10:before'} && !defined $a_raw{'10:before'}{note}, '(4) a row before the ALTER has no note');
+is($a_raw{'11:after'}{note}, 'n11', '(4) a row after it has its note');
+is_deeply(bq_current_lines($bq, 'replica', 'public_a', columns => [qw(id v note)]),
+	psql_lines($node, 'postgres', 'SELECT id, v, note FROM a'), '(4) the view equals the table');
+is_deeply([ map { $_->{id} } @{ bq_current($bq, 'replica', 'public_r')->{rows} } ], [ 1, 2 ],
+	'(4) the change before the retype is written');
+like($node->safe_psql('postgres',
+		"SELECT string_agg(substring(entry from '\"id\":(\\d+)') || ': ' || response, E'\\n') "
+		  . "FROM pgsink.dead_letters WHERE \"table\" = 'public.r'"),
+	qr/^3: column n of BigQuery table public_r_raw is INT64 NULLABLE but now needs STRING[^\n]*$/,
+	'(4) the change after it is parked, saying why, alone');
 
 $node->stop;
 bq_stop($bq);
