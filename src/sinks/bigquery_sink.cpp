@@ -181,6 +181,7 @@ struct Entry {
     json schema_json; /* a Schema entry's "schema" */
     std::string op, lsn, xid, resync_since;
     std::string_view timestamp;
+    std::string_view timestamp_raw;  /* its JSON text */
     const std::string *ns = nullptr; /* "schema.table" as the Schema entry names it */
     std::string_view nsp_raw, rel_raw;
     uint64_t sequence = 0;
@@ -242,9 +243,10 @@ static Entry entry_of(std::string_view line, std::deque<std::string> *arena, con
         case 9:
             if (key == "namespace")
                 e.nsp_raw = raw;
-            else if (key == "timestamp")
+            else if (key == "timestamp") {
                 e.timestamp = string_view_of(raw, arena);
-            else if (key == "unchanged")
+                e.timestamp_raw = raw;
+            } else if (key == "unchanged")
                 for (const json &u : json::parse(raw))
                     e.unchanged.push_back(u.get<std::string>());
             break;
@@ -609,8 +611,11 @@ void BigQueryExchange::rows_for(size_t i, const Entry &e, const TablePtr &t,
     }
     uint64_t seq = e.sequence;
     std::string id = lsn_text + "/" + std::to_string(seq);
-    std::string timestamp = json(std::string(e.timestamp)).dump();
-    std::string op_text = json(op).dump(), delete_text = "\"delete\"";
+    /* The changelog's JSON texts where insertAll takes them as they are (one of known_ops). */
+    std::string timestamp = !e.timestamp_raw.empty() && e.timestamp_raw.front() == '"'
+                                ? std::string(e.timestamp_raw)
+                                : json(std::string(e.timestamp)).dump();
+    std::string op_text = "\"" + op + "\"", delete_text = "\"delete\"";
     auto meta = [&](bq::Row &row, bool deleted, const std::vector<std::string> &unchanged) {
         row.values.emplace_back("_pgsink_lsn", std::to_string(lsn));
         row.values.emplace_back("_pgsink_sequence", std::to_string(seq));
