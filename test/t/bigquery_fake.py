@@ -271,6 +271,37 @@ Jobs (load)
   (status.state, status.errorResult, statistics.load.outputRows ...); 404
   "Not found: Job p:L.jobId" (also for a wrong location).
 
+Queries (jobs.query): the fake runs no SQL but the one shape pgsink sends to
+read the values a key change left unchanged (TOAST) for old keys:
+  POST /bigquery/v2/projects/{p}/queries  body {query, useLegacySql: false
+    (required), parameterMode: NAMED, queryParameters [{name, parameterType
+    {type: scalar}, parameterValue {value: "text"}}], location (must be the
+    dataset's, else 404), formatOptions {useInt64Timestamp}, timeoutMs,
+    useQueryCache, maxResults ...}; query: parts joined by " UNION ALL ", each
+      SELECT <n> AS _pgsink_n{, ARRAY_AGG(IF(_pgsink_op = 'delete' OR "<c>" IN
+      UNNEST(_pgsink_unchanged), NULL, STRUCT(`<c>` AS v)) IGNORE NULLS ORDER
+      BY _pgsink_lsn DESC, _pgsink_sequence DESC LIMIT 1) AS `<c>`} FROM
+      `<p>.<d>.<raw table>` WHERE {`<key column>` = @<param> AND
+      }(_pgsink_lsn < @<l> OR (_pgsink_lsn = @<l> AND _pgsink_sequence < @<s>))
+    with the same columns in every part, n = 0, 1, 2 ...; parameters of the
+    compared column's type (else 400 "No matching signature"), every @name
+    defined. Anything else: 400 invalidQuery, saying the shape. Computed
+    from the raw table's stored rows: per part one row, n and per column []
+    (no row of the key before (lsn, sequence) sent a value) or [value] (the
+    latest such row's: not a delete, the column not in _pgsink_unchanged).
+    200 {kind: bigquery#queryResponse, jobReference {projectId, jobId,
+    location}, jobComplete, schema {fields: _pgsink_n INTEGER, each column
+    RECORD REPEATED [v T]}, totalRows, rows [{f: [{v}]}] (f/v: every scalar a
+    string; TIMESTAMP as microseconds with useInt64Timestamp, else seconds;
+    DATETIME with a T; JSON its text), pageToken when more rows than
+    query_page_rows (or maxResults)}; jobComplete false (no schema, no rows)
+    until query_seconds after the query.
+  GET /bigquery/v2/projects/{p}/queries/{jobId}[?location=L&pageToken=T&
+    startIndex=N&maxResults=N&timeoutMs=N&formatOptions.useInt64Timestamp=
+    true|false] (getQueryResults): the same answer (kind
+    bigquery#getQueryResultsResponse) from that page; 404 for an unknown
+    job or another location.
+
 ==============================================================================
 CONTROL  (under /_fake/, no auth; JSON in and out)
 ==============================================================================
@@ -285,7 +316,10 @@ POST /_fake/config   {"max_rows": N, "max_request_bytes": N, "max_row_bytes": N,
         "schema" (see load jobs), "check_values": bool (default true; false:
         insertAll checks the request's shape, limits and insertIds but not
         the rows' fields, and stores them as sent: for benchmarks that
-        measure the sender, not the fake)}   -> the whole config
+        measure the sender, not the fake), "query_seconds": S (jobs.query
+        answers jobComplete false until then; default 0), "query_page_rows":
+        N (rows per page of a query's answer; default 100000)}
+                                          -> the whole config
 GET  /_fake/config
 POST /_fake/faults   {"rules": [RULE, ...]} appends rules (a rule applies to
         requests of its "match": a kind from the list below, or "any"
@@ -352,7 +386,7 @@ Request kinds: token, datasets.insert, datasets.get, datasets.list,
 datasets.delete, tables.insert, tables.get, tables.list, tables.patch,
 tables.update, tables.delete, insertAll, jobs.insert (metadata and
 multipart, and the first request of a resumable upload), upload (the PUTs of
-a resumable upload), jobs.get, unknown.
+a resumable upload), jobs.get, jobs.query, jobs.getQueryResults, unknown.
 """
 import argparse
 import base64
