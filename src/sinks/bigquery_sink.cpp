@@ -408,6 +408,7 @@ class BigQueryExchange final : public HttpSink::Exchange
     bool lookups_read_ = false;            /* entries planned again with the values read */
     std::map<size_t, TablePtr> schema_at_; /* entry -> its Schema's table */
     Earlier earlier_ = Earlier::done;
+    int waits_ = 0; /* wait steps so far */
 
   public:
     void set_earlier(Earlier earlier) override { earlier_ = earlier; }
@@ -1308,7 +1309,8 @@ HttpRequest BigQueryExchange::next()
          * then, to be called again).
          */
         Request w{Step::wait, nullptr};
-        w.delay_ms = 100;
+        w.delay_ms = std::min<long>(1000, 100L << std::min(waits_, 4)); /* 0.1 s ... 1 s */
+        waits_++;
         steps_.insert(steps_.begin() + static_cast<long>(at_), std::move(w));
     }
     Request &q = steps_.at(at_);
