@@ -398,8 +398,8 @@ void define_gucs()
         nullptr, nullptr);
     DefineCustomStringVariable("pgsink.bigquery_endpoint", "Base URL of the BigQuery REST API.",
                                "Tests point it at a local server.", &guc_bigquery_endpoint,
-                               "https://bigquery.googleapis.com", PGC_SIGHUP, GUC_SUPERUSER_ONLY,
-                               check_url, nullptr, nullptr);
+                               "https://bigquery.googleapis.com", PGC_SIGHUP,
+                               GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL, check_url, nullptr, nullptr);
     DefineCustomIntVariable("pgsink.bigquery_max_rows", "Most rows in one insertAll request.",
                             "BigQuery recommends 500.", &guc_bigquery_max_rows, 500, 1, 50000,
                             PGC_SIGHUP, 0, nullptr, nullptr, nullptr);

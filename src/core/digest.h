@@ -15,4 +15,20 @@ namespace pgsink
 /* The first bytes (at most 32) of data's SHA-256, as lower-case hex. */
 std::string sha256_hex(std::string_view data, size_t bytes = 32);
 
+/* SHA-256 of data given piece by piece (as sha256_hex of the pieces joined). */
+class Sha256
+{
+  public:
+    Sha256();
+    ~Sha256();
+    Sha256(const Sha256 &) = delete;
+    Sha256 &operator=(const Sha256 &) = delete;
+    void add(std::string_view data);
+    /* The first bytes (at most 32) of the digest, as lower-case hex; ends it. */
+    std::string hex(size_t bytes = 32);
+
+  private:
+    void *ctx_; /* EVP_MD_CTX */
+};
+
 } // namespace pgsink

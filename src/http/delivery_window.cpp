@@ -78,6 +78,17 @@ const DeliveryWindow::Batch *DeliveryWindow::in_flight_batch(uint64_t id) const
     return nullptr;
 }
 
+int DeliveryWindow::earlier(uint64_t id) const
+{
+    int out = 0;
+    for (const Batch &b : batches_) {
+        if (b.id == id)
+            break;
+        out = std::max(out, b.in_flight ? 1 : 2);
+    }
+    return out;
+}
+
 int64_t DeliveryWindow::next_due_ms(size_t max_in_flight) const
 {
     /* Nothing can go out before an answer frees a place: the sockets wake the caller. */
@@ -349,6 +360,8 @@ std::string delivery_window_selftest()
         auto *b3 = w.next_to_send(0, 3);
         w.sent(b3);
         c.expect(w.in_flight() == 3 && w.next_to_send(0, 3) == nullptr, "three in flight");
+        c.expect(w.earlier(b1->id) == 0 && w.earlier(b3->id) == 1,
+                 "earlier: none before the first; all in flight before the third");
         w.add("d\n", 1, "k4");
         c.expect(w.next_due_ms(3) == -1, "full: no timer while all places are taken");
         uint64_t id1 = b1->id, id2 = b2->id, id3 = b3->id;
@@ -371,6 +384,25 @@ std::string delivery_window_selftest()
         c.expect(w.next_due_ms(4) == 300, "held until the failed batch is due");
         auto *b = w.next_to_send(300, 4);
         c.expect(b != nullptr && b->key == "k1", "then the failed batch first");
+    }
+    /* What the batches before one are doing (for an exchange that reads what they wrote). */
+    {
+        DeliveryWindow w(policy);
+        w.add("a\n", 1, "k1");
+        w.add("b\n", 1, "k2");
+        auto *b1 = w.next_to_send(0, 4);
+        w.sent(b1);
+        auto *b2 = w.next_to_send(0, 4);
+        w.sent(b2);
+        c.expect(w.earlier(b1->id) == 0 && w.earlier(b2->id) == 1,
+                 "earlier: none before the first, the first in flight before the second");
+        w.complete(b1->id, retry(300), 0);
+        c.expect(w.earlier(b2->id) == 2, "earlier: the first waits for a retry");
+        w.complete(b2->id, ack(), 0);
+        auto *b = w.next_to_send(300, 4);
+        w.sent(b);
+        w.complete(b->id, ack(), 300);
+        c.expect(w.pop_done().size() == 2 && w.empty(), "both done");
     }
     /* Bisection: only the refused entry is parked, the rest delivered. */
     {

@@ -119,6 +119,8 @@ class DeliveryWindow
     void sent(Batch *b);
     /* A batch in flight (nullptr if id is not one): what its answer is about. */
     const Batch *in_flight_batch(uint64_t id) const;
+    /* The batches before batch id: 0 none left, 1 all in flight, 2 some waiting to be sent. */
+    int earlier(uint64_t id) const;
     /* When a batch waiting to be sent is due (-1: none, or no room in flight for it). */
     int64_t next_due_ms(size_t max_in_flight) const;
     /* The answer to batch id came. */

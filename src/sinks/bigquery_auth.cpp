@@ -79,7 +79,11 @@ BigQueryAuth::~BigQueryAuth()
 
 void BigQueryAuth::load(const std::string &path)
 {
-    const std::string what = "pgsink.bigquery_credentials (" + path + ")";
+    /*
+     * Messages never name the file: they reach pgsink.sinks, which
+     * pg_monitor reads, and the setting is superuser-only.
+     */
+    const std::string what = "the key file (pgsink.bigquery_credentials)";
     if (path.empty())
         throw std::runtime_error("pgsink.bigquery_credentials is not set: give the path of the "
                                  "service account's JSON key file");
@@ -103,8 +107,8 @@ void BigQueryAuth::load(const std::string &path)
     };
     std::string type = field("type", false);
     if (!type.empty() && type != "service_account")
-        throw std::runtime_error(what + " is of type \"" + type +
-                                 "\": pgsink needs a service account's key (\"service_account\")");
+        throw std::runtime_error(what + " is not a service account's key (its \"type\" is not "
+                                        "\"service_account\")");
     std::string pem = field("private_key", true);
     client_email_ = field("client_email", true);
     key_id_ = field("private_key_id", false);

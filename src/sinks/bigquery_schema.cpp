@@ -216,6 +216,86 @@ static std::string plain_json_string(const std::string &v)
     return out;
 }
 
+/* Is s valid UTF-8 (the changelog's text is; a JSON string must be)? */
+static bool utf8_valid(std::string_view s)
+{
+    size_t i = 0, n = s.size();
+    while (i < n) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        if (c >= 0xC2 && c <= 0xDF)
+            len = 2;
+        else if (c >= 0xE0 && c <= 0xEF)
+            len = 3;
+        else if (c >= 0xF0 && c <= 0xF4)
+            len = 4;
+        else
+            return false;
+        if (i + len > n)
+            return false;
+        for (size_t k = 1; k < len; k++)
+            if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80)
+                return false;
+        unsigned char d = static_cast<unsigned char>(s[i + 1]);
+        if ((c == 0xE0 && d < 0xA0) || (c == 0xED && d > 0x9F) || (c == 0xF0 && d < 0x90) ||
+            (c == 0xF4 && d > 0x8F))
+            return false; /* overlong, a surrogate, beyond U+10FFFF */
+        i += len;
+    }
+    return true;
+}
+
+/*
+ * s as a JSON string, appended to out: its bytes as they are but for '"',
+ * '\\' and control characters (escaped). No JSON library's tree per value:
+ * this runs for every field of every streamed row.
+ */
+static void append_json_string(std::string &out, std::string_view s)
+{
+    if (!utf8_valid(s)) {
+        /* Not the changelog's (valid UTF-8): the library replaces what is broken. */
+        out += json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
+        return;
+    }
+    static const char kHex[] = "0123456789abcdef";
+    out.reserve(out.size() + s.size() + 2);
+    out.push_back('"');
+    size_t run = 0; /* the first byte not yet copied */
+    for (size_t i = 0; i < s.size(); i++) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        out.append(s.data() + run, i - run);
+        run = i + 1;
+        out.push_back('\\');
+        switch (c) {
+        case '"':
+        case '\\':
+            out.push_back(static_cast<char>(c));
+            break;
+        case '\n':
+            out.push_back('n');
+            break;
+        case '\r':
+            out.push_back('r');
+            break;
+        case '\t':
+            out.push_back('t');
+            break;
+        default:
+            out += "u00";
+            out.push_back(kHex[c >> 4]);
+            out.push_back(kHex[c & 15]);
+        }
+    }
+    out.append(s.data() + run, s.size() - run);
+    out.push_back('"');
+}
+
 static bool safe(const std::string &v)
 {
     for (char ch : v)
@@ -289,13 +369,19 @@ static std::string scalar_value(const Column &c, const std::string &raw)
         check_year(c, v);
         return safe(v) ? plain_json_string(v) : json(v).dump();
     }
-    case Kind::json:
+    case Kind::json: {
         /* insertAll takes a JSON column's value as its JSON text, in a string. */
-        return json(raw).dump(-1, ' ', false, json::error_handler_t::replace);
-    case Kind::string:
+        std::string out;
+        append_json_string(out, raw);
+        return out;
+    }
+    case Kind::string: {
         if (!raw.empty() && raw[0] == '"')
-            return raw;
-        return json(raw).dump(-1, ' ', false, json::error_handler_t::replace);
+            return raw; /* a JSON string already */
+        std::string out;
+        append_json_string(out, raw);
+        return out;
+    }
     }
     return raw;
 }
@@ -341,17 +427,25 @@ std::string insert_value(const Column &c, const std::string &raw)
 
 std::string insert_all_row(const Row &row)
 {
-    std::string out = "{\"insertId\":" + json(row.insert_id).dump() + ",\"json\":{";
+    size_t size = row.insert_id.size() + 24;
+    for (const auto &[name, value] : row.values)
+        size += name.size() + value.size() + 4;
+    std::string out;
+    out.reserve(size);
+    out += "{\"insertId\":";
+    append_json_string(out, row.insert_id);
+    out += ",\"json\":{";
     bool first = true;
     for (const auto &[name, value] : row.values) {
         if (!first)
             out.push_back(',');
         first = false;
-        out += json(name).dump();
+        append_json_string(out, name); /* BigQuery names: letters, digits, '_' */
         out.push_back(':');
-        out += value;
+        out += value; /* insertAll's JSON text already */
     }
-    return out + "}}";
+    out += "}}";
+    return out;
 }
 
 /* ------------------------------------------------------------- the view */

@@ -96,6 +96,7 @@ bool BigQuerySink::open(const Resume &)
     location_.clear();
     fields_.clear();
     refused_.clear();
+    refused_columns_.clear();
     dataset_ready_ = false;
     return true;
 }
@@ -180,6 +181,7 @@ struct Entry {
     json schema_json; /* a Schema entry's "schema" */
     std::string op, lsn, xid, resync_since;
     std::string_view timestamp;
+    std::string_view timestamp_raw;  /* its JSON text */
     const std::string *ns = nullptr; /* "schema.table" as the Schema entry names it */
     std::string_view nsp_raw, rel_raw;
     uint64_t sequence = 0;
@@ -241,9 +243,10 @@ static Entry entry_of(std::string_view line, std::deque<std::string> *arena, con
         case 9:
             if (key == "namespace")
                 e.nsp_raw = raw;
-            else if (key == "timestamp")
+            else if (key == "timestamp") {
                 e.timestamp = string_view_of(raw, arena);
-            else if (key == "unchanged")
+                e.timestamp_raw = raw;
+            } else if (key == "unchanged")
                 for (const json &u : json::parse(raw))
                     e.unchanged.push_back(u.get<std::string>());
             break;
@@ -271,6 +274,15 @@ static Entry entry_of(std::string_view line, std::deque<std::string> *arena, con
 
 using TablePtr = std::shared_ptr<const BigQuerySink::Table>;
 
+/*
+ * Marks a value that is insertAll's JSON text already (read from BigQuery),
+ * not the changelog's: no changelog value starts with it.
+ */
+static const char kReady = '\x01';
+
+/* Key changes whose unchanged values one jobs.query reads at most. */
+static const size_t kLookupsPerQuery = 20;
+
 class BigQueryExchange final : public HttpSink::Exchange
 {
   public:
@@ -290,6 +302,9 @@ class BigQueryExchange final : public HttpSink::Exchange
         view_patch,
         load_insert,
         load_get,
+        query,
+        query_results,
+        wait,
         insert_all
     };
     struct Request {
@@ -297,6 +312,7 @@ class BigQueryExchange final : public HttpSink::Exchange
         TablePtr table;
         std::string body;
         size_t load = 0;                 /* loads_ index */
+        size_t query = 0;                /* queries_ index */
         std::vector<size_t> row_entries; /* insert_all: the entry of each row */
         long delay_ms = 0;
     };
@@ -307,7 +323,37 @@ class BigQueryExchange final : public HttpSink::Exchange
         std::string boundary; /* of its multipart body */
         int polls = 0;
     };
+    /*
+     * The values of a key change's unchanged TOASTed columns, read from the
+     * raw table (jobs.query) when the old key's row came in an earlier batch.
+     */
+    struct Lookup {
+        size_t entry = 0;
+        TablePtr table;
+        std::vector<std::string> key_values;      /* query parameter values, by t->key */
+        uint64_t lsn = 0, sequence = 0;           /* of the key change: rows before it */
+        std::vector<std::string> columns;         /* BigQuery names */
+        std::map<std::string, std::string> found; /* column -> insertAll JSON text */
+        std::string problem;                      /* why it cannot be read, or "" */
+    };
+    /* One jobs.query: lookups of one table, each a part of a UNION ALL. */
+    struct Query {
+        TablePtr table;
+        std::vector<size_t> lookups;
+        std::vector<std::string> columns; /* every lookup's */
+        std::string job_id, location, page_token;
+        int polls = 0;
+    };
     void plan_entries();
+    void need_lookup(size_t i, const Entry &e, const TablePtr &t,
+                     const std::vector<std::string_view> &old,
+                     const std::vector<std::string> &columns);
+    void plan_queries();
+    void plan_again();
+    std::string query_json(const Query &g) const;
+    void read_query_rows(Query &g, const json &answer);
+    std::string load_job_id(const std::string &raw, const BigQuerySink::Table &t,
+                            const std::vector<size_t> &entries) const;
     void rows_for(size_t i, const Entry &e, const TablePtr &t, std::vector<bq::Row> *made);
     void stream(const TablePtr &t, const std::vector<size_t> &entries);
     void plan_ddl();
@@ -317,7 +363,8 @@ class BigQueryExchange final : public HttpSink::Exchange
     bool new_column(const std::string &raw, const json &error) const;
     std::optional<Answer> failure(const HttpResponse &r, const Request &q);
     void refuse(size_t entry, const std::string &why);
-    void refuse_table(const BigQuerySink::Table &t, const std::string &why);
+    void refuse_table(const BigQuerySink::Table &t, const std::string &why,
+                      const std::string &column = "");
     std::string raw_name(const BigQuerySink::Table &t) const { return t.name + "_raw"; }
     std::string table_json(const BigQuerySink::Table &t) const;
     std::string view_json(const BigQuerySink::Table &t) const;
@@ -325,14 +372,20 @@ class BigQueryExchange final : public HttpSink::Exchange
     void loaded(Load &l, const json &job, std::optional<Answer> *out);
 
     BigQuerySink &sink_;
-    std::string key_;
+    std::string stream_;                     /* the sink's, when the exchange was made */
     std::deque<std::string> arena_;          /* member names with escapes, decoded */
     std::vector<Entry> entries_;             /* parsed; let go after plan_loads() */
     std::vector<std::string_view> lines_of_; /* each entry's line in the batch */
     std::map<std::string, std::shared_ptr<const BigQuerySink::Table>> before_;
     std::vector<TablePtr> used_;      /* tables rows go to */
     std::vector<TablePtr> announced_; /* this batch's Schemas */
-    std::map<std::string, std::pair<TablePtr, std::vector<bq::Row>>> rows_; /* by raw name */
+    /* Rows by raw table and the table's version (refused_for() tells versions apart). */
+    std::map<std::string, std::pair<TablePtr, std::vector<bq::Row>>> rows_;
+    std::string group_key(const BigQuerySink::Table &t) const
+    {
+        return raw_name(t) + '\x1f' + std::to_string(t.version);
+    }
+    bool refused_for(const BigQuerySink::Table &t, std::string *why) const;
     struct ImportGroup {
         TablePtr table;
         std::vector<size_t> entries;
@@ -349,6 +402,16 @@ class BigQueryExchange final : public HttpSink::Exchange
     bool refreshed_ = false;
     uint64_t generation_ = 0;             /* of the token sent */
     std::map<size_t, Answer::Entry> out_; /* entries not taken, by index */
+    std::vector<Lookup> lookups_;
+    std::map<size_t, size_t> lookup_of_; /* entry -> lookups_ index */
+    std::vector<Query> queries_;
+    bool lookups_read_ = false;            /* entries planned again with the values read */
+    std::map<size_t, TablePtr> schema_at_; /* entry -> its Schema's table */
+    Earlier earlier_ = Earlier::done;
+    int waits_ = 0; /* wait steps so far */
+
+  public:
+    void set_earlier(Earlier earlier) override { earlier_ = earlier; }
 };
 
 static std::string lower(std::string s)
@@ -398,8 +461,8 @@ static BigQuerySink::Table table_of(const json &s, uint64_t version)
 }
 
 BigQueryExchange::BigQueryExchange(BigQuerySink &sink, std::string_view lines,
-                                   const std::string &key)
-    : sink_(sink), key_(key)
+                                   const std::string & /* key: load job ids come from the rows */)
+    : sink_(sink), stream_(sink.stream_)
 {
     size_t count = 1;
     for (const char *p = lines.data(), *end = p + lines.size();
@@ -430,6 +493,9 @@ BigQueryExchange::BigQueryExchange(BigQuerySink &sink, std::string_view lines,
     if (!sink_.auth_.valid(now_unix()))
         steps_.push_back(Request{Step::token, nullptr});
     plan_ddl();
+    plan_queries(); /* the batch is planned again once they are answered */
+    if (steps_.empty())
+        plan_again();
     if (steps_.empty())
         plan_loads();
     if (steps_.empty())
@@ -457,6 +523,12 @@ void BigQueryExchange::plan_entries()
     std::vector<bq::Row> made;
     for (size_t i = 0; i < entries_.size(); i++) {
         const Entry &e = entries_[i];
+        if (e.schema && lookups_read_) {
+            /* Planned again (with values read from BigQuery): the same tables. */
+            const TablePtr &t = schema_at_.at(i);
+            now[t->ns] = t;
+            continue;
+        }
         if (e.schema) {
             auto t =
                 std::make_shared<BigQuerySink::Table>(table_of(e.schema_json, ++sink_.versions_));
@@ -471,7 +543,9 @@ void BigQueryExchange::plan_entries()
             if (known == sink_.tables_.end() || known->second->schema_lsn <= t->schema_lsn)
                 sink_.tables_[t->ns] = t;
             sink_.refused_.erase(raw_name(*t)); /* checked again */
+            sink_.refused_columns_.erase(raw_name(*t));
             announced_.push_back(t);
+            schema_at_[i] = t;
             continue;
         }
         if (!e.change)
@@ -520,7 +594,7 @@ void BigQueryExchange::plan_entries()
             continue;
         }
         if (group == nullptr || group_table != t) {
-            group = &rows_[raw_name(*t)];
+            group = &rows_[group_key(*t)];
             group->first = t;
             group_table = t;
         }
@@ -545,8 +619,11 @@ void BigQueryExchange::rows_for(size_t i, const Entry &e, const TablePtr &t,
     }
     uint64_t seq = e.sequence;
     std::string id = lsn_text + "/" + std::to_string(seq);
-    std::string timestamp = json(std::string(e.timestamp)).dump();
-    std::string op_text = json(op).dump(), delete_text = "\"delete\"";
+    /* The changelog's JSON texts where insertAll takes them as they are (one of known_ops). */
+    std::string timestamp = !e.timestamp_raw.empty() && e.timestamp_raw.front() == '"'
+                                ? std::string(e.timestamp_raw)
+                                : json(std::string(e.timestamp)).dump();
+    std::string op_text = "\"" + op + "\"", delete_text = "\"delete\"";
     auto meta = [&](bq::Row &row, bool deleted, const std::vector<std::string> &unchanged) {
         row.values.emplace_back("_pgsink_lsn", std::to_string(lsn));
         row.values.emplace_back("_pgsink_sequence", std::to_string(seq));
@@ -593,7 +670,9 @@ void BigQueryExchange::rows_for(size_t i, const Entry &e, const TablePtr &t,
         for (size_t c = 0; c < t->columns.size(); c++)
             if (v[c].data() != nullptr)
                 row.values.emplace_back(t->columns[c].name,
-                                        bq::insert_value(t->columns[c], std::string(v[c])));
+                                        !v[c].empty() && v[c][0] == kReady
+                                            ? std::string(v[c].substr(1))
+                                            : bq::insert_value(t->columns[c], std::string(v[c])));
         meta(row, deleted, unchanged);
         return row;
     };
@@ -644,16 +723,48 @@ void BigQueryExchange::rows_for(size_t i, const Entry &e, const TablePtr &t,
                 auto old = values_of(e.before);
                 std::string old_key = key_of(old);
                 if (old_key != k) {
-                    /* The old key's row is gone; unchanged values came from it. */
+                    /*
+                     * The old key's row is gone; unchanged values came from
+                     * it: from this batch, else read from BigQuery first.
+                     */
                     if (!unchanged.empty()) {
                         auto source = latest_[ns].find(old_key);
+                        bool in_batch = source != latest_[ns].end();
+                        std::vector<std::string> missing;
+                        for (const std::string &u : unchanged)
+                            if (!in_batch || !source->second.count(u))
+                                missing.push_back(u);
+                        const Lookup *read = nullptr;
+                        if (!missing.empty()) {
+                            auto l = lookup_of_.find(i);
+                            if (l != lookup_of_.end())
+                                read = &lookups_[l->second];
+                            else if (!lookups_read_)
+                                need_lookup(i, e, t, old, missing); /* this row is planned again */
+                            else
+                                throw bq::Refusal("an update changed the key and left the TOASTed "
+                                                  "column " +
+                                                  missing.front() +
+                                                  " unchanged, and its value was not read");
+                        }
                         for (const std::string &u : unchanged) {
-                            if (source == latest_[ns].end() || !source->second.count(u))
-                                throw bq::Refusal(
-                                    "an update changed the key and left the TOASTed column " + u +
-                                    " unchanged, and its value is not in this batch: "
-                                    "import the table again to send the row whole");
-                            carried.push_back(source->second[u]);
+                            if (in_batch && source->second.count(u)) {
+                                carried.push_back(source->second[u]);
+                            } else if (read != nullptr) {
+                                auto f = read->found.find(u);
+                                if (!read->problem.empty())
+                                    throw bq::Refusal(read->problem);
+                                if (f == read->found.end())
+                                    throw bq::Refusal(
+                                        "an update changed the key and left the TOASTed column " +
+                                        u +
+                                        " unchanged, and BigQuery's raw table holds no value of "
+                                        "it for the old key (its row was never delivered, or "
+                                        "parked): import the table again to send the row whole");
+                                carried.push_back(kReady + f->second);
+                            } else {
+                                continue; /* read from BigQuery first */
+                            }
                             for (size_t c = 0; c < t->columns.size(); c++)
                                 if (t->columns[c].name == u)
                                     v[c] = carried.back();
@@ -672,10 +783,240 @@ void BigQueryExchange::rows_for(size_t i, const Entry &e, const TablePtr &t,
     }
 }
 
+/*
+ * Entry i (a key change of table t) needs the values of columns, which its
+ * old key's rows sent in an earlier batch: read from BigQuery first, then
+ * the batch is planned again.
+ */
+void BigQueryExchange::need_lookup(size_t i, const Entry &e, const TablePtr &t,
+                                   const std::vector<std::string_view> &old,
+                                   const std::vector<std::string> &columns)
+{
+    Lookup l;
+    l.entry = i;
+    l.table = t;
+    l.columns = columns;
+    l.sequence = e.sequence;
+    parse_lsn(e.lsn.c_str(), e.lsn.size(), &l.lsn); /* checked by rows_for() */
+    for (const std::string &name : t->key)
+        for (size_t c = 0; c < t->columns.size(); c++) {
+            const bq::Column &col = t->columns[c];
+            if (col.name != name)
+                continue;
+            if (col.repeated || col.kind == bq::Kind::json || old[c].data() == nullptr)
+                l.problem =
+                    ("an update changed the key and left the TOASTed column " + columns.front() +
+                     " unchanged; its value is in BigQuery only, "
+                     "and key column " +
+                     col.name +
+                     " cannot be looked up (an "
+                     "array, JSON or no value): import the table again");
+            if (!l.problem.empty())
+                break;
+            std::string value = bq::insert_value(col, std::string(old[c]));
+            if (!value.empty() && value[0] == '"')
+                value = json::parse(value).get<std::string>();
+            l.key_values.push_back(value);
+        }
+    lookup_of_[i] = lookups_.size();
+    lookups_.push_back(std::move(l));
+}
+
+/* The jobs.query requests of the lookups: per table, kLookupsPerQuery at most each. */
+void BigQueryExchange::plan_queries()
+{
+    std::map<std::string, std::vector<size_t>> by_table;
+    for (size_t n = 0; n < lookups_.size(); n++)
+        if (lookups_[n].problem.empty())
+            by_table[raw_name(*lookups_[n].table)].push_back(n);
+    for (auto &[raw, list] : by_table)
+        for (size_t from = 0; from < list.size(); from += kLookupsPerQuery) {
+            Query g;
+            g.table = lookups_[list[from]].table;
+            for (size_t k = from; k < std::min(list.size(), from + kLookupsPerQuery); k++) {
+                g.lookups.push_back(list[k]);
+                for (const std::string &c : lookups_[list[k]].columns)
+                    if (std::find(g.columns.begin(), g.columns.end(), c) == g.columns.end())
+                        g.columns.push_back(c);
+            }
+            Request q{Step::query, g.table, query_json(g)};
+            q.query = queries_.size();
+            queries_.push_back(std::move(g));
+            steps_.push_back(std::move(q));
+        }
+}
+
+/*
+ * The query of g: per lookup, one row: its number, and for each column an
+ * array of at most one STRUCT holding the latest value the raw table
+ * received for the old key before the key change (by the view's rule: not
+ * a delete, not listed in _pgsink_unchanged); empty when none was. Values
+ * are query parameters, never in the SQL text.
+ */
+std::string BigQueryExchange::query_json(const Query &g) const
+{
+    const BigQuerySink::Table &t = *g.table;
+    std::string ref = sink_.settings_.project + "." + sink_.settings_.dataset + "." + raw_name(t);
+    std::string sql;
+    json params = json::array();
+    auto param = [&](const std::string &name, const char *type, const std::string &value) {
+        params.push_back({{"name", name},
+                          {"parameterType", {{"type", type}}},
+                          {"parameterValue", {{"value", value}}}});
+    };
+    for (size_t n = 0; n < g.lookups.size(); n++) {
+        const Lookup &l = lookups_[g.lookups[n]];
+        std::string ns = std::to_string(n);
+        std::string part = "SELECT " + ns + " AS _pgsink_n";
+        for (const std::string &c : g.columns)
+            part += ", ARRAY_AGG(IF(_pgsink_op = 'delete' OR " + json(c).dump() +
+                    " IN UNNEST(_pgsink_unchanged), NULL, STRUCT(" + bq::quote(c) +
+                    " AS v)) IGNORE NULLS ORDER BY _pgsink_lsn DESC, _pgsink_sequence DESC "
+                    "LIMIT 1) AS " +
+                    bq::quote(c);
+        part += " FROM " + bq::quote(ref) + " WHERE ";
+        for (size_t k = 0; k < t.key.size(); k++) {
+            std::string name = "k" + ns + "_" + std::to_string(k);
+            const char *type = "STRING";
+            for (const bq::Column &c : t.columns)
+                if (c.name == t.key[k])
+                    type = bq::type_name(c.kind);
+            part += bq::quote(t.key[k]) + " = @" + name + " AND ";
+            param(name, type, l.key_values.at(k));
+        }
+        part += "(_pgsink_lsn < @l" + ns + " OR (_pgsink_lsn = @l" + ns +
+                " AND _pgsink_sequence < @s" + ns + "))";
+        param("l" + ns, "INT64", std::to_string(l.lsn));
+        param("s" + ns, "INT64", std::to_string(l.sequence));
+        sql += (n > 0 ? " UNION ALL " : "") + part;
+    }
+    json body = {{"query", sql},
+                 {"useLegacySql", false},
+                 {"parameterMode", "NAMED"},
+                 {"queryParameters", params},
+                 {"useQueryCache", false},
+                 {"timeoutMs", 10000},
+                 {"formatOptions", {{"useInt64Timestamp", true}}}};
+    if (!sink_.location().empty())
+        body["location"] = sink_.location();
+    return body.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    return a / b - ((a % b != 0) && ((a < 0) != (b < 0)));
+}
+
+/* Microseconds since 1970 as a TIMESTAMP insertAll takes: "YYYY-MM-DD HH:MM:SS.ffffffZ". */
+static std::string timestamp_text(int64_t us)
+{
+    int64_t days = floor_div(us, 86400000000LL);
+    int64_t rest = us - days * 86400000000LL;
+    /* civil_from_days (H. Hinnant) */
+    int64_t z = days + 719468;
+    int64_t era = floor_div(z, 146097);
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = yoe + era * 400;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t d = doy - (153 * mp + 2) / 5 + 1;
+    int64_t m = mp < 10 ? mp + 3 : mp - 9;
+    if (m <= 2)
+        y++;
+    char out[64];
+    snprintf(out, sizeof(out), "%04lld-%02lld-%02lld %02lld:%02lld:%02lld.%06lldZ",
+             static_cast<long long>(y), static_cast<long long>(m), static_cast<long long>(d),
+             static_cast<long long>(rest / 3600000000LL),
+             static_cast<long long>(rest / 60000000LL % 60),
+             static_cast<long long>(rest / 1000000LL % 60), static_cast<long long>(rest % 1000000));
+    return out;
+}
+
+/* A value of a query's answer (rows' "v", formatOptions.useInt64Timestamp) as insertAll's JSON. */
+static std::string query_value(const bq::Column &c, const json &v, bool element = false)
+{
+    if (v.is_null())
+        return "null";
+    if (c.repeated && !element) {
+        if (!v.is_array())
+            throw std::runtime_error("an array column's value is not an array");
+        std::string out = "[";
+        for (const json &x : v) {
+            if (!x.is_object() || !x.contains("v"))
+                throw std::runtime_error("an array element is not {\"v\": ...}");
+            out += (out.size() > 1 ? "," : "") + query_value(c, x["v"], true);
+        }
+        return out + "]";
+    }
+    if (!v.is_string())
+        throw std::runtime_error("a value is not a string");
+    std::string text = v.get<std::string>();
+    if (c.kind == bq::Kind::timestamp) {
+        int64_t us = 0;
+        auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), us);
+        if (ec != std::errc() || end != text.data() + text.size())
+            throw std::runtime_error("a TIMESTAMP is not microseconds");
+        return json(timestamp_text(us)).dump();
+    }
+    /* JSON: a string holding the JSON text, as insertAll takes it; the others their text. */
+    return json(text).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+/* The rows of a jobs.query answer (or a page of it): each lookup's values. */
+void BigQueryExchange::read_query_rows(Query &g, const json &answer)
+{
+    const json none = json::array();
+    const json &schema = answer.contains("schema") && answer["schema"].is_object()
+                             ? answer["schema"].value("fields", none)
+                             : none;
+    std::map<std::string, size_t> at;
+    for (size_t k = 0; k < schema.size(); k++)
+        if (schema[k].is_object())
+            at[lower(schema[k].value("name", ""))] = k;
+    if (!answer.contains("rows"))
+        return;
+    if (!at.count("_pgsink_n"))
+        throw std::runtime_error("the query's answer has no _pgsink_n column");
+    for (const json &row : answer["rows"]) {
+        const json &f = row.at("f");
+        size_t n = std::stoul(f.at(at["_pgsink_n"]).at("v").get<std::string>());
+        if (n >= g.lookups.size())
+            continue;
+        Lookup &l = lookups_[g.lookups[n]];
+        for (const std::string &name : l.columns) {
+            auto k = at.find(lower(name));
+            if (k == at.end())
+                throw std::runtime_error("the query's answer has no column " + name);
+            const json &cell = f.at(k->second).at("v");
+            if (!cell.is_array() || cell.empty())
+                continue; /* no value sent before the key change */
+            const json &value = cell[0].at("v").at("f").at(0).at("v");
+            for (const bq::Column &c : l.table->columns)
+                if (c.name == name)
+                    l.found[name] = query_value(c, value);
+        }
+    }
+}
+
+/* Once the lookups are answered: every entry planned again, with the values read. */
+void BigQueryExchange::plan_again()
+{
+    if (lookups_.empty() || lookups_read_)
+        return;
+    lookups_read_ = true;
+    rows_.clear();
+    imports_.clear();
+    out_.clear();
+    latest_.clear();
+    used_.clear();
+    plan_entries();
+}
+
 /* Entries of table t streamed: their rows to insertAll, refused ones refused. */
 void BigQueryExchange::stream(const TablePtr &t, const std::vector<size_t> &entries)
 {
-    auto &group = rows_[raw_name(*t)];
+    auto &group = rows_[group_key(*t)];
     group.first = t;
     std::vector<bq::Row> made;
     for (size_t i : entries) {
@@ -765,7 +1106,8 @@ void BigQueryExchange::plan_ddl()
         bool complete = known != sink_.fields_.end();
         for (const bq::Column &c : t->columns)
             complete = complete && known->second.count(signature(c)) > 0;
-        if (!complete && !sink_.refused_.count(raw) &&
+        std::string why;
+        if (!complete && !refused_for(*t, &why) &&
             planned.insert(raw + "#" + std::to_string(t->version)).second)
             steps_.push_back(Request{Step::table_insert, t, table_json(*t)});
     }
@@ -782,9 +1124,10 @@ void BigQueryExchange::plan_loads()
 {
     phase_ = 1;
     for (auto &[raw, group] : imports_) {
-        if (sink_.refused_.count(raw)) {
+        std::string why;
+        if (group.table && refused_for(*group.table, &why)) {
             for (size_t i : group.entries)
-                refuse(i, sink_.refused_[raw]);
+                refuse(i, why);
             continue;
         }
         if (group.mixed ||
@@ -834,14 +1177,7 @@ void BigQueryExchange::plan_loads()
             stream(l.table, l.entries);
             continue;
         }
-        /* The same rows of the same batch after a crash: the same job (BigQuery refuses it). */
-        const Entry &first = entries_[l.entries.front()], &last = entries_[l.entries.back()];
-        l.job_id =
-            "pgsink_" + raw.substr(0, 200) + "_" +
-            sha256_hex(key_ + "\n" + raw + "\n" + first.lsn + "/" + std::to_string(first.sequence) +
-                           "\n" + last.lsn + "/" + std::to_string(last.sequence) + "\n" +
-                           std::to_string(l.entries.size()) + "\n" + sha256_hex(data),
-                       20);
+        l.job_id = load_job_id(raw, *l.table, l.entries);
         json job = {{"jobReference", {{"projectId", sink_.settings_.project}, {"jobId", l.job_id}}},
                     {"configuration",
                      {{"load",
@@ -866,14 +1202,41 @@ void BigQueryExchange::plan_loads()
     std::vector<Entry>().swap(entries_);
 }
 
+/*
+ * The job id of a load of these entries into raw: what identifies the rows
+ * only (the spool and replay they come from, the table, their first and
+ * last (lsn, sequence), their count, a digest of their lines and of the
+ * table's columns), never the batch they came in. The same rows sent again
+ * after a crash, in a batch cut otherwise or with the schemas in front,
+ * make the same job id: BigQuery refuses it as a duplicate (409) and the
+ * job already made counts. A replay (pgsink.rewind_sink()) loads again.
+ */
+std::string BigQueryExchange::load_job_id(const std::string &raw, const BigQuerySink::Table &t,
+                                          const std::vector<size_t> &entries) const
+{
+    const Entry &first = entries_[entries.front()], &last = entries_[entries.back()];
+    Sha256 rows;
+    rows.add(stream_ + "\n" + raw + "\n" + first.lsn + "/" + std::to_string(first.sequence) + "\n" +
+             last.lsn + "/" + std::to_string(last.sequence) + "\n" +
+             std::to_string(entries.size()) + "\n");
+    for (const bq::Column &c : t.columns)
+        rows.add(signature(c) + (c.pg_name == c.name ? "" : " " + c.pg_name) + "\n");
+    for (size_t i : entries) {
+        rows.add(lines_of_.at(i));
+        rows.add("\n");
+    }
+    return "pgsink_" + raw.substr(0, 200) + "_" + rows.hex(20);
+}
+
 /* Phase 2: insertAll requests, per table, within the limits. */
 void BigQueryExchange::plan_inserts()
 {
     phase_ = 2;
-    for (auto &[raw, group] : rows_) {
-        if (sink_.refused_.count(raw)) {
+    for (auto &[key, group] : rows_) {
+        std::string why;
+        if (refused_for(*group.first, &why)) {
             for (const bq::Row &r : group.second)
-                refuse(r.entry, sink_.refused_[raw]);
+                refuse(r.entry, why);
             continue;
         }
         std::string body;
@@ -929,14 +1292,34 @@ std::string BigQueryExchange::what(const Request &q) const
         return "the load job of " + t + "_raw";
     case Step::load_get:
         return "jobs.get of the load job of " + t + "_raw";
+    case Step::query:
+        return "jobs.query of " + t + "_raw (values an update that changed the key left unchanged)";
+    case Step::query_results:
+        return "jobs.getQueryResults of " + t + "_raw";
+    case Step::wait:
+        return "datasets.get of " + sink_.settings_.dataset +
+               " (while the batches before are delivered)";
     case Step::insert_all:
         return "insertAll into " + t + "_raw";
     }
     return "a request";
 }
 
+static std::string url_escape(const std::string &s);
+
 HttpRequest BigQueryExchange::next()
 {
+    if (steps_.at(at_).step == Step::query && earlier_ != Earlier::done) {
+        /*
+         * The query reads what the batches before this one wrote: asked
+         * once they are all delivered (meanwhile a free request, now and
+         * then, to be called again).
+         */
+        Request w{Step::wait, nullptr};
+        w.delay_ms = std::min<long>(1000, 100L << std::min(waits_, 4)); /* 0.1 s ... 1 s */
+        waits_++;
+        steps_.insert(steps_.begin() + static_cast<long>(at_), std::move(w));
+    }
     Request &q = steps_.at(at_);
     if (q.step == Step::token)
         return sink_.auth_.token_request(now_unix());
@@ -958,10 +1341,28 @@ HttpRequest BigQueryExchange::next()
     case Step::token:
         break;
     case Step::noop:
+    case Step::wait:
         r.url = sink_.api("/datasets/" + sink_.settings_.dataset);
         r.method = "GET";
         r.body.clear();
         break;
+    case Step::query:
+        r.url = sink_.api("/queries");
+        r.keep_answer = 1 << 26;
+        break;
+    case Step::query_results: {
+        const Query &g = queries_.at(q.query);
+        r.url = sink_.api("/queries/" + g.job_id) +
+                "?formatOptions.useInt64Timestamp=true&timeoutMs=10000";
+        if (!g.location.empty())
+            r.url += "&location=" + g.location;
+        if (!g.page_token.empty())
+            r.url += "&pageToken=" + url_escape(g.page_token);
+        r.method = "GET";
+        r.body.clear();
+        r.keep_answer = 1 << 26;
+        break;
+    }
     case Step::dataset:
         r.url = sink_.api("/datasets");
         break;
@@ -1002,6 +1403,23 @@ HttpRequest BigQueryExchange::next()
     return r;
 }
 
+/* A query parameter's value for a URL. */
+static std::string url_escape(const std::string &s)
+{
+    static const char kHex[] = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char ch : s) {
+        if (isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') {
+            out.push_back(static_cast<char>(ch));
+        } else {
+            out.push_back('%');
+            out.push_back(kHex[ch >> 4]);
+            out.push_back(kHex[ch & 15]);
+        }
+    }
+    return out;
+}
+
 /* A dataset's location from its resource, if it has a plausible one (it goes into URLs). */
 static bool location_of(const json &dataset, std::string *out)
 {
@@ -1033,9 +1451,35 @@ static std::string error_text(const std::string &body, std::string *reason)
     return credential_free_excerpt(body, 200);
 }
 
-void BigQueryExchange::refuse_table(const BigQuerySink::Table &t, const std::string &why)
+/*
+ * Are t's changes refused? A table refused for a column BigQuery cannot
+ * retype refuses the versions with that column only: a batch's changes from
+ * before the ALTER TABLE are written.
+ */
+bool BigQueryExchange::refused_for(const BigQuerySink::Table &t, std::string *why) const
 {
-    sink_.refused_[raw_name(t)] = why;
+    auto it = sink_.refused_.find(raw_name(t));
+    if (it == sink_.refused_.end())
+        return false;
+    auto columns = sink_.refused_columns_.find(raw_name(t));
+    if (columns != sink_.refused_columns_.end() && !columns->second.empty() &&
+        std::none_of(t.columns.begin(), t.columns.end(),
+                     [&](const bq::Column &c) { return columns->second.count(signature(c)) > 0; }))
+        return false;
+    *why = it->second;
+    return true;
+}
+
+void BigQueryExchange::refuse_table(const BigQuerySink::Table &t, const std::string &why,
+                                    const std::string &column)
+{
+    std::string raw = raw_name(t);
+    std::set<std::string> &columns = sink_.refused_columns_[raw];
+    if (column.empty() || (sink_.refused_.count(raw) && columns.empty()))
+        columns.clear(); /* every change of the table */
+    else
+        columns.insert(column);
+    sink_.refused_[raw] = why;
 }
 
 std::optional<Answer> BigQueryExchange::failure(const HttpResponse &r, const Request &q)
@@ -1052,9 +1496,20 @@ std::optional<Answer> BigQueryExchange::failure(const HttpResponse &r, const Req
                                      (text.empty() ? "" : " (" + text + ")"));
     a.kind = Answer::Kind::retry;
     if (r.status == 404) {
-        /* A table or the dataset is gone (dropped): made again at the next attempt. */
-        sink_.dataset_ready_ = false;
-        sink_.fields_.clear();
+        /*
+         * A table or the dataset is gone (dropped): made again at the next
+         * attempt. The table in question only, unless BigQuery says the
+         * dataset is gone (then its tables went with it) or the request
+         * was not about a table.
+         */
+        bool table = q.table != nullptr && text.find("Not found: Dataset") == std::string::npos &&
+                     q.step != Step::load_get && q.step != Step::query_results;
+        if (table) {
+            sink_.fields_.erase(raw_name(*q.table));
+        } else if (q.step != Step::load_get && q.step != Step::query_results) {
+            sink_.dataset_ready_ = false;
+            sink_.fields_.clear();
+        }
         return a;
     }
     bool refused = r.status == 400 || r.status == 413;
@@ -1179,12 +1634,14 @@ std::optional<Answer> BigQueryExchange::answer(const HttpResponse &r)
             if (legacy.count(type))
                 type = legacy.at(type);
             if (type != bq::type_name(c.kind) || (mode == "REPEATED") != c.repeated) {
-                refuse_table(*t, "column " + c.name + " of BigQuery table " + raw + " is " + type +
-                                     " " + mode + " but now needs " + bq::type_name(c.kind) +
-                                     (c.repeated ? " REPEATED" : "") +
-                                     " (its type changed in PostgreSQL): BigQuery cannot change "
-                                     "it; add the column anew under another name or rebuild the "
-                                     "table, then rewind the sink or import the table again");
+                refuse_table(*t,
+                             "column " + c.name + " of BigQuery table " + raw + " is " + type +
+                                 " " + mode + " but now needs " + bq::type_name(c.kind) +
+                                 (c.repeated ? " REPEATED" : "") +
+                                 " (its type changed in PostgreSQL): BigQuery cannot change "
+                                 "it; add the column anew under another name or rebuild the "
+                                 "table, then rewind the sink or import the table again",
+                             signature(c));
                 return advance();
             }
         }
@@ -1236,6 +1693,71 @@ std::optional<Answer> BigQueryExchange::answer(const HttpResponse &r)
             return advance();
         }
         return failure(r, q);
+    case Step::wait:
+        if (earlier_ == Earlier::waiting) {
+            /* A batch before waits for a retry: this one gives its place up meanwhile. */
+            Answer a;
+            a.kind = Answer::Kind::retry;
+            a.status = 0;
+            a.message = sink_.describe() +
+                        ": a batch with an update that changed the key waits for the batches "
+                        "before it (it reads what they wrote)";
+            a.retry_after_ms = 200;
+            return a;
+        }
+        return advance();
+    case Step::query:
+    case Step::query_results: {
+        Query &g = queries_.at(q.query);
+        if (r.status == 400) {
+            /* BigQuery refuses the query itself: its key changes are parked, with the reason. */
+            std::string reason, text = error_text(r.body, &reason);
+            for (size_t n : g.lookups)
+                lookups_[n].problem = "an update changed the key and left a TOASTed column "
+                                      "unchanged; reading its value from BigQuery failed (" +
+                                      text + "): import the table again";
+            return advance();
+        }
+        if (r.status != 200 || !j.is_object())
+            return failure(r, q);
+        const json &ref = j.value("jobReference", json::object());
+        if (ref.is_object() && ref.contains("jobId") && ref["jobId"].is_string()) {
+            std::string id = ref["jobId"].get<std::string>();
+            std::string loc = ref.value("location", "");
+            if (!valid_name(id, "-_", 1024) || (!loc.empty() && !valid_name(loc, "-_", 64)))
+                return failure(r, q);
+            g.job_id = id;
+            g.location = loc;
+        }
+        if (!j.value("jobComplete", false)) {
+            /* Not done yet: asked again after a pause that grows (0.1 s ... 2 s). */
+            if (g.job_id.empty())
+                return failure(r, q);
+            Request again{Step::query_results, g.table};
+            again.query = q.query;
+            again.delay_ms = std::min<long>(2000, 100L << std::min(g.polls, 5));
+            g.polls++;
+            steps_.insert(steps_.begin() + static_cast<long>(at_) + 1, std::move(again));
+            return advance();
+        }
+        try {
+            read_query_rows(g, j);
+        } catch (const std::exception &e) {
+            Answer a;
+            a.kind = Answer::Kind::retry;
+            a.status = static_cast<int>(r.status);
+            a.message = sink_.describe() + ": " + what(q) + ": an answer pgsink cannot read (" +
+                        e.what() + ")";
+            return a;
+        }
+        if (j.contains("pageToken") && j["pageToken"].is_string() && !g.job_id.empty()) {
+            g.page_token = j["pageToken"].get<std::string>();
+            Request page{Step::query_results, g.table};
+            page.query = q.query;
+            steps_.insert(steps_.begin() + static_cast<long>(at_) + 1, std::move(page));
+        }
+        return advance();
+    }
     case Step::load_insert:
     case Step::load_get: {
         Load &l = loads_.at(q.load);
@@ -1319,6 +1841,8 @@ bool BigQueryExchange::new_column(const std::string &raw, const json &error) con
 std::optional<Answer> BigQueryExchange::advance()
 {
     at_++;
+    if (at_ >= steps_.size() && phase_ == 0)
+        plan_again();
     if (at_ >= steps_.size() && phase_ == 0)
         plan_loads();
     if (at_ >= steps_.size() && phase_ == 1)

@@ -55,6 +55,7 @@ class BigQuerySink final : public HttpSink
     bool open(const Resume &from) override;
     std::unique_ptr<Exchange> exchange(std::string_view lines, const std::string &key) override;
     HttpOptions http_options() const override { return settings_.http; }
+    void set_stream(const std::string &identity) override { stream_ = identity; }
     int default_max_in_flight() const override { return 4; }
     void close() override {}
     std::string describe() const override;
@@ -78,6 +79,7 @@ class BigQuerySink final : public HttpSink
 
     Settings settings_;
     BigQueryAuth auth_;
+    std::string stream_; /* set_stream(): in load job ids */
     bool dataset_ready_ = false;
     /* The dataset's location (BigQuery's answer), where its load jobs run. */
     std::string location_;
@@ -89,6 +91,8 @@ class BigQuerySink final : public HttpSink
     std::map<std::string, std::shared_ptr<const Table>> tables_; /* by namespace */
     std::map<std::string, std::set<std::string>> fields_; /* raw table -> "name TYPE [REPEATED]" */
     std::map<std::string, std::string> refused_;          /* raw table -> why */
+    /* raw table -> the columns ("name TYPE") it cannot take; empty: all its changes refused */
+    std::map<std::string, std::set<std::string>> refused_columns_;
 };
 
 } // namespace pgsink

@@ -149,6 +149,13 @@ class HttpSink : public Sink
         virtual HttpRequest next() = 0;
         /* The answer to the last request: the batch's Answer, or nullopt to send next(). */
         virtual std::optional<Answer> answer(const HttpResponse &response) = 0;
+        /*
+         * The batches before this one: all delivered, all in flight, or
+         * some waiting for a retry. Told before every next() and answer(),
+         * for an exchange that reads what they wrote.
+         */
+        enum class Earlier { done, in_flight, waiting };
+        virtual void set_earlier(Earlier earlier) { (void)earlier; }
     };
     /*
      * The exchange for lines (valid until it ends); key is the batch's id,
@@ -156,6 +163,14 @@ class HttpSink : public Sink
      * and its answer (answer()).
      */
     virtual std::unique_ptr<Exchange> exchange(std::string_view lines, const std::string &key);
+    /*
+     * What the batches of exchange() come from: the spool's identity and the
+     * replay (pgsink.rewind_sink()) the cursor is in, told before every
+     * exchange(). Entries at the same (lsn, sequence) under the same
+     * identity are the same entries, whatever batch they arrive in (a batch
+     * after a restart has the schemas in front, a retry is cut otherwise).
+     */
+    virtual void set_stream(const std::string &identity) { (void)identity; }
     /* The request of a one-request exchange. */
     virtual HttpRequest request(std::string_view lines, const std::string &key);
     /* What the answer to a one-request exchange means. */

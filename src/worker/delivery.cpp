@@ -111,6 +111,7 @@ class Delivery
     void reset_window();
     WindowPolicy window_policy() const;
     size_t max_in_flight() const;
+    HttpSink::Exchange::Earlier earlier_of(uint64_t id) const;
     void read_range(const SpoolShared &d);
     void http_round(const SpoolShared &d, bool paused);
     void send_due(size_t max);
@@ -751,6 +752,19 @@ size_t Delivery::max_in_flight() const
     return limit > 0 ? std::min(n, limit) : n;
 }
 
+/* What the batches before batch id are doing, for its exchange. */
+HttpSink::Exchange::Earlier Delivery::earlier_of(uint64_t id) const
+{
+    switch (window_->earlier(id)) {
+    case 0:
+        return HttpSink::Exchange::Earlier::done;
+    case 1:
+        return HttpSink::Exchange::Earlier::in_flight;
+    default:
+        return HttpSink::Exchange::Earlier::waiting;
+    }
+}
+
 /* For an HttpSink: its requests in flight and their window, empty. */
 void Delivery::start_http()
 {
@@ -914,6 +928,11 @@ void Delivery::send_due(size_t max)
 {
     bool started = false;
     int64_t now = monotonic_ms();
+    /* Which spool and replay the batches come from (BigQuery's load job ids). */
+    char stream[64];
+    snprintf(stream, sizeof(stream), "%llx-%llx", static_cast<unsigned long long>(cursor_.spool_id),
+             static_cast<unsigned long long>(cursor_.replays));
+    http_->set_stream(stream);
     while (DeliveryWindow::Batch *b = window_->next_to_send(now, max)) {
         window_->sent(b);
         std::string failure, refusal;
@@ -925,8 +944,10 @@ void Delivery::send_due(size_t max)
             if (made) {
                 ex = std::move(made->exchange);
                 request = std::move(made->request);
+                ex->set_earlier(earlier_of(b->id));
             } else {
                 ex = http_->exchange(b->lines, b->key);
+                ex->set_earlier(earlier_of(b->id));
                 request = ex->next();
             }
             pipeline_->submit(b->id, std::move(request));
@@ -1004,6 +1025,7 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
         std::optional<Answer> said;
         std::string failure, refusal;
         try {
+            ex->second->set_earlier(earlier_of(tag));
             said = ex->second->answer(response);
             if (!said)
                 pipeline_->submit(tag, ex->second->next()); /* the exchange goes on */

@@ -16,7 +16,8 @@
 #     the job, a file written by avro-c, NDJSON, dispositions, field addition;
 # (6) the view rule of issue 13 on a hand-made raw table: TOAST carry,
 #     delete, truncate, key change, replays, ambiguity, a column added later,
-#     and the comparison helper against a plain PostgreSQL;
+#     and the comparison helper against a plain PostgreSQL; jobs.query of
+#     pgsink's lookup shape (paged, not done at once) and refusals of others;
 # (7) outage, bookkeeping (stats, requests, jobs, tables).
 use strict;
 use warnings;
@@ -895,6 +896,75 @@ is_deeply([ $again->{rows}, $again->{unresolved}, $again->{ambiguous} ], [ $cur-
 	'(6) every change stored twice: the same rows, nothing ambiguous');
 is_deeply(bq_current_lines($bq, 'ds', 'public_t', key => [ 'id', 'k2' ], columns => [qw(id v)]),
 	[ '1|one updated twice', '5|five moved', '6|six' ], '(6) bq_current_lines');
+
+# jobs.query: the one shape pgsink sends (a key change's unchanged values),
+# computed from the raw rows; anything else refused.
+sub lookup_part
+{
+	my ($n, @cols) = @_;
+	return "SELECT $n AS _pgsink_n"
+	  . join('', map { ", ARRAY_AGG(IF(_pgsink_op = 'delete' OR \"$_\" IN UNNEST(_pgsink_unchanged), NULL, "
+		  . "STRUCT(`$_` AS v)) IGNORE NULLS ORDER BY _pgsink_lsn DESC, _pgsink_sequence DESC LIMIT 1) AS `$_`" } @cols)
+	  . " FROM `$P.ds.public_t_raw` WHERE `id` = \@k${n}_0 AND `k2` = \@k${n}_1 AND "
+	  . "(_pgsink_lsn < \@l$n OR (_pgsink_lsn = \@l$n AND _pgsink_sequence < \@s$n))";
+}
+sub qparam { my ($name, $type, $value) = @_; return { name => $name, parameterType => { type => $type }, parameterValue => { value => "$value" } }; }
+my @lookups = ([ 1, 'a', 230, 1 ], [ 5, 'z', 250, 2 ], [ 2, 'a', 300, 1 ], [ 6, 'a', 300, 1 ], [ 1, 'a', 100, 1 ]);
+my @qparams = map {
+	my ($n, $l) = ($_, $lookups[$_]);
+	(qparam("k${n}_0", 'INT64', $l->[0]), qparam("k${n}_1", 'STRING', $l->[1]),
+	 qparam("l$n", 'INT64', $l->[2]), qparam("s$n", 'INT64', $l->[3]))
+} 0 .. $#lookups;
+my %query = (query => join(' UNION ALL ', map { lookup_part($_, 'big', 'v') } 0 .. $#lookups),
+	useLegacySql => JSON::PP::false, parameterMode => 'NAMED', queryParameters => \@qparams,
+	formatOptions => { useInt64Timestamp => JSON::PP::true }, location => 'EU');
+($s, $r) = bq_api($bq, 'POST', "$base/queries", \%query);
+is($s, 200, '(6) jobs.query of the lookup shape') or diag(message($r));
+ok($r->{jobComplete} && $r->{jobReference}{jobId}, '(6) complete, with its job');
+is_deeply([ map { $_->{name} . ($_->{fields} ? ':' . $_->{fields}[0]{type} : '') } @{ $r->{schema}{fields} } ],
+	[ '_pgsink_n', 'big:STRING', 'v:STRING' ], '(6) the schema: each column an array of STRUCT<v>');
+my %got = map {
+	my $f = $_->{f};
+	($f->[0]{v} => join(',', map { my $c = $_->{v}; @$c ? ($c->[0]{v}{f}[0]{v} // 'NULL') : '-' } @$f[ 1 .. 2 ]))
+} @{ $r->{rows} };
+is_deeply(\%got, { 0 => 'NEW-1,one updated', 1 => 'BIG-5,five moved', 2 => 'NEW-2,two again', 3 => '-,six', 4 => '-,-' },
+	'(6) per lookup: the latest value sent before (lsn, sequence), deletes and unchanged skipped; [] when none');
+for my $bad (
+	[ 'other SQL', { %query, query => 'SELECT 1' } ],
+	[ 'a value pasted into the SQL', { %query, query => lookup_part(0, 'big') =~ s/\@k0_0/1/r } ],
+	[ 'legacy SQL', { %query, useLegacySql => JSON::PP::true } ],
+	[ 'an undefined parameter', { %query, queryParameters => [ @qparams[ 1 .. $#qparams ] ] } ],
+	[ 'a parameter of another type', { %query, queryParameters => [ qparam('k0_0', 'STRING', '1'), @qparams[ 1 .. $#qparams ] ] } ],
+	[ 'parts with other columns', { %query, query => lookup_part(0, 'big') . ' UNION ALL ' . lookup_part(1, 'v') } ],
+	[ 'an unknown key', { %query, bogus => 1 } ])
+{
+	($s, $r) = bq_api($bq, 'POST', "$base/queries", $bad->[1]);
+	is($s, 400, "(6) jobs.query refuses $bad->[0]");
+}
+($s, $r) = bq_api($bq, 'POST', "$base/queries", { %query, location => 'US' });
+is($s, 404, '(6) jobs.query in another location than the dataset\'s: 404');
+# Paged, and not done at once.
+bq_config($bq, { query_page_rows => 2, query_seconds => 1 });
+($s, $r) = bq_api($bq, 'POST', "$base/queries", \%query);
+ok($s == 200 && !$r->{jobComplete} && !$r->{rows}, '(6) a query not done yet: jobComplete false, no rows');
+my $job = $r->{jobReference}{jobId};
+($s, $r) = bq_api($bq, 'GET', "$base/queries/$job?location=EU&formatOptions.useInt64Timestamp=true");
+ok($s == 200 && !$r->{jobComplete}, '(6) getQueryResults: not yet');
+sleep(1.1);
+my @pages;
+my $token;
+do
+{
+	($s, $r) = bq_api($bq, 'GET', "$base/queries/$job?location=EU" . (defined $token ? "&pageToken=$token" : ''));
+	push @pages, scalar(@{ $r->{rows} // [] });
+	$token = $r->{pageToken};
+} while ($s == 200 && defined $token && @pages < 10);
+is_deeply(\@pages, [ 2, 2, 1 ], '(6) then paged by pageToken, totalRows ' . ($r->{totalRows} // '?'));
+($s, $r) = bq_api($bq, 'GET', "$base/queries/$job?bogus=1");
+is($s, 400, '(6) getQueryResults refuses unknown parameters');
+($s, $r) = bq_api($bq, 'GET', "$base/queries/nosuchjob");
+is($s, 404, '(6) an unknown query job: 404');
+bq_config($bq, { query_page_rows => 100000, query_seconds => 0 });
 
 # The helper that compares a view with a psql query (a plain PostgreSQL, no pgsink)
 {

@@ -271,6 +271,37 @@ Jobs (load)
   (status.state, status.errorResult, statistics.load.outputRows ...); 404
   "Not found: Job p:L.jobId" (also for a wrong location).
 
+Queries (jobs.query): the fake runs no SQL but the one shape pgsink sends to
+read the values a key change left unchanged (TOAST) for old keys:
+  POST /bigquery/v2/projects/{p}/queries  body {query, useLegacySql: false
+    (required), parameterMode: NAMED, queryParameters [{name, parameterType
+    {type: scalar}, parameterValue {value: "text"}}], location (must be the
+    dataset's, else 404), formatOptions {useInt64Timestamp}, timeoutMs,
+    useQueryCache, maxResults ...}; query: parts joined by " UNION ALL ", each
+      SELECT <n> AS _pgsink_n{, ARRAY_AGG(IF(_pgsink_op = 'delete' OR "<c>" IN
+      UNNEST(_pgsink_unchanged), NULL, STRUCT(`<c>` AS v)) IGNORE NULLS ORDER
+      BY _pgsink_lsn DESC, _pgsink_sequence DESC LIMIT 1) AS `<c>`} FROM
+      `<p>.<d>.<raw table>` WHERE {`<key column>` = @<param> AND
+      }(_pgsink_lsn < @<l> OR (_pgsink_lsn = @<l> AND _pgsink_sequence < @<s>))
+    with the same columns in every part, n = 0, 1, 2 ...; parameters of the
+    compared column's type (else 400 "No matching signature"), every @name
+    defined. Anything else: 400 invalidQuery, saying the shape. Computed
+    from the raw table's stored rows: per part one row, n and per column []
+    (no row of the key before (lsn, sequence) sent a value) or [value] (the
+    latest such row's: not a delete, the column not in _pgsink_unchanged).
+    200 {kind: bigquery#queryResponse, jobReference {projectId, jobId,
+    location}, jobComplete, schema {fields: _pgsink_n INTEGER, each column
+    RECORD REPEATED [v T]}, totalRows, rows [{f: [{v}]}] (f/v: every scalar a
+    string; TIMESTAMP as microseconds with useInt64Timestamp, else seconds;
+    DATETIME with a T; JSON its text), pageToken when more rows than
+    query_page_rows (or maxResults)}; jobComplete false (no schema, no rows)
+    until query_seconds after the query.
+  GET /bigquery/v2/projects/{p}/queries/{jobId}[?location=L&pageToken=T&
+    startIndex=N&maxResults=N&timeoutMs=N&formatOptions.useInt64Timestamp=
+    true|false] (getQueryResults): the same answer (kind
+    bigquery#getQueryResultsResponse) from that page; 404 for an unknown
+    job or another location.
+
 ==============================================================================
 CONTROL  (under /_fake/, no auth; JSON in and out)
 ==============================================================================
@@ -285,7 +316,10 @@ POST /_fake/config   {"max_rows": N, "max_request_bytes": N, "max_row_bytes": N,
         "schema" (see load jobs), "check_values": bool (default true; false:
         insertAll checks the request's shape, limits and insertIds but not
         the rows' fields, and stores them as sent: for benchmarks that
-        measure the sender, not the fake)}   -> the whole config
+        measure the sender, not the fake), "query_seconds": S (jobs.query
+        answers jobComplete false until then; default 0), "query_page_rows":
+        N (rows per page of a query's answer; default 100000)}
+                                          -> the whole config
 GET  /_fake/config
 POST /_fake/faults   {"rules": [RULE, ...]} appends rules (a rule applies to
         requests of its "match": a kind from the list below, or "any"
@@ -352,7 +386,7 @@ Request kinds: token, datasets.insert, datasets.get, datasets.list,
 datasets.delete, tables.insert, tables.get, tables.list, tables.patch,
 tables.update, tables.delete, insertAll, jobs.insert (metadata and
 multipart, and the first request of a resumable upload), upload (the PUTs of
-a resumable upload), jobs.get, unknown.
+a resumable upload), jobs.get, jobs.query, jobs.getQueryResults, unknown.
 """
 import argparse
 import base64
@@ -399,6 +433,8 @@ CONFIG = {
     "store_rows": True,
     "load_check": "full",
     "check_values": True,
+    "query_seconds": 0.0,
+    "query_page_rows": 100000,
 }
 
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
@@ -514,6 +550,7 @@ accounts = {}    # email -> {"key": public key, "kid": id or None}
 tokens = {}      # token -> {"expires": t, "scopes": set, "email": e}
 datasets = {}    # (project, dataset) -> Dataset
 jobs = {}        # (project, jobId) -> Job
+queries = {}     # (project, jobId) -> the answer of a jobs.query (see lookup_query)
 uploads = {}     # upload_id -> {...}
 rules = []
 connections = set()  # open client connections (an outage closes them)
@@ -1391,6 +1428,221 @@ def current_rows(ds, view_name, key_param):
 
 
 # ---------------------------------------------------------------------------
+# Queries: the one shape pgsink sends (jobs.query), nothing else
+
+QUERY_KEYS = {"kind", "query", "maxResults", "defaultDataset", "timeoutMs", "dryRun",
+              "preserveNulls", "useQueryCache", "useLegacySql", "parameterMode",
+              "queryParameters", "location", "formatOptions", "connectionProperties", "labels",
+              "maximumBytesBilled", "requestId", "createSession", "jobCreationMode"}
+Q_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+Q_HEAD_RE = re.compile(r"SELECT (\d+) AS _pgsink_n")
+Q_COLUMN_RE = re.compile(
+    r", ARRAY_AGG\(IF\(_pgsink_op = 'delete' OR \"(" + Q_NAME + r")\" IN "
+    r"UNNEST\(_pgsink_unchanged\), NULL, STRUCT\(`(" + Q_NAME + r")` AS v\)\) IGNORE NULLS "
+    r"ORDER BY _pgsink_lsn DESC, _pgsink_sequence DESC LIMIT 1\) AS `(" + Q_NAME + r")`")
+Q_FROM_RE = re.compile(r" FROM `([^`]+)` WHERE ")
+Q_KEY_RE = re.compile(r"`(" + Q_NAME + r")` = @(" + Q_NAME + r") AND ")
+Q_BOUND_RE = re.compile(r"\(_pgsink_lsn < @(" + Q_NAME + r") OR \(_pgsink_lsn = @(" + Q_NAME +
+                        r") AND _pgsink_sequence < @(" + Q_NAME + r")\)\)")
+QUERY_SHAPE = (
+    "SELECT <n> AS _pgsink_n{, ARRAY_AGG(IF(_pgsink_op = 'delete' OR \"<c>\" IN "
+    "UNNEST(_pgsink_unchanged), NULL, STRUCT(`<c>` AS v)) IGNORE NULLS ORDER BY _pgsink_lsn DESC, "
+    "_pgsink_sequence DESC LIMIT 1) AS `<c>`} FROM `<project>.<dataset>.<raw table>` WHERE "
+    "{`<key column>` = @<p> AND }(_pgsink_lsn < @<l> OR (_pgsink_lsn = @<l> AND "
+    "_pgsink_sequence < @<s>)), parts joined by ' UNION ALL '")
+
+
+def parse_lookup_query(sql):
+    """pgsink's lookup query -> [{n, columns, ref, keys [(column, param)], lsn, seq}]; the fake
+    runs no other SQL: anything else is refused (400 invalid), saying what it takes."""
+    def refuse(why):
+        raise ApiError(400, f"The fake runs one query shape only (pgsink's lookup of unchanged "
+                            f"TOAST values): {QUERY_SHAPE}. {why}", "invalidQuery")
+    if not isinstance(sql, str) or not sql:
+        refuse("query is missing")
+    out = []
+    for part in sql.split(" UNION ALL "):
+        m = Q_HEAD_RE.match(part)
+        if not m:
+            refuse(f"A part does not start with SELECT <n> AS _pgsink_n: {part[:80]!r}")
+        n, pos, columns = int(m[1]), m.end(), []
+        while True:
+            m = Q_COLUMN_RE.match(part, pos)
+            if not m:
+                break
+            if not m[1] == m[2] == m[3]:
+                refuse(f"A column's three names differ: {m[0]!r}")
+            columns.append(m[1])
+            pos = m.end()
+        m = Q_FROM_RE.match(part, pos)
+        if not columns or not m:
+            refuse(f"Expected a column or FROM at: {part[pos:pos + 80]!r}")
+        ref, pos, keys = m[1], m.end(), []
+        while True:
+            m = Q_KEY_RE.match(part, pos)
+            if not m:
+                break
+            keys.append((m[1], m[2]))
+            pos = m.end()
+        m = Q_BOUND_RE.fullmatch(part, pos)
+        if not keys or not m or m[1] != m[2]:
+            refuse(f"Expected the key's conditions, then the (lsn, sequence) bound, at: "
+                   f"{part[pos:pos + 120]!r}")
+        out.append({"n": n, "columns": columns, "ref": ref, "keys": keys, "lsn": m[1],
+                    "seq": m[3]})
+    if len({json.dumps(p["columns"]) for p in out}) != 1 or len({p["ref"] for p in out}) != 1:
+        raise ApiError(400, "Queries in UNION ALL must have the same columns (and here: read the "
+                            "same table)", "invalidQuery")
+    if sorted(p["n"] for p in out) != list(range(len(out))):
+        refuse("The parts' numbers must be 0, 1, 2 ...")
+    return out
+
+
+def rest_value(value, field, int64_ts, element=False):
+    """A stored typed value as the REST API's rows give it (f/v: every scalar a string)."""
+    if value is None:
+        return None
+    if field.get("mode") == "REPEATED" and not element:
+        return [{"v": rest_value(x, field, int64_ts, True)} for x in value]
+    t = TYPE_ALIASES[field["type"]]
+    if t == "BOOL":
+        return "true" if value else "false"
+    if t == "INT64":
+        return str(value)
+    if t == "DATETIME":
+        return value.replace(" ", "T")
+    if t == "TIMESTAMP":
+        d = parse_timestamp(value[:-3] + "Z")
+        delta = d - EPOCH
+        us = (delta.days * 86400 + delta.seconds) * 1000000 + delta.microseconds
+        return str(us) if int64_ts else repr(us / 1e6).replace("e+", "E")
+    if t == "RECORD":
+        raise ApiError(400, "the fake's queries do not read RECORD columns")
+    return value  # STRING, BYTES, NUMERIC, BIGNUMERIC, FLOAT64, DATE, TIME, JSON: their text
+
+
+def lookup_query(project, body):
+    """Run pgsink's lookup query (parse_lookup_query) -> (schema fields, rows of typed cells).
+    Per part: one row: n, and per column [] when no earlier row sent a value (the raw table's
+    rows of the key before (lsn, sequence), latest first, not a delete, the column not listed
+    in _pgsink_unchanged), else [value]."""
+    if body.get("useLegacySql") is not False:
+        raise ApiError(400, "useLegacySql is absent or true: BigQuery then reads the query as "
+                            "legacy SQL (its default); this fake speaks standard SQL only",
+                       "invalidQuery")
+    if body.get("dryRun"):
+        raise ApiError(400, "the fake does not dry-run queries")
+    parts = parse_lookup_query(body.get("query"))
+    params = {}
+    if parts and body.get("parameterMode") != "NAMED":
+        raise ApiError(400, "Query parameters @name need parameterMode NAMED", "invalidQuery")
+    for qp in body.get("queryParameters") or []:
+        if not isinstance(qp, dict) or set(qp) - {"name", "parameterType", "parameterValue"}:
+            raise ApiError(400, f"Invalid query parameter {qp!r}")
+        name, ptype, pvalue = qp.get("name"), qp.get("parameterType"), qp.get("parameterValue")
+        if not isinstance(name, str) or not re.fullmatch(Q_NAME, name) or name in params:
+            raise ApiError(400, f"Invalid or duplicate query parameter name {name!r}")
+        if not isinstance(ptype, dict) or set(ptype) != {"type"} or \
+                ptype["type"] not in TYPE_ALIASES or TYPE_ALIASES[ptype["type"]] == "RECORD":
+            raise ApiError(400, f"Query parameter {name}: parameterType must be a scalar "
+                                f"{{\"type\": T}} (got {ptype!r})")
+        if not isinstance(pvalue, dict) or set(pvalue) != {"value"} or \
+                not isinstance(pvalue["value"], str):
+            raise ApiError(400, f"Query parameter {name}: parameterValue must be "
+                                f"{{\"value\": \"text\"}} (the fake takes no NULL here)")
+        params[name] = (TYPE_ALIASES[ptype["type"]], pvalue["value"])
+    ref = parts[0]["ref"].split(".")
+    if len(ref) != 3 or ref[0] not in args.project:
+        raise ApiError(400, f"Table `{parts[0]['ref']}` must be `project.dataset.table`",
+                       "invalidQuery")
+    ds = datasets.get((ref[0], ref[1]))
+    if ds is None:
+        raise ApiError(404, f"Not found: Dataset {ref[0]}:{ref[1]}")
+    loc = body.get("location")
+    if loc and loc.lower() != ds.location.lower():
+        raise ApiError(404, f"Not found: Dataset {ref[0]}:{ref[1]} was not found in location "
+                            f"{loc}")
+    raw = ds.tables.get(ref[2])
+    if raw is None:
+        raise ApiError(404, f"Not found: Table {ref[0]}:{ref[1]}.{ref[2]} was not found in "
+                            f"location {ds.location}")
+    if raw.view is not None:
+        raise ApiError(400, f"{ref[2]} is a view: the lookup reads the raw table", "invalidQuery")
+    by = {f["name"].lower(): f for f in raw.fields}
+    for c in ("_pgsink_lsn", "_pgsink_sequence", "_pgsink_op", "_pgsink_unchanged"):
+        if c not in by:
+            raise ApiError(400, f"Unrecognized name: {c}", "invalidQuery")
+
+    def typed(pname, field):
+        if pname not in params:
+            raise ApiError(400, f"Query parameter '{pname}' not found", "invalidQuery")
+        ptype, text = params[pname]
+        if ptype != TYPE_ALIASES[field["type"]]:
+            raise ApiError(400, f"No matching signature for operator = for argument types: "
+                                f"{field['type']}, {ptype} (parameter {pname})", "invalidQuery")
+        try:
+            return check_value(text, {"name": field["name"], "type": field["type"]})
+        except RowError as e:
+            raise ApiError(400, f"Query parameter {pname}: {e.message}", "invalidQuery")
+
+    columns = parts[0]["columns"]
+    for c in columns:
+        if c.lower() not in by or c.lower().startswith("_pgsink_"):
+            raise ApiError(400, f"Unrecognized name: {c}", "invalidQuery")
+    lsn_field = {"name": "_pgsink_lsn", "type": "INT64"}
+    stored = stored_rows(raw)
+    out = []
+    for p in sorted(parts, key=lambda p: p["n"]):
+        conds = []
+        for col, pname in p["keys"]:
+            f = by.get(col.lower())
+            if f is None:
+                raise ApiError(400, f"Unrecognized name: {col}", "invalidQuery")
+            conds.append((f["name"], typed(pname, f)))
+        bound = (typed(p["lsn"], lsn_field), typed(p["seq"], lsn_field))
+        rows = [r for r in stored if all(r[c] == v for c, v in conds)
+                and (r["_pgsink_lsn"], r["_pgsink_sequence"]) < bound]
+        rows.sort(key=lambda r: (r["_pgsink_lsn"], r["_pgsink_sequence"]), reverse=True)
+        cells = [p["n"]]
+        for c in columns:
+            f = by[c.lower()]
+            cell = []
+            for r in rows:
+                if r["_pgsink_op"] == "delete" or \
+                        c.lower() in (u.lower() for u in r["_pgsink_unchanged"]):
+                    continue
+                cell = [r[f["name"]]]
+                break
+            cells.append(cell)
+        out.append(cells)
+    fields = [{"name": "_pgsink_n", "type": "INTEGER", "mode": "NULLABLE"}]
+    for c in columns:
+        f = by[c.lower()]
+        inner = {"name": "v", "type": TYPE_DISPLAY.get(TYPE_ALIASES[f["type"]],
+                                                      TYPE_ALIASES[f["type"]]),
+                 "mode": "REPEATED" if f.get("mode") == "REPEATED" else "NULLABLE"}
+        fields.append({"name": c, "type": "RECORD", "mode": "REPEATED", "fields": [inner]})
+    return fields, [by[c.lower()] for c in columns], out
+
+
+def query_page(q, start, max_results, int64_ts):
+    """The rows from start of a finished query, in f/v form, and the next page's token."""
+    size = int(CONFIG["query_page_rows"])
+    if max_results is not None:
+        size = min(size, int(max_results))
+    page = q["rows"][start:start + max(size, 1)]
+    rows = []
+    for cells in page:
+        f = [{"v": str(cells[0])}]
+        for field, cell in zip(q["columns"], cells[1:]):
+            f.append({"v": [{"v": {"f": [{"v": rest_value(x, field, int64_ts)}]}}
+                            for x in cell]})
+        rows.append({"f": f})
+    token = f"page{start + len(page)}" if start + len(page) < len(q["rows"]) else None
+    return rows, token
+
+
+# ---------------------------------------------------------------------------
 # Avro loads
 
 AVRO_MAP = {"boolean": "BOOL", "int": "INT64", "long": "INT64", "float": "FLOAT64",
@@ -1951,6 +2203,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             (r"^/datasets/([^/]+)/tables/([^/]+)/insertAll$", {"POST": "insertAll"}),
             (r"^/jobs$", {"POST": "jobs.insert"}),
             (r"^/jobs/([^/]+)$", {"GET": "jobs.get"}),
+            (r"^/queries$", {"POST": "jobs.query"}),
+            (r"^/queries/([^/]+)$", {"GET": "jobs.getQueryResults"}),
         ]
         for pattern, methods in routes:
             mm = re.match(pattern, rest)
@@ -2575,6 +2829,63 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if job is None or (loc and loc.lower() != job.location.lower()):
                 raise ApiError(404, f"Not found: Job {project}:{loc or 'US'}.{job_id}")
             return 200, job.to_json(), ()
+
+    def query_answer(self, project, job_id, q, kind, start, max_results, int64_ts):
+        ref = {"projectId": project, "jobId": job_id, "location": q["location"]}
+        if time.time() < q["ready"]:
+            return {"kind": kind, "jobReference": ref, "jobComplete": False}
+        rows, token = query_page(q, start, max_results, int64_ts)
+        out = {"kind": kind, "jobReference": ref, "schema": {"fields": q["fields"]},
+               "totalRows": str(len(q["rows"])), "totalBytesProcessed": "0",
+               "jobComplete": True, "cacheHit": False}
+        if rows:
+            out["rows"] = rows
+        if token:
+            out["pageToken"] = token
+        return out
+
+    def jobs_query(self, project):
+        self.check_params(set())
+        body, _ = self.json_body(QUERY_KEYS, "query_request")
+        fmt = body.get("formatOptions") or {}
+        if not isinstance(fmt, dict) or set(fmt) - {"useInt64Timestamp"}:
+            raise ApiError(400, f"Invalid formatOptions {fmt!r}")
+        with lock:
+            fields, columns, rows = lookup_query(project, body)
+            ds_loc = datasets[tuple(parse_lookup_query(body["query"])[0]["ref"].split(".")[:2])]\
+                .location
+            job_id = "job_" + secrets.token_urlsafe(18).replace("-", "_")
+            q = {"fields": fields, "columns": columns, "rows": rows, "location": ds_loc,
+                 "ready": time.time() + float(CONFIG["query_seconds"])}
+            queries[(project, job_id)] = q
+            self.log_extra["job_id"] = job_id
+            return 200, self.query_answer(project, job_id, q, "bigquery#queryResponse", 0,
+                                          body.get("maxResults"),
+                                          bool(fmt.get("useInt64Timestamp"))), ()
+
+    def jobs_getQueryResults(self, project, job_id):
+        self.check_params({"location", "pageToken", "startIndex", "maxResults", "timeoutMs",
+                           "formatOptions.useInt64Timestamp"})
+        self.log_extra["job_id"] = job_id
+        with lock:
+            q = queries.get((project, job_id))
+            loc = self.param("location")
+            if q is None or (loc and loc.lower() != q["location"].lower()):
+                raise ApiError(404, f"Not found: Job {project}:{loc or 'US'}.{job_id}")
+            start = 0
+            token = self.param("pageToken")
+            if token is not None:
+                m = re.fullmatch(r"page(\d+)", token)
+                if not m:
+                    raise ApiError(400, f"Invalid page token {token!r}")
+                start = int(m[1])
+            elif self.param("startIndex") is not None:
+                start = int(self.param("startIndex"))
+            ts = self.param("formatOptions.useInt64Timestamp", "false")
+            if ts not in ("true", "false"):
+                raise ApiError(400, "formatOptions.useInt64Timestamp must be true or false")
+            return 200, self.query_answer(project, job_id, q, "bigquery#getQueryResultsResponse",
+                                          start, self.param("maxResults"), ts == "true"), ()
 
     def upload(self, method, project):
         try:
