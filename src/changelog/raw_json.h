@@ -1,7 +1,8 @@
 /*
  * raw_json.h: finding where JSON values end in a changelog line, without
  * parsing them: what the sinks that read entries as raw text (ClickHouse,
- * Elasticsearch, BigQuery) build their scanners on.
+ * Elasticsearch, BigQuery) build their scanners on; and writing a string
+ * as JSON text, for the bodies they build from those pieces.
  *
  * Pure C++: no PostgreSQL headers.
  */
@@ -9,6 +10,7 @@
 
 #include <cstddef>
 #include <stdexcept>
+#include <string>
 #include <string_view>
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -60,5 +62,12 @@ inline size_t string_end(std::string_view s, size_t i)
  * is missing or does not end.
  */
 size_t value_end(std::string_view s, size_t i);
+
+/*
+ * s as a JSON string, quotes included, appended to out: its bytes as they
+ * are but for '"', '\\' and control characters (escaped). s must be valid
+ * UTF-8 (the changelog's text is).
+ */
+void append_string(std::string &out, std::string_view s);
 
 } // namespace pgsink::raw_json

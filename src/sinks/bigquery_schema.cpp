@@ -261,39 +261,7 @@ static void append_json_string(std::string &out, std::string_view s)
         out += json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
         return;
     }
-    static const char kHex[] = "0123456789abcdef";
-    out.reserve(out.size() + s.size() + 2);
-    out.push_back('"');
-    size_t run = 0; /* the first byte not yet copied */
-    for (size_t i = 0; i < s.size(); i++) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        if (c >= 0x20 && c != '"' && c != '\\')
-            continue;
-        out.append(s.data() + run, i - run);
-        run = i + 1;
-        out.push_back('\\');
-        switch (c) {
-        case '"':
-        case '\\':
-            out.push_back(static_cast<char>(c));
-            break;
-        case '\n':
-            out.push_back('n');
-            break;
-        case '\r':
-            out.push_back('r');
-            break;
-        case '\t':
-            out.push_back('t');
-            break;
-        default:
-            out += "u00";
-            out.push_back(kHex[c >> 4]);
-            out.push_back(kHex[c & 15]);
-        }
-    }
-    out.append(s.data() + run, s.size() - run);
-    out.push_back('"');
+    raw_json::append_string(out, s);
 }
 
 static bool safe(const std::string &v)

@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "changelog/raw_json.h"
 #include "sinks/clickhouse_schema.h"
 
 namespace pgsink::clickhouse
@@ -91,9 +92,6 @@ Entry scan_entry(std::string_view line, std::vector<Member> &rows, bool head_onl
 /* An entry read with head_only, read on from its head: as scan_entry() without head_only. */
 Entry scan_rest(const Entry &head, std::vector<Member> &rows);
 
-/* s as a JSON string, quotes included, appended to out. */
-void append_json_string(std::string &out, std::string_view s);
-
 /*
  * The text of column c's value in an INSERT, from its changelog value raw:
  * emit(0, text) for the value (its column is insert_name(c)), for an
@@ -160,7 +158,7 @@ void encode_value(const Column &c, std::string_view raw, std::string &scratch, E
         /* A json value or an array as its exact JSON text; other values are strings. */
         if (c.json_text || !quoted) {
             scratch.clear();
-            append_json_string(scratch, raw);
+            raw_json::append_string(scratch, raw);
             emit(0, std::string_view(scratch));
         } else {
             emit(0, raw);

@@ -582,15 +582,15 @@ const ClickHouseExchange::Prepared &ClickHouseExchange::prepared(const ClickHous
     Prepared p;
     for (const ch::Column &c : t.columns) {
         std::string k;
-        ch::append_json_string(k, ch::insert_column(c));
+        raw_json::append_string(k, ch::insert_column(c));
         p.value_key.push_back(k + ":");
         k.clear();
         if (c.array)
-            ch::append_json_string(k, ch::null_flag_name(c));
+            raw_json::append_string(k, ch::null_flag_name(c));
         p.flag_key.push_back(c.array ? k + ":" : "");
         k.clear();
         if (c.datetime64)
-            ch::append_json_string(k, ch::datetime64_name(c));
+            raw_json::append_string(k, ch::datetime64_name(c));
         p.dt64_key.push_back(c.datetime64 ? k + ":" : "");
     }
     for (const std::string &name : t.key) {
@@ -683,7 +683,7 @@ void ClickHouseExchange::write_meta(std::string &out, bool deleted, const ch::En
                               [](char ch) { return ch >= '0' && ch <= '9'; });
     out.append(digits ? e.sequence : std::string_view("0"));
     out += ",\"_pgsink_op\":";
-    ch::append_json_string(out, e.op);
+    raw_json::append_string(out, e.op);
     out += deleted ? ",\"_pgsink_deleted\":1,\"_pgsink_timestamp\":"
                    : ",\"_pgsink_deleted\":0,\"_pgsink_timestamp\":";
     out.append(!e.timestamp.empty() && e.timestamp[0] == '"' ? e.timestamp
@@ -728,7 +728,7 @@ void ClickHouseExchange::write_cells(std::string &out, const Cells &row, bool de
 {
     out.push_back('{');
     for (const auto &[name, text] : row) {
-        ch::append_json_string(out, name);
+        raw_json::append_string(out, name);
         out.push_back(':');
         out += text;
         out.push_back(',');
