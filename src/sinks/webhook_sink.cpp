@@ -14,6 +14,7 @@
  * with back-off, honouring Retry-After.
  */
 #include <cstring>
+#include <optional>
 #include <ctime>
 #include <openssl/evp.h>
 #include <openssl/core_names.h>
@@ -60,29 +61,42 @@ bool webhook_secret_key(const std::string &secret, std::string *key)
     return true;
 }
 
-std::string webhook_signature(const std::string &key, const std::string &id,
-                              const std::string &timestamp, const std::string &body)
+WebhookSigner::WebhookSigner(const std::string &key, const std::string &id,
+                             const std::string &timestamp)
 {
-    /* Fed in pieces: the body (megabytes) is not copied to prefix it. */
     EVP_MAC *mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
     EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : nullptr;
+    mac_ = mac;
+    ctx_ = ctx;
     char digest[] = "SHA256";
     OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
                            OSSL_PARAM_construct_end()};
+    ok_ = ctx != nullptr && EVP_MAC_init(ctx, reinterpret_cast<const unsigned char *>(key.data()),
+                                         key.size(), params) == 1;
+    update(id.data(), id.size());
+    update(".", 1);
+    update(timestamp.data(), timestamp.size());
+    update(".", 1);
+}
+
+WebhookSigner::~WebhookSigner()
+{
+    EVP_MAC_CTX_free(static_cast<EVP_MAC_CTX *>(ctx_));
+    EVP_MAC_free(static_cast<EVP_MAC *>(mac_));
+}
+
+void WebhookSigner::update(const char *data, size_t len)
+{
+    ok_ = ok_ && EVP_MAC_update(static_cast<EVP_MAC_CTX *>(ctx_),
+                                reinterpret_cast<const unsigned char *>(data), len) == 1;
+}
+
+std::string WebhookSigner::finish()
+{
     unsigned char out[EVP_MAX_MD_SIZE];
     size_t len = 0;
-    auto feed = [&](const std::string &piece) {
-        return EVP_MAC_update(ctx, reinterpret_cast<const unsigned char *>(piece.data()),
-                              piece.size()) == 1;
-    };
-    bool ok = ctx != nullptr &&
-              EVP_MAC_init(ctx, reinterpret_cast<const unsigned char *>(key.data()), key.size(),
-                           params) == 1 &&
-              feed(id) && feed(".") && feed(timestamp) && feed(".") && feed(body) &&
-              EVP_MAC_final(ctx, out, &len, sizeof(out)) == 1;
-    EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
-    if (!ok)
+    ok_ = ok_ && EVP_MAC_final(static_cast<EVP_MAC_CTX *>(ctx_), out, &len, sizeof(out)) == 1;
+    if (!ok_)
         throw std::runtime_error("could not compute the webhook signature");
     return "v1," + base64(out, len);
 }
@@ -208,19 +222,33 @@ bool WebhookSink::open(const Resume &from)
     return !from.state.empty() && from.state != state();
 }
 
-/* {"data":[entry,entry,...]} from newline-terminated entries. */
-static std::string webhook_body(std::string_view lines)
+/*
+ * {"data":[entry,entry,...]} from newline-terminated entries, signed as it
+ * is made (signer may be null): in pieces small enough to be signed from
+ * the cache, instead of a second pass over megabytes.
+ */
+static std::string webhook_body(std::string_view lines, WebhookSigner *signer)
 {
-    static const char kHead[] = "{\"data\":[";
+    static constexpr size_t kPiece = 64 * 1024;
+    static const char kHead[] = "{\"data\":[", kTail[] = "]}";
     std::string body;
-    body.reserve(sizeof(kHead) + lines.size() + 2);
+    body.reserve(sizeof(kHead) + lines.size() + sizeof(kTail));
     body.append(kHead);
-    size_t start = body.size();
-    body.append(lines.data(), lines.empty() ? 0 : lines.size() - 1);
-    for (char *p = body.data() + start, *end = body.data() + body.size();
-         (p = static_cast<char *>(memchr(p, '\n', static_cast<size_t>(end - p)))) != nullptr;)
-        *p++ = ',';
-    body.append("]}");
+    if (signer)
+        signer->update(body.data(), body.size());
+    size_t n = lines.empty() ? 0 : lines.size() - 1; /* the last newline is not sent */
+    for (size_t at = 0; at < n; at += kPiece) {
+        size_t start = body.size(), len = std::min(kPiece, n - at);
+        body.append(lines.data() + at, len);
+        for (char *p = body.data() + start, *end = body.data() + body.size();
+             (p = static_cast<char *>(memchr(p, '\n', static_cast<size_t>(end - p)))) != nullptr;)
+            *p++ = ',';
+        if (signer)
+            signer->update(body.data() + start, len);
+    }
+    body.append(kTail);
+    if (signer)
+        signer->update(kTail, sizeof(kTail) - 1);
     return body;
 }
 
@@ -228,18 +256,21 @@ HttpRequest WebhookSink::request(std::string_view lines, const std::string &key)
 {
     HttpRequest r;
     r.url = settings_.url;
-    r.body = webhook_body(lines);
     /* From the batch's place in the spool: the same on every retry, also after a crash. */
     std::string id = "msg_" + sha256_hex(key, 16);
     std::string timestamp = std::to_string(static_cast<long>(time(nullptr)));
+    std::optional<WebhookSigner> signer;
+    if (!key_.empty())
+        signer.emplace(key_, id, timestamp);
+    r.body = webhook_body(lines, signer ? &*signer : nullptr);
     r.headers = {
         "Content-Type: application/json",
         "webhook-id: " + id,
         "webhook-timestamp: " + timestamp,
         "Idempotency-Key: " + id,
     };
-    if (!key_.empty())
-        r.headers.push_back("webhook-signature: " + webhook_signature(key_, id, timestamp, r.body));
+    if (signer)
+        r.headers.push_back("webhook-signature: " + signer->finish());
     r.headers.insert(r.headers.end(), extra_headers_.begin(), extra_headers_.end());
     if (settings_.gzip) {
         /* The signature covers the JSON; gzip is the transport's. */

@@ -45,9 +45,25 @@ class WebhookSink final : public HttpSink
     std::vector<std::string> extra_headers_;
 };
 
-/* Standard Webhooks: "v1,<base64 of HMAC-SHA256(key, id.timestamp.body)>". */
-std::string webhook_signature(const std::string &key, const std::string &id,
-                              const std::string &timestamp, const std::string &body);
+/*
+ * Standard Webhooks' signature, "v1,<base64 of HMAC-SHA256(key,
+ * id.timestamp.body)>", with the body fed in pieces as it is made (each
+ * piece signed while it is still in the cache).
+ */
+class WebhookSigner
+{
+  public:
+    WebhookSigner(const std::string &key, const std::string &id, const std::string &timestamp);
+    ~WebhookSigner();
+    WebhookSigner(const WebhookSigner &) = delete;
+    WebhookSigner &operator=(const WebhookSigner &) = delete;
+    void update(const char *data, size_t len);
+    std::string finish();
+
+  private:
+    void *mac_ = nullptr, *ctx_ = nullptr; /* EVP_MAC, EVP_MAC_CTX */
+    bool ok_ = false;
+};
 /*
  * The extra headers of pgsink.webhook_headers ("Name: value" a line) into
  * out; false, with *why (which never quotes a value), if one is malformed
