@@ -5,6 +5,8 @@
  * (what it asks, what its _bulk bodies hold, what the per-item answers
  * become).
  */
+#include <set>
+
 #include "core/digest.h"
 #include "sinks/elasticsearch_sink.h"
 
@@ -251,6 +253,84 @@ std::string elasticsearch_selftest()
                  has(a->message, "not an Elasticsearch answer") &&
                  !has(a->message, "a2V5OnNlY3JldA=="),
              "a proxy's page: retried, the key cut out");
+    /*
+     * A change sent again (429) never lands after a later change of its
+     * document that was taken (the same version): the later goes again too.
+     * Items: 20 (429), 20, tombstone 21 (429), 22, 21, 23.
+     */
+    std::string same =
+        line("0/70", 1, "update", R"("before":{"id":"20"},"after":{"id":"20","v":"a","big":"A"})") +
+        line("0/70", 2, "update", R"("before":{"id":"20"},"after":{"id":"20","v":"b","big":"B"})") +
+        line("0/70", 3, "update", R"("before":{"id":"21"},"after":{"id":"22","v":"c","big":"C"})") +
+        line("0/70", 4, "insert", R"("before":null,"after":{"id":"21","v":"d","big":"D"})") +
+        line("0/70", 5, "insert", R"("before":null,"after":{"id":"23","v":"e","big":"E"})");
+    auto again = sink.exchange(same, "k7");
+    r = again->next();
+    const char busy[] =
+        R"({"index":{"status":429,"error":{"type":"es_rejected_execution_exception",)"
+        R"("reason":"busy"}}})";
+    a = again->answer(answer(200, std::string(R"({"errors":true,"items":[)") + busy +
+                                      R"(,{"index":{"status":200}},)" + busy +
+                                      R"(,{"index":{"status":201}},{"index":{"status":201}},)"
+                                      R"({"index":{"status":201}}]})"));
+    std::set<size_t> sent_again;
+    for (const Answer::Entry &e : a ? a->entries : std::vector<Answer::Entry>())
+        if (e.retry)
+            sent_again.insert(e.index);
+    c.expect(sent_again == std::set<size_t>{0, 1, 2, 3},
+             "a change sent again takes the later changes of its documents with it (got " +
+                 std::to_string(sent_again.size()) + ")");
+
+    /* Which batches may overlap in flight, and where batches end. */
+    ElasticsearchSink orders(settings);
+    orders.open({});
+    std::string t1 = line("0/80", 1, "insert", R"("before":null,"after":{"id":"1"})") +
+                     line("0/80", 2, "insert", R"("before":null,"after":{"id":"2"})");
+    std::string t2 = line("0/90", 1, "insert", R"("before":null,"after":{"id":"3"})");
+    c.expect(orders.order_of(schema + t1, false) == Order::alone, "order: Schema entries alone");
+    c.expect(orders.order_of(t2, false) == Order::free, "order: a transaction of its own is free");
+    c.expect(orders.order_of(t2, false) == Order::after_previous,
+             "order: the same transaction as the batch before waits for it");
+    c.expect(orders.order_of(line("0/a0", 1, "update",
+                                  R"("before":null,"after":{"id":"1"},"unchanged":["big"])"),
+                             false) == Order::after_previous,
+             "order: reads of documents wait for those before");
+    c.expect(orders.order_of(line("0/b0", 1, "truncate", R"("before":null,"after":null)"), false) ==
+                 Order::alone,
+             "order: a truncate alone");
+    c.expect(orders.order_of(t2, true) == Order::alone, "order: entries sent again alone");
+    c.expect(orders.batch_end(t1 + t2) == t1.size(),
+             "a batch ends after its last whole transaction");
+    c.expect(orders.batch_end(t1) == t1.size(), "a batch of one transaction is whole");
+
+    /* An index deleted meanwhile, found by a request other than _bulk: made again. */
+    auto gone = sink.exchange(line("0/c0", 1, "truncate", R"("before":null,"after":null)"), "k8");
+    r = gone->next();
+    a = gone->answer(answer(404, R"({"error":{"type":"index_not_found_exception",)"
+                                 R"("reason":"no such index [pgsink-public.t]"},"status":404})"));
+    c.expect(a && a->kind == Answer::Kind::retry, "a missing index: the batch is retried");
+    gone = sink.exchange(line("0/c0", 1, "truncate", R"("before":null,"after":null)"), "k9");
+    r = gone->next();
+    c.expect(r.method == "PUT" && has(r.url, "/pgsink-public.t") && has(r.body, "\"mappings\""),
+             "then the index is made again first");
+    auto lost =
+        sink.exchange(line("0/d0", 1, "update",
+                           R"("before":null,"after":{"id":"1","v":"x"},"unchanged":["big"])"),
+                      "k10");
+    for (int step = 0; step < 2; step++) { /* the index checked again */
+        lost->next();
+        lost->answer(answer(200, step == 1 ? R"({"pgsink-public.t":{"mappings":{"properties":{)"
+                                             R"("id":{},"v":{},"big":{}}}}})"
+                                           : R"({"acknowledged":true})"));
+    }
+    r = lost->next();
+    c.expect(has(r.url, "/_mget"), "an update with an unchanged value reads it");
+    a = lost->answer(answer(200,
+                            R"({"docs":[{"_index":"pgsink-public.t","_id":"1","error":{)"
+                            R"("type":"index_not_found_exception","reason":"no such index"}}]})"));
+    c.expect(a && a->kind == Answer::Kind::retry && a->entries.empty(),
+             "a document that could not be read: retried, not parked");
+
     return c.failures;
 }
 

@@ -196,7 +196,77 @@ bool ElasticsearchSink::open(const Resume &)
         throw SinkError("pgsink.elasticsearch_url is not set", false);
     /* Indexes are learnt from the Schema entries, announced again at every start. */
     indexes_.clear();
+    last_lsn_ = 0;
     return true;
+}
+
+/* The commit LSN of a changelog line (0: none that can be read). */
+static uint64_t lsn_of_line(std::string_view line)
+{
+    static const char kLsn[] = "\"lsn\":\"";
+    const void *at = memmem(line.data(), line.size(), kLsn, sizeof(kLsn) - 1);
+    if (at == nullptr)
+        return 0;
+    size_t from =
+        static_cast<size_t>(static_cast<const char *>(at) - line.data()) + sizeof(kLsn) - 1;
+    size_t end = line.find('"', from);
+    uint64_t lsn = 0;
+    if (end == std::string_view::npos || !parse_lsn(line.data() + from, end - from, &lsn))
+        return 0;
+    return lsn;
+}
+
+size_t ElasticsearchSink::batch_end(std::string_view lines) const
+{
+    if (lines.size() < 2 || lines.back() != '\n')
+        return lines.size();
+    /* The lines [start, at) from the last one back, while they are of the last one's transaction.
+     */
+    size_t at = lines.size();
+    size_t start = lines.rfind('\n', at - 2);
+    start = start == std::string_view::npos ? 0 : start + 1;
+    uint64_t last = lsn_of_line(lines.substr(start, at - start));
+    if (last == 0)
+        return lines.size();
+    while (start > 0) {
+        at = start;
+        size_t before = at < 2 ? std::string_view::npos : lines.rfind('\n', at - 2);
+        start = before == std::string_view::npos ? 0 : before + 1;
+        if (lsn_of_line(lines.substr(start, at - start)) != last)
+            return at; /* after the line of the transaction before */
+    }
+    return lines.size(); /* one transaction */
+}
+
+Order ElasticsearchSink::order_of(std::string_view lines, bool resent)
+{
+    if (resent)
+        return Order::alone; /* out of the spool's order: after everything before it */
+    if (lines.empty())
+        return Order::after_previous;
+    size_t first_end = lines.find('\n');
+    std::string_view first = lines.substr(0, first_end);
+    size_t end = lines.size() - (lines.back() == '\n' ? 1 : 0);
+    size_t start = end == 0 ? std::string_view::npos : lines.rfind('\n', end - 1);
+    start = start == std::string_view::npos ? 0 : start + 1;
+    uint64_t first_lsn = lsn_of_line(first), previous = last_lsn_;
+    last_lsn_ = lsn_of_line(lines.substr(start, end - start));
+    /*
+     * Member names as the changelog writes them: inside a JSON string a
+     * quote is escaped, so a value never matches. A column of that name
+     * only makes the batch wait when it need not.
+     */
+    auto has = [&](std::string_view needle) {
+        return memmem(lines.data(), lines.size(), needle.data(), needle.size()) != nullptr;
+    };
+    if (has("\"schema\":") || has("\"op\":\"truncate\"") || has("\"op\":\"resync_end\""))
+        return Order::alone;
+    /* The same transaction as the batch before (or one whose LSN cannot be read). */
+    if (first_lsn == 0 || first_lsn == previous)
+        return Order::after_previous;
+    if (has("\"unchanged\":"))
+        return Order::after_previous;
+    return Order::free;
 }
 
 std::string ElasticsearchSink::describe() const
@@ -248,6 +318,78 @@ std::string ElasticsearchSink::scrub(std::string text) const
 }
 
 /* ------------------------------------------------------------ the exchange */
+
+/* The literal k at s[*i] (then *i is past it)? */
+template <size_t N> static inline bool take(std::string_view s, size_t *i, const char (&k)[N])
+{
+    if (s.size() - *i < N - 1 || memcmp(s.data() + *i, k, N - 1) != 0)
+        return false;
+    *i += N - 1;
+    return true;
+}
+
+/* The value at s[*i] into *v, *i past it. */
+static inline void take_value(std::string_view s, size_t *i, std::string_view *v)
+{
+    size_t end = value_end(s, *i);
+    *v = s.substr(*i, end - *i);
+    *i = end;
+}
+
+/*
+ * The members of a Modification line that starts at lines[at], laid out as
+ * the changelog writes it (timestamp, sequence, namespace, name, op, lsn,
+ * xid, before, after, maybe unchanged; no spaces): where it ends (its
+ * newline, or the end of lines); npos if the line is laid out otherwise (it
+ * is then read member by member). Values raw, "null" left to the caller.
+ */
+static size_t modification_head(std::string_view lines, size_t at, std::string_view *timestamp,
+                                std::string_view *seq, std::string_view *ns, std::string_view *name,
+                                std::string_view *op, std::string_view *lsn,
+                                std::string_view *before, std::string_view *after,
+                                std::string_view *unchanged)
+{
+    size_t i = at;
+    std::string_view xid;
+    if (!take(lines, &i, "{\"timestamp\":"))
+        return std::string_view::npos;
+    try {
+        take_value(lines, &i, timestamp);
+        if (!take(lines, &i, ",\"sequence\":"))
+            return std::string_view::npos;
+        take_value(lines, &i, seq);
+        if (!take(lines, &i, ",\"namespace\":"))
+            return std::string_view::npos;
+        take_value(lines, &i, ns);
+        if (!take(lines, &i, ",\"name\":"))
+            return std::string_view::npos;
+        take_value(lines, &i, name);
+        if (!take(lines, &i, ",\"op\":"))
+            return std::string_view::npos;
+        take_value(lines, &i, op);
+        if (!take(lines, &i, ",\"lsn\":"))
+            return std::string_view::npos;
+        take_value(lines, &i, lsn);
+        if (!take(lines, &i, ",\"xid\":"))
+            return std::string_view::npos;
+        take_value(lines, &i, &xid);
+        if (!take(lines, &i, ",\"before\":"))
+            return std::string_view::npos;
+        take_value(lines, &i, before);
+        if (!take(lines, &i, ",\"after\":"))
+            return std::string_view::npos;
+        take_value(lines, &i, after);
+        if (take(lines, &i, ",\"unchanged\":"))
+            take_value(lines, &i, unchanged);
+        else
+            *unchanged = {};
+    } catch (const std::exception &) {
+        return std::string_view::npos; /* the generic scan says what is wrong */
+    }
+    if (i >= lines.size() || lines[i] != '}' || (i + 1 < lines.size() && lines[i + 1] != '\n'))
+        return std::string_view::npos;
+    return i + 1;
+}
 
 namespace
 {
@@ -310,7 +452,8 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     std::optional<Answer> advance();
     std::optional<Answer> fail(const HttpResponse &r, Answer::Kind kind);
     void read_mapping(size_t table, const std::string &body);
-    void read_docs(const std::string &ns, const std::string &body);
+    bool read_docs(const std::string &ns, const std::string &body);
+    std::optional<Answer> index_missing(const HttpResponse &r);
     std::optional<Answer> read_bulk(const Step &step, const HttpResponse &r);
     std::optional<Answer> read_answer(const HttpResponse &r);
     const ElasticsearchSink::Index *
@@ -343,64 +486,67 @@ ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, std::strin
 {
     size_t at = 0;
     std::string_view last_namespace, last_name; /* raw: the namespace of the entry before */
-    size_t n = 1;
-    for (const char *p = lines.data(), *end = p + lines.size();
-         (p = static_cast<const char *>(memchr(p, '\n', static_cast<size_t>(end - p)))) != nullptr;
-         p++)
-        n++;
-    entries_.reserve(n);
+    entries_.reserve(lines.size() / 128 + 16);  /* about a row a line's length: grown if more */
     while (at < lines.size()) {
-        size_t nl = lines.find('\n', at);
-        if (nl == std::string_view::npos)
-            nl = lines.size();
-        std::string_view line = lines.substr(at, nl - at);
-        at = nl + 1;
         entries_.emplace_back();
         Change &c = entries_.back();
         std::string_view schema, op, ns, name, lsn, seq, unchanged, resync_since;
-        for_members(line, [&](std::string_view key, std::string_view value) {
-            switch (key.size()) { /* by length first: one comparison a member */
-            case 2:
-                if (key == "op")
-                    op = value;
-                break;
-            case 3:
-                if (key == "lsn")
-                    lsn = value;
-                break;
-            case 4:
-                if (key == "name")
-                    name = value;
-                break;
-            case 5:
-                if (key == "after")
-                    c.after = value;
-                break;
-            case 6:
-                if (key == "before")
-                    c.before = value;
-                else if (key == "schema")
-                    schema = value;
-                break;
-            case 8:
-                if (key == "sequence")
-                    seq = value;
-                break;
-            case 12:
-                if (key == "resync_since")
-                    resync_since = value;
-                break;
-            case 9:
-                if (key == "namespace")
-                    ns = value;
-                else if (key == "timestamp")
-                    c.timestamp = value;
-                else if (key == "unchanged")
-                    unchanged = value;
-                break;
-            }
-            return true;
-        });
+        /* Most lines are Modifications as the changelog writes them: read in one go. */
+        size_t end = modification_head(lines, at, &c.timestamp, &seq, &ns, &name, &op, &lsn,
+                                       &c.before, &c.after, &unchanged);
+        if (end != std::string_view::npos) {
+            at = end + 1;
+        } else {
+            size_t nl = lines.find('\n', at);
+            if (nl == std::string_view::npos)
+                nl = lines.size();
+            std::string_view line = lines.substr(at, nl - at);
+            at = nl + 1;
+            c.timestamp = c.before = c.after = seq = ns = name = op = lsn = unchanged = {};
+            for_members(line, [&](std::string_view key, std::string_view value) {
+                switch (key.size()) { /* by length first: one comparison a member */
+                case 2:
+                    if (key == "op")
+                        op = value;
+                    break;
+                case 3:
+                    if (key == "lsn")
+                        lsn = value;
+                    break;
+                case 4:
+                    if (key == "name")
+                        name = value;
+                    break;
+                case 5:
+                    if (key == "after")
+                        c.after = value;
+                    break;
+                case 6:
+                    if (key == "before")
+                        c.before = value;
+                    else if (key == "schema")
+                        schema = value;
+                    break;
+                case 8:
+                    if (key == "sequence")
+                        seq = value;
+                    break;
+                case 12:
+                    if (key == "resync_since")
+                        resync_since = value;
+                    break;
+                case 9:
+                    if (key == "namespace")
+                        ns = value;
+                    else if (key == "timestamp")
+                        c.timestamp = value;
+                    else if (key == "unchanged")
+                        unchanged = value;
+                    break;
+                }
+                return true;
+            });
+        }
         if (!schema.empty()) {
             c.schema = true;
             c.schema_json = json::parse(schema);
@@ -751,6 +897,18 @@ void ElasticsearchExchange::plan_writes()
     for (const Change &c : entries_)
         if (!c.schema && c.kind == Op::update && !c.unchanged.empty() && !c.after.empty())
             sources.insert(c.ns() + '\x1e' + (c.before.empty() ? c.id : c.old_id));
+    /* The LSN's digits, made once for the many changes of a transaction. */
+    uint64_t digits_of = 0;
+    char digits[24];
+    size_t digits_len = 0;
+    auto append_lsn = [&](uint64_t lsn) {
+        if (digits_len == 0 || digits_of != lsn) {
+            digits_len = static_cast<size_t>(
+                std::to_chars(digits, digits + sizeof(digits), lsn).ptr - digits);
+            digits_of = lsn;
+        }
+        bulk.append(digits, digits_len);
+    };
     std::string index_json; /* the index of the entry before, as a JSON string */
     const ElasticsearchSink::Index *index_of = nullptr;
     auto action = [&](const ElasticsearchSink::Index &t, const std::string &id, const Change &c) {
@@ -769,12 +927,12 @@ void ElasticsearchExchange::plan_writes()
         }
         append_json_string(bulk, id);
         lit(bulk, R"(,"version":)");
-        append_number(bulk, c.lsn);
+        append_lsn(c.lsn);
         lit(bulk, ",\"version_type\":\"external_gte\"}}\n");
     };
     auto meta = [&](const Change &c, bool deleted) {
         lit(bulk, R"("_pgsink_lsn":)");
-        append_number(bulk, c.lsn);
+        append_lsn(c.lsn);
         lit(bulk, R"(,"_pgsink_sequence":)");
         append_number(bulk, c.seq);
         lit(bulk, R"(,"_pgsink_op":)");
@@ -1029,7 +1187,18 @@ void ElasticsearchExchange::read_mapping(size_t table, const std::string &body)
                            0});
 }
 
-void ElasticsearchExchange::read_docs(const std::string &ns, const std::string &body)
+/* Every index is checked again (made again if missing) by the next attempt, which is retried. */
+std::optional<Answer> ElasticsearchExchange::index_missing(const HttpResponse &r)
+{
+    for (auto &kv : sink_.indexes_)
+        kv.second.ready = false;
+    std::optional<Answer> a = fail(r, Answer::Kind::retry);
+    a->message += " (an index was deleted: it is made again, then the batch sent again)";
+    return a;
+}
+
+/* The documents of an _mget answer into read_; false if one could not be read (its error). */
+bool ElasticsearchExchange::read_docs(const std::string &ns, const std::string &body)
 {
     Members top = members_of(body);
     std::string_view docs = member(top, "docs");
@@ -1037,6 +1206,8 @@ void ElasticsearchExchange::read_docs(const std::string &ns, const std::string &
         throw std::runtime_error("an _mget answer without docs");
     for (std::string_view d : elements_of(docs)) {
         Members m = members_of(d);
+        if (!member(m, "error").empty())
+            return false;
         if (member(m, "found") != "true")
             continue;
         Doc doc;
@@ -1046,6 +1217,7 @@ void ElasticsearchExchange::read_docs(const std::string &ns, const std::string &
         doc.deleted = doc.fields["_pgsink_deleted"] == "true";
         read_[ns][text_of(member(m, "_id"))] = std::move(doc);
     }
+    return true;
 }
 
 /* Per-item results of a _bulk: 409 is delivered; 429 and 5xx sent again; other errors parked. */
@@ -1083,6 +1255,46 @@ std::optional<Answer> ElasticsearchExchange::read_bulk(const Step &step, const H
     if (missing_index)
         for (auto &kv : sink_.indexes_)
             kv.second.ready = false;
+    /*
+     * A change sent again must never land after a later change of the same
+     * document that was taken: changes of one transaction share a version,
+     * which external_gte lets the older overwrite. So every later change of
+     * a document that an entry sent again writes goes again too, after it
+     * (in the entries' order, as Elasticsearch applies a _bulk's items of
+     * one shard); changes of later transactions have higher versions, and
+     * a later batch of the same transaction waits for this one (order_of()).
+     */
+    bool any_retry = false;
+    for (const auto &kv : worst)
+        any_retry = any_retry || kv.second.retry;
+    if (any_retry) {
+        /* The document of item k: an entry's tombstone of its old key comes before its write. */
+        auto doc_of = [&](size_t k) -> std::pair<const std::string *, const std::string *> {
+            const Change &c = entries_[step.items[k]];
+            bool old_key = k + 1 < step.items.size() && step.items[k + 1] == step.items[k];
+            return {c.nsp, old_key ? &c.old_id : &c.id};
+        };
+        std::set<std::pair<const std::string *, std::string_view>> again;
+        for (size_t k = 0; k < step.items.size(); k++) {
+            size_t entry = step.items[k];
+            auto [nsp, id] = doc_of(k);
+            auto w = worst.find(entry);
+            if (w == worst.end() && again.count({nsp, *id})) {
+                w = worst
+                        .emplace(entry, Answer::Entry{entry, true, 429,
+                                                      "sent again after an earlier change of the "
+                                                      "same document, which is sent again"})
+                        .first;
+                /* Its other item (the old key's tombstone) is written again too. */
+                for (size_t j = k; j-- > 0 && step.items[j] == entry;) {
+                    auto d = doc_of(j);
+                    again.insert({d.first, *d.second});
+                }
+            }
+            if (w != worst.end() && w->second.retry)
+                again.insert({nsp, *id});
+        }
+    }
     for (auto &kv : worst)
         refused_.push_back(kv.second);
     return std::nullopt;
@@ -1113,6 +1325,13 @@ std::optional<Answer> ElasticsearchExchange::read_answer(const HttpResponse &r)
     if (r.status == 0 || r.status == 429 || r.status >= 500 || r.status == 401 || r.status == 403 ||
         r.status == 408)
         return fail(r, Answer::Kind::retry);
+    /*
+     * Someone deleted an index (a _bulk says so per item, read_bulk()): it is
+     * made again, as the next attempt checks every index again, then the
+     * batch goes again.
+     */
+    if (r.status == 404 && r.body.find("index_not_found_exception") != std::string::npos)
+        return index_missing(r);
     bool ok = r.status >= 200 && r.status < 300;
     switch (step.kind) {
     case Kind::create:
@@ -1147,7 +1366,14 @@ std::optional<Answer> ElasticsearchExchange::read_answer(const HttpResponse &r)
     case Kind::mget:
         if (!ok)
             return fail(r, Answer::Kind::retry);
-        read_docs(step.ns, r.body);
+        if (!read_docs(step.ns, r.body)) {
+            if (r.body.find("index_not_found_exception") != std::string::npos)
+                return index_missing(r);
+            /* A document that could not be read is not a missing one: never parked for it. */
+            HttpResponse partial = r;
+            partial.status = 500;
+            return fail(partial, Answer::Kind::retry);
+        }
         break;
     case Kind::bulk:
         if (!ok)

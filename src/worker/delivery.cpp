@@ -615,7 +615,8 @@ void Delivery::retry_parked()
     key = sha256_hex(key + "@" + std::to_string(now), 16);
     size_t n = info.parked.size();
     ranges_.push_back(std::move(info));
-    window_->add(std::move(lines), n, std::move(key), true);
+    Order order = http_->order_of(lines, true);
+    window_->add(std::move(lines), n, std::move(key), true, order);
 }
 
 /* Parked entries sent again are done: those accepted leave the table. */
@@ -758,6 +759,14 @@ void Delivery::read_range(const SpoolShared &d)
     size_t max = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
     RangeInfo info;
     std::string_view piece = reader_.read(read_end_, d.durable_end, max, &info.entries);
+    /* The sink may end it earlier (HttpSink::batch_end): the rest is the next batch's. */
+    if (read_end_ + piece.size() < d.durable_end) {
+        size_t cut = http_->batch_end(piece);
+        if (cut > 0 && cut < piece.size()) {
+            piece = piece.substr(0, cut);
+            info.entries = static_cast<uint64_t>(std::count(piece.begin(), piece.end(), '\n'));
+        }
+    }
     info.bytes = piece.size();
     info.have_ts = last_line_timestamp(piece, &info.last_ts);
     bool owed = announce_ && std::none_of(ranges_.begin(), ranges_.end(),
@@ -788,7 +797,8 @@ void Delivery::read_range(const SpoolShared &d)
                                  16);
     read_end_ += info.bytes;
     ranges_.push_back(std::move(info));
-    window_->add(std::move(lines), count, std::move(key));
+    Order order = http_->order_of(lines, false);
+    window_->add(std::move(lines), count, std::move(key), false, order);
 }
 
 /*
