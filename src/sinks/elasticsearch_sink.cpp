@@ -197,6 +197,7 @@ bool ElasticsearchSink::open(const Resume &)
     /* Indexes are learnt from the Schema entries, announced again at every start. */
     indexes_.clear();
     last_lsn_ = 0;
+    read_ahead_.clear();
     return true;
 }
 
@@ -236,37 +237,6 @@ size_t ElasticsearchSink::batch_end(std::string_view lines) const
             return at; /* after the line of the transaction before */
     }
     return lines.size(); /* one transaction */
-}
-
-Order ElasticsearchSink::order_of(std::string_view lines, bool resent)
-{
-    if (resent)
-        return Order::alone; /* out of the spool's order: after everything before it */
-    if (lines.empty())
-        return Order::after_previous;
-    size_t first_end = lines.find('\n');
-    std::string_view first = lines.substr(0, first_end);
-    size_t end = lines.size() - (lines.back() == '\n' ? 1 : 0);
-    size_t start = end == 0 ? std::string_view::npos : lines.rfind('\n', end - 1);
-    start = start == std::string_view::npos ? 0 : start + 1;
-    uint64_t first_lsn = lsn_of_line(first), previous = last_lsn_;
-    last_lsn_ = lsn_of_line(lines.substr(start, end - start));
-    /*
-     * Member names as the changelog writes them: inside a JSON string a
-     * quote is escaped, so a value never matches. A column of that name
-     * only makes the batch wait when it need not.
-     */
-    auto has = [&](std::string_view needle) {
-        return memmem(lines.data(), lines.size(), needle.data(), needle.size()) != nullptr;
-    };
-    if (has("\"schema\":") || has("\"op\":\"truncate\"") || has("\"op\":\"resync_end\""))
-        return Order::alone;
-    /* The same transaction as the batch before (or one whose LSN cannot be read). */
-    if (first_lsn == 0 || first_lsn == previous)
-        return Order::after_previous;
-    if (has("\"unchanged\":"))
-        return Order::after_previous;
-    return Order::free;
 }
 
 std::string ElasticsearchSink::describe() const
@@ -328,6 +298,79 @@ template <size_t N> static inline bool take(std::string_view s, size_t *i, const
     return true;
 }
 
+/*
+ * Where the JSON object or array starting at s[i] ends (as value_end()),
+ * 16 bytes at a time: a row's values are mostly short strings, which
+ * value_end() skips one call each.
+ */
+static size_t container_end(std::string_view s, size_t i)
+{
+#ifdef __SSE2__
+    const char *b = s.data(), *p = b + i, *end = b + s.size();
+    int depth = 0;
+    bool in_string = false, escaped = false; /* escaped: the next byte is escaped */
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'),
+                  lower = _mm_set1_epi8(0x20), open = _mm_set1_epi8('{'),
+                  close = _mm_set1_epi8('}'); /* [ and ] are { and } with 0x20 set */
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+        __m128i l = _mm_or_si128(v, lower);
+        unsigned m = static_cast<unsigned>(_mm_movemask_epi8(
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                         _mm_or_si128(_mm_cmpeq_epi8(l, open), _mm_cmpeq_epi8(l, close)))));
+        if (escaped) {
+            m &= ~1u;
+            escaped = false;
+        }
+        while (m != 0) {
+            unsigned k = static_cast<unsigned>(__builtin_ctz(m));
+            m &= m - 1;
+            char c = p[k];
+            if (in_string) {
+                if (c == '"') {
+                    in_string = false;
+                } else if (c == '\\') {
+                    if (k == 15)
+                        escaped = true;
+                    else
+                        m &= ~(1u << (k + 1));
+                }
+            } else if (c == '"') {
+                in_string = true;
+            } else if (c == '{' || c == '[') {
+                depth++;
+            } else if (c == '}' || c == ']') {
+                if (--depth == 0)
+                    return static_cast<size_t>(p + k - b) + 1;
+            }
+        }
+        p += 16;
+    }
+    /* The last bytes: from the last place the state is known, as value_end() would. */
+    for (; p < end; p++) {
+        char c = *p;
+        if (escaped) {
+            escaped = false;
+        } else if (in_string) {
+            if (c == '"')
+                in_string = false;
+            else if (c == '\\')
+                escaped = true;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (--depth == 0)
+                return static_cast<size_t>(p - b) + 1;
+        }
+    }
+    throw std::runtime_error("a JSON object or array has no end");
+#else
+    return value_end(s, i);
+#endif
+}
+
 /* The value at s[*i] into *v, *i past it. */
 static inline void take_value(std::string_view s, size_t *i, std::string_view *v)
 {
@@ -378,7 +421,13 @@ static size_t modification_head(std::string_view lines, size_t at, std::string_v
         take_value(lines, &i, before);
         if (!take(lines, &i, ",\"after\":"))
             return std::string_view::npos;
-        take_value(lines, &i, after);
+        if (i < lines.size() && lines[i] == '{') { /* a row: most of the line */
+            size_t end = container_end(lines, i);
+            *after = lines.substr(i, end - i);
+            i = end;
+        } else {
+            take_value(lines, &i, after);
+        }
         if (take(lines, &i, ",\"unchanged\":"))
             take_value(lines, &i, unchanged);
         else
@@ -420,10 +469,22 @@ struct Doc {
 };
 } // namespace
 
+/* A batch's lines, read (values as views into them). */
+struct ElasticsearchBatch {
+    const char *data = nullptr; /* the lines read */
+    size_t size = 0;
+    std::vector<Change> entries;
+    std::set<std::string> ns_pool; /* the namespaces of the entries (Change::nsp) */
+    bool any_unchanged = false;    /* an update left TOASTed columns unchanged */
+    bool any_schema = false, any_truncate = false;
+};
+
+static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines);
+
 class ElasticsearchExchange final : public HttpSink::Exchange
 {
   public:
-    ElasticsearchExchange(ElasticsearchSink &sink, std::string_view lines);
+    ElasticsearchExchange(ElasticsearchSink &sink, ElasticsearchBatch &&batch);
     HttpRequest next() override;
     std::optional<Answer> answer(const HttpResponse &response) override;
 
@@ -481,9 +542,20 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     std::set<std::string> ns_pool_; /* the namespaces of the entries (Change::nsp) */
 };
 
-ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, std::string_view lines)
-    : sink_(sink)
+ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, ElasticsearchBatch &&batch)
+    : sink_(sink), entries_(std::move(batch.entries)), any_unchanged_(batch.any_unchanged),
+      ns_pool_(std::move(batch.ns_pool)) /* a set's nodes move: Change::nsp stays valid */
 {
+    plan_ddl();
+}
+
+static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines)
+{
+    auto batch = std::make_shared<ElasticsearchBatch>();
+    batch->data = lines.data();
+    batch->size = lines.size();
+    std::vector<Change> &entries_ = batch->entries;
+    std::set<std::string> &ns_pool_ = batch->ns_pool;
     size_t at = 0;
     std::string_view last_namespace, last_name; /* raw: the namespace of the entry before */
     entries_.reserve(lines.size() / 128 + 16);  /* about a row a line's length: grown if more */
@@ -552,6 +624,7 @@ ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, std::strin
             c.schema_json = json::parse(schema);
             c.nsp = &*ns_pool_.insert(c.schema_json.value("namespace", "")).first;
             last_namespace = last_name = {};
+            batch->any_schema = true;
             continue;
         }
         c.op_raw = op;
@@ -591,10 +664,11 @@ ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, std::strin
         if (!unchanged.empty()) {
             for (std::string_view u : elements_of(unchanged))
                 c.unchanged.push_back(text_of(u));
-            any_unchanged_ = true;
+            batch->any_unchanged = true;
         }
+        batch->any_truncate = batch->any_truncate || c.kind == Op::truncate;
     }
-    plan_ddl();
+    return batch;
 }
 
 /* Names a column may not have: Elasticsearch's own fields, the sink's, object paths. */
@@ -1447,9 +1521,45 @@ std::optional<Answer> ElasticsearchExchange::advance()
 }
 
 std::unique_ptr<HttpSink::Exchange> ElasticsearchSink::exchange(std::string_view lines,
-                                                                const std::string &)
+                                                                const std::string &key)
 {
-    return std::make_unique<ElasticsearchExchange>(*this, lines);
+    /* Read already by order_of() (the same lines: the same key, where they are, their size). */
+    std::shared_ptr<ElasticsearchBatch> batch;
+    for (auto it = read_ahead_.begin(); it != read_ahead_.end(); ++it)
+        if (it->first == key) {
+            if (it->second->data == lines.data() && it->second->size == lines.size())
+                batch = std::move(it->second);
+            read_ahead_.erase(it);
+            break;
+        }
+    if (!batch)
+        batch = read_batch(lines);
+    return std::make_unique<ElasticsearchExchange>(*this, std::move(*batch));
+}
+
+Order ElasticsearchSink::order_of(std::string_view lines, const std::string &key, bool resent)
+{
+    if (resent)
+        return Order::alone; /* out of the spool's order: after everything before it */
+    /* Read now, once: exchange() takes it when the batch goes out. */
+    std::shared_ptr<ElasticsearchBatch> batch = read_batch(lines);
+    const std::vector<Change> &e = batch->entries;
+    uint64_t first_lsn = e.empty() ? 0 : e.front().lsn, previous = last_lsn_;
+    last_lsn_ = e.empty() ? 0 : e.back().lsn;
+    bool any_schema = batch->any_schema, any_truncate = batch->any_truncate,
+         any_unchanged = batch->any_unchanged;
+    read_ahead_.emplace_back(key, std::move(batch));
+    /* Batches read but never sent (the window was cleared): forgotten. */
+    while (read_ahead_.size() > 8)
+        read_ahead_.pop_front();
+    if (any_schema || any_truncate)
+        return Order::alone;
+    /* The same transaction as the batch before (or one whose LSN was not read). */
+    if (first_lsn == 0 || first_lsn == previous)
+        return Order::after_previous;
+    if (any_unchanged)
+        return Order::after_previous;
+    return Order::free;
 }
 
 } // namespace pgsink

@@ -39,7 +39,9 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -48,6 +50,8 @@
 
 namespace pgsink
 {
+
+struct ElasticsearchBatch; /* a batch's lines, read */
 
 class ElasticsearchSink final : public HttpSink
 {
@@ -86,7 +90,7 @@ class ElasticsearchSink final : public HttpSink
      * _delete_by_query) or Schema entries (indexes made, mappings
      * extended); entries sent again from the dead letters go alone too.
      */
-    Order order_of(std::string_view lines, bool resent) override;
+    Order order_of(std::string_view lines, const std::string &key, bool resent) override;
     /*
      * A batch ends at the end of its last whole transaction (unless it holds
      * only one), so that most batches share none and may overlap.
@@ -122,6 +126,8 @@ class ElasticsearchSink final : public HttpSink
     std::string auth_header_;
     std::map<std::string, Index> indexes_; /* by the Schema entry's namespace */
     uint64_t last_lsn_ = 0;                /* of the last entry of the batch order_of() saw */
+    /* Batches order_of() read, by key, until exchange() takes them. */
+    std::deque<std::pair<std::string, std::shared_ptr<ElasticsearchBatch>>> read_ahead_;
 };
 
 /*

@@ -142,8 +142,9 @@ class HttpSink : public Sink
      * How the batch of lines may overlap with the batches before it in
      * flight (see Order in http/delivery_window.h); asked once for each
      * batch read, in the spool's order (resent: entries sent again from
-     * the dead letters, out of that order). By default any order: the
-     * batches are independent (max_in_flight 1 keeps them in order anyway).
+     * the dead letters, out of that order), with the key its exchange()
+     * will get. By default any order: the batches are independent
+     * (max_in_flight 1 keeps them in order anyway).
      */
     /*
      * Where the batch of lines read from the spool ends, when more follows
@@ -152,9 +153,10 @@ class HttpSink : public Sink
      * default all of them.
      */
     virtual size_t batch_end(std::string_view lines) const { return lines.size(); }
-    virtual Order order_of(std::string_view lines, bool resent)
+    virtual Order order_of(std::string_view lines, const std::string &key, bool resent)
     {
         (void)lines;
+        (void)key;
         (void)resent;
         return Order::free;
     }

@@ -615,7 +615,7 @@ void Delivery::retry_parked()
     key = sha256_hex(key + "@" + std::to_string(now), 16);
     size_t n = info.parked.size();
     ranges_.push_back(std::move(info));
-    Order order = http_->order_of(lines, true);
+    Order order = http_->order_of(lines, key, true);
     window_->add(std::move(lines), n, std::move(key), true, order);
 }
 
@@ -763,8 +763,12 @@ void Delivery::read_range(const SpoolShared &d)
     if (read_end_ + piece.size() < d.durable_end) {
         size_t cut = http_->batch_end(piece);
         if (cut > 0 && cut < piece.size()) {
+            for (const char *p = piece.data() + cut, *end = piece.data() + piece.size();
+                 (p = static_cast<const char *>(memchr(p, '\n', static_cast<size_t>(end - p)))) !=
+                 nullptr;
+                 p++)
+                info.entries--;
             piece = piece.substr(0, cut);
-            info.entries = static_cast<uint64_t>(std::count(piece.begin(), piece.end(), '\n'));
         }
     }
     info.bytes = piece.size();
@@ -797,7 +801,7 @@ void Delivery::read_range(const SpoolShared &d)
                                  16);
     read_end_ += info.bytes;
     ranges_.push_back(std::move(info));
-    Order order = http_->order_of(lines, false);
+    Order order = http_->order_of(lines, key, false);
     window_->add(std::move(lines), count, std::move(key), false, order);
 }
 

@@ -176,6 +176,14 @@ sub parked
 		  . ($where ? " AND $where" : ''));
 }
 
+# What is parked, for a failure's diagnostics.
+sub parked_diag
+{
+	diag($node->safe_psql('postgres',
+		"SELECT \"table\", http_status, left(response, 200), left(entry, 200) "
+		  . "FROM pgsink.dead_letters ORDER BY id LIMIT 5"));
+}
+
 # (0) The fake refuses what Elasticsearch refuses (else passing proves nothing).
 {
 	my $auth = "ApiKey $key";
@@ -363,7 +371,7 @@ equal_indexes('(5) requests larger than the cluster takes', 't');
 cmp_ok(es_stats($es)->{too_large}, '>=', 1, '(5) the fake refused large requests (413)');
 splice(@{ $es->{args} }, -2);
 es_restart($es);
-is(parked(), 0, '(5) nothing parked');
+is(parked(), 0, '(5) nothing parked') or parked_diag();
 
 # (6) The fake stops and restarts; then kill -9 of the postmaster.
 es_stop($es);
@@ -377,6 +385,7 @@ crash_node($node);
 start_after_crash($node);
 workload(30000);
 equal_indexes('(6) after a restart of the fake and kill -9');
+is(parked(), 0, '(6) nothing parked') or parked_diag();
 
 # (7) An import of existing rows while they are being changed.
 my $writer = import_under_writes($node, rows => 8000, rounds => 200, new_from => 9000);
@@ -390,6 +399,7 @@ $compare{im} = {
 	pg_row => sub { join('|', @{ $_[0] }) },
 };
 equal_indexes('(7) import under concurrent writes', 'im');
+is(parked(), 0, '(7) nothing parked') or parked_diag();
 
 # (8) A value the mapping refuses (a column retyped to text: the field stays an
 # integer) is parked alone, with Elasticsearch's reason.
@@ -400,7 +410,7 @@ INSERT INTO im VALUES (20001, '1', 'ok before'), (20002, 'abc', 'refused'), (200
 wait_delivered($node, 'postgres', '(8) a refused value');
 is(parked("entry LIKE '%20002%' AND response LIKE '%document_parsing_exception%'"), 1,
 	'(8) the refused entry is parked with Elasticsearch\'s reason');
-is(parked(), 1, '(8) only that one');
+is(parked(), 1, '(8) only that one') or parked_diag();
 my $im = es_dump($es, 'pgsink-public.im');
 ok(exists $im->{20001} && exists $im->{20003} && !exists $im->{20002},
 	'(8) the entries around it are delivered');
