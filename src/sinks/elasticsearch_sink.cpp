@@ -374,7 +374,17 @@ static size_t container_end(std::string_view s, size_t i)
 /* The value at s[*i] into *v, *i past it. */
 static inline void take_value(std::string_view s, size_t *i, std::string_view *v)
 {
-    size_t end = value_end(s, *i);
+    size_t end = *i;
+    if (end < s.size() && s[end] == '"') {
+        end = raw_json::string_end(s, end); /* most values of a line's head */
+    } else {
+        /* A number, null, true or false: up to what ends it (else value_end() says why). */
+        while (end < s.size() && s[end] != ',' && s[end] != '}' && s[end] != ']' && s[end] != ' ' &&
+               s[end] != '{' && s[end] != '[' && s[end] != '"' && s[end] != '\n')
+            end++;
+        if (end == *i || (end < s.size() && (s[end] == '{' || s[end] == '[' || s[end] == '"')))
+            end = value_end(s, *i);
+    }
     *v = s.substr(*i, end - *i);
     *i = end;
 }
@@ -520,6 +530,12 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     const ElasticsearchSink::Index *
     in_effect(std::map<std::string, const ElasticsearchSink::Index *> &now, size_t i,
               const std::string &ns);
+    const ElasticsearchSink::Index *
+    in_effect_cached(std::map<std::string, const ElasticsearchSink::Index *> &now, size_t i,
+                     const Change &c);
+    /* in_effect_cached()'s last answer; nullptr before each pass over the entries. */
+    const std::string *cached_nsp_ = nullptr;
+    const ElasticsearchSink::Index *cached_index_ = nullptr;
     std::string id_of(const ElasticsearchSink::Index &t, std::string_view row, bool *ok) const;
     void refuse(size_t entry, const std::string &why)
     {
@@ -799,6 +815,21 @@ ElasticsearchExchange::in_effect(std::map<std::string, const ElasticsearchSink::
     return now[ns] = &was->second;
 }
 
+/*
+ * in_effect() for entry i, in order: most entries are of the table of the
+ * entry before (until a Schema entry), which is not looked up again.
+ */
+const ElasticsearchSink::Index *ElasticsearchExchange::in_effect_cached(
+    std::map<std::string, const ElasticsearchSink::Index *> &now, size_t i, const Change &c)
+{
+    if (!c.schema && c.nsp == cached_nsp_)
+        return cached_index_;
+    const ElasticsearchSink::Index *t = in_effect(now, i, c.ns());
+    cached_nsp_ = c.schema ? nullptr : c.nsp;
+    cached_index_ = t;
+    return t;
+}
+
 /* A row's _id; *ok false if a key column is missing from it. */
 std::string ElasticsearchExchange::id_of(const ElasticsearchSink::Index &t, std::string_view row,
                                          bool *ok) const
@@ -865,9 +896,10 @@ void ElasticsearchExchange::plan_reads()
     std::map<std::string, std::set<std::string>> carried; /* ns -> unchanged columns */
     std::set<std::string> written;                        /* ns + _id written earlier */
     std::map<std::string, const ElasticsearchSink::Index *> now;
+    cached_nsp_ = nullptr;
     for (size_t i = 0; i < entries_.size(); i++) {
         Change &c = entries_[i];
-        const ElasticsearchSink::Index *t = in_effect(now, i, c.ns());
+        const ElasticsearchSink::Index *t = in_effect_cached(now, i, c);
         if (c.schema || t == nullptr || !t->refused.empty() || c.kind == Op::truncate)
             continue;
         std::string_view values = c.kind == Op::delete_ ? c.before : c.after;
@@ -1035,9 +1067,10 @@ void ElasticsearchExchange::plan_writes()
         items.push_back(i);
     };
     std::map<std::string, const ElasticsearchSink::Index *> now;
+    cached_nsp_ = nullptr;
     for (size_t i = 0; i < entries_.size(); i++) {
         const Change &c = entries_[i];
-        const ElasticsearchSink::Index *tp = in_effect(now, i, c.ns());
+        const ElasticsearchSink::Index *tp = in_effect_cached(now, i, c);
         if (c.schema || c.kind == Op::other)
             continue; /* resync_start, drop, and ops of later versions change no document */
         if (tp == nullptr) {
