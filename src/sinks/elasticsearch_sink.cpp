@@ -371,6 +371,15 @@ static size_t container_end(std::string_view s, size_t i)
 #endif
 }
 
+/* Does text go into JSON between quotes as it is? */
+static inline bool plain_json_text(std::string_view text)
+{
+    for (char ch : text)
+        if (ch == '"' || ch == '\\' || static_cast<unsigned char>(ch) < 0x20)
+            return false;
+    return true;
+}
+
 /* The value at s[*i] into *v, *i past it. */
 static inline void take_value(std::string_view s, size_t *i, std::string_view *v)
 {
@@ -836,7 +845,27 @@ std::string ElasticsearchExchange::id_of(const ElasticsearchSink::Index &t, std:
 {
     *ok = true;
     if (t.key.size() == 1) { /* most keys: the text itself */
-        std::string_view v = find_member(row, t.key[0]);
+        const std::string &k = t.key[0];
+        std::string_view v;
+        /* Most rows start with their key column (as the table does): no search. */
+        if (row.size() > k.size() + 4 && row[0] == '{' && row[1] == '"' &&
+            row.compare(2, k.size(), k) == 0 && row[2 + k.size()] == '"' &&
+            row[3 + k.size()] == ':' && plain_json_text(k)) {
+            size_t i = 4 + k.size();
+            try {
+                take_value(row, &i, &v);
+            } catch (const std::exception &) {
+                v = {};
+            }
+            if (v.size() >= 2 && v[0] == '"' && plain_json_text(v.substr(1, v.size() - 2))) {
+                std::string text(v.substr(1, v.size() - 2));
+                if (!text.empty() && text.size() <= 512 && text[0] != '#')
+                    return text;
+                return elasticsearch_doc_id({text});
+            }
+        }
+        if (v.empty())
+            v = find_member(row, k);
         *ok = !v.empty() && v != "null";
         std::string text = text_of(v);
         if (!text.empty() && text.size() <= 512 && text[0] != '#')
@@ -871,6 +900,24 @@ static void append_json_string(std::string &out, std::string_view text)
     out.append(text);
     out.push_back('"');
 }
+
+/* A line of at most 320 bytes composed on the stack (the caller checks it fits). */
+struct Composed {
+    char buf[320];
+    char *p = buf;
+    size_t size() const { return static_cast<size_t>(p - buf); }
+    template <size_t N> void lit(const char (&text)[N])
+    {
+        memcpy(p, text, N - 1);
+        p += N - 1;
+    }
+    void put(std::string_view v)
+    {
+        memcpy(p, v.data(), v.size());
+        p += v.size();
+    }
+    void number(uint64_t n) { p = std::to_chars(p, p + 24, n).ptr; }
+};
 
 /* A string literal appended without measuring it. */
 template <size_t N> static inline void lit(std::string &out, const char (&text)[N])
@@ -1007,14 +1054,15 @@ void ElasticsearchExchange::plan_writes()
     uint64_t digits_of = 0;
     char digits[24];
     size_t digits_len = 0;
-    auto append_lsn = [&](uint64_t lsn) {
+    auto lsn_digits = [&](uint64_t lsn) {
         if (digits_len == 0 || digits_of != lsn) {
             digits_len = static_cast<size_t>(
                 std::to_chars(digits, digits + sizeof(digits), lsn).ptr - digits);
             digits_of = lsn;
         }
-        bulk.append(digits, digits_len);
+        return std::string_view(digits, digits_len);
     };
+    auto append_lsn = [&](uint64_t lsn) { bulk += lsn_digits(lsn); };
     std::string index_json; /* the index of the entry before, as a JSON string */
     const ElasticsearchSink::Index *index_of = nullptr;
     auto action = [&](const ElasticsearchSink::Index &t, const std::string &id, const Change &c) {
@@ -1023,6 +1071,17 @@ void ElasticsearchExchange::plan_writes()
             append_json_string(index_json, t.name);
             index_of = &t;
             bulk_index = t.name;
+        }
+        if (one_table && id.size() <= 128 && plain_json_text(id)) {
+            /* Most actions: composed on the stack, appended at once. */
+            Composed l;
+            l.lit(R"({"index":{"_id":")");
+            l.put(id);
+            l.lit(R"(","version":)");
+            l.put(lsn_digits(c.lsn));
+            l.lit(",\"version_type\":\"external_gte\"}}\n");
+            bulk.append(l.buf, l.size());
+            return;
         }
         if (one_table) {
             lit(bulk, R"({"index":{"_id":)");
@@ -1037,6 +1096,24 @@ void ElasticsearchExchange::plan_writes()
         lit(bulk, ",\"version_type\":\"external_gte\"}}\n");
     };
     auto meta = [&](const Change &c, bool deleted) {
+        if (c.op_raw.size() + c.timestamp.size() <= 160) {
+            Composed l;
+            l.lit(R"("_pgsink_lsn":)");
+            l.put(lsn_digits(c.lsn));
+            l.lit(R"(,"_pgsink_sequence":)");
+            l.number(c.seq);
+            l.lit(R"(,"_pgsink_op":)");
+            l.put(c.op_raw);
+            if (deleted)
+                l.lit(R"(,"_pgsink_deleted":true)");
+            else
+                l.lit(R"(,"_pgsink_deleted":false)");
+            l.lit(R"(,"_pgsink_timestamp":)");
+            l.put(c.timestamp.empty() ? std::string_view("null") : c.timestamp);
+            l.lit("}\n");
+            bulk.append(l.buf, l.size());
+            return;
+        }
         lit(bulk, R"("_pgsink_lsn":)");
         append_lsn(c.lsn);
         lit(bulk, R"(,"_pgsink_sequence":)");
@@ -1189,9 +1266,11 @@ void ElasticsearchExchange::plan_writes()
         size_t close = body.rfind('}');
         bool has_members = body.find_first_not_of(" \t\r\n", 1) != close;
         bulk.append(body.data(), close);
-        if (has_members && !carried.empty())
-            lit(bulk, ",");
-        bulk += carried;
+        if (!carried.empty()) {
+            if (has_members)
+                lit(bulk, ",");
+            bulk += carried;
+        }
         if (has_members || !carried.empty())
             lit(bulk, ",");
         meta(c, false);
