@@ -16,6 +16,9 @@
 -- (Schema entries and truncates alone, a transaction the batch before holds
 -- too or reads of documents after those before) and where a batch ends (its
 -- last whole transaction); an index found missing by a request other than
--- _bulk (404, or an _mget document's error) retried and made again first.
+-- _bulk (404, or an _mget document's error) retried and made again first;
+-- a key change with an unchanged value sent again after a crash (the old
+-- key holds its tombstone, the new key its document) neither written nor
+-- parked.
 -- It returns 1, or fails naming every check that did not hold.
 SELECT pgsink._selftest_boundary('elasticsearch');

@@ -483,6 +483,7 @@ struct Change {
 /* A document as read back or written earlier in the batch. */
 struct Doc {
     uint64_t version = 0;
+    uint64_t sequence = 0; /* _pgsink_sequence */
     bool deleted = false;
     std::map<std::string, std::string> fields; /* raw values */
 };
@@ -962,6 +963,9 @@ void ElasticsearchExchange::plan_reads()
             if (!written.count(c.ns() + '\x1e' + source)) {
                 wanted[c.ns()].insert(source);
                 carried[c.ns()].insert(c.unchanged.begin(), c.unchanged.end());
+                /* A key change: the new key's document too, to tell a replay (plan_writes()). */
+                if (source != c.id && !written.count(c.ns() + '\x1e' + c.id))
+                    wanted[c.ns()].insert(c.id);
             }
         }
         written.insert(c.ns() + '\x1e' + c.id);
@@ -974,7 +978,7 @@ void ElasticsearchExchange::plan_reads()
             append_json_string(fields, f);
             fields += ",";
         }
-        fields += R"("_pgsink_deleted")";
+        fields += R"("_pgsink_deleted","_pgsink_sequence")";
         std::vector<std::string> pieces(1);
         size_t n = 0;
         for (const std::string &id : ids) {
@@ -1229,6 +1233,19 @@ void ElasticsearchExchange::plan_writes()
                 /* Elasticsearch holds a newer version: this update would be refused (409). */
                 continue;
             }
+            /*
+             * A key change sent again (a replay after a crash): the old key's
+             * document may be the tombstone it left. If the new key's document
+             * is this change's or a later one, it was delivered: nothing to
+             * carry, nothing to park.
+             */
+            if (key_changed && docs.find(c.id) == docs.end()) {
+                auto target = read_[c.ns()].find(c.id);
+                if (target != read_[c.ns()].end() &&
+                    (target->second.version > c.lsn ||
+                     (target->second.version == c.lsn && target->second.sequence >= c.seq)))
+                    continue;
+            }
             std::string missing;
             for (const std::string &u : c.unchanged) {
                 const std::string *value = nullptr;
@@ -1401,6 +1418,8 @@ bool ElasticsearchExchange::read_docs(const std::string &ns, const std::string &
         for (auto &kv : members_of(member(m, "_source")))
             doc.fields[kv.first] = std::string(kv.second);
         doc.deleted = doc.fields["_pgsink_deleted"] == "true";
+        std::string_view sequence = doc.fields["_pgsink_sequence"];
+        std::from_chars(sequence.data(), sequence.data() + sequence.size(), doc.sequence);
         read_[ns][text_of(member(m, "_id"))] = std::move(doc);
     }
     return true;
