@@ -64,8 +64,12 @@ cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) 
 worker_pid() { psqlq -c "SELECT pid FROM pgsink.sinks WHERE sink = '$1'"; }
 
 echo "== delivery rate: a backlog of $ROWS rows in $TXN_ROWS-row transactions, from the spool"
+fpid=$(worker_pid file)
+fcpu0=$(cpu_ms "$fpid")
 file_ms=$(time_sink file "$end")
+fcpu1=$(cpu_ms "$fpid")
 printf '%-28s %10s rows %8s ms %10s rows/s\n' "file (fsynced)" "$ROWS" "$file_ms" "$(rate "$ROWS" "$file_ms")"
+echo "CPU time while the file sink delivered ($file_ms ms): its delivery worker $((fcpu1 - fcpu0)) ms"
 before=$(cat "$BENCH_DIR/es.count")
 wpid=$(worker_pid elasticsearch)
 cpu0=$(cpu_ms "$wpid") rcpu0=$(cpu_ms "$receiver")
