@@ -290,9 +290,57 @@ std::string ElasticsearchSink::scrub(std::string text) const
 /* ------------------------------------------------------------ the exchange */
 
 /* The literal k at s[*i] (then *i is past it)? */
+/*
+ * Do the N - 1 bytes at p equal the literal k? Inline loads, no memcmp()
+ * call: a line's head compares a dozen of these.
+ */
+template <size_t N> static inline bool same_bytes(const char *p, const char (&k)[N])
+{
+    constexpr size_t n = N - 1;
+    static_assert(n >= 4 && n <= 16, "a literal of 4 to 16 bytes");
+    if constexpr (n >= 8) {
+        uint64_t a, b, c, d;
+        memcpy(&a, p, 8);
+        memcpy(&b, k, 8);
+        memcpy(&c, p + n - 8, 8);
+        memcpy(&d, k + n - 8, 8);
+        return a == b && c == d;
+    } else {
+        uint32_t a, b, c, d;
+        memcpy(&a, p, 4);
+        memcpy(&b, k, 4);
+        memcpy(&c, p + n - 4, 4);
+        memcpy(&d, k + n - 4, 4);
+        return a == b && c == d;
+    }
+}
+
+/* a == b, for the short texts of a line's head (no memcmp() call); sizes equal. */
+static inline bool same_text(std::string_view a, std::string_view b)
+{
+    size_t n = a.size(), at = 0;
+    for (; at + 8 <= n; at += 8) {
+        uint64_t x, y;
+        memcpy(&x, a.data() + at, 8);
+        memcpy(&y, b.data() + at, 8);
+        if (x != y)
+            return false;
+    }
+    for (; at < n; at++)
+        if (a[at] != b[at])
+            return false;
+    return true;
+}
+
+/* Is v the literal k? */
+template <size_t N> static inline bool is_literal(std::string_view v, const char (&k)[N])
+{
+    return v.size() == N - 1 && same_bytes(v.data(), k);
+}
+
 template <size_t N> static inline bool take(std::string_view s, size_t *i, const char (&k)[N])
 {
-    if (s.size() - *i < N - 1 || memcmp(s.data() + *i, k, N - 1) != 0)
+    if (s.size() - *i < N - 1 || !same_bytes(s.data() + *i, k))
         return false;
     *i += N - 1;
     return true;
@@ -654,13 +702,14 @@ static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines)
             continue;
         }
         c.op_raw = op;
-        c.kind = op == "\"insert\""     ? Op::insert
-                 : op == "\"update\""   ? Op::update
-                 : op == "\"delete\""   ? Op::delete_
-                 : op == "\"truncate\"" ? Op::truncate
-                 : op == "\"import\""   ? Op::import
-                                        : Op::other;
-        if (ns == last_namespace && name == last_name && entries_.size() > 1)
+        c.kind = is_literal(op, "\"insert\"")     ? Op::insert
+                 : is_literal(op, "\"update\"")   ? Op::update
+                 : is_literal(op, "\"delete\"")   ? Op::delete_
+                 : is_literal(op, "\"truncate\"") ? Op::truncate
+                 : is_literal(op, "\"import\"")   ? Op::import
+                                                  : Op::other;
+        if (ns.size() == last_namespace.size() && name.size() == last_name.size() &&
+            same_text(ns, last_namespace) && same_text(name, last_name) && entries_.size() > 1)
             c.nsp = entries_[entries_.size() - 2].nsp; /* most are of the table before */
         else
             c.nsp =
@@ -683,9 +732,9 @@ static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines)
             c.kind = Op::truncate;
             c.seq = 0;
         }
-        if (c.before == "null")
+        if (is_literal(c.before, "null"))
             c.before = {};
-        if (c.after == "null")
+        if (is_literal(c.after, "null"))
             c.after = {};
         if (!unchanged.empty()) {
             for (std::string_view u : elements_of(unchanged))
@@ -850,7 +899,7 @@ std::string ElasticsearchExchange::id_of(const ElasticsearchSink::Index &t, std:
         std::string_view v;
         /* Most rows start with their key column (as the table does): no search. */
         if (row.size() > k.size() + 4 && row[0] == '{' && row[1] == '"' &&
-            row.compare(2, k.size(), k) == 0 && row[2 + k.size()] == '"' &&
+            same_text(row.substr(2, k.size()), k) && row[2 + k.size()] == '"' &&
             row[3 + k.size()] == ':' && plain_json_text(k)) {
             size_t i = 4 + k.size();
             try {
