@@ -1705,13 +1705,16 @@ std::unique_ptr<HttpSink::Exchange> ElasticsearchSink::exchange(std::string_view
 {
     /* Read already by order_of() (the same lines: the same key, where they are, their size). */
     std::shared_ptr<ElasticsearchBatch> batch;
-    for (auto it = read_ahead_.begin(); it != read_ahead_.end(); ++it)
-        if (it->first == key) {
-            if (it->second->data == lines.data() && it->second->size == lines.size())
-                batch = std::move(it->second);
-            read_ahead_.erase(it);
-            break;
+    for (auto it = read_ahead_.begin(); it != read_ahead_.end();) {
+        if (it->first != key) {
+            ++it;
+            continue;
         }
+        /* Read before the window was cleared, then read again: only the latest is its. */
+        if (it->second->data == lines.data() && it->second->size == lines.size())
+            batch = std::move(it->second);
+        it = read_ahead_.erase(it);
+    }
     if (!batch)
         batch = read_batch(lines);
     return std::make_unique<ElasticsearchExchange>(*this, std::move(*batch));
@@ -1729,8 +1732,12 @@ Order ElasticsearchSink::order_of(std::string_view lines, const std::string &key
     bool any_schema = batch->any_schema, any_truncate = batch->any_truncate,
          any_unchanged = batch->any_unchanged;
     read_ahead_.emplace_back(key, std::move(batch));
-    /* Batches read but never sent (the window was cleared): forgotten. */
-    while (read_ahead_.size() > 8)
+    /*
+     * At most the batches two in flight and one read ahead need, and one
+     * more: the oldest go (read again when sent; or never sent, the
+     * window cleared meanwhile). Memory stays about a batch's size each.
+     */
+    while (read_ahead_.size() > 4)
         read_ahead_.pop_front();
     if (any_schema || any_truncate)
         return Order::alone;
