@@ -5,6 +5,10 @@
 -- cursor waits for the contiguous prefix of acknowledged batches with three
 -- in flight; bisection isolates the one refused entry; on_rejection = 'stop'
 -- holds a refused batch but still splits one refused as too large; per-entry
--- answers park the refused entries and send only the retryable ones again.
+-- answers park the refused entries and send only the retryable ones again;
+-- with several in flight, a batch that depends on those before it waits
+-- until they are done (retries included) and keeps later ones back, one
+-- alone also keeps every later one back until it is done, and the second
+-- half of a split batch waits for the first.
 -- It returns 1, or fails naming every check that did not hold.
 SELECT pgsink._selftest_boundary('delivery_window');

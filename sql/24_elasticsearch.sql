@@ -9,6 +9,16 @@
 -- newer document, a truncate's position kept in _meta before
 -- _delete_by_query, per-item answers (409 delivered, 400 parked, 429 sent
 -- again), a replay before the truncate skipped, a batch whose _bulk would be
--- too large split before sending, a proxy's page retried.
+-- too large split before sending, a proxy's page retried; a change sent
+-- again (429) takes the later changes of its documents in the batch with it
+-- (they share its version); rows with escapes and brackets at every place
+-- of a 16-byte block copied exactly; which batches may overlap in flight
+-- (Schema entries and truncates alone, a transaction the batch before holds
+-- too or reads of documents after those before) and where a batch ends (its
+-- last whole transaction); an index found missing by a request other than
+-- _bulk (404, or an _mget document's error) retried and made again first;
+-- a key change with an unchanged value sent again after a crash (the old
+-- key holds its tombstone, the new key its document) neither written nor
+-- parked.
 -- It returns 1, or fails naming every check that did not hold.
 SELECT pgsink._selftest_boundary('elasticsearch');

@@ -20,7 +20,8 @@ static size_t after_lines(std::string_view lines, size_t n)
     return at;
 }
 
-uint64_t DeliveryWindow::add(std::string lines, size_t entries, std::string key, bool park_always)
+uint64_t DeliveryWindow::add(std::string lines, size_t entries, std::string key, bool park_always,
+                             Order order)
 {
     uint64_t seq = next_range_++;
     ranges_.push_back(Range{seq, 1});
@@ -31,6 +32,7 @@ uint64_t DeliveryWindow::add(std::string lines, size_t entries, std::string key,
     b.entries = entries;
     b.key = std::move(key);
     b.park_always = park_always;
+    b.order = order;
     batches_.push_back(std::move(b));
     return seq;
 }
@@ -43,17 +45,37 @@ size_t DeliveryWindow::retrying() const
     return n;
 }
 
+/*
+ * Calls f(batch) for each batch not in flight that may go out when it is
+ * due, in order, until f returns true (see Order in delivery_window.h).
+ */
+template <typename L, typename F> static void eligible(L &batches, size_t max, F f)
+{
+    bool before = false; /* a batch before is not done */
+    for (auto &b : batches) {
+        if (!b.in_flight) {
+            if (before && (max <= 1 || b.order != Order::free))
+                return; /* it waits for those before, and keeps those after back */
+            if (f(b))
+                return;
+        }
+        if (max <= 1 || b.order == Order::alone)
+            return; /* in order: nothing passes it */
+        before = true;
+    }
+}
+
 DeliveryWindow::Batch *DeliveryWindow::next_to_send(int64_t now_ms, size_t max_in_flight)
 {
     if (in_flight_ >= std::max<size_t>(max_in_flight, 1) || now_ms < hold_until_ms_)
         return nullptr;
-    for (Batch &b : batches_) {
-        if (!b.in_flight && b.not_before_ms <= now_ms)
-            return &b;
-        if (max_in_flight <= 1)
-            return nullptr; /* in order: nothing passes the first unfinished batch */
-    }
-    return nullptr;
+    Batch *found = nullptr;
+    eligible(batches_, max_in_flight, [&](Batch &b) {
+        if (b.not_before_ms <= now_ms)
+            found = &b;
+        return found != nullptr;
+    });
+    return found;
 }
 
 const DeliveryWindow::Batch *DeliveryWindow::next_in_line() const
@@ -95,12 +117,11 @@ int64_t DeliveryWindow::next_due_ms(size_t max_in_flight) const
     if (in_flight_ >= std::max<size_t>(max_in_flight, 1))
         return -1;
     int64_t due = -1;
-    for (const Batch &b : batches_) {
-        if (!b.in_flight && (due < 0 || b.not_before_ms < due))
+    eligible(batches_, max_in_flight, [&](const Batch &b) {
+        if (due < 0 || b.not_before_ms < due)
             due = b.not_before_ms;
-        if (max_in_flight <= 1)
-            break;
-    }
+        return false;
+    });
     return due < 0 ? -1 : std::max(due, hold_until_ms_);
 }
 
@@ -155,6 +176,8 @@ void DeliveryWindow::split(std::list<Batch>::iterator b)
     second.entries = b->entries - half;
     second.key = b->key + "b";
     second.park_always = b->park_always;
+    /* The halves of a batch may share a transaction: the second waits for the first. */
+    second.order = b->order == Order::alone ? Order::alone : Order::after_previous;
     b->lines.resize(cut);
     b->entries = half;
     b->key += "a";
@@ -459,6 +482,88 @@ std::string delivery_window_selftest()
         w.sent(b);
         w.complete(b->id, ack(), 1000);
         c.expect(w.pop_done().size() == 1, "per-entry: done after the retry");
+    }
+    /*
+     * Orders (several in flight): a batch that depends on those before waits
+     * until they are done, retries included, and keeps later ones back; one
+     * alone also keeps every later one back until it is done.
+     */
+    {
+        DeliveryWindow w(policy);
+        w.add("a\n", 1, "k1");
+        w.add("b\n", 1, "k2", false, Order::after_previous);
+        w.add("c\n", 1, "k3");
+        w.add("d\n", 1, "k4", false, Order::alone);
+        w.add("e\n", 1, "k5");
+        auto *b = w.next_to_send(0, 4);
+        c.expect(b != nullptr && b->key == "k1", "order: the first goes out");
+        w.sent(b);
+        uint64_t id1 = b->id;
+        c.expect(w.next_to_send(0, 4) == nullptr, "order: after_previous waits for the one before");
+        c.expect(w.next_due_ms(4) == -1, "order: no timer while it waits for an answer");
+        w.complete(id1, ack(), 0);
+        b = w.next_to_send(0, 4);
+        c.expect(b != nullptr && b->key == "k2",
+                 "order: after_previous once those before are done");
+        w.sent(b);
+        uint64_t id2 = b->id;
+        b = w.next_to_send(0, 4);
+        c.expect(b != nullptr && b->key == "k3", "order: a free batch overlaps");
+        w.sent(b);
+        uint64_t id3 = b->id;
+        c.expect(w.next_to_send(0, 4) == nullptr, "order: alone waits for those before");
+        w.complete(id3, ack(), 0);
+        c.expect(w.next_to_send(0, 4) == nullptr, "order: alone waits for every one before");
+        w.complete(id2, ack(), 0);
+        b = w.next_to_send(0, 4);
+        c.expect(b != nullptr && b->key == "k4", "order: alone once all before are done");
+        w.sent(b);
+        uint64_t id4 = b->id;
+        c.expect(w.next_to_send(0, 4) == nullptr, "order: nothing passes a batch alone");
+        w.complete(id4, ack(), 0);
+        b = w.next_to_send(0, 4);
+        c.expect(b != nullptr && b->key == "k5", "order: the next after the one alone is done");
+        w.sent(b);
+        w.complete(b->id, ack(), 0);
+        c.expect(w.pop_done().size() == 5 && w.empty(), "order: all done");
+    }
+    /* A per-entry retry keeps a batch of the same transaction back until it is delivered. */
+    {
+        DeliveryWindow w(policy);
+        w.add("a\nb\n", 2, "k1");
+        w.add("c\n", 1, "k2", false, Order::after_previous);
+        auto *b = w.next_to_send(0, 4);
+        w.sent(b);
+        Answer a;
+        a.entries.push_back(Answer::Entry{1, true, 429, "busy"});
+        auto o = w.complete(b->id, a, 0);
+        c.expect(o.retrying, "order: the entry waits for its retry");
+        c.expect(w.next_to_send(1000, 4) != nullptr && w.next_to_send(1000, 4)->lines == "b\n",
+                 "order: the retried entry first");
+        b = w.next_to_send(1000, 4);
+        w.sent(b);
+        c.expect(w.next_to_send(1000, 4) == nullptr,
+                 "order: the batch after waits for the retry to be answered");
+        a.entries.clear();
+        w.complete(b->id, a, 1000);
+        b = w.next_to_send(1000, 4);
+        c.expect(b != nullptr && b->key == "k2", "order: then the batch after");
+    }
+    /* The second half of a split batch waits for the first (they may share a transaction). */
+    {
+        DeliveryWindow w(policy);
+        w.add("a\nb\n", 2, "k1");
+        w.add("c\n", 1, "k2");
+        auto *b = w.next_to_send(0, 4);
+        w.sent(b);
+        w.complete(b->id, reject(true), 0);
+        b = w.next_to_send(0, 4);
+        c.expect(b != nullptr && b->lines == "a\n", "split: the first half");
+        w.sent(b);
+        c.expect(w.next_to_send(0, 4) == nullptr, "split: the second half waits for the first");
+        w.complete(b->id, ack(), 0);
+        b = w.next_to_send(0, 4);
+        c.expect(b != nullptr && b->lines == "b\n", "split: then the second half");
     }
     return c.failures;
 }

@@ -22,7 +22,12 @@
  *
  * With max_in_flight 1 only the first unfinished batch is ever sent, so the
  * receiver gets batches in order, a retried one before the next. With more,
- * any batch that is due may go out.
+ * any batch that is due may go out, unless its order (what the sink computed
+ * for it, see Order) says it depends on the batches before it: such a batch
+ * goes out only once every batch before it is done (delivered or parked,
+ * retries included), and, while it waits, no batch after it goes out
+ * either; a batch that is alone also keeps every batch after it back until
+ * it is done.
  *
  * Pure C++: no PostgreSQL headers, no network (the selftest drives it).
  */
@@ -56,6 +61,13 @@ struct Answer {
     std::vector<Entry> entries;
 };
 
+/* How a batch may overlap with the others in flight (with max_in_flight > 1). */
+enum class Order {
+    free,           /* independent of every batch before it */
+    after_previous, /* only once every batch before it is done */
+    alone           /* that, and no batch after it goes out before it is done */
+};
+
 struct WindowPolicy {
     bool stop_on_rejection = false;
     long first_retry_ms = 100;
@@ -73,6 +85,7 @@ class DeliveryWindow
         size_t entries;
         std::string key; /* the same on every attempt of this batch */
         bool park_always;
+        Order order = Order::free;
         int attempts = 0; /* failed attempts */
         long backoff_ms = 0;
         int64_t not_before_ms = 0; /* waits for a retry until then */
@@ -100,9 +113,11 @@ class DeliveryWindow
      * Add a range: its entries, as one batch, after every range added
      * before. park_always: entries refused are parked whatever the policy
      * (entries sent again from the dead letters). Returns the range's
-     * sequence number.
+     * sequence number. order: see Order (a batch split later keeps it, and
+     * its second half waits at least for the first).
      */
-    uint64_t add(std::string lines, size_t entries, std::string key, bool park_always = false);
+    uint64_t add(std::string lines, size_t entries, std::string key, bool park_always = false,
+                 Order order = Order::free);
     size_t ranges() const { return ranges_.size(); }
     bool empty() const { return ranges_.empty(); }
     size_t in_flight() const { return in_flight_; }
@@ -141,6 +156,7 @@ class DeliveryWindow
     void finish(std::list<Batch>::iterator b);
     void schedule_retry(Batch &b, long asked_ms, int64_t now_ms, Outcome *out);
     void split(std::list<Batch>::iterator b);
+    const Batch *candidate(int64_t now_ms, size_t max_in_flight, bool *due_only) const;
 
     WindowPolicy policy_;
     std::list<Batch> batches_; /* in order: by range, then by place in it */

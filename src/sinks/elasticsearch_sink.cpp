@@ -196,7 +196,47 @@ bool ElasticsearchSink::open(const Resume &)
         throw SinkError("pgsink.elasticsearch_url is not set", false);
     /* Indexes are learnt from the Schema entries, announced again at every start. */
     indexes_.clear();
+    last_lsn_ = 0;
+    read_ahead_.clear();
     return true;
+}
+
+/* The commit LSN of a changelog line (0: none that can be read). */
+static uint64_t lsn_of_line(std::string_view line)
+{
+    static const char kLsn[] = "\"lsn\":\"";
+    const void *at = memmem(line.data(), line.size(), kLsn, sizeof(kLsn) - 1);
+    if (at == nullptr)
+        return 0;
+    size_t from =
+        static_cast<size_t>(static_cast<const char *>(at) - line.data()) + sizeof(kLsn) - 1;
+    size_t end = line.find('"', from);
+    uint64_t lsn = 0;
+    if (end == std::string_view::npos || !parse_lsn(line.data() + from, end - from, &lsn))
+        return 0;
+    return lsn;
+}
+
+size_t ElasticsearchSink::batch_end(std::string_view lines) const
+{
+    if (lines.size() < 2 || lines.back() != '\n')
+        return lines.size();
+    /* The lines [start, at) from the last one back, while they are of the last one's transaction.
+     */
+    size_t at = lines.size();
+    size_t start = lines.rfind('\n', at - 2);
+    start = start == std::string_view::npos ? 0 : start + 1;
+    uint64_t last = lsn_of_line(lines.substr(start, at - start));
+    if (last == 0)
+        return lines.size();
+    while (start > 0) {
+        at = start;
+        size_t before = at < 2 ? std::string_view::npos : lines.rfind('\n', at - 2);
+        start = before == std::string_view::npos ? 0 : before + 1;
+        if (lsn_of_line(lines.substr(start, at - start)) != last)
+            return at; /* after the line of the transaction before */
+    }
+    return lines.size(); /* one transaction */
 }
 
 std::string ElasticsearchSink::describe() const
@@ -249,6 +289,224 @@ std::string ElasticsearchSink::scrub(std::string text) const
 
 /* ------------------------------------------------------------ the exchange */
 
+/* The literal k at s[*i] (then *i is past it)? */
+/*
+ * Do the N - 1 bytes at p equal the literal k? Inline loads, no memcmp()
+ * call: a line's head compares a dozen of these.
+ */
+template <size_t N> static inline bool same_bytes(const char *p, const char (&k)[N])
+{
+    constexpr size_t n = N - 1;
+    static_assert(n >= 4 && n <= 16, "a literal of 4 to 16 bytes");
+    if constexpr (n >= 8) {
+        uint64_t a, b, c, d;
+        memcpy(&a, p, 8);
+        memcpy(&b, k, 8);
+        memcpy(&c, p + n - 8, 8);
+        memcpy(&d, k + n - 8, 8);
+        return a == b && c == d;
+    } else {
+        uint32_t a, b, c, d;
+        memcpy(&a, p, 4);
+        memcpy(&b, k, 4);
+        memcpy(&c, p + n - 4, 4);
+        memcpy(&d, k + n - 4, 4);
+        return a == b && c == d;
+    }
+}
+
+/* a == b, for the short texts of a line's head (no memcmp() call); sizes equal. */
+static inline bool same_text(std::string_view a, std::string_view b)
+{
+    size_t n = a.size(), at = 0;
+    for (; at + 8 <= n; at += 8) {
+        uint64_t x, y;
+        memcpy(&x, a.data() + at, 8);
+        memcpy(&y, b.data() + at, 8);
+        if (x != y)
+            return false;
+    }
+    for (; at < n; at++)
+        if (a[at] != b[at])
+            return false;
+    return true;
+}
+
+/* Is v the literal k? */
+template <size_t N> static inline bool is_literal(std::string_view v, const char (&k)[N])
+{
+    return v.size() == N - 1 && same_bytes(v.data(), k);
+}
+
+template <size_t N> static inline bool take(std::string_view s, size_t *i, const char (&k)[N])
+{
+    if (s.size() - *i < N - 1 || !same_bytes(s.data() + *i, k))
+        return false;
+    *i += N - 1;
+    return true;
+}
+
+/*
+ * Where the JSON object or array starting at s[i] ends (as value_end()),
+ * 16 bytes at a time: a row's values are mostly short strings, which
+ * value_end() skips one call each.
+ */
+static size_t container_end(std::string_view s, size_t i)
+{
+#ifdef __SSE2__
+    const char *b = s.data(), *p = b + i, *end = b + s.size();
+    int depth = 0;
+    bool in_string = false, escaped = false; /* escaped: the next byte is escaped */
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'),
+                  lower = _mm_set1_epi8(0x20), open = _mm_set1_epi8('{'),
+                  close = _mm_set1_epi8('}'); /* [ and ] are { and } with 0x20 set */
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+        __m128i l = _mm_or_si128(v, lower);
+        unsigned m = static_cast<unsigned>(_mm_movemask_epi8(
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                         _mm_or_si128(_mm_cmpeq_epi8(l, open), _mm_cmpeq_epi8(l, close)))));
+        if (escaped) {
+            m &= ~1u;
+            escaped = false;
+        }
+        while (m != 0) {
+            unsigned k = static_cast<unsigned>(__builtin_ctz(m));
+            m &= m - 1;
+            char c = p[k];
+            if (in_string) {
+                if (c == '"') {
+                    in_string = false;
+                } else if (c == '\\') {
+                    if (k == 15)
+                        escaped = true;
+                    else
+                        m &= ~(1u << (k + 1));
+                }
+            } else if (c == '"') {
+                in_string = true;
+            } else if (c == '{' || c == '[') {
+                depth++;
+            } else if (c == '}' || c == ']') {
+                if (--depth == 0)
+                    return static_cast<size_t>(p + k - b) + 1;
+            }
+        }
+        p += 16;
+    }
+    /* The last bytes: from the last place the state is known, as value_end() would. */
+    for (; p < end; p++) {
+        char c = *p;
+        if (escaped) {
+            escaped = false;
+        } else if (in_string) {
+            if (c == '"')
+                in_string = false;
+            else if (c == '\\')
+                escaped = true;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            if (--depth == 0)
+                return static_cast<size_t>(p - b) + 1;
+        }
+    }
+    throw std::runtime_error("a JSON object or array has no end");
+#else
+    return value_end(s, i);
+#endif
+}
+
+/* Does text go into JSON between quotes as it is? */
+static inline bool plain_json_text(std::string_view text)
+{
+    for (char ch : text)
+        if (ch == '"' || ch == '\\' || static_cast<unsigned char>(ch) < 0x20)
+            return false;
+    return true;
+}
+
+/* The value at s[*i] into *v, *i past it. */
+static inline void take_value(std::string_view s, size_t *i, std::string_view *v)
+{
+    size_t end = *i;
+    if (end < s.size() && s[end] == '"') {
+        end = raw_json::string_end(s, end); /* most values of a line's head */
+    } else {
+        /* A number, null, true or false: up to what ends it (else value_end() says why). */
+        while (end < s.size() && s[end] != ',' && s[end] != '}' && s[end] != ']' && s[end] != ' ' &&
+               s[end] != '{' && s[end] != '[' && s[end] != '"' && s[end] != '\n')
+            end++;
+        if (end == *i || (end < s.size() && (s[end] == '{' || s[end] == '[' || s[end] == '"')))
+            end = value_end(s, *i);
+    }
+    *v = s.substr(*i, end - *i);
+    *i = end;
+}
+
+/*
+ * The members of a Modification line that starts at lines[at], laid out as
+ * the changelog writes it (timestamp, sequence, namespace, name, op, lsn,
+ * xid, before, after, maybe unchanged; no spaces): where it ends (its
+ * newline, or the end of lines); npos if the line is laid out otherwise (it
+ * is then read member by member). Values raw, "null" left to the caller.
+ */
+static size_t modification_head(std::string_view lines, size_t at, std::string_view *timestamp,
+                                std::string_view *seq, std::string_view *ns, std::string_view *name,
+                                std::string_view *op, std::string_view *lsn,
+                                std::string_view *before, std::string_view *after,
+                                std::string_view *unchanged)
+{
+    size_t i = at;
+    std::string_view xid;
+    if (!take(lines, &i, "{\"timestamp\":"))
+        return std::string_view::npos;
+    try {
+        take_value(lines, &i, timestamp);
+        if (!take(lines, &i, ",\"sequence\":"))
+            return std::string_view::npos;
+        take_value(lines, &i, seq);
+        if (!take(lines, &i, ",\"namespace\":"))
+            return std::string_view::npos;
+        take_value(lines, &i, ns);
+        if (!take(lines, &i, ",\"name\":"))
+            return std::string_view::npos;
+        take_value(lines, &i, name);
+        if (!take(lines, &i, ",\"op\":"))
+            return std::string_view::npos;
+        take_value(lines, &i, op);
+        if (!take(lines, &i, ",\"lsn\":"))
+            return std::string_view::npos;
+        take_value(lines, &i, lsn);
+        if (!take(lines, &i, ",\"xid\":"))
+            return std::string_view::npos;
+        take_value(lines, &i, &xid);
+        if (!take(lines, &i, ",\"before\":"))
+            return std::string_view::npos;
+        take_value(lines, &i, before);
+        if (!take(lines, &i, ",\"after\":"))
+            return std::string_view::npos;
+        if (i < lines.size() && lines[i] == '{') { /* a row: most of the line */
+            size_t end = container_end(lines, i);
+            *after = lines.substr(i, end - i);
+            i = end;
+        } else {
+            take_value(lines, &i, after);
+        }
+        if (take(lines, &i, ",\"unchanged\":"))
+            take_value(lines, &i, unchanged);
+        else
+            *unchanged = {};
+    } catch (const std::exception &) {
+        return std::string_view::npos; /* the generic scan says what is wrong */
+    }
+    if (i >= lines.size() || lines[i] != '}' || (i + 1 < lines.size() && lines[i + 1] != '\n'))
+        return std::string_view::npos;
+    return i + 1;
+}
+
 namespace
 {
 /* A changelog line, as far as the sink reads it. */
@@ -273,15 +531,28 @@ struct Change {
 /* A document as read back or written earlier in the batch. */
 struct Doc {
     uint64_t version = 0;
+    uint64_t sequence = 0; /* _pgsink_sequence */
     bool deleted = false;
     std::map<std::string, std::string> fields; /* raw values */
 };
 } // namespace
 
+/* A batch's lines, read (values as views into them). */
+struct ElasticsearchBatch {
+    const char *data = nullptr; /* the lines read */
+    size_t size = 0;
+    std::vector<Change> entries;
+    std::set<std::string> ns_pool; /* the namespaces of the entries (Change::nsp) */
+    bool any_unchanged = false;    /* an update left TOASTed columns unchanged */
+    bool any_schema = false, any_truncate = false;
+};
+
+static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines);
+
 class ElasticsearchExchange final : public HttpSink::Exchange
 {
   public:
-    ElasticsearchExchange(ElasticsearchSink &sink, std::string_view lines);
+    ElasticsearchExchange(ElasticsearchSink &sink, ElasticsearchBatch &&batch);
     HttpRequest next() override;
     std::optional<Answer> answer(const HttpResponse &response) override;
 
@@ -310,12 +581,19 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     std::optional<Answer> advance();
     std::optional<Answer> fail(const HttpResponse &r, Answer::Kind kind);
     void read_mapping(size_t table, const std::string &body);
-    void read_docs(const std::string &ns, const std::string &body);
+    bool read_docs(const std::string &ns, const std::string &body);
+    std::optional<Answer> index_missing(const HttpResponse &r);
     std::optional<Answer> read_bulk(const Step &step, const HttpResponse &r);
     std::optional<Answer> read_answer(const HttpResponse &r);
     const ElasticsearchSink::Index *
     in_effect(std::map<std::string, const ElasticsearchSink::Index *> &now, size_t i,
               const std::string &ns);
+    const ElasticsearchSink::Index *
+    in_effect_cached(std::map<std::string, const ElasticsearchSink::Index *> &now, size_t i,
+                     const Change &c);
+    /* in_effect_cached()'s last answer; nullptr before each pass over the entries. */
+    const std::string *cached_nsp_ = nullptr;
+    const ElasticsearchSink::Index *cached_index_ = nullptr;
     std::string id_of(const ElasticsearchSink::Index &t, std::string_view row, bool *ok) const;
     void refuse(size_t entry, const std::string &why)
     {
@@ -338,84 +616,100 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     std::set<std::string> ns_pool_; /* the namespaces of the entries (Change::nsp) */
 };
 
-ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, std::string_view lines)
-    : sink_(sink)
+ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, ElasticsearchBatch &&batch)
+    : sink_(sink), entries_(std::move(batch.entries)), any_unchanged_(batch.any_unchanged),
+      ns_pool_(std::move(batch.ns_pool)) /* a set's nodes move: Change::nsp stays valid */
 {
+    plan_ddl();
+}
+
+static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines)
+{
+    auto batch = std::make_shared<ElasticsearchBatch>();
+    batch->data = lines.data();
+    batch->size = lines.size();
+    std::vector<Change> &entries_ = batch->entries;
+    std::set<std::string> &ns_pool_ = batch->ns_pool;
     size_t at = 0;
     std::string_view last_namespace, last_name; /* raw: the namespace of the entry before */
-    size_t n = 1;
-    for (const char *p = lines.data(), *end = p + lines.size();
-         (p = static_cast<const char *>(memchr(p, '\n', static_cast<size_t>(end - p)))) != nullptr;
-         p++)
-        n++;
-    entries_.reserve(n);
+    entries_.reserve(lines.size() / 128 + 16);  /* about a row a line's length: grown if more */
     while (at < lines.size()) {
-        size_t nl = lines.find('\n', at);
-        if (nl == std::string_view::npos)
-            nl = lines.size();
-        std::string_view line = lines.substr(at, nl - at);
-        at = nl + 1;
         entries_.emplace_back();
         Change &c = entries_.back();
         std::string_view schema, op, ns, name, lsn, seq, unchanged, resync_since;
-        for_members(line, [&](std::string_view key, std::string_view value) {
-            switch (key.size()) { /* by length first: one comparison a member */
-            case 2:
-                if (key == "op")
-                    op = value;
-                break;
-            case 3:
-                if (key == "lsn")
-                    lsn = value;
-                break;
-            case 4:
-                if (key == "name")
-                    name = value;
-                break;
-            case 5:
-                if (key == "after")
-                    c.after = value;
-                break;
-            case 6:
-                if (key == "before")
-                    c.before = value;
-                else if (key == "schema")
-                    schema = value;
-                break;
-            case 8:
-                if (key == "sequence")
-                    seq = value;
-                break;
-            case 12:
-                if (key == "resync_since")
-                    resync_since = value;
-                break;
-            case 9:
-                if (key == "namespace")
-                    ns = value;
-                else if (key == "timestamp")
-                    c.timestamp = value;
-                else if (key == "unchanged")
-                    unchanged = value;
-                break;
-            }
-            return true;
-        });
+        /* Most lines are Modifications as the changelog writes them: read in one go. */
+        size_t end = modification_head(lines, at, &c.timestamp, &seq, &ns, &name, &op, &lsn,
+                                       &c.before, &c.after, &unchanged);
+        if (end != std::string_view::npos) {
+            at = end + 1;
+        } else {
+            size_t nl = lines.find('\n', at);
+            if (nl == std::string_view::npos)
+                nl = lines.size();
+            std::string_view line = lines.substr(at, nl - at);
+            at = nl + 1;
+            c.timestamp = c.before = c.after = seq = ns = name = op = lsn = unchanged = {};
+            for_members(line, [&](std::string_view key, std::string_view value) {
+                switch (key.size()) { /* by length first: one comparison a member */
+                case 2:
+                    if (key == "op")
+                        op = value;
+                    break;
+                case 3:
+                    if (key == "lsn")
+                        lsn = value;
+                    break;
+                case 4:
+                    if (key == "name")
+                        name = value;
+                    break;
+                case 5:
+                    if (key == "after")
+                        c.after = value;
+                    break;
+                case 6:
+                    if (key == "before")
+                        c.before = value;
+                    else if (key == "schema")
+                        schema = value;
+                    break;
+                case 8:
+                    if (key == "sequence")
+                        seq = value;
+                    break;
+                case 12:
+                    if (key == "resync_since")
+                        resync_since = value;
+                    break;
+                case 9:
+                    if (key == "namespace")
+                        ns = value;
+                    else if (key == "timestamp")
+                        c.timestamp = value;
+                    else if (key == "unchanged")
+                        unchanged = value;
+                    break;
+                }
+                return true;
+            });
+        }
         if (!schema.empty()) {
             c.schema = true;
             c.schema_json = json::parse(schema);
             c.nsp = &*ns_pool_.insert(c.schema_json.value("namespace", "")).first;
             last_namespace = last_name = {};
+            batch->any_schema = true;
             continue;
         }
         c.op_raw = op;
-        c.kind = op == "\"insert\""     ? Op::insert
-                 : op == "\"update\""   ? Op::update
-                 : op == "\"delete\""   ? Op::delete_
-                 : op == "\"truncate\"" ? Op::truncate
-                 : op == "\"import\""   ? Op::import
-                                        : Op::other;
-        if (ns == last_namespace && name == last_name && entries_.size() > 1)
+        c.kind = is_literal(op, "\"insert\"")     ? Op::insert
+                 : is_literal(op, "\"update\"")   ? Op::update
+                 : is_literal(op, "\"delete\"")   ? Op::delete_
+                 : is_literal(op, "\"truncate\"") ? Op::truncate
+                 : is_literal(op, "\"import\"")   ? Op::import
+                                                  : Op::other;
+        if (ns.size() == last_namespace.size() && name.size() == last_name.size() &&
+            same_text(ns, last_namespace) && same_text(name, last_name) && entries_.size() > 1)
             c.nsp = entries_[entries_.size() - 2].nsp; /* most are of the table before */
         else
             c.nsp =
@@ -438,17 +732,18 @@ ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, std::strin
             c.kind = Op::truncate;
             c.seq = 0;
         }
-        if (c.before == "null")
+        if (is_literal(c.before, "null"))
             c.before = {};
-        if (c.after == "null")
+        if (is_literal(c.after, "null"))
             c.after = {};
         if (!unchanged.empty()) {
             for (std::string_view u : elements_of(unchanged))
                 c.unchanged.push_back(text_of(u));
-            any_unchanged_ = true;
+            batch->any_unchanged = true;
         }
+        batch->any_truncate = batch->any_truncate || c.kind == Op::truncate;
     }
-    plan_ddl();
+    return batch;
 }
 
 /* Names a column may not have: Elasticsearch's own fields, the sink's, object paths. */
@@ -579,13 +874,48 @@ ElasticsearchExchange::in_effect(std::map<std::string, const ElasticsearchSink::
     return now[ns] = &was->second;
 }
 
+/*
+ * in_effect() for entry i, in order: most entries are of the table of the
+ * entry before (until a Schema entry), which is not looked up again.
+ */
+const ElasticsearchSink::Index *ElasticsearchExchange::in_effect_cached(
+    std::map<std::string, const ElasticsearchSink::Index *> &now, size_t i, const Change &c)
+{
+    if (!c.schema && c.nsp == cached_nsp_)
+        return cached_index_;
+    const ElasticsearchSink::Index *t = in_effect(now, i, c.ns());
+    cached_nsp_ = c.schema ? nullptr : c.nsp;
+    cached_index_ = t;
+    return t;
+}
+
 /* A row's _id; *ok false if a key column is missing from it. */
 std::string ElasticsearchExchange::id_of(const ElasticsearchSink::Index &t, std::string_view row,
                                          bool *ok) const
 {
     *ok = true;
     if (t.key.size() == 1) { /* most keys: the text itself */
-        std::string_view v = find_member(row, t.key[0]);
+        const std::string &k = t.key[0];
+        std::string_view v;
+        /* Most rows start with their key column (as the table does): no search. */
+        if (row.size() > k.size() + 4 && row[0] == '{' && row[1] == '"' &&
+            same_text(row.substr(2, k.size()), k) && row[2 + k.size()] == '"' &&
+            row[3 + k.size()] == ':' && plain_json_text(k)) {
+            size_t i = 4 + k.size();
+            try {
+                take_value(row, &i, &v);
+            } catch (const std::exception &) {
+                v = {};
+            }
+            if (v.size() >= 2 && v[0] == '"' && plain_json_text(v.substr(1, v.size() - 2))) {
+                std::string text(v.substr(1, v.size() - 2));
+                if (!text.empty() && text.size() <= 512 && text[0] != '#')
+                    return text;
+                return elasticsearch_doc_id({text});
+            }
+        }
+        if (v.empty())
+            v = find_member(row, k);
         *ok = !v.empty() && v != "null";
         std::string text = text_of(v);
         if (!text.empty() && text.size() <= 512 && text[0] != '#')
@@ -621,6 +951,24 @@ static void append_json_string(std::string &out, std::string_view text)
     out.push_back('"');
 }
 
+/* A line of at most 320 bytes composed on the stack (the caller checks it fits). */
+struct Composed {
+    char buf[320];
+    char *p = buf;
+    size_t size() const { return static_cast<size_t>(p - buf); }
+    template <size_t N> void lit(const char (&text)[N])
+    {
+        memcpy(p, text, N - 1);
+        p += N - 1;
+    }
+    void put(std::string_view v)
+    {
+        memcpy(p, v.data(), v.size());
+        p += v.size();
+    }
+    void number(uint64_t n) { p = std::to_chars(p, p + 24, n).ptr; }
+};
+
 /* A string literal appended without measuring it. */
 template <size_t N> static inline void lit(std::string &out, const char (&text)[N])
 {
@@ -645,9 +993,10 @@ void ElasticsearchExchange::plan_reads()
     std::map<std::string, std::set<std::string>> carried; /* ns -> unchanged columns */
     std::set<std::string> written;                        /* ns + _id written earlier */
     std::map<std::string, const ElasticsearchSink::Index *> now;
+    cached_nsp_ = nullptr;
     for (size_t i = 0; i < entries_.size(); i++) {
         Change &c = entries_[i];
-        const ElasticsearchSink::Index *t = in_effect(now, i, c.ns());
+        const ElasticsearchSink::Index *t = in_effect_cached(now, i, c);
         if (c.schema || t == nullptr || !t->refused.empty() || c.kind == Op::truncate)
             continue;
         std::string_view values = c.kind == Op::delete_ ? c.before : c.after;
@@ -663,6 +1012,9 @@ void ElasticsearchExchange::plan_reads()
             if (!written.count(c.ns() + '\x1e' + source)) {
                 wanted[c.ns()].insert(source);
                 carried[c.ns()].insert(c.unchanged.begin(), c.unchanged.end());
+                /* A key change: the new key's document too, to tell a replay (plan_writes()). */
+                if (source != c.id && !written.count(c.ns() + '\x1e' + c.id))
+                    wanted[c.ns()].insert(c.id);
             }
         }
         written.insert(c.ns() + '\x1e' + c.id);
@@ -675,7 +1027,7 @@ void ElasticsearchExchange::plan_reads()
             append_json_string(fields, f);
             fields += ",";
         }
-        fields += R"("_pgsink_deleted")";
+        fields += R"("_pgsink_deleted","_pgsink_sequence")";
         std::vector<std::string> pieces(1);
         size_t n = 0;
         for (const std::string &id : ids) {
@@ -751,6 +1103,19 @@ void ElasticsearchExchange::plan_writes()
     for (const Change &c : entries_)
         if (!c.schema && c.kind == Op::update && !c.unchanged.empty() && !c.after.empty())
             sources.insert(c.ns() + '\x1e' + (c.before.empty() ? c.id : c.old_id));
+    /* The LSN's digits, made once for the many changes of a transaction. */
+    uint64_t digits_of = 0;
+    char digits[24];
+    size_t digits_len = 0;
+    auto lsn_digits = [&](uint64_t lsn) {
+        if (digits_len == 0 || digits_of != lsn) {
+            digits_len = static_cast<size_t>(
+                std::to_chars(digits, digits + sizeof(digits), lsn).ptr - digits);
+            digits_of = lsn;
+        }
+        return std::string_view(digits, digits_len);
+    };
+    auto append_lsn = [&](uint64_t lsn) { bulk += lsn_digits(lsn); };
     std::string index_json; /* the index of the entry before, as a JSON string */
     const ElasticsearchSink::Index *index_of = nullptr;
     auto action = [&](const ElasticsearchSink::Index &t, const std::string &id, const Change &c) {
@@ -759,6 +1124,17 @@ void ElasticsearchExchange::plan_writes()
             append_json_string(index_json, t.name);
             index_of = &t;
             bulk_index = t.name;
+        }
+        if (one_table && id.size() <= 128 && plain_json_text(id)) {
+            /* Most actions: composed on the stack, appended at once. */
+            Composed l;
+            l.lit(R"({"index":{"_id":")");
+            l.put(id);
+            l.lit(R"(","version":)");
+            l.put(lsn_digits(c.lsn));
+            l.lit(",\"version_type\":\"external_gte\"}}\n");
+            bulk.append(l.buf, l.size());
+            return;
         }
         if (one_table) {
             lit(bulk, R"({"index":{"_id":)");
@@ -769,12 +1145,30 @@ void ElasticsearchExchange::plan_writes()
         }
         append_json_string(bulk, id);
         lit(bulk, R"(,"version":)");
-        append_number(bulk, c.lsn);
+        append_lsn(c.lsn);
         lit(bulk, ",\"version_type\":\"external_gte\"}}\n");
     };
     auto meta = [&](const Change &c, bool deleted) {
+        if (c.op_raw.size() + c.timestamp.size() <= 160) {
+            Composed l;
+            l.lit(R"("_pgsink_lsn":)");
+            l.put(lsn_digits(c.lsn));
+            l.lit(R"(,"_pgsink_sequence":)");
+            l.number(c.seq);
+            l.lit(R"(,"_pgsink_op":)");
+            l.put(c.op_raw);
+            if (deleted)
+                l.lit(R"(,"_pgsink_deleted":true)");
+            else
+                l.lit(R"(,"_pgsink_deleted":false)");
+            l.lit(R"(,"_pgsink_timestamp":)");
+            l.put(c.timestamp.empty() ? std::string_view("null") : c.timestamp);
+            l.lit("}\n");
+            bulk.append(l.buf, l.size());
+            return;
+        }
         lit(bulk, R"("_pgsink_lsn":)");
-        append_number(bulk, c.lsn);
+        append_lsn(c.lsn);
         lit(bulk, R"(,"_pgsink_sequence":)");
         append_number(bulk, c.seq);
         lit(bulk, R"(,"_pgsink_op":)");
@@ -803,9 +1197,10 @@ void ElasticsearchExchange::plan_writes()
         items.push_back(i);
     };
     std::map<std::string, const ElasticsearchSink::Index *> now;
+    cached_nsp_ = nullptr;
     for (size_t i = 0; i < entries_.size(); i++) {
         const Change &c = entries_[i];
-        const ElasticsearchSink::Index *tp = in_effect(now, i, c.ns());
+        const ElasticsearchSink::Index *tp = in_effect_cached(now, i, c);
         if (c.schema || c.kind == Op::other)
             continue; /* resync_start, drop, and ops of later versions change no document */
         if (tp == nullptr) {
@@ -889,6 +1284,19 @@ void ElasticsearchExchange::plan_writes()
                 /* Elasticsearch holds a newer version: this update would be refused (409). */
                 continue;
             }
+            /*
+             * A key change sent again (a replay after a crash): the old key's
+             * document may be the tombstone it left. If the new key's document
+             * is this change's or a later one, it was delivered: nothing to
+             * carry, nothing to park.
+             */
+            if (key_changed && docs.find(c.id) == docs.end()) {
+                auto target = read_[c.ns()].find(c.id);
+                if (target != read_[c.ns()].end() &&
+                    (target->second.version > c.lsn ||
+                     (target->second.version == c.lsn && target->second.sequence >= c.seq)))
+                    continue;
+            }
             std::string missing;
             for (const std::string &u : c.unchanged) {
                 const std::string *value = nullptr;
@@ -926,9 +1334,11 @@ void ElasticsearchExchange::plan_writes()
         size_t close = body.rfind('}');
         bool has_members = body.find_first_not_of(" \t\r\n", 1) != close;
         bulk.append(body.data(), close);
-        if (has_members && !carried.empty())
-            lit(bulk, ",");
-        bulk += carried;
+        if (!carried.empty()) {
+            if (has_members)
+                lit(bulk, ",");
+            bulk += carried;
+        }
         if (has_members || !carried.empty())
             lit(bulk, ",");
         meta(c, false);
@@ -1031,7 +1441,18 @@ void ElasticsearchExchange::read_mapping(size_t table, const std::string &body)
                            0});
 }
 
-void ElasticsearchExchange::read_docs(const std::string &ns, const std::string &body)
+/* Every index is checked again (made again if missing) by the next attempt, which is retried. */
+std::optional<Answer> ElasticsearchExchange::index_missing(const HttpResponse &r)
+{
+    for (auto &kv : sink_.indexes_)
+        kv.second.ready = false;
+    std::optional<Answer> a = fail(r, Answer::Kind::retry);
+    a->message += " (an index was deleted: it is made again, then the batch sent again)";
+    return a;
+}
+
+/* The documents of an _mget answer into read_; false if one could not be read (its error). */
+bool ElasticsearchExchange::read_docs(const std::string &ns, const std::string &body)
 {
     Members top = members_of(body);
     std::string_view docs = member(top, "docs");
@@ -1039,6 +1460,8 @@ void ElasticsearchExchange::read_docs(const std::string &ns, const std::string &
         throw std::runtime_error("an _mget answer without docs");
     for (std::string_view d : elements_of(docs)) {
         Members m = members_of(d);
+        if (!member(m, "error").empty())
+            return false;
         if (member(m, "found") != "true")
             continue;
         Doc doc;
@@ -1046,8 +1469,11 @@ void ElasticsearchExchange::read_docs(const std::string &ns, const std::string &
         for (auto &kv : members_of(member(m, "_source")))
             doc.fields[kv.first] = std::string(kv.second);
         doc.deleted = doc.fields["_pgsink_deleted"] == "true";
+        std::string_view sequence = doc.fields["_pgsink_sequence"];
+        std::from_chars(sequence.data(), sequence.data() + sequence.size(), doc.sequence);
         read_[ns][text_of(member(m, "_id"))] = std::move(doc);
     }
+    return true;
 }
 
 /* Per-item results of a _bulk: 409 is delivered; 429 and 5xx sent again; other errors parked. */
@@ -1085,6 +1511,46 @@ std::optional<Answer> ElasticsearchExchange::read_bulk(const Step &step, const H
     if (missing_index)
         for (auto &kv : sink_.indexes_)
             kv.second.ready = false;
+    /*
+     * A change sent again must never land after a later change of the same
+     * document that was taken: changes of one transaction share a version,
+     * which external_gte lets the older overwrite. So every later change of
+     * a document that an entry sent again writes goes again too, after it
+     * (in the entries' order, as Elasticsearch applies a _bulk's items of
+     * one shard); changes of later transactions have higher versions, and
+     * a later batch of the same transaction waits for this one (order_of()).
+     */
+    bool any_retry = false;
+    for (const auto &kv : worst)
+        any_retry = any_retry || kv.second.retry;
+    if (any_retry) {
+        /* The document of item k: an entry's tombstone of its old key comes before its write. */
+        auto doc_of = [&](size_t k) -> std::pair<const std::string *, const std::string *> {
+            const Change &c = entries_[step.items[k]];
+            bool old_key = k + 1 < step.items.size() && step.items[k + 1] == step.items[k];
+            return {c.nsp, old_key ? &c.old_id : &c.id};
+        };
+        std::set<std::pair<const std::string *, std::string_view>> again;
+        for (size_t k = 0; k < step.items.size(); k++) {
+            size_t entry = step.items[k];
+            auto [nsp, id] = doc_of(k);
+            auto w = worst.find(entry);
+            if (w == worst.end() && again.count({nsp, *id})) {
+                w = worst
+                        .emplace(entry, Answer::Entry{entry, true, 429,
+                                                      "sent again after an earlier change of the "
+                                                      "same document, which is sent again"})
+                        .first;
+                /* Its other item (the old key's tombstone) is written again too. */
+                for (size_t j = k; j-- > 0 && step.items[j] == entry;) {
+                    auto d = doc_of(j);
+                    again.insert({d.first, *d.second});
+                }
+            }
+            if (w != worst.end() && w->second.retry)
+                again.insert({nsp, *id});
+        }
+    }
     for (auto &kv : worst)
         refused_.push_back(kv.second);
     return std::nullopt;
@@ -1115,6 +1581,13 @@ std::optional<Answer> ElasticsearchExchange::read_answer(const HttpResponse &r)
     if (r.status == 0 || r.status == 429 || r.status >= 500 || r.status == 401 || r.status == 403 ||
         r.status == 408)
         return fail(r, Answer::Kind::retry);
+    /*
+     * Someone deleted an index (a _bulk says so per item, read_bulk()): it is
+     * made again, as the next attempt checks every index again, then the
+     * batch goes again.
+     */
+    if (r.status == 404 && r.body.find("index_not_found_exception") != std::string::npos)
+        return index_missing(r);
     bool ok = r.status >= 200 && r.status < 300;
     switch (step.kind) {
     case Kind::create:
@@ -1149,7 +1622,14 @@ std::optional<Answer> ElasticsearchExchange::read_answer(const HttpResponse &r)
     case Kind::mget:
         if (!ok)
             return fail(r, Answer::Kind::retry);
-        read_docs(step.ns, r.body);
+        if (!read_docs(step.ns, r.body)) {
+            if (r.body.find("index_not_found_exception") != std::string::npos)
+                return index_missing(r);
+            /* A document that could not be read is not a missing one: never parked for it. */
+            HttpResponse partial = r;
+            partial.status = 500;
+            return fail(partial, Answer::Kind::retry);
+        }
         break;
     case Kind::bulk:
         if (!ok)
@@ -1223,16 +1703,68 @@ std::optional<Answer> ElasticsearchExchange::advance()
 }
 
 std::unique_ptr<HttpSink::Exchange> ElasticsearchSink::exchange(std::string_view lines,
-                                                                const std::string &)
+                                                                const std::string &key)
 {
+    /* Read already by order_of() (the same lines: the same key, where they are, their size). */
+    std::shared_ptr<ElasticsearchBatch> batch;
+    for (auto it = read_ahead_.begin(); it != read_ahead_.end();) {
+        if (it->first != key) {
+            ++it;
+            continue;
+        }
+        /* Read before the window was cleared, then read again: only the latest is its. */
+        if (it->second->data == lines.data() && it->second->size == lines.size())
+            batch = std::move(it->second);
+        it = read_ahead_.erase(it);
+    }
     try {
-        return std::make_unique<ElasticsearchExchange>(*this, lines);
+        if (!batch)
+            batch = read_batch(lines);
+        return std::make_unique<ElasticsearchExchange>(*this, std::move(*batch));
     } catch (const std::bad_alloc &) {
         throw;
     } catch (const std::exception &e) {
         /* It only reads the entries and plans: a line it cannot read fails every attempt. */
         throw EntryError(std::string("an entry the sink cannot read: ") + e.what());
     }
+}
+
+Order ElasticsearchSink::order_of(std::string_view lines, const std::string &key, bool resent)
+{
+    if (resent)
+        return Order::alone; /* out of the spool's order: after everything before it */
+    /* Read now, once: exchange() takes it when the batch goes out. */
+    std::shared_ptr<ElasticsearchBatch> batch;
+    try {
+        batch = read_batch(lines);
+    } catch (const std::bad_alloc &) {
+        throw;
+    } catch (const std::exception &) {
+        /* exchange() refuses what it cannot read (EntryError); until then it waits its turn. */
+        last_lsn_ = 0;
+        return Order::alone;
+    }
+    const std::vector<Change> &e = batch->entries;
+    uint64_t first_lsn = e.empty() ? 0 : e.front().lsn, previous = last_lsn_;
+    last_lsn_ = e.empty() ? 0 : e.back().lsn;
+    bool any_schema = batch->any_schema, any_truncate = batch->any_truncate,
+         any_unchanged = batch->any_unchanged;
+    read_ahead_.emplace_back(key, std::move(batch));
+    /*
+     * At most the batches two in flight and one read ahead need, and one
+     * more: the oldest go (read again when sent; or never sent, the
+     * window cleared meanwhile). Memory stays about a batch's size each.
+     */
+    while (read_ahead_.size() > 4)
+        read_ahead_.pop_front();
+    if (any_schema || any_truncate)
+        return Order::alone;
+    /* The same transaction as the batch before (or one whose LSN was not read). */
+    if (first_lsn == 0 || first_lsn == previous)
+        return Order::after_previous;
+    if (any_unchanged)
+        return Order::after_previous;
+    return Order::free;
 }
 
 } // namespace pgsink

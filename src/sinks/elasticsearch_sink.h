@@ -32,14 +32,16 @@
  * Items Elasticsearch refuses (mapping errors and other 4xx) are parked with
  * its reason; 429 and 5xx items are sent again, alone.
  *
- * One batch in flight (see max_in_flight_limit()).
+ * Batches overlap in flight only when order_of() says they may.
  *
  * Pure C++: no PostgreSQL headers.
  */
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -48,6 +50,8 @@
 
 namespace pgsink
 {
+
+struct ElasticsearchBatch; /* a batch's lines, read */
 
 class ElasticsearchSink final : public HttpSink
 {
@@ -71,12 +75,27 @@ class ElasticsearchSink final : public HttpSink
     std::unique_ptr<Exchange> exchange(std::string_view lines, const std::string &key) override;
     HttpOptions http_options() const override { return settings_.http; }
     /*
-     * One batch at a time: an unchanged TOAST value read back (_mget) must
-     * see every batch before; changes of one transaction share a version,
-     * so of two batches of one transaction the later must land last; a
-     * TRUNCATE must not run before the writes it removes.
+     * Two batches in flight by default: the next batch is encoded and sent
+     * while Elasticsearch takes the one before. Versions make the writes of
+     * different transactions order-free, but not every batch (order_of()).
      */
-    int max_in_flight_limit() const override { return 1; }
+    int default_max_in_flight() const override { return 2; }
+    /*
+     * A batch waits for every batch before it to be done (after_previous)
+     * when it shares a transaction with the batch before (its changes of a
+     * key share a version: the later must land last), or reads documents
+     * back (_mget of unchanged TOAST values, which a batch in flight may be
+     * writing); it goes alone (nothing after it meanwhile either) when it
+     * holds a TRUNCATE or resync_end (their _meta position and
+     * _delete_by_query) or Schema entries (indexes made, mappings
+     * extended); entries sent again from the dead letters go alone too.
+     */
+    Order order_of(std::string_view lines, const std::string &key, bool resent) override;
+    /*
+     * A batch ends at the end of its last whole transaction (unless it holds
+     * only one), so that most batches share none and may overlap.
+     */
+    size_t batch_end(std::string_view lines) const override;
     void close() override {}
     std::string describe() const override;
     std::string state() const override;
@@ -106,6 +125,9 @@ class ElasticsearchSink final : public HttpSink
     Settings settings_;
     std::string auth_header_;
     std::map<std::string, Index> indexes_; /* by the Schema entry's namespace */
+    uint64_t last_lsn_ = 0;                /* of the last entry of the batch order_of() saw */
+    /* Batches order_of() read, by key, until exchange() takes them. */
+    std::deque<std::pair<std::string, std::shared_ptr<ElasticsearchBatch>>> read_ahead_;
 };
 
 /*

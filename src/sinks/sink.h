@@ -187,6 +187,28 @@ class HttpSink : public Sink
     virtual int default_max_in_flight() const { return 1; }
     /* The most requests in flight whatever pgsink.max_in_flight says (0: no limit). */
     virtual int max_in_flight_limit() const { return 0; }
+    /*
+     * Where the batch of lines read from the spool ends, when more follows
+     * (the rest goes in the next batch): a sink whose batches overlap only
+     * when they share no transaction ends them at a transaction's end. By
+     * default all of them.
+     */
+    virtual size_t batch_end(std::string_view lines) const { return lines.size(); }
+    /*
+     * How the batch of lines may overlap with the batches before it in
+     * flight (see Order in http/delivery_window.h); asked once for each
+     * batch read, in the spool's order (resent: entries sent again from
+     * the dead letters, out of that order), with the key its exchange()
+     * will get. By default any order: the batches are independent
+     * (max_in_flight 1 keeps them in order anyway).
+     */
+    virtual Order order_of(std::string_view lines, const std::string &key, bool resent)
+    {
+        (void)lines;
+        (void)key;
+        (void)resent;
+        return Order::free;
+    }
     bool can_reject() const override { return true; }
 };
 

@@ -640,7 +640,8 @@ void Delivery::retry_parked()
         key += "-" + std::to_string(info.parked[i]) + "." + std::to_string(info.attempts[i]);
     key = sha256_hex(key + "@" + std::to_string(now), 16);
     ranges_.push_back(std::move(info));
-    window_->add(std::move(lines), n, std::move(key), true);
+    Order order = http_->order_of(lines, key, true);
+    window_->add(std::move(lines), n, std::move(key), true, order);
 }
 
 /* Parked entries sent again are done: those accepted leave the table. */
@@ -797,6 +798,18 @@ void Delivery::read_range(const SpoolShared &d)
     size_t max = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
     RangeInfo info;
     std::string_view piece = reader_.read(read_end_, d.durable_end, max, &info.entries);
+    /* The sink may end it earlier (HttpSink::batch_end): the rest is the next batch's. */
+    if (read_end_ + piece.size() < d.durable_end) {
+        size_t cut = http_->batch_end(piece);
+        if (cut > 0 && cut < piece.size()) {
+            for (const char *p = piece.data() + cut, *end = piece.data() + piece.size();
+                 (p = static_cast<const char *>(memchr(p, '\n', static_cast<size_t>(end - p)))) !=
+                 nullptr;
+                 p++)
+                info.entries--;
+            piece = piece.substr(0, cut);
+        }
+    }
     info.bytes = piece.size();
     info.have_ts = last_line_timestamp(piece, &info.last_ts);
     bool owed = announce_ && std::none_of(ranges_.begin(), ranges_.end(),
@@ -827,7 +840,8 @@ void Delivery::read_range(const SpoolShared &d)
                                  16);
     read_end_ += info.bytes;
     ranges_.push_back(std::move(info));
-    window_->add(std::move(lines), count, std::move(key));
+    Order order = http_->order_of(lines, key, false);
+    window_->add(std::move(lines), count, std::move(key), false, order);
 }
 
 /*

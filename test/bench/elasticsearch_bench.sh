@@ -16,6 +16,7 @@
 #
 # Usage: test/bench/elasticsearch_bench.sh   (as a user that may run initdb; not root)
 #        ROWS=200000 test/bench/elasticsearch_bench.sh
+#        PERF_DATA=/tmp/es.perf test/bench/elasticsearch_bench.sh   (profile the delivery worker)
 cd "$(dirname "$0")/../.."
 source test/bench/lib.sh
 ROWS=${ROWS:-1000000}
@@ -63,12 +64,19 @@ cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) 
 worker_pid() { psqlq -c "SELECT pid FROM pgsink.sinks WHERE sink = '$1'"; }
 
 echo "== delivery rate: a backlog of $ROWS rows in $TXN_ROWS-row transactions, from the spool"
+fpid=$(worker_pid file)
+fcpu0=$(cpu_ms "$fpid")
 file_ms=$(time_sink file "$end")
+fcpu1=$(cpu_ms "$fpid")
 printf '%-28s %10s rows %8s ms %10s rows/s\n' "file (fsynced)" "$ROWS" "$file_ms" "$(rate "$ROWS" "$file_ms")"
+echo "CPU time while the file sink delivered ($file_ms ms): its delivery worker $((fcpu1 - fcpu0)) ms"
 before=$(cat "$BENCH_DIR/es.count")
 wpid=$(worker_pid elasticsearch)
 cpu0=$(cpu_ms "$wpid") rcpu0=$(cpu_ms "$receiver")
+# PERF_DATA=file: perf record (cpu-clock, call graphs) of the delivery worker meanwhile.
+[ -n "${PERF_DATA:-}" ] && { perf record -q -e cpu-clock -g -p "$wpid" -o "$PERF_DATA" 2>/dev/null & perf_pid=$!; sleep 0.2; }
 es_ms=$(time_sink elasticsearch "$end")
+[ -n "${PERF_DATA:-}" ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
 cpu1=$(cpu_ms "$wpid") rcpu1=$(cpu_ms "$receiver")
 got=$(( $(cat "$BENCH_DIR/es.count") - before ))
 [ "$got" -ge "$ROWS" ] || { echo "the receiver got $got of $ROWS documents" >&2; exit 1; }
