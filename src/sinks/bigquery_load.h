@@ -54,6 +54,18 @@ struct RawChange {
 /* The same, straight from the changelog's values (converted as insert_value() does). */
 std::string avro_file(const std::vector<Column> &columns, const std::vector<RawChange> &changes);
 
+/*
+ * The same files made by avro-c's generic values (avro_value_set_* per field,
+ * avro_value_write per row), the encoder avro_file() replaced: the reference
+ * the selftest holds avro_file() to, byte for byte. Slower, not for loads.
+ */
+std::string avro_file_reference(const std::vector<Column> &columns, const std::vector<Row> &rows);
+std::string avro_file_reference(const std::vector<Column> &columns,
+                                const std::vector<RawChange> &changes);
+
+/* The selftest (bigquery_selftest.cpp): avro_file() against the reference; "" if they agree. */
+std::string bigquery_selftest();
+
 /* The multipart/related body of jobs.insert: the job's JSON, then data. Sets *boundary. */
 std::string multipart_body(const std::string &job_json, const std::string &data,
                            std::string *boundary);
