@@ -953,40 +953,91 @@ static void put_field(std::string &out, const Column &c, const std::string *valu
     put_scalar(out, c.kind, *value, s);
 }
 
+/* The fields of an import's change: its columns from the changelog's text, then the helpers. */
+static void put_change(std::string &out, const std::vector<Column> &columns, const RawChange &ch,
+                       Scratch &s)
+{
+    for (size_t fi = 0; fi < columns.size(); fi++) {
+        const Column &c = columns[fi];
+        std::string_view raw = ch.values[fi];
+        if (raw.data() == nullptr || raw == "null") {
+            put_field(out, c, nullptr, s);
+            continue;
+        }
+        switch (c.repeated ? Kind::date : c.kind) {
+        case Kind::int64:
+        case Kind::float64:
+        case Kind::boolean:
+        case Kind::bytes:
+        case Kind::numeric:
+        case Kind::bignumeric:
+            /* The changelog's form is insertAll's (NaN numerics are refused by both). */
+            out.push_back(2);
+            put_scalar(out, c.kind, raw, s);
+            break;
+        case Kind::json:
+            /* JSON: its text as it is. */
+            out.push_back(2);
+            put_string(out, raw);
+            break;
+        case Kind::string:
+            /* A string's text; other JSON (a domain's) as its text. */
+            out.push_back(2);
+            put_string(out, raw[0] == '"' ? text_of(raw, &s.text) : raw);
+            break;
+        case Kind::timestamp:
+        case Kind::date:
+            /* The common case at once: a plain year 1..9999, no infinity, no BC. */
+            if (raw.size() >= 12 && raw[0] == '"' && isdigit(static_cast<unsigned char>(raw[4])) &&
+                raw[5] == '-' && raw.find(' ') == std::string_view::npos &&
+                raw.find('\\') == std::string_view::npos) {
+                out.push_back(2);
+                put_scalar(out, c.kind, raw, s);
+                break;
+            }
+            [[fallthrough]];
+        default:
+            /* Dates and times (infinity, ranges) and arrays: as insertAll has them. */
+            s.value = insert_value(c, std::string(raw));
+            put_field(out, c, &s.value, s);
+        }
+    }
+    put_varint(out, ch.lsn);
+    put_varint(out, ch.sequence);
+    put_string(out, ch.op);
+    put_varint(out, parse_timestamp(ch.timestamp));
+    if (ch.xid.empty()) {
+        out.push_back(0);
+    } else {
+        out.push_back(2);
+        put_varint(out, strtoll(std::string(ch.xid).c_str(), nullptr, 10));
+    }
+    out.push_back(0); /* _pgsink_unchanged: an import sends every column */
+    out.push_back(0); /* _pgsink_resync_since: only resync_end rows have it */
+}
+
 /*
- * An object container file of n rows with these columns: put(k, block, s,
- * &entry) names row k's entry (for errors), then appends its encoding.
- * Blocks as avro-c's writer made them: 1 MB (or what the largest row
+ * An object container file being written: rows encoded into the block,
+ * blocks cut as avro-c's writer cut them: 1 MB (or what the largest row
  * needed), at most 4096 rows.
  */
-template <class Put>
-static std::string container(const std::vector<Column> &columns, size_t n, Put put)
-{
-    std::string schema_json = avro_schema(columns);
-    avro_schema_t schema = nullptr;
-    if (avro_schema_from_json_length(schema_json.data(), schema_json.size(), &schema) != 0)
-        throw std::runtime_error(std::string("Avro: the load's schema is refused: ") +
-                                 avro_strerror());
-    avro_schema_decref(schema);
-    std::string out("Obj\x01", 4);
-    put_long(out, 2);
-    put_bytes(out, "avro.schema");
-    put_bytes(out, schema_json);
-    put_bytes(out, "avro.codec");
-    put_bytes(out, "null");
-    put_long(out, 0);
-    std::string sync = sha256_hex(schema_json + std::to_string(n), 32).substr(0, 16);
-    out += sync;
-    size_t capacity = size_t(1) << 20, in_block = 0, header = out.size();
+struct AvroFile::State {
+    const std::vector<Column> &columns;
+    size_t rows, added = 0;
+    std::string out, block, sync;
+    size_t capacity = size_t(1) << 20, in_block = 0, header = 0;
     bool sized = false;
-    std::string block;
-    block.reserve(capacity);
-    auto flush = [&](size_t used) {
+    Scratch scratch;
+
+    State(const std::vector<Column> &c, size_t n) : columns(c), rows(n) {}
+
+    void flush(size_t used)
+    {
         if (in_block == 0)
             return;
-        if (!sized && n > in_block) {
+        if (!sized && rows > added) {
             /* The file's size, from its first block: one allocation, not a doubling. */
-            out.reserve(header + (used + 32) * (n / in_block + 1) + used / 8);
+            out.reserve(header + (used + 32) * (rows / in_block + 1) + used / 8);
             sized = true;
         }
         put_varint(out, static_cast<int64_t>(in_block));
@@ -995,13 +1046,14 @@ static std::string container(const std::vector<Column> &columns, size_t n, Put p
         out += sync;
         in_block = 0;
         block.erase(0, used);
-    };
-    size_t entry = 0;
-    try {
-        Scratch s;
-        for (size_t k = 0; k < n; k++) {
+    }
+
+    /* A row: put(block, scratch) appends its encoding; entry names it in errors. */
+    template <class Put> void row(size_t entry, Put put)
+    {
+        try {
             size_t before = block.size();
-            put(k, block, s, &entry);
+            put(block, scratch);
             if (block.size() > capacity) {
                 if (in_block > 0)
                     flush(before);
@@ -1011,101 +1063,88 @@ static std::string container(const std::vector<Column> &columns, size_t n, Put p
                     capacity *= 2;
                 }
             }
-            if (++in_block >= 4096)
-                flush(block.size());
+        } catch (const std::exception &e) {
+            throw Refusal("entry " + std::to_string(entry) + ": " + e.what());
         }
-        flush(block.size());
-    } catch (const std::exception &e) {
-        throw Refusal("entry " + std::to_string(entry) + ": " + e.what());
+        added++;
+        if (++in_block >= 4096)
+            flush(block.size());
     }
-    return out;
+};
+
+AvroFile::AvroFile(const std::vector<Column> &columns, size_t rows)
+    : s_(std::make_unique<State>(columns, rows))
+{
+    std::string schema_json = avro_schema(columns);
+    avro_schema_t schema = nullptr;
+    if (avro_schema_from_json_length(schema_json.data(), schema_json.size(), &schema) != 0)
+        throw std::runtime_error(std::string("Avro: the load's schema is refused: ") +
+                                 avro_strerror());
+    avro_schema_decref(schema);
+    std::string &out = s_->out;
+    out.assign("Obj\x01", 4);
+    /* The header: metadata map {avro.schema, avro.codec}, then the sync marker. */
+    put_long(out, 2);
+    put_bytes(out, "avro.schema");
+    put_bytes(out, schema_json);
+    put_bytes(out, "avro.codec");
+    put_bytes(out, "null");
+    put_long(out, 0);
+    s_->sync = sha256_hex(schema_json + std::to_string(rows), 32).substr(0, 16);
+    out += s_->sync;
+    s_->header = out.size();
+    s_->block.reserve(s_->capacity);
+}
+
+AvroFile::~AvroFile() = default;
+
+void AvroFile::add(const RawChange &change)
+{
+    s_->row(change.entry,
+            [&](std::string &out, Scratch &s) { put_change(out, s_->columns, change, s); });
+}
+
+std::string AvroFile::finish()
+{
+    if (s_->added != s_->rows)
+        throw std::logic_error("Avro: a file of " + std::to_string(s_->rows) + " rows given " +
+                               std::to_string(s_->added));
+    s_->flush(s_->block.size());
+    return std::move(s_->out);
 }
 
 std::string avro_file(const std::vector<Column> &columns, const std::vector<Row> &rows)
 {
     std::vector<Column> fields = all_fields(columns);
-    return container(columns, rows.size(),
-                     [&](size_t k, std::string &out, Scratch &s, size_t *entry) {
-                         const Row &row = rows[k];
-                         *entry = row.entry;
-                         size_t next = 0;
-                         for (size_t fi = 0; fi < fields.size(); fi++) {
-                             const Column &c = fields[fi];
-                             const std::string *value = nullptr;
-                             if (next < row.values.size() && row.values[next].first == c.name)
-                                 value = &row.values[next++].second;
-                             bool required = fi >= columns.size() && c.key && !c.repeated;
-                             if (!required) {
-                                 put_field(out, c, value, s);
-                                 continue;
-                             }
-                             if (value == nullptr || *value == "null")
-                                 throw Refusal("the helper column " + c.name + " has no value");
-                             put_scalar(out, c.kind, *value, s);
-                         }
-                     });
+    AvroFile file(columns, rows.size());
+    for (const Row &row : rows)
+        file.s_->row(row.entry, [&](std::string &out, Scratch &s) {
+            /* The row's values are in the fields' order (columns, then helpers), some left out. */
+            size_t next = 0;
+            for (size_t fi = 0; fi < fields.size(); fi++) {
+                const Column &c = fields[fi];
+                const std::string *value = nullptr;
+                if (next < row.values.size() && row.values[next].first == c.name)
+                    value = &row.values[next++].second;
+                bool required = fi >= columns.size() && c.key && !c.repeated;
+                if (!required) {
+                    put_field(out, c, value, s);
+                    continue;
+                }
+                if (value == nullptr || *value == "null")
+                    throw Refusal("the helper column " + c.name + " has no value");
+                put_scalar(out, c.kind, *value, s);
+            }
+        });
+    return file.finish();
 }
 
 std::string avro_file(const std::vector<Column> &columns, const std::vector<RawChange> &changes)
 {
-    return container(columns, changes.size(),
-                     [&](size_t k, std::string &out, Scratch &s, size_t *entry) {
-                         const RawChange &ch = changes[k];
-                         *entry = ch.entry;
-                         for (size_t fi = 0; fi < columns.size(); fi++) {
-                             const Column &c = columns[fi];
-                             std::string_view raw = ch.values[fi];
-                             if (raw.data() == nullptr || raw == "null") {
-                                 put_field(out, c, nullptr, s);
-                                 continue;
-                             }
-                             switch (c.repeated ? Kind::date : c.kind) {
-                             case Kind::int64:
-                             case Kind::float64:
-                             case Kind::boolean:
-                             case Kind::bytes:
-                             case Kind::numeric:
-                             case Kind::bignumeric:
-                                 out.push_back(2);
-                                 put_scalar(out, c.kind, raw, s);
-                                 break;
-                             case Kind::json:
-                                 out.push_back(2);
-                                 put_string(out, raw);
-                                 break;
-                             case Kind::string:
-                                 out.push_back(2);
-                                 put_string(out, raw[0] == '"' ? text_of(raw, &s.text) : raw);
-                                 break;
-                             case Kind::timestamp:
-                             case Kind::date:
-                                 if (raw.size() >= 12 && raw[0] == '"' &&
-                                     isdigit(static_cast<unsigned char>(raw[4])) && raw[5] == '-' &&
-                                     raw.find(' ') == std::string_view::npos &&
-                                     raw.find('\\') == std::string_view::npos) {
-                                     out.push_back(2);
-                                     put_scalar(out, c.kind, raw, s);
-                                     break;
-                                 }
-                                 [[fallthrough]];
-                             default:
-                                 s.value = insert_value(c, std::string(raw));
-                                 put_field(out, c, &s.value, s);
-                             }
-                         }
-                         put_varint(out, ch.lsn);
-                         put_varint(out, ch.sequence);
-                         put_string(out, ch.op);
-                         put_varint(out, parse_timestamp(ch.timestamp));
-                         if (ch.xid.empty()) {
-                             out.push_back(0);
-                         } else {
-                             out.push_back(2);
-                             put_varint(out, strtoll(std::string(ch.xid).c_str(), nullptr, 10));
-                         }
-                         out.push_back(0); /* _pgsink_unchanged: an import sends every column */
-                         out.push_back(0); /* _pgsink_resync_since: only resync_end rows have it */
-                     });
+    AvroFile file(columns, changes.size());
+    for (const RawChange &c : changes)
+        file.add(c);
+    return file.finish();
 }
 
 std::string multipart_body(const std::string &job_json, const std::string &data,

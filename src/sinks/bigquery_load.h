@@ -23,6 +23,7 @@
  */
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,6 +54,27 @@ struct RawChange {
 };
 /* The same, straight from the changelog's values (converted as insert_value() does). */
 std::string avro_file(const std::vector<Column> &columns, const std::vector<RawChange> &changes);
+
+/*
+ * That file written a change at a time (each encoded while its line is still
+ * in the cache, and no vector of them): exactly rows changes added, then
+ * finish(). add() throws Refusal (its message names the change's entry).
+ */
+class AvroFile
+{
+  public:
+    AvroFile(const std::vector<Column> &columns, size_t rows);
+    ~AvroFile();
+    AvroFile(const AvroFile &) = delete;
+    AvroFile &operator=(const AvroFile &) = delete;
+    void add(const RawChange &change);
+    std::string finish();
+
+  private:
+    struct State;
+    std::unique_ptr<State> s_;
+    friend std::string avro_file(const std::vector<Column> &, const std::vector<Row> &);
+};
 
 /*
  * The same files made by avro-c's generic values (avro_value_set_* per field,

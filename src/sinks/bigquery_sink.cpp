@@ -136,22 +136,24 @@ static std::string unquote(std::string_view s)
 }
 
 /*
- * The members of a JSON object: each name, and its value's exact text, as
- * views of s (a name with escapes: of its text, kept in arena).
+ * The members of the JSON object at s[i]: each name (a view of s, or of
+ * its text kept in arena when it has escapes) and the place of its value,
+ * to value(name, at), which returns where the value ends. Returns where the
+ * object ends.
  */
-using Members = std::vector<std::pair<std::string_view, std::string_view>>;
-static Members members_of(std::string_view s, std::deque<std::string> *arena)
+template <class Value>
+static size_t for_each_member(std::string_view s, size_t i, std::deque<std::string> *arena,
+                              Value value)
 {
-    Members out;
-    size_t i = skip_space(s, 0);
+    i = skip_space(s, i);
     if (i >= s.size() || s[i] != '{')
         throw std::runtime_error("not a JSON object");
     i = skip_space(s, i + 1);
     while (i < s.size() && s[i] != '}') {
-        size_t key_end = value_end(s, i);
-        std::string_view key = s.substr(i, key_end - i);
-        if (key.size() < 2 || key.front() != '"')
+        if (s[i] != '"')
             throw std::runtime_error("a JSON member's name is not a string");
+        size_t key_end = raw_json::string_end(s, i);
+        std::string_view key = s.substr(i, key_end - i);
         if (key.find('\\') == std::string_view::npos) {
             key = key.substr(1, key.size() - 2);
         } else {
@@ -161,14 +163,29 @@ static Members members_of(std::string_view s, std::deque<std::string> *arena)
         i = skip_space(s, key_end);
         if (i >= s.size() || s[i] != ':')
             throw std::runtime_error("a JSON member has no value");
-        i = skip_space(s, i + 1);
-        size_t end = value_end(s, i);
-        out.emplace_back(key, s.substr(i, end - i));
-        i = skip_space(s, end);
+        i = skip_space(s, value(key, skip_space(s, i + 1)));
         if (i < s.size() && s[i] == ',')
             i = skip_space(s, i + 1);
     }
-    return out;
+    if (i >= s.size())
+        throw std::runtime_error("a JSON object has no end");
+    return i + 1;
+}
+
+/*
+ * The members of a JSON object: each name, and its value's exact text, as
+ * views of s (a name with escapes: of its text, kept in arena).
+ */
+using Members = std::vector<std::pair<std::string_view, std::string_view>>;
+/* The object's members at s[i] appended to *out; returns where it ends. */
+static size_t members_into(std::string_view s, size_t i, std::deque<std::string> *arena,
+                           Members *out)
+{
+    return for_each_member(s, i, arena, [&](std::string_view key, size_t at) {
+        size_t end = value_end(s, at);
+        out->emplace_back(key, s.substr(at, end - at));
+        return end;
+    });
 }
 
 /*
@@ -201,7 +218,17 @@ static std::string_view string_view_of(std::string_view s, std::deque<std::strin
 static Entry entry_of(std::string_view line, std::deque<std::string> *arena, const Entry *prev)
 {
     Entry e;
-    for (auto &[key, raw] : members_of(line, arena)) {
+    /* One pass over the line: "after" and "before" read as they are found. */
+    for_each_member(line, 0, arena, [&](std::string_view key, size_t at) -> size_t {
+        if ((key == "after" || key == "before") && at < line.size() && line[at] == '{') {
+            bool after = key == "after";
+            Members &into = after ? e.after : e.before;
+            (after ? e.has_after : e.has_before) = true;
+            into.reserve(8);
+            return members_into(line, at, arena, &into);
+        }
+        size_t end = value_end(line, at);
+        std::string_view raw = line.substr(at, end - at);
         switch (key.size()) {
         case 2:
             if (key == "op") {
@@ -219,19 +246,10 @@ static Entry entry_of(std::string_view line, std::deque<std::string> *arena, con
             if (key == "name")
                 e.rel_raw = raw;
             break;
-        case 5:
-            if (key == "after" && raw != "null") {
-                e.has_after = true;
-                e.after = members_of(raw, arena);
-            }
-            break;
         case 6:
             if (key == "schema") {
                 e.schema = true;
                 e.schema_json = json::parse(raw);
-            } else if (key == "before" && raw != "null") {
-                e.has_before = true;
-                e.before = members_of(raw, arena);
             }
             break;
         case 8:
@@ -252,7 +270,8 @@ static Entry entry_of(std::string_view line, std::deque<std::string> *arena, con
                 e.resync_since = unquote(raw);
             break;
         }
-    }
+        return end;
+    });
     /* The table as its Schema entry names it (Avro names); the same as the entry before's, often.
      */
     if (prev != nullptr && prev->ns != nullptr && prev->nsp_raw == e.nsp_raw &&
@@ -790,35 +809,38 @@ void BigQueryExchange::plan_loads()
         l.table = group.table;
         l.entries = std::move(group.entries);
         const std::vector<bq::Column> &columns = l.table->columns;
-        std::vector<bq::RawChange> changes(l.entries.size());
-        bool valid = true;
-        for (size_t k = 0; k < l.entries.size() && valid; k++) {
-            const Entry &e = entries_[l.entries[k]];
-            bq::RawChange &c = changes[k];
-            c.entry = l.entries[k];
-            uint64_t lsn = 0;
-            valid = parse_lsn(e.lsn.c_str(), e.lsn.size(), &lsn) && lsn <= uint64_t(INT64_MAX);
-            c.lsn = static_cast<int64_t>(lsn);
-            c.sequence = static_cast<int64_t>(e.sequence);
-            c.op = e.op;
-            c.timestamp = e.timestamp;
-            c.xid = e.xid;
-            c.values.resize(columns.size());
-            size_t hint = 0; /* members come in the columns' order, usually */
-            for (const auto &[name, value] : e.after)
-                for (size_t n = 0; n < columns.size(); n++) {
-                    size_t col = (hint + n) % columns.size();
-                    if (columns[col].pg_name == name) {
-                        c.values[col] = value;
-                        hint = col + 1;
-                        break;
-                    }
-                }
-        }
+        /* Each change encoded as soon as it is gathered, while its line is in the cache. */
         std::string data;
+        bool valid = true;
         try {
+            bq::AvroFile file(columns, l.entries.size());
+            bq::RawChange c;
+            for (size_t k = 0; k < l.entries.size() && valid; k++) {
+                const Entry &e = entries_[l.entries[k]];
+                c.entry = l.entries[k];
+                uint64_t lsn = 0;
+                valid = parse_lsn(e.lsn.c_str(), e.lsn.size(), &lsn) && lsn <= uint64_t(INT64_MAX);
+                c.lsn = static_cast<int64_t>(lsn);
+                c.sequence = static_cast<int64_t>(e.sequence);
+                c.op = e.op;
+                c.timestamp = e.timestamp;
+                c.xid = e.xid;
+                c.values.assign(columns.size(), std::string_view());
+                size_t hint = 0; /* members come in the columns' order, usually */
+                for (const auto &[name, value] : e.after)
+                    for (size_t n = 0; n < columns.size(); n++) {
+                        size_t col = (hint + n) % columns.size();
+                        if (columns[col].pg_name == name) {
+                            c.values[col] = value;
+                            hint = col + 1;
+                            break;
+                        }
+                    }
+                if (valid)
+                    file.add(c);
+            }
             if (valid)
-                data = bq::avro_file(columns, changes);
+                data = file.finish();
         } catch (const bq::Refusal &) {
             valid = false;
         }
@@ -1072,10 +1094,18 @@ void BigQueryExchange::loaded(Load &l, const json &job, std::optional<Answer> *o
     const json &status = job.value("status", json::object());
     std::string state = status.value("state", "");
     if (state != "DONE") {
-        /* Asked again after a pause that grows: 0.1 s, 0.2 s ... 2 s. */
+        /*
+         * Asked again after a pause that grows by half: 50 ms, 75 ms, 112 ms
+         * ... 2 s. A small load is done in a fraction of a second, and the
+         * batch waits for it: polled by doubling from 100 ms, a job done at
+         * 110 ms was seen at 300 ms, and the polls capped the import's rate.
+         */
         Request q{Step::load_get, l.table};
         q.load = static_cast<size_t>(&l - loads_.data());
-        q.delay_ms = std::min<long>(2000, 100L << std::min(l.polls, 5));
+        long delay = 50;
+        for (int k = 0; k < l.polls && delay < 2000; k++)
+            delay += delay / 2;
+        q.delay_ms = std::min<long>(2000, delay);
         l.polls++;
         steps_.insert(steps_.begin() + static_cast<long>(at_) + 1, std::move(q));
         *out = advance();
