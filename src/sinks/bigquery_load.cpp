@@ -1072,7 +1072,7 @@ struct AvroFile::State {
     }
 };
 
-AvroFile::AvroFile(const std::vector<Column> &columns, size_t rows)
+AvroFile::AvroFile(const std::vector<Column> &columns, size_t rows, size_t room)
     : s_(std::make_unique<State>(columns, rows))
 {
     std::string schema_json = avro_schema(columns);
@@ -1082,7 +1082,8 @@ AvroFile::AvroFile(const std::vector<Column> &columns, size_t rows)
                                  avro_strerror());
     avro_schema_decref(schema);
     std::string &out = s_->out;
-    out.assign("Obj\x01", 4);
+    out.assign(room, '\0');
+    out.append("Obj\x01", 4);
     /* The header: metadata map {avro.schema, avro.codec}, then the sync marker. */
     put_long(out, 2);
     put_bytes(out, "avro.schema");
@@ -1147,9 +1148,11 @@ std::string avro_file(const std::vector<Column> &columns, const std::vector<RawC
     return file.finish();
 }
 
-std::string multipart_body(const std::string &job_json, const std::string &data,
+std::string multipart_body(const std::string &job_json, std::string &&file, size_t at,
                            std::string *boundary)
 {
+    std::string_view data(file);
+    data.remove_prefix(at);
     auto inside = [&](const std::string &b) {
         return std::search(data.begin(), data.end(),
                            std::boyer_moore_horspool_searcher(b.begin(), b.end())) != data.end();
@@ -1158,13 +1161,27 @@ std::string multipart_body(const std::string &job_json, const std::string &data,
     for (int n = 0; inside(b); n++)
         b = "pgsink_" + sha256_hex(job_json + std::to_string(n), 16);
     *boundary = b;
+    std::string head;
+    head.append("--").append(b).append("\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n");
+    head.append(job_json).append("\r\n--").append(b);
+    head.append("\r\nContent-Type: application/octet-stream\r\n\r\n");
+    std::string tail = "\r\n--" + b + "--\r\n";
+    if (head.size() <= at) {
+        /* In the room left before the data: the file becomes the body, not copied into one. */
+        file.replace(0, at, head);
+        file.append(tail);
+        return std::move(file);
+    }
     std::string out;
-    out.reserve(data.size() + job_json.size() + 4 * b.size() + 128);
-    out.append("--").append(b).append("\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n");
-    out.append(job_json).append("\r\n--").append(b);
-    out.append("\r\nContent-Type: application/octet-stream\r\n\r\n").append(data);
-    out.append("\r\n--").append(b).append("--\r\n");
+    out.reserve(head.size() + data.size() + tail.size());
+    out.append(head).append(data).append(tail);
     return out;
+}
+
+std::string multipart_body(const std::string &job_json, const std::string &data,
+                           std::string *boundary)
+{
+    return multipart_body(job_json, std::string(data), 0, boundary);
 }
 
 } // namespace pgsink::bigquery

@@ -63,7 +63,8 @@ std::string avro_file(const std::vector<Column> &columns, const std::vector<RawC
 class AvroFile
 {
   public:
-    AvroFile(const std::vector<Column> &columns, size_t rows);
+    /* room: bytes left before the file (for what a request puts before it; see multipart_body). */
+    AvroFile(const std::vector<Column> &columns, size_t rows, size_t room = 0);
     ~AvroFile();
     AvroFile(const AvroFile &) = delete;
     AvroFile &operator=(const AvroFile &) = delete;
@@ -90,6 +91,13 @@ std::string bigquery_selftest();
 
 /* The multipart/related body of jobs.insert: the job's JSON, then data. Sets *boundary. */
 std::string multipart_body(const std::string &job_json, const std::string &data,
+                           std::string *boundary);
+/*
+ * The same from file, whose data starts at byte at (an AvroFile's room): the
+ * file itself becomes the body when what goes before the data fits there (no
+ * copy of a file of megabytes).
+ */
+std::string multipart_body(const std::string &job_json, std::string &&file, size_t at,
                            std::string *boundary);
 
 } // namespace pgsink::bigquery

@@ -380,6 +380,23 @@ std::string bigquery_selftest()
         }
         fail("insertAll rows", compare(cols, rows));
     }
+    /* A file written with room before it becomes the multipart body in place: the same body. */
+    {
+        std::vector<std::string> types = {"bigint", "text"}, texts;
+        std::vector<RawChange> changes = changes_of(r, types, 300, &texts);
+        AvroFile file(columns_of(types), changes.size(), 600);
+        for (const RawChange &c : changes)
+            file.add(c);
+        std::string job = "{\"configuration\":{\"load\":{}}}", b1, b2;
+        std::string copied = multipart_body(job, avro_file(columns_of(types), changes), &b1);
+        std::string in_place = multipart_body(job, file.finish(), 600, &b2);
+        if (copied != in_place || b1 != b2)
+            fail("multipart body in the file's room", difference(in_place, copied));
+        std::string tight = multipart_body(job, std::string(10, 'x') + "data", 10, &b2);
+        if (tight.find("\r\n\r\ndata\r\n--" + b2 + "--\r\n") == std::string::npos ||
+            tight.find('x') != std::string::npos)
+            fail("multipart body without the room for its head", tight);
+    }
     /* Values Avro (or BigQuery) cannot take: both refuse them, the same entry. */
     static const std::vector<std::pair<std::string, std::string>> refused = {
         {"date", "\"0044-03-15 BC\""},

@@ -202,6 +202,8 @@ struct Entry {
     uint64_t sequence = 0;
     bool has_before = false, has_after = false; /* an object, not null */
     Members before, after;
+    /* An import's "after", its members not read yet: read once, when its row is made. */
+    std::string_view after_raw;
     std::vector<std::string> unchanged;
 };
 
@@ -222,6 +224,13 @@ static Entry entry_of(std::string_view line, std::deque<std::string> *arena, con
     for_each_member(line, 0, arena, [&](std::string_view key, size_t at) -> size_t {
         if ((key == "after" || key == "before") && at < line.size() && line[at] == '{') {
             bool after = key == "after";
+            if (after && e.op == "import") {
+                /* Most of an import's batch: no vector of members per line. */
+                size_t end = value_end(line, at);
+                e.has_after = true;
+                e.after_raw = line.substr(at, end - at);
+                return end;
+            }
             Members &into = after ? e.after : e.before;
             (after ? e.has_after : e.has_before) = true;
             into.reserve(8);
@@ -643,7 +652,10 @@ void BigQueryExchange::rows_for(size_t i, const Entry &e, const TablePtr &t,
             if (need_latest_)
                 latest_[ns].erase(key_of(v));
         } else {
-            auto v = values_of(e.after);
+            Members read;
+            if (!e.after_raw.empty())
+                members_into(e.after_raw, 0, &arena_, &read);
+            auto v = values_of(e.after_raw.empty() ? e.after : read);
             std::vector<std::string> unchanged;
             for (const std::string &u : e.unchanged)
                 for (const bq::Column &c : t->columns)
@@ -809,11 +821,16 @@ void BigQueryExchange::plan_loads()
         l.table = group.table;
         l.entries = std::move(group.entries);
         const std::vector<bq::Column> &columns = l.table->columns;
-        /* Each change encoded as soon as it is gathered, while its line is in the cache. */
+        /*
+         * Each change encoded as soon as it is gathered, while its line is in
+         * the cache; room before the file for the multipart body's head.
+         */
+        const size_t room = 1024 + 2 * raw.size() + sink_.settings_.project.size() +
+                            sink_.settings_.dataset.size() + sink_.location().size();
         std::string data;
         bool valid = true;
         try {
-            bq::AvroFile file(columns, l.entries.size());
+            bq::AvroFile file(columns, l.entries.size(), room);
             bq::RawChange c;
             for (size_t k = 0; k < l.entries.size() && valid; k++) {
                 const Entry &e = entries_[l.entries[k]];
@@ -827,7 +844,7 @@ void BigQueryExchange::plan_loads()
                 c.xid = e.xid;
                 c.values.assign(columns.size(), std::string_view());
                 size_t hint = 0; /* members come in the columns' order, usually */
-                for (const auto &[name, value] : e.after)
+                auto take = [&](std::string_view name, std::string_view value) {
                     for (size_t n = 0; n < columns.size(); n++) {
                         size_t col = (hint + n) % columns.size();
                         if (columns[col].pg_name == name) {
@@ -836,6 +853,15 @@ void BigQueryExchange::plan_loads()
                             break;
                         }
                     }
+                };
+                if (!e.after_raw.empty())
+                    for_each_member(e.after_raw, 0, &arena_, [&](std::string_view name, size_t at) {
+                        size_t end = value_end(e.after_raw, at);
+                        take(name, e.after_raw.substr(at, end - at));
+                        return end;
+                    });
+                for (const auto &[name, value] : e.after)
+                    take(name, value);
                 if (valid)
                     file.add(c);
             }
@@ -855,7 +881,8 @@ void BigQueryExchange::plan_loads()
             "pgsink_" + raw.substr(0, 200) + "_" +
             sha256_hex(key_ + "\n" + raw + "\n" + first.lsn + "/" + std::to_string(first.sequence) +
                            "\n" + last.lsn + "/" + std::to_string(last.sequence) + "\n" +
-                           std::to_string(l.entries.size()) + "\n" + sha256_hex(data),
+                           std::to_string(l.entries.size()) + "\n" +
+                           sha256_hex(std::string_view(data).substr(room)),
                        20);
         json job = {{"jobReference", {{"projectId", sink_.settings_.project}, {"jobId", l.job_id}}},
                     {"configuration",
@@ -870,7 +897,7 @@ void BigQueryExchange::plan_loads()
                         {"createDisposition", "CREATE_NEVER"}}}}}};
         if (!sink_.location().empty())
             job["jobReference"]["location"] = sink_.location();
-        std::string body = bq::multipart_body(job.dump(), data, &l.boundary);
+        std::string body = bq::multipart_body(job.dump(), std::move(data), room, &l.boundary);
         Request q{Step::load_insert, l.table, std::move(body)};
         q.load = loads_.size();
         loads_.push_back(std::move(l));
@@ -1095,15 +1122,16 @@ void BigQueryExchange::loaded(Load &l, const json &job, std::optional<Answer> *o
     std::string state = status.value("state", "");
     if (state != "DONE") {
         /*
-         * Asked again after a pause that grows by half: 50 ms, 75 ms, 112 ms
-         * ... 2 s. A small load is done in a fraction of a second, and the
-         * batch waits for it: polled by doubling from 100 ms, a job done at
-         * 110 ms was seen at 300 ms, and the polls capped the import's rate.
+         * Asked again every 50 ms for the first 200 ms, then after a pause
+         * that grows by half, to 2 s. A small load is done in a fraction of
+         * a second, and its batch (and those after it, for the cursor) waits
+         * for the answer: polled by doubling from 100 ms, a job done at
+         * 110 ms was seen at 300 ms, and the polls capped an import's rate.
          */
         Request q{Step::load_get, l.table};
         q.load = static_cast<size_t>(&l - loads_.data());
         long delay = 50;
-        for (int k = 0; k < l.polls && delay < 2000; k++)
+        for (int k = 4; k <= l.polls && delay < 2000; k++)
             delay += delay / 2;
         q.delay_ms = std::min<long>(2000, delay);
         l.polls++;
