@@ -471,14 +471,22 @@ void BigQueryExchange::plan_entries()
     std::map<std::string, TablePtr> now = before_;
     /* Only a key-changing update that left a TOASTed column unchanged needs latest_. */
     need_latest_ = std::any_of(entries_.begin(), entries_.end(), [](const Entry &e) {
-        return e.op == "update" && e.has_before && !e.unchanged.empty();
+        return !e.unchanged.empty() && e.has_before && e.op == "update";
     });
     TablePtr group_table;
     std::pair<TablePtr, std::vector<bq::Row>> *group = nullptr;
     std::vector<bq::Row> made;
+    /* The import group of the entry before (and its table's name): most of an import's batch. */
+    const std::string *import_ns = nullptr;
+    ImportGroup *import_group = nullptr;
     for (size_t i = 0; i < entries_.size(); i++) {
         const Entry &e = entries_[i];
+        if (import_group != nullptr && e.ns == import_ns && e.change && e.op == "import") {
+            import_group->entries.push_back(i);
+            continue;
+        }
         if (e.schema) {
+            import_group = nullptr; /* the table may change */
             auto t =
                 std::make_shared<BigQuerySink::Table>(table_of(e.schema_json, ++sink_.versions_));
             parse_lsn(e.lsn.c_str(), e.lsn.size(), &t->schema_lsn);
@@ -531,6 +539,8 @@ void BigQueryExchange::plan_entries()
                 g.mixed = true; /* a Schema change in the middle: streamed */
             g.table = t;
             g.entries.push_back(i);
+            import_ns = e.ns;
+            import_group = &g;
             continue;
         }
         made.clear();
