@@ -204,6 +204,7 @@ struct Entry {
     Members before, after;
     /* An import's "after", its members not read yet: read once, when its row is made. */
     std::string_view after_raw;
+    bool after_unchecked = false; /* taken to end where the line does: not yet checked */
     std::vector<std::string> unchanged;
 };
 
@@ -216,18 +217,43 @@ static std::string_view string_view_of(std::string_view s, std::deque<std::strin
     return arena->back();
 }
 
-/* The entry of line; prev (the entry before, or nullptr) lends its table name. */
-static Entry entry_of(std::string_view line, std::deque<std::string> *arena, const Entry *prev)
+/*
+ * The entry of line; prev (the entry before, or nullptr) lends its table
+ * name. whole: every member read, even of an import (see after_raw).
+ */
+static Entry entry_of(std::string_view line, std::deque<std::string> *arena, const Entry *prev,
+                      bool whole = false)
 {
     Entry e;
+    /* The members an import's row needs, seen (pgsink writes them before "after"). */
+    enum { TS = 1, SEQ = 2, NSP = 4, REL = 8, OP = 16, LSN = 32, XID = 64, ALL = 127 };
+    int seen = 0;
     /* One pass over the line: "after" and "before" read as they are found. */
     for_each_member(line, 0, arena, [&](std::string_view key, size_t at) -> size_t {
         if ((key == "after" || key == "before") && at < line.size() && line[at] == '{') {
             bool after = key == "after";
             if (after && e.op == "import") {
                 /* Most of an import's batch: no vector of members per line. */
-                size_t end = value_end(line, at);
                 e.has_after = true;
+                if (!whole && seen == ALL) {
+                    /*
+                     * Everything else it needs was seen: "after" taken to
+                     * end where the line does, not scanned here. Its members
+                     * are read when the row is encoded, which checks that
+                     * the object ends there (after_unchecked).
+                     */
+                    size_t last = line.find_last_not_of(" \t\r\n");
+                    size_t end = last == std::string_view::npos || last == 0
+                                     ? std::string_view::npos
+                                     : line.find_last_not_of(" \t\r\n", last - 1);
+                    if (end != std::string_view::npos && end >= at && line[last] == '}' &&
+                        line[end] == '}') {
+                        e.after_raw = line.substr(at, end + 1 - at);
+                        e.after_unchecked = true;
+                        return last;
+                    }
+                }
+                size_t end = value_end(line, at);
                 e.after_raw = line.substr(at, end - at);
                 return end;
             }
@@ -241,19 +267,26 @@ static Entry entry_of(std::string_view line, std::deque<std::string> *arena, con
         switch (key.size()) {
         case 2:
             if (key == "op") {
+                seen |= OP;
                 e.change = true;
                 e.op = unquote(raw);
             }
             break;
         case 3:
-            if (key == "lsn")
+            if (key == "lsn") {
+                seen |= LSN;
                 e.lsn = unquote(raw);
-            else if (key == "xid" && raw != "null")
-                e.xid = std::string(raw);
+            } else if (key == "xid") {
+                seen |= XID;
+                if (raw != "null")
+                    e.xid = std::string(raw);
+            }
             break;
         case 4:
-            if (key == "name")
+            if (key == "name") {
+                seen |= REL;
                 e.rel_raw = raw;
+            }
             break;
         case 6:
             if (key == "schema") {
@@ -262,15 +295,19 @@ static Entry entry_of(std::string_view line, std::deque<std::string> *arena, con
             }
             break;
         case 8:
-            if (key == "sequence")
+            if (key == "sequence") {
+                seen |= SEQ;
                 std::from_chars(raw.data(), raw.data() + raw.size(), e.sequence);
+            }
             break;
         case 9:
-            if (key == "namespace")
+            if (key == "namespace") {
+                seen |= NSP;
                 e.nsp_raw = raw;
-            else if (key == "timestamp")
+            } else if (key == "timestamp") {
+                seen |= TS;
                 e.timestamp = string_view_of(raw, arena);
-            else if (key == "unchanged")
+            } else if (key == "unchanged")
                 for (const json &u : json::parse(raw))
                     e.unchanged.push_back(u.get<std::string>());
             break;
@@ -864,12 +901,18 @@ void BigQueryExchange::plan_loads()
                         }
                     }
                 };
-                if (!e.after_raw.empty())
-                    for_each_member(e.after_raw, 0, &arena_, [&](std::string_view name, size_t at) {
-                        size_t end = value_end(e.after_raw, at);
-                        take(name, e.after_raw.substr(at, end - at));
-                        return end;
-                    });
+                if (!e.after_raw.empty()) {
+                    size_t end = for_each_member(e.after_raw, 0, &arena_,
+                                                 [&](std::string_view name, size_t at) {
+                                                     size_t end = value_end(e.after_raw, at);
+                                                     take(name, e.after_raw.substr(at, end - at));
+                                                     return end;
+                                                 });
+                    /* Members after "after" (not pgsink's order): the line read whole, which
+                     * throws if it is not JSON; its row needs none of them. */
+                    if (e.after_unchecked && end != e.after_raw.size())
+                        entry_of(lines_of_.at(l.entries[k]), &arena_, nullptr, true);
+                }
                 for (const auto &[name, value] : e.after)
                     take(name, value);
                 if (valid)
