@@ -1,10 +1,13 @@
 /*
  * bigquery_load.h: load jobs of the BigQuery sink. Import rows of a table,
  * many of them in one batch, are not streamed (insertAll costs, load jobs
- * do not): they are written as an Avro object container file (avro-c) and
- * uploaded with jobs.insert (uploadType=multipart, sourceFormat AVRO,
+ * do not): they are written as an Avro object container file and uploaded
+ * with jobs.insert (uploadType=multipart, sourceFormat AVRO,
  * useAvroLogicalTypes, WRITE_APPEND to the raw table), then polled until
- * DONE before the batch counts as delivered.
+ * DONE before the batch counts as delivered. The Avro binary encoding is
+ * written here straight from the changelog's text; avro-c parses the schema
+ * of every file, and its generic values are the reference encoder the
+ * selftest holds this one to (avro_file_reference).
  *
  * The job id is pgsink's: derived from the batch's place in the spool and
  * the rows, so the same load sent again after a crash is refused by

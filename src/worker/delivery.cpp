@@ -861,6 +861,12 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
             auto ex = http_->exchange(b->lines, b->key);
             pipeline_->submit(b->id, ex->next());
             exchanges_[b->id] = std::move(ex);
+            /*
+             * Started now (libcurl writes what the socket takes), not after
+             * the next batches are made: making a big batch takes tens of ms
+             * (BigQuery's Avro), and the receiver works on this one meanwhile.
+             */
+            pipeline_->on_timer();
         } catch (const std::exception &e) {
             failure = e.what(); /* no request went out: retried with back-off */
         }
