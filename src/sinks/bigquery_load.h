@@ -1,10 +1,13 @@
 /*
  * bigquery_load.h: load jobs of the BigQuery sink. Import rows of a table,
  * many of them in one batch, are not streamed (insertAll costs, load jobs
- * do not): they are written as an Avro object container file (avro-c) and
- * uploaded with jobs.insert (uploadType=multipart, sourceFormat AVRO,
+ * do not): they are written as an Avro object container file and uploaded
+ * with jobs.insert (uploadType=multipart, sourceFormat AVRO,
  * useAvroLogicalTypes, WRITE_APPEND to the raw table), then polled until
- * DONE before the batch counts as delivered.
+ * DONE before the batch counts as delivered. The Avro binary encoding is
+ * written here straight from the changelog's text; avro-c parses the schema
+ * of every file, and its generic values are the reference encoder the
+ * selftest holds this one to (avro_file_reference).
  *
  * The job id is pgsink's: derived from the batch's place in the spool and
  * the rows, so the same load sent again after a crash is refused by
@@ -23,6 +26,7 @@
  */
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,8 +58,49 @@ struct RawChange {
 /* The same, straight from the changelog's values (converted as insert_value() does). */
 std::string avro_file(const std::vector<Column> &columns, const std::vector<RawChange> &changes);
 
+/*
+ * That file written a change at a time (each encoded while its line is still
+ * in the cache, and no vector of them): exactly rows changes added, then
+ * finish(). add() throws Refusal (its message names the change's entry).
+ */
+class AvroFile
+{
+  public:
+    /* room: bytes left before the file (for what a request puts before it; see multipart_body). */
+    AvroFile(const std::vector<Column> &columns, size_t rows, size_t room = 0);
+    ~AvroFile();
+    AvroFile(const AvroFile &) = delete;
+    AvroFile &operator=(const AvroFile &) = delete;
+    void add(const RawChange &change);
+    std::string finish();
+
+  private:
+    struct State;
+    std::unique_ptr<State> s_;
+    friend std::string avro_file(const std::vector<Column> &, const std::vector<Row> &);
+};
+
+/*
+ * The same files made by avro-c's generic values (avro_value_set_* per field,
+ * avro_value_write per row), the encoder avro_file() replaced: the reference
+ * the selftest holds avro_file() to, byte for byte. Slower, not for loads.
+ */
+std::string avro_file_reference(const std::vector<Column> &columns, const std::vector<Row> &rows);
+std::string avro_file_reference(const std::vector<Column> &columns,
+                                const std::vector<RawChange> &changes);
+
+/* The selftest (bigquery_selftest.cpp): avro_file() against the reference; "" if they agree. */
+std::string bigquery_selftest();
+
 /* The multipart/related body of jobs.insert: the job's JSON, then data. Sets *boundary. */
 std::string multipart_body(const std::string &job_json, const std::string &data,
+                           std::string *boundary);
+/*
+ * The same from file, whose data starts at byte at (an AvroFile's room): the
+ * file itself becomes the body when what goes before the data fits there (no
+ * copy of a file of megabytes).
+ */
+std::string multipart_body(const std::string &job_json, std::string &&file, size_t at,
                            std::string *boundary);
 
 } // namespace pgsink::bigquery

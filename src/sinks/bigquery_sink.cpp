@@ -137,22 +137,24 @@ static std::string unquote(std::string_view s)
 }
 
 /*
- * The members of a JSON object: each name, and its value's exact text, as
- * views of s (a name with escapes: of its text, kept in arena).
+ * The members of the JSON object at s[i]: each name (a view of s, or of
+ * its text kept in arena when it has escapes) and the place of its value,
+ * to value(name, at), which returns where the value ends. Returns where the
+ * object ends.
  */
-using Members = std::vector<std::pair<std::string_view, std::string_view>>;
-static Members members_of(std::string_view s, std::deque<std::string> *arena)
+template <class Value>
+static size_t for_each_member(std::string_view s, size_t i, std::deque<std::string> *arena,
+                              Value value)
 {
-    Members out;
-    size_t i = skip_space(s, 0);
+    i = skip_space(s, i);
     if (i >= s.size() || s[i] != '{')
         throw std::runtime_error("not a JSON object");
     i = skip_space(s, i + 1);
     while (i < s.size() && s[i] != '}') {
-        size_t key_end = value_end(s, i);
-        std::string_view key = s.substr(i, key_end - i);
-        if (key.size() < 2 || key.front() != '"')
+        if (s[i] != '"')
             throw std::runtime_error("a JSON member's name is not a string");
+        size_t key_end = raw_json::string_end(s, i);
+        std::string_view key = s.substr(i, key_end - i);
         if (key.find('\\') == std::string_view::npos) {
             key = key.substr(1, key.size() - 2);
         } else {
@@ -162,14 +164,29 @@ static Members members_of(std::string_view s, std::deque<std::string> *arena)
         i = skip_space(s, key_end);
         if (i >= s.size() || s[i] != ':')
             throw std::runtime_error("a JSON member has no value");
-        i = skip_space(s, i + 1);
-        size_t end = value_end(s, i);
-        out.emplace_back(key, s.substr(i, end - i));
-        i = skip_space(s, end);
+        i = skip_space(s, value(key, skip_space(s, i + 1)));
         if (i < s.size() && s[i] == ',')
             i = skip_space(s, i + 1);
     }
-    return out;
+    if (i >= s.size())
+        throw std::runtime_error("a JSON object has no end");
+    return i + 1;
+}
+
+/*
+ * The members of a JSON object: each name, and its value's exact text, as
+ * views of s (a name with escapes: of its text, kept in arena).
+ */
+using Members = std::vector<std::pair<std::string_view, std::string_view>>;
+/* The object's members at s[i] appended to *out; returns where it ends. */
+static size_t members_into(std::string_view s, size_t i, std::deque<std::string> *arena,
+                           Members *out)
+{
+    return for_each_member(s, i, arena, [&](std::string_view key, size_t at) {
+        size_t end = value_end(s, at);
+        out->emplace_back(key, s.substr(at, end - at));
+        return end;
+    });
 }
 
 /*
@@ -187,6 +204,9 @@ struct Entry {
     uint64_t sequence = 0;
     bool has_before = false, has_after = false; /* an object, not null */
     Members before, after;
+    /* An import's "after", its members not read yet: read once, when its row is made. */
+    std::string_view after_raw;
+    bool after_unchecked = false; /* taken to end where the line does: not yet checked */
     std::vector<std::string> unchanged;
 };
 
@@ -199,51 +219,95 @@ static std::string_view string_view_of(std::string_view s, std::deque<std::strin
     return arena->back();
 }
 
-/* The entry of line; prev (the entry before, or nullptr) lends its table name. */
-static Entry entry_of(std::string_view line, std::deque<std::string> *arena, const Entry *prev)
+/*
+ * The entry of line; prev (the entry before, or nullptr) lends its table
+ * name. whole: every member read, even of an import (see after_raw).
+ */
+static Entry entry_of(std::string_view line, std::deque<std::string> *arena, const Entry *prev,
+                      bool whole = false)
 {
     Entry e;
-    for (auto &[key, raw] : members_of(line, arena)) {
+    /* The members an import's row needs, seen (pgsink writes them before "after"). */
+    enum { TS = 1, SEQ = 2, NSP = 4, REL = 8, OP = 16, LSN = 32, XID = 64, ALL = 127 };
+    int seen = 0;
+    /* One pass over the line: "after" and "before" read as they are found. */
+    for_each_member(line, 0, arena, [&](std::string_view key, size_t at) -> size_t {
+        if ((key == "after" || key == "before") && at < line.size() && line[at] == '{') {
+            bool after = key == "after";
+            if (after && e.op == "import") {
+                /* Most of an import's batch: no vector of members per line. */
+                e.has_after = true;
+                if (!whole && seen == ALL) {
+                    /*
+                     * Everything else it needs was seen: "after" taken to
+                     * end where the line does, not scanned here. Its members
+                     * are read when the row is encoded, which checks that
+                     * the object ends there (after_unchecked).
+                     */
+                    size_t last = line.find_last_not_of(" \t\r\n");
+                    size_t end = last == std::string_view::npos || last == 0
+                                     ? std::string_view::npos
+                                     : line.find_last_not_of(" \t\r\n", last - 1);
+                    if (end != std::string_view::npos && end >= at && line[last] == '}' &&
+                        line[end] == '}') {
+                        e.after_raw = line.substr(at, end + 1 - at);
+                        e.after_unchecked = true;
+                        return last;
+                    }
+                }
+                size_t end = value_end(line, at);
+                e.after_raw = line.substr(at, end - at);
+                return end;
+            }
+            Members &into = after ? e.after : e.before;
+            (after ? e.has_after : e.has_before) = true;
+            into.reserve(8);
+            return members_into(line, at, arena, &into);
+        }
+        size_t end = value_end(line, at);
+        std::string_view raw = line.substr(at, end - at);
         switch (key.size()) {
         case 2:
             if (key == "op") {
+                seen |= OP;
                 e.change = true;
                 e.op = unquote(raw);
             }
             break;
         case 3:
-            if (key == "lsn")
+            if (key == "lsn") {
+                seen |= LSN;
                 e.lsn = unquote(raw);
-            else if (key == "xid" && raw != "null")
-                e.xid = std::string(raw);
+            } else if (key == "xid") {
+                seen |= XID;
+                if (raw != "null")
+                    e.xid = std::string(raw);
+            }
             break;
         case 4:
-            if (key == "name")
+            if (key == "name") {
+                seen |= REL;
                 e.rel_raw = raw;
-            break;
-        case 5:
-            if (key == "after" && raw != "null") {
-                e.has_after = true;
-                e.after = members_of(raw, arena);
             }
             break;
         case 6:
             if (key == "schema") {
                 e.schema = true;
                 e.schema_json = json::parse(raw);
-            } else if (key == "before" && raw != "null") {
-                e.has_before = true;
-                e.before = members_of(raw, arena);
             }
             break;
         case 8:
-            if (key == "sequence")
+            if (key == "sequence") {
+                seen |= SEQ;
                 std::from_chars(raw.data(), raw.data() + raw.size(), e.sequence);
+            }
             break;
         case 9:
-            if (key == "namespace")
+            if (key == "namespace") {
+                seen |= NSP;
                 e.nsp_raw = raw;
-            else if (key == "timestamp") {
+            } else if (key == "timestamp") {
+                seen |= TS;
                 e.timestamp = string_view_of(raw, arena);
                 e.timestamp_raw = raw;
             } else if (key == "unchanged")
@@ -255,7 +319,8 @@ static Entry entry_of(std::string_view line, std::deque<std::string> *arena, con
                 e.resync_since = unquote(raw);
             break;
         }
-    }
+        return end;
+    });
     /* The table as its Schema entry names it (Avro names); the same as the entry before's, often.
      */
     if (prev != nullptr && prev->ns != nullptr && prev->nsp_raw == e.nsp_raw &&
@@ -516,20 +581,29 @@ void BigQueryExchange::plan_entries()
     std::map<std::string, TablePtr> now = before_;
     /* Only a key-changing update that left a TOASTed column unchanged needs latest_. */
     need_latest_ = std::any_of(entries_.begin(), entries_.end(), [](const Entry &e) {
-        return e.op == "update" && e.has_before && !e.unchanged.empty();
+        return !e.unchanged.empty() && e.has_before && e.op == "update";
     });
     TablePtr group_table;
     std::pair<TablePtr, std::vector<bq::Row>> *group = nullptr;
     std::vector<bq::Row> made;
+    /* The import group of the entry before (and its table's name): most of an import's batch. */
+    const std::string *import_ns = nullptr;
+    ImportGroup *import_group = nullptr;
     for (size_t i = 0; i < entries_.size(); i++) {
         const Entry &e = entries_[i];
+        if (import_group != nullptr && e.ns == import_ns && e.change && e.op == "import") {
+            import_group->entries.push_back(i);
+            continue;
+        }
         if (e.schema && lookups_read_) {
             /* Planned again (with values read from BigQuery): the same tables. */
+            import_group = nullptr;
             const TablePtr &t = schema_at_.at(i);
             now[t->ns] = t;
             continue;
         }
         if (e.schema) {
+            import_group = nullptr; /* the table may change */
             auto t =
                 std::make_shared<BigQuerySink::Table>(table_of(e.schema_json, ++sink_.versions_));
             parse_lsn(e.lsn.c_str(), e.lsn.size(), &t->schema_lsn);
@@ -584,6 +658,8 @@ void BigQueryExchange::plan_entries()
                 g.mixed = true; /* a Schema change in the middle: streamed */
             g.table = t;
             g.entries.push_back(i);
+            import_ns = e.ns;
+            import_group = &g;
             continue;
         }
         made.clear();
@@ -710,7 +786,10 @@ void BigQueryExchange::rows_for(size_t i, const Entry &e, const TablePtr &t,
             if (need_latest_)
                 latest_[ns].erase(key_of(v));
         } else {
-            auto v = values_of(e.after);
+            Members read;
+            if (!e.after_raw.empty())
+                members_into(e.after_raw, 0, &arena_, &read);
+            auto v = values_of(e.after_raw.empty() ? e.after : read);
             std::vector<std::string> unchanged;
             for (const std::string &u : e.unchanged)
                 for (const bq::Column &c : t->columns)
@@ -1140,35 +1219,58 @@ void BigQueryExchange::plan_loads()
         l.table = group.table;
         l.entries = std::move(group.entries);
         const std::vector<bq::Column> &columns = l.table->columns;
-        std::vector<bq::RawChange> changes(l.entries.size());
-        bool valid = true;
-        for (size_t k = 0; k < l.entries.size() && valid; k++) {
-            const Entry &e = entries_[l.entries[k]];
-            bq::RawChange &c = changes[k];
-            c.entry = l.entries[k];
-            uint64_t lsn = 0;
-            valid = parse_lsn(e.lsn.c_str(), e.lsn.size(), &lsn) && lsn <= uint64_t(INT64_MAX);
-            c.lsn = static_cast<int64_t>(lsn);
-            c.sequence = static_cast<int64_t>(e.sequence);
-            c.op = e.op;
-            c.timestamp = e.timestamp;
-            c.xid = e.xid;
-            c.values.resize(columns.size());
-            size_t hint = 0; /* members come in the columns' order, usually */
-            for (const auto &[name, value] : e.after)
-                for (size_t n = 0; n < columns.size(); n++) {
-                    size_t col = (hint + n) % columns.size();
-                    if (columns[col].pg_name == name) {
-                        c.values[col] = value;
-                        hint = col + 1;
-                        break;
-                    }
-                }
-        }
+        /*
+         * Each change encoded as soon as it is gathered, while its line is in
+         * the cache; room before the file for the multipart body's head.
+         */
+        const size_t room = 1024 + 2 * raw.size() + sink_.settings_.project.size() +
+                            sink_.settings_.dataset.size() + sink_.location().size();
         std::string data;
+        bool valid = true;
         try {
+            bq::AvroFile file(columns, l.entries.size(), room);
+            bq::RawChange c;
+            for (size_t k = 0; k < l.entries.size() && valid; k++) {
+                const Entry &e = entries_[l.entries[k]];
+                c.entry = l.entries[k];
+                uint64_t lsn = 0;
+                valid = parse_lsn(e.lsn.c_str(), e.lsn.size(), &lsn) && lsn <= uint64_t(INT64_MAX);
+                c.lsn = static_cast<int64_t>(lsn);
+                c.sequence = static_cast<int64_t>(e.sequence);
+                c.op = e.op;
+                c.timestamp = e.timestamp;
+                c.xid = e.xid;
+                c.values.assign(columns.size(), std::string_view());
+                size_t hint = 0; /* members come in the columns' order, usually */
+                auto take = [&](std::string_view name, std::string_view value) {
+                    for (size_t n = 0; n < columns.size(); n++) {
+                        size_t col = (hint + n) % columns.size();
+                        if (columns[col].pg_name == name) {
+                            c.values[col] = value;
+                            hint = col + 1;
+                            break;
+                        }
+                    }
+                };
+                if (!e.after_raw.empty()) {
+                    size_t end = for_each_member(e.after_raw, 0, &arena_,
+                                                 [&](std::string_view name, size_t at) {
+                                                     size_t end = value_end(e.after_raw, at);
+                                                     take(name, e.after_raw.substr(at, end - at));
+                                                     return end;
+                                                 });
+                    /* Members after "after" (not pgsink's order): the line read whole, which
+                     * throws if it is not JSON; its row needs none of them. */
+                    if (e.after_unchecked && end != e.after_raw.size())
+                        entry_of(lines_of_.at(l.entries[k]), &arena_, nullptr, true);
+                }
+                for (const auto &[name, value] : e.after)
+                    take(name, value);
+                if (valid)
+                    file.add(c);
+            }
             if (valid)
-                data = bq::avro_file(columns, changes);
+                data = file.finish();
         } catch (const bq::Refusal &) {
             valid = false;
         }
@@ -1191,7 +1293,7 @@ void BigQueryExchange::plan_loads()
                         {"createDisposition", "CREATE_NEVER"}}}}}};
         if (!sink_.location().empty())
             job["jobReference"]["location"] = sink_.location();
-        std::string body = bq::multipart_body(job.dump(), data, &l.boundary);
+        std::string body = bq::multipart_body(job.dump(), std::move(data), room, &l.boundary);
         Request q{Step::load_insert, l.table, std::move(body)};
         q.load = loads_.size();
         loads_.push_back(std::move(l));
@@ -1534,10 +1636,19 @@ void BigQueryExchange::loaded(Load &l, const json &job, std::optional<Answer> *o
     const json &status = job.value("status", json::object());
     std::string state = status.value("state", "");
     if (state != "DONE") {
-        /* Asked again after a pause that grows: 0.1 s, 0.2 s ... 2 s. */
+        /*
+         * Asked again every 50 ms for the first 200 ms, then after a pause
+         * that grows by half, to 2 s. A small load is done in a fraction of
+         * a second, and its batch (and those after it, for the cursor) waits
+         * for the answer: polled by doubling from 100 ms, a job done at
+         * 110 ms was seen at 300 ms, and the polls capped an import's rate.
+         */
         Request q{Step::load_get, l.table};
         q.load = static_cast<size_t>(&l - loads_.data());
-        q.delay_ms = std::min<long>(2000, 100L << std::min(l.polls, 5));
+        long delay = 50;
+        for (int k = 4; k <= l.polls && delay < 2000; k++)
+            delay += delay / 2;
+        q.delay_ms = std::min<long>(2000, delay);
         l.polls++;
         steps_.insert(steps_.begin() + static_cast<long>(at_) + 1, std::move(q));
         *out = advance();

@@ -8,7 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "sinks/elasticsearch_sink.h" /* pure C++: before PostgreSQL's headers */
+#include "sinks/bigquery_load.h" /* pure C++: before PostgreSQL's headers */
+#include "sinks/elasticsearch_sink.h"
 #include "boundary/pg_boundary.h"
 #include "http/delivery_window.h"
 #include "sinks/clickhouse_sink.h"
@@ -65,6 +66,12 @@ static int64 selftest(const std::string &mode)
         std::string failures = clickhouse_selftest();
         if (!failures.empty())
             throw Error(ERRCODE_INTERNAL_ERROR, "clickhouse: " + failures, "");
+        return 1;
+    } else if (mode == "bigquery") {
+        /* The BigQuery sink's direct Avro encoding against avro-c's generic values. */
+        std::string failures = bigquery::bigquery_selftest();
+        if (!failures.empty())
+            throw Error(ERRCODE_INTERNAL_ERROR, "bigquery: " + failures, "");
         return 1;
     } else if (mode == "ok") {
         return pg_call(

@@ -940,7 +940,6 @@ void Delivery::serve_interrupts()
  */
 void Delivery::send_due(size_t max)
 {
-    bool started = false;
     int64_t now = monotonic_ms();
     /* Which spool and replay the batches come from (BigQuery's load job ids). */
     char stream[64];
@@ -966,7 +965,13 @@ void Delivery::send_due(size_t max)
             }
             pipeline_->submit(b->id, std::move(request));
             exchanges_[b->id] = std::move(ex);
-            started = true;
+            /*
+             * Started now (libcurl writes what the socket takes), not after
+             * the next batches are made or read: making a big batch takes
+             * tens of ms (BigQuery's Avro), and the receiver works on this
+             * one meanwhile.
+             */
+            pipeline_->on_timer();
         } catch (const EntryError &e) {
             refusal = e.what(); /* never passes: its entries at fault are parked */
         } catch (const std::exception &e) {
@@ -982,9 +987,6 @@ void Delivery::send_due(size_t max)
         serve_interrupts();
         now = monotonic_ms();
     }
-    /* Started at once (connect, first bytes out), not after the read-ahead. */
-    if (started)
-        pipeline_->on_timer();
 }
 
 /* Make the request of the batch that goes out next, on the prefetch thread, if the sink can. */

@@ -1,0 +1,14 @@
+-- The BigQuery sink's Avro encoding (src/sinks/bigquery_selftest.cpp),
+-- without a server: load files written straight from the changelog's text
+-- (zigzag varints, strings and bytes with their length, union branches,
+-- decimals as scaled two's complement, arrays as blocks, container blocks
+-- cut at 1 MB or 4096 rows) are byte for byte the files avro-c's generic
+-- values made, the encoder before: thousands of rows of every type family
+-- (NULLs and missing values, negative numbers, NUMERIC and BIGNUMERIC at
+-- their limits, dates and timestamps at 0001 and 9999 and infinity, times,
+-- bytes, arrays, JSON, strings with escapes, multibyte characters and
+-- empty ones), rows larger than a block, and insertAll rows; values neither
+-- takes (BC dates, NaN numerics, too many decimals, arrays with NULLs or of
+-- several dimensions, bad escapes) refused by both, naming the entry.
+-- It returns 1, or fails naming every check that did not hold.
+SELECT pgsink._selftest_boundary('bigquery');
