@@ -81,9 +81,12 @@ int Reader::fd_of(const Segment &s)
     return fd_;
 }
 
-std::string_view Reader::read(uint64_t offset, uint64_t end, size_t max, uint64_t *lines)
+std::string_view Reader::read(uint64_t offset, uint64_t end, size_t max, uint64_t *lines,
+                              bool *segment_end)
 {
     *lines = 0;
+    if (segment_end != nullptr)
+        *segment_end = false;
     if (offset >= end)
         return {};
     if (cap_ > 2 * std::max<size_t>(max, 1 << 20)) {
@@ -163,6 +166,8 @@ std::string_view Reader::read(uint64_t offset, uint64_t end, size_t max, uint64_
          p++)
         n++;
     *lines = n;
+    if (segment_end != nullptr)
+        *segment_end = offset + len == seg_end && seg_end < end;
     return std::string_view(buf_.get(), len);
 }
 

@@ -40,9 +40,12 @@ class Reader
     /*
      * Whole lines from offset: at least one line, at most about max bytes,
      * never past end nor past the end of a segment. Empty at end; *lines
-     * gets their count. The view is valid until the next read().
+     * gets their count; *segment_end (if given) whether the lines stop
+     * where a segment does, with more before end (in the next segment).
+     * The view is valid until the next read().
      */
-    std::string_view read(uint64_t offset, uint64_t end, size_t max, uint64_t *lines);
+    std::string_view read(uint64_t offset, uint64_t end, size_t max, uint64_t *lines,
+                          bool *segment_end = nullptr);
 
     /* Forget the segments and close the file (the spool was made anew). */
     void reset();

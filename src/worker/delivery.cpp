@@ -797,7 +797,27 @@ void Delivery::read_range(const SpoolShared &d)
 {
     size_t max = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
     RangeInfo info;
-    std::string_view piece = reader_.read(read_end_, d.durable_end, max, &info.entries);
+    bool segment_end = false;
+    std::string_view piece =
+        reader_.read(read_end_, d.durable_end, max, &info.entries, &segment_end);
+    /*
+     * A batch does not end where a spool segment does: it goes on in the
+     * next one. A short batch there cost a request of its own, and BigQuery
+     * streams an import batch with few rows instead of loading it (1.3% of
+     * an import's rows, a fifth of its time).
+     */
+    std::string joined;
+    while (segment_end && joined.size() + piece.size() < max) {
+        joined.append(piece);
+        uint64_t more = 0;
+        piece = reader_.read(read_end_ + joined.size(), d.durable_end, max - joined.size(), &more,
+                             &segment_end);
+        info.entries += more;
+    }
+    if (!joined.empty()) {
+        joined.append(piece);
+        piece = joined;
+    }
     /* The sink may end it earlier (HttpSink::batch_end): the rest is the next batch's. */
     if (read_end_ + piece.size() < d.durable_end) {
         size_t cut = http_->batch_end(piece);

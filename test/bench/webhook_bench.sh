@@ -8,7 +8,8 @@
 #      its cursor is back at the spool's end: the same backlog, read from the
 #      spool, delivered by each. The receiver (ack_receiver.c, built here)
 #      only acknowledges. The webhook runs once per IN_FLIGHT_RATE value
-#      (pgsink.max_in_flight; default "1 2"), signed (pgsink.webhook_secret).
+#      (pgsink.max_in_flight; default "1 2"), signed (pgsink.webhook_secret),
+#      then once unsigned (UNSIGNED=0 skips it): the HMAC's share.
 #   2. Scaling with requests in flight: a receiver that answers each request
 #      in 50 ms (ack_receiver.py, threaded), the first SCALING_ROWS rows
 #      (default 200k) in batches of SCALING_BATCH (default 256kB), for each
@@ -98,6 +99,15 @@ for n in $IN_FLIGHT_RATE; do
         "webhook, $n in flight" "$ROWS" "$ms" "$(rate "$ROWS" "$ms")" \
         "$(awk -v f="$file_ms" -v w="$ms" 'BEGIN { printf "%.2fx (target >= 0.8x)", f / w }')"
 done
+if [ "${UNSIGNED:-1}" != 0 ]; then
+    set_conf pgsink.max_in_flight 1
+    set_conf pgsink.webhook_secret ''
+    ms=$(time_sink webhook "$end")
+    printf '%-28s %10s rows %8s ms %10s rows/s   webhook / file: %s\n' \
+        "webhook, unsigned, 1" "$ROWS" "$ms" "$(rate "$ROWS" "$ms")" \
+        "$(awk -v f="$file_ms" -v w="$ms" 'BEGIN { printf "%.2fx", f / w }')"
+    set_conf pgsink.webhook_secret "$SECRET"
+fi
 
 if [ -z "${SKIP_SCALING:-}" ]; then
 echo "== 2. requests in flight against a receiver that answers in 50 ms: $SCALING_ROWS rows, batches of $SCALING_BATCH"

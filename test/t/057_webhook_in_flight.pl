@@ -37,6 +37,8 @@ pgsink.webhook_url = 'http://127.0.0.1:$port/hook'
 pgsink.webhook_secret = '$secret'
 pgsink.max_in_flight = 4
 pgsink.batch_bytes = '64kB'
+# Segments of 1 MB: batches go on across their ends (check_exact below).
+pgsink.spool_segment_size = 1
 pgsink.http_timeout = '5s'
 pgsink.retry_max_interval = '1s'
 });
