@@ -156,6 +156,17 @@ class HttpSink : public Sink
      * and its answer (answer()).
      */
     virtual std::unique_ptr<Exchange> exchange(std::string_view lines, const std::string &key);
+    /*
+     * The same for entries sent again out of their order (parked entries
+     * that pgsink.retry_dead_letters() asked for): a change older than what
+     * the sink already holds may come after it. A sink whose destination
+     * keeps the last written of equal versions checks; by default exchange().
+     */
+    virtual std::unique_ptr<Exchange> exchange_resent(std::string_view lines,
+                                                      const std::string &key)
+    {
+        return exchange(lines, key);
+    }
     /* The request of a one-request exchange. */
     virtual HttpRequest request(std::string_view lines, const std::string &key);
     /* What the answer to a one-request exchange means. */

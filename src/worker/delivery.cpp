@@ -926,7 +926,8 @@ void Delivery::send_due(size_t max)
                 ex = std::move(made->exchange);
                 request = std::move(made->request);
             } else {
-                ex = http_->exchange(b->lines, b->key);
+                ex = b->park_always ? http_->exchange_resent(b->lines, b->key)
+                                    : http_->exchange(b->lines, b->key);
                 request = ex->next();
             }
             pipeline_->submit(b->id, std::move(request));
@@ -960,7 +961,10 @@ void Delivery::prefetch_next()
     const DeliveryWindow::Batch *b = window_->next_in_line();
     if (b == nullptr || b->lines.size() < kPrefetchMinBytes)
         return;
-    prefetch_.start(b->id, http_->exchange(b->lines, b->key), monotonic_ms());
+    prefetch_.start(b->id,
+                    b->park_always ? http_->exchange_resent(b->lines, b->key)
+                                   : http_->exchange(b->lines, b->key),
+                    monotonic_ms());
 }
 
 /*
