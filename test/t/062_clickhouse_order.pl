@@ -59,7 +59,8 @@ UPDATE d SET n = 'NaN', v = 'later' WHERE k = 2.25;
 COMMIT;
 });
 wait_delivered($node, 'postgres', 'a transaction with refused changes');
-is(sql(q{SELECT string_agg("table" || ':' || (entry::json->>'sequence'), ',' ORDER BY id)
+is(sql(q{SELECT string_agg("table" || ':' || (entry::json->>'sequence'), ','
+    ORDER BY (entry::json->>'sequence')::int)
   FROM pgsink.dead_letters}), 'public.o:1,public.d:3,public.d:5',
 	'the first change of each key is parked, and the lone update of 2.25');
 is(ch('SELECT v FROM pgsink.public_o_current WHERE id = 1'), 'second',
