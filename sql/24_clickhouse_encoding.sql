@@ -17,6 +17,9 @@
 -- not hold the value (out of its years, infinity, BC); a TRUNCATE's position
 -- recorded before its mutation, and changes before it left out, in its batch
 -- and in the next (streamed); a delete without its old key and a line that
--- is not an entry refused, saying why.
+-- is not an entry refused, saying why; parked entries sent again: each
+-- key's greatest (lsn, sequence) read first (a numeric key as text in an
+-- outer query, its literal quoted), rows older than it or than a row of
+-- the batch left out, a changed key's tombstone and row each by its key.
 -- It returns 1, or fails naming every check that did not hold.
 SELECT pgsink._selftest_boundary('clickhouse');

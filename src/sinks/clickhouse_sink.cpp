@@ -176,7 +176,7 @@ using Cells = std::map<std::string, std::string>;
 class ClickHouseExchange final : public HttpSink::Exchange
 {
   public:
-    ClickHouseExchange(ClickHouseSink &sink, std::string_view lines);
+    ClickHouseExchange(ClickHouseSink &sink, std::string_view lines, bool resent = false);
     ~ClickHouseExchange() override
     {
         /* Their memory serves the next exchange (one at a time): no fresh pages for each batch. */
@@ -212,6 +212,8 @@ class ClickHouseExchange final : public HttpSink::Exchange
         /* A lookup: the key tuples it reads (split in two if the answer is too big). */
         std::vector<std::string> tuples;
         std::vector<std::string> tuple_keys; /* ... and the keys they are (key_of()) */
+        /* A lookup of the keys' greatest (lsn, sequence) only (resent_: read_positions()). */
+        bool positions = false;
     };
     /* What the writes need of a table version, made once per exchange. */
     struct Prepared {
@@ -247,6 +249,7 @@ class ClickHouseExchange final : public HttpSink::Exchange
                      : ch::Row{rows_.data() + e.before_at, e.before_n};
     }
     std::string key_of(const ClickHouseSink::Table &t, ch::Row m);
+    std::string key_tuple(const ClickHouseSink::Table &t, ch::Row m);
     std::string key_of(const ClickHouseSink::Table &t, const Cells &row);
     Cells cells_of(const ClickHouseSink::Table &t, ch::Row m);
     void write_row(std::string &out, const ClickHouseSink::Table &t, ch::Row m, bool tombstone,
@@ -256,11 +259,21 @@ class ClickHouseExchange final : public HttpSink::Exchange
     std::optional<Answer> advance();
     void check_types(const Step &step, const std::string &body);
     bool read_current(const Step &step, const std::string &body);
+    void read_positions(const Step &step, const std::string &body);
     const ClickHouseSink::Table *
     in_effect(std::map<std::string, const ClickHouseSink::Table *> &now, size_t i,
               const std::string &ns);
 
     ClickHouseSink &sink_;
+    /*
+     * Parked entries sent again, out of their order: rows older than the
+     * key's greatest (lsn, sequence) in the table (latest_) are left out.
+     */
+    bool resent_ = false;
+    /* By namespace + '\x1e' + key: the greatest position the table holds (resent_ only). */
+    std::unordered_map<std::string, Cut> latest_;
+    bool stale(const std::string &nskey, const ch::Entry &e) const;
+    void wrote(const std::string &nskey, const ch::Entry &e);
     std::vector<ch::Entry> entries_;
     std::map<size_t, json> schemas_; /* the Schema entries' schemas, parsed, by entry index */
     bool unchanged_ = false;         /* may an update leave TOASTed values unchanged? */
@@ -306,7 +319,8 @@ class ClickHouseExchange final : public HttpSink::Exchange
     static constexpr int kMutationPolls = 600; /* a minute of 0.1 s waits */
 };
 
-ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view lines) : sink_(sink)
+ClickHouseExchange::ClickHouseExchange(ClickHouseSink &sink, std::string_view lines, bool resent)
+    : sink_(sink), resent_(resent)
 {
     size_t at = 0;
     lines_size_ = lines.size();
@@ -655,6 +669,38 @@ std::string ClickHouseExchange::key_of(const ClickHouseSink::Table &t, const Cel
     return k;
 }
 
+/* The key of a changelog row as a ClickHouse tuple literal, for a lookup's IN. */
+std::string ClickHouseExchange::key_tuple(const ClickHouseSink::Table &t, ch::Row source)
+{
+    std::string tuple;
+    for (const std::string &name : t.key) {
+        for (size_t ci = 0; ci < t.columns.size(); ci++) {
+            const ch::Column &c = t.columns[ci];
+            if (c.name != name)
+                continue;
+            std::string_view raw = ch::member_value(source, c.name, ci);
+            std::string lit;
+            ch::encode_value(
+                c, raw.empty() ? "null" : raw, scratch_, [&](int slot, std::string_view text) {
+                    /* The value itself: a JSON string unescaped. */
+                    if (slot == 0)
+                        lit = !text.empty() && text[0] == '"' ? ch::string_content(text)
+                                                              : std::string(text);
+                });
+            std::string quoted = "'" + sql_string(lit) + "'";
+            /* A decimal from text: a number literal is a Float64, which IN refuses. */
+            if (c.kind == ch::Kind::string || c.kind == ch::Kind::decimal)
+                lit = quoted;
+            else if (c.kind == ch::Kind::uuid)
+                lit = "toUUID(" + quoted + ")";
+            else if (c.kind == ch::Kind::boolean)
+                lit = lit == "true" ? "1" : "0";
+            tuple += (tuple.empty() ? "" : ", ") + lit;
+        }
+    }
+    return "(" + tuple + ")";
+}
+
 /* A changelog row in insert form (the slow path: rows that unchanged values come from or go to). */
 Cells ClickHouseExchange::cells_of(const ClickHouseSink::Table &t, ch::Row m)
 {
@@ -796,49 +842,111 @@ static std::vector<std::string> unchanged_of(const ch::Entry &e)
     return names;
 }
 
+/*
+ * Decimals are read as text (a double would lose digits): toString(x) AS x.
+ * ClickHouse takes such an alias for the column x everywhere in the query,
+ * the WHERE and GROUP BY too (where it would compare text with the key's
+ * literal, and fail): then the rows are read in a subquery, and the outer
+ * query only turns the decimals into text.
+ */
+static std::string decimals_as_text(const ClickHouseSink::Table &t,
+                                    const std::vector<std::string> &names, const std::string &inner)
+{
+    bool decimal = false;
+    std::string cols;
+    for (const std::string &name : names) {
+        bool dec = false;
+        for (const ch::Column &c : t.columns)
+            dec = dec || (c.kind == ch::Kind::decimal && ch::quote(c.ch_name) == name);
+        decimal = decimal || dec;
+        cols += (cols.empty() ? "" : ", ") + (dec ? "toString(" + name + ") AS " + name : name);
+    }
+    if (!decimal)
+        return inner + " FORMAT JSONEachRow";
+    return "SELECT " + cols + " FROM (" + inner + ") FORMAT JSONEachRow";
+}
+
+/* names, ", " between. */
+static std::string listed(const std::vector<std::string> &names)
+{
+    std::string out;
+    for (const std::string &n : names)
+        out += (out.empty() ? "" : ", ") + n;
+    return out;
+}
+
 /* A lookup of current rows of table t, for the key tuples given. */
 static std::string lookup_sql(const std::string &table_ref, const ClickHouseSink::Table &t,
                               const std::set<std::string> &wanted,
                               const std::vector<std::string> &tuples)
 {
-    std::string cols, keys, in;
-    /* The key and the unchanged columns only; decimals as text: a double would lose digits. */
+    std::vector<std::string> cols, keys;
+    std::string in;
+    /* The key and the unchanged columns only. */
     for (const ch::Column &c : t.columns) {
         if (!c.key && !wanted.count(c.name))
             continue;
-        cols += (cols.empty() ? "" : ", ") +
-                (c.kind == ch::Kind::decimal
-                     ? "toString(" + ch::quote(c.ch_name) + ") AS " + ch::quote(c.ch_name)
-                     : ch::insert_name(c)) +
-                (c.array ? ", " + ch::quote(ch::null_flag_name(c)) : "") +
-                (c.datetime64 ? ", " + ch::quote(ch::datetime64_name(c)) : "");
+        cols.push_back(ch::insert_name(c));
+        if (c.array)
+            cols.push_back(ch::quote(ch::null_flag_name(c)));
+        if (c.datetime64)
+            cols.push_back(ch::quote(ch::datetime64_name(c)));
     }
     for (const std::string &k : t.key)
         for (const ch::Column &c : t.columns)
             if (c.name == k) /* a float key is compared by its bits, as the literal is */
-                keys += (keys.empty() ? "" : ", ") + ch::insert_name(c);
+                keys.push_back(ch::insert_name(c));
     for (const std::string &tuple : tuples)
         in += (in.empty() ? "" : ", ") + tuple;
     /*
      * FINAL: the latest version of each key. A deleted one is read too,
      * to be told apart: a tombstone's values are no values.
      */
-    cols += std::string(cols.empty() ? "" : ", ") + "`_pgsink_deleted`";
-    return "SELECT " + cols + " FROM " + table_ref + " FINAL WHERE (" + keys + ") IN (" + in +
-           ") FORMAT JSONEachRow";
+    cols.push_back("`_pgsink_deleted`");
+    return decimals_as_text(t, cols,
+                            "SELECT " + listed(cols) + " FROM " + table_ref + " FINAL WHERE (" +
+                                listed(keys) + ") IN (" + in + ")");
+}
+
+/*
+ * The greatest (lsn, sequence) the table holds for each key given, deleted
+ * rows included, as "_pgsink_op":["<lsn>","<sequence>"] beside the key
+ * (entries sent again, out of order: see ClickHouseSink::exchange_resent()).
+ * Without FINAL: every row not yet merged counts. The alias is a helper
+ * column's name (no captured column has it in ClickHouse) that the query
+ * reads nowhere else.
+ */
+static std::string positions_sql(const std::string &table_ref, const ClickHouseSink::Table &t,
+                                 const std::vector<std::string> &tuples)
+{
+    std::vector<std::string> keys;
+    std::string in;
+    for (const std::string &k : t.key)
+        for (const ch::Column &c : t.columns)
+            if (c.name == k) /* a float by its bits, as the literal is */
+                keys.push_back(ch::insert_name(c));
+    for (const std::string &tuple : tuples)
+        in += (in.empty() ? "" : ", ") + tuple;
+    std::vector<std::string> cols = keys;
+    cols.push_back("`_pgsink_op`");
+    return decimals_as_text(t, cols,
+                            "SELECT " + listed(keys) +
+                                ", max((`_pgsink_lsn`, `_pgsink_sequence`)) AS `_pgsink_op` FROM " +
+                                table_ref + " WHERE (" + listed(keys) + ") IN (" + in +
+                                ") GROUP BY " + listed(keys));
 }
 
 /* Phase 2: current rows for updates that left TOASTed columns unchanged. */
 void ClickHouseExchange::plan_reads()
 {
     phase_ = 1;
-    if (!unchanged_) {
+    if (!unchanged_ && !resent_) {
         plan_writes();
         return;
     }
     scan_all();
     /* namespace -> key tuples (SQL) and their keys; the columns to read */
-    std::map<std::string, std::map<std::string, std::string>> wanted;
+    std::map<std::string, std::map<std::string, std::string>> wanted, positions;
     std::map<std::string, std::set<std::string>> wanted_cols;
     std::set<std::string> written; /* ns + key written earlier in the batch */
     std::map<std::string, const ClickHouseSink::Table *> now;
@@ -867,37 +975,22 @@ void ClickHouseExchange::plan_reads()
         std::vector<std::string> unchanged = update ? unchanged_of(e) : std::vector<std::string>();
         if (!unchanged.empty())
             sources_.insert(source_key); /* its row is kept while writing */
-        if (!unchanged.empty() && !written.count(source_key)) {
+        /*
+         * Read back unless the batch wrote the row before; sent again out of
+         * order, an earlier change of the batch may be left out (stale()):
+         * read back anyway.
+         */
+        if (!unchanged.empty() && (resent_ || !written.count(source_key))) {
             ch::Row source = row(e, !before && e.op != "delete");
-            std::string tuple;
-            for (const std::string &name : t.key) {
-                for (size_t ci = 0; ci < t.columns.size(); ci++) {
-                    const ch::Column &c = t.columns[ci];
-                    if (c.name != name)
-                        continue;
-                    std::string_view raw = ch::member_value(source, c.name, ci);
-                    std::string lit;
-                    ch::encode_value(c, raw.empty() ? "null" : raw, scratch_,
-                                     [&](int slot, std::string_view text) {
-                                         /* The value itself: a JSON string unescaped. */
-                                         if (slot == 0)
-                                             lit = !text.empty() && text[0] == '"'
-                                                       ? ch::string_content(text)
-                                                       : std::string(text);
-                                     });
-                    std::string quoted = "'" + sql_string(lit) + "'";
-                    if (c.kind == ch::Kind::string)
-                        lit = quoted;
-                    else if (c.kind == ch::Kind::uuid)
-                        lit = "toUUID(" + quoted + ")";
-                    else if (c.kind == ch::Kind::boolean)
-                        lit = lit == "true" ? "1" : "0";
-                    tuple += (tuple.empty() ? "" : ", ") + lit;
-                }
-            }
-            wanted[ns]["(" + tuple + ")"] = source_key;
+            wanted[ns][key_tuple(t, source)] = source_key;
             for (const std::string &u : unchanged)
                 wanted_cols[ns].insert(u);
+        }
+        if (resent_ && !t.key.empty()) {
+            /* Each key it writes: its greatest position in the table. */
+            positions[ns][key_tuple(t, row(e, e.op != "delete"))] = key;
+            if (before)
+                positions[ns][key_tuple(t, row(e, false))] = ns + '\x1e' + key_of(t, row(e, false));
         }
         written.insert(key);
     }
@@ -924,6 +1017,29 @@ void ClickHouseExchange::plan_reads()
         }
         flush();
         lookup_cols_[ns] = wanted_cols[ns];
+    }
+    for (auto &[ns, tuples] : positions) {
+        const ClickHouseSink::Table &t = sink_.tables_.at(ns);
+        Step piece{"", false, ns, nullptr, ""};
+        piece.positions = true;
+        size_t bytes = 0;
+        auto flush = [&] {
+            if (piece.tuples.empty())
+                return;
+            piece.sql = positions_sql(table_ref(t), t, piece.tuples);
+            steps_.push_back(piece);
+            piece.tuples.clear();
+            piece.tuple_keys.clear();
+            bytes = 0;
+        };
+        for (const auto &[tuple, key] : tuples) {
+            if (bytes + tuple.size() > 150000 || piece.tuples.size() >= 5000)
+                flush();
+            piece.tuples.push_back(tuple);
+            piece.tuple_keys.push_back(key);
+            bytes += tuple.size() + 2;
+        }
+        flush();
     }
     if (at_ >= steps_.size())
         plan_writes();
@@ -1027,6 +1143,8 @@ void ClickHouseExchange::plan_writes()
         auto cur_it = current_.find(ns);
         /* Keys matter only where rows are kept for unchanged values (the slow path). */
         bool keyed = !sources_.empty() || (cur_it != current_.end() && !cur_it->second.empty());
+        /* Sent again, out of order: rows older than the table's for their key are left out. */
+        bool check = resent_ && !t.key.empty();
         if (e.op == "truncate") {
             flush(ns);
             uint64_t seq = strtoull(std::string(e.sequence).c_str(), nullptr, 10);
@@ -1067,6 +1185,13 @@ void ClickHouseExchange::plan_writes()
                 continue;
             }
             ch::Row old = row(e, false);
+            if (check) {
+                /* Sent again: a newer change of the key is in the table, it stays. */
+                std::string nskey = ns + '\x1e' + key_of(t, old);
+                if (stale(nskey, e))
+                    continue;
+                wrote(nskey, e);
+            }
             if (keyed)
                 current_[ns].erase(key_of(t, old));
             start(body, t);
@@ -1077,7 +1202,7 @@ void ClickHouseExchange::plan_writes()
         bool before = update && !e.before.empty() && e.before[0] == '{';
         std::vector<std::string> unchanged =
             update && unchanged_ ? unchanged_of(e) : std::vector<std::string>();
-        if (!before && unchanged.empty() && !keyed) {
+        if (!before && unchanged.empty() && !keyed && !check) {
             /* The common case: nothing to look up or keep. */
             start(body, t);
             write_row(body, t, row(e, true), false, e);
@@ -1087,30 +1212,50 @@ void ClickHouseExchange::plan_writes()
         std::string source_key = key; /* where unchanged values come from */
         std::optional<Cells> source_row;
         auto &cur = current_[ns];
+        /*
+         * Sent again, out of order (check): the old key of a changed key
+         * holds a newer change (old_newer: its tombstone is left out, and
+         * its row is not the one this update's unchanged values come from),
+         * or the key itself does (the row is left out).
+         */
+        bool old_newer = false;
+        bool row_stale = check && stale(ns + '\x1e' + key, e);
         if (before) {
             /* A changed key: the old key is deleted. */
             ch::Row old = row(e, false);
             std::string old_key = key_of(t, old);
             source_key = old_key;
             if (!t.key.empty() && old_key != key) {
-                auto was = cur.find(old_key);
-                if (was != cur.end())
-                    source_row = was->second;
-                cur.erase(old_key);
-                start(body, t);
-                write_row(body, t, old, true, e);
+                old_newer = check && stale(ns + '\x1e' + old_key, e);
+                if (!old_newer) {
+                    if (check)
+                        wrote(ns + '\x1e' + old_key, e);
+                    auto was = cur.find(old_key);
+                    if (was != cur.end())
+                        source_row = was->second;
+                    cur.erase(old_key);
+                    start(body, t);
+                    write_row(body, t, old, true, e);
+                }
             }
         }
-        if (unchanged.empty() && !sources_.count(ns + '\x1e' + key)) {
-            if (source_key != key)
+        if (row_stale) {
+            if (source_key != key && !old_newer)
                 cur.erase(source_key); /* the old key's row is gone */
+            continue;
+        }
+        if (unchanged.empty() && !sources_.count(ns + '\x1e' + key)) {
+            if (source_key != key && !old_newer)
+                cur.erase(source_key); /* the old key's row is gone */
+            if (check)
+                wrote(ns + '\x1e' + key, e);
             start(body, t);
             write_row(body, t, row(e, true), false, e);
             continue;
         }
         Cells cells = cells_of(t, row(e, true));
         if (!unchanged.empty()) {
-            auto known = cur.find(source_key);
+            auto known = old_newer ? cur.end() : cur.find(source_key);
             if (source_row)
                 known = cur.emplace(source_key, *source_row).first; /* erased as deleted above */
             bool missing = known == cur.end();
@@ -1138,12 +1283,18 @@ void ClickHouseExchange::plan_writes()
                           "update needs, is too big to read back (over " +
                               std::to_string(sink_.limits_.lookup_row_answer) +
                               " bytes as JSON): import the table again"
+                    : old_newer
+                        ? "the row this update's unchanged TOASTed value comes from is no longer "
+                          "in ClickHouse (a newer change of its old key is there): import the "
+                          "table again"
                         : "the unchanged TOASTed value of this update is not in ClickHouse (the "
                           "row was never delivered there): import the table again"});
                 continue;
             }
         }
-        if (source_key != key)
+        if (check)
+            wrote(ns + '\x1e' + key, e);
+        if (source_key != key && !old_newer)
             cur.erase(source_key); /* the old key's row is gone */
         /* Kept only where a later update of this batch takes unchanged values from it. */
         if (sources_.count(ns + '\x1e' + key))
@@ -1162,7 +1313,7 @@ void ClickHouseExchange::plan_writes()
  */
 const ClickHouseSink::Table *ClickHouseExchange::streamable()
 {
-    if (unchanged_ || odd_)
+    if (unchanged_ || odd_ || resent_)
         return nullptr;
     const ClickHouseSink::Table *only = nullptr;
     std::string only_ns;
@@ -1259,7 +1410,10 @@ HttpRequest ClickHouseExchange::next()
             return true;
         };
     }
-    if (!step.lookup.empty())
+    if (step.positions)
+        /* Keys and two numbers: no bigger than the query (at most 150 kB of keys) and then some. */
+        r.keep_answer = static_cast<size_t>(16) << 20;
+    else if (!step.lookup.empty())
         r.keep_answer = (step.tuples.size() > 1 ? sink_.limits_.lookup_answer
                                                 : sink_.limits_.lookup_row_answer) +
                         1;
@@ -1362,7 +1516,9 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
         sink_.tables_[step.installs_ns] = *step.installs;
     if (step.creates_database)
         sink_.database_ready_ = true;
-    if (!step.lookup.empty() && !read_current(step, r.body))
+    if (step.positions)
+        read_positions(step, r.body);
+    else if (!step.lookup.empty() && !read_current(step, r.body))
         return std::nullopt; /* read again in halves */
     if (step.mutation_wait && atoi(r.body.c_str()) > 0) {
         if (++mutation_polls_ > kMutationPolls) {
@@ -1442,6 +1598,71 @@ bool ClickHouseExchange::read_current(const Step &step, const std::string &body)
     return true;
 }
 
+/*
+ * Each key's greatest (lsn, sequence) in the table (positions_sql()), into
+ * latest_: rows older than it are left out (stale()).
+ */
+void ClickHouseExchange::read_positions(const Step &step, const std::string &body)
+{
+    const ClickHouseSink::Table &t = sink_.tables_.at(step.lookup);
+    std::vector<ch::Member> members;
+    size_t at = 0;
+    while (at < body.size()) {
+        size_t nl = body.find('\n', at);
+        if (nl == std::string::npos)
+            nl = body.size();
+        if (nl > at) {
+            ch::scan_object(std::string_view(body).substr(at, nl - at), members);
+            Cells row;
+            std::string_view position;
+            for (const ch::Member &m : members) {
+                std::string name = ch::string_content(m.name);
+                if (name == "_pgsink_op")
+                    position = m.value;
+                else
+                    row[name] = std::string(m.value);
+            }
+            for (const ch::Column &c : t.columns) {
+                auto v = c.kind == ch::Kind::decimal ? row.find(c.ch_name) : row.end();
+                if (v != row.end() && !v->second.empty() && v->second[0] == '"')
+                    v->second = ch::string_content(v->second);
+            }
+            /* ["<lsn>","<sequence>"] (64-bit integers are quoted), or without the quotes. */
+            Cut c;
+            std::string digits[2];
+            size_t n = 0;
+            for (char ch : position) {
+                if (ch >= '0' && ch <= '9' && n < 2)
+                    digits[n].push_back(ch);
+                else if (ch == ',')
+                    n++;
+            }
+            if (n != 1 || digits[0].empty() || digits[1].empty())
+                throw std::runtime_error("ClickHouse answered a key's position as " +
+                                         std::string(position.substr(0, 100)));
+            std::from_chars(digits[0].data(), digits[0].data() + digits[0].size(), c.lsn);
+            std::from_chars(digits[1].data(), digits[1].data() + digits[1].size(), c.seq);
+            latest_[step.lookup + '\x1e' + key_of(t, row)] = c;
+        }
+        at = nl + 1;
+    }
+}
+
+/* Would a row of key nskey (namespace + '\x1e' + key) written by e be older than the table's? */
+bool ClickHouseExchange::stale(const std::string &nskey, const ch::Entry &e) const
+{
+    auto it = latest_.find(nskey);
+    return it != latest_.end() && before_position(e, it->second.lsn, it->second.seq);
+}
+
+/* A row of key nskey written by e: later rows of the batch older than it are left out. */
+void ClickHouseExchange::wrote(const std::string &nskey, const ch::Entry &e)
+{
+    Cut &c = latest_[nskey];
+    if (!before_position(e, c.lsn, c.seq))
+        c = Cut{e.lsn_value, sequence_of(e)};
+}
+
 /* The next step, the next phase, or the batch's answer. */
 std::optional<Answer> ClickHouseExchange::advance()
 {
@@ -1505,6 +1726,12 @@ std::unique_ptr<HttpSink::Exchange> ClickHouseSink::exchange(std::string_view li
                                                              const std::string &)
 {
     return std::make_unique<ClickHouseExchange>(*this, lines);
+}
+
+std::unique_ptr<HttpSink::Exchange> ClickHouseSink::exchange_resent(std::string_view lines,
+                                                                    const std::string &)
+{
+    return std::make_unique<ClickHouseExchange>(*this, lines, true);
 }
 
 } // namespace pgsink

@@ -20,6 +20,10 @@
  * a change from before it that comes later (pgsink.retry_dead_letters(), a
  * rewind, a replay) is left out instead of bringing a truncated row back;
  * the view hides rows before it too (those written before this was so).
+ * Parked entries sent again (pgsink.retry_dead_letters()) come out of
+ * their order: a row older by (lsn, sequence) than what the table holds for
+ * its key is left out (exchange_resent()), since ClickHouse would keep the
+ * last inserted of equal LSNs.
  * A column named like a helper column is renamed (clickhouse::column_name()).
  *
  * Entries are read once as raw text and rows written straight into the
@@ -55,6 +59,16 @@ class ClickHouseSink final : public HttpSink
     explicit ClickHouseSink(Settings settings);
     bool open(const Resume &from) override;
     std::unique_ptr<Exchange> exchange(std::string_view lines, const std::string &key) override;
+    /*
+     * Parked entries sent again: ClickHouse keeps the last inserted of rows
+     * with equal versions (_pgsink_lsn, shared by a transaction's changes),
+     * and a merge drops the others for good, so an older change of a key
+     * must not be inserted after a newer one of the same transaction. The
+     * exchange first reads each key's greatest (_pgsink_lsn,
+     * _pgsink_sequence) and leaves out the rows older than it.
+     */
+    std::unique_ptr<Exchange> exchange_resent(std::string_view lines,
+                                              const std::string &key) override;
     HttpOptions http_options() const override { return settings_.http; }
     /*
      * One batch at a time: the rows of a key sharing an LSN must arrive in

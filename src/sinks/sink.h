@@ -164,6 +164,17 @@ class HttpSink : public Sink
      */
     virtual std::unique_ptr<Exchange> exchange(std::string_view lines, const std::string &key);
     /*
+     * The same for entries sent again out of their order (parked entries
+     * that pgsink.retry_dead_letters() asked for): a change older than what
+     * the sink already holds may come after it. A sink whose destination
+     * keeps the last written of equal versions checks; by default exchange().
+     */
+    virtual std::unique_ptr<Exchange> exchange_resent(std::string_view lines,
+                                                      const std::string &key)
+    {
+        return exchange(lines, key);
+    }
+    /*
      * What the batches of exchange() come from: the spool's identity and the
      * replay (pgsink.rewind_sink()) the cursor is in, told before every
      * exchange(). Entries at the same (lsn, sequence) under the same

@@ -979,7 +979,8 @@ void Delivery::send_due(size_t max)
                 request = std::move(made->request);
                 ex->set_earlier(earlier_of(b->id));
             } else {
-                ex = http_->exchange(b->lines, b->key);
+                ex = b->park_always ? http_->exchange_resent(b->lines, b->key)
+                                    : http_->exchange(b->lines, b->key);
                 ex->set_earlier(earlier_of(b->id));
                 request = ex->next();
             }
@@ -1017,7 +1018,10 @@ void Delivery::prefetch_next()
     const DeliveryWindow::Batch *b = window_->next_in_line();
     if (b == nullptr || b->lines.size() < kPrefetchMinBytes)
         return;
-    prefetch_.start(b->id, http_->exchange(b->lines, b->key), monotonic_ms());
+    prefetch_.start(b->id,
+                    b->park_always ? http_->exchange_resent(b->lines, b->key)
+                                   : http_->exchange(b->lines, b->key),
+                    monotonic_ms());
 }
 
 /*
