@@ -552,7 +552,7 @@ static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines);
 class ElasticsearchExchange final : public HttpSink::Exchange
 {
   public:
-    ElasticsearchExchange(ElasticsearchSink &sink, ElasticsearchBatch &&batch);
+    ElasticsearchExchange(ElasticsearchSink &sink, ElasticsearchBatch &&batch, bool resent);
     HttpRequest next() override;
     std::optional<Answer> answer(const HttpResponse &response) override;
 
@@ -599,6 +599,7 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     {
         refused_.push_back({entry, false, 0, why});
     }
+    bool stored_newer(const Change &c, const std::string &id) const;
 
     ElasticsearchSink &sink_;
     std::vector<Change> entries_;
@@ -611,13 +612,22 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     int phase_ = 0;                                          /* 0: indexes, 1: reads, 2: writes */
     std::map<std::string, std::map<std::string, Doc>> read_; /* ns -> _id -> document read */
     std::vector<Answer::Entry> refused_;
-    bool any_unchanged_ = false;    /* an update of the batch left TOASTed columns unchanged */
-    bool too_large_ = false;        /* a _bulk would be over max_bulk_bytes: the batch is split */
+    bool any_unchanged_ = false; /* an update of the batch left TOASTed columns unchanged */
+    bool too_large_ = false;     /* a _bulk would be over max_bulk_bytes: the batch is split */
+    /*
+     * Entries sent again from the dead letters, out of the spool's order:
+     * each document is read first, and a change older than what it holds
+     * is left out (a change of the same transaction has the same version,
+     * which external_gte would take).
+     */
+    bool resent_ = false;
     std::set<std::string> ns_pool_; /* the namespaces of the entries (Change::nsp) */
 };
 
-ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, ElasticsearchBatch &&batch)
+ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, ElasticsearchBatch &&batch,
+                                             bool resent)
     : sink_(sink), entries_(std::move(batch.entries)), any_unchanged_(batch.any_unchanged),
+      resent_(resent),
       ns_pool_(std::move(batch.ns_pool)) /* a set's nodes move: Change::nsp stays valid */
 {
     plan_ddl();
@@ -1005,6 +1015,13 @@ void ElasticsearchExchange::plan_reads()
         c.id = id_of(*t, values, &c.id_ok);
         if (c.kind == Op::update && !c.before.empty())
             c.old_id = id_of(*t, c.before, &c.old_id_ok);
+        if (resent_ && !before_position(c, t->truncated_lsn, t->truncated_seq)) {
+            /* Where each document is now (see resent_). */
+            if (c.id_ok)
+                wanted[c.ns()].insert(c.id);
+            if (c.kind == Op::update && !c.before.empty() && c.old_id_ok)
+                wanted[c.ns()].insert(c.old_id);
+        }
         if (!any_unchanged_ || before_position(c, t->truncated_lsn, t->truncated_seq))
             continue;
         if (c.kind == Op::update && !c.unchanged.empty()) {
@@ -1251,7 +1268,8 @@ void ElasticsearchExchange::plan_writes()
                 refuse(i, "a key column of this delete has no value");
                 continue;
             }
-            tombstone(t, c.id, c.before, c, i);
+            if (!stored_newer(c, c.id))
+                tombstone(t, c.id, c.before, c, i);
             if (!sources.empty())
                 cur[c.ns()].erase(c.id);
             continue;
@@ -1322,12 +1340,14 @@ void ElasticsearchExchange::plan_writes()
                 continue;
             }
         }
-        if (key_changed) {
+        if (key_changed && !stored_newer(c, c.old_id)) {
             /* A changed key: the old key's document becomes a tombstone. */
             tombstone(t, c.old_id, c.before, c, i);
             if (!sources.empty())
                 cur[c.ns()].erase(c.old_id);
         }
+        if (stored_newer(c, c.id))
+            continue;
         action(t, c.id, c);
         /* The row as the changelog wrote it, the carried values, then the sink's fields. */
         std::string_view body = c.after;
@@ -1358,6 +1378,20 @@ void ElasticsearchExchange::plan_writes()
     flush();
     if (too_large_)
         steps_.resize(first_write); /* nothing of it is sent */
+}
+
+/* Sent again from the dead letters: does Elasticsearch hold document id at or after c? */
+bool ElasticsearchExchange::stored_newer(const Change &c, const std::string &id) const
+{
+    if (!resent_)
+        return false;
+    auto ns = read_.find(c.ns());
+    if (ns == read_.end())
+        return false;
+    auto d = ns->second.find(id);
+    if (d == ns->second.end())
+        return false;
+    return d->second.version > c.lsn || (d->second.version == c.lsn && d->second.sequence >= c.seq);
 }
 
 HttpRequest ElasticsearchExchange::next()
@@ -1705,6 +1739,18 @@ std::optional<Answer> ElasticsearchExchange::advance()
 std::unique_ptr<HttpSink::Exchange> ElasticsearchSink::exchange(std::string_view lines,
                                                                 const std::string &key)
 {
+    return make_exchange(lines, key, false);
+}
+
+std::unique_ptr<HttpSink::Exchange> ElasticsearchSink::exchange_resent(std::string_view lines,
+                                                                       const std::string &key)
+{
+    return make_exchange(lines, key, true);
+}
+
+std::unique_ptr<HttpSink::Exchange>
+ElasticsearchSink::make_exchange(std::string_view lines, const std::string &key, bool resent)
+{
     /* Read already by order_of() (the same lines: the same key, where they are, their size). */
     std::shared_ptr<ElasticsearchBatch> batch;
     for (auto it = read_ahead_.begin(); it != read_ahead_.end();) {
@@ -1720,7 +1766,7 @@ std::unique_ptr<HttpSink::Exchange> ElasticsearchSink::exchange(std::string_view
     try {
         if (!batch)
             batch = read_batch(lines);
-        return std::make_unique<ElasticsearchExchange>(*this, std::move(*batch));
+        return std::make_unique<ElasticsearchExchange>(*this, std::move(*batch), resent);
     } catch (const std::bad_alloc &) {
         throw;
     } catch (const std::exception &e) {

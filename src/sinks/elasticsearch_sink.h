@@ -73,6 +73,9 @@ class ElasticsearchSink final : public HttpSink
     explicit ElasticsearchSink(Settings settings);
     bool open(const Resume &from) override;
     std::unique_ptr<Exchange> exchange(std::string_view lines, const std::string &key) override;
+    /* Each document read first: a change older than it holds is left out. */
+    std::unique_ptr<Exchange> exchange_resent(std::string_view lines,
+                                              const std::string &key) override;
     HttpOptions http_options() const override { return settings_.http; }
     /*
      * Two batches in flight by default: the next batch is encoded and sent
@@ -117,6 +120,8 @@ class ElasticsearchSink final : public HttpSink
     };
 
   private:
+    std::unique_ptr<Exchange> make_exchange(std::string_view lines, const std::string &key,
+                                            bool resent);
     friend class ElasticsearchExchange;
     HttpRequest request_to(const std::string &method, const std::string &path,
                            std::string body) const;

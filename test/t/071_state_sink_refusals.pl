@@ -5,8 +5,12 @@
 #     skipped silently (the row stayed in the sink for good);
 # (2) a spool line damaged on disk, which failed its batch at every attempt
 #     and held the cursor: the batch is refused (EntryError), bisected, and
-#     the damaged line alone is parked.
-# (The ClickHouse sink: 061.)
+#     the damaged line alone is parked;
+# (3) Elasticsearch: a parked change retried after a later change of its row
+#     in the same transaction was delivered leaves the later one in place
+#     (both carry the transaction's LSN as their version, which external_gte
+#     took: the document went back to the older change).
+# (The ClickHouse sink: 061, 062.)
 use strict;
 use warnings;
 
@@ -76,27 +80,39 @@ sql("SELECT pgsink.pause('$_')") for @sinks;
 sql(q{INSERT INTO t VALUES (10, 'damaged-line-marker')});
 sql(q{INSERT INTO t VALUES (11, 'after the damage')});
 my $spool = $node->data_dir . '/pgsink_spool';
-my ($segment, $at);
-for (my $t = 0; $t < 300 && !defined $at; $t++)
+# The segment and offset of the line holding $marker, once $after is in the spool too.
+sub find_line
 {
-	for my $f (glob("$spool/*.jsonl"))
+	my ($marker, $after) = @_;
+	for (my $t = 0; $t < 300; $t++)
 	{
-		my $text = slurp_file($f);
-		next unless $text =~ /after the damage/;
-		my $i = index($text, 'damaged-line-marker');
-		($segment, $at) = ($f, rindex($text, "\n", $i) + 1);
+		for my $f (glob("$spool/*.jsonl"))
+		{
+			my $text = slurp_file($f);
+			next unless $text =~ /\Q$after\E/;
+			my $i = index($text, $marker);
+			return ($f, rindex($text, "\n", $i) + 1);
+		}
+		usleep(100_000);
 	}
-	usleep(100_000) unless defined $at;
+	return;
 }
+# The line at $at of $segment, made unreadable: its first byte changed.
+sub damage
+{
+	my ($segment, $at, $label) = @_;
+	open(my $fh, '+<', $segment) or die $!;
+	sysseek($fh, $at, 0);
+	sysread($fh, my $first, 1);
+	is($first, '{', "$label the line starts where it was found");
+	sysseek($fh, $at, 0);
+	syswrite($fh, '[');
+	close $fh;
+}
+my ($segment, $at) = find_line('damaged-line-marker', 'after the damage');
 ok(defined $at, '(2) the line is in the spool');
 sleep 1;    # made durable (the index's round end) after it is written
-open(my $fh, '+<', $segment) or die $!;
-sysseek($fh, $at, 0);
-sysread($fh, my $first, 1);
-is($first, '{', '(2) the line starts where it was found');
-sysseek($fh, $at, 0);
-syswrite($fh, '[');
-close $fh;
+damage($segment, $at, '(2)');
 sql("SELECT pgsink.resume('$_')") for @sinks;
 wait_delivered($node, 'postgres', '(2) a damaged line', 30);
 for my $s (@sinks)
@@ -108,6 +124,32 @@ for my $s (@sinks)
 	unlike(sql(qq{SELECT coalesce(last_error, '') FROM pgsink.sinks WHERE sink = '$s'}),
 		qr/damaged-line-marker/, "(2) $s: pgsink.sinks does not quote the line");
 }
+
+# (3)
+sql("SELECT pgsink.pause('$_')") for @sinks;
+sql(q{BEGIN;
+UPDATE t SET v = 'older-change-marker' WHERE id = 2;
+UPDATE t SET v = 'newer change' WHERE id = 2;
+COMMIT;
+INSERT INTO t VALUES (12, 'after the transaction')});
+($segment, $at) = find_line('older-change-marker', 'after the transaction');
+ok(defined $at, '(3) the line is in the spool');
+sleep 1;
+damage($segment, $at, '(3)');
+sql("SELECT pgsink.resume('$_')") for @sinks;
+wait_delivered($node, 'postgres', '(3) a transaction with a damaged change', 30);
+is(es_dump($es, 'pgsink-public.t')->{2}{v}, 'newer change', '(3) the later change is in place');
+is(sql(q[UPDATE pgsink.dead_letters SET entry = '{' || substr(entry, 2)
+		 WHERE sink = 'elasticsearch' AND entry LIKE '%older-change-marker%' RETURNING 1]),
+	'1', '(3) the parked change mended');
+is(sql(q{SELECT pgsink.retry_dead_letters(array(SELECT id FROM pgsink.dead_letters
+		 WHERE sink = 'elasticsearch' AND entry LIKE '%older-change-marker%'))}),
+	'1', '(3) and sent again');
+ok(defined poll_until($node, 'postgres', q{SELECT count(*) FROM pgsink.dead_letters
+		 WHERE sink = 'elasticsearch' AND entry LIKE '%older-change-marker%'}, '0', 30),
+	'(3) it was taken');
+is(es_dump($es, 'pgsink-public.t')->{2}{v}, 'newer change',
+	'(3) the older change did not overwrite the later one');
 
 $node->stop;
 es_stop($es);
