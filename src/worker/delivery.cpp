@@ -94,8 +94,14 @@ class Delivery
         : slot_(slot), name_(std::move(name)), dir_(spool::directory()), cursor_file_(dir_, name_),
           reader_(dir_)
     {
+        live_prefetch = &prefetch_;
     }
+    ~Delivery() { live_prefetch = nullptr; }
+    Delivery(const Delivery &) = delete;
+    Delivery &operator=(const Delivery &) = delete;
     void run();
+    /* The prefetch of the Delivery of this process, joined at exit (prefetch_at_exit()). */
+    static RequestPrefetch *live_prefetch;
 
   private:
     SpoolShared durable() const;
@@ -1280,8 +1286,35 @@ void Delivery::run()
     }
 }
 
+RequestPrefetch *Delivery::live_prefetch = nullptr;
+
+/*
+ * A FATAL (SIGTERM is served by die()) leaves through proc_exit() without
+ * unwinding: the prefetch thread, never joined, would still be signing a
+ * batch (EVP_MAC_*) while exit() runs OpenSSL's atexit cleanup: the worker
+ * dies of SIGSEGV and the postmaster restarts the whole cluster. Joined
+ * first (it ends within one batch's request).
+ */
+static void prefetch_at_exit(int, Datum)
+{
+    RequestPrefetch *p = Delivery::live_prefetch;
+    Delivery::live_prefetch = nullptr;
+    if (p == nullptr)
+        return;
+    try {
+        p->cancel();
+    } catch (...) {
+        /* could not join: nothing better to do on the way out */
+    }
+}
+
 void delivery_loop(int slot, const char *sink)
 {
+    static bool registered = false;
+    if (!registered) {
+        pg_call([] { before_shmem_exit(prefetch_at_exit, 0); });
+        registered = true;
+    }
     try {
         Delivery delivery(slot, sink);
         delivery.run();
