@@ -1024,10 +1024,15 @@ void Delivery::prefetch_next()
     const DeliveryWindow::Batch *b = window_->next_in_line();
     if (b == nullptr || b->lines.size() < kPrefetchMinBytes)
         return;
-    prefetch_.start(b->id,
-                    b->park_always ? http_->exchange_resent(b->lines, b->key)
-                                   : http_->exchange(b->lines, b->key),
-                    monotonic_ms());
+    /* Only a head start: if it cannot be had (no thread, no memory), the request is made later. */
+    try {
+        prefetch_.start(b->id,
+                        b->park_always ? http_->exchange_resent(b->lines, b->key)
+                                       : http_->exchange(b->lines, b->key),
+                        monotonic_ms());
+    } catch (const std::exception &) {
+        prefetch_.cancel();
+    }
 }
 
 /*
