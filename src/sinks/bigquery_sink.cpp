@@ -604,8 +604,16 @@ void BigQueryExchange::plan_entries()
         }
         if (e.schema) {
             import_group = nullptr; /* the table may change */
-            auto t =
-                std::make_shared<BigQuerySink::Table>(table_of(e.schema_json, ++sink_.versions_));
+            std::shared_ptr<BigQuerySink::Table> t;
+            try {
+                t = std::make_shared<BigQuerySink::Table>(
+                    table_of(e.schema_json, ++sink_.versions_));
+            } catch (const std::bad_alloc &) {
+                throw;
+            } catch (const std::exception &x) {
+                /* A Schema entry it cannot read fails every attempt: refused (parked). */
+                throw EntryError(std::string("a Schema entry the sink cannot read: ") + x.what());
+            }
             parse_lsn(e.lsn.c_str(), e.lsn.size(), &t->schema_lsn);
             now[t->ns] = t;
             /*

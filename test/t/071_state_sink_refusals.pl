@@ -9,7 +9,10 @@
 # (3) Elasticsearch: a parked change retried after a later change of its row
 #     in the same transaction was delivered leaves the later one in place
 #     (both carry the transaction's LSN as their version, which external_gte
-#     took: the document went back to the older change).
+#     took: the document went back to the older change);
+# (4) BigQuery: a Schema entry that is JSON but not one it can read (a
+#     namespace without its dot) is parked, saying why, instead of failing
+#     its batch at every attempt.
 # (The ClickHouse sink: 061, 062.)
 use strict;
 use warnings;
@@ -150,6 +153,31 @@ ok(defined poll_until($node, 'postgres', q{SELECT count(*) FROM pgsink.dead_lett
 	'(3) it was taken');
 is(es_dump($es, 'pgsink-public.t')->{2}{v}, 'newer change',
 	'(3) the older change did not overwrite the later one');
+
+# (4)
+sql("SELECT pgsink.pause('$_')") for @sinks;
+sql(q{ALTER TABLE t ADD COLUMN w int});
+sql(q{INSERT INTO t VALUES (13, 'after the schema', 1)});
+($segment, $at) = find_line('"name":"w"', 'after the schema');
+ok(defined $at, '(4) the Schema entry is in the spool');
+sleep 1;
+{
+	open(my $fh, '+<', $segment) or die $!;
+	sysseek($fh, $at, 0);
+	sysread($fh, my $line, 4096);
+	my $i = index($line, '"namespace":"public.t"');
+	ok($i > 0, '(4) its namespace found');
+	sysseek($fh, $at + $i + length('"namespace":"public'), 0);
+	syswrite($fh, 'X');    # public.t -> publicXt: no schema and table any more
+	close $fh;
+}
+sql("SELECT pgsink.resume('$_')") for @sinks;
+ok(defined poll_until($node, 'postgres', q{SELECT count(*) FROM pgsink.dead_letters
+		 WHERE sink = 'bigquery' AND response LIKE '%Schema entry the sink cannot read%'}, '1', 30),
+	'(4) bigquery: the Schema entry is parked, saying why');
+ok(defined poll_until($node, 'postgres', q{SELECT state <> 'retrying' AND cursor_offset = (SELECT durable_offset FROM pgsink.spool)
+		 FROM pgsink.sinks WHERE sink = 'bigquery'}, 't', 30),
+	'(4) bigquery: delivery goes on past it');
 
 $node->stop;
 es_stop($es);
