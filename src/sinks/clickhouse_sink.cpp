@@ -994,15 +994,20 @@ void ClickHouseExchange::plan_reads()
         }
         written.insert(key);
     }
-    for (auto &[ns, tuples] : wanted) {
-        const ClickHouseSink::Table &t = sink_.tables_.at(ns);
-        /* In pieces within ClickHouse's max_query_size (256 kB) and its limit of AST elements. */
+    /*
+     * The reads, in pieces within ClickHouse's max_query_size (256 kB) and
+     * its limit of AST elements: sql_of makes a piece's query of its tuples.
+     */
+    auto read_in_pieces = [&](const std::string &ns,
+                              const std::map<std::string, std::string> &tuples, bool positions_read,
+                              auto &&sql_of) {
         Step piece{"", false, ns, nullptr, ""};
+        piece.positions = positions_read;
         size_t bytes = 0;
         auto flush = [&] {
             if (piece.tuples.empty())
                 return;
-            piece.sql = lookup_sql(table_ref(t), t, wanted_cols[ns], piece.tuples);
+            piece.sql = sql_of(piece.tuples);
             steps_.push_back(piece);
             piece.tuples.clear();
             piece.tuple_keys.clear();
@@ -1016,30 +1021,20 @@ void ClickHouseExchange::plan_reads()
             bytes += tuple.size() + 2;
         }
         flush();
-        lookup_cols_[ns] = wanted_cols[ns];
+    };
+    for (auto &[ns, tuples] : wanted) {
+        const ClickHouseSink::Table &t = sink_.tables_.at(ns);
+        const std::set<std::string> &cols = wanted_cols[ns];
+        read_in_pieces(ns, tuples, false, [&](const std::vector<std::string> &piece) {
+            return lookup_sql(table_ref(t), t, cols, piece);
+        });
+        lookup_cols_[ns] = cols;
     }
     for (auto &[ns, tuples] : positions) {
         const ClickHouseSink::Table &t = sink_.tables_.at(ns);
-        Step piece{"", false, ns, nullptr, ""};
-        piece.positions = true;
-        size_t bytes = 0;
-        auto flush = [&] {
-            if (piece.tuples.empty())
-                return;
-            piece.sql = positions_sql(table_ref(t), t, piece.tuples);
-            steps_.push_back(piece);
-            piece.tuples.clear();
-            piece.tuple_keys.clear();
-            bytes = 0;
-        };
-        for (const auto &[tuple, key] : tuples) {
-            if (bytes + tuple.size() > 150000 || piece.tuples.size() >= 5000)
-                flush();
-            piece.tuples.push_back(tuple);
-            piece.tuple_keys.push_back(key);
-            bytes += tuple.size() + 2;
-        }
-        flush();
+        read_in_pieces(ns, tuples, true, [&](const std::vector<std::string> &piece) {
+            return positions_sql(table_ref(t), t, piece);
+        });
     }
     if (at_ >= steps_.size())
         plan_writes();
