@@ -1534,6 +1534,43 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
 }
 
 /*
+ * Each row of a JSONEachRow answer about table t, to f: its cells by
+ * column (decimals, read as text, unquoted again), and apart, the value of
+ * the column named extra ("" if the row has none).
+ */
+template <typename F>
+static void answer_rows(const ClickHouseSink::Table &t, const std::string &body,
+                        std::string_view extra, F &&f)
+{
+    std::vector<ch::Member> members;
+    size_t at = 0;
+    while (at < body.size()) {
+        size_t nl = body.find('\n', at);
+        if (nl == std::string::npos)
+            nl = body.size();
+        if (nl > at) {
+            ch::scan_object(std::string_view(body).substr(at, nl - at), members);
+            Cells row;
+            std::string_view extra_value;
+            for (const ch::Member &m : members) {
+                std::string name = ch::string_content(m.name);
+                if (name == extra)
+                    extra_value = m.value;
+                else
+                    row[name] = std::string(m.value);
+            }
+            for (const ch::Column &c : t.columns) {
+                auto v = c.kind == ch::Kind::decimal ? row.find(c.ch_name) : row.end();
+                if (v != row.end() && !v->second.empty() && v->second[0] == '"')
+                    v->second = ch::string_content(v->second);
+            }
+            f(row, extra_value);
+        }
+        at = nl + 1;
+    }
+}
+
+/*
  * The current rows a lookup read (JSONEachRow), kept by key. False if the
  * answer was too big: the step is replaced by two of half its keys each (a
  * single key's row: its updates are parked, see plan_writes()).
@@ -1562,34 +1599,10 @@ bool ClickHouseExchange::read_current(const Step &step, const std::string &body)
         return false;
     }
     const ClickHouseSink::Table &t = sink_.tables_.at(step.lookup);
-    std::vector<ch::Member> members;
-    size_t at = 0;
-    while (at < body.size()) {
-        size_t nl = body.find('\n', at);
-        if (nl == std::string::npos)
-            nl = body.size();
-        if (nl > at) {
-            ch::scan_object(std::string_view(body).substr(at, nl - at), members);
-            Cells row;
-            bool deleted = false;
-            for (const ch::Member &m : members) {
-                std::string name = ch::string_content(m.name);
-                if (name == "_pgsink_deleted")
-                    deleted = m.value == "1";
-                else
-                    row[name] = std::string(m.value);
-            }
-            /* Decimals were read as text (toString): unquoted again. */
-            for (const ch::Column &c : t.columns) {
-                auto v = c.kind == ch::Kind::decimal ? row.find(c.ch_name) : row.end();
-                if (v != row.end() && !v->second.empty() && v->second[0] == '"')
-                    v->second = ch::string_content(v->second);
-            }
-            if (!deleted)
-                current_[step.lookup][key_of(t, row)] = std::move(row);
-        }
-        at = nl + 1;
-    }
+    answer_rows(t, body, "_pgsink_deleted", [&](Cells &row, std::string_view deleted) {
+        if (deleted != "1")
+            current_[step.lookup][key_of(t, row)] = std::move(row);
+    });
     return true;
 }
 
@@ -1600,47 +1613,24 @@ bool ClickHouseExchange::read_current(const Step &step, const std::string &body)
 void ClickHouseExchange::read_positions(const Step &step, const std::string &body)
 {
     const ClickHouseSink::Table &t = sink_.tables_.at(step.lookup);
-    std::vector<ch::Member> members;
-    size_t at = 0;
-    while (at < body.size()) {
-        size_t nl = body.find('\n', at);
-        if (nl == std::string::npos)
-            nl = body.size();
-        if (nl > at) {
-            ch::scan_object(std::string_view(body).substr(at, nl - at), members);
-            Cells row;
-            std::string_view position;
-            for (const ch::Member &m : members) {
-                std::string name = ch::string_content(m.name);
-                if (name == "_pgsink_op")
-                    position = m.value;
-                else
-                    row[name] = std::string(m.value);
-            }
-            for (const ch::Column &c : t.columns) {
-                auto v = c.kind == ch::Kind::decimal ? row.find(c.ch_name) : row.end();
-                if (v != row.end() && !v->second.empty() && v->second[0] == '"')
-                    v->second = ch::string_content(v->second);
-            }
-            /* ["<lsn>","<sequence>"] (64-bit integers are quoted), or without the quotes. */
-            Cut c;
-            std::string digits[2];
-            size_t n = 0;
-            for (char ch : position) {
-                if (ch >= '0' && ch <= '9' && n < 2)
-                    digits[n].push_back(ch);
-                else if (ch == ',')
-                    n++;
-            }
-            if (n != 1 || digits[0].empty() || digits[1].empty())
-                throw std::runtime_error("ClickHouse answered a key's position as " +
-                                         std::string(position.substr(0, 100)));
-            std::from_chars(digits[0].data(), digits[0].data() + digits[0].size(), c.lsn);
-            std::from_chars(digits[1].data(), digits[1].data() + digits[1].size(), c.seq);
-            latest_[step.lookup + '\x1e' + key_of(t, row)] = c;
+    answer_rows(t, body, "_pgsink_op", [&](Cells &row, std::string_view position) {
+        /* ["<lsn>","<sequence>"] (64-bit integers are quoted), or without the quotes. */
+        Cut c;
+        std::string digits[2];
+        size_t n = 0;
+        for (char ch : position) {
+            if (ch >= '0' && ch <= '9' && n < 2)
+                digits[n].push_back(ch);
+            else if (ch == ',')
+                n++;
         }
-        at = nl + 1;
-    }
+        if (n != 1 || digits[0].empty() || digits[1].empty())
+            throw std::runtime_error("ClickHouse answered a key's position as " +
+                                     std::string(position.substr(0, 100)));
+        std::from_chars(digits[0].data(), digits[0].data() + digits[0].size(), c.lsn);
+        std::from_chars(digits[1].data(), digits[1].data() + digits[1].size(), c.seq);
+        latest_[step.lookup + '\x1e' + key_of(t, row)] = c;
+    });
 }
 
 /* Would a row of key nskey (namespace + '\x1e' + key) written by e be older than the table's? */
