@@ -446,6 +446,17 @@ static inline void take_value(std::string_view s, size_t *i, std::string_view *v
     *i = end;
 }
 
+/* The member k (its name with what comes before it), its value into *v; false if it is not next. */
+template <size_t N>
+static inline bool take_member(std::string_view s, size_t *i, const char (&k)[N],
+                               std::string_view *v)
+{
+    if (!take(s, i, k))
+        return false;
+    take_value(s, i, v);
+    return true;
+}
+
 /*
  * The members of a Modification line that starts at lines[at], laid out as
  * the changelog writes it (timestamp, sequence, namespace, name, op, lsn,
@@ -465,27 +476,13 @@ static size_t modification_head(std::string_view lines, size_t at, std::string_v
         return std::string_view::npos;
     try {
         take_value(lines, &i, timestamp);
-        if (!take(lines, &i, ",\"sequence\":"))
+        if (!take_member(lines, &i, ",\"sequence\":", seq) ||
+            !take_member(lines, &i, ",\"namespace\":", ns) ||
+            !take_member(lines, &i, ",\"name\":", name) ||
+            !take_member(lines, &i, ",\"op\":", op) || !take_member(lines, &i, ",\"lsn\":", lsn) ||
+            !take_member(lines, &i, ",\"xid\":", &xid) ||
+            !take_member(lines, &i, ",\"before\":", before))
             return std::string_view::npos;
-        take_value(lines, &i, seq);
-        if (!take(lines, &i, ",\"namespace\":"))
-            return std::string_view::npos;
-        take_value(lines, &i, ns);
-        if (!take(lines, &i, ",\"name\":"))
-            return std::string_view::npos;
-        take_value(lines, &i, name);
-        if (!take(lines, &i, ",\"op\":"))
-            return std::string_view::npos;
-        take_value(lines, &i, op);
-        if (!take(lines, &i, ",\"lsn\":"))
-            return std::string_view::npos;
-        take_value(lines, &i, lsn);
-        if (!take(lines, &i, ",\"xid\":"))
-            return std::string_view::npos;
-        take_value(lines, &i, &xid);
-        if (!take(lines, &i, ",\"before\":"))
-            return std::string_view::npos;
-        take_value(lines, &i, before);
         if (!take(lines, &i, ",\"after\":"))
             return std::string_view::npos;
         if (i < lines.size() && lines[i] == '{') { /* a row: most of the line */
