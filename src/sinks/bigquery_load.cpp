@@ -315,37 +315,45 @@ static std::string base64_decode(std::string_view in)
     return out;
 }
 
+/* An INT64 value's text (unquoted) as a number; Refusal if it is not one. */
+static int64_t int64_of(std::string_view u)
+{
+    int64_t n = 0;
+    auto r = std::from_chars(u.data(), u.data() + u.size(), n);
+    if (r.ec != std::errc() || r.ptr != u.data() + u.size())
+        throw Refusal("not an INT64: " + std::string(u));
+    return n;
+}
+
+/* A FLOAT64 value's text (unquoted: NaN and the infinities by name) as a double. */
+static double float64_of(std::string_view u)
+{
+    if (u == "NaN")
+        return NAN;
+    if (u == "Infinity")
+        return INFINITY;
+    if (u == "-Infinity")
+        return -INFINITY;
+    /* from_chars reads no sign '+' and rounds exactly, as strtod does. */
+    double d = 0;
+    auto r = std::from_chars(u.data(), u.data() + u.size(), d);
+    if (r.ec != std::errc() || r.ptr != u.data() + u.size())
+        d = strtod(std::string(u).c_str(), nullptr); /* out of range: inf or 0 */
+    return d;
+}
+
 /* Set an Avro value (not a union) from an insertAll JSON text of kind. */
 static void set_scalar(avro_value_t *v, Kind kind, std::string_view text)
 {
     std::string scratch;
     std::string_view u = unquoted_view(text, &scratch);
     switch (kind) {
-    case Kind::int64: {
-        int64_t n = 0;
-        auto r = std::from_chars(u.data(), u.data() + u.size(), n);
-        if (r.ec != std::errc() || r.ptr != u.data() + u.size())
-            throw Refusal("not an INT64: " + std::string(u));
-        must(avro_value_set_long(v, n), "set a long");
+    case Kind::int64:
+        must(avro_value_set_long(v, int64_of(u)), "set a long");
         return;
-    }
-    case Kind::float64: {
-        double d = 0;
-        if (u == "NaN")
-            d = NAN;
-        else if (u == "Infinity")
-            d = INFINITY;
-        else if (u == "-Infinity")
-            d = -INFINITY;
-        else {
-            /* from_chars reads no sign '+' and rounds exactly, as strtod does. */
-            auto r = std::from_chars(u.data(), u.data() + u.size(), d);
-            if (r.ec != std::errc() || r.ptr != u.data() + u.size())
-                d = strtod(std::string(u).c_str(), nullptr); /* out of range: inf or 0 */
-        }
-        must(avro_value_set_double(v, d), "set a double");
+    case Kind::float64:
+        must(avro_value_set_double(v, float64_of(u)), "set a double");
         return;
-    }
     case Kind::boolean:
         must(avro_value_set_boolean(v, u == "true"), "set a boolean");
         return;
@@ -889,27 +897,11 @@ static void put_scalar(Out &out, Kind kind, std::string_view text, Scratch &s)
 {
     std::string_view u = text_of(text, &s.text);
     switch (kind) {
-    case Kind::int64: {
-        int64_t n = 0;
-        auto r = std::from_chars(u.data(), u.data() + u.size(), n);
-        if (r.ec != std::errc() || r.ptr != u.data() + u.size())
-            throw Refusal("not an INT64: " + std::string(u));
-        put_varint(out, n);
+    case Kind::int64:
+        put_varint(out, int64_of(u));
         return;
-    }
     case Kind::float64: {
-        double d = 0;
-        if (u == "NaN")
-            d = NAN;
-        else if (u == "Infinity")
-            d = INFINITY;
-        else if (u == "-Infinity")
-            d = -INFINITY;
-        else {
-            auto r = std::from_chars(u.data(), u.data() + u.size(), d);
-            if (r.ec != std::errc() || r.ptr != u.data() + u.size())
-                d = strtod(std::string(u).c_str(), nullptr); /* out of range: inf or 0 */
-        }
+        double d = float64_of(u);
         char b[8];
         memcpy(b, &d, 8);
         out.append(b, 8);
