@@ -420,6 +420,7 @@ class BigQueryExchange final : public HttpSink::Exchange
     std::string load_job_id(const std::string &raw, const BigQuerySink::Table &t,
                             const std::vector<size_t> &entries) const;
     void rows_for(size_t i, const Entry &e, const TablePtr &t, std::vector<bq::Row> *made);
+    void after_members(size_t i, const Entry &e, Members *out);
     void stream(const TablePtr &t, const std::vector<size_t> &entries);
     void plan_ddl();
     void plan_loads();
@@ -688,6 +689,27 @@ void BigQueryExchange::plan_entries()
 }
 
 /*
+ * Entry i's "after", read only now (entry_of() took it unread), into out:
+ * Refusal (the entry alone is parked) if it, or the rest of its line, is
+ * not JSON.
+ */
+void BigQueryExchange::after_members(size_t i, const Entry &e, Members *out)
+{
+    try {
+        size_t end = members_into(e.after_raw, 0, &arena_, out);
+        /* Members after "after" (not pgsink's order): the line read whole, to be sure of it. */
+        if (e.after_unchecked && end != e.after_raw.size())
+            entry_of(lines_of_.at(i), &arena_, nullptr, true);
+    } catch (const std::bad_alloc &) {
+        throw;
+    } catch (const bq::Refusal &) {
+        throw;
+    } catch (const std::exception &x) {
+        throw bq::Refusal(std::string("an entry the sink cannot read: ") + x.what());
+    }
+}
+
+/*
  * The rows of entry i (a change of table t): usually one, two for an update
  * that changes the key. Throws Refusal for a value t cannot hold.
  */
@@ -796,7 +818,7 @@ void BigQueryExchange::rows_for(size_t i, const Entry &e, const TablePtr &t,
         } else {
             Members read;
             if (!e.after_raw.empty())
-                members_into(e.after_raw, 0, &arena_, &read);
+                after_members(i, e, &read);
             auto v = values_of(e.after_raw.empty() ? e.after : read);
             std::vector<std::string> unchanged;
             for (const std::string &u : e.unchanged)
@@ -1279,11 +1301,13 @@ void BigQueryExchange::plan_loads()
             }
             if (valid)
                 data = file.finish();
-        } catch (const bq::Refusal &) {
-            valid = false;
+        } catch (const std::bad_alloc &) {
+            throw;
+        } catch (const std::exception &) {
+            valid = false; /* a value Avro cannot take, or a row that is not JSON */
         }
         if (!valid) {
-            /* A value Avro cannot take: streamed instead, where each row is judged alone. */
+            /* Streamed instead, where each row is judged alone (and refused alone). */
             stream(l.table, l.entries);
             continue;
         }

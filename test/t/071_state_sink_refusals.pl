@@ -12,7 +12,9 @@
 #     took: the document went back to the older change);
 # (4) BigQuery: a Schema entry that is JSON but not one it can read (a
 #     namespace without its dot) is parked, saying why, instead of failing
-#     its batch at every attempt.
+#     its batch at every attempt;
+# (5) BigQuery: an import row whose "after" is damaged (read only when the
+#     row is encoded) is parked alone, not retried for ever.
 # (The ClickHouse sink: 061, 062.)
 use strict;
 use warnings;
@@ -178,6 +180,34 @@ ok(defined poll_until($node, 'postgres', q{SELECT count(*) FROM pgsink.dead_lett
 ok(defined poll_until($node, 'postgres', q{SELECT state <> 'retrying' AND cursor_offset = (SELECT durable_offset FROM pgsink.spool)
 		 FROM pgsink.sinks WHERE sink = 'bigquery'}, 't', 30),
 	'(4) bigquery: delivery goes on past it');
+
+# (5)
+sql("SELECT pgsink.pause('$_')") for @sinks;
+sql(q{CREATE TABLE imp (id int PRIMARY KEY, v text);
+INSERT INTO imp SELECT g, 'row ' || g FROM generate_series(1, 20) g;
+INSERT INTO imp VALUES (21, 'import-damage-marker');
+SELECT pgsink.add_table('imp');});
+ok(defined poll_until($node, 'postgres',
+		q{SELECT count(*) FROM pgsink.imports WHERE "table" = 'public.imp'::regclass AND state = 'complete'},
+		'1', 30), '(5) the import is in the spool');
+($segment, $at) = find_line('import-damage-marker', 'import-damage-marker');
+{
+	open(my $fh, '+<', $segment) or die $!;
+	sysseek($fh, $at, 0);
+	sysread($fh, my $line, 4096);
+	my $i = index($line, '"v":"import-damage-marker"');
+	ok($i > 0, '(5) its row found');
+	sysseek($fh, $at + $i, 0);
+	syswrite($fh, 'x');    # "v": a member name that is not a string
+	close $fh;
+}
+sql("SELECT pgsink.resume('$_')") for @sinks;
+ok(defined poll_until($node, 'postgres', q{SELECT count(*) FROM pgsink.dead_letters
+		 WHERE sink = 'bigquery' AND entry LIKE '%import-damage-marker%' AND response LIKE '%cannot read%'},
+		'1', 30), '(5) bigquery: the damaged import row is parked, saying why');
+ok(defined poll_until($node, 'postgres', q{SELECT state <> 'retrying' AND cursor_offset = (SELECT durable_offset FROM pgsink.spool)
+		 FROM pgsink.sinks WHERE sink = 'bigquery'}, 't', 30),
+	'(5) bigquery: delivery goes on past it');
 
 $node->stop;
 es_stop($es);
