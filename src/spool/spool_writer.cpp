@@ -184,6 +184,12 @@ uint64_t Writer::open(uint64_t slot_confirmed)
     if (mkdir(sinks.c_str(), 0700) != 0 && errno != EEXIST)
         fail("create directory for", sinks, errno);
 
+    /*
+     * Opened again in the same process (after an error): the write thread
+     * is stopped first, so that one that died (its writes dropped) is
+     * started anew rather than kept dead with its error cleared.
+     */
+    io_.stop();
     io_.clear_error();
     remove_leftovers(dir_);
     std::vector<Segment> segments = list_segments(dir_);

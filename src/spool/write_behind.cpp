@@ -165,7 +165,8 @@ int WriteBehind::error() const
 void WriteBehind::clear_error()
 {
     std::lock_guard<std::mutex> lock(mutex_);
-    error_ = 0;
+    if (!dead_) /* a dead thread dropped what came after: its error stays until stop() */
+        error_ = 0;
 }
 
 } // namespace pgsink::spool
