@@ -155,16 +155,6 @@ static std::string_view member(const Members &m, const char *name)
 
 /* ---------------------------------------------------------------- the sink */
 
-static std::string base64(const std::string &data)
-{
-    std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
-    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char *>(out.data()),
-                            reinterpret_cast<const unsigned char *>(data.data()),
-                            static_cast<int>(data.size()));
-    out.resize(n > 0 ? static_cast<size_t>(n) : 0);
-    return out;
-}
-
 ElasticsearchSink::ElasticsearchSink(Settings settings) : settings_(std::move(settings))
 {
     /* They go into a header: a line break would add headers of its own. */
@@ -945,19 +935,6 @@ static bool before_position(const Change &c, uint64_t lsn, uint64_t seq)
     return c.lsn < lsn || (c.lsn == lsn && c.seq < seq);
 }
 
-/* text as a JSON string, appended to out. */
-static void append_json_string(std::string &out, std::string_view text)
-{
-    for (char ch : text)
-        if (ch == '"' || ch == '\\' || static_cast<unsigned char>(ch) < 0x20) {
-            out += json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::replace);
-            return;
-        }
-    out.push_back('"');
-    out.append(text);
-    out.push_back('"');
-}
-
 /* A line of at most 320 bytes composed on the stack (the caller checks it fits). */
 struct Composed {
     char buf[320];
@@ -1038,7 +1015,7 @@ void ElasticsearchExchange::plan_reads()
         /* Only the fields carried over, and the tombstone flag: TOASTed values are large. */
         std::string fields;
         for (const std::string &f : carried[ns]) {
-            append_json_string(fields, f);
+            raw_json::append_string(fields, f);
             fields += ",";
         }
         fields += R"("_pgsink_deleted","_pgsink_sequence")";
@@ -1050,7 +1027,7 @@ void ElasticsearchExchange::plan_reads()
             if (!pieces.back().empty())
                 pieces.back() += ",";
             pieces.back() += R"({"_id":)";
-            append_json_string(pieces.back(), id);
+            raw_json::append_string(pieces.back(), id);
             pieces.back() += R"(,"_source":[)" + fields + "]}";
         }
         for (const std::string &p : pieces)
@@ -1135,7 +1112,7 @@ void ElasticsearchExchange::plan_writes()
     auto action = [&](const ElasticsearchSink::Index &t, const std::string &id, const Change &c) {
         if (index_of != &t) {
             index_json.clear();
-            append_json_string(index_json, t.name);
+            raw_json::append_string(index_json, t.name);
             index_of = &t;
             bulk_index = t.name;
         }
@@ -1157,7 +1134,7 @@ void ElasticsearchExchange::plan_writes()
             bulk += index_json;
             lit(bulk, R"(,"_id":)");
         }
-        append_json_string(bulk, id);
+        raw_json::append_string(bulk, id);
         lit(bulk, R"(,"version":)");
         append_lsn(c.lsn);
         lit(bulk, ",\"version_type\":\"external_gte\"}}\n");
@@ -1202,7 +1179,7 @@ void ElasticsearchExchange::plan_writes()
         action(t, id, c);
         lit(bulk, "{");
         for (const std::string &k : t.key) {
-            append_json_string(bulk, k);
+            raw_json::append_string(bulk, k);
             lit(bulk, ":");
             bulk += member(row, k.c_str());
             lit(bulk, ",");
@@ -1326,7 +1303,7 @@ void ElasticsearchExchange::plan_writes()
                 }
                 if (!carried.empty())
                     carried += ",";
-                append_json_string(carried, u);
+                raw_json::append_string(carried, u);
                 carried += ":" + *value;
                 next.fields[u] = *value;
             }
