@@ -58,4 +58,14 @@ std::string Sha256::hex(size_t bytes)
     return hex_of(d, std::min<size_t>(bytes, n));
 }
 
+std::string base64(std::string_view data)
+{
+    std::string out(4 * ((data.size() + 2) / 3) + 1, '\0');
+    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char *>(out.data()),
+                            reinterpret_cast<const unsigned char *>(data.data()),
+                            static_cast<int>(data.size()));
+    out.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return out;
+}
+
 } // namespace pgsink

@@ -1,7 +1,7 @@
 /*
  * digest.h: SHA-256 in hex (OpenSSL), for keys that must not hold what
- * they stand for (a setting with a secret, a parked entry, a receiver).
- * Pure C++.
+ * they stand for (a setting with a secret, a parked entry, a receiver);
+ * and base64 (signatures, Basic auth). Pure C++.
  */
 #pragma once
 
@@ -30,5 +30,8 @@ class Sha256
   private:
     void *ctx_; /* EVP_MD_CTX */
 };
+
+/* data in base64 (RFC 4648, with padding). */
+std::string base64(std::string_view data);
 
 } // namespace pgsink

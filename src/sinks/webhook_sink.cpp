@@ -28,15 +28,6 @@
 namespace pgsink
 {
 
-static std::string base64(const unsigned char *data, size_t len)
-{
-    std::string out(4 * ((len + 2) / 3) + 1, '\0');
-    int n =
-        EVP_EncodeBlock(reinterpret_cast<unsigned char *>(out.data()), data, static_cast<int>(len));
-    out.resize(n > 0 ? static_cast<size_t>(n) : 0);
-    return out;
-}
-
 bool webhook_secret_key(const std::string &secret, std::string *key)
 {
     static const char kPrefix[] = "whsec_";
@@ -98,7 +89,7 @@ std::string WebhookSigner::finish()
     ok_ = ok_ && EVP_MAC_final(static_cast<EVP_MAC_CTX *>(ctx_), out, &len, sizeof(out)) == 1;
     if (!ok_)
         throw std::runtime_error("could not compute the webhook signature");
-    return "v1," + base64(out, len);
+    return "v1," + base64(std::string_view(reinterpret_cast<const char *>(out), len));
 }
 
 bool parse_webhook_headers(const std::string &text, std::vector<std::string> *out, std::string *why)
