@@ -156,7 +156,6 @@ class DeliveryWindow
     void finish(std::list<Batch>::iterator b);
     void schedule_retry(Batch &b, long asked_ms, int64_t now_ms, Outcome *out);
     void split(std::list<Batch>::iterator b);
-    const Batch *candidate(int64_t now_ms, size_t max_in_flight, bool *due_only) const;
 
     WindowPolicy policy_;
     std::list<Batch> batches_; /* in order: by range, then by place in it */

@@ -39,10 +39,6 @@ struct Row {
     const Member *m = nullptr;
     size_t n = 0;
 };
-inline Row row_of(const std::vector<Member> &v)
-{
-    return Row{v.data(), v.size()};
-}
 
 /* a == b, for the short names compared for every entry (no call to memcmp). */
 inline bool same(std::string_view a, std::string_view b)
