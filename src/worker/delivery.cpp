@@ -983,13 +983,13 @@ void Delivery::send_due(size_t max)
             if (made) {
                 ex = std::move(made->exchange);
                 request = std::move(made->request);
-                ex->set_earlier(earlier_of(b->id));
             } else {
                 ex = b->park_always ? http_->exchange_resent(b->lines, b->key)
                                     : http_->exchange(b->lines, b->key);
-                ex->set_earlier(earlier_of(b->id));
-                request = ex->next();
             }
+            ex->set_earlier(earlier_of(b->id));
+            if (!made)
+                request = ex->next();
             pipeline_->submit(b->id, std::move(request));
             exchanges_[b->id] = std::move(ex);
             /*
