@@ -25,6 +25,8 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "core/restricted.h"
+#include "http/http_pipeline.h"
 #include "worker/workers.h"
 
 extern "C" {
@@ -62,12 +64,6 @@ namespace pgsink
 static constexpr int kRequestTimeoutS = 2;
 static constexpr int kClientTimeoutS = 5;
 
-static int64 monotonic_ms()
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return static_cast<int64>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
 /* Requests longer than this are refused. */
 static constexpr size_t kMaxRequest = 8192;
 
@@ -348,6 +344,7 @@ void pgsink_metrics_main(Datum)
     log_shutdown_as_routine("metrics worker");
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnection(guc_database, nullptr, 0);
+    pin_session_search_path(); /* as every pgsink worker */
 
     int listen_fd = listen_socket();
     ereport(LOG, (errmsg("pgsink: serving metrics at http://%s/metrics", guc_metrics_listen)));
