@@ -79,7 +79,7 @@ static int64 selftest(const std::string &mode)
     }
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "unknown selftest mode \"" + mode + "\"",
                 "Use ok, pg_error, cpp_exception, pgsink_error, bad_alloc, delivery_window, "
-                "elasticsearch or destroyed.");
+                "elasticsearch, clickhouse, bigquery or destroyed.");
 }
 
 } // namespace pgsink
