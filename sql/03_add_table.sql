@@ -115,12 +115,13 @@ SELECT pgsink.remove_table('public.orders_view');
 -- The imports scheduled above run in the background: their transactions
 -- would be "transactions older than this call" to the add_table() calls
 -- without an import below, which say so (a NOTICE). Wait for them.
-DO $$ BEGIN
+CREATE PROCEDURE pg_temp.wait_for_imports() LANGUAGE plpgsql AS $$ BEGIN
   FOR i IN 1..600 LOOP
     EXIT WHEN NOT EXISTS (SELECT FROM pgsink.import_jobs WHERE state IN ('scheduled', 'running'));
     PERFORM pg_sleep(0.05);
   END LOOP;
 END $$;
+CALL pg_temp.wait_for_imports();
 
 -- A table added and removed in a rolled-back transaction is unchanged.
 BEGIN;
@@ -140,12 +141,7 @@ DROP TABLE public.no_key;
 -- A captured table that loses its key: the DDL warns, pgsink.tables says so
 -- until it has a key again (or REPLICA IDENTITY FULL).
 CREATE TABLE public.losing_key (id int PRIMARY KEY, v text);
-DO $$ BEGIN
-  FOR i IN 1..600 LOOP
-    EXIT WHEN NOT EXISTS (SELECT FROM pgsink.import_jobs WHERE state IN ('scheduled', 'running'));
-    PERFORM pg_sleep(0.05);
-  END LOOP;
-END $$;
+CALL pg_temp.wait_for_imports();
 SELECT pgsink.add_table('public.losing_key', import => false);
 ALTER TABLE public.losing_key DROP CONSTRAINT losing_key_pkey;
 SELECT capture_state LIKE 'capturing without a key%' AS without_key FROM pgsink.tables
