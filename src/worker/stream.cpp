@@ -493,10 +493,16 @@ void Stream::start()
     }
     bool created = ensure_slot(name);
     bool lost = (created && captured > 0) || (marked && captured > 0);
-    bool resyncing = lost && guc_auto_resync && schedule_resyncs() > 0;
+    bool scheduling = lost && guc_auto_resync;
+    bool resyncing = scheduling && schedule_resyncs() > 0;
     CommitTransactionCommand();
-    if (marked && (resyncing || captured == 0))
-        remove_resync_marker(); /* the jobs are committed (or nothing is captured) */
+    /*
+     * The jobs are committed (none when every captured table is keyless:
+     * nothing can be resynced, and the loss is reported below), or nothing
+     * is captured: the marker has done its work.
+     */
+    if (marked && (scheduling || captured == 0))
+        remove_resync_marker();
     use_stream_resource_owner();
     ReplicationSlotAcquire(name, true);
     if (lost)
