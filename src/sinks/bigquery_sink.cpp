@@ -790,7 +790,8 @@ void BigQueryExchange::rows_for(size_t i, const Entry &e, const TablePtr &t,
                 known[t->columns[c].name] = std::string(v[c]);
     };
     std::vector<std::string> carried; /* values a key change takes from the batch */
-    carried.reserve(t->columns.size());
+    if (!e.unchanged.empty())
+        carried.reserve(t->columns.size()); /* never moved: rows point into its strings */
     {
         if (op == "truncate" || op == "resync_end") {
             bq::Row row;
@@ -1394,7 +1395,9 @@ void BigQueryExchange::plan_inserts()
                 (entries.size() >= static_cast<size_t>(sink_.settings_.max_rows) ||
                  body.size() + text.size() + 100 > sink_.settings_.max_bytes))
                 flush();
-            body += (entries.empty() ? "" : ",") + text;
+            if (!entries.empty())
+                body += ',';
+            body += text;
             entries.push_back(r.entry);
         }
         flush();
