@@ -268,7 +268,9 @@ is($node->safe_psql('postgres',
 # type; columns named like helper columns are renamed, and the view shows
 # them under their own names; a table ClickHouse refuses (someone else's
 # table of that name, that cannot be altered) is parked too, and other
-# tables go on; a ClickHouse table dropped by someone is made again.
+# tables go on; a ClickHouse table dropped by someone is made again. The
+# tables are empty when added: no import (one still running after the type
+# change would have its rows parked too).
 ch_query($ch, 'CREATE TABLE pgsink.public_squat (x String) ENGINE = Log');
 $node->safe_psql('postgres', q{
 CREATE TABLE ty (id int PRIMARY KEY, n int);
@@ -276,8 +278,8 @@ CREATE TABLE clash (id int PRIMARY KEY, f double precision, f__bits text, _pgsin
                     "_pgsink_col_f__bits_" int, a int[]);
 CREATE TABLE clash2 (id int PRIMARY KEY, a int[], a__null bool);
 CREATE TABLE squat (id int PRIMARY KEY, v text);
-SELECT pgsink.add_table('ty'); SELECT pgsink.add_table('clash'); SELECT pgsink.add_table('clash2');
-SELECT pgsink.add_table('squat');
+SELECT pgsink.add_table('ty', import => false); SELECT pgsink.add_table('clash', import => false);
+SELECT pgsink.add_table('clash2', import => false); SELECT pgsink.add_table('squat', import => false);
 INSERT INTO ty VALUES (1, 1);
 INSERT INTO clash VALUES (1, 1.5, 'x', 'y', 7, '{1,NULL}'), (2, NULL, NULL, NULL, NULL, NULL);
 INSERT INTO clash2 VALUES (1, '{1,NULL}', true), (2, NULL, NULL);
