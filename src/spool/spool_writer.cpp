@@ -5,7 +5,10 @@
  * written to the segment; at the end of a round the segment is fdatasynced,
  * then a round end (offset, lsn decoded up to) is appended to the index and
  * the index fdatasynced; only then is the new end published to delivery
- * workers and the slot confirmed. At start-up everything after the last
+ * workers and the slot confirmed. The writes and these fsyncs are made in
+ * order by one thread (write_behind.h), so decoding goes on while a round
+ * is made durable; a new segment is made by the same thread, after the
+ * round that fills the one before. At start-up everything after the last
  * round end is cut, and decoding starts at that round end's lsn (or the
  * slot's, if later): no transaction is lost or written twice, and offsets
  * that sinks' cursors point at never change.
@@ -68,6 +71,7 @@ void Writer::close()
         ::close(idx_fd_);
     seg_fd_ = idx_fd_ = -1;
     pending_.clear();
+    rounds_.clear(); /* durable or not: open() finds out from the index */
 }
 
 [[noreturn]] static void fail(const std::string &what, const std::string &path, int err)
@@ -129,7 +133,8 @@ static uint64_t new_identity()
     return id;
 }
 
-void Writer::create_segment(uint64_t start)
+/* A new segment's two files, empty: made durable by make_segment_durable(). */
+void Writer::open_segment_files(uint64_t start, int *seg_fd, int *idx_fd)
 {
     std::string seg = segment_path(dir_, start), idx = index_path(dir_, start);
     int sfd = ::open(seg.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -141,18 +146,65 @@ void Writer::create_segment(uint64_t start)
         ::close(sfd);
         fail("create", idx, err);
     }
-    /* Its first record: where it starts, and what is before it. */
+    *seg_fd = sfd;
+    *idx_fd = ifd;
+}
+
+/*
+ * A new segment's first record (where it starts, and what is before it),
+ * written and fsynced with both files and the directory. Until then the
+ * segment is empty and has no record: start-up removes it.
+ */
+static void make_segment_durable(const std::string &dir, uint64_t start, int seg_fd, int idx_fd,
+                                 const IndexRecord &first)
+{
+    write_all(idx_fd, &first, sizeof(first), index_path(dir, start));
+    if (fdatasync(seg_fd) != 0)
+        fail("fsync", segment_path(dir, start), errno);
+    if (fdatasync(idx_fd) != 0)
+        fail("fsync", index_path(dir, start), errno);
+    sync_directory(dir);
+}
+
+/*
+ * A round made durable: the segment's data, then the round end (after the
+ * transaction ends before it) in the index. Made by the writes' thread.
+ */
+static void make_round_durable(const std::string &dir, uint64_t seg_start, int seg_fd, int idx_fd,
+                               const std::vector<IndexRecord> &records)
+{
+    std::string seg = segment_path(dir, seg_start), idx = index_path(dir, seg_start);
+    if (fdatasync(seg_fd) != 0)
+        fail("fsync", seg, errno);
+    off_t idx_size = lseek(idx_fd, 0, SEEK_END);
+    write_all(idx_fd, records.data(), records.size() * sizeof(IndexRecord), idx);
+    if (fdatasync(idx_fd) != 0) {
+        /*
+         * The round end may be in the page cache and not on disk: take it
+         * out again, or a later start would trust it.
+         */
+        int err = errno;
+        if (idx_size < 0 || ftruncate(idx_fd, idx_size) != 0 || fdatasync(idx_fd) != 0)
+            throw Error(ERRCODE_IO_ERROR,
+                        "could not fsync spool file \"" + idx + "\": " + strerror(err) +
+                            "; nor take its last round end out again",
+                        "If the server crashes before the spool's next start, the spool may "
+                        "hold a round that is not on disk.");
+        fail("fsync", idx, err);
+    }
+}
+
+/* A new segment, made at once (a new spool, or the one being written rolled while idle). */
+void Writer::create_segment(uint64_t start)
+{
+    int sfd, ifd;
+    open_segment_files(start, &sfd, &ifd);
     IndexRecord r =
-        make_record(kRoundEnd, start, durable_entries_, durable_lsn_, last_commit_time_);
+        make_record(kRoundEnd, start, durable_entries_, durable_lsn_, durable_commit_time_);
     close();
     seg_fd_ = sfd;
     idx_fd_ = ifd;
-    write_all(idx_fd_, &r, sizeof(r), idx);
-    if (fdatasync(seg_fd_) != 0)
-        fail("fsync", seg, errno);
-    if (fdatasync(idx_fd_) != 0)
-        fail("fsync", idx, errno);
-    sync_directory(dir_);
+    make_segment_durable(dir_, start, seg_fd_, idx_fd_, r);
     seg_start_ = start;
     indexed_at_ = start;
     segments_++;
@@ -226,10 +278,10 @@ uint64_t Writer::open(uint64_t slot_confirmed)
     pending_.clear();
     schemas_.clear();
     if (segments.empty()) {
-        durable_end_ = end_ = 0;
+        durable_end_ = end_ = submitted_end_ = 0;
         durable_entries_ = entries_ = 0;
         durable_lsn_ = slot_confirmed;
-        last_commit_time_ = 0;
+        last_commit_time_ = durable_commit_time_ = 0;
         segments_ = 0;
         create_segment(0);
         oldest_ = 0;
@@ -271,10 +323,10 @@ uint64_t Writer::open(uint64_t slot_confirmed)
         fail("seek in", seg, errno);
 
     seg_start_ = last.start;
-    end_ = durable_end_ = r.offset;
+    end_ = durable_end_ = submitted_end_ = r.offset;
     entries_ = durable_entries_ = r.entries;
     durable_lsn_ = r.lsn;
-    last_commit_time_ = r.commit_time;
+    last_commit_time_ = durable_commit_time_ = r.commit_time;
     indexed_at_ = r.offset;
     for (size_t i = 0; i < keep; i++)
         if (records[i].kind == kTxnEnd)
@@ -300,6 +352,7 @@ void Writer::note_schema(const char *line, size_t len)
 /* A write the thread failed fails the worker, in the worker's thread. */
 void Writer::check_writes()
 {
+    io_.rethrow_failure(); /* a round's fsync or a new segment's making */
     if (int err = io_.error())
         fail("write", segment_path(dir_, seg_start_), err);
 }
@@ -324,40 +377,97 @@ void Writer::transaction_end(uint64_t lsn, int64_t commit_time, size_t pending, 
     indexed_at_ = at;
 }
 
-void Writer::sync(uint64_t decoded_upto)
+void Writer::sync(uint64_t decoded_upto, bool wait)
 {
-    if (end_ != durable_end_) {
-        std::string seg = segment_path(dir_, seg_start_), idx = index_path(dir_, seg_start_);
-        io_.drain();
-        check_writes();
-        if (fdatasync(seg_fd_) != 0)
-            fail("fsync", seg, errno);
+    check_writes();
+    if (end_ != submitted_end_) {
+        Round round{0, end_, entries_, decoded_upto, last_commit_time_};
         pending_.push_back(make_record(kRoundEnd, end_, entries_, decoded_upto, last_commit_time_));
-        off_t idx_size = lseek(idx_fd_, 0, SEEK_END);
-        write_all(idx_fd_, pending_.data(), pending_.size() * sizeof(IndexRecord), idx);
-        pending_.clear();
-        if (fdatasync(idx_fd_) != 0) {
-            /*
-             * The round end may be in the page cache and not on disk: take
-             * it out again, or a later start would trust it.
-             */
-            int err = errno;
-            if (idx_size < 0 || ftruncate(idx_fd_, idx_size) != 0 || fdatasync(idx_fd_) != 0)
-                ereport(WARNING,
-                        (errmsg("pgsink: could not take a round end out of spool index \"%s\" "
-                                "after a failed fsync",
-                                idx.c_str()),
-                         errdetail("If the server crashes before the spool's next start, the "
-                                   "spool may hold a round that is not on disk.")));
-            fail("fsync", idx, err);
+        std::vector<IndexRecord> records;
+        records.swap(pending_);
+        bool roll = end_ - seg_start_ >= static_cast<uint64_t>(guc_spool_segment_size_mb) << 20;
+        int new_seg_fd = -1, new_idx_fd = -1;
+        std::string schemas;
+        if (roll) {
+            /* The next segment starts here, with the schemas in effect here. */
+            open_segment_files(end_, &new_seg_fd, &new_idx_fd);
+            for (const auto &e : schemas_) {
+                schemas.append(e.second);
+                schemas.push_back('\n');
+            }
         }
-        durable_end_ = end_;
-        durable_entries_ = entries_;
+        IndexRecord first = make_record(kRoundEnd, end_, entries_, decoded_upto, last_commit_time_);
+        round.ticket =
+            io_.call([dir = dir_, seg_start = seg_start_, seg_fd = seg_fd_, idx_fd = idx_fd_,
+                      records = std::move(records), roll, schemas = std::move(schemas),
+                      start = end_, new_seg_fd, new_idx_fd, first](bool skipped) {
+                try {
+                    if (!skipped) {
+                        make_round_durable(dir, seg_start, seg_fd, idx_fd, records);
+                        if (roll) {
+                            write_file_durably(dir, schemas_path(dir, start), schemas);
+                            make_segment_durable(dir, start, new_seg_fd, new_idx_fd, first);
+                        }
+                    }
+                } catch (...) {
+                    if (roll) {
+                        ::close(seg_fd);
+                        ::close(idx_fd);
+                    }
+                    throw;
+                }
+                if (roll) { /* the filled segment: nothing more is written to it */
+                    ::close(seg_fd);
+                    ::close(idx_fd);
+                }
+            });
+        rounds_.push_back(round);
+        submitted_end_ = end_;
+        if (roll) {
+            seg_fd_ = new_seg_fd;
+            idx_fd_ = new_idx_fd;
+            seg_start_ = end_;
+            indexed_at_ = end_;
+            segments_++;
+        }
+    } else if (!rounds_.empty()) {
+        /* Nothing written since: durable with the last round. */
+        rounds_.back().lsn = std::max(rounds_.back().lsn, decoded_upto);
+    } else {
+        durable_lsn_ = std::max(durable_lsn_, decoded_upto);
     }
-    durable_lsn_ = std::max(durable_lsn_, decoded_upto);
+    if (wait)
+        io_.drain();
+    if (!reap())
+        publish();
+}
+
+bool Writer::wait_durable()
+{
+    if (rounds_.empty())
+        return false;
+    io_.drain();
+    return reap();
+}
+
+bool Writer::reap()
+{
+    check_writes();
+    if (rounds_.empty())
+        return false;
+    uint64_t done = io_.completed();
+    if (rounds_.front().ticket > done)
+        return false;
+    while (!rounds_.empty() && rounds_.front().ticket <= done) {
+        const Round &r = rounds_.front();
+        durable_end_ = r.end;
+        durable_entries_ = r.entries;
+        durable_lsn_ = std::max(durable_lsn_, r.lsn);
+        durable_commit_time_ = r.commit_time;
+        rounds_.pop_front();
+    }
     publish();
-    if (durable_end_ - seg_start_ >= static_cast<uint64_t>(guc_spool_segment_size_mb) << 20)
-        roll();
+    return true;
 }
 
 /* Start the next segment where this one ends, with the schemas in effect there. */
@@ -429,7 +539,7 @@ void Writer::publish()
     s.durable_end = durable_end_;
     s.durable_entries = durable_entries_;
     s.durable_lsn = durable_lsn_;
-    s.newest_commit_time = last_commit_time_;
+    s.newest_commit_time = durable_commit_time_;
     s.oldest_offset = oldest_;
     s.bytes = bytes_;
     s.segments = segments_;

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <string>
 #include <vector>
@@ -57,11 +58,21 @@ class Writer
      */
     void transaction_end(uint64_t lsn, int64_t commit_time, size_t pending, uint64_t entries);
     /*
-     * Make everything written durable; every transaction committed before
-     * decoded_upto is in the spool. Publishes the new durable end and wakes
-     * the delivery workers; starts a new segment if this one is full.
+     * End a round: everything written is to be made durable, and every
+     * transaction committed before decoded_upto is in the spool. The fsyncs
+     * (segment, then its round end in the index) are made by the writes'
+     * thread, after the writes before them, while decoding goes on; with
+     * wait, sync() returns once they are done. A full segment is followed
+     * by a new one, made in the same turn of the thread. Publishes (and
+     * wakes the delivery workers for) whatever rounds are durable by now.
      */
-    void sync(uint64_t decoded_upto);
+    void sync(uint64_t decoded_upto, bool wait);
+    /* Take in (and publish) the rounds the thread made durable since; whether there were any. */
+    bool reap();
+    /* Wait for the rounds being made durable, and reap() them; whether there were any. */
+    bool wait_durable();
+    /* Every transaction committed before it is durable in the spool. */
+    uint64_t durable_lsn() const { return durable_lsn_; }
 
     /*
      * Remove the oldest segments that end at or before min_cursor and were
@@ -78,10 +89,17 @@ class Writer
     /* Disk used by the segments. */
     uint64_t bytes() const { return bytes_; }
     /* Written since the last sync(). */
-    uint64_t unsynced_bytes() const { return end_ - durable_end_; }
+    uint64_t unsynced_bytes() const { return end_ - submitted_end_; }
     uint64_t id() const { return id_; }
 
   private:
+    /* A round whose fsyncs are queued: durable once the thread's call with ticket is done. */
+    struct Round {
+        uint64_t ticket;
+        uint64_t end, entries, lsn;
+        int64_t commit_time;
+    };
+    void open_segment_files(uint64_t start, int *seg_fd, int *idx_fd);
     void create_segment(uint64_t start);
     void roll();
     void publish();
@@ -92,12 +110,15 @@ class Writer
     int seg_fd_ = -1;
     int idx_fd_ = -1;
     uint64_t seg_start_ = 0;
-    uint64_t end_ = 0;         /* offset after the last byte written */
-    uint64_t entries_ = 0;     /* entries before end_ */
-    uint64_t durable_end_ = 0; /* what the last sync() made durable */
+    uint64_t end_ = 0;           /* offset after the last byte written */
+    uint64_t entries_ = 0;       /* entries before end_ */
+    uint64_t submitted_end_ = 0; /* end_ at the last round's end */
+    uint64_t durable_end_ = 0;   /* what the rounds done made durable */
     uint64_t durable_entries_ = 0;
     uint64_t durable_lsn_ = 0;
+    int64_t durable_commit_time_ = 0;
     int64_t last_commit_time_ = 0;
+    std::deque<Round> rounds_;                   /* ended, not yet durable, oldest first */
     uint64_t indexed_at_ = 0;                    /* offset of the last index record */
     std::vector<IndexRecord> pending_;           /* transaction ends not yet in the index file */
     std::map<std::string, std::string> schemas_; /* table -> its latest Schema entry */

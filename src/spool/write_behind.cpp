@@ -1,6 +1,7 @@
 /* write_behind.cpp: see write_behind.h. */
 #include <cerrno>
 #include <csignal>
+#include <cstdint>
 #include <fcntl.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -44,6 +45,13 @@ void WriteBehind::run()
         if (error_ == 0)
             error_ = ENOMEM;
         dead_ = true; /* nothing queued is written any more: submit() and drain() return */
+        for (Job &job : queue_)
+            if (job.call) {
+                try {
+                    job.call(true); /* only releases what it holds */
+                } catch (...) {
+                }
+            }
         queue_.clear();
         busy_ = 0;
         done_.notify_all();
@@ -62,9 +70,16 @@ void WriteBehind::work()
         bool skip = error_ != 0;
         lock.unlock();
         int err = 0;
+        std::exception_ptr failed;
         for (const std::string &path : job.unlink)
             (void)::unlink(path.c_str());
-        if (!skip && job.unlink.empty()) {
+        if (job.call) {
+            try {
+                job.call(skip);
+            } catch (...) {
+                failed = std::current_exception();
+            }
+        } else if (!skip && job.unlink.empty()) {
             err = write_all(job.fd, job.data);
             /* Start writing it out now, so that the fsync at the round's end has little left. */
             if (err == 0)
@@ -77,7 +92,13 @@ void WriteBehind::work()
         lock.lock();
         if (err != 0 && error_ == 0)
             error_ = err;
-        if (job.unlink.empty())
+        if (failed && error_ == 0) {
+            error_ = EIO;
+            failure_ = failed;
+        }
+        if (job.call && !skip && error_ == 0)
+            completed_ = job.ticket;
+        if (job.unlink.empty() && !job.call)
             free_.push_back(std::move(job.data));
         busy_--;
         lock.unlock(); /* the worker, woken, does not block on the lock at once */
@@ -112,7 +133,7 @@ void WriteBehind::submit(int fd, uint64_t file_offset, std::string &data)
         spare = std::move(free_.back());
         free_.pop_back();
     }
-    queue_.push_back(Job{fd, file_offset, std::move(data), {}});
+    queue_.push_back(Job{fd, file_offset, std::move(data), {}, {}, 0});
     busy_++;
     data = std::move(spare);
     data.clear();
@@ -131,9 +152,44 @@ void WriteBehind::unlink_later(std::vector<std::string> paths)
     start();
     if (dead_)
         return; /* removed at the spool's next start */
-    queue_.push_back(Job{-1, 0, std::string(), std::move(paths)});
+    queue_.push_back(Job{-1, 0, std::string(), std::move(paths), {}, 0});
     busy_++;
     work_.notify_one();
+}
+
+uint64_t WriteBehind::call(std::function<void(bool skipped)> f)
+{
+    std::unique_lock<std::mutex> lock(mutex_);
+    start();
+    if (dead_) {
+        lock.unlock();
+        f(true);           /* only to release what it holds */
+        return UINT64_MAX; /* never done: the error is reported first */
+    }
+    Job job{-1, 0, std::string(), {}, std::move(f), ++tickets_};
+    uint64_t ticket = job.ticket;
+    queue_.push_back(std::move(job));
+    busy_++;
+    lock.unlock();
+    work_.notify_one();
+    return ticket;
+}
+
+uint64_t WriteBehind::completed() const
+{
+    std::lock_guard<std::mutex> lock(mutex_);
+    return completed_;
+}
+
+void WriteBehind::rethrow_failure()
+{
+    std::exception_ptr failed;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        failed = failure_;
+    }
+    if (failed)
+        std::rethrow_exception(failed);
 }
 
 void WriteBehind::drain()
@@ -165,8 +221,10 @@ int WriteBehind::error() const
 void WriteBehind::clear_error()
 {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!dead_) /* a dead thread dropped what came after: its error stays until stop() */
+    if (!dead_) { /* a dead thread dropped what came after: its error stays until stop() */
         error_ = 0;
+        failure_ = nullptr;
+    }
 }
 
 } // namespace pgsink::spool

@@ -23,6 +23,8 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -52,7 +54,21 @@ class WriteBehind
      * left is removed at the spool's next start.
      */
     void unlink_later(std::vector<std::string> paths);
-    /* Wait until everything queued is written (not durable: the caller syncs). */
+    /*
+     * Queue a call of f on the thread, after everything queued before it
+     * (the spool's fsyncs at a round's end: decoding goes on meanwhile).
+     * f makes system calls only, and throws (pgsink::Error) to fail: the
+     * exception is kept and rethrown by rethrow_failure(), and nothing
+     * queued after it is done. A call queued after a failure is still made,
+     * with skipped = true, only to release what it holds (descriptors).
+     * Returns its ticket (see completed()).
+     */
+    uint64_t call(std::function<void(bool skipped)> f);
+    /* Tickets of the calls done: every call with a ticket up to it succeeded. */
+    uint64_t completed() const;
+    /* Throw the exception a call failed with, if any. */
+    void rethrow_failure();
+    /* Wait until everything queued is done (writes are not durable: the caller syncs). */
     void drain();
     /* Stop the thread (after draining); a new submit() starts it again. */
     void stop();
@@ -66,7 +82,9 @@ class WriteBehind
         int fd;
         uint64_t offset;
         std::string data;
-        std::vector<std::string> unlink; /* instead of data */
+        std::vector<std::string> unlink;        /* instead of data */
+        std::function<void(bool skipped)> call; /* instead of data */
+        uint64_t ticket = 0;
     };
     void run();
     void work();
@@ -82,6 +100,9 @@ class WriteBehind
     bool stopping_ = false;
     bool dead_ = false; /* the thread ended on an exception (out of memory) */
     int error_ = 0;
+    std::exception_ptr failure_; /* what a call threw (error_ is then EIO) */
+    uint64_t tickets_ = 0;       /* calls queued */
+    uint64_t completed_ = 0;     /* the last call done without a failure before or in it */
     std::thread thread_;
 };
 

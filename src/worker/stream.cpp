@@ -17,6 +17,7 @@
  * until sinks catch up and their segments are removed.
  */
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <string>
 
@@ -95,7 +96,8 @@ class Stream final : public EntryConsumer
 
   private:
     void write_batch();
-    void persist_and_confirm(XLogRecPtr decoded_upto);
+    void persist_and_confirm(XLogRecPtr decoded_upto, bool wait);
+    void confirm_durable(bool streaming);
     bool spool_full();
     bool paused();
     void remove_delivered_segments();
@@ -104,16 +106,24 @@ class Stream final : public EntryConsumer
     Importer importer_;
     MemoryContext cxt_ = nullptr;
     spool::Writer spool_;
-    TableCounts table_counts_; /* of what was written since the last sync */
+    TableCounts table_counts_; /* of what was written since the last round's end */
     bool caught_up_ = false;
     TimestampTz paused_since_ = 0;
     std::string batch_;
     size_t entry_start_ = 0; /* where in batch_ the entry being written starts */
     uint64 batch_entries_ = 0;
-    /* Written to the spool but not yet durable (counted after sync). */
+    /* Written to the spool since the last round's end (counted once durable). */
     uint64 unsynced_entries_ = 0;
     uint64 unsynced_txns_ = 0;
     TimestampTz unsynced_commit_time_ = 0;
+    /* Rounds ended, and what they hold, until durable: then counted and confirmed. */
+    struct Unconfirmed {
+        XLogRecPtr lsn;
+        uint64 entries, txns;
+        TimestampTz commit_time;
+        std::vector<TableCounts::Count> counts;
+    };
+    std::deque<Unconfirmed> unconfirmed_;
     XLogRecPtr confirmed_ = InvalidXLogRecPtr;
     bool caches_need_reset_ = false;
     bool full_ = false; /* waiting for sinks: pgsink.spool_max_size reached */
@@ -201,26 +211,58 @@ void Stream::write_batch()
     entry_start_ = 0;
 }
 
-void Stream::persist_and_confirm(XLogRecPtr decoded_upto)
+/*
+ * End a round: what is written goes to be made durable (by the spool's
+ * thread; with wait, before this returns), and what is durable by now is
+ * confirmed.
+ */
+void Stream::persist_and_confirm(XLogRecPtr decoded_upto, bool wait)
 {
     write_batch();
-    spool_.sync(decoded_upto); /* a failed fsync is never retried in place */
-    table_counts_.publish();
+    spool_.sync(decoded_upto, wait); /* a failed fsync is never retried in place */
+    unconfirmed_.push_back(Unconfirmed{decoded_upto, unsynced_entries_, unsynced_txns_,
+                                       unsynced_commit_time_, table_counts_.take()});
+    unsynced_entries_ = 0;
+    unsynced_txns_ = 0;
+    unsynced_commit_time_ = 0;
+    confirm_durable(true);
+}
 
-    bool advanced = decoded_upto > confirmed_;
+/*
+ * Confirm the slot up to what the spool made durable, and count what that
+ * holds; streaming: the worker's state is "streaming" (not paused or
+ * waiting for a full spool).
+ */
+void Stream::confirm_durable(bool streaming)
+{
+    XLogRecPtr durable = spool_.durable_lsn();
+    uint64 entries = 0, txns = 0;
+    TimestampTz commit_time = 0;
+    while (!unconfirmed_.empty() && unconfirmed_.front().lsn <= durable) {
+        Unconfirmed &u = unconfirmed_.front();
+        entries += u.entries;
+        txns += u.txns;
+        if (u.commit_time != 0)
+            commit_time = u.commit_time;
+        TableCounts::publish(u.counts);
+        unconfirmed_.pop_front();
+    }
+
+    bool advanced = durable > confirmed_;
     if (advanced) {
-        LogicalConfirmReceivedLocation(decoded_upto);
+        LogicalConfirmReceivedLocation(durable);
         ReplicationSlotMarkDirty();
-        confirmed_ = decoded_upto;
+        confirmed_ = durable;
     }
 
     LWLockAcquire(shared_lock, LW_EXCLUSIVE);
     shared->confirmed_lsn = confirmed_;
-    shared->entries_delivered += unsynced_entries_;
-    shared->transactions_delivered += unsynced_txns_;
-    if (unsynced_commit_time_ != 0)
-        shared->last_commit_time = unsynced_commit_time_;
-    shared->state = WorkerState::streaming;
+    shared->entries_delivered += entries;
+    shared->transactions_delivered += txns;
+    if (commit_time != 0)
+        shared->last_commit_time = commit_time;
+    if (streaming)
+        shared->state = WorkerState::streaming;
     shared->caught_up = caught_up_;
     /* Healthy: the slot moved, past where the last failure was. */
     if (advanced && confirmed_ > shared->failed_at)
@@ -232,9 +274,6 @@ void Stream::persist_and_confirm(XLogRecPtr decoded_upto)
         clear_error();
         clear_problem(ProblemKind::stuck);
     }
-    unsynced_entries_ = 0;
-    unsynced_txns_ = 0;
-    unsynced_commit_time_ = 0;
 }
 
 /*
@@ -578,10 +617,12 @@ long Stream::step()
         start();
     use_stream_resource_owner();
     remove_delivered_segments();
-    if (spool_full())
-        return guc_poll_interval_ms * 10; /* delivery workers wake us as they advance */
-    if (paused())
-        return guc_poll_interval_ms * 10; /* pgsink.resume() wakes us */
+    if (spool_full() || paused()) {
+        /* What the spool's thread is making durable is confirmed before the wait. */
+        if (spool_.wait_durable())
+            confirm_durable(false);
+        return guc_poll_interval_ms * 10; /* delivery workers or pgsink.resume() wake us */
+    }
     if (caches_need_reset_) {
         /* Drop catalog cache entries built outside historic snapshots. */
         InvalidateSystemCaches();
@@ -600,13 +641,23 @@ long Stream::step()
          * kRoundBytes: latency stays bounded during catch-up, and delivery
          * workers copy each round while the next is decoded.
          */
-        if ((++records & 255) == 0 && (spool_.unsynced_bytes() + batch_.size() >= kRoundBytes ||
-                                       GetCurrentTimestamp() >= deadline))
-            break;
+        if ((++records & 255) == 0) {
+            if (spool_.unsynced_bytes() + batch_.size() >= kRoundBytes ||
+                GetCurrentTimestamp() >= deadline)
+                break;
+            /* A round the spool's thread made durable meanwhile: delivery can start on it. */
+            if (spool_.reap())
+                confirm_durable(true);
+        }
     }
     bool caught_up = ctx_->reader->EndRecPtr >= end;
     caught_up_ = caught_up;
-    persist_and_confirm(ctx_->reader->EndRecPtr);
+    /*
+     * Caught up, the round is waited for (the stream sleeps next, and
+     * latency counts); while catching up, decoding goes on as the spool's
+     * thread makes it durable.
+     */
+    persist_and_confirm(ctx_->reader->EndRecPtr, caught_up);
 
     /*
      * Imports run between rounds, one chunk at a time, and only when the
@@ -648,6 +699,7 @@ void Stream::stop()
     unsynced_entries_ = 0;
     unsynced_txns_ = 0;
     unsynced_commit_time_ = 0;
+    unconfirmed_.clear();
 }
 
 void Stream::before_catalog_access()

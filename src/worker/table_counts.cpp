@@ -46,12 +46,20 @@ static TableStats &shared_slot(Oid relid)
     return shared->tables[kMaxTableStats - 1];
 }
 
-void TableCounts::publish()
+std::vector<TableCounts::Count> TableCounts::take()
 {
-    if (counts_.empty())
+    std::vector<Count> taken;
+    taken.swap(counts_);
+    clear();
+    return taken;
+}
+
+void TableCounts::publish(const std::vector<Count> &counts)
+{
+    if (counts.empty())
         return;
     LWLockAcquire(shared_lock, LW_EXCLUSIVE);
-    for (const Count &c : counts_) {
+    for (const Count &c : counts) {
         TableStats &t = shared_slot(c.relid);
         t.entries += c.entries;
         t.bytes += c.bytes;
@@ -59,7 +67,6 @@ void TableCounts::publish()
             t.last_change_time = c.last_change;
     }
     LWLockRelease(shared_lock);
-    clear();
 }
 
 void TableCounts::clear()

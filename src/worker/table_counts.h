@@ -1,8 +1,8 @@
 /*
  * table_counts.h: the stream worker's counts of entries and bytes per
- * captured table, kept locally while a round is written and added to
- * shared memory (SharedState::tables) once the round is durable, for
- * pgsink.tables and pgsink.metrics().
+ * captured table, kept locally while a round is written, taken at the
+ * round's end, and added to shared memory (SharedState::tables) once the
+ * round is durable, for pgsink.tables and pgsink.metrics().
  */
 #pragma once
 
@@ -36,18 +36,21 @@ class TableCounts
     }
     /* The transaction whose entries were added committed at commit_time. */
     void commit(TimestampTz commit_time);
-    /* Add everything counted to shared memory (the round is durable), and start again. */
-    void publish();
-    /* Forget what was counted (the round was not made durable). */
-    void clear();
 
-  private:
     struct Count {
         Oid relid;
         uint64_t entries = 0, bytes = 0;
         TimestampTz last_change = 0;
         uint64_t txn = 0;
     };
+    /* Everything counted since the last take() (a round ended), and start again. */
+    std::vector<Count> take();
+    /* Add a round's counts to shared memory (the round is durable). */
+    static void publish(const std::vector<Count> &counts);
+    /* Forget what was counted (the round was not made durable). */
+    void clear();
+
+  private:
     size_t find(Oid relid);
 
     std::vector<Count> counts_;

@@ -3,6 +3,8 @@
 # worker fails in its own thread, says so, restarts, cuts the torn round
 # back, decodes it again, and the sink's output stays exact. The slot never
 # confirms past what the spool holds (nothing is lost while it fails).
+# Then the same for a round's fsync, which that thread makes while decoding
+# goes on: the round is never published or confirmed.
 use strict;
 use warnings;
 use FindBin;
@@ -70,6 +72,34 @@ unlink $trigger;
 workload();
 wait_delivered($node, 'postgres', 'after the disk recovered');
 check_exact($node, tables => \%tables, files => [$file], label => 'failed spool writes');
+
+# fdatasync() of the segment fails: writes go through, the round does not.
+open($fh, '>', $trigger) or die;
+print $fh "fsync";
+close $fh;
+$log_offset = -s $node->logfile;
+my $lines_before = file_lines($file);
+workload();
+$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_flush_lsn()');
+$seen = 0;
+for (1 .. 150)
+{
+	$seen = 1, last
+	  if slurp_file($node->logfile, $log_offset) =~
+	  /could not fsync spool file ".*0000000000000000\.jsonl": Input\/output error/;
+	usleep(100_000);
+}
+ok($seen, 'the failed fsync of a round is reported by the stream worker, with the file');
+sleep 1;    # failed restarts meanwhile
+$confirmed = $node->safe_psql('postgres',
+	"SELECT confirmed_flush_lsn < '$end' FROM pg_replication_slots WHERE slot_name = 'pgsink'");
+is($confirmed, 't', 'the slot did not confirm the round that could not be fsynced');
+is(file_lines($file), $lines_before, 'the sink was not given the round that is not durable');
+
+unlink $trigger;
+workload();
+wait_delivered($node, 'postgres', 'after fsync works again');
+check_exact($node, tables => \%tables, files => [$file], label => 'failed spool fsyncs');
 
 $node->stop;
 done_testing();

@@ -6,7 +6,9 @@
  * While the file named by PGSINK_FAULT_TRIGGER exists, write()/pwrite() to
  * the file PGSINK_FAULT_TARGET write half of what they are given (a torn
  * tail) and then fail with EIO, and ftruncate() of it fails with EIO
- * (unless the trigger file holds "writes": then only writes fail).
+ * (unless the trigger file holds "writes": then only writes fail). If the
+ * trigger file holds "fsync", only fsync() and fdatasync() of the target
+ * fail (EIO), as on a disk that loses its write cache.
  *
  * While the file named by PGSINK_FAULT_AVRO exists, avro-c refuses every
  * schema whose JSON contains the word that file holds, as it refuses an
@@ -23,31 +25,46 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-/*
- * Is fd the target file while the trigger exists? for_truncate: the call is
- * ftruncate(), which a trigger file holding "writes" lets through (a full
- * disk: writes fail, their undo works).
- */
-static int targeted_call(int fd, int for_truncate)
+/* What the trigger file holds ("writes", "fsync" or anything else), if it exists. */
+static int trigger_mode(char *mode, size_t size)
 {
     const char *trigger = getenv("PGSINK_FAULT_TRIGGER");
-    const char *target = getenv("PGSINK_FAULT_TARGET");
-    char link[64], path[4096];
-    ssize_t n;
+    FILE *f;
+    size_t got;
 
-    if (trigger == NULL || target == NULL || access(trigger, F_OK) != 0)
+    if (trigger == NULL || access(trigger, F_OK) != 0)
         return 0;
-    if (for_truncate) {
-        char mode[16] = "";
-        FILE *f = fopen(trigger, "r");
-        if (f != NULL) {
-            size_t got = fread(mode, 1, sizeof(mode) - 1, f);
-            mode[got] = '\0';
-            fclose(f);
-        }
-        if (strncmp(mode, "writes", 6) == 0)
-            return 0;
+    mode[0] = '\0';
+    if ((f = fopen(trigger, "r")) != NULL) {
+        got = fread(mode, 1, size - 1, f);
+        mode[got] = '\0';
+        fclose(f);
     }
+    return 1;
+}
+
+enum call_kind { CALL_WRITE, CALL_TRUNCATE, CALL_SYNC };
+
+/*
+ * Is fd the target file while the trigger exists, and does the trigger's
+ * mode fail this kind of call? Writes fail unless the mode is "fsync";
+ * ftruncate() fails unless it is "writes" (a full disk: writes fail, their
+ * undo works) or "fsync"; fsync() and fdatasync() fail only with "fsync".
+ */
+static int targeted_call(int fd, enum call_kind kind)
+{
+    const char *target = getenv("PGSINK_FAULT_TARGET");
+    char mode[16], link[64], path[4096];
+    ssize_t n;
+    int is_fsync, is_writes;
+
+    if (target == NULL || !trigger_mode(mode, sizeof(mode)))
+        return 0;
+    is_fsync = strncmp(mode, "fsync", 5) == 0;
+    is_writes = strncmp(mode, "writes", 6) == 0;
+    if ((kind == CALL_WRITE && is_fsync) || (kind == CALL_TRUNCATE && (is_writes || is_fsync)) ||
+        (kind == CALL_SYNC && !is_fsync))
+        return 0;
     snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
     n = readlink(link, path, sizeof(path) - 1);
     if (n < 0)
@@ -56,7 +73,7 @@ static int targeted_call(int fd, int for_truncate)
     return strcmp(path, target) == 0;
 }
 
-static int targeted(int fd) { return targeted_call(fd, 0); }
+static int targeted(int fd) { return targeted_call(fd, CALL_WRITE); }
 
 ssize_t write(int fd, const void *buf, size_t count)
 {
@@ -98,7 +115,7 @@ ssize_t pwrite64(int fd, const void *buf, size_t count, off_t offset)
 static int shim_ftruncate(const char *name, int fd, off_t length)
 {
     int (*real)(int, off_t) = (int (*)(int, off_t))dlsym(RTLD_NEXT, name);
-    if (targeted_call(fd, 1)) {
+    if (targeted_call(fd, CALL_TRUNCATE)) {
         errno = EIO;
         return -1;
     }
@@ -108,6 +125,20 @@ static int shim_ftruncate(const char *name, int fd, off_t length)
 int ftruncate(int fd, off_t length) { return shim_ftruncate("ftruncate", fd, length); }
 
 int ftruncate64(int fd, off_t length) { return shim_ftruncate("ftruncate64", fd, length); }
+
+static int shim_sync(const char *name, int fd)
+{
+    int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, name);
+    if (targeted_call(fd, CALL_SYNC)) {
+        errno = EIO;
+        return -1;
+    }
+    return real(fd);
+}
+
+int fsync(int fd) { return shim_sync("fsync", fd); }
+
+int fdatasync(int fd) { return shim_sync("fdatasync", fd); }
 
 /* The word in the file named by PGSINK_FAULT_AVRO, if that file exists. */
 static int avro_marker(char *word, size_t size)
