@@ -2,7 +2,9 @@
  * json_writer.cpp: JSON escaping, integers, base64, ISO 8601 timestamps.
  */
 #include <algorithm>
+#include <cstddef>
 #include <cstdio>
+#include <cstring>
 
 #include "changelog/json_writer.h"
 
@@ -280,7 +282,40 @@ char *format_time_of_day(char *p, int64_t usec_of_day)
     return end + 1;
 }
 
+static char *format_timestamp_anew(char *p, int64_t pg_usec, bool utc_offset, bool full_fraction);
+
+/*
+ * Rows written together often share a timestamp (a column defaulting to
+ * now(), a transaction's commit time): the last one formatted is kept.
+ * Called by decoding only, in PostgreSQL's thread (as format_ymd()).
+ */
+struct LastTimestamp {
+    int64_t usec = INT64_MIN;
+    bool utc_offset = false, full_fraction = false;
+    uint8_t len = 0;
+    char text[kMaxDateTimeLen];
+};
+
 char *format_timestamp(char *p, int64_t pg_usec, bool utc_offset, bool full_fraction)
+{
+    static LastTimestamp last;
+    if (pg_usec == last.usec && utc_offset == last.utc_offset &&
+        full_fraction == last.full_fraction) {
+        memcpy(p, last.text, last.len);
+        return p + last.len;
+    }
+    char *end = format_timestamp_anew(p, pg_usec, utc_offset, full_fraction);
+    if (end != nullptr && end - p <= static_cast<ptrdiff_t>(sizeof(last.text))) {
+        last.len = static_cast<uint8_t>(end - p);
+        memcpy(last.text, p, last.len);
+        last.usec = pg_usec;
+        last.utc_offset = utc_offset;
+        last.full_fraction = full_fraction;
+    }
+    return end;
+}
+
+static char *format_timestamp_anew(char *p, int64_t pg_usec, bool utc_offset, bool full_fraction)
 {
     int64_t days = pg_usec / kUsecPerDay;
     int64_t rem = pg_usec % kUsecPerDay;
