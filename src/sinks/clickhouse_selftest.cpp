@@ -544,6 +544,33 @@ std::string clickhouse_selftest()
               "{\"id\":8,\"v\":\"b\"" +
               m64 +
               "5,\"_pgsink_op\":\"update\",\"_pgsink_deleted\":0,\"_pgsink_timestamp\":\"t\"}\n");
+
+    /*
+     * Our secrets echoed in an answer (a proxy's error page) are redacted
+     * before the excerpt reaches the log, pgsink.sinks or the dead letters.
+     */
+    ClickHouseSink::Settings secret_settings;
+    secret_settings.url = "http://ch-user:url-pass-77@127.0.0.1:1/?password=query-pass-88";
+    secret_settings.database = "pgsink";
+    secret_settings.password = "header-pass-99";
+    ClickHouseSink secret_sink(secret_settings);
+    check("scrub",
+          secret_sink.scrub("X-ClickHouse-Key: header-pass-99, ch-user:url-pass-77, "
+                            "/?password=query-pass-88"),
+          "X-ClickHouse-Key: [redacted], [redacted], [redacted]");
+    secret_sink.open({});
+    auto secret_ex = secret_sink.exchange(batch, "k");
+    (void)secret_ex->next();
+    HttpResponse echoed;
+    echoed.status = 502;
+    echoed.body = "proxy error for X-ClickHouse-Key: header-pass-99";
+    std::optional<Answer> echo_answer = secret_ex->answer(echoed);
+    check("an answer's excerpt is redacted", echo_answer ? echo_answer->response : "no answer",
+          "proxy error for X-ClickHouse-Key: [redacted]");
+    check("and its message",
+          echo_answer && echo_answer->message.find("header-pass-99") == std::string::npos ? "clean"
+                                                                                          : "leaks",
+          "clean");
     return failures;
 }
 

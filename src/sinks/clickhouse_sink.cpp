@@ -26,6 +26,7 @@
 #include "changelog/avro_schema.h"
 #include "changelog/entry_head.h"
 #include "core/digest.h"
+#include "http/redact.h"
 #include "sinks/clickhouse_rows.h"
 #include "sinks/clickhouse_sink.h"
 
@@ -149,6 +150,13 @@ HttpRequest ClickHouseSink::query(std::string sql) const
         r.headers.push_back("X-ClickHouse-Key: " + settings_.password);
     }
     return r;
+}
+
+std::string ClickHouseSink::scrub(std::string text) const
+{
+    std::vector<std::string> secrets = {settings_.password};
+    add_url_secrets(settings_.url, true, secrets);
+    return redact(std::move(text), secrets);
 }
 
 /* The columns an INSERT writes for c, unquoted: its value (or bits), and an array's NULL flag. */
@@ -1436,11 +1444,11 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
     if (!ok) {
         Answer a;
         a.status = static_cast<int>(r.status);
-        a.response = answer_excerpt(r.body, 300);
-        a.message =
-            sink_.describe() + (r.status == 0 ? ": " + r.transport_error
-                                              : " answered HTTP " + std::to_string(r.status) +
-                                                    ": " + answer_excerpt(r.body, 200));
+        a.response = answer_excerpt(sink_.scrub(r.body), 300);
+        a.message = sink_.describe() + (r.status == 0
+                                            ? ": " + sink_.scrub(r.transport_error)
+                                            : " answered HTTP " + std::to_string(r.status) + ": " +
+                                                  answer_excerpt(sink_.scrub(r.body), 200));
         /* Values a column cannot hold: the batch is bisected down to the entry. */
         /* Not 49 (LOGICAL_ERROR): a server bug, retried, not a refusal of these rows. */
         static const int kData[] = {6, 25, 26, 27, 33, 38, 41, 53, 69, 70, 72, 117, 130};
@@ -1458,7 +1466,7 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
              */
             size_t ti = step.table;
             new_tables_[ti].refused = "ClickHouse refused table " + new_tables_[ti].name + ": " +
-                                      answer_excerpt(r.body, 300);
+                                      answer_excerpt(sink_.scrub(r.body), 300);
             std::string ns = new_ns_[ti];
             while (at_ + 1 < steps_.size() && steps_[at_ + 1].of_table &&
                    steps_[at_ + 1].table == ti)

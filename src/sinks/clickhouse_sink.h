@@ -108,6 +108,9 @@ class ClickHouseSink final : public HttpSink
         uint64_t truncated_lsn = 0, truncated_seq = 0;
     };
 
+    /* An answer's text without our secrets (the password, the URL's credentials). */
+    std::string scrub(std::string text) const;
+
   private:
     friend class ClickHouseExchange;
     HttpRequest query(std::string sql) const;

@@ -1,0 +1,31 @@
+/*
+ * redact.h: our secrets taken out of a remote service's answer before it
+ * reaches the log, pgsink.sinks or the dead letters. A receiver or a proxy
+ * may echo what it was sent (an Authorization header, a URL with a token)
+ * into an error page.
+ *
+ * Pure C++: no PostgreSQL headers.
+ */
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace pgsink
+{
+
+/*
+ * The parts of url that may hold a credential, added to secrets: the whole
+ * URL, its user info (user:password@), and with path_too its path and query
+ * (a webhook's token, ClickHouse's ?password=).
+ */
+void add_url_secrets(const std::string &url, bool path_too, std::vector<std::string> &secrets);
+
+/*
+ * text with every occurrence of each secret replaced by "[redacted]";
+ * secrets shorter than 4 characters are left alone (they cannot be told
+ * from ordinary text).
+ */
+std::string redact(std::string text, const std::vector<std::string> &secrets);
+
+} // namespace pgsink
