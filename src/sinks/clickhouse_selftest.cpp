@@ -546,6 +546,35 @@ std::string clickhouse_selftest()
               "5,\"_pgsink_op\":\"update\",\"_pgsink_deleted\":0,\"_pgsink_timestamp\":\"t\"}\n");
 
     /*
+     * A damaged spool line whose integer key is not an integer: quoted in
+     * the lookup (ClickHouse refuses the comparison), never SQL.
+     */
+    ClickHouseSink damaged_sink(settings);
+    damaged_sink.open({});
+    std::string damaged =
+        batch.substr(0, batch.find('\n') + 1) +
+        "{\"timestamp\":\"t\",\"sequence\":1,\"namespace\":\"public\",\"name\":"
+        "\"w\",\"op\":\"update\",\"lsn\":\"0/10\",\"xid\":1,\"before\":null,"
+        "\"after\":{\"id\":\"1) OR (1=1\",\"note\":\"b\"},\"unchanged\":[\"big\"]}\n";
+    auto damaged_ex = damaged_sink.exchange(damaged, "k");
+    std::string damaged_in = "no lookup";
+    for (int n = 0; n < 20; n++) {
+        HttpRequest r = damaged_ex->next();
+        HttpResponse a;
+        a.status = 200;
+        if (r.body.rfind("SELECT sorting_key", 0) == 0)
+            a.body = "id\n";
+        if (r.body.find(" FINAL WHERE (") != std::string::npos) {
+            damaged_in = r.body.substr(r.body.find(" IN (") + 4);
+            damaged_in = damaged_in.substr(0, damaged_in.find(" FORMAT"));
+            break;
+        }
+        if (damaged_ex->answer(a))
+            break;
+    }
+    check("a damaged integer key is quoted in a lookup", damaged_in, "(('1) OR (1=1'))");
+
+    /*
      * Our secrets echoed in an answer (a proxy's error page) are redacted
      * before the excerpt reaches the log, pgsink.sinks or the dead letters.
      */

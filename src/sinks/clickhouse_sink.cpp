@@ -677,6 +677,20 @@ std::string ClickHouseExchange::key_of(const ClickHouseSink::Table &t, const Cel
     return k;
 }
 
+/* Is text an integer ([-]digits) or null, safe to put in SQL unquoted? */
+static bool integer_literal(std::string_view text)
+{
+    if (text == "null")
+        return true;
+    size_t i = !text.empty() && text[0] == '-' ? 1 : 0;
+    if (i == text.size())
+        return false;
+    for (; i < text.size(); i++)
+        if (text[i] < '0' || text[i] > '9')
+            return false;
+    return true;
+}
+
 /* The key of a changelog row as a ClickHouse tuple literal, for a lookup's IN. */
 std::string ClickHouseExchange::key_tuple(const ClickHouseSink::Table &t, ch::Row source)
 {
@@ -703,6 +717,8 @@ std::string ClickHouseExchange::key_tuple(const ClickHouseSink::Table &t, ch::Ro
                 lit = "toUUID(" + quoted + ")";
             else if (c.kind == ch::Kind::boolean)
                 lit = lit == "true" ? "1" : "0";
+            else if (!integer_literal(lit))
+                lit = quoted; /* only a damaged spool: ClickHouse refuses it, never runs it */
             tuple += (tuple.empty() ? "" : ", ") + lit;
         }
     }
