@@ -44,28 +44,35 @@ workload();
 wait_delivered($node, 'postgres', 'before the fault');
 ok(-f $segment, 'the spool writes the segment the fault targets');
 
-# Writes fail (ftruncate works: the torn tail is cut at the next start).
-open(my $fh, '>', $trigger) or die;
-print $fh "writes";
-close $fh;
-my $log_offset = -s $node->logfile;
-my $confirmed_before = $node->safe_psql('postgres',
-	"SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pgsink'");
-workload();
-my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_flush_lsn()');
-my $seen = 0;
-for (1 .. 150)
+# With the fault set (the trigger file holds $mode), the workload's changes
+# fail to reach the spool: the stream worker reports $error, and the slot
+# does not confirm them.
+sub fault_phase
 {
-	$seen = 1, last
-	  if slurp_file($node->logfile, $log_offset) =~
-	  /could not write spool file ".*0000000000000000\.jsonl": Input\/output error/;
-	usleep(100_000);
+	my ($mode, $error, $what) = @_;
+	open(my $fh, '>', $trigger) or die;
+	print $fh $mode;
+	close $fh;
+	my $log_offset = -s $node->logfile;
+	workload();
+	my $end = $node->safe_psql('postgres', 'SELECT pg_current_wal_flush_lsn()');
+	my $seen = 0;
+	for (1 .. 150)
+	{
+		$seen = 1, last if slurp_file($node->logfile, $log_offset) =~ $error;
+		usleep(100_000);
+	}
+	ok($seen, "$what is reported by the stream worker, with the file and the error");
+	sleep 1;    # failed restarts meanwhile
+	my $confirmed = $node->safe_psql('postgres',
+		"SELECT confirmed_flush_lsn < '$end' FROM pg_replication_slots WHERE slot_name = 'pgsink'");
+	is($confirmed, 't', "the slot did not confirm the changes $what kept out of the spool");
 }
-ok($seen, 'the failed write is reported by the stream worker, with the file and the error');
-sleep 1;    # failed restarts meanwhile
-my $confirmed = $node->safe_psql('postgres',
-	"SELECT confirmed_flush_lsn < '$end' FROM pg_replication_slots WHERE slot_name = 'pgsink'");
-is($confirmed, 't', 'the slot did not confirm the changes the spool could not write');
+
+# Writes fail (ftruncate works: the torn tail is cut at the next start).
+fault_phase('writes',
+	qr/could not write spool file ".*0000000000000000\.jsonl": Input\/output error/,
+	'the failed write');
 like(status_row($node), qr/could not write spool file/, 'pgsink.status shows the error');
 
 unlink $trigger;
@@ -74,26 +81,10 @@ wait_delivered($node, 'postgres', 'after the disk recovered');
 check_exact($node, tables => \%tables, files => [$file], label => 'failed spool writes');
 
 # fdatasync() of the segment fails: writes go through, the round does not.
-open($fh, '>', $trigger) or die;
-print $fh "fsync";
-close $fh;
-$log_offset = -s $node->logfile;
 my $lines_before = file_lines($file);
-workload();
-$end = $node->safe_psql('postgres', 'SELECT pg_current_wal_flush_lsn()');
-$seen = 0;
-for (1 .. 150)
-{
-	$seen = 1, last
-	  if slurp_file($node->logfile, $log_offset) =~
-	  /could not fsync spool file ".*0000000000000000\.jsonl": Input\/output error/;
-	usleep(100_000);
-}
-ok($seen, 'the failed fsync of a round is reported by the stream worker, with the file');
-sleep 1;    # failed restarts meanwhile
-$confirmed = $node->safe_psql('postgres',
-	"SELECT confirmed_flush_lsn < '$end' FROM pg_replication_slots WHERE slot_name = 'pgsink'");
-is($confirmed, 't', 'the slot did not confirm the round that could not be fsynced');
+fault_phase('fsync',
+	qr/could not fsync spool file ".*0000000000000000\.jsonl": Input\/output error/,
+	"a round's failed fsync");
 is(file_lines($file), $lines_before, 'the sink was not given the round that is not durable');
 
 unlink $trigger;
