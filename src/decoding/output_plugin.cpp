@@ -78,6 +78,7 @@ struct Decoder {
     uint64 sequence = 0;
     std::string txn_head; /* "{\"timestamp\":\"2024-...+00:00\"", built at the first entry */
     std::string txn_lsn;  /* "\"0/16B3748\"" */
+    std::string txn_xid;  /* ",\"xid\":927" */
     /* Changes of this transaction supersede rows of the pending import chunk. */
     bool txn_conflicts_with_import = false;
     std::string key_scratch;
@@ -138,6 +139,10 @@ static void build_txn_head(Decoder &d)
     out.flush();
     out.begin(d.txn_lsn);
     json::append_lsn(out, d.txn.commit_lsn);
+    out.flush();
+    out.begin(d.txn_xid);
+    out.literal(",\"xid\":");
+    json::append_uint(out, d.txn.xid);
     out.flush();
 }
 
@@ -258,8 +263,7 @@ static json::Out &write_entry_head(Decoder &d, const std::string &name_json, std
 static json::Out &write_modification_head(Decoder &d, const RelationInfo &info, std::string_view op)
 {
     json::Out &out = write_entry_head(d, info.name_json, op);
-    out.literal(",\"xid\":");
-    json::append_uint(out, d.txn.xid);
+    out.append(d.txn_xid);
     return out;
 }
 
@@ -513,6 +517,7 @@ static void pgsink_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
     d.sequence = 0;
     d.txn_head.clear();
     d.txn_lsn.clear();
+    d.txn_xid.clear();
     /*
      * Transactions are replayed in commit order, watermarks at their WAL
      * position: after L, every transaction commits between L and H.
@@ -562,6 +567,7 @@ static void begin_own_transaction(Decoder &d, XLogRecPtr lsn, TimestampTz at)
     d.sequence = 0;
     d.txn_head.clear();
     d.txn_lsn.clear();
+    d.txn_xid.clear();
 }
 
 /* A "resync_start" or "resync_end" entry of the chunk's table (see the changelog's resync rule). */
