@@ -59,8 +59,16 @@ my $dropped = 0;
 for my $k (1 .. 4)
 {
 	backlog($k);
+	my $before = $node->safe_psql('postgres', 'SELECT durable_offset FROM pgsink.spool');
 	query_retry($node, 'postgres', 'SELECT pgsink.resume()', 60);
-	usleep(int(20_000 + rand(250_000)));
+	# Crash while catching up: once the first rounds are durable.
+	for (1 .. 1000)
+	{
+		last
+		  if $node->safe_psql('postgres', 'SELECT durable_offset FROM pgsink.spool') ne $before;
+		usleep(5_000);
+	}
+	usleep(int(rand(30_000)));
 	crash_node($node);
 	my $d = spool_power_loss($node, $log);
 	$dropped += $d;
