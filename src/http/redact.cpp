@@ -1,8 +1,50 @@
 /* redact.cpp: see redact.h. */
+#include "core/digest.h"
 #include "http/redact.h"
 
 namespace pgsink
 {
+
+/* text with its %XX escapes decoded, as libcurl decodes a URL's user and password. */
+static std::string percent_decoded(const std::string &text)
+{
+    auto hex = [](char c) {
+        return c >= '0' && c <= '9'   ? c - '0'
+               : c >= 'a' && c <= 'f' ? c - 'a' + 10
+               : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                      : -1;
+    };
+    std::string out;
+    for (size_t i = 0; i < text.size(); i++) {
+        int hi, lo;
+        if (text[i] == '%' && i + 2 < text.size() && (hi = hex(text[i + 1])) >= 0 &&
+            (lo = hex(text[i + 2])) >= 0) {
+            out.push_back(static_cast<char>(hi * 16 + lo));
+            i += 2;
+        } else {
+            out.push_back(text[i]);
+        }
+    }
+    return out;
+}
+
+/* A secret as written and as it may be echoed decoded. */
+static void add_both(const std::string &secret, std::vector<std::string> &secrets)
+{
+    secrets.push_back(secret);
+    std::string decoded = percent_decoded(secret);
+    if (decoded != secret)
+        secrets.push_back(decoded);
+}
+
+/* Query parameters whose value is a credential (ClickHouse's ?password=, a token). */
+static bool credential_parameter(const std::string &name)
+{
+    for (const char *n : {"password", "key", "token", "secret", "api_key", "access_token"})
+        if (name == n)
+            return true;
+    return false;
+}
 
 void add_url_secrets(const std::string &url, bool path_too, std::vector<std::string> &secrets)
 {
@@ -12,10 +54,37 @@ void add_url_secrets(const std::string &url, bool path_too, std::vector<std::str
         return;
     size_t path = url.find_first_of("/?#", scheme + 3);
     size_t at = url.rfind('@', path);
-    if (at != std::string::npos && at > scheme)
-        secrets.push_back(url.substr(scheme + 3, at - scheme - 3));
-    if (path_too && path != std::string::npos && url.size() - path > 1)
+    if (at != std::string::npos && at > scheme) {
+        std::string userinfo = url.substr(scheme + 3, at - scheme - 3);
+        add_both(userinfo, secrets);
+        size_t colon = userinfo.find(':');
+        if (colon != std::string::npos)
+            add_both(userinfo.substr(colon + 1), secrets); /* the password alone */
+        /*
+         * libcurl sends a URL's user info as "Authorization: Basic
+         * base64(user:password)", decoded: a proxy may echo that header.
+         */
+        std::string plain =
+            percent_decoded(userinfo.substr(0, colon)) +
+            (colon == std::string::npos ? std::string(":")
+                                        : ":" + percent_decoded(userinfo.substr(colon + 1)));
+        secrets.push_back(base64(plain));
+    }
+    if (path_too && path != std::string::npos && url.size() - path > 1) {
         secrets.push_back(url.substr(path));
+        /* A credential parameter's value alone: echoed without the rest of the query. */
+        size_t q = url.find('?', path);
+        while (q != std::string::npos && q + 1 < url.size()) {
+            size_t start = q + 1;
+            size_t amp = url.find_first_of("&#", start);
+            std::string param =
+                url.substr(start, amp == std::string::npos ? std::string::npos : amp - start);
+            size_t eq = param.find('=');
+            if (eq != std::string::npos && credential_parameter(param.substr(0, eq)))
+                add_both(param.substr(eq + 1), secrets);
+            q = amp != std::string::npos && url[amp] == '&' ? amp : std::string::npos;
+        }
+    }
 }
 
 std::string redact(std::string text, const std::vector<std::string> &secrets)

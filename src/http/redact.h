@@ -16,8 +16,10 @@ namespace pgsink
 
 /*
  * The parts of url that may hold a credential, added to secrets: the whole
- * URL, its user info (user:password@), and with path_too its path and query
- * (a webhook's token, ClickHouse's ?password=).
+ * URL; its user info (user:password@), its password alone, both also
+ * %-decoded, and the base64 libcurl sends of them ("Authorization: Basic");
+ * with path_too its path and query (a webhook's token), and the value
+ * alone of a credential parameter (ClickHouse's ?password=).
  */
 void add_url_secrets(const std::string &url, bool path_too, std::vector<std::string> &secrets);
 

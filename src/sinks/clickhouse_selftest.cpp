@@ -587,6 +587,20 @@ std::string clickhouse_selftest()
           secret_sink.scrub("X-ClickHouse-Key: header-pass-99, ch-user:url-pass-77, "
                             "/?password=query-pass-88"),
           "X-ClickHouse-Key: [redacted], [redacted], [redacted]");
+    /*
+     * libcurl turns the URL's user info into a Basic header (base64 of it,
+     * decoded): a proxy echoing the request's headers shows that form; one
+     * echoing its parameters shows the password's value alone.
+     */
+    check("scrub of the Basic header and a lone password",
+          secret_sink.scrub("Authorization: Basic Y2gtdXNlcjp1cmwtcGFzcy03Nw==; "
+                            "params: password: query-pass-88; pass url-pass-77"),
+          "Authorization: Basic [redacted]; params: password: [redacted]; pass [redacted]");
+    ClickHouseSink::Settings escaped_settings;
+    escaped_settings.url = "http://u:p%40ss-word@127.0.0.1:1/";
+    ClickHouseSink escaped_sink(escaped_settings);
+    check("scrub of a %-escaped password, and its Basic header",
+          escaped_sink.scrub("p@ss-word dTpwQHNzLXdvcmQ="), "[redacted] [redacted]");
     secret_sink.open({});
     auto secret_ex = secret_sink.exchange(batch, "k");
     (void)secret_ex->next();

@@ -50,6 +50,7 @@ our @EXPORT = qw(
   check_changelog source_state compare_states check_exact
   poll_until query_retry wait_delivered stream_pid worker_pid_status alive
   proc_status crash_node start_after_crash file_lines status_row start_with_fault_shim
+  spool_power_loss
   sink_status delivery_pid wait_delivery_pid retained_wal spool_bytes
 );
 
@@ -797,6 +798,36 @@ sub start_with_fault_shim
 	  or BAIL_OUT('cannot build fault_shim.so');
 	local %ENV = (%ENV, LD_PRELOAD => $shim, %env);
 	$node->start;
+}
+
+# After crash_node() of a node started with fault_shim's PGSINK_SYNC_LOG =>
+# $log: what a power loss would leave of the spool. Each segment and index
+# is cut back to its size at its last fsync that succeeded (or emptied, if
+# it never had one): the writes after it were in the page cache only.
+# Returns how many bytes were dropped. (Directory entries are not modelled.)
+sub spool_power_loss
+{
+	my ($node, $log) = @_;
+	my %synced;
+	if (open(my $fh, '<', $log))
+	{
+		while (my $line = <$fh>)
+		{
+			$synced{$2} = $1 if $line =~ /^(\d+) (.*)$/;
+		}
+		close $fh;
+	}
+	my $dropped = 0;
+	for my $path (glob($node->data_dir . '/pgsink_spool/*.jsonl'),
+		glob($node->data_dir . '/pgsink_spool/*.idx'))
+	{
+		my $keep = $synced{$path} // 0;
+		my $size = -s $path;
+		next unless $size > $keep;
+		truncate($path, $keep) or die "cannot cut $path: $!";
+		$dropped += $size - $keep;
+	}
+	return $dropped;
 }
 
 # Number of lines (newlines) in a file, without keeping it in memory.

@@ -10,6 +10,9 @@
  * trigger file holds "fsync", only fsync() and fdatasync() of the target
  * fail (EIO), as on a disk that loses its write cache.
  *
+ * With PGSINK_SYNC_LOG set, every fsync() or fdatasync() of a spool segment
+ * or index that succeeds is logged with the file's size (see log_sync()).
+ *
  * While the file named by PGSINK_FAULT_AVRO exists, avro-c refuses every
  * schema whose JSON contains the word that file holds, as it refuses an
  * invalid one: pgsink then throws a C++ exception (std::runtime_error).
@@ -22,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -73,7 +78,10 @@ static int targeted_call(int fd, enum call_kind kind)
     return strcmp(path, target) == 0;
 }
 
-static int targeted(int fd) { return targeted_call(fd, CALL_WRITE); }
+static int targeted(int fd)
+{
+    return targeted_call(fd, CALL_WRITE);
+}
 
 ssize_t write(int fd, const void *buf, size_t count)
 {
@@ -122,23 +130,79 @@ static int shim_ftruncate(const char *name, int fd, off_t length)
     return real(fd, length);
 }
 
-int ftruncate(int fd, off_t length) { return shim_ftruncate("ftruncate", fd, length); }
+int ftruncate(int fd, off_t length)
+{
+    return shim_ftruncate("ftruncate", fd, length);
+}
 
-int ftruncate64(int fd, off_t length) { return shim_ftruncate("ftruncate64", fd, length); }
+int ftruncate64(int fd, off_t length)
+{
+    return shim_ftruncate("ftruncate64", fd, length);
+}
+
+/*
+ * With PGSINK_SYNC_LOG set, each fsync()/fdatasync() that succeeds on a
+ * spool segment or index appends "size path" to that log: what a power
+ * loss would leave of the file (test/t/PgsinkTest.pm's spool_power_loss()
+ * cuts each file back to it, dropping what was written but never synced).
+ */
+static void log_sync(int fd)
+{
+    const char *log = getenv("PGSINK_SYNC_LOG");
+    char link[64], path[4096], line[4200];
+    struct stat st;
+    ssize_t n;
+    size_t len;
+    int lfd;
+    static ssize_t (*real_write)(int, const void *, size_t);
+
+    if (log == NULL)
+        return;
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    n = readlink(link, path, sizeof(path) - 1);
+    if (n < 0)
+        return;
+    path[n] = '\0';
+    len = strlen(path);
+    if (strstr(path, "/pgsink_spool/") == NULL ||
+        !((len > 6 && strcmp(path + len - 6, ".jsonl") == 0) ||
+          (len > 4 && strcmp(path + len - 4, ".idx") == 0)))
+        return;
+    if (fstat(fd, &st) != 0)
+        return;
+    if (real_write == NULL)
+        real_write = (ssize_t(*)(int, const void *, size_t))dlsym(RTLD_NEXT, "write");
+    n = snprintf(line, sizeof(line), "%lld %s\n", (long long)st.st_size, path);
+    lfd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (lfd < 0)
+        return;
+    (void)real_write(lfd, line, (size_t)n);
+    close(lfd);
+}
 
 static int shim_sync(const char *name, int fd)
 {
     int (*real)(int) = (int (*)(int))dlsym(RTLD_NEXT, name);
+    int rc;
     if (targeted_call(fd, CALL_SYNC)) {
         errno = EIO;
         return -1;
     }
-    return real(fd);
+    rc = real(fd);
+    if (rc == 0)
+        log_sync(fd);
+    return rc;
 }
 
-int fsync(int fd) { return shim_sync("fsync", fd); }
+int fsync(int fd)
+{
+    return shim_sync("fsync", fd);
+}
 
-int fdatasync(int fd) { return shim_sync("fdatasync", fd); }
+int fdatasync(int fd)
+{
+    return shim_sync("fdatasync", fd);
+}
 
 /* The word in the file named by PGSINK_FAULT_AVRO, if that file exists. */
 static int avro_marker(char *word, size_t size)
