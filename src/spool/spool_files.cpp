@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <dirent.h>
+#include <system_error>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -165,13 +166,18 @@ void sync_directory(const std::string &dir)
     int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         throw Error(ERRCODE_IO_ERROR,
-                    "could not open directory \"" + dir + "\": " + strerror(errno));
+                    "could not open directory \"" + dir + "\": " + errno_text(errno));
     int rc = fsync(fd);
     int err = errno;
     ::close(fd);
     if (rc != 0)
         throw Error(ERRCODE_IO_ERROR,
-                    "could not fsync directory \"" + dir + "\": " + strerror(err));
+                    "could not fsync directory \"" + dir + "\": " + errno_text(err));
+}
+
+std::string errno_text(int err)
+{
+    return std::system_category().message(err);
 }
 
 } // namespace pgsink::spool

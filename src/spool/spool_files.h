@@ -80,5 +80,11 @@ uint64_t read_identity(const std::string &dir);
 
 /* fsync a directory (a new or removed file must survive a crash). Throws on failure. */
 void sync_directory(const std::string &dir);
+/*
+ * The text of errno value err, safe in any thread (the spool's write thread
+ * makes its own error messages; PostgreSQL's strerror() uses one static
+ * buffer).
+ */
+std::string errno_text(int err);
 
 } // namespace pgsink::spool

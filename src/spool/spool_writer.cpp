@@ -39,7 +39,10 @@ namespace pgsink::spool
 /* Delivered files are renamed so before their removal (see remove_delivered()). */
 static constexpr const char *kRemovedSuffix = ".removed";
 
-/* Files a removal left behind when the stream worker stopped. */
+/*
+ * Files a removal left behind when the stream worker stopped, and
+ * temporary files of a new segment's schemas that a crash interrupted.
+ */
 static void remove_leftovers(const std::string &dir)
 {
     DIR *d = opendir(dir.c_str());
@@ -48,7 +51,8 @@ static void remove_leftovers(const std::string &dir)
     size_t suffix = strlen(kRemovedSuffix);
     while (struct dirent *e = readdir(d)) {
         size_t len = strlen(e->d_name);
-        if (len > suffix && strcmp(e->d_name + len - suffix, kRemovedSuffix) == 0)
+        if ((len > suffix && strcmp(e->d_name + len - suffix, kRemovedSuffix) == 0) ||
+            (len > 4 && strcmp(e->d_name + len - 4, ".tmp") == 0))
             (void)unlink((dir + "/" + e->d_name).c_str());
     }
     closedir(d);
@@ -77,7 +81,7 @@ void Writer::close()
 [[noreturn]] static void fail(const std::string &what, const std::string &path, int err)
 {
     throw Error(err == ENOSPC ? ERRCODE_DISK_FULL : ERRCODE_IO_ERROR,
-                "could not " + what + " spool file \"" + path + "\": " + strerror(err),
+                "could not " + what + " spool file \"" + path + "\": " + errno_text(err),
                 err == ENOSPC ? "Free disk space on the spool's file system (never by removing "
                                 "spool files), or lower pgsink.spool_max_size below what it can "
                                 "hold; the stream worker starts again by itself."
@@ -186,7 +190,7 @@ static void make_round_durable(const std::string &dir, uint64_t seg_start, int s
         int err = errno;
         if (idx_size < 0 || ftruncate(idx_fd, idx_size) != 0 || fdatasync(idx_fd) != 0)
             throw Error(ERRCODE_IO_ERROR,
-                        "could not fsync spool file \"" + idx + "\": " + strerror(err) +
+                        "could not fsync spool file \"" + idx + "\": " + errno_text(err) +
                             "; nor take its last round end out again",
                         "If the server crashes before the spool's next start, the spool may "
                         "hold a round that is not on disk.");
@@ -452,12 +456,12 @@ bool Writer::wait_durable()
 
 bool Writer::reap()
 {
-    check_writes();
-    if (rounds_.empty())
-        return false;
+    /* Rounds made durable before a failure are taken in (and published) first. */
     uint64_t done = io_.completed();
-    if (rounds_.front().ticket > done)
+    if (rounds_.empty() || rounds_.front().ticket > done) {
+        check_writes();
         return false;
+    }
     while (!rounds_.empty() && rounds_.front().ticket <= done) {
         const Round &r = rounds_.front();
         durable_end_ = r.end;
@@ -467,6 +471,7 @@ bool Writer::reap()
         rounds_.pop_front();
     }
     publish();
+    check_writes();
     return true;
 }
 
@@ -522,8 +527,12 @@ void Writer::remove_delivered(uint64_t min_cursor, int retention_s)
         io_.unlink_later(std::move(doomed));
     }
     bytes_ = 0;
-    for (size_t j = i; j < segments.size(); j++)
-        bytes_ += segments[j].start == seg_start_ ? end_ - seg_start_ : segments[j].size;
+    for (size_t j = i; j < segments.size(); j++) {
+        /* A segment followed by another ends where it starts (its last writes may be queued). */
+        uint64_t size =
+            j + 1 < segments.size() ? segments[j + 1].start - segments[j].start : segments[j].size;
+        bytes_ += segments[j].start == seg_start_ ? end_ - seg_start_ : size;
+    }
     oldest_ = segments.empty() ? 0 : segments[i].start;
     segments_ = static_cast<int>(segments.size() - i);
     publish();
