@@ -32,7 +32,9 @@ std::optional<RequestPrefetch::Made> RequestPrefetch::take(uint64_t id, int64_t 
         return std::nullopt;
     thread_.join();
     std::optional<Made> out;
-    if (id == id_ && !failed_ && now_ms - started_ms_ <= max_age_ms)
+    /* Made from what the sink held then: dropped if an answer since changed it. */
+    if (id == id_ && !failed_ && now_ms - started_ms_ <= max_age_ms && made_.exchange &&
+        made_.exchange->current())
         out = std::move(made_);
     made_ = Made{};
     return out;

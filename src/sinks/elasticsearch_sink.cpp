@@ -185,7 +185,7 @@ bool ElasticsearchSink::open(const Resume &)
     if (settings_.url.empty())
         throw SinkError("pgsink.elasticsearch_url is not set", false);
     /* Indexes are learnt from the Schema entries, announced again at every start. */
-    indexes_.clear();
+    indexes_to_change().clear();
     last_lsn_ = 0;
     read_ahead_.clear();
     return true;
@@ -542,8 +542,10 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     ElasticsearchExchange(ElasticsearchSink &sink, ElasticsearchBatch &&batch, bool resent);
     HttpRequest next() override;
     std::optional<Answer> answer(const HttpResponse &response) override;
+    bool current() const override { return generation_ == sink_.generation_; }
 
   private:
+    void plan();
     enum class Kind {
         create,
         get_mapping,
@@ -593,7 +595,6 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     std::vector<ElasticsearchSink::Index> new_; /* from this batch's Schema entries */
     std::vector<std::string> new_ns_;
     std::map<size_t, size_t> schema_at_; /* entry index of a Schema entry -> new_ index */
-    std::map<std::string, ElasticsearchSink::Index> before_;
     std::vector<Step> steps_;
     size_t at_ = 0;
     int phase_ = 0;                                          /* 0: indexes, 1: reads, 2: writes */
@@ -609,15 +610,40 @@ class ElasticsearchExchange final : public HttpSink::Exchange
      */
     bool resent_ = false;
     std::set<std::string> ns_pool_; /* the namespaces of the entries (Change::nsp) */
+    /* What the sink knew of the indexes when the exchange was made, and its generation_ then. */
+    std::map<std::string, ElasticsearchSink::Index> before_;
+    uint64_t generation_ = 0;
+    bool planned_ = false; /* plan() done (at the first next()) */
 };
 
 ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, ElasticsearchBatch &&batch,
                                              bool resent)
     : sink_(sink), entries_(std::move(batch.entries)), any_unchanged_(batch.any_unchanged),
       resent_(resent),
-      ns_pool_(std::move(batch.ns_pool)) /* a set's nodes move: Change::nsp stays valid */
+      ns_pool_(std::move(batch.ns_pool)), /* a set's nodes move: Change::nsp stays valid */
+      before_(sink.indexes_), generation_(sink.generation_)
 {
-    plan_ddl();
+    /* Planned at the first next(), maybe on the prefetch thread: from before_, not sink_'s. */
+}
+
+/*
+ * Everything the first request needs, from the batch, the settings and
+ * before_ alone (it may run on the prefetch thread: nothing of sink_ that
+ * changes is read or written).
+ */
+void ElasticsearchExchange::plan()
+{
+    planned_ = true;
+    try {
+        plan_ddl();
+    } catch (const std::bad_alloc &) {
+        throw;
+    } catch (const EntryError &) {
+        throw;
+    } catch (const std::exception &e) {
+        /* It only reads the entries: a line it cannot read fails every attempt. */
+        throw EntryError(std::string("an entry the sink cannot read: ") + e.what());
+    }
 }
 
 static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines)
@@ -774,7 +800,6 @@ static const char kMetaFields[] =
 /* Phase 1: the indexes of new Schema entries, and those to check again. */
 void ElasticsearchExchange::plan_ddl()
 {
-    before_ = sink_.indexes_;
     for (size_t ei = 0; ei < entries_.size(); ei++) {
         const Change &c = entries_[ei];
         if (!c.schema)
@@ -787,8 +812,8 @@ void ElasticsearchExchange::plan_ddl()
         for (size_t k = new_ns_.size(); k-- > 0 && known == nullptr;)
             if (new_ns_[k] == c.ns())
                 known = &new_[k];
-        if (known == nullptr && sink_.indexes_.count(c.ns()))
-            known = &sink_.indexes_.at(c.ns());
+        if (known == nullptr && before_.count(c.ns()))
+            known = &before_.at(c.ns());
         if (known != nullptr && known->signature == t.signature && known->ready)
             continue;
         size_t dot = c.ns().find('.');
@@ -822,7 +847,7 @@ void ElasticsearchExchange::plan_ddl()
         new_ns_.push_back(c.ns());
     }
     /* Indexes to check again (one that was missing at a write: made again). */
-    for (auto &[ns, known] : sink_.indexes_)
+    for (auto &[ns, known] : before_)
         if (!known.ready && std::find(new_ns_.begin(), new_ns_.end(), ns) == new_ns_.end()) {
             new_.push_back(known);
             new_ns_.push_back(ns);
@@ -1370,6 +1395,8 @@ bool ElasticsearchExchange::stored_newer(const Change &c, const std::string &id)
 
 HttpRequest ElasticsearchExchange::next()
 {
+    if (!planned_)
+        plan();
     if (steps_.empty()) {
         /* Nothing to send (every change skipped or refused): a cheap request that answers. */
         steps_.push_back(Step{Kind::refresh, "GET", "/", "", 0, "", {}, 0});
@@ -1452,7 +1479,7 @@ void ElasticsearchExchange::read_mapping(size_t table, const std::string &body)
 /* Every index is checked again (made again if missing) by the next attempt, which is retried. */
 std::optional<Answer> ElasticsearchExchange::index_missing(const HttpResponse &r)
 {
-    for (auto &kv : sink_.indexes_)
+    for (auto &kv : sink_.indexes_to_change())
         kv.second.ready = false;
     std::optional<Answer> a = fail(r, Answer::Kind::retry);
     a->message += " (an index was deleted: it is made again, then the batch sent again)";
@@ -1517,7 +1544,7 @@ std::optional<Answer> ElasticsearchExchange::read_bulk(const Step &step, const H
             worst[entry] = Answer::Entry{entry, retry, status, why};
     }
     if (missing_index)
-        for (auto &kv : sink_.indexes_)
+        for (auto &kv : sink_.indexes_to_change())
             kv.second.ready = false;
     /*
      * A change sent again must never land after a later change of the same
@@ -1607,7 +1634,7 @@ std::optional<Answer> ElasticsearchExchange::read_answer(const HttpResponse &r)
             new_[step.table].refused = "Elasticsearch refused index " + new_[step.table].name +
                                        ": " + answer_excerpt(sink_.scrub(es_error(r.body)), 300);
             at_++; /* its mapping is not read */
-            sink_.indexes_[new_ns_[step.table]] = new_[step.table];
+            sink_.indexes_to_change()[new_ns_[step.table]] = new_[step.table];
             break;
         }
         return fail(r, Answer::Kind::retry);
@@ -1616,7 +1643,7 @@ std::optional<Answer> ElasticsearchExchange::read_answer(const HttpResponse &r)
             return fail(r, Answer::Kind::retry);
         read_mapping(step.table, r.body);
         if (at_ + 1 >= steps_.size() || steps_[at_ + 1].kind != Kind::put_mapping)
-            sink_.indexes_[new_ns_[step.table]] = new_[step.table];
+            sink_.indexes_to_change()[new_ns_[step.table]] = new_[step.table];
         break;
     case Kind::put_mapping:
         if (r.status == 400)
@@ -1625,7 +1652,7 @@ std::optional<Answer> ElasticsearchExchange::read_answer(const HttpResponse &r)
                                        answer_excerpt(sink_.scrub(es_error(r.body)), 300);
         else if (!ok)
             return fail(r, Answer::Kind::retry);
-        sink_.indexes_[new_ns_[step.table]] = new_[step.table];
+        sink_.indexes_to_change()[new_ns_[step.table]] = new_[step.table];
         break;
     case Kind::mget:
         if (!ok)
@@ -1648,7 +1675,7 @@ std::optional<Answer> ElasticsearchExchange::read_answer(const HttpResponse &r)
     case Kind::meta: {
         if (!ok)
             return fail(r, Answer::Kind::retry);
-        ElasticsearchSink::Index &t = sink_.indexes_[step.ns];
+        ElasticsearchSink::Index &t = sink_.indexes_to_change()[step.ns];
         t.truncated_lsn = entries_[step.entry].lsn;
         t.truncated_seq = entries_[step.entry].seq;
         break;
@@ -1744,7 +1771,7 @@ ElasticsearchSink::make_exchange(std::string_view lines, const std::string &key,
     } catch (const std::bad_alloc &) {
         throw;
     } catch (const std::exception &e) {
-        /* It only reads the entries and plans: a line it cannot read fails every attempt. */
+        /* It only reads the entries: a line it cannot read fails every attempt. */
         throw EntryError(std::string("an entry the sink cannot read: ") + e.what());
     }
 }

@@ -84,6 +84,15 @@ class ElasticsearchSink final : public HttpSink
      */
     int default_max_in_flight() const override { return 2; }
     /*
+     * The _bulk body of the batch that goes out next is made on the
+     * prefetch thread (http/request_prefetch.h) while the worker's thread
+     * reads the spool and serves the requests in flight: an exchange takes
+     * a copy of what the sink knows of the indexes when it is made (on the
+     * worker's thread), plans from that copy alone in its first next(), and
+     * is current() while no answer has changed what the sink knows.
+     */
+    bool prepares_ahead() const override { return true; }
+    /*
      * A batch waits for every batch before it to be done (after_previous)
      * when it shares a transaction with the batch before (its changes of a
      * key share a version: the later must land last), or reads documents
@@ -130,7 +139,15 @@ class ElasticsearchSink final : public HttpSink
     Settings settings_;
     std::string auth_header_;
     std::map<std::string, Index> indexes_; /* by the Schema entry's namespace */
-    uint64_t last_lsn_ = 0;                /* of the last entry of the batch order_of() saw */
+    /* Counts the changes of indexes_ (an exchange made from an older copy is not current()). */
+    uint64_t generation_ = 0;
+    /* indexes_, to change it. */
+    std::map<std::string, Index> &indexes_to_change()
+    {
+        generation_++;
+        return indexes_;
+    }
+    uint64_t last_lsn_ = 0; /* of the last entry of the batch order_of() saw */
     /* Batches order_of() read, by key, until exchange() takes them. */
     std::deque<std::pair<std::string, std::shared_ptr<ElasticsearchBatch>>> read_ahead_;
 };
