@@ -187,7 +187,6 @@ bool ElasticsearchSink::open(const Resume &)
     /* Indexes are learnt from the Schema entries, announced again at every start. */
     indexes_to_change().clear();
     last_lsn_ = 0;
-    read_ahead_.clear();
     return true;
 }
 
@@ -526,20 +525,17 @@ struct Doc {
 
 /* A batch's lines, read (values as views into them). */
 struct ElasticsearchBatch {
-    const char *data = nullptr; /* the lines read */
-    size_t size = 0;
     std::vector<Change> entries;
     std::set<std::string> ns_pool; /* the namespaces of the entries (Change::nsp) */
     bool any_unchanged = false;    /* an update left TOASTed columns unchanged */
-    bool any_schema = false, any_truncate = false;
 };
 
-static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines);
+static void read_batch(std::string_view lines, ElasticsearchBatch &batch);
 
 class ElasticsearchExchange final : public HttpSink::Exchange
 {
   public:
-    ElasticsearchExchange(ElasticsearchSink &sink, ElasticsearchBatch &&batch, bool resent);
+    ElasticsearchExchange(ElasticsearchSink &sink, std::string_view lines, bool resent);
     HttpRequest next() override;
     std::optional<Answer> answer(const HttpResponse &response) override;
     bool current() const override { return generation_ == sink_.generation_; }
@@ -591,6 +587,7 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     bool stored_newer(const Change &c, const std::string &id) const;
 
     ElasticsearchSink &sink_;
+    std::string_view lines_; /* the batch (read by plan()) */
     std::vector<Change> entries_;
     std::vector<ElasticsearchSink::Index> new_; /* from this batch's Schema entries */
     std::vector<std::string> new_ns_;
@@ -616,14 +613,12 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     bool planned_ = false; /* plan() done (at the first next()) */
 };
 
-ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, ElasticsearchBatch &&batch,
+ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, std::string_view lines,
                                              bool resent)
-    : sink_(sink), entries_(std::move(batch.entries)), any_unchanged_(batch.any_unchanged),
-      resent_(resent),
-      ns_pool_(std::move(batch.ns_pool)), /* a set's nodes move: Change::nsp stays valid */
-      before_(sink.indexes_), generation_(sink.generation_)
+    : sink_(sink), lines_(lines), resent_(resent), before_(sink.indexes_),
+      generation_(sink.generation_)
 {
-    /* Planned at the first next(), maybe on the prefetch thread: from before_, not sink_'s. */
+    /* Read and planned at the first next(), maybe on the prefetch thread: from before_. */
 }
 
 /*
@@ -635,6 +630,11 @@ void ElasticsearchExchange::plan()
 {
     planned_ = true;
     try {
+        ElasticsearchBatch batch;
+        read_batch(lines_, batch);
+        entries_ = std::move(batch.entries);
+        any_unchanged_ = batch.any_unchanged;
+        ns_pool_ = std::move(batch.ns_pool); /* a set's nodes move: Change::nsp stays valid */
         plan_ddl();
     } catch (const std::bad_alloc &) {
         throw;
@@ -646,11 +646,9 @@ void ElasticsearchExchange::plan()
     }
 }
 
-static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines)
+static void read_batch(std::string_view lines, ElasticsearchBatch &batch_read)
 {
-    auto batch = std::make_shared<ElasticsearchBatch>();
-    batch->data = lines.data();
-    batch->size = lines.size();
+    ElasticsearchBatch *batch = &batch_read;
     std::vector<Change> &entries_ = batch->entries;
     std::set<std::string> &ns_pool_ = batch->ns_pool;
     size_t at = 0;
@@ -721,7 +719,6 @@ static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines)
             c.schema_json = json::parse(schema);
             c.nsp = &*ns_pool_.insert(c.schema_json.value("namespace", "")).first;
             last_namespace = last_name = {};
-            batch->any_schema = true;
             continue;
         }
         c.op_raw = op;
@@ -764,9 +761,7 @@ static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines)
                 c.unchanged.push_back(text_of(u));
             batch->any_unchanged = true;
         }
-        batch->any_truncate = batch->any_truncate || c.kind == Op::truncate;
     }
-    return batch;
 }
 
 /* Names a column may not have: Elasticsearch's own fields, the sink's, object paths. */
@@ -1752,64 +1747,84 @@ std::unique_ptr<HttpSink::Exchange> ElasticsearchSink::exchange_resent(std::stri
 std::unique_ptr<HttpSink::Exchange>
 ElasticsearchSink::make_exchange(std::string_view lines, const std::string &key, bool resent)
 {
-    /* Read already by order_of() (the same lines: the same key, where they are, their size). */
-    std::shared_ptr<ElasticsearchBatch> batch;
-    for (auto it = read_ahead_.begin(); it != read_ahead_.end();) {
-        if (it->first != key) {
-            ++it;
-            continue;
+    (void)key;
+    /* The lines are read at the first next() (a line it cannot read: EntryError then). */
+    return std::make_unique<ElasticsearchExchange>(*this, lines, resent);
+}
+
+/*
+ * What order_of() needs of a batch, from its lines' heads (the rows are
+ * read with the rest when the exchange plans, maybe on the prefetch
+ * thread): the commit LSN of its first and last lines, whether every line
+ * is a plain change (an insert, update, delete or import, laid out as the
+ * changelog writes it) and whether one leaves TOASTed columns unchanged.
+ * Any other line (a Schema entry, a TRUNCATE, resync and drop entries, a
+ * line laid out otherwise or not read) counts as special: its batch goes
+ * alone, which is never wrong, only slower.
+ */
+struct Outline {
+    uint64_t first_lsn = 0, last_lsn = 0;
+    bool special = false, unchanged = false;
+};
+
+static Outline outline_of(std::string_view lines)
+{
+    Outline o;
+    size_t at = 0;
+    bool first = true;
+    while (at < lines.size()) {
+        const char *nl =
+            static_cast<const char *>(memchr(lines.data() + at, '\n', lines.size() - at));
+        size_t end = nl == nullptr ? lines.size() : static_cast<size_t>(nl - lines.data());
+        std::string_view line = lines.substr(at, end - at);
+        at = end + 1;
+        std::string_view timestamp, seq, ns, name, op, lsn;
+        uint64_t l = 0;
+        size_t i = 0;
+        bool plain = false;
+        try {
+            plain = take(line, &i, "{\"timestamp\":") && (take_value(line, &i, &timestamp), true) &&
+                    take_member(line, &i, ",\"sequence\":", &seq) &&
+                    take_member(line, &i, ",\"namespace\":", &ns) &&
+                    take_member(line, &i, ",\"name\":", &name) &&
+                    take_member(line, &i, ",\"op\":", &op) &&
+                    take_member(line, &i, ",\"lsn\":", &lsn) && lsn.size() >= 2 &&
+                    parse_lsn(lsn.data() + 1, lsn.size() - 2, &l);
+        } catch (const std::exception &) {
+            plain = false;
         }
-        /* Read before the window was cleared, then read again: only the latest is its. */
-        if (it->second->data == lines.data() && it->second->size == lines.size())
-            batch = std::move(it->second);
-        it = read_ahead_.erase(it);
+        plain = plain && (is_literal(op, "\"insert\"") || is_literal(op, "\"update\"") ||
+                          is_literal(op, "\"delete\"") || is_literal(op, "\"import\""));
+        /* "unchanged", an array, is the last member if there is one: the line ends "]}". */
+        if (plain && line.size() >= 2 && line[line.size() - 2] == ']')
+            o.unchanged = true;
+        if (!plain) {
+            o.special = true;
+            l = lsn_of_line(line);
+        }
+        if (first)
+            o.first_lsn = l;
+        first = false;
+        o.last_lsn = l;
     }
-    try {
-        if (!batch)
-            batch = read_batch(lines);
-        return std::make_unique<ElasticsearchExchange>(*this, std::move(*batch), resent);
-    } catch (const std::bad_alloc &) {
-        throw;
-    } catch (const std::exception &e) {
-        /* It only reads the entries: a line it cannot read fails every attempt. */
-        throw EntryError(std::string("an entry the sink cannot read: ") + e.what());
-    }
+    return o;
 }
 
 Order ElasticsearchSink::order_of(std::string_view lines, const std::string &key, bool resent)
 {
+    (void)key;
     if (resent)
         return Order::alone; /* out of the spool's order: after everything before it */
-    /* Read now, once: exchange() takes it when the batch goes out. */
-    std::shared_ptr<ElasticsearchBatch> batch;
-    try {
-        batch = read_batch(lines);
-    } catch (const std::bad_alloc &) {
-        throw;
-    } catch (const std::exception &) {
-        /* exchange() refuses what it cannot read (EntryError); until then it waits its turn. */
-        last_lsn_ = 0;
-        return Order::alone;
-    }
-    const std::vector<Change> &e = batch->entries;
-    uint64_t first_lsn = e.empty() ? 0 : e.front().lsn, previous = last_lsn_;
-    last_lsn_ = e.empty() ? 0 : e.back().lsn;
-    bool any_schema = batch->any_schema, any_truncate = batch->any_truncate,
-         any_unchanged = batch->any_unchanged;
-    read_ahead_.emplace_back(key, std::move(batch));
-    /*
-     * At most the batches two in flight and one read ahead need, and one
-     * more: the oldest go (read again when sent; or never sent, the
-     * window cleared meanwhile). Memory stays about a batch's size each.
-     */
-    while (read_ahead_.size() > 4)
-        read_ahead_.pop_front();
-    if (any_schema || any_truncate)
+    Outline o = outline_of(lines);
+    uint64_t previous = last_lsn_;
+    last_lsn_ = o.last_lsn;
+    /* Schema entries, TRUNCATE, resync_end (see above). */
+    if (o.special)
         return Order::alone;
     /* The same transaction as the batch before (or one whose LSN was not read). */
-    if (first_lsn == 0 || first_lsn == previous)
+    if (o.first_lsn == 0 || o.first_lsn == previous)
         return Order::after_previous;
-    if (any_unchanged)
+    if (o.unchanged)
         return Order::after_previous;
     return Order::free;
 }

@@ -39,7 +39,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -50,8 +49,6 @@
 
 namespace pgsink
 {
-
-struct ElasticsearchBatch; /* a batch's lines, read */
 
 class ElasticsearchSink final : public HttpSink
 {
@@ -148,8 +145,6 @@ class ElasticsearchSink final : public HttpSink
         return indexes_;
     }
     uint64_t last_lsn_ = 0; /* of the last entry of the batch order_of() saw */
-    /* Batches order_of() read, by key, until exchange() takes them. */
-    std::deque<std::pair<std::string, std::shared_ptr<ElasticsearchBatch>>> read_ahead_;
 };
 
 /*
