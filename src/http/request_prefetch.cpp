@@ -14,6 +14,7 @@ void RequestPrefetch::start(uint64_t id, std::unique_ptr<HttpSink::Exchange> exc
     id_ = id;
     started_ms_ = now_ms;
     failed_ = false;
+    done_ = false;
     made_.exchange = std::move(exchange);
     /* The thread owns made_ until joined; nothing else touches it meanwhile. */
     thread_ = quiet_thread([this] {
@@ -22,6 +23,7 @@ void RequestPrefetch::start(uint64_t id, std::unique_ptr<HttpSink::Exchange> exc
         } catch (...) {
             failed_ = true; /* made again by the caller, who reports the error */
         }
+        done_ = true;
     });
 }
 

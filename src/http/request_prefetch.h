@@ -22,6 +22,7 @@
  * has every signal blocked (core/quiet_thread.h).
  */
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -43,6 +44,10 @@ class RequestPrefetch
 
     /* Holds (or is making) the request of a batch. */
     bool busy() const { return thread_.joinable(); }
+    /* Still making the request of batch id (take() would wait for it)? */
+    bool making(uint64_t id) const { return thread_.joinable() && id_ == id && !done_.load(); }
+    /* Still making a request? */
+    bool making() const { return thread_.joinable() && !done_.load(); }
 
     /* Make exchange->next() for batch id now, on the thread. */
     void start(uint64_t id, std::unique_ptr<HttpSink::Exchange> exchange, int64_t now_ms);
@@ -70,6 +75,7 @@ class RequestPrefetch
     int64_t started_ms_ = 0;
     Made made_;
     bool failed_ = false;
+    std::atomic<bool> done_{false}; /* the thread is done with made_ */
 };
 
 } // namespace pgsink

@@ -22,6 +22,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 #include <openssl/evp.h>
+#include <sys/mman.h>
 
 #include "changelog/avro_schema.h"
 #include "changelog/entry_head.h"
@@ -493,6 +494,29 @@ static size_t modification_head(std::string_view lines, size_t at, std::string_v
     return i + 1;
 }
 
+/*
+ * A batch's big buffers (its entries, its _bulk body: tens of MB) are new
+ * memory every batch, and every 4 kB page of it was a page fault: a fifth
+ * of the encoding's time. Asked for in huge pages (2 MB) where the kernel
+ * gives them on request (transparent_hugepage = madvise), a few faults
+ * instead. Only a hint: nothing changes if refused.
+ */
+static void ask_huge_pages(const void *start, size_t bytes)
+{
+#ifdef MADV_HUGEPAGE
+    constexpr uintptr_t kHuge = 2 << 20, kPage = 4096;
+    if (bytes < 2 * kHuge)
+        return;
+    uintptr_t from = (reinterpret_cast<uintptr_t>(start) + kPage - 1) & ~(kPage - 1);
+    uintptr_t to = (reinterpret_cast<uintptr_t>(start) + bytes) & ~(kPage - 1);
+    if (to > from)
+        (void)madvise(reinterpret_cast<void *>(from), to - from, MADV_HUGEPAGE);
+#else
+    (void)start;
+    (void)bytes;
+#endif
+}
+
 namespace
 {
 /* A changelog line, as far as the sink reads it. */
@@ -654,6 +678,7 @@ static void read_batch(std::string_view lines, ElasticsearchBatch &batch_read)
     size_t at = 0;
     std::string_view last_namespace, last_name; /* raw: the namespace of the entry before */
     entries_.reserve(lines.size() / 128 + 16);  /* about a row a line's length: grown if more */
+    ask_huge_pages(entries_.data(), entries_.capacity() * sizeof(Change));
     while (at < lines.size()) {
         entries_.emplace_back();
         Change &c = entries_.back();
@@ -1074,6 +1099,7 @@ void ElasticsearchExchange::plan_writes()
     for (const Change &c : entries_)
         room += c.after.size() + c.before.size() + c.timestamp.size() + 200;
     bulk.reserve(room);
+    ask_huge_pages(bulk.data(), bulk.capacity());
     /*
      * A batch of one table's changes (most are) names its index once, in
      * the path, instead of in every action line.
@@ -1771,15 +1797,19 @@ static Outline outline_of(std::string_view lines)
 {
     Outline o;
     size_t at = 0;
-    bool first = true;
+    std::string_view first, last;
     while (at < lines.size()) {
         const char *nl =
             static_cast<const char *>(memchr(lines.data() + at, '\n', lines.size() - at));
         size_t end = nl == nullptr ? lines.size() : static_cast<size_t>(nl - lines.data());
         std::string_view line = lines.substr(at, end - at);
         at = end + 1;
-        std::string_view timestamp, seq, ns, name, op, lsn;
-        uint64_t l = 0;
+        if (first.data() == nullptr)
+            first = line;
+        last = line;
+        if (o.special)
+            continue; /* only the last line's LSN is still wanted */
+        std::string_view timestamp, seq, ns, name, op;
         size_t i = 0;
         bool plain = false;
         try {
@@ -1787,9 +1817,7 @@ static Outline outline_of(std::string_view lines)
                     take_member(line, &i, ",\"sequence\":", &seq) &&
                     take_member(line, &i, ",\"namespace\":", &ns) &&
                     take_member(line, &i, ",\"name\":", &name) &&
-                    take_member(line, &i, ",\"op\":", &op) &&
-                    take_member(line, &i, ",\"lsn\":", &lsn) && lsn.size() >= 2 &&
-                    parse_lsn(lsn.data() + 1, lsn.size() - 2, &l);
+                    take_member(line, &i, ",\"op\":", &op) && take(line, &i, ",\"lsn\":");
         } catch (const std::exception &) {
             plain = false;
         }
@@ -1798,15 +1826,12 @@ static Outline outline_of(std::string_view lines)
         /* "unchanged", an array, is the last member if there is one: the line ends "]}". */
         if (plain && line.size() >= 2 && line[line.size() - 2] == ']')
             o.unchanged = true;
-        if (!plain) {
-            o.special = true;
-            l = lsn_of_line(line);
-        }
-        if (first)
-            o.first_lsn = l;
-        first = false;
-        o.last_lsn = l;
+        o.special = !plain;
     }
+    /* Of a plain change, the first "lsn" member is the line's own (the values before are strings).
+     */
+    o.first_lsn = first.data() == nullptr ? 0 : lsn_of_line(first);
+    o.last_lsn = last.data() == nullptr ? 0 : lsn_of_line(last);
     return o;
 }
 

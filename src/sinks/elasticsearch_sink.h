@@ -89,6 +89,7 @@ class ElasticsearchSink final : public HttpSink
      * is current() while no answer has changed what the sink knows.
      */
     bool prepares_ahead() const override { return true; }
+    bool makes_every_request_ahead() const override { return true; }
     /*
      * A batch waits for every batch before it to be done (after_previous)
      * when it shares a transaction with the batch before (its changes of a

@@ -202,6 +202,13 @@ class HttpSink : public Sink
      * nothing but the exchange.
      */
     virtual bool prepares_ahead() const { return false; }
+    /*
+     * With prepares_ahead(): is every batch made ahead as soon as it is
+     * read, even one that could go out at once, and sent when made? For a
+     * sink whose requests cost the worker more to make than to send: the
+     * worker serves the requests in flight meanwhile.
+     */
+    virtual bool makes_every_request_ahead() const { return false; }
     /* Requests in flight when pgsink.max_in_flight is 0. */
     virtual int default_max_in_flight() const { return 1; }
     /* The most requests in flight whatever pgsink.max_in_flight says (0: no limit). */

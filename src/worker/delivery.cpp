@@ -973,6 +973,13 @@ void Delivery::send_due(size_t max)
              static_cast<unsigned long long>(cursor_.replays));
     http_->set_stream(stream);
     while (DeliveryWindow::Batch *b = window_->next_to_send(now, max)) {
+        /* Made ahead (started now if need be): it goes when made (the wait is short meanwhile). */
+        if (http_->makes_every_request_ahead()) {
+            if (!prefetch_.busy())
+                prefetch_next();
+            if (prefetch_.making(b->id))
+                break;
+        }
         window_->sent(b);
         std::string failure, refusal;
         try {
@@ -1014,6 +1021,8 @@ void Delivery::send_due(size_t max)
         serve_interrupts();
         now = monotonic_ms();
     }
+    if (http_->makes_every_request_ahead())
+        prefetch_next(); /* the next batch read, made while the requests in flight are served */
 }
 
 /* Make the request of the batch that goes out next, on the prefetch thread, if the sink can. */
@@ -1067,6 +1076,8 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
     int64_t due = paused ? -1 : window_->next_due_ms(max);
     if (due >= 0)
         timeout = std::min<long>(timeout, std::max<int64_t>(0, due - now));
+    if (http_->makes_every_request_ahead() && prefetch_.making())
+        timeout = std::min(timeout, 1L); /* it goes out soon after it is made */
     wait_for_sockets(timeout);
 
     for (auto &[tag, response] : pipeline_->take_done()) {
