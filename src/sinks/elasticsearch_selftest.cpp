@@ -356,6 +356,52 @@ std::string elasticsearch_selftest()
              "a batch ends after its last whole transaction");
     c.expect(orders.batch_end(t1) == t1.size(), "a batch of one transaction is whole");
 
+    /* Lines of other kinds: their batch goes alone; an import is a change like an insert. */
+    c.expect(orders.order_of(line("0/c0", 1, "resync_end", R"("before":null,"after":null)"), "o7",
+                             false) == Order::alone,
+             "order: a resync_end alone");
+    c.expect(orders.order_of(R"({"lsn":"0/d0","timestamp":"T","sequence":1,"namespace":"public",)"
+                             R"("name":"t","op":"insert","before":null,"after":{"id":"1"}})"
+                             "\n",
+                             "o8", false) == Order::alone,
+             "order: a line laid out otherwise alone");
+    c.expect(orders.order_of(line("0/e0", 1, "import", R"("before":null,"after":{"id":"1"})"), "o9",
+                             false) == Order::free,
+             "order: an import of a transaction of its own is free");
+
+    /*
+     * An exchange made ahead (its _bulk made on the prefetch thread) plans
+     * from what the sink knew when it was made: current() no longer once an
+     * answer changed that (an index made, found missing), still after a
+     * plain _bulk's.
+     */
+    ElasticsearchSink ahead(settings);
+    ahead.open({});
+    const std::string &row =
+        kept(line("0/f0", 1, "insert", R"("before":null,"after":{"id":"1","v":"a","big":"B"})"));
+    auto early = ahead.exchange(row, "a1");
+    auto made = ahead.exchange(kept(schema), "a0");
+    made->next();
+    made->answer(answer(200, R"({"acknowledged":true})"));
+    made->next();
+    made->answer(answer(
+        200, R"({"pgsink-public.t":{"mappings":{"properties":{"id":{},"v":{},"big":{}}}}})"));
+    c.expect(!early->current(), "made ahead before its index was made: not current");
+    auto late = ahead.exchange(row, "a2");
+    auto later = ahead.exchange(row, "a3");
+    c.expect(late->current(), "made after: current");
+    r = late->next();
+    c.expect(has(r.url, "/pgsink-public.t/_bulk") && has(r.body, R"("id":"1")"),
+             "and it writes the row");
+    late->answer(answer(200, R"({"errors":false,"items":[{"index":{"status":201}}]})"));
+    c.expect(later->current(), "a _bulk taken changes nothing the next batch was made from");
+    auto last = ahead.exchange(row, "a4");
+    later->next();
+    std::optional<Answer> missing = later->answer(
+        answer(404, R"({"error":{"type":"index_not_found_exception"},"status":404})"));
+    c.expect(missing && missing->kind == Answer::Kind::retry && !last->current(),
+             "an index found missing: what was made ahead is not current");
+
     /* An index deleted meanwhile, found by a request other than _bulk: made again. */
     auto gone =
         sink.exchange(kept(line("0/c0", 1, "truncate", R"("before":null,"after":null)")), "k8");
