@@ -20,6 +20,7 @@
 #include <charconv>
 #include <cstring>
 #include <ctime>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <openssl/evp.h>
 #include <sys/mman.h>
@@ -156,7 +157,8 @@ static std::string_view member(const Members &m, const char *name)
 
 /* ---------------------------------------------------------------- the sink */
 
-ElasticsearchSink::ElasticsearchSink(Settings settings) : settings_(std::move(settings))
+ElasticsearchSink::ElasticsearchSink(Settings settings)
+    : settings_(std::move(settings)), spares_(std::make_shared<ElasticsearchSpares>())
 {
     /* They go into a header: a line break would add headers of its own. */
     for (const std::string *v : {&settings_.api_key, &settings_.user, &settings_.password})
@@ -556,10 +558,25 @@ struct ElasticsearchBatch {
 
 static void read_batch(std::string_view lines, ElasticsearchBatch &batch);
 
+/*
+ * A batch's entries (a vector of tens of MB) kept for the next batch: new
+ * memory costs a page fault and the zeroing of every page. One is kept
+ * (the exchange made next takes what the one done leaves), about a batch's
+ * size. Shared by the sink and its exchanges (one may end after the
+ * sink); taken and given back on the worker's thread, locked anyway.
+ */
+struct ElasticsearchSpares {
+    std::mutex lock;
+    std::vector<Change> entries;
+};
+
 class ElasticsearchExchange final : public HttpSink::Exchange
 {
   public:
     ElasticsearchExchange(ElasticsearchSink &sink, std::string_view lines, bool resent);
+    ~ElasticsearchExchange() override;
+    ElasticsearchExchange(const ElasticsearchExchange &) = delete;
+    ElasticsearchExchange &operator=(const ElasticsearchExchange &) = delete;
     HttpRequest next() override;
     std::optional<Answer> answer(const HttpResponse &response) override;
     bool current() const override { return generation_ == sink_.generation_; }
@@ -635,14 +652,30 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     std::map<std::string, ElasticsearchSink::Index> before_;
     uint64_t generation_ = 0;
     bool planned_ = false; /* plan() done (at the first next()) */
+    std::shared_ptr<ElasticsearchSpares> spares_;
 };
 
 ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, std::string_view lines,
                                              bool resent)
     : sink_(sink), lines_(lines), resent_(resent), before_(sink.indexes_),
-      generation_(sink.generation_)
+      generation_(sink.generation_), spares_(sink.spares_)
 {
     /* Read and planned at the first next(), maybe on the prefetch thread: from before_. */
+    std::lock_guard<std::mutex> hold(spares_->lock);
+    entries_ = std::move(spares_->entries); /* empty, its memory kept */
+    spares_->entries = {};
+}
+
+ElasticsearchExchange::~ElasticsearchExchange()
+{
+    try {
+        entries_.clear();
+        std::lock_guard<std::mutex> hold(spares_->lock);
+        if (entries_.capacity() > spares_->entries.capacity())
+            spares_->entries = std::move(entries_);
+    } catch (...) {
+        /* only memory not kept */
+    }
 }
 
 /*
@@ -655,6 +688,7 @@ void ElasticsearchExchange::plan()
     planned_ = true;
     try {
         ElasticsearchBatch batch;
+        batch.entries = std::move(entries_); /* empty: the memory of a batch before, maybe */
         read_batch(lines_, batch);
         entries_ = std::move(batch.entries);
         any_unchanged_ = batch.any_unchanged;
@@ -677,8 +711,11 @@ static void read_batch(std::string_view lines, ElasticsearchBatch &batch_read)
     std::set<std::string> &ns_pool_ = batch->ns_pool;
     size_t at = 0;
     std::string_view last_namespace, last_name; /* raw: the namespace of the entry before */
-    entries_.reserve(lines.size() / 128 + 16);  /* about a row a line's length: grown if more */
-    ask_huge_pages(entries_.data(), entries_.capacity() * sizeof(Change));
+    size_t room = lines.size() / 128 + 16;      /* about a row a line's length: grown if more */
+    if (entries_.capacity() < room) {
+        entries_.reserve(room);
+        ask_huge_pages(entries_.data(), entries_.capacity() * sizeof(Change));
+    }
     while (at < lines.size()) {
         entries_.emplace_back();
         Change &c = entries_.back();

@@ -50,6 +50,8 @@
 namespace pgsink
 {
 
+struct ElasticsearchSpares; /* memory kept from one batch to the next */
+
 class ElasticsearchSink final : public HttpSink
 {
   public:
@@ -136,7 +138,8 @@ class ElasticsearchSink final : public HttpSink
 
     Settings settings_;
     std::string auth_header_;
-    std::map<std::string, Index> indexes_; /* by the Schema entry's namespace */
+    std::map<std::string, Index> indexes_;        /* by the Schema entry's namespace */
+    std::shared_ptr<ElasticsearchSpares> spares_; /* shared with the exchanges */
     /* Counts the changes of indexes_ (an exchange made from an older copy is not current()). */
     uint64_t generation_ = 0;
     /* indexes_, to change it. */
