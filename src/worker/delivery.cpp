@@ -1075,7 +1075,9 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
      * Interrupts are served between batches: reading and encoding many big
      * ones takes a while.
      */
-    while (!paused && window_->ranges() < max + 1 && read_end_ < d.durable_end) {
+    /* A sink that makes every request ahead: one more, read while the one before is made. */
+    size_t ahead = http_->makes_every_request_ahead() ? 2 : 1;
+    while (!paused && window_->ranges() < max + ahead && read_end_ < d.durable_end) {
         read_range(d);
         send_due(max);
         serve_interrupts();
