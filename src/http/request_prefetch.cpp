@@ -14,6 +14,7 @@ void RequestPrefetch::start(uint64_t id, std::unique_ptr<HttpSink::Exchange> exc
     id_ = id;
     started_ms_ = now_ms;
     failed_ = false;
+    done_ = false;
     made_.exchange = std::move(exchange);
     /* The thread owns made_ until joined; nothing else touches it meanwhile. */
     thread_ = quiet_thread([this] {
@@ -22,6 +23,7 @@ void RequestPrefetch::start(uint64_t id, std::unique_ptr<HttpSink::Exchange> exc
         } catch (...) {
             failed_ = true; /* made again by the caller, who reports the error */
         }
+        done_ = true;
     });
 }
 
@@ -32,7 +34,9 @@ std::optional<RequestPrefetch::Made> RequestPrefetch::take(uint64_t id, int64_t 
         return std::nullopt;
     thread_.join();
     std::optional<Made> out;
-    if (id == id_ && !failed_ && now_ms - started_ms_ <= max_age_ms)
+    /* Made from what the sink held then: dropped if an answer since changed it. */
+    if (id == id_ && !failed_ && now_ms - started_ms_ <= max_age_ms && made_.exchange &&
+        made_.exchange->current())
         out = std::move(made_);
     made_ = Made{};
     return out;

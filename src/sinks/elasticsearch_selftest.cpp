@@ -5,6 +5,7 @@
  * (what it asks, what its _bulk bodies hold, what the per-item answers
  * become).
  */
+#include <deque>
 #include <set>
 
 #include "core/digest.h"
@@ -118,6 +119,12 @@ std::string elasticsearch_selftest()
     std::optional<Answer> a = ddl->answer(answer(200, R"({"acknowledged":true})"));
     c.expect(a && a->kind == Answer::Kind::ack && a->entries.empty(), "the Schema entry is done");
 
+    /* An exchange reads its lines until it ends (maybe at its first next()): kept here. */
+    std::deque<std::string> held;
+    auto kept = [&held](std::string lines) -> const std::string & {
+        held.push_back(std::move(lines));
+        return held.back();
+    };
     auto line = [](const char *lsn, int seq, const char *op, const std::string &rest) {
         return std::string(R"({"timestamp":"2026-01-01T00:00:00.000001+00:00","sequence":)") +
                std::to_string(seq) + R"(,"namespace":"public","name":"t","op":")" + op +
@@ -213,7 +220,8 @@ std::string elasticsearch_selftest()
 
     /* A replay of changes before the truncate: skipped, nothing to write. */
     auto replay = sink.exchange(
-        line("0/40", 0, "insert", R"("before":null,"after":{"id":"9","v":"i","big":"I"})"), "k2");
+        kept(line("0/40", 0, "insert", R"("before":null,"after":{"id":"9","v":"i","big":"I"})")),
+        "k2");
     r = replay->next();
     c.expect(r.method == "GET" && !has(r.url, "_bulk"), "a change before the truncate is skipped");
     a = replay->answer(answer(200, "{}"));
@@ -241,13 +249,15 @@ std::string elasticsearch_selftest()
     c.expect(a && a->kind == Answer::Kind::reject && a->too_large,
              "a batch over max_bulk_bytes is split");
     auto one = tight.exchange(
-        line("0/60", 1, "insert", R"("before":null,"after":{"id":"11","v":"k","big":"K"})"), "k6");
+        kept(line("0/60", 1, "insert", R"("before":null,"after":{"id":"11","v":"k","big":"K"})")),
+        "k6");
     r = one->next();
     c.expect(has(r.url, "_bulk"), "one change is sent whatever its size");
 
     /* An answer that is not Elasticsearch's: retried, quoting it. */
     auto odd = sink.exchange(
-        line("0/50", 1, "insert", R"("before":null,"after":{"id":"10","v":"j","big":"J"})"), "k3");
+        kept(line("0/50", 1, "insert", R"("before":null,"after":{"id":"10","v":"j","big":"J"})")),
+        "k3");
     odd->next();
     a = odd->answer(answer(200, "<html>proxy a2V5OnNlY3JldA==</html>"));
     c.expect(a && a->kind == Answer::Kind::retry &&
@@ -308,8 +318,8 @@ std::string elasticsearch_selftest()
      * not parked for a missing value.
      */
     auto replayed = sink.exchange(
-        line("0/100", 3, "update",
-             R"("before":{"id":"40"},"after":{"id":"41","v":"x"},"unchanged":["big"])"),
+        kept(line("0/100", 3, "update",
+                  R"("before":{"id":"40"},"after":{"id":"41","v":"x"},"unchanged":["big"])")),
         "k12");
     r = replayed->next();
     c.expect(has(r.url, "/_mget") && has(r.body, R"("_id":"40")") && has(r.body, R"("_id":"41")"),
@@ -346,19 +356,66 @@ std::string elasticsearch_selftest()
              "a batch ends after its last whole transaction");
     c.expect(orders.batch_end(t1) == t1.size(), "a batch of one transaction is whole");
 
+    /* Lines of other kinds: their batch goes alone; an import is a change like an insert. */
+    c.expect(orders.order_of(line("0/c0", 1, "resync_end", R"("before":null,"after":null)"), "o7",
+                             false) == Order::alone,
+             "order: a resync_end alone");
+    c.expect(orders.order_of(R"({"lsn":"0/d0","timestamp":"T","sequence":1,"namespace":"public",)"
+                             R"("name":"t","op":"insert","before":null,"after":{"id":"1"}})"
+                             "\n",
+                             "o8", false) == Order::alone,
+             "order: a line laid out otherwise alone");
+    c.expect(orders.order_of(line("0/e0", 1, "import", R"("before":null,"after":{"id":"1"})"), "o9",
+                             false) == Order::free,
+             "order: an import of a transaction of its own is free");
+
+    /*
+     * An exchange made ahead (its _bulk made on the prefetch thread) plans
+     * from what the sink knew when it was made: current() no longer once an
+     * answer changed that (an index made, found missing), still after a
+     * plain _bulk's.
+     */
+    ElasticsearchSink ahead(settings);
+    ahead.open({});
+    const std::string &row =
+        kept(line("0/f0", 1, "insert", R"("before":null,"after":{"id":"1","v":"a","big":"B"})"));
+    auto early = ahead.exchange(row, "a1");
+    auto made = ahead.exchange(kept(schema), "a0");
+    made->next();
+    made->answer(answer(200, R"({"acknowledged":true})"));
+    made->next();
+    made->answer(answer(
+        200, R"({"pgsink-public.t":{"mappings":{"properties":{"id":{},"v":{},"big":{}}}}})"));
+    c.expect(!early->current(), "made ahead before its index was made: not current");
+    auto late = ahead.exchange(row, "a2");
+    auto later = ahead.exchange(row, "a3");
+    c.expect(late->current(), "made after: current");
+    r = late->next();
+    c.expect(has(r.url, "/pgsink-public.t/_bulk") && has(r.body, R"("id":"1")"),
+             "and it writes the row");
+    late->answer(answer(200, R"({"errors":false,"items":[{"index":{"status":201}}]})"));
+    c.expect(later->current(), "a _bulk taken changes nothing the next batch was made from");
+    auto last = ahead.exchange(row, "a4");
+    later->next();
+    std::optional<Answer> missing = later->answer(
+        answer(404, R"({"error":{"type":"index_not_found_exception"},"status":404})"));
+    c.expect(missing && missing->kind == Answer::Kind::retry && !last->current(),
+             "an index found missing: what was made ahead is not current");
+
     /* An index deleted meanwhile, found by a request other than _bulk: made again. */
-    auto gone = sink.exchange(line("0/c0", 1, "truncate", R"("before":null,"after":null)"), "k8");
+    auto gone =
+        sink.exchange(kept(line("0/c0", 1, "truncate", R"("before":null,"after":null)")), "k8");
     r = gone->next();
     a = gone->answer(answer(404, R"({"error":{"type":"index_not_found_exception",)"
                                  R"("reason":"no such index [pgsink-public.t]"},"status":404})"));
     c.expect(a && a->kind == Answer::Kind::retry, "a missing index: the batch is retried");
-    gone = sink.exchange(line("0/c0", 1, "truncate", R"("before":null,"after":null)"), "k9");
+    gone = sink.exchange(kept(line("0/c0", 1, "truncate", R"("before":null,"after":null)")), "k9");
     r = gone->next();
     c.expect(r.method == "PUT" && has(r.url, "/pgsink-public.t") && has(r.body, "\"mappings\""),
              "then the index is made again first");
     auto lost =
-        sink.exchange(line("0/d0", 1, "update",
-                           R"("before":null,"after":{"id":"1","v":"x"},"unchanged":["big"])"),
+        sink.exchange(kept(line("0/d0", 1, "update",
+                                R"("before":null,"after":{"id":"1","v":"x"},"unchanged":["big"])")),
                       "k10");
     for (int step = 0; step < 2; step++) { /* the index checked again */
         lost->next();

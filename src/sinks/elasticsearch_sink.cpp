@@ -20,8 +20,10 @@
 #include <charconv>
 #include <cstring>
 #include <ctime>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <openssl/evp.h>
+#include <sys/mman.h>
 
 #include "changelog/avro_schema.h"
 #include "changelog/entry_head.h"
@@ -155,7 +157,8 @@ static std::string_view member(const Members &m, const char *name)
 
 /* ---------------------------------------------------------------- the sink */
 
-ElasticsearchSink::ElasticsearchSink(Settings settings) : settings_(std::move(settings))
+ElasticsearchSink::ElasticsearchSink(Settings settings)
+    : settings_(std::move(settings)), spares_(std::make_shared<ElasticsearchSpares>())
 {
     /* They go into a header: a line break would add headers of its own. */
     for (const std::string *v : {&settings_.api_key, &settings_.user, &settings_.password})
@@ -185,9 +188,8 @@ bool ElasticsearchSink::open(const Resume &)
     if (settings_.url.empty())
         throw SinkError("pgsink.elasticsearch_url is not set", false);
     /* Indexes are learnt from the Schema entries, announced again at every start. */
-    indexes_.clear();
+    indexes_to_change().clear();
     last_lsn_ = 0;
-    read_ahead_.clear();
     return true;
 }
 
@@ -494,6 +496,29 @@ static size_t modification_head(std::string_view lines, size_t at, std::string_v
     return i + 1;
 }
 
+/*
+ * A batch's big buffers (its entries, its _bulk body: tens of MB) are new
+ * memory every batch, and every 4 kB page of it was a page fault: a fifth
+ * of the encoding's time. Asked for in huge pages (2 MB) where the kernel
+ * gives them on request (transparent_hugepage = madvise), a few faults
+ * instead. Only a hint: nothing changes if refused.
+ */
+static void ask_huge_pages(const void *start, size_t bytes)
+{
+#ifdef MADV_HUGEPAGE
+    constexpr uintptr_t kHuge = 2 << 20, kPage = 4096;
+    if (bytes < 2 * kHuge)
+        return;
+    uintptr_t from = (reinterpret_cast<uintptr_t>(start) + kPage - 1) & ~(kPage - 1);
+    uintptr_t to = (reinterpret_cast<uintptr_t>(start) + bytes) & ~(kPage - 1);
+    if (to > from)
+        (void)madvise(reinterpret_cast<void *>(from), to - from, MADV_HUGEPAGE);
+#else
+    (void)start;
+    (void)bytes;
+#endif
+}
+
 namespace
 {
 /* A changelog line, as far as the sink reads it. */
@@ -526,24 +551,38 @@ struct Doc {
 
 /* A batch's lines, read (values as views into them). */
 struct ElasticsearchBatch {
-    const char *data = nullptr; /* the lines read */
-    size_t size = 0;
     std::vector<Change> entries;
     std::set<std::string> ns_pool; /* the namespaces of the entries (Change::nsp) */
     bool any_unchanged = false;    /* an update left TOASTed columns unchanged */
-    bool any_schema = false, any_truncate = false;
 };
 
-static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines);
+static void read_batch(std::string_view lines, ElasticsearchBatch &batch);
+
+/*
+ * A batch's entries (a vector of tens of MB) kept for the next batch: new
+ * memory costs a page fault and the zeroing of every page. One is kept
+ * (the exchange made next takes what the one done leaves), about a batch's
+ * size. Shared by the sink and its exchanges (one may end after the
+ * sink); taken and given back on the worker's thread, locked anyway.
+ */
+struct ElasticsearchSpares {
+    std::mutex lock;
+    std::vector<Change> entries;
+};
 
 class ElasticsearchExchange final : public HttpSink::Exchange
 {
   public:
-    ElasticsearchExchange(ElasticsearchSink &sink, ElasticsearchBatch &&batch, bool resent);
+    ElasticsearchExchange(ElasticsearchSink &sink, std::string_view lines, bool resent);
+    ~ElasticsearchExchange() override;
+    ElasticsearchExchange(const ElasticsearchExchange &) = delete;
+    ElasticsearchExchange &operator=(const ElasticsearchExchange &) = delete;
     HttpRequest next() override;
     std::optional<Answer> answer(const HttpResponse &response) override;
+    bool current() const override { return generation_ == sink_.generation_; }
 
   private:
+    void plan();
     enum class Kind {
         create,
         get_mapping,
@@ -589,11 +628,11 @@ class ElasticsearchExchange final : public HttpSink::Exchange
     bool stored_newer(const Change &c, const std::string &id) const;
 
     ElasticsearchSink &sink_;
+    std::string_view lines_; /* the batch (read by plan()) */
     std::vector<Change> entries_;
     std::vector<ElasticsearchSink::Index> new_; /* from this batch's Schema entries */
     std::vector<std::string> new_ns_;
     std::map<size_t, size_t> schema_at_; /* entry index of a Schema entry -> new_ index */
-    std::map<std::string, ElasticsearchSink::Index> before_;
     std::vector<Step> steps_;
     size_t at_ = 0;
     int phase_ = 0;                                          /* 0: indexes, 1: reads, 2: writes */
@@ -609,27 +648,74 @@ class ElasticsearchExchange final : public HttpSink::Exchange
      */
     bool resent_ = false;
     std::set<std::string> ns_pool_; /* the namespaces of the entries (Change::nsp) */
+    /* What the sink knew of the indexes when the exchange was made, and its generation_ then. */
+    std::map<std::string, ElasticsearchSink::Index> before_;
+    uint64_t generation_ = 0;
+    bool planned_ = false; /* plan() done (at the first next()) */
+    std::shared_ptr<ElasticsearchSpares> spares_;
 };
 
-ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, ElasticsearchBatch &&batch,
+ElasticsearchExchange::ElasticsearchExchange(ElasticsearchSink &sink, std::string_view lines,
                                              bool resent)
-    : sink_(sink), entries_(std::move(batch.entries)), any_unchanged_(batch.any_unchanged),
-      resent_(resent),
-      ns_pool_(std::move(batch.ns_pool)) /* a set's nodes move: Change::nsp stays valid */
+    : sink_(sink), lines_(lines), resent_(resent), before_(sink.indexes_),
+      generation_(sink.generation_), spares_(sink.spares_)
 {
-    plan_ddl();
+    /* Read and planned at the first next(), maybe on the prefetch thread: from before_. */
+    std::lock_guard<std::mutex> hold(spares_->lock);
+    entries_ = std::move(spares_->entries); /* empty, its memory kept */
+    spares_->entries = {};
 }
 
-static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines)
+ElasticsearchExchange::~ElasticsearchExchange()
 {
-    auto batch = std::make_shared<ElasticsearchBatch>();
-    batch->data = lines.data();
-    batch->size = lines.size();
+    try {
+        entries_.clear();
+        std::lock_guard<std::mutex> hold(spares_->lock);
+        if (entries_.capacity() > spares_->entries.capacity())
+            spares_->entries = std::move(entries_);
+    } catch (...) {
+        /* only memory not kept */
+    }
+}
+
+/*
+ * Everything the first request needs, from the batch, the settings and
+ * before_ alone (it may run on the prefetch thread: nothing of sink_ that
+ * changes is read or written).
+ */
+void ElasticsearchExchange::plan()
+{
+    planned_ = true;
+    try {
+        ElasticsearchBatch batch;
+        batch.entries = std::move(entries_); /* empty: the memory of a batch before, maybe */
+        read_batch(lines_, batch);
+        entries_ = std::move(batch.entries);
+        any_unchanged_ = batch.any_unchanged;
+        ns_pool_ = std::move(batch.ns_pool); /* a set's nodes move: Change::nsp stays valid */
+        plan_ddl();
+    } catch (const std::bad_alloc &) {
+        throw;
+    } catch (const EntryError &) {
+        throw;
+    } catch (const std::exception &e) {
+        /* It only reads the entries: a line it cannot read fails every attempt. */
+        throw EntryError(std::string("an entry the sink cannot read: ") + e.what());
+    }
+}
+
+static void read_batch(std::string_view lines, ElasticsearchBatch &batch_read)
+{
+    ElasticsearchBatch *batch = &batch_read;
     std::vector<Change> &entries_ = batch->entries;
     std::set<std::string> &ns_pool_ = batch->ns_pool;
     size_t at = 0;
     std::string_view last_namespace, last_name; /* raw: the namespace of the entry before */
-    entries_.reserve(lines.size() / 128 + 16);  /* about a row a line's length: grown if more */
+    size_t room = lines.size() / 128 + 16;      /* about a row a line's length: grown if more */
+    if (entries_.capacity() < room) {
+        entries_.reserve(room);
+        ask_huge_pages(entries_.data(), entries_.capacity() * sizeof(Change));
+    }
     while (at < lines.size()) {
         entries_.emplace_back();
         Change &c = entries_.back();
@@ -695,7 +781,6 @@ static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines)
             c.schema_json = json::parse(schema);
             c.nsp = &*ns_pool_.insert(c.schema_json.value("namespace", "")).first;
             last_namespace = last_name = {};
-            batch->any_schema = true;
             continue;
         }
         c.op_raw = op;
@@ -738,9 +823,7 @@ static std::shared_ptr<ElasticsearchBatch> read_batch(std::string_view lines)
                 c.unchanged.push_back(text_of(u));
             batch->any_unchanged = true;
         }
-        batch->any_truncate = batch->any_truncate || c.kind == Op::truncate;
     }
-    return batch;
 }
 
 /* Names a column may not have: Elasticsearch's own fields, the sink's, object paths. */
@@ -774,7 +857,6 @@ static const char kMetaFields[] =
 /* Phase 1: the indexes of new Schema entries, and those to check again. */
 void ElasticsearchExchange::plan_ddl()
 {
-    before_ = sink_.indexes_;
     for (size_t ei = 0; ei < entries_.size(); ei++) {
         const Change &c = entries_[ei];
         if (!c.schema)
@@ -787,8 +869,8 @@ void ElasticsearchExchange::plan_ddl()
         for (size_t k = new_ns_.size(); k-- > 0 && known == nullptr;)
             if (new_ns_[k] == c.ns())
                 known = &new_[k];
-        if (known == nullptr && sink_.indexes_.count(c.ns()))
-            known = &sink_.indexes_.at(c.ns());
+        if (known == nullptr && before_.count(c.ns()))
+            known = &before_.at(c.ns());
         if (known != nullptr && known->signature == t.signature && known->ready)
             continue;
         size_t dot = c.ns().find('.');
@@ -822,7 +904,7 @@ void ElasticsearchExchange::plan_ddl()
         new_ns_.push_back(c.ns());
     }
     /* Indexes to check again (one that was missing at a write: made again). */
-    for (auto &[ns, known] : sink_.indexes_)
+    for (auto &[ns, known] : before_)
         if (!known.ready && std::find(new_ns_.begin(), new_ns_.end(), ns) == new_ns_.end()) {
             new_.push_back(known);
             new_ns_.push_back(ns);
@@ -1054,6 +1136,7 @@ void ElasticsearchExchange::plan_writes()
     for (const Change &c : entries_)
         room += c.after.size() + c.before.size() + c.timestamp.size() + 200;
     bulk.reserve(room);
+    ask_huge_pages(bulk.data(), bulk.capacity());
     /*
      * A batch of one table's changes (most are) names its index once, in
      * the path, instead of in every action line.
@@ -1370,6 +1453,8 @@ bool ElasticsearchExchange::stored_newer(const Change &c, const std::string &id)
 
 HttpRequest ElasticsearchExchange::next()
 {
+    if (!planned_)
+        plan();
     if (steps_.empty()) {
         /* Nothing to send (every change skipped or refused): a cheap request that answers. */
         steps_.push_back(Step{Kind::refresh, "GET", "/", "", 0, "", {}, 0});
@@ -1452,7 +1537,7 @@ void ElasticsearchExchange::read_mapping(size_t table, const std::string &body)
 /* Every index is checked again (made again if missing) by the next attempt, which is retried. */
 std::optional<Answer> ElasticsearchExchange::index_missing(const HttpResponse &r)
 {
-    for (auto &kv : sink_.indexes_)
+    for (auto &kv : sink_.indexes_to_change())
         kv.second.ready = false;
     std::optional<Answer> a = fail(r, Answer::Kind::retry);
     a->message += " (an index was deleted: it is made again, then the batch sent again)";
@@ -1517,7 +1602,7 @@ std::optional<Answer> ElasticsearchExchange::read_bulk(const Step &step, const H
             worst[entry] = Answer::Entry{entry, retry, status, why};
     }
     if (missing_index)
-        for (auto &kv : sink_.indexes_)
+        for (auto &kv : sink_.indexes_to_change())
             kv.second.ready = false;
     /*
      * A change sent again must never land after a later change of the same
@@ -1607,7 +1692,7 @@ std::optional<Answer> ElasticsearchExchange::read_answer(const HttpResponse &r)
             new_[step.table].refused = "Elasticsearch refused index " + new_[step.table].name +
                                        ": " + answer_excerpt(sink_.scrub(es_error(r.body)), 300);
             at_++; /* its mapping is not read */
-            sink_.indexes_[new_ns_[step.table]] = new_[step.table];
+            sink_.indexes_to_change()[new_ns_[step.table]] = new_[step.table];
             break;
         }
         return fail(r, Answer::Kind::retry);
@@ -1616,7 +1701,7 @@ std::optional<Answer> ElasticsearchExchange::read_answer(const HttpResponse &r)
             return fail(r, Answer::Kind::retry);
         read_mapping(step.table, r.body);
         if (at_ + 1 >= steps_.size() || steps_[at_ + 1].kind != Kind::put_mapping)
-            sink_.indexes_[new_ns_[step.table]] = new_[step.table];
+            sink_.indexes_to_change()[new_ns_[step.table]] = new_[step.table];
         break;
     case Kind::put_mapping:
         if (r.status == 400)
@@ -1625,7 +1710,7 @@ std::optional<Answer> ElasticsearchExchange::read_answer(const HttpResponse &r)
                                        answer_excerpt(sink_.scrub(es_error(r.body)), 300);
         else if (!ok)
             return fail(r, Answer::Kind::retry);
-        sink_.indexes_[new_ns_[step.table]] = new_[step.table];
+        sink_.indexes_to_change()[new_ns_[step.table]] = new_[step.table];
         break;
     case Kind::mget:
         if (!ok)
@@ -1648,7 +1733,7 @@ std::optional<Answer> ElasticsearchExchange::read_answer(const HttpResponse &r)
     case Kind::meta: {
         if (!ok)
             return fail(r, Answer::Kind::retry);
-        ElasticsearchSink::Index &t = sink_.indexes_[step.ns];
+        ElasticsearchSink::Index &t = sink_.indexes_to_change()[step.ns];
         t.truncated_lsn = entries_[step.entry].lsn;
         t.truncated_seq = entries_[step.entry].seq;
         break;
@@ -1725,64 +1810,83 @@ std::unique_ptr<HttpSink::Exchange> ElasticsearchSink::exchange_resent(std::stri
 std::unique_ptr<HttpSink::Exchange>
 ElasticsearchSink::make_exchange(std::string_view lines, const std::string &key, bool resent)
 {
-    /* Read already by order_of() (the same lines: the same key, where they are, their size). */
-    std::shared_ptr<ElasticsearchBatch> batch;
-    for (auto it = read_ahead_.begin(); it != read_ahead_.end();) {
-        if (it->first != key) {
-            ++it;
-            continue;
+    (void)key;
+    /* The lines are read at the first next() (a line it cannot read: EntryError then). */
+    return std::make_unique<ElasticsearchExchange>(*this, lines, resent);
+}
+
+/*
+ * What order_of() needs of a batch, from its lines' heads (the rows are
+ * read with the rest when the exchange plans, maybe on the prefetch
+ * thread): the commit LSN of its first and last lines, whether every line
+ * is a plain change (an insert, update, delete or import, laid out as the
+ * changelog writes it) and whether one leaves TOASTed columns unchanged.
+ * Any other line (a Schema entry, a TRUNCATE, resync and drop entries, a
+ * line laid out otherwise or not read) counts as special: its batch goes
+ * alone, which is never wrong, only slower.
+ */
+struct Outline {
+    uint64_t first_lsn = 0, last_lsn = 0;
+    bool special = false, unchanged = false;
+};
+
+static Outline outline_of(std::string_view lines)
+{
+    Outline o;
+    size_t at = 0;
+    std::string_view first, last;
+    while (at < lines.size()) {
+        const char *nl =
+            static_cast<const char *>(memchr(lines.data() + at, '\n', lines.size() - at));
+        size_t end = nl == nullptr ? lines.size() : static_cast<size_t>(nl - lines.data());
+        std::string_view line = lines.substr(at, end - at);
+        at = end + 1;
+        if (first.data() == nullptr)
+            first = line;
+        last = line;
+        if (o.special)
+            continue; /* only the last line's LSN is still wanted */
+        std::string_view timestamp, seq, ns, name, op;
+        size_t i = 0;
+        bool plain = false;
+        try {
+            plain = take(line, &i, "{\"timestamp\":") && (take_value(line, &i, &timestamp), true) &&
+                    take_member(line, &i, ",\"sequence\":", &seq) &&
+                    take_member(line, &i, ",\"namespace\":", &ns) &&
+                    take_member(line, &i, ",\"name\":", &name) &&
+                    take_member(line, &i, ",\"op\":", &op) && take(line, &i, ",\"lsn\":");
+        } catch (const std::exception &) {
+            plain = false;
         }
-        /* Read before the window was cleared, then read again: only the latest is its. */
-        if (it->second->data == lines.data() && it->second->size == lines.size())
-            batch = std::move(it->second);
-        it = read_ahead_.erase(it);
+        plain = plain && (is_literal(op, "\"insert\"") || is_literal(op, "\"update\"") ||
+                          is_literal(op, "\"delete\"") || is_literal(op, "\"import\""));
+        /* "unchanged", an array, is the last member if there is one: the line ends "]}". */
+        if (plain && line.size() >= 2 && line[line.size() - 2] == ']')
+            o.unchanged = true;
+        o.special = !plain;
     }
-    try {
-        if (!batch)
-            batch = read_batch(lines);
-        return std::make_unique<ElasticsearchExchange>(*this, std::move(*batch), resent);
-    } catch (const std::bad_alloc &) {
-        throw;
-    } catch (const std::exception &e) {
-        /* It only reads the entries and plans: a line it cannot read fails every attempt. */
-        throw EntryError(std::string("an entry the sink cannot read: ") + e.what());
-    }
+    /* Of a plain change, the first "lsn" member is the line's own (the values before are strings).
+     */
+    o.first_lsn = first.data() == nullptr ? 0 : lsn_of_line(first);
+    o.last_lsn = last.data() == nullptr ? 0 : lsn_of_line(last);
+    return o;
 }
 
 Order ElasticsearchSink::order_of(std::string_view lines, const std::string &key, bool resent)
 {
+    (void)key;
     if (resent)
         return Order::alone; /* out of the spool's order: after everything before it */
-    /* Read now, once: exchange() takes it when the batch goes out. */
-    std::shared_ptr<ElasticsearchBatch> batch;
-    try {
-        batch = read_batch(lines);
-    } catch (const std::bad_alloc &) {
-        throw;
-    } catch (const std::exception &) {
-        /* exchange() refuses what it cannot read (EntryError); until then it waits its turn. */
-        last_lsn_ = 0;
-        return Order::alone;
-    }
-    const std::vector<Change> &e = batch->entries;
-    uint64_t first_lsn = e.empty() ? 0 : e.front().lsn, previous = last_lsn_;
-    last_lsn_ = e.empty() ? 0 : e.back().lsn;
-    bool any_schema = batch->any_schema, any_truncate = batch->any_truncate,
-         any_unchanged = batch->any_unchanged;
-    read_ahead_.emplace_back(key, std::move(batch));
-    /*
-     * At most the batches two in flight and one read ahead need, and one
-     * more: the oldest go (read again when sent; or never sent, the
-     * window cleared meanwhile). Memory stays about a batch's size each.
-     */
-    while (read_ahead_.size() > 4)
-        read_ahead_.pop_front();
-    if (any_schema || any_truncate)
+    Outline o = outline_of(lines);
+    uint64_t previous = last_lsn_;
+    last_lsn_ = o.last_lsn;
+    /* Schema entries, TRUNCATE, resync_end (see above). */
+    if (o.special)
         return Order::alone;
     /* The same transaction as the batch before (or one whose LSN was not read). */
-    if (first_lsn == 0 || first_lsn == previous)
+    if (o.first_lsn == 0 || o.first_lsn == previous)
         return Order::after_previous;
-    if (any_unchanged)
+    if (o.unchanged)
         return Order::after_previous;
     return Order::free;
 }

@@ -39,7 +39,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -51,7 +50,7 @@
 namespace pgsink
 {
 
-struct ElasticsearchBatch; /* a batch's lines, read */
+struct ElasticsearchSpares; /* memory kept from one batch to the next */
 
 class ElasticsearchSink final : public HttpSink
 {
@@ -83,6 +82,16 @@ class ElasticsearchSink final : public HttpSink
      * different transactions order-free, but not every batch (order_of()).
      */
     int default_max_in_flight() const override { return 2; }
+    /*
+     * The _bulk body of the batch that goes out next is made on the
+     * prefetch thread (http/request_prefetch.h) while the worker's thread
+     * reads the spool and serves the requests in flight: an exchange takes
+     * a copy of what the sink knows of the indexes when it is made (on the
+     * worker's thread), plans from that copy alone in its first next(), and
+     * is current() while no answer has changed what the sink knows.
+     */
+    bool prepares_ahead() const override { return true; }
+    bool makes_every_request_ahead() const override { return true; }
     /*
      * A batch waits for every batch before it to be done (after_previous)
      * when it shares a transaction with the batch before (its changes of a
@@ -129,10 +138,17 @@ class ElasticsearchSink final : public HttpSink
 
     Settings settings_;
     std::string auth_header_;
-    std::map<std::string, Index> indexes_; /* by the Schema entry's namespace */
-    uint64_t last_lsn_ = 0;                /* of the last entry of the batch order_of() saw */
-    /* Batches order_of() read, by key, until exchange() takes them. */
-    std::deque<std::pair<std::string, std::shared_ptr<ElasticsearchBatch>>> read_ahead_;
+    std::map<std::string, Index> indexes_;        /* by the Schema entry's namespace */
+    std::shared_ptr<ElasticsearchSpares> spares_; /* shared with the exchanges */
+    /* Counts the changes of indexes_ (an exchange made from an older copy is not current()). */
+    uint64_t generation_ = 0;
+    /* indexes_, to change it. */
+    std::map<std::string, Index> &indexes_to_change()
+    {
+        generation_++;
+        return indexes_;
+    }
+    uint64_t last_lsn_ = 0; /* of the last entry of the batch order_of() saw */
 };
 
 /*

@@ -156,6 +156,12 @@ class HttpSink : public Sink
          */
         enum class Earlier { done, in_flight, waiting };
         virtual void set_earlier(Earlier earlier) { (void)earlier; }
+        /*
+         * For an exchange made ahead (prepares_ahead()): is what it took of
+         * the sink when it was made still what the sink holds? If not, its
+         * request is dropped and the exchange made again when it goes out.
+         */
+        virtual bool current() const { return true; }
     };
     /*
      * The exchange for lines (valid until it ends); key is the batch's id,
@@ -190,10 +196,19 @@ class HttpSink : public Sink
     /*
      * Can the first request of a fresh exchange be made on another thread,
      * while requests are in flight (http/request_prefetch.h)? Only if
-     * next() reads nothing but the batch and settings fixed when the sink
-     * was made, and changes nothing.
+     * next() reads nothing but the batch, settings fixed when the sink was
+     * made, and what the exchange took of the sink when it was made (on the
+     * worker's thread; current() says if that is still so), and changes
+     * nothing but the exchange.
      */
     virtual bool prepares_ahead() const { return false; }
+    /*
+     * With prepares_ahead(): is every batch made ahead as soon as it is
+     * read, even one that could go out at once, and sent when made? For a
+     * sink whose requests cost the worker more to make than to send: the
+     * worker serves the requests in flight meanwhile.
+     */
+    virtual bool makes_every_request_ahead() const { return false; }
     /* Requests in flight when pgsink.max_in_flight is 0. */
     virtual int default_max_in_flight() const { return 1; }
     /* The most requests in flight whatever pgsink.max_in_flight says (0: no limit). */

@@ -960,6 +960,15 @@ void Delivery::serve_interrupts()
     reload();
 }
 
+/* Is a request's body still being sent (a socket waits to be written)? */
+static bool sending(const HttpPipeline &pipeline)
+{
+    for (const HttpPipeline::Wait &w : pipeline.waits())
+        if (w.write)
+            return true;
+    return false;
+}
+
 /*
  * Start every request the window lets go now (max in flight). A batch whose
  * request was made ahead takes it; others make theirs here.
@@ -973,6 +982,17 @@ void Delivery::send_due(size_t max)
              static_cast<unsigned long long>(cursor_.replays));
     http_->set_stream(stream);
     while (DeliveryWindow::Batch *b = window_->next_to_send(now, max)) {
+        /*
+         * Made ahead (started now if need be). While a request is still being
+         * sent, the worker serves it and the batch goes when made (the wait is
+         * short meanwhile); else the worker waits for it here.
+         */
+        if (http_->makes_every_request_ahead()) {
+            if (!prefetch_.busy())
+                prefetch_next();
+            if (prefetch_.making(b->id) && sending(*pipeline_))
+                break;
+        }
         window_->sent(b);
         std::string failure, refusal;
         try {
@@ -1014,6 +1034,8 @@ void Delivery::send_due(size_t max)
         serve_interrupts();
         now = monotonic_ms();
     }
+    if (http_->makes_every_request_ahead())
+        prefetch_next(); /* the next batch read, made while the requests in flight are served */
 }
 
 /* Make the request of the batch that goes out next, on the prefetch thread, if the sink can. */
@@ -1053,7 +1075,9 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
      * Interrupts are served between batches: reading and encoding many big
      * ones takes a while.
      */
-    while (!paused && window_->ranges() < max + 1 && read_end_ < d.durable_end) {
+    /* A sink that makes every request ahead: one more, read while the one before is made. */
+    size_t ahead = http_->makes_every_request_ahead() ? 2 : 1;
+    while (!paused && window_->ranges() < max + ahead && read_end_ < d.durable_end) {
         read_range(d);
         send_due(max);
         serve_interrupts();
@@ -1067,6 +1091,8 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
     int64_t due = paused ? -1 : window_->next_due_ms(max);
     if (due >= 0)
         timeout = std::min<long>(timeout, std::max<int64_t>(0, due - now));
+    if (http_->makes_every_request_ahead() && prefetch_.making() && sending(*pipeline_))
+        timeout = std::min(timeout, 1L); /* it goes out soon after it is made */
     wait_for_sockets(timeout);
 
     for (auto &[tag, response] : pipeline_->take_done()) {

@@ -61,6 +61,8 @@ time_sink() {
 rate() { echo $(( $1 * 1000 / ($2 > 0 ? $2 : 1) )); }
 # CPU time (ms, user + system) of process $1 so far.
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat"; }
+# The same for its main thread alone (a process's threads: /proc/PID/task/TID/stat).
+thread_cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/task/$1/stat"; }
 worker_pid() { psqlq -c "SELECT pid FROM pgsink.sinks WHERE sink = '$1'"; }
 
 echo "== delivery rate: a backlog of $ROWS rows in $TXN_ROWS-row transactions, from the spool"
@@ -72,18 +74,19 @@ printf '%-28s %10s rows %8s ms %10s rows/s\n' "file (fsynced)" "$ROWS" "$file_ms
 echo "CPU time while the file sink delivered ($file_ms ms): its delivery worker $((fcpu1 - fcpu0)) ms"
 before=$(cat "$BENCH_DIR/es.count")
 wpid=$(worker_pid elasticsearch)
-cpu0=$(cpu_ms "$wpid") rcpu0=$(cpu_ms "$receiver")
+cpu0=$(cpu_ms "$wpid") rcpu0=$(cpu_ms "$receiver") mcpu0=$(thread_cpu_ms "$wpid")
 # PERF_DATA=file: perf record (cpu-clock, call graphs) of the delivery worker meanwhile.
 [ -n "${PERF_DATA:-}" ] && { perf record -q -e cpu-clock -g -p "$wpid" -o "$PERF_DATA" 2>/dev/null & perf_pid=$!; sleep 0.2; }
 es_ms=$(time_sink elasticsearch "$end")
 [ -n "${PERF_DATA:-}" ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
-cpu1=$(cpu_ms "$wpid") rcpu1=$(cpu_ms "$receiver")
+cpu1=$(cpu_ms "$wpid") rcpu1=$(cpu_ms "$receiver") mcpu1=$(thread_cpu_ms "$wpid")
 got=$(( $(cat "$BENCH_DIR/es.count") - before ))
 [ "$got" -ge "$ROWS" ] || { echo "the receiver got $got of $ROWS documents" >&2; exit 1; }
 printf '%-28s %10s rows %8s ms %10s rows/s   elasticsearch / file: %s\n' \
     "elasticsearch (_bulk)" "$ROWS" "$es_ms" "$(rate "$ROWS" "$es_ms")" \
     "$(awk -v f="$file_ms" -v e="$es_ms" 'BEGIN { printf "%.2fx (target >= 0.5x)", f / e }')"
 echo "CPU time while the elasticsearch sink delivered ($es_ms ms): its delivery worker" \
-    "$((cpu1 - cpu0)) ms, the receiver $((rcpu1 - rcpu0)) ms"
+    "$((cpu1 - cpu0)) ms (its main thread $((mcpu1 - mcpu0)) ms, the encoding thread the rest)," \
+    "the receiver $((rcpu1 - rcpu0)) ms"
 parked=$(psqlq -c "SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'elasticsearch'")
 [ "$parked" = 0 ] || { echo "$parked entries parked" >&2; exit 1; }
