@@ -431,6 +431,20 @@ std::string elasticsearch_selftest()
     c.expect(a && a->kind == Answer::Kind::retry && a->entries.empty(),
              "a document that could not be read: retried, not parked");
 
+    /* Our secrets echoed in an answer (a proxy's error page) are redacted. */
+    ElasticsearchSink::Settings secret_settings;
+    secret_settings.url = "http://url-user:url-pass-42@127.0.0.1:9";
+    secret_settings.user = "elastic";
+    secret_settings.password = "basic-pass-77";
+    ElasticsearchSink secret_sink(secret_settings);
+    std::string echoed = secret_sink.scrub(
+        "Authorization: Basic ZWxhc3RpYzpiYXNpYy1wYXNzLTc3 basic-pass-77 url-user:url-pass-42 "
+        "url-pass-42 dXJsLXVzZXI6dXJsLXBhc3MtNDI=");
+    c.expect(echoed ==
+                 "Authorization: Basic [redacted] [redacted] [redacted] [redacted] [redacted]",
+             "scrub: the password, the Basic header and the URL's credentials are redacted (got " +
+                 echoed + ")");
+
     return c.failures;
 }
 

@@ -28,6 +28,7 @@
 #include "changelog/avro_schema.h"
 #include "changelog/entry_head.h"
 #include "core/digest.h"
+#include "http/redact.h"
 #include "sinks/elasticsearch_sink.h"
 #include "changelog/raw_json.h"
 
@@ -258,25 +259,11 @@ HttpRequest ElasticsearchSink::request_to(const std::string &method, const std::
 /* An answer's text without our secrets (a proxy may echo a request's headers). */
 std::string ElasticsearchSink::scrub(std::string text) const
 {
-    std::vector<std::string> secrets = {settings_.api_key, settings_.password, settings_.url};
+    std::vector<std::string> secrets = {settings_.api_key, settings_.password};
     if (!auth_header_.empty())
         secrets.push_back(auth_header_.substr(auth_header_.find(' ', 15) + 1));
-    /* The URL's user info (user:password@). */
-    size_t scheme = settings_.url.find("://");
-    if (scheme != std::string::npos) {
-        size_t path = settings_.url.find_first_of("/?#", scheme + 3);
-        size_t at = settings_.url.rfind('@', path);
-        if (at != std::string::npos && at > scheme)
-            secrets.push_back(settings_.url.substr(scheme + 3, at - scheme - 3));
-    }
-    for (const std::string &secret : secrets) {
-        if (secret.size() < 4)
-            continue;
-        for (size_t at = text.find(secret); at != std::string::npos;
-             at = text.find(secret, at + 10))
-            text.replace(at, secret.size(), "[redacted]");
-    }
-    return text;
+    add_url_secrets(settings_.url, false, secrets);
+    return redact(std::move(text), secrets);
 }
 
 /* ------------------------------------------------------------ the exchange */

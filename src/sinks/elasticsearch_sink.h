@@ -128,13 +128,15 @@ class ElasticsearchSink final : public HttpSink
         uint64_t truncated_lsn = 0, truncated_seq = 0; /* changes before it are skipped */
     };
 
+    /* An answer's text without our secrets (a proxy may echo a request's headers). */
+    std::string scrub(std::string text) const;
+
   private:
     std::unique_ptr<Exchange> make_exchange(std::string_view lines, const std::string &key,
                                             bool resent);
     friend class ElasticsearchExchange;
     HttpRequest request_to(const std::string &method, const std::string &path,
                            std::string body) const;
-    std::string scrub(std::string text) const;
 
     Settings settings_;
     std::string auth_header_;
