@@ -215,7 +215,7 @@ void HttpPipeline::submit(uint64_t tag, HttpRequest request)
         t->headers = l;
     }
     t->headers = curl_slist_append(t->headers, "Expect:"); /* no 100-continue round trip */
-    if (t->request.body_source)
+    if (t->request.body_source && t->request.body_size < 0)
         t->headers = curl_slist_append(t->headers, "Transfer-Encoding: chunked");
 
     CURL *easy = t->easy;
@@ -233,6 +233,13 @@ void HttpPipeline::submit(uint64_t tag, HttpRequest request)
             curl_easy_setopt(easy, CURLOPT_READDATA, &t->body_source);
             curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, on_seek);
             curl_easy_setopt(easy, CURLOPT_SEEKDATA, &t->body_source);
+            if (t->request.body_size >= 0) {
+                /* A known size: a Content-Length instead of chunks. */
+                curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                                 static_cast<curl_off_t>(t->request.body_size));
+                if (static_cast<size_t>(t->request.body_size) >= kBigBody)
+                    curl_easy_setopt(easy, CURLOPT_UPLOAD_BUFFERSIZE, kBigUploadBuffer);
+            }
         } else {
             curl_easy_setopt(easy, CURLOPT_POSTFIELDS, t->request.body.data());
             curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,

@@ -1044,22 +1044,31 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
 {
     /* Paused: requests in flight are answered; nothing new (or again) goes out. */
     size_t max = paused ? 0 : max_in_flight();
-    /* First what can go now: a request made ahead goes out the moment there is room. */
-    if (!paused)
+    /*
+     * First what can go now: a request made ahead goes out the moment there
+     * is room, and the request of the batch after it is started at once.
+     */
+    if (!paused) {
         send_due(max);
+        prefetch_next();
+    }
     /*
      * Then read ahead, one range more than can be in flight: the next
      * batch is read while requests are out, and its request made ahead.
+     * A sink whose requests are made ahead gets one range more: the batch
+     * after the next is read while the next one's request is being made,
+     * so that making it can start the moment the next one goes out (else
+     * each batch waited for its read, then for its request to be made).
      * Interrupts are served between batches: reading and encoding many big
      * ones takes a while.
      */
-    while (!paused && window_->ranges() < max + 1 && read_end_ < d.durable_end) {
+    size_t ahead = max + (http_->prepares_ahead() ? 2 : 1);
+    while (!paused && window_->ranges() < ahead && read_end_ < d.durable_end) {
         read_range(d);
         send_due(max);
+        prefetch_next();
         serve_interrupts();
     }
-    if (!paused)
-        prefetch_next();
     int64_t now = monotonic_ms();
     long timeout = kIdleWaitMs;
     if (pipeline_->timeout_ms() >= 0)
