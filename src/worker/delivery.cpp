@@ -120,7 +120,7 @@ class Delivery
     HttpSink::Exchange::Earlier earlier_of(uint64_t id) const;
     void read_range(const SpoolShared &d);
     void http_round(const SpoolShared &d, bool paused);
-    void send_due(size_t max);
+    void send_due(size_t max, bool serve = true);
     void prefetch_next();
     void drop_wait_set();
     void refuse_batch(uint64_t id, const std::string &why);
@@ -814,6 +814,8 @@ void Delivery::read_range(const SpoolShared &d)
      */
     std::string joined;
     while (segment_end && joined.size() + piece.size() < max) {
+        if (joined.empty())
+            joined.reserve(max); /* grown once, not copied at each doubling */
         joined.append(piece);
         uint64_t more = 0;
         piece = reader_.read(read_end_ + joined.size(), d.durable_end, max - joined.size(), &more,
@@ -840,14 +842,6 @@ void Delivery::read_range(const SpoolShared &d)
     info.have_ts = last_line_timestamp(piece, &info.last_ts);
     bool owed = announce_ && std::none_of(ranges_.begin(), ranges_.end(),
                                           [](const RangeInfo &r) { return r.schemas; });
-    std::string lines;
-    size_t count = info.entries;
-    if (owed) {
-        lines = schemas_before(piece, read_end_);
-        count += static_cast<size_t>(std::count(lines.begin(), lines.end(), '\n'));
-        info.schemas = true;
-    }
-    lines.append(piece);
     /*
      * The batch's key (the webhook-id): its place in the spool, the replay
      * it belongs to, and the heads of its first and last entries, so it is
@@ -864,6 +858,20 @@ void Delivery::read_range(const SpoolShared &d)
     std::string key = sha256_hex(std::string(place) + "\n" + std::string(piece.substr(0, edge)) +
                                      "\n" + std::string(piece.substr(piece.size() - edge)),
                                  16);
+    std::string lines;
+    size_t count = info.entries;
+    if (owed) {
+        lines = schemas_before(piece, read_end_);
+        count += static_cast<size_t>(std::count(lines.begin(), lines.end(), '\n'));
+        info.schemas = true;
+    }
+    if (lines.empty() && !joined.empty() && piece.data() == joined.data()) {
+        /* Joined over a segment's end: the batch already, not copied again. */
+        joined.resize(piece.size());
+        lines = std::move(joined);
+    } else {
+        lines.append(piece);
+    }
     read_end_ += info.bytes;
     ranges_.push_back(std::move(info));
     Order order = http_->order_of(lines, key, false);
@@ -962,9 +970,11 @@ void Delivery::serve_interrupts()
 
 /*
  * Start every request the window lets go now (max in flight). A batch whose
- * request was made ahead takes it; others make theirs here.
+ * request was made ahead takes it; others make theirs here. serve: serve
+ * interrupts between batches (not while answers taken are not yet saved:
+ * a reload that reopens the sink would send them again).
  */
-void Delivery::send_due(size_t max)
+void Delivery::send_due(size_t max, bool serve)
 {
     int64_t now = monotonic_ms();
     /* Which spool and replay the batches come from (BigQuery's load job ids). */
@@ -1011,7 +1021,8 @@ void Delivery::send_due(size_t max)
                 b->id, sink_->describe() + ": could not make a request: " + failure, now);
             failing(o.message, o.delay_ms);
         }
-        serve_interrupts();
+        if (serve)
+            serve_interrupts();
         now = monotonic_ms();
     }
 }
@@ -1112,6 +1123,15 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
         take_outcome(o);
         if (!o.retrying && answer.kind == Answer::Kind::ack && window_->retrying() == 0)
             recovered(); /* something was taken, and nothing waits for a retry */
+    }
+    /*
+     * The next request goes out before the cursor is saved: saving it
+     * syncs a file, and with one request in flight the receiver had nothing
+     * to do meanwhile, at every batch.
+     */
+    if (!paused && pipeline_->in_flight() < max) {
+        send_due(max, false);
+        prefetch_next();
     }
     advance(d);
 }
