@@ -1125,11 +1125,11 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
             recovered(); /* something was taken, and nothing waits for a retry */
     }
     /*
-     * The next request goes out before the cursor is saved: saving it
-     * syncs a file, and with one request in flight the receiver had nothing
-     * to do meanwhile, at every batch.
+     * A sink whose requests are made ahead sends the next one before the
+     * cursor is saved: saving it syncs a file, and with one request in
+     * flight the receiver had nothing to do meanwhile, at every batch.
      */
-    if (!paused && pipeline_->in_flight() < max) {
+    if (!paused && http_->prepares_ahead() && pipeline_->in_flight() < max) {
         send_due(max, false);
         prefetch_next();
     }
