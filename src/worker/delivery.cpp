@@ -37,6 +37,7 @@
 #include "core/pause.h"
 #include "core/shared_state.h"
 #include "http/request_prefetch.h"
+#include "worker/batch_read_ahead.h"
 #include "sinks/sink_factory.h"
 #include "spool/sink_cursor.h"
 #include "spool/spool_reader.h"
@@ -95,13 +96,20 @@ class Delivery
           reader_(dir_)
     {
         live_prefetch = &prefetch_;
+        live_read_ahead = &read_ahead_;
     }
-    ~Delivery() { live_prefetch = nullptr; }
+    ~Delivery()
+    {
+        live_prefetch = nullptr;
+        live_read_ahead = nullptr;
+    }
     Delivery(const Delivery &) = delete;
     Delivery &operator=(const Delivery &) = delete;
     void run();
     /* The prefetch of the Delivery of this process, joined at exit (prefetch_at_exit()). */
     static RequestPrefetch *live_prefetch;
+    /* The same for its read-ahead. */
+    static BatchReadAhead *live_read_ahead;
 
   private:
     SpoolShared durable() const;
@@ -141,6 +149,12 @@ class Delivery
     void needs_reimport(const std::string &why);
     template <typename F> void with_retry(F &&f);
     SinkSlot &slot() const { return shared->sinks[slot_]; }
+    /* The spool's reader, once the batch read ahead with it is dropped. */
+    spool::Reader &reader()
+    {
+        read_ahead_.cancel();
+        return reader_;
+    }
 
     int slot_;
     std::string name_, dir_;
@@ -184,6 +198,8 @@ class Delivery
     TimestampTz retry_checked_at_ = 0;
     std::string last_warning_;
     TimestampTz last_warning_at_ = 0;
+    /* After reader_: stopped before the reader it uses. */
+    BatchReadAhead read_ahead_;
     /* Last: it is stopped first, before the window and the sink it reads. */
     RequestPrefetch prefetch_;
 };
@@ -375,7 +391,7 @@ void Delivery::position_cursor()
         return;
     }
     if (!have) {
-        spool::Position p = reader_.oldest();
+        spool::Position p = reader().oldest();
         cursor_ = spool::Cursor();
         cursor_.spool_id = d.id;
         cursor_.offset = p.offset;
@@ -455,7 +471,7 @@ void Delivery::open_sink()
     settings_ = sink_settings(name_);
     Sink::Resume from;
     from.state = cursor_.sink_state;
-    from.first_lsn = first_lsn_ != 0 ? first_lsn_ : reader_.lsn_at(cursor_.offset);
+    from.first_lsn = first_lsn_ != 0 ? first_lsn_ : reader().lsn_at(cursor_.offset);
     bool fresh = false;
     with_retry([&] { fresh = sink_->open(from); });
     if (fresh || cursor_.sink_state.empty()) {
@@ -707,7 +723,7 @@ void Delivery::deliver(const SpoolShared &d)
     while (n < max && cursor_.offset + n < d.durable_end) {
         uint64_t piece_lines = 0;
         std::string_view piece =
-            reader_.read(cursor_.offset + n, d.durable_end, kPieceBytes, &piece_lines);
+            reader().read(cursor_.offset + n, d.durable_end, kPieceBytes, &piece_lines);
         if (announce_) {
             std::string out = schemas_before(piece, cursor_.offset);
             out.append(piece);
@@ -786,6 +802,7 @@ void Delivery::start_http()
 void Delivery::reset_window()
 {
     prefetch_.cancel(); /* it reads a batch of the window */
+    read_ahead_.cancel();
     if (pipeline_)
         pipeline_->cancel_all();
     exchanges_.clear();
@@ -803,29 +820,11 @@ void Delivery::read_range(const SpoolShared &d)
 {
     size_t max = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
     RangeInfo info;
-    bool segment_end = false;
-    std::string_view piece =
-        reader_.read(read_end_, d.durable_end, max, &info.entries, &segment_end);
-    /*
-     * A batch does not end where a spool segment does: it goes on in the
-     * next one. A short batch there cost a request of its own, and BigQuery
-     * streams an import batch with few rows instead of loading it (1.3% of
-     * an import's rows, a fifth of its time).
-     */
-    std::string joined;
-    while (segment_end && joined.size() + piece.size() < max) {
-        if (joined.empty())
-            joined.reserve(max); /* grown once, not copied at each doubling */
-        joined.append(piece);
-        uint64_t more = 0;
-        piece = reader_.read(read_end_ + joined.size(), d.durable_end, max - joined.size(), &more,
-                             &segment_end);
-        info.entries += more;
-    }
-    if (!joined.empty()) {
-        joined.append(piece);
-        piece = joined;
-    }
+    std::optional<SpoolBatch> ahead = read_ahead_.take(read_end_, max);
+    SpoolBatch batch =
+        ahead ? std::move(*ahead) : read_spool_batch(reader_, read_end_, d.durable_end, max);
+    info.entries = batch.entries;
+    std::string_view piece = batch.lines;
     /* The sink may end it earlier (HttpSink::batch_end): the rest is the next batch's. */
     if (read_end_ + piece.size() < d.durable_end) {
         size_t cut = http_->batch_end(piece);
@@ -865,14 +864,25 @@ void Delivery::read_range(const SpoolShared &d)
         count += static_cast<size_t>(std::count(lines.begin(), lines.end(), '\n'));
         info.schemas = true;
     }
-    if (lines.empty() && !joined.empty() && piece.data() == joined.data()) {
-        /* Joined over a segment's end: the batch already, not copied again. */
-        joined.resize(piece.size());
-        lines = std::move(joined);
+    if (lines.empty()) {
+        batch.lines.resize(piece.size()); /* what batch_end() left of it */
+        lines = std::move(batch.lines);
     } else {
         lines.append(piece);
     }
     read_end_ += info.bytes;
+    /*
+     * The batch after it is read on a thread meanwhile, for a sink whose
+     * requests are made ahead too (only a head start: without a thread it
+     * is read when needed).
+     */
+    if (http_->prepares_ahead() && read_end_ < d.durable_end) {
+        try {
+            read_ahead_.start(reader_, read_end_, d.durable_end, max);
+        } catch (const std::exception &) {
+            read_ahead_.cancel();
+        }
+    }
     ranges_.push_back(std::move(info));
     Order order = http_->order_of(lines, key, false);
     window_->add(std::move(lines), count, std::move(key), false, order);
@@ -1281,7 +1291,7 @@ void Delivery::run()
                      * may be gone. Files of the old one are not read or
                      * written again.
                      */
-                    reader_.reset();
+                    reader().reset();
                     cursor_file_.reset();
                     reset_window(); /* nothing in flight while it waits */
                     needs_reimport("the spool was made anew (its identity changed) while it "
@@ -1321,6 +1331,7 @@ void Delivery::run()
 }
 
 RequestPrefetch *Delivery::live_prefetch = nullptr;
+BatchReadAhead *Delivery::live_read_ahead = nullptr;
 
 /*
  * A FATAL (SIGTERM is served by die()) leaves through proc_exit() without
@@ -1332,11 +1343,14 @@ RequestPrefetch *Delivery::live_prefetch = nullptr;
 static void prefetch_at_exit(int, Datum)
 {
     RequestPrefetch *p = Delivery::live_prefetch;
+    BatchReadAhead *r = Delivery::live_read_ahead;
     Delivery::live_prefetch = nullptr;
-    if (p == nullptr)
-        return;
+    Delivery::live_read_ahead = nullptr;
     try {
-        p->cancel();
+        if (p != nullptr)
+            p->cancel();
+        if (r != nullptr)
+            r->cancel(); /* a pread(): it ends soon */
     } catch (...) {
         /* could not join: nothing better to do on the way out */
     }
