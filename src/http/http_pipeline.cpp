@@ -18,9 +18,13 @@ namespace pgsink
 
 /* Idle handles kept for reuse. */
 static constexpr size_t kIdleHandles = 16;
-/* Bodies from this size are sent through an upload buffer of kBigUploadBuffer bytes. */
+/*
+ * Bodies from this size are sent through an upload buffer of kBigUploadBuffer
+ * bytes, libcurl's most (2 MB): each turn of the caller's wait sends one
+ * buffer. 256 kB (in the cache) cost the webhook's worker more, not less.
+ */
 static constexpr size_t kBigBody = 1024 * 1024;
-static constexpr long kBigUploadBuffer = 1024 * 1024;
+static constexpr long kBigUploadBuffer = 2048 * 1024;
 
 int64_t monotonic_ms()
 {
