@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <vector>
 #include <ctime>
 #include <openssl/evp.h>
 #include <openssl/core_names.h>
@@ -359,6 +360,81 @@ Answer WebhookSink::answer(const HttpResponse &r, std::string_view)
     a.kind = Answer::Kind::retry;
     a.retry_after_ms = retry_after_ms(r.retry_after, static_cast<long>(time(nullptr)));
     return a;
+}
+
+/* ---------------------------------------------------------------- selftest */
+
+std::string webhook_selftest()
+{
+    std::string failures;
+    auto expect = [&](bool ok, const std::string &what) {
+        if (!ok)
+            failures += (failures.empty() ? "" : "; ") + what;
+    };
+    /* Entries of every length: short ones, one across 64 kB pieces, one longer than a piece. */
+    std::vector<std::string> batches = {"", "{\"a\":1}\n"};
+    std::string lines;
+    for (int i = 0; i < 3000; i++)
+        lines += "{\"lsn\":\"0/" + std::to_string(i) + "\",\"v\":\"" +
+                 std::string(static_cast<size_t>(i % 97), 'x') + ",\\n\"}\n";
+    lines += "{\"long\":\"" + std::string(200000, 'y') + "\"}\n";
+    lines += "{\"last\":true}\n";
+    batches.push_back(lines);
+    std::string key;
+    webhook_secret_key("whsec_c2VsZnRlc3Qtc2VjcmV0LWtleS0wMTIzNDU2Nzg5", &key);
+    for (const std::string &batch : batches) {
+        std::string expected = "{\"data\":[";
+        for (size_t at = 0; at < batch.size();) {
+            size_t nl = batch.find('\n', at);
+            expected += (at > 0 ? "," : "") + batch.substr(at, nl - at);
+            at = nl + 1;
+        }
+        expected += "]}";
+        for (bool sign : {false, true}) {
+            WebhookSink::Settings settings;
+            settings.url = "http://127.0.0.1:1/";
+            if (sign)
+                settings.secret = "whsec_c2VsZnRlc3Qtc2VjcmV0LWtleS0wMTIzNDU2Nzg5";
+            WebhookSink sink(settings);
+            HttpRequest r = sink.request(batch, "batch-key");
+            std::string what =
+                std::to_string(batch.size()) + "-byte batch" + (sign ? ", signed" : "") + ": ";
+            expect(r.body.empty() && r.body_source && r.body_rewind,
+                   what + "the body is not made while it is sent");
+            if (!r.body_source || !r.body_rewind)
+                continue;
+            expect(r.body_size == static_cast<int64_t>(expected.size()),
+                   what + "its size is not the body's");
+            /* Read as libcurl may: in pieces of any size, then again from the start. */
+            for (size_t piece : {size_t{1}, size_t{7}, size_t{65535}, size_t{65536}, size_t{65537},
+                                 size_t{2} << 20}) {
+                expect(r.body_rewind(), what + "it cannot be sent again");
+                std::string got, buf(piece, '\0');
+                while (size_t k = r.body_source(buf.data(), buf.size()))
+                    got.append(buf.data(), k);
+                expect(got == expected, what + "read in pieces of " + std::to_string(piece) +
+                                            " bytes, it differs from {\"data\":[...]}");
+            }
+            std::string id, timestamp, signature;
+            for (const std::string &h : r.headers) {
+                if (h.rfind("webhook-id: ", 0) == 0)
+                    id = h.substr(12);
+                if (h.rfind("webhook-timestamp: ", 0) == 0)
+                    timestamp = h.substr(19);
+                if (h.rfind("webhook-signature: ", 0) == 0)
+                    signature = h.substr(19);
+            }
+            if (!sign) {
+                expect(signature.empty(), what + "signed without a secret");
+                continue;
+            }
+            WebhookSigner whole(key, id, timestamp);
+            whole.update(expected.data(), expected.size());
+            expect(!signature.empty() && signature == whole.finish(),
+                   what + "the signature is not the one of the body sent");
+        }
+    }
+    return failures;
 }
 
 } // namespace pgsink
