@@ -2,6 +2,8 @@
  * batch_read_ahead.cpp: see batch_read_ahead.h.
  */
 #include "worker/batch_read_ahead.h"
+#include <pthread.h>
+
 #include "core/quiet_thread.h"
 
 namespace pgsink
@@ -44,6 +46,7 @@ void BatchReadAhead::start(spool::Reader &reader, uint64_t offset, uint64_t end,
     failed_ = false;
     /* The thread owns batch_ and the reader until joined; nothing else touches them meanwhile. */
     thread_ = quiet_thread([this, &reader, offset, end, max] {
+        pthread_setname_np(pthread_self(), "pgsink-read"); /* for top -H and perf */
         try {
             batch_ = read_spool_batch(reader, offset, end, max);
         } catch (...) {
