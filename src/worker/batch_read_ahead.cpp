@@ -3,6 +3,9 @@
  */
 #include "worker/batch_read_ahead.h"
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "core/quiet_thread.h"
 
@@ -47,6 +50,11 @@ void BatchReadAhead::start(spool::Reader &reader, uint64_t offset, uint64_t end,
     /* The thread owns batch_ and the reader until joined; nothing else touches them meanwhile. */
     thread_ = quiet_thread([this, &reader, offset, end, max] {
         pthread_setname_np(pthread_self(), "pgsink-read"); /* for top -H and perf */
+        /*
+         * Behind the worker's thread and the request thread: reading ahead
+         * has a batch's time of slack, making the next request has none.
+         */
+        setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 5);
         try {
             batch_ = read_spool_batch(reader, offset, end, max);
         } catch (...) {
