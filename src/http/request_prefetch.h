@@ -39,6 +39,8 @@ class RequestPrefetch
 
     /* Holds (or is making) the request of a batch. */
     bool busy() const { return thread_.joinable(); }
+    /* Which batch, when busy(). */
+    uint64_t id() const { return id_; }
 
     /* Make exchange->next() for batch id now, on the thread. */
     void start(uint64_t id, std::unique_ptr<HttpSink::Exchange> exchange, int64_t now_ms);

@@ -95,7 +95,7 @@ class Delivery
         : slot_(slot), name_(std::move(name)), dir_(spool::directory()), cursor_file_(dir_, name_),
           reader_(dir_)
     {
-        live_prefetch = &prefetch_;
+        live_prefetch = prefetch_;
         live_read_ahead = &read_ahead_;
     }
     ~Delivery()
@@ -106,8 +106,9 @@ class Delivery
     Delivery(const Delivery &) = delete;
     Delivery &operator=(const Delivery &) = delete;
     void run();
-    /* The prefetch of the Delivery of this process, joined at exit (prefetch_at_exit()). */
+    /* The prefetches of the Delivery of this process, joined at exit (prefetch_at_exit()). */
     static RequestPrefetch *live_prefetch;
+    static constexpr int kPrefetches = 2;
     /* The same for its read-ahead. */
     static BatchReadAhead *live_read_ahead;
 
@@ -130,6 +131,7 @@ class Delivery
     void http_round(const SpoolShared &d, bool paused);
     void send_due(size_t max, bool serve = true);
     void prefetch_next();
+    RequestPrefetch *prefetch_of(uint64_t id);
     void drop_wait_set();
     void refuse_batch(uint64_t id, const std::string &why);
     void take_outcome(const DeliveryWindow::Outcome &o);
@@ -200,8 +202,13 @@ class Delivery
     TimestampTz last_warning_at_ = 0;
     /* After reader_: stopped before the reader it uses. */
     BatchReadAhead read_ahead_;
-    /* Last: it is stopped first, before the window and the sink it reads. */
-    RequestPrefetch prefetch_;
+    /*
+     * Last: they are stopped first, before the window and the sink they
+     * read. Two: the requests of the next two batches are made at once (on
+     * two cores, signing one batch while the one before is sent left a
+     * core idle whenever sending was quicker).
+     */
+    RequestPrefetch prefetch_[kPrefetches];
 };
 
 /* A snapshot of what the spool made durable. */
@@ -801,7 +808,8 @@ void Delivery::start_http()
 /* Abandon the requests in flight and what the window holds: delivery goes on from the cursor. */
 void Delivery::reset_window()
 {
-    prefetch_.cancel(); /* it reads a batch of the window */
+    for (RequestPrefetch &p : prefetch_)
+        p.cancel(); /* it reads a batch of the window */
     read_ahead_.cancel();
     if (pipeline_)
         pipeline_->cancel_all();
@@ -998,8 +1006,10 @@ void Delivery::send_due(size_t max, bool serve)
         try {
             std::unique_ptr<HttpSink::Exchange> ex;
             HttpRequest request;
-            std::optional<RequestPrefetch::Made> made =
-                prefetch_.take(b->id, now, kPrefetchMaxAgeMs);
+            RequestPrefetch *ahead = prefetch_of(b->id);
+            std::optional<RequestPrefetch::Made> made;
+            if (ahead != nullptr)
+                made = ahead->take(b->id, now, kPrefetchMaxAgeMs);
             if (made) {
                 ex = std::move(made->exchange);
                 request = std::move(made->request);
@@ -1037,22 +1047,52 @@ void Delivery::send_due(size_t max, bool serve)
     }
 }
 
-/* Make the request of the batch that goes out next, on the prefetch thread, if the sink can. */
+/* The prefetch holding (or making) the request of batch id, if one does. */
+RequestPrefetch *Delivery::prefetch_of(uint64_t id)
+{
+    for (RequestPrefetch &p : prefetch_)
+        if (p.busy() && p.id() == id)
+            return &p;
+    return nullptr;
+}
+
+/*
+ * Make the requests of the batches that go out next, each on a prefetch
+ * thread, if the sink can. One made for a batch no longer next (split,
+ * retried, abandoned) is dropped.
+ */
 void Delivery::prefetch_next()
 {
-    if (!http_->prepares_ahead() || prefetch_.busy())
+    if (!http_->prepares_ahead())
         return;
-    const DeliveryWindow::Batch *b = window_->next_in_line();
-    if (b == nullptr || b->lines.size() < kPrefetchMinBytes)
-        return;
-    /* Only a head start: if it cannot be had (no thread, no memory), the request is made later. */
-    try {
-        prefetch_.start(b->id,
+    const DeliveryWindow::Batch *next[kPrefetches];
+    for (int i = 0; i < kPrefetches; i++)
+        next[i] = window_->next_in_line(static_cast<size_t>(i));
+    for (RequestPrefetch &p : prefetch_)
+        if (p.busy() &&
+            std::none_of(next, next + kPrefetches, [&p](const DeliveryWindow::Batch *b) {
+                return b != nullptr && b->id == p.id();
+            }))
+            p.cancel();
+    for (const DeliveryWindow::Batch *b : next) {
+        if (b == nullptr || b->lines.size() < kPrefetchMinBytes || prefetch_of(b->id) != nullptr)
+            continue;
+        RequestPrefetch *free = nullptr;
+        for (RequestPrefetch &p : prefetch_)
+            if (!p.busy() && free == nullptr)
+                free = &p;
+        if (free == nullptr)
+            return;
+        /* Only a head start: if it cannot be had (no thread, no memory), the request is made later.
+         */
+        try {
+            free->start(b->id,
                         b->park_always ? http_->exchange_resent(b->lines, b->key)
                                        : http_->exchange(b->lines, b->key),
                         monotonic_ms());
-    } catch (const std::exception &) {
-        prefetch_.cancel();
+        } catch (const std::exception &) {
+            free->cancel();
+        }
     }
 }
 
@@ -1347,8 +1387,8 @@ static void prefetch_at_exit(int, Datum)
     Delivery::live_prefetch = nullptr;
     Delivery::live_read_ahead = nullptr;
     try {
-        if (p != nullptr)
-            p->cancel();
+        for (int i = 0; p != nullptr && i < Delivery::kPrefetches; i++)
+            p[i].cancel();
         if (r != nullptr)
             r->cancel(); /* a pread(): it ends soon */
     } catch (...) {
