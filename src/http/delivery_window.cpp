@@ -78,11 +78,16 @@ DeliveryWindow::Batch *DeliveryWindow::next_to_send(int64_t now_ms, size_t max_i
     return found;
 }
 
-const DeliveryWindow::Batch *DeliveryWindow::next_in_line() const
+const DeliveryWindow::Batch *DeliveryWindow::next_in_line(size_t nth) const
 {
-    for (const Batch &b : batches_)
-        if (!b.in_flight)
-            return b.attempts == 0 ? &b : nullptr;
+    for (const Batch &b : batches_) {
+        if (b.in_flight)
+            continue;
+        if (b.attempts != 0)
+            return nullptr;
+        if (nth-- == 0)
+            return &b;
+    }
     return nullptr;
 }
 
@@ -339,6 +344,19 @@ std::string delivery_window_selftest()
     policy.first_retry_ms = 100;
     policy.max_retry_ms = 1000;
 
+    /* Made ahead: the batches in line after the one in flight, in order. */
+    {
+        DeliveryWindow w(policy);
+        w.add("a\n", 1, "k1");
+        w.add("b\n", 1, "k2");
+        w.add("c\n", 1, "k3");
+        auto *b = w.next_to_send(0, 1);
+        w.sent(b);
+        c.expect(w.next_in_line(0) != nullptr && w.next_in_line(0)->key == "k2" &&
+                     w.next_in_line(1) != nullptr && w.next_in_line(1)->key == "k3" &&
+                     w.next_in_line(2) == nullptr,
+                 "made ahead: second and third in line");
+    }
     /* In order (max 1): a failed batch goes again before the next; cursor by prefix. */
     {
         DeliveryWindow w(policy);
@@ -349,9 +367,12 @@ std::string delivery_window_selftest()
         c.expect(w.next_to_send(0, 1) == nullptr, "ordered: one in flight");
         c.expect(w.next_in_line() != nullptr && w.next_in_line()->key == "k2",
                  "made ahead: the batch after the one in flight");
+        c.expect(w.next_in_line(1) == nullptr, "made ahead: nothing after the last");
         auto o = w.complete(b->id, retry(), 0);
         c.expect(o.retrying && o.delay_ms == 51, "retry: jittered back-off of 100 ms");
         c.expect(w.next_in_line() == nullptr, "made ahead: nothing while a retry is next");
+        c.expect(w.next_in_line(1) == nullptr,
+                 "made ahead: nothing after a retry either (it goes first)");
         c.expect(w.next_to_send(10, 1) == nullptr, "ordered: the next waits for the retry");
         c.expect(w.next_due_ms(1) == 51, "retry due time");
         b = w.next_to_send(60, 1);

@@ -126,9 +126,10 @@ class DeliveryWindow
 
     /*
      * The batch that goes out next once there is room, if it has never
-     * been sent (a first attempt): its request may be made ahead.
+     * been sent (a first attempt): its request may be made ahead. nth: the
+     * one after it (1), and so on, while none of those was sent before.
      */
-    const Batch *next_in_line() const;
+    const Batch *next_in_line(size_t nth = 0) const;
     /* The next batch to send now, or nullptr (see max_in_flight above). */
     Batch *next_to_send(int64_t now_ms, size_t max_in_flight);
     void sent(Batch *b);

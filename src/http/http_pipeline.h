@@ -42,6 +42,12 @@ struct HttpRequest {
      */
     std::function<size_t(char *buf, size_t max)> body_source;
     std::function<bool()> body_rewind;
+    /*
+     * With body_source: how many bytes it makes in all, sent as the
+     * Content-Length (the body is made while it is sent, but its size is
+     * known); -1: unknown, the body is sent chunked.
+     */
+    int64_t body_size = -1;
 };
 
 struct HttpResponse {

@@ -2,6 +2,8 @@
  * request_prefetch.cpp: see request_prefetch.h.
  */
 #include "http/request_prefetch.h"
+#include <pthread.h>
+
 #include "core/quiet_thread.h"
 
 namespace pgsink
@@ -18,6 +20,7 @@ void RequestPrefetch::start(uint64_t id, std::unique_ptr<HttpSink::Exchange> exc
     made_.exchange = std::move(exchange);
     /* The thread owns made_ until joined; nothing else touches it meanwhile. */
     thread_ = quiet_thread([this] {
+        pthread_setname_np(pthread_self(), "pgsink-request"); /* for top -H and perf */
         try {
             made_.request = made_.exchange->next();
         } catch (...) {

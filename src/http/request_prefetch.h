@@ -48,6 +48,8 @@ class RequestPrefetch
     bool making(uint64_t id) const { return thread_.joinable() && id_ == id && !done_.load(); }
     /* Still making a request? */
     bool making() const { return thread_.joinable() && !done_.load(); }
+    /* Which batch, when busy(). */
+    uint64_t id() const { return id_; }
 
     /* Make exchange->next() for batch id now, on the thread. */
     void start(uint64_t id, std::unique_ptr<HttpSink::Exchange> exchange, int64_t now_ms);

@@ -93,6 +93,12 @@ class ElasticsearchSink final : public HttpSink
     bool prepares_ahead() const override { return true; }
     bool makes_every_request_ahead() const override { return true; }
     /*
+     * One at a time: an exchange's plan on the thread was reviewed and
+     * tested for a single prefetch thread, and two encodings at once would
+     * only share the same cores.
+     */
+    int made_ahead_at_once() const override { return 1; }
+    /*
      * A batch waits for every batch before it to be done (after_previous)
      * when it shares a transaction with the batch before (its changes of a
      * key share a version: the later must land last), or reads documents

@@ -209,6 +209,12 @@ class HttpSink : public Sink
      * worker serves the requests in flight meanwhile.
      */
     virtual bool makes_every_request_ahead() const { return false; }
+    /*
+     * With prepares_ahead(): how many batches' requests may be made ahead
+     * at once, each on a thread of its own? More than one only if fresh
+     * exchanges share nothing the making writes.
+     */
+    virtual int made_ahead_at_once() const { return 2; }
     /* Requests in flight when pgsink.max_in_flight is 0. */
     virtual int default_max_in_flight() const { return 1; }
     /* The most requests in flight whatever pgsink.max_in_flight says (0: no limit). */

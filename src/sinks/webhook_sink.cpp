@@ -13,8 +13,10 @@
  * anything else (no answer, 3xx, 401, 403, 404, 408, 429, 5xx) is retried
  * with back-off, honouring Retry-After.
  */
+#include <algorithm>
 #include <cstring>
-#include <optional>
+#include <memory>
+#include <vector>
 #include <ctime>
 #include <openssl/evp.h>
 #include <openssl/core_names.h>
@@ -214,33 +216,68 @@ bool WebhookSink::open(const Resume &from)
 }
 
 /*
- * {"data":[entry,entry,...]} from newline-terminated entries, signed as it
- * is made (signer may be null): in pieces small enough to be signed from
- * the cache, instead of a second pass over megabytes.
+ * The body {"data":[entry,entry,...]} of newline-terminated entries, made
+ * piece by piece from them wherever it is needed: signed through a small
+ * buffer (in the cache), and copied into libcurl's upload buffer as it is
+ * sent. A batch is never copied whole into a body of its own: that copy
+ * (megabytes out of the cache, into fresh memory) cost as much as sending.
  */
-static std::string webhook_body(std::string_view lines, WebhookSigner *signer)
+class WebhookBody
+{
+  public:
+    explicit WebhookBody(std::string_view lines)
+        : lines_(lines), n_(lines.empty() ? 0 : lines.size() - 1) /* the last newline is not sent */
+    {
+    }
+    size_t size() const { return kHeadLen + n_ + kTailLen; }
+    /* Bytes of the body from at into out, at most max (fewer at its end); how many. */
+    size_t copy(size_t at, char *out, size_t max) const
+    {
+        size_t done = 0;
+        while (done < max && at < size()) {
+            size_t k;
+            if (at < kHeadLen) {
+                k = std::min(kHeadLen - at, max - done);
+                memcpy(out + done, kHead + at, k);
+            } else if (at < kHeadLen + n_) {
+                /* Entries: newlines become commas, a piece at a time while it is in the cache. */
+                size_t from = at - kHeadLen;
+                k = std::min({n_ - from, max - done, kPiece});
+                char *p = out + done, *end = p + k;
+                memcpy(p, lines_.data() + from, k);
+                while ((p = static_cast<char *>(memchr(p, '\n', static_cast<size_t>(end - p)))) !=
+                       nullptr)
+                    *p++ = ',';
+            } else {
+                size_t from = at - kHeadLen - n_;
+                k = std::min(kTailLen - from, max - done);
+                memcpy(out + done, kTail + from, k);
+            }
+            done += k;
+            at += k;
+        }
+        return done;
+    }
+
+  private:
+    static constexpr size_t kPiece = 64 * 1024;
+    static constexpr const char *kHead = "{\"data\":[";
+    static constexpr const char *kTail = "]}";
+    static constexpr size_t kHeadLen = 9, kTailLen = 2;
+    std::string_view lines_;
+    size_t n_;
+};
+
+/* The signature of body (Standard Webhooks), fed through a buffer the size of a piece. */
+static std::string sign_body(const WebhookBody &body, WebhookSigner &signer)
 {
     static constexpr size_t kPiece = 64 * 1024;
-    static const char kHead[] = "{\"data\":[", kTail[] = "]}";
-    std::string body;
-    body.reserve(sizeof(kHead) + lines.size() + sizeof(kTail));
-    body.append(kHead);
-    if (signer)
-        signer->update(body.data(), body.size());
-    size_t n = lines.empty() ? 0 : lines.size() - 1; /* the last newline is not sent */
-    for (size_t at = 0; at < n; at += kPiece) {
-        size_t start = body.size(), len = std::min(kPiece, n - at);
-        body.append(lines.data() + at, len);
-        for (char *p = body.data() + start, *end = body.data() + body.size();
-             (p = static_cast<char *>(memchr(p, '\n', static_cast<size_t>(end - p)))) != nullptr;)
-            *p++ = ',';
-        if (signer)
-            signer->update(body.data() + start, len);
+    std::unique_ptr<char[]> piece(new char[kPiece]);
+    for (size_t at = 0, k; at < body.size(); at += k) {
+        k = body.copy(at, piece.get(), kPiece);
+        signer.update(piece.get(), k);
     }
-    body.append(kTail);
-    if (signer)
-        signer->update(kTail, sizeof(kTail) - 1);
-    return body;
+    return signer.finish();
 }
 
 HttpRequest WebhookSink::request(std::string_view lines, const std::string &key)
@@ -250,24 +287,47 @@ HttpRequest WebhookSink::request(std::string_view lines, const std::string &key)
     /* From the batch's place in the spool: the same on every retry, also after a crash. */
     std::string id = "msg_" + sha256_hex(key, 16);
     std::string timestamp = std::to_string(static_cast<long>(time(nullptr)));
-    std::optional<WebhookSigner> signer;
-    if (!key_.empty())
-        signer.emplace(key_, id, timestamp);
-    r.body = webhook_body(lines, signer ? &*signer : nullptr);
     r.headers = {
         "Content-Type: application/json",
         "webhook-id: " + id,
         "webhook-timestamp: " + timestamp,
         "Idempotency-Key: " + id,
     };
-    if (signer)
-        r.headers.push_back("webhook-signature: " + signer->finish());
+    WebhookBody body(lines);
+    if (!key_.empty()) {
+        WebhookSigner signer(key_, id, timestamp);
+        r.headers.push_back("webhook-signature: " + sign_body(body, signer));
+    }
     r.headers.insert(r.headers.end(), extra_headers_.begin(), extra_headers_.end());
     if (settings_.gzip) {
         /* The signature covers the JSON; gzip is the transport's. */
         r.headers.push_back("Content-Encoding: gzip");
-        r.body = gzip_compress(r.body);
+        std::string json(body.size(), '\0');
+        body.copy(0, json.data(), json.size());
+        r.body = gzip_compress(json);
+        return r;
     }
+    /*
+     * Made while it is sent, from the batch's lines (which outlive the
+     * request: the exchange's lines), with its size known up front (a
+     * Content-Length, as before); sent again from its start if libcurl
+     * must (a kept-alive connection found closed).
+     */
+    struct Stream {
+        WebhookBody body;
+        size_t at;
+    };
+    auto stream = std::make_shared<Stream>(Stream{body, 0});
+    r.body_size = static_cast<int64_t>(body.size());
+    r.body_source = [stream](char *buf, size_t max) {
+        size_t k = stream->body.copy(stream->at, buf, max);
+        stream->at += k;
+        return k;
+    };
+    r.body_rewind = [stream] {
+        stream->at = 0;
+        return true;
+    };
     return r;
 }
 
@@ -300,6 +360,81 @@ Answer WebhookSink::answer(const HttpResponse &r, std::string_view)
     a.kind = Answer::Kind::retry;
     a.retry_after_ms = retry_after_ms(r.retry_after, static_cast<long>(time(nullptr)));
     return a;
+}
+
+/* ---------------------------------------------------------------- selftest */
+
+std::string webhook_selftest()
+{
+    std::string failures;
+    auto expect = [&](bool ok, const std::string &what) {
+        if (!ok)
+            failures += (failures.empty() ? "" : "; ") + what;
+    };
+    /* Entries of every length: short ones, one across 64 kB pieces, one longer than a piece. */
+    std::vector<std::string> batches = {"", "{\"a\":1}\n"};
+    std::string lines;
+    for (int i = 0; i < 3000; i++)
+        lines += "{\"lsn\":\"0/" + std::to_string(i) + "\",\"v\":\"" +
+                 std::string(static_cast<size_t>(i % 97), 'x') + ",\\n\"}\n";
+    lines += "{\"long\":\"" + std::string(200000, 'y') + "\"}\n";
+    lines += "{\"last\":true}\n";
+    batches.push_back(lines);
+    std::string key;
+    webhook_secret_key("whsec_c2VsZnRlc3Qtc2VjcmV0LWtleS0wMTIzNDU2Nzg5", &key);
+    for (const std::string &batch : batches) {
+        std::string expected = "{\"data\":[";
+        for (size_t at = 0; at < batch.size();) {
+            size_t nl = batch.find('\n', at);
+            expected += (at > 0 ? "," : "") + batch.substr(at, nl - at);
+            at = nl + 1;
+        }
+        expected += "]}";
+        for (bool sign : {false, true}) {
+            WebhookSink::Settings settings;
+            settings.url = "http://127.0.0.1:1/";
+            if (sign)
+                settings.secret = "whsec_c2VsZnRlc3Qtc2VjcmV0LWtleS0wMTIzNDU2Nzg5";
+            WebhookSink sink(settings);
+            HttpRequest r = sink.request(batch, "batch-key");
+            std::string what =
+                std::to_string(batch.size()) + "-byte batch" + (sign ? ", signed" : "") + ": ";
+            expect(r.body.empty() && r.body_source && r.body_rewind,
+                   what + "the body is not made while it is sent");
+            if (!r.body_source || !r.body_rewind)
+                continue;
+            expect(r.body_size == static_cast<int64_t>(expected.size()),
+                   what + "its size is not the body's");
+            /* Read as libcurl may: in pieces of any size, then again from the start. */
+            for (size_t piece : {size_t{1}, size_t{7}, size_t{65535}, size_t{65536}, size_t{65537},
+                                 size_t{2} << 20}) {
+                expect(r.body_rewind(), what + "it cannot be sent again");
+                std::string got, buf(piece, '\0');
+                while (size_t k = r.body_source(buf.data(), buf.size()))
+                    got.append(buf.data(), k);
+                expect(got == expected, what + "read in pieces of " + std::to_string(piece) +
+                                            " bytes, it differs from {\"data\":[...]}");
+            }
+            std::string id, timestamp, signature;
+            for (const std::string &h : r.headers) {
+                if (h.rfind("webhook-id: ", 0) == 0)
+                    id = h.substr(12);
+                if (h.rfind("webhook-timestamp: ", 0) == 0)
+                    timestamp = h.substr(19);
+                if (h.rfind("webhook-signature: ", 0) == 0)
+                    signature = h.substr(19);
+            }
+            if (!sign) {
+                expect(signature.empty(), what + "signed without a secret");
+                continue;
+            }
+            WebhookSigner whole(key, id, timestamp);
+            whole.update(expected.data(), expected.size());
+            expect(!signature.empty() && signature == whole.finish(),
+                   what + "the signature is not the one of the body sent");
+        }
+    }
+    return failures;
 }
 
 } // namespace pgsink

@@ -75,5 +75,12 @@ bool parse_webhook_headers(const std::string &text, std::vector<std::string> *ou
 std::string gzip_compress(const std::string &data);
 /* The key of a "whsec_<base64>" secret; false if it is not one. */
 bool webhook_secret_key(const std::string &secret, std::string *key);
+/*
+ * The request's body as libcurl reads it (in pieces of every size, and
+ * again after a rewind) against {"data":[...]} made at once, and its
+ * signature against one over that whole body; "" if all is well, else what
+ * went wrong.
+ */
+std::string webhook_selftest();
 
 } // namespace pgsink

@@ -13,6 +13,7 @@
 #include "boundary/pg_boundary.h"
 #include "http/delivery_window.h"
 #include "sinks/clickhouse_sink.h"
+#include "sinks/webhook_sink.h"
 
 extern "C" {
 #include "fmgr.h"
@@ -73,13 +74,19 @@ static int64 selftest(const std::string &mode)
         if (!failures.empty())
             throw Error(ERRCODE_INTERNAL_ERROR, "bigquery: " + failures, "");
         return 1;
+    } else if (mode == "webhook") {
+        /* The webhook's body as it is streamed, and its signature. */
+        std::string failures = webhook_selftest();
+        if (!failures.empty())
+            throw Error(ERRCODE_INTERNAL_ERROR, "webhook: " + failures, "");
+        return 1;
     } else if (mode == "ok") {
         return pg_call(
             [] { return DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum("42"))); });
     }
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "unknown selftest mode \"" + mode + "\"",
                 "Use ok, pg_error, cpp_exception, pgsink_error, bad_alloc, delivery_window, "
-                "elasticsearch, clickhouse, bigquery or destroyed.");
+                "elasticsearch, clickhouse, bigquery, webhook or destroyed.");
 }
 
 } // namespace pgsink

@@ -37,6 +37,7 @@
 #include "core/pause.h"
 #include "core/shared_state.h"
 #include "http/request_prefetch.h"
+#include "worker/batch_read_ahead.h"
 #include "sinks/sink_factory.h"
 #include "spool/sink_cursor.h"
 #include "spool/spool_reader.h"
@@ -94,14 +95,22 @@ class Delivery
         : slot_(slot), name_(std::move(name)), dir_(spool::directory()), cursor_file_(dir_, name_),
           reader_(dir_)
     {
-        live_prefetch = &prefetch_;
+        live_prefetch = prefetch_;
+        live_read_ahead = &read_ahead_;
     }
-    ~Delivery() { live_prefetch = nullptr; }
+    ~Delivery()
+    {
+        live_prefetch = nullptr;
+        live_read_ahead = nullptr;
+    }
     Delivery(const Delivery &) = delete;
     Delivery &operator=(const Delivery &) = delete;
     void run();
-    /* The prefetch of the Delivery of this process, joined at exit (prefetch_at_exit()). */
+    /* The prefetches of the Delivery of this process, joined at exit (prefetch_at_exit()). */
     static RequestPrefetch *live_prefetch;
+    static constexpr int kPrefetches = 2;
+    /* The same for its read-ahead. */
+    static BatchReadAhead *live_read_ahead;
 
   private:
     SpoolShared durable() const;
@@ -120,8 +129,9 @@ class Delivery
     HttpSink::Exchange::Earlier earlier_of(uint64_t id) const;
     void read_range(const SpoolShared &d);
     void http_round(const SpoolShared &d, bool paused);
-    void send_due(size_t max);
+    void send_due(size_t max, bool serve = true);
     void prefetch_next();
+    RequestPrefetch *prefetch_of(uint64_t id);
     void drop_wait_set();
     void refuse_batch(uint64_t id, const std::string &why);
     void take_outcome(const DeliveryWindow::Outcome &o);
@@ -141,6 +151,12 @@ class Delivery
     void needs_reimport(const std::string &why);
     template <typename F> void with_retry(F &&f);
     SinkSlot &slot() const { return shared->sinks[slot_]; }
+    /* The spool's reader, once the batch read ahead with it is dropped. */
+    spool::Reader &reader()
+    {
+        read_ahead_.cancel();
+        return reader_;
+    }
 
     int slot_;
     std::string name_, dir_;
@@ -184,8 +200,15 @@ class Delivery
     TimestampTz retry_checked_at_ = 0;
     std::string last_warning_;
     TimestampTz last_warning_at_ = 0;
-    /* Last: it is stopped first, before the window and the sink it reads. */
-    RequestPrefetch prefetch_;
+    /* After reader_: stopped before the reader it uses. */
+    BatchReadAhead read_ahead_;
+    /*
+     * Last: they are stopped first, before the window and the sink they
+     * read. Two: the requests of the next two batches are made at once (on
+     * two cores, signing one batch while the one before is sent left a
+     * core idle whenever sending was quicker).
+     */
+    RequestPrefetch prefetch_[kPrefetches];
 };
 
 /* A snapshot of what the spool made durable. */
@@ -375,7 +398,7 @@ void Delivery::position_cursor()
         return;
     }
     if (!have) {
-        spool::Position p = reader_.oldest();
+        spool::Position p = reader().oldest();
         cursor_ = spool::Cursor();
         cursor_.spool_id = d.id;
         cursor_.offset = p.offset;
@@ -455,7 +478,7 @@ void Delivery::open_sink()
     settings_ = sink_settings(name_);
     Sink::Resume from;
     from.state = cursor_.sink_state;
-    from.first_lsn = first_lsn_ != 0 ? first_lsn_ : reader_.lsn_at(cursor_.offset);
+    from.first_lsn = first_lsn_ != 0 ? first_lsn_ : reader().lsn_at(cursor_.offset);
     bool fresh = false;
     with_retry([&] { fresh = sink_->open(from); });
     if (fresh || cursor_.sink_state.empty()) {
@@ -707,7 +730,7 @@ void Delivery::deliver(const SpoolShared &d)
     while (n < max && cursor_.offset + n < d.durable_end) {
         uint64_t piece_lines = 0;
         std::string_view piece =
-            reader_.read(cursor_.offset + n, d.durable_end, kPieceBytes, &piece_lines);
+            reader().read(cursor_.offset + n, d.durable_end, kPieceBytes, &piece_lines);
         if (announce_) {
             std::string out = schemas_before(piece, cursor_.offset);
             out.append(piece);
@@ -785,7 +808,9 @@ void Delivery::start_http()
 /* Abandon the requests in flight and what the window holds: delivery goes on from the cursor. */
 void Delivery::reset_window()
 {
-    prefetch_.cancel(); /* it reads a batch of the window */
+    for (RequestPrefetch &p : prefetch_)
+        p.cancel(); /* it reads a batch of the window */
+    read_ahead_.cancel();
     if (pipeline_)
         pipeline_->cancel_all();
     exchanges_.clear();
@@ -803,27 +828,11 @@ void Delivery::read_range(const SpoolShared &d)
 {
     size_t max = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
     RangeInfo info;
-    bool segment_end = false;
-    std::string_view piece =
-        reader_.read(read_end_, d.durable_end, max, &info.entries, &segment_end);
-    /*
-     * A batch does not end where a spool segment does: it goes on in the
-     * next one. A short batch there cost a request of its own, and BigQuery
-     * streams an import batch with few rows instead of loading it (1.3% of
-     * an import's rows, a fifth of its time).
-     */
-    std::string joined;
-    while (segment_end && joined.size() + piece.size() < max) {
-        joined.append(piece);
-        uint64_t more = 0;
-        piece = reader_.read(read_end_ + joined.size(), d.durable_end, max - joined.size(), &more,
-                             &segment_end);
-        info.entries += more;
-    }
-    if (!joined.empty()) {
-        joined.append(piece);
-        piece = joined;
-    }
+    std::optional<SpoolBatch> ahead = read_ahead_.take(read_end_, max);
+    SpoolBatch batch =
+        ahead ? std::move(*ahead) : read_spool_batch(reader_, read_end_, d.durable_end, max);
+    info.entries = batch.entries;
+    std::string_view piece = batch.lines;
     /* The sink may end it earlier (HttpSink::batch_end): the rest is the next batch's. */
     if (read_end_ + piece.size() < d.durable_end) {
         size_t cut = http_->batch_end(piece);
@@ -840,14 +849,6 @@ void Delivery::read_range(const SpoolShared &d)
     info.have_ts = last_line_timestamp(piece, &info.last_ts);
     bool owed = announce_ && std::none_of(ranges_.begin(), ranges_.end(),
                                           [](const RangeInfo &r) { return r.schemas; });
-    std::string lines;
-    size_t count = info.entries;
-    if (owed) {
-        lines = schemas_before(piece, read_end_);
-        count += static_cast<size_t>(std::count(lines.begin(), lines.end(), '\n'));
-        info.schemas = true;
-    }
-    lines.append(piece);
     /*
      * The batch's key (the webhook-id): its place in the spool, the replay
      * it belongs to, and the heads of its first and last entries, so it is
@@ -864,7 +865,32 @@ void Delivery::read_range(const SpoolShared &d)
     std::string key = sha256_hex(std::string(place) + "\n" + std::string(piece.substr(0, edge)) +
                                      "\n" + std::string(piece.substr(piece.size() - edge)),
                                  16);
+    std::string lines;
+    size_t count = info.entries;
+    if (owed) {
+        lines = schemas_before(piece, read_end_);
+        count += static_cast<size_t>(std::count(lines.begin(), lines.end(), '\n'));
+        info.schemas = true;
+    }
+    if (lines.empty()) {
+        batch.lines.resize(piece.size()); /* what batch_end() left of it */
+        lines = std::move(batch.lines);
+    } else {
+        lines.append(piece);
+    }
     read_end_ += info.bytes;
+    /*
+     * The batch after it is read on a thread meanwhile, for a sink whose
+     * requests are made ahead too (only a head start: without a thread it
+     * is read when needed).
+     */
+    if (http_->prepares_ahead() && read_end_ < d.durable_end) {
+        try {
+            read_ahead_.start(reader_, read_end_, d.durable_end, max);
+        } catch (const std::exception &) {
+            read_ahead_.cancel();
+        }
+    }
     ranges_.push_back(std::move(info));
     Order order = http_->order_of(lines, key, false);
     window_->add(std::move(lines), count, std::move(key), false, order);
@@ -971,9 +997,11 @@ static bool sending(const HttpPipeline &pipeline)
 
 /*
  * Start every request the window lets go now (max in flight). A batch whose
- * request was made ahead takes it; others make theirs here.
+ * request was made ahead takes it; others make theirs here. serve: serve
+ * interrupts between batches (not while answers taken are not yet saved:
+ * a reload that reopens the sink would send them again).
  */
-void Delivery::send_due(size_t max)
+void Delivery::send_due(size_t max, bool serve)
 {
     int64_t now = monotonic_ms();
     /* Which spool and replay the batches come from (BigQuery's load job ids). */
@@ -988,9 +1016,10 @@ void Delivery::send_due(size_t max)
          * short meanwhile); else the worker waits for it here.
          */
         if (http_->makes_every_request_ahead()) {
-            if (!prefetch_.busy())
+            if (prefetch_of(b->id) == nullptr)
                 prefetch_next();
-            if (prefetch_.making(b->id) && sending(*pipeline_))
+            RequestPrefetch *making = prefetch_of(b->id);
+            if (making != nullptr && making->making(b->id) && sending(*pipeline_))
                 break;
         }
         window_->sent(b);
@@ -998,8 +1027,10 @@ void Delivery::send_due(size_t max)
         try {
             std::unique_ptr<HttpSink::Exchange> ex;
             HttpRequest request;
-            std::optional<RequestPrefetch::Made> made =
-                prefetch_.take(b->id, now, kPrefetchMaxAgeMs);
+            RequestPrefetch *ahead = prefetch_of(b->id);
+            std::optional<RequestPrefetch::Made> made;
+            if (ahead != nullptr)
+                made = ahead->take(b->id, now, kPrefetchMaxAgeMs);
             if (made) {
                 ex = std::move(made->exchange);
                 request = std::move(made->request);
@@ -1031,29 +1062,62 @@ void Delivery::send_due(size_t max)
                 b->id, sink_->describe() + ": could not make a request: " + failure, now);
             failing(o.message, o.delay_ms);
         }
-        serve_interrupts();
+        if (serve)
+            serve_interrupts();
         now = monotonic_ms();
     }
     if (http_->makes_every_request_ahead())
         prefetch_next(); /* the next batch read, made while the requests in flight are served */
 }
 
-/* Make the request of the batch that goes out next, on the prefetch thread, if the sink can. */
+/* The prefetch holding (or making) the request of batch id, if one does. */
+RequestPrefetch *Delivery::prefetch_of(uint64_t id)
+{
+    for (RequestPrefetch &p : prefetch_)
+        if (p.busy() && p.id() == id)
+            return &p;
+    return nullptr;
+}
+
+/*
+ * Make the requests of the batches that go out next, each on a prefetch
+ * thread, if the sink can. One made for a batch no longer next (split,
+ * retried, abandoned) is dropped.
+ */
 void Delivery::prefetch_next()
 {
-    if (!http_->prepares_ahead() || prefetch_.busy())
+    if (!http_->prepares_ahead())
         return;
-    const DeliveryWindow::Batch *b = window_->next_in_line();
-    if (b == nullptr || b->lines.size() < kPrefetchMinBytes)
-        return;
-    /* Only a head start: if it cannot be had (no thread, no memory), the request is made later. */
-    try {
-        prefetch_.start(b->id,
+    /* As many at once as the sink's exchanges allow (they may share its buffers). */
+    int n = std::clamp(http_->made_ahead_at_once(), 1, kPrefetches);
+    const DeliveryWindow::Batch *next[kPrefetches] = {};
+    for (int i = 0; i < n; i++)
+        next[i] = window_->next_in_line(static_cast<size_t>(i));
+    for (RequestPrefetch &p : prefetch_)
+        if (p.busy() &&
+            std::none_of(next, next + kPrefetches, [&p](const DeliveryWindow::Batch *b) {
+                return b != nullptr && b->id == p.id();
+            }))
+            p.cancel();
+    for (const DeliveryWindow::Batch *b : next) {
+        if (b == nullptr || b->lines.size() < kPrefetchMinBytes || prefetch_of(b->id) != nullptr)
+            continue;
+        RequestPrefetch *free = nullptr;
+        for (RequestPrefetch &p : prefetch_)
+            if (!p.busy() && free == nullptr)
+                free = &p;
+        if (free == nullptr)
+            return;
+        /* Only a head start: if it cannot be had (no thread, no memory), the request is made later.
+         */
+        try {
+            free->start(b->id,
                         b->park_always ? http_->exchange_resent(b->lines, b->key)
                                        : http_->exchange(b->lines, b->key),
                         monotonic_ms());
-    } catch (const std::exception &) {
-        prefetch_.cancel();
+        } catch (const std::exception &) {
+            free->cancel();
+        }
     }
 }
 
@@ -1066,24 +1130,32 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
 {
     /* Paused: requests in flight are answered; nothing new (or again) goes out. */
     size_t max = paused ? 0 : max_in_flight();
-    /* First what can go now: a request made ahead goes out the moment there is room. */
-    if (!paused)
+    /*
+     * First what can go now: a request made ahead goes out the moment there
+     * is room, and the request of the batch after it is started at once.
+     */
+    if (!paused) {
         send_due(max);
+        prefetch_next();
+    }
     /*
      * Then read ahead, one range more than can be in flight: the next
      * batch is read while requests are out, and its request made ahead.
+     * A sink whose requests are made ahead gets one range more: the batch
+     * after the next is read while the next one's request is being made,
+     * so that making it can start the moment the next one goes out (else
+     * each batch waited for its read, then for its request to be made).
      * Interrupts are served between batches: reading and encoding many big
      * ones takes a while.
      */
-    /* A sink that makes every request ahead: one more, read while the one before is made. */
-    size_t ahead = http_->makes_every_request_ahead() ? 2 : 1;
-    while (!paused && window_->ranges() < max + ahead && read_end_ < d.durable_end) {
+    /* A sink that makes requests ahead: one range more, read while the one before is made. */
+    size_t ahead = max + (http_->prepares_ahead() ? 2 : 1);
+    while (!paused && window_->ranges() < ahead && read_end_ < d.durable_end) {
         read_range(d);
         send_due(max);
+        prefetch_next();
         serve_interrupts();
     }
-    if (!paused)
-        prefetch_next();
     int64_t now = monotonic_ms();
     long timeout = kIdleWaitMs;
     if (pipeline_->timeout_ms() >= 0)
@@ -1091,7 +1163,9 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
     int64_t due = paused ? -1 : window_->next_due_ms(max);
     if (due >= 0)
         timeout = std::min<long>(timeout, std::max<int64_t>(0, due - now));
-    if (http_->makes_every_request_ahead() && prefetch_.making() && sending(*pipeline_))
+    if (http_->makes_every_request_ahead() && sending(*pipeline_) &&
+        std::any_of(std::begin(prefetch_), std::end(prefetch_),
+                    [](const RequestPrefetch &p) { return p.making(); }))
         timeout = std::min(timeout, 1L); /* it goes out soon after it is made */
     wait_for_sockets(timeout);
 
@@ -1129,6 +1203,15 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
         take_outcome(o);
         if (!o.retrying && answer.kind == Answer::Kind::ack && window_->retrying() == 0)
             recovered(); /* something was taken, and nothing waits for a retry */
+    }
+    /*
+     * A sink whose requests are made ahead sends the next one before the
+     * cursor is saved: saving it syncs a file, and with one request in
+     * flight the receiver had nothing to do meanwhile, at every batch.
+     */
+    if (!paused && http_->prepares_ahead() && pipeline_->in_flight() < max) {
+        send_due(max, false);
+        prefetch_next();
     }
     advance(d);
 }
@@ -1278,7 +1361,7 @@ void Delivery::run()
                      * may be gone. Files of the old one are not read or
                      * written again.
                      */
-                    reader_.reset();
+                    reader().reset();
                     cursor_file_.reset();
                     reset_window(); /* nothing in flight while it waits */
                     needs_reimport("the spool was made anew (its identity changed) while it "
@@ -1318,6 +1401,7 @@ void Delivery::run()
 }
 
 RequestPrefetch *Delivery::live_prefetch = nullptr;
+BatchReadAhead *Delivery::live_read_ahead = nullptr;
 
 /*
  * A FATAL (SIGTERM is served by die()) leaves through proc_exit() without
@@ -1329,11 +1413,14 @@ RequestPrefetch *Delivery::live_prefetch = nullptr;
 static void prefetch_at_exit(int, Datum)
 {
     RequestPrefetch *p = Delivery::live_prefetch;
+    BatchReadAhead *r = Delivery::live_read_ahead;
     Delivery::live_prefetch = nullptr;
-    if (p == nullptr)
-        return;
+    Delivery::live_read_ahead = nullptr;
     try {
-        p->cancel();
+        for (int i = 0; p != nullptr && i < Delivery::kPrefetches; i++)
+            p[i].cancel();
+        if (r != nullptr)
+            r->cancel(); /* a pread(): it ends soon */
     } catch (...) {
         /* could not join: nothing better to do on the way out */
     }

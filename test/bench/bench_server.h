@@ -23,6 +23,7 @@ struct conn {
     int fd;
     char *buf;
     size_t len, cap;
+    size_t body_left; /* the receiver's own: zero on a new connection */
 };
 
 static long long total; /* entries received */
