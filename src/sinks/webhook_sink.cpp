@@ -25,6 +25,7 @@
 #include <zlib.h>
 
 #include "core/digest.h"
+#include "http/redact.h"
 #include "sinks/webhook_sink.h"
 
 namespace pgsink
@@ -180,7 +181,7 @@ std::string WebhookSink::state() const
  */
 std::string WebhookSink::scrub(std::string body) const
 {
-    std::vector<std::string> secrets = {settings_.secret, settings_.url};
+    std::vector<std::string> secrets = {settings_.secret};
     for (const std::string &h : extra_headers_) {
         size_t colon = h.find(':');
         size_t v = h.find_first_not_of(' ', colon + 1);
@@ -188,23 +189,8 @@ std::string WebhookSink::scrub(std::string body) const
             secrets.push_back(h.substr(v));
     }
     /* The URL's parts that may hold a credential: user info, path and query. */
-    size_t scheme = settings_.url.find("://");
-    if (scheme != std::string::npos) {
-        size_t path = settings_.url.find_first_of("/?#", scheme + 3);
-        size_t at = settings_.url.rfind('@', path);
-        if (at != std::string::npos && at > scheme)
-            secrets.push_back(settings_.url.substr(scheme + 3, at - scheme - 3));
-        if (path != std::string::npos && settings_.url.size() - path > 1)
-            secrets.push_back(settings_.url.substr(path));
-    }
-    for (const std::string &secret : secrets) {
-        if (secret.size() < 4)
-            continue; /* too short to tell from ordinary text */
-        for (size_t at = body.find(secret); at != std::string::npos;
-             at = body.find(secret, at + 10))
-            body.replace(at, secret.size(), "[redacted]");
-    }
-    return body;
+    add_url_secrets(settings_.url, true, secrets);
+    return redact(std::move(body), secrets);
 }
 
 bool WebhookSink::open(const Resume &from)
