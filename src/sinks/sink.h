@@ -215,6 +215,19 @@ class HttpSink : public Sink
      * exchanges share nothing the making writes.
      */
     virtual int made_ahead_at_once() const { return 2; }
+    /*
+     * With prepares_ahead(): the oldest a request made ahead may be when it
+     * goes out (older, it is made again): a signature's timestamp goes
+     * stale. No limit by default.
+     */
+    virtual int64_t made_ahead_max_age_ms() const { return INT64_MAX; }
+    /*
+     * Is the next batch read from the spool on a thread of its own while
+     * the worker sends (one more batch held), and the next request sent
+     * before the cursor's save? For a sink whose worker is bound by its own
+     * thread with one request in flight (the webhook: measured for it).
+     */
+    virtual bool reads_and_sends_ahead() const { return false; }
     /* Requests in flight when pgsink.max_in_flight is 0. */
     virtual int default_max_in_flight() const { return 1; }
     /* The most requests in flight whatever pgsink.max_in_flight says (0: no limit). */

@@ -62,7 +62,7 @@ std::vector<Segment> list_segments(const std::string &dir)
         if (errno == ENOENT)
             return segments;
         throw Error(ERRCODE_IO_ERROR,
-                    "could not open spool directory \"" + dir + "\": " + strerror(errno));
+                    "could not open spool directory \"" + dir + "\": " + errno_text(errno));
     }
     while (struct dirent *e = readdir(d)) {
         const char *name = e->d_name;
@@ -122,13 +122,13 @@ std::vector<IndexRecord> read_index(const std::string &path)
     if (fd < 0) {
         if (errno == ENOENT)
             return records;
-        throw Error(ERRCODE_IO_ERROR, "could not open \"" + path + "\": " + strerror(errno));
+        throw Error(ERRCODE_IO_ERROR, "could not open \"" + path + "\": " + errno_text(errno));
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int err = errno;
         ::close(fd);
-        throw Error(ERRCODE_IO_ERROR, "could not stat \"" + path + "\": " + strerror(err));
+        throw Error(ERRCODE_IO_ERROR, "could not stat \"" + path + "\": " + errno_text(err));
     }
     size_t n = static_cast<size_t>(st.st_size) / sizeof(IndexRecord);
     records.resize(n);
@@ -136,7 +136,7 @@ std::vector<IndexRecord> read_index(const std::string &path)
     int err = errno;
     ::close(fd);
     if (got < 0)
-        throw Error(ERRCODE_IO_ERROR, "could not read \"" + path + "\": " + strerror(err));
+        throw Error(ERRCODE_IO_ERROR, "could not read \"" + path + "\": " + errno_text(err));
     records.resize(static_cast<size_t>(got) / sizeof(IndexRecord));
     uint64_t last = 0;
     for (size_t i = 0; i < records.size(); i++) {

@@ -75,7 +75,7 @@ int Reader::fd_of(const Segment &s)
         if (errno == ENOENT)
             throw Error(ERRCODE_UNDEFINED_FILE,
                         "spool segment \"" + path + "\" was removed before it was read");
-        throw Error(ERRCODE_IO_ERROR, "could not open \"" + path + "\": " + strerror(errno));
+        throw Error(ERRCODE_IO_ERROR, "could not open \"" + path + "\": " + errno_text(errno));
     }
     fd_start_ = s.start;
     return fd_;
@@ -99,7 +99,7 @@ std::string_view Reader::read(uint64_t offset, uint64_t end, size_t max, uint64_
     struct stat st;
     if (fstat(fd, &st) != 0)
         throw Error(ERRCODE_IO_ERROR,
-                    std::string("could not stat a spool segment: ") + strerror(errno));
+                    std::string("could not stat a spool segment: ") + errno_text(errno));
     uint64_t seg_end = seg.start + static_cast<uint64_t>(st.st_size);
     if (offset == seg_end && seg_end < end) {
         /* The end of this segment: the next one starts here. */
@@ -111,7 +111,7 @@ std::string_view Reader::read(uint64_t offset, uint64_t end, size_t max, uint64_
         fd = fd_of(seg);
         if (fstat(fd, &st) != 0)
             throw Error(ERRCODE_IO_ERROR,
-                        std::string("could not stat a spool segment: ") + strerror(errno));
+                        std::string("could not stat a spool segment: ") + errno_text(errno));
         seg_end = seg.start + static_cast<uint64_t>(st.st_size);
     }
     uint64_t avail = std::min(end, seg_end) - std::min(offset, std::min(end, seg_end));
@@ -136,7 +136,7 @@ std::string_view Reader::read(uint64_t offset, uint64_t end, size_t max, uint64_
             if (errno == EINTR)
                 continue;
             throw Error(ERRCODE_IO_ERROR,
-                        std::string("could not read a spool segment: ") + strerror(errno));
+                        std::string("could not read a spool segment: ") + errno_text(errno));
         }
         if (n == 0)
             throw Error(ERRCODE_DATA_CORRUPTED,

@@ -74,10 +74,9 @@ static constexpr long kIdleWaitMs = 1000;
 /*
  * Requests are made ahead (http/request_prefetch.h) for batches of this size
  * and more (a thread for a small one costs more than it saves), and used if
- * at most this old (a webhook-timestamp should be fresh).
+ * at most HttpSink::made_ahead_max_age_ms() old.
  */
 static constexpr size_t kPrefetchMinBytes = 64 * 1024;
-static constexpr int64_t kPrefetchMaxAgeMs = 10000;
 
 /* The sink must be made again (new settings) or opened again at the cursor. */
 struct Reopen : std::exception {
@@ -884,7 +883,7 @@ void Delivery::read_range(const SpoolShared &d)
      * requests are made ahead too (only a head start: without a thread it
      * is read when needed).
      */
-    if (http_->prepares_ahead() && read_end_ < d.durable_end) {
+    if (http_->reads_and_sends_ahead() && read_end_ < d.durable_end) {
         try {
             read_ahead_.start(reader_, read_end_, d.durable_end, max);
         } catch (const std::exception &) {
@@ -1030,7 +1029,7 @@ void Delivery::send_due(size_t max, bool serve)
             RequestPrefetch *ahead = prefetch_of(b->id);
             std::optional<RequestPrefetch::Made> made;
             if (ahead != nullptr)
-                made = ahead->take(b->id, now, kPrefetchMaxAgeMs);
+                made = ahead->take(b->id, now, http_->made_ahead_max_age_ms());
             if (made) {
                 ex = std::move(made->exchange);
                 request = std::move(made->request);
@@ -1209,7 +1208,7 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
      * cursor is saved: saving it syncs a file, and with one request in
      * flight the receiver had nothing to do meanwhile, at every batch.
      */
-    if (!paused && http_->prepares_ahead() && pipeline_->in_flight() < max) {
+    if (!paused && http_->reads_and_sends_ahead() && pipeline_->in_flight() < max) {
         send_due(max, false);
         prefetch_next();
     }
