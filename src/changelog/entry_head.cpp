@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cstring>
 
+#include "changelog/civil_date.h"
 #include "changelog/entry_head.h"
 
 namespace pgsink
@@ -194,16 +195,6 @@ bool line_table(const char *line, size_t len, std::string *table)
 }
 
 /* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    const int64_t era = (y >= 0 ? y : y - 399) / 400;
-    const unsigned yoe = static_cast<unsigned>(y - era * 400);
-    const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + static_cast<int64_t>(doe) - 719468;
-}
-
 bool line_timestamp(const char *line, size_t len, int64_t *ts)
 {
     /* {"timestamp":"2019-10-04T16:05:55.123456+00:00" */

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "changelog/civil_date.h"
 #include "changelog/json_writer.h"
 
 namespace pgsink::json
@@ -197,18 +198,9 @@ void append_base64(Out &out, const unsigned char *data, size_t len)
 
 bool civil_from_pg_days(int64_t days, int *year, int *month, int *day)
 {
-    /* Howard Hinnant's days-to-civil algorithm, from 1970-01-01. */
-    int64_t z = days + kPostgresEpochDays + 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t y = yoe + era * 400;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    int64_t d = doy - (153 * mp + 2) / 5 + 1;
-    int64_t m = mp < 10 ? mp + 3 : mp - 9;
-    if (m <= 2)
-        y++;
+    int64_t y;
+    unsigned m, d;
+    civil_from_days(days + kPostgresEpochDays, &y, &m, &d);
     if (y < 1 || y > 9999)
         return false;
     *year = static_cast<int>(y);

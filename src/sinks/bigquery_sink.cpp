@@ -31,6 +31,7 @@
 #include <stdexcept>
 
 #include "changelog/avro_schema.h"
+#include "changelog/civil_date.h"
 #include "changelog/entry_head.h"
 #include "core/digest.h"
 #include "sinks/bigquery_load.h"
@@ -1022,18 +1023,9 @@ static std::string timestamp_text(int64_t us)
 {
     int64_t days = floor_div(us, 86400000000LL);
     int64_t rest = us - days * 86400000000LL;
-    /* civil_from_days (H. Hinnant) */
-    int64_t z = days + 719468;
-    int64_t era = floor_div(z, 146097);
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t y = yoe + era * 400;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    int64_t d = doy - (153 * mp + 2) / 5 + 1;
-    int64_t m = mp < 10 ? mp + 3 : mp - 9;
-    if (m <= 2)
-        y++;
+    int64_t y;
+    unsigned m, d;
+    civil_from_days(days, &y, &m, &d);
     char out[64];
     snprintf(out, sizeof(out), "%04lld-%02lld-%02lld %02lld:%02lld:%02lld.%06lldZ",
              static_cast<long long>(y), static_cast<long long>(m), static_cast<long long>(d),
