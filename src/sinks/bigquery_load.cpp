@@ -18,6 +18,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "changelog/civil_date.h"
 #include "core/digest.h"
 #include "sinks/bigquery_load.h"
 
@@ -144,16 +145,6 @@ static std::string unquote(const std::string &text)
     return json::parse(text).get<std::string>();
 }
 
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
-{
-    y -= m <= 2;
-    const int64_t era = (y >= 0 ? y : y - 399) / 400;
-    const unsigned yoe = static_cast<unsigned>(y - era * 400);
-    const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + static_cast<int64_t>(doe) - 719468;
-}
-
 /* n digits at s[at], or -1. */
 static int digits(std::string_view s, size_t at, int n)
 {
@@ -211,28 +202,48 @@ static int64_t parse_timestamp(std::string_view v)
 }
 
 /* A decimal's unscaled value at this scale, as big-endian two's complement bytes. */
-static std::string decimal_bytes_reference(std::string_view text, int scale)
-{
-    std::string digits;
-    digits.reserve(text.size() + static_cast<size_t>(scale));
-    bool negative = false, point = false;
+/*
+ * A decimal's text read: refused unless it is digits with a sign and a point
+ * and at most scale decimals; its sign, decimals and digits counted.
+ */
+struct DecimalText {
+    bool negative = false;
     int frac = 0;
+    size_t ndigits = 0;
+};
+static DecimalText scan_decimal(std::string_view text, int scale)
+{
+    DecimalText t;
+    bool point = false;
     for (char ch : text) {
         if (ch == '-')
-            negative = true;
+            t.negative = true;
         else if (ch == '.')
             point = true;
         else if (isdigit(static_cast<unsigned char>(ch))) {
             if (point) {
-                if (frac >= scale)
+                if (t.frac >= scale)
                     throw Refusal("the number " + std::string(text) + " has more than " +
                                   std::to_string(scale) + " decimals");
-                frac++;
+                t.frac++;
             }
-            digits.push_back(ch);
+            t.ndigits++;
         } else if (ch != '+')
             throw Refusal("not a number: " + std::string(text));
     }
+    return t;
+}
+
+static std::string decimal_bytes_reference(std::string_view text, int scale)
+{
+    DecimalText t = scan_decimal(text, scale);
+    bool negative = t.negative;
+    int frac = t.frac;
+    std::string digits;
+    digits.reserve(t.ndigits + static_cast<size_t>(scale));
+    for (char ch : text)
+        if (isdigit(static_cast<unsigned char>(ch)))
+            digits.push_back(ch);
     digits.append(static_cast<size_t>(scale - frac), '0');
     std::vector<uint8_t> bytes;
     if (digits.size() <= 38) {
@@ -818,26 +829,10 @@ static void put_twos_complement(Out &out, uint64_t limbs[4], bool negative)
 /* A decimal's unscaled value at this scale, as Avro bytes (decimal_bytes_reference's). */
 static void put_decimal(Out &out, std::string_view text, int scale)
 {
-    bool negative = false, point = false;
-    int frac = 0;
-    size_t ndigits = 0;
-    for (char ch : text) {
-        if (ch == '-')
-            negative = true;
-        else if (ch == '.')
-            point = true;
-        else if (isdigit(static_cast<unsigned char>(ch))) {
-            if (point) {
-                if (frac >= scale)
-                    throw Refusal("the number " + std::string(text) + " has more than " +
-                                  std::to_string(scale) + " decimals");
-                frac++;
-            }
-            ndigits++;
-        } else if (ch != '+')
-            throw Refusal("not a number: " + std::string(text));
-    }
-    size_t total = ndigits + static_cast<size_t>(scale - frac);
+    DecimalText t = scan_decimal(text, scale);
+    bool negative = t.negative;
+    int frac = t.frac;
+    size_t total = t.ndigits + static_cast<size_t>(scale - frac);
     uint64_t limbs[4] = {0, 0, 0, 0};
     auto times10_plus = [&](unsigned d) {
         unsigned __int128 carry = d;
