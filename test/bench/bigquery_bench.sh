@@ -59,20 +59,8 @@ trap 'bench_cluster_stop; kill "$bq_pid" 2>/dev/null' EXIT
 
 rate() { echo $(( $1 * 1000 / ($2 > 0 ? $2 : 1) )); }
 spool_end() { psqlq -c "SELECT durable_offset FROM pgsink.spool"; }
-# Wait until sink $1's cursor reaches spool offset $2.
-wait_cursor() {
-    until [ "$(psqlq -c "SELECT cursor_offset >= $2 FROM pgsink.sinks WHERE sink = '$1'")" = t ]; do
-        sleep 0.01
-    done
-}
-time_sink() {
-    local t0 end
-    end=$(spool_end)
-    t0=$(now_ms)
-    psqlq -c "SELECT pgsink.rewind_sink('$1', '-infinity')" >/dev/null
-    wait_cursor "$1" "$end"
-    echo $(( $(now_ms) - t0 ))
-}
+# Sink $1 rewound and timed until it is back at the spool's end.
+time_sink() { bench_time_sink "$1" "$(spool_end)"; }
 fake_count() { curl -sf "$BQ/_fake/stats" | "$PYTHON" -c "import json, sys; s = json.load(sys.stdin); print(sum(s['requests'].get('$1', {}).values()))"; }
 
 echo "== streaming: a backlog of $ROWS rows in $TXN_ROWS-row transactions, from the spool"
@@ -121,7 +109,7 @@ j0=$(fake_count jobs.insert)
 psqlq -c "ALTER SYSTEM SET pgsink.sink = 'file, bigquery'" -c "SELECT pg_reload_conf()" >/dev/null
 t0=$(now_ms)
 # Its cursor is where it stopped: it delivers the import entries (and nothing else).
-wait_cursor bigquery "$end"
+bench_wait_cursor bigquery "$end"
 bq_import_ms=$(( $(now_ms) - t0 ))
 j1=$(fake_count jobs.insert)
 loaded=$(curl -sf "$BQ/_fake/jobs" | "$PYTHON" -c "import json, sys; print(sum(j.get('outputRows') or 0 for j in json.load(sys.stdin) if j.get('state') == 'DONE' and not j.get('errorResult')))")

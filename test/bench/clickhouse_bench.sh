@@ -64,26 +64,15 @@ pgsink_resume
 psqlq -c "SELECT pgsink.wait_for_delivery('30 min')" >/dev/null
 end=$(psqlq -c "SELECT durable_offset FROM pgsink.spool")
 
-time_sink() {
-    local t0
-    t0=$(now_ms)
-    psqlq -c "SELECT pgsink.rewind_sink('$1', '-infinity')" >/dev/null
-    # Polled from one session (not a psql a poll: they took CPU from the sink).
-    psqlq -c "DO \$\$ BEGIN
-        WHILE NOT (SELECT cursor_offset >= $end FROM pgsink.sinks WHERE sink = '$1') LOOP
-            PERFORM pg_sleep(0.005);
-        END LOOP; END \$\$" >/dev/null
-    echo $(( $(now_ms) - t0 ))
-}
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 rate() { echo $(( ROWS * 1000 / ($1 > 0 ? $1 : 1) )); }
 
 echo "== a backlog of $ROWS rows in $TXN_ROWS-row transactions, from the spool"
-file_ms=$(time_sink file)
+file_ms=$(bench_time_sink file "$end")
 printf '%-34s %8s ms %10s rows/s\n' "file sink (fsynced)" "$file_ms" "$(rate "$file_ms")"
 worker=$(ps -o pid=,args= --ppid "$(head -1 "$DATA/postmaster.pid")" | awk '/pgsink delivery clickhouse/ { print $1 }')
 c0=$(cpu_ticks "$ch_pid"); w0=$(cpu_ticks "$worker")
-ch_ms=$(time_sink clickhouse)
+ch_ms=$(bench_time_sink clickhouse "$end")
 c1=$(cpu_ticks "$ch_pid"); w1=$(cpu_ticks "$worker")
 printf '%-34s %8s ms %10s rows/s   CPU, share of the time: server %s%%, delivery worker %s%%\n' \
     "clickhouse sink" "$ch_ms" "$(rate "$ch_ms")" "$(( (c1 - c0) * 10 * 100 / (ch_ms > 0 ? ch_ms : 1) ))" \

@@ -48,16 +48,6 @@ pgsink_resume
 psqlq -c "SELECT pgsink.wait_for_delivery('30 min')" >/dev/null
 end=$(psqlq -c "SELECT durable_offset FROM pgsink.spool")
 
-# Rewind $1 to the spool's start; the milliseconds until its cursor reaches $2.
-time_sink() {
-    local t0
-    t0=$(now_ms)
-    psqlq -c "SELECT pgsink.rewind_sink('$1', '-infinity')" >/dev/null
-    until [ "$(psqlq -c "SELECT cursor_offset >= $2 FROM pgsink.sinks WHERE sink = '$1'")" = t ]; do
-        sleep 0.01
-    done
-    echo $(( $(now_ms) - t0 ))
-}
 rate() { echo $(( $1 * 1000 / ($2 > 0 ? $2 : 1) )); }
 # CPU time (ms, user + system) of process $1 so far.
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat"; }
@@ -68,7 +58,7 @@ worker_pid() { psqlq -c "SELECT pid FROM pgsink.sinks WHERE sink = '$1'"; }
 echo "== delivery rate: a backlog of $ROWS rows in $TXN_ROWS-row transactions, from the spool"
 fpid=$(worker_pid file)
 fcpu0=$(cpu_ms "$fpid")
-file_ms=$(time_sink file "$end")
+file_ms=$(bench_time_sink file "$end")
 fcpu1=$(cpu_ms "$fpid")
 printf '%-28s %10s rows %8s ms %10s rows/s\n' "file (fsynced)" "$ROWS" "$file_ms" "$(rate "$ROWS" "$file_ms")"
 echo "CPU time while the file sink delivered ($file_ms ms): its delivery worker $((fcpu1 - fcpu0)) ms"
@@ -77,7 +67,7 @@ wpid=$(worker_pid elasticsearch)
 cpu0=$(cpu_ms "$wpid") rcpu0=$(cpu_ms "$receiver") mcpu0=$(thread_cpu_ms "$wpid")
 # PERF_DATA=file: perf record (cpu-clock, call graphs) of the delivery worker meanwhile.
 [ -n "${PERF_DATA:-}" ] && { perf record -q -e cpu-clock -g -p "$wpid" -o "$PERF_DATA" 2>/dev/null & perf_pid=$!; sleep 0.2; }
-es_ms=$(time_sink elasticsearch "$end")
+es_ms=$(bench_time_sink elasticsearch "$end")
 [ -n "${PERF_DATA:-}" ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
 cpu1=$(cpu_ms "$wpid") rcpu1=$(cpu_ms "$receiver") mcpu1=$(thread_cpu_ms "$wpid")
 got=$(( $(cat "$BENCH_DIR/es.count") - before ))

@@ -87,3 +87,28 @@ bench_latency() {
     wait "$tail_pid"
     cat "$BENCH_DIR/latency.txt"
 }
+
+# Wait until sink $1's cursor reaches spool offset $2. Polled from one
+# session every 5 ms: a psql started every 10 ms cost about half a core,
+# taken from the sink being timed (and more from a slower sink).
+bench_wait_cursor() {
+    psqlq >/dev/null <<SQL
+DO \$\$
+BEGIN
+  WHILE NOT (SELECT cursor_offset >= $2 FROM pgsink.sinks WHERE sink = '$1') LOOP
+    PERFORM pg_sleep(0.005);
+  END LOOP;
+END
+\$\$;
+SQL
+}
+
+# Rewind sink $1 to the spool's start; the milliseconds until its cursor
+# reaches spool offset $2 again.
+bench_time_sink() {
+    local t0
+    t0=$(now_ms)
+    psqlq -c "SELECT pgsink.rewind_sink('$1', '-infinity')" >/dev/null
+    bench_wait_cursor "$1" "$2"
+    echo $(( $(now_ms) - t0 ))
+}

@@ -74,33 +74,15 @@ pgsink_resume
 psqlq -c "SELECT pgsink.wait_for_delivery('30 min')" >/dev/null
 end=$(psqlq -c "SELECT durable_offset FROM pgsink.spool")
 
-# Rewind $1 to the spool's start; the milliseconds until its cursor reaches $2.
-# Watched from one session (every 5 ms): a psql started every 10 ms cost
-# about a core's half meanwhile, taken from the sink being timed.
-time_sink() {
-    local t0
-    t0=$(now_ms)
-    psqlq >/dev/null <<SQL
-SELECT pgsink.rewind_sink('$1', '-infinity');
-DO \$\$
-BEGIN
-  WHILE NOT (SELECT cursor_offset >= $2 FROM pgsink.sinks WHERE sink = '$1') LOOP
-    PERFORM pg_sleep(0.005);
-  END LOOP;
-END
-\$\$;
-SQL
-    echo $(( $(now_ms) - t0 ))
-}
 rate() { echo $(( $1 * 1000 / ($2 > 0 ? $2 : 1) )); }
 
 echo "== 1. delivery rate: a backlog of $ROWS rows in $TXN_ROWS-row transactions, from the spool"
-file_ms=$(time_sink file "$end")
+file_ms=$(bench_time_sink file "$end")
 printf '%-28s %10s rows %8s ms %10s rows/s\n' "file (fsynced)" "$ROWS" "$file_ms" "$(rate "$ROWS" "$file_ms")"
 for n in $IN_FLIGHT_RATE; do
     set_conf pgsink.max_in_flight "$n"
     before=$(cat "$BENCH_DIR/received.count")
-    ms=$(time_sink webhook "$end")
+    ms=$(bench_time_sink webhook "$end")
     got=$(( $(cat "$BENCH_DIR/received.count") - before ))
     [ "$got" -ge "$ROWS" ] || { echo "the receiver got $got of $ROWS entries" >&2; exit 1; }
     printf '%-28s %10s rows %8s ms %10s rows/s   webhook / file: %s\n' \
@@ -110,7 +92,7 @@ done
 if [ "${UNSIGNED:-1}" != 0 ]; then
     set_conf pgsink.max_in_flight 1
     set_conf pgsink.webhook_secret ''
-    ms=$(time_sink webhook "$end")
+    ms=$(bench_time_sink webhook "$end")
     printf '%-28s %10s rows %8s ms %10s rows/s   webhook / file: %s\n' \
         "webhook, unsigned, 1" "$ROWS" "$ms" "$(rate "$ROWS" "$ms")" \
         "$(awk -v f="$file_ms" -v w="$ms" 'BEGIN { printf "%.2fx", f / w }')"
@@ -124,7 +106,7 @@ set_conf pgsink.batch_bytes "$SCALING_BATCH"
 base=
 for n in $IN_FLIGHT; do
     set_conf pgsink.max_in_flight "$n"
-    ms=$(time_sink webhook "$scaling_end")
+    ms=$(bench_time_sink webhook "$scaling_end")
     r=$(rate "$SCALING_ROWS" "$ms")
     base=${base:-$r}
     printf 'max_in_flight %3s  %8s ms %10s rows/s  %5s\n' "$n" "$ms" "$r" \
@@ -132,7 +114,7 @@ for n in $IN_FLIGHT; do
 done
 # Back to the end of the spool before the next phase.
 set_conf pgsink.max_in_flight 8
-time_sink webhook "$end" >/dev/null
+bench_time_sink webhook "$end" >/dev/null
 psqlq -c "ALTER SYSTEM RESET pgsink.batch_bytes" -c "ALTER SYSTEM RESET pgsink.max_in_flight" -c "SELECT pg_reload_conf()" >/dev/null
 fi
 
