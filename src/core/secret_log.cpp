@@ -8,6 +8,10 @@
  * installed in the postmaster (and so in every process), cuts every
  * message, detail and statement that names a secret setting and then
  * quotes or assigns something, right after the name.
+ *
+ * Which settings are secret is read from their flags (every pgsink setting
+ * defined GUC_NO_SHOW_ALL: credentials, URLs that may carry one, a key
+ * file's path), so a setting added later cannot be left off a list.
  */
 #include <cstring>
 
@@ -17,6 +21,7 @@ extern "C" {
 #include "postgres.h"
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
+#include "utils/guc_tables.h"
 #include "utils/memutils.h"
 }
 
@@ -26,13 +31,14 @@ namespace pgsink
 static emit_log_hook_type prev_emit_log_hook = nullptr;
 
 /*
- * The settings that hold credentials, by the part of their name after
- * "pgsink.": matched without regard to case, so that SQL spellings
- * (PGSINK.WEBHOOK_SECRET, "pgsink"."webhook_secret") are caught too.
+ * The secret settings, by the part of their name after "pgsink.": matched
+ * without regard to case, so that SQL spellings (PGSINK.WEBHOOK_SECRET,
+ * "pgsink"."webhook_secret") are caught too. Filled once by
+ * install_secret_redaction(), in the postmaster, and inherited.
  */
-static const char *const kSecretSettings[] = {
-    "webhook_url",         "webhook_secret",    "webhook_headers",       "clickhouse_url",
-    "clickhouse_password", "elasticsearch_url", "elasticsearch_api_key", "elasticsearch_password"};
+static constexpr int kMaxSecretSettings = 32;
+static const char *secret_settings[kMaxSecretSettings];
+static int n_secret_settings = 0;
 
 /* text, cut after the first secret setting's name it holds; nullptr if it holds none. */
 static char *redacted(const char *text)
@@ -40,7 +46,8 @@ static char *redacted(const char *text)
     if (text == nullptr)
         return nullptr;
     const char *cut = nullptr;
-    for (const char *name : kSecretSettings) {
+    for (int i = 0; i < n_secret_settings; i++) {
+        const char *name = secret_settings[i];
         const char *at = strcasestr(text, name);
         if (at != nullptr && (cut == nullptr || at < cut))
             cut = at + strlen(name);
@@ -84,6 +91,18 @@ static void redact_secrets(ErrorData *edata)
 
 void install_secret_redaction()
 {
+    static const char kPrefix[] = "pgsink.";
+    struct config_generic **gucs = get_guc_variables();
+    for (int i = 0; i < GetNumConfigOptions(); i++) {
+        const struct config_generic *g = gucs[i];
+        if ((g->flags & GUC_NO_SHOW_ALL) == 0 ||
+            strncmp(g->name, kPrefix, sizeof(kPrefix) - 1) != 0)
+            continue;
+        if (n_secret_settings == kMaxSecretSettings)
+            elog(ERROR, "pgsink: more secret settings than the log redaction holds");
+        secret_settings[n_secret_settings++] =
+            MemoryContextStrdup(TopMemoryContext, g->name + sizeof(kPrefix) - 1);
+    }
     prev_emit_log_hook = emit_log_hook;
     emit_log_hook = redact_secrets;
 }

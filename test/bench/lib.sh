@@ -112,3 +112,6 @@ bench_time_sink() {
     bench_wait_cursor "$1" "$2"
     echo $(( $(now_ms) - t0 ))
 }
+
+# The median of the numbers given.
+bench_median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }

@@ -246,6 +246,34 @@ like($log, qr/pgsink\.webhook_secret.*value not shown: a secret/,
 	'(7) the change is logged without its value');
 unlike($log, qr/\Q$other_key\E/, '(7) a secret set by ALTER SYSTEM and a reload is in no log line');
 
+# Every other secret setting (GUC_NO_SHOW_ALL; the redaction reads that
+# flag) set, reloaded, refused and reset with every statement logged: none
+# of their values reaches the log. The webhook's own are in use above.
+my %others = (
+	clickhouse_url => 'http://ch:Hush-ch-url@127.0.0.1:1/',
+	clickhouse_password => 'Hush-ch-password',
+	elasticsearch_url => 'http://es:Hush-es-url@127.0.0.1:1',
+	elasticsearch_api_key => 'Hush-es-api-key',
+	elasticsearch_password => 'Hush-es-password',
+	bigquery_credentials => '/nonexistent/Hush-bq-key.json',
+	bigquery_endpoint => 'http://bq:Hush-bq-endpoint@127.0.0.1:1');
+$log_offset = -s $node->logfile;
+$node->safe_psql('postgres', "ALTER SYSTEM SET log_statement = 'all'; SELECT pg_reload_conf();");
+$node->safe_psql('postgres', "ALTER SYSTEM SET pgsink.$_ = '$others{$_}'") for sort keys %others;
+$node->safe_psql('postgres', 'SELECT pg_reload_conf()');
+sleep 1;
+($out, $err) = ('', '');
+$node->psql('postgres', "ALTER SYSTEM SET pgsink.bigquery_endpoint = 'ftp://bq:Hush-refused\@x'",
+	stdout => \$out, stderr => \$err);
+like($err, qr/invalid value/, '(7) a refused URL is refused');
+$node->safe_psql('postgres', "ALTER SYSTEM RESET pgsink.$_") for sort keys %others;
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET log_statement; SELECT pg_reload_conf()');
+sleep 1;
+$log = slurp_file($node->logfile, $log_offset);
+like($log, qr/pgsink\.bigquery_endpoint.*value not shown: a secret/,
+	'(7) the other secret settings are logged without their values');
+unlike($log, qr/Hush-/, '(7) no value of any secret setting is in a log line');
+
 stop_receiver();
 $node->stop;
 done_testing();
