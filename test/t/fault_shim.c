@@ -17,6 +17,9 @@
  * schema whose JSON contains the word that file holds, as it refuses an
  * invalid one: pgsink then throws a C++ exception (std::runtime_error).
  *
+ * With PGSINK_SLOW_MAC set, EVP_MAC_update() is slowed down, and a process
+ * that exits while a thread of its own is inside it aborts (see below).
+ *
  * Everything else passes through untouched.
  */
 #define _GNU_SOURCE
@@ -229,4 +232,42 @@ int avro_schema_from_json_length(const char *json, size_t length, void **schema)
     if (avro_marker(word, sizeof(word)) && memmem(json, length, word, strlen(word)) != NULL)
         return EINVAL;
     return real(json, length, schema);
+}
+
+/* Threads of this process inside EVP_MAC_update() (with PGSINK_SLOW_MAC). */
+static int in_mac_update;
+
+/*
+ * With PGSINK_SLOW_MAC set (microseconds), every EVP_MAC_update() (the
+ * webhook's HMAC, fed 64 kB at a time) first sleeps that long: signing a
+ * batch then takes long enough for a test to hit it.
+ */
+int EVP_MAC_update(void *ctx, const unsigned char *data, size_t datalen)
+{
+    int (*real)(void *, const unsigned char *, size_t) =
+        (int (*)(void *, const unsigned char *, size_t))dlsym(RTLD_NEXT, "EVP_MAC_update");
+    const char *slow = getenv("PGSINK_SLOW_MAC");
+    int rc;
+
+    if (slow == NULL)
+        return real(ctx, data, datalen);
+    __atomic_add_fetch(&in_mac_update, 1, __ATOMIC_SEQ_CST);
+    usleep((useconds_t)atoi(slow));
+    rc = real(ctx, data, datalen);
+    __atomic_sub_fetch(&in_mac_update, 1, __ATOMIC_SEQ_CST);
+    return rc;
+}
+
+/*
+ * A process that exits while one of its threads is inside EVP_MAC_update()
+ * aborts: exit() runs OpenSSL's cleanup (atexit) under that thread, which
+ * then signs with freed state, a crash that only sometimes shows.
+ */
+__attribute__((destructor)) static void exit_while_signing(void)
+{
+    if (__atomic_load_n(&in_mac_update, __ATOMIC_SEQ_CST) > 0) {
+        static const char msg[] = "fault_shim: exit while a thread is inside EVP_MAC_update()\n";
+        (void)!write(2, msg, sizeof(msg) - 1);
+        abort();
+    }
 }
