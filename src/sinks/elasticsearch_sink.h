@@ -92,12 +92,17 @@ class ElasticsearchSink final : public HttpSink
      */
     bool prepares_ahead() const override { return true; }
     bool makes_every_request_ahead() const override { return true; }
+    /* The spool read on a thread: the worker's thread sends and reads the answers meanwhile. */
+    bool reads_ahead() const override { return true; }
     /*
-     * One at a time: an exchange's plan on the thread was reviewed and
-     * tested for a single prefetch thread, and two encodings at once would
-     * only share the same cores.
+     * Two at a time, each on a prefetch thread: a fresh exchange's plan
+     * reads only its batch, the settings and its own copy of the indexes
+     * (before_), and takes its entries' memory from the spares under their
+     * lock. The encoding is the worker's longest step; two at once fill the
+     * cores while the worker's thread waits on the receiver (the benchmark's
+     * median 0.48x the file sink with one, 0.50x with two).
      */
-    int made_ahead_at_once() const override { return 1; }
+    int made_ahead_at_once() const override { return 2; }
     /*
      * A batch waits for every batch before it to be done (after_previous)
      * when it shares a transaction with the batch before (its changes of a

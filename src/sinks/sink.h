@@ -223,11 +223,17 @@ class HttpSink : public Sink
     virtual int64_t made_ahead_max_age_ms() const { return INT64_MAX; }
     /*
      * Is the next batch read from the spool on a thread of its own while
-     * the worker sends (one more batch held), and the next request sent
-     * before the cursor's save? For a sink whose worker is bound by its own
-     * thread with one request in flight (the webhook: measured for it).
+     * the worker sends (one more batch held)? For a sink whose worker's
+     * thread is the bound (the webhook's sends; Elasticsearch's sends and
+     * answers while its bodies are made on two threads: measured for both).
      */
-    virtual bool reads_and_sends_ahead() const { return false; }
+    virtual bool reads_ahead() const { return false; }
+    /*
+     * Is the next request sent before the cursor's save (a file synced)?
+     * For a sink with one request in flight, whose receiver had nothing to
+     * do meanwhile (the webhook: measured for it).
+     */
+    virtual bool sends_before_cursor_save() const { return false; }
     /* Requests in flight when pgsink.max_in_flight is 0. */
     virtual int default_max_in_flight() const { return 1; }
     /* The most requests in flight whatever pgsink.max_in_flight says (0: no limit). */

@@ -883,7 +883,7 @@ void Delivery::read_range(const SpoolShared &d)
      * requests are made ahead too (only a head start: without a thread it
      * is read when needed).
      */
-    if (http_->reads_and_sends_ahead() && read_end_ < d.durable_end) {
+    if (http_->reads_ahead() && read_end_ < d.durable_end) {
         try {
             read_ahead_.start(reader_, read_end_, d.durable_end, max);
         } catch (const std::exception &) {
@@ -1208,7 +1208,7 @@ void Delivery::http_round(const SpoolShared &d, bool paused)
      * cursor is saved: saving it syncs a file, and with one request in
      * flight the receiver had nothing to do meanwhile, at every batch.
      */
-    if (!paused && http_->reads_and_sends_ahead() && pipeline_->in_flight() < max) {
+    if (!paused && http_->sends_before_cursor_save() && pipeline_->in_flight() < max) {
         send_due(max, false);
         prefetch_next();
     }

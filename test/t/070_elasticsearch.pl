@@ -293,9 +293,11 @@ is(es_stats($es)->{dropped}, 1, '(5) one answer was dropped');
 # transactions of their own overlap; a batch of a transaction that a batch
 # before it holds too (the second UPDATE of each key, several batches on,
 # shares the first's version) waits for it, as does one that reads
-# documents back (_mget of unchanged TOAST values).
+# documents back (_mget of unchanged TOAST values). Batches of 128 kB
+# (over the 64 kB from which a request is made ahead): their _bulk bodies
+# are made on the two prefetch threads, two batches at once.
 $node->safe_psql('postgres', "ALTER SYSTEM SET pgsink.max_in_flight = 8");
-$node->safe_psql('postgres', "ALTER SYSTEM SET pgsink.batch_bytes = '64kB'");
+$node->safe_psql('postgres', "ALTER SYSTEM SET pgsink.batch_bytes = '128kB'");
 $node->reload;
 es_faults($es, { delay => 0.05 });
 # Counted from here: a request of an earlier phase whose answer was dropped
