@@ -13,7 +13,10 @@
  * defined GUC_NO_SHOW_ALL: credentials, URLs that may carry one, a key
  * file's path), so a setting added later cannot be left off a list.
  */
+#include <cctype>
+#include <cstddef>
 #include <cstring>
+#include <strings.h>
 
 #include "core/config.h"
 
@@ -40,6 +43,49 @@ static constexpr int kMaxSecretSettings = 32;
 static const char *secret_settings[kMaxSecretSettings];
 static int n_secret_settings = 0;
 
+/* Is c part of an SQL word (a keyword, an identifier, an unquoted value)? */
+static bool word_char(char c)
+{
+    unsigned char u = static_cast<unsigned char>(c);
+    return u >= 0x80 || isalnum(u) || c == '_' || c == '$';
+}
+
+/*
+ * Does text (what follows a secret setting's name) quote or assign a value?
+ * A quote or '=' (PostgreSQL's messages, SQL), a dollar quote, or the word
+ * TO followed by anything but DEFAULT: SQL takes a value without quotes
+ * (ALTER SYSTEM SET x TO word, SET x TO 12345), and the statement logged by
+ * log_statement or under an ERROR (STATEMENT:) holds no quote then.
+ */
+static bool assigns(const char *text)
+{
+    if (strpbrk(text, "\"'=$") != nullptr)
+        return true;
+    for (const char *p = text; (p = strcasestr(p, "to")) != nullptr; p += 2) {
+        if ((p > text && word_char(p[-1])) || word_char(p[2]))
+            continue;
+        const char *v = p + 2;
+        while (*v != '\0' && !word_char(*v))
+            v++;
+        if (*v != '\0' && !(strncasecmp(v, "default", 7) == 0 && !word_char(v[7])))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Is the name at `at` pgsink's own mention of the setting, "(pgsink.x)",
+ * as in "the key file (pgsink.bigquery_credentials) has no \"private_key\""?
+ * No value follows it there: what comes next is not taken for one.
+ */
+static bool named_in_passing(const char *text, const char *at, size_t len)
+{
+    static const char kOpen[] = "(pgsink.";
+    size_t n = sizeof(kOpen) - 1;
+    return at - text >= static_cast<ptrdiff_t>(n) && strncasecmp(at - n, kOpen, n) == 0 &&
+           at[len] == ')';
+}
+
 /* text, cut after the first secret setting's name it holds; nullptr if it holds none. */
 static char *redacted(const char *text)
 {
@@ -48,20 +94,23 @@ static char *redacted(const char *text)
     const char *cut = nullptr;
     for (int i = 0; i < n_secret_settings; i++) {
         const char *name = secret_settings[i];
-        const char *at = strcasestr(text, name);
-        if (at != nullptr && (cut == nullptr || at < cut))
-            cut = at + strlen(name);
+        size_t len = strlen(name);
+        for (const char *at = text; (at = strcasestr(at, name)) != nullptr; at += len) {
+            if (cut != nullptr && at >= cut)
+                break;
+            if (!named_in_passing(text, at, len)) {
+                cut = at + len;
+                break;
+            }
+        }
     }
     if (cut == nullptr)
         return nullptr;
     /* Keep a closing quote right after the name ("parameter \"x\" ..."). */
     if (*cut == '"')
         cut++;
-    /*
-     * A value follows only quoted or after '=' (PostgreSQL's messages, SQL);
-     * pgsink's own messages about a setting never quote its value.
-     */
-    if (strpbrk(cut, "\"'=") == nullptr)
+    /* pgsink's own messages about a setting never quote or assign its value. */
+    if (!assigns(cut))
         return nullptr;
     return psprintf("%.*s (value not shown: a secret)", static_cast<int>(cut - text), text);
 }

@@ -90,12 +90,14 @@ bench_latency() {
 
 # Wait until sink $1's cursor reaches spool offset $2. Polled from one
 # session every 5 ms: a psql started every 10 ms cost about half a core,
-# taken from the sink being timed (and more from a slower sink).
+# taken from the sink being timed (and more from a slower sink). A cursor
+# not known (no row, or cursor_offset NULL while the worker restarts) is not
+# there yet: a WHILE whose condition is NULL would end the wait at once.
 bench_wait_cursor() {
     psqlq >/dev/null <<SQL
 DO \$\$
 BEGIN
-  WHILE NOT (SELECT cursor_offset >= $2 FROM pgsink.sinks WHERE sink = '$1') LOOP
+  WHILE NOT coalesce((SELECT cursor_offset >= $2 FROM pgsink.sinks WHERE sink = '$1'), false) LOOP
     PERFORM pg_sleep(0.005);
   END LOOP;
 END

@@ -79,7 +79,15 @@ for my $round (1 .. 8)
 {
 	my $pid = wait_delivery_pid($node, 'webhook', 60);
 	last unless defined $pid;
+	my $at = -s $node->logfile;
 	$node->safe_psql('postgres', "SELECT pgsink.rewind_sink('webhook', '-infinity')");
+	# Once the rewind is applied: applying it cancels (joins) the prefetches,
+	# so a SIGTERM served right after it would find no thread to join at
+	# exit, and the round would pass without the join (prefetch_at_exit).
+	my $t_rewind = time();
+	usleep(2_000)
+	  until slurp_file($node->logfile, $at) =~ /\[$pid\] LOG:  pgsink: sink "webhook" rewound/
+	  || time() - $t_rewind > 10;
 	# Sent while a request thread (named pgsink-request) is signing, most times.
 	$signing++ if signing($pid, 3);
 	usleep(int(rand(30_000)));
