@@ -55,26 +55,28 @@ rate() { echo $(( $1 * 1000 / ($2 > 0 ? $2 : 1) )); }
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat"; }
 # The same for its main thread alone (a process's threads: /proc/PID/task/TID/stat).
 thread_cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/task/$1/stat"; }
+# Minor page faults of process $1 so far (all its threads): fresh memory.
+minor_faults() { awk '{ print $10 }' "/proc/$1/stat"; }
 worker_pid() { psqlq -c "SELECT pid FROM pgsink.sinks WHERE sink = '$1'"; }
 
 echo "== delivery rate: a backlog of $ROWS rows in $TXN_ROWS-row transactions, from the spool"
 echo "each sink rewound and timed $PAIRS times, in turn (file, elasticsearch, file, ...): the medians"
 fpid=$(worker_pid file)
 wpid=$(worker_pid elasticsearch)
-file_runs=() es_runs=() fcpu=0 cpu=0 rcpu=0 mcpu=0
+file_runs=() es_runs=() fcpu=0 cpu=0 rcpu=0 mcpu=0 faults=0
 for pass in $(seq 1 "$PAIRS"); do
     c0=$(cpu_ms "$fpid")
     file_runs+=("$(bench_time_sink file "$end")")
     fcpu=$(( fcpu + $(cpu_ms "$fpid") - c0 ))
     before=$(cat "$BENCH_DIR/es.count")
-    cpu0=$(cpu_ms "$wpid") rcpu0=$(cpu_ms "$receiver") mcpu0=$(thread_cpu_ms "$wpid")
+    cpu0=$(cpu_ms "$wpid") rcpu0=$(cpu_ms "$receiver") mcpu0=$(thread_cpu_ms "$wpid") f0=$(minor_faults "$wpid")
     # PERF_DATA=file: perf record (cpu-clock, call graphs) of the delivery worker's last pass.
     [ -n "${PERF_DATA:-}" ] && [ "$pass" = "$PAIRS" ] &&
         { perf record -q -e cpu-clock -g -p "$wpid" -o "$PERF_DATA" 2>/dev/null & perf_pid=$!; sleep 0.2; }
     es_runs+=("$(bench_time_sink elasticsearch "$end")")
     [ -n "${PERF_DATA:-}" ] && [ "$pass" = "$PAIRS" ] && { kill -INT "$perf_pid"; wait "$perf_pid" || true; }
     cpu=$(( cpu + $(cpu_ms "$wpid") - cpu0 )) rcpu=$(( rcpu + $(cpu_ms "$receiver") - rcpu0 ))
-    mcpu=$(( mcpu + $(thread_cpu_ms "$wpid") - mcpu0 ))
+    mcpu=$(( mcpu + $(thread_cpu_ms "$wpid") - mcpu0 )) faults=$(( faults + $(minor_faults "$wpid") - f0 ))
     got=$(( $(cat "$BENCH_DIR/es.count") - before ))
     [ "$got" -ge "$ROWS" ] || { echo "the receiver got $got of $ROWS documents" >&2; exit 1; }
 done
@@ -87,6 +89,6 @@ printf '%-28s %10s rows %8s ms %10s rows/s   (runs: %s ms)   elasticsearch / fil
     "$(awk -v f="$file_ms" -v e="$es_ms" 'BEGIN { printf "%.2fx (target >= 0.5x)", f / e }')"
 echo "CPU time while the elasticsearch sink delivered (per run): its delivery worker" \
     "$((cpu / PAIRS)) ms (its main thread $((mcpu / PAIRS)) ms, the encoding thread the rest)," \
-    "the receiver $((rcpu / PAIRS)) ms"
+    "the receiver $((rcpu / PAIRS)) ms; the worker's page faults: $((faults / PAIRS))"
 parked=$(psqlq -c "SELECT count(*) FROM pgsink.dead_letters WHERE sink = 'elasticsearch'")
 [ "$parked" = 0 ] || { echo "$parked entries parked" >&2; exit 1; }
