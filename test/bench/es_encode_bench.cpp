@@ -7,8 +7,9 @@
  *   S=src; g++ -O2 -std=c++17 -I$S test/bench/es_encode_bench.cpp \
  *     $S/sinks/elasticsearch_sink.cpp $S/sinks/elasticsearch_names.cpp \
  *     $S/sinks/http_sink.cpp $S/changelog/raw_json.cpp $S/changelog/avro_schema.cpp \
- *     $S/changelog/json_writer.cpp $S/changelog/entry_head.cpp $S/core/digest.cpp \
- *     $S/http/http_pipeline.cpp $S/http/delivery_window.cpp -lcurl -lcrypto -lavro \
+ *     $S/changelog/json_writer.cpp $S/changelog/entry_head.cpp $S/changelog/civil_date.cpp \
+ *     $S/core/digest.cpp $S/http/redact.cpp \
+ *     $S/http/http_pipeline.cpp $S/http/delivery_window.cpp -lcurl -lcrypto -lavro -lz \
  *     -o /tmp/es_encode_bench && /tmp/es_encode_bench
  */
 #include <chrono>
