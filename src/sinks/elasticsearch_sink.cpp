@@ -443,25 +443,70 @@ static inline bool take_member(std::string_view s, size_t *i, const char (&k)[N]
  * newline, or the end of lines); npos if the line is laid out otherwise (it
  * is then read member by member). Values raw, "null" left to the caller.
  */
+/*
+ * What the line before held from its namespace to its before member
+ * (",\"namespace\":...,\"before\":<value>"), and the values read there: the
+ * changes of one transaction to one table repeat it byte for byte (only
+ * the sequence before it and the row after it differ), so a line that
+ * holds the same bytes there, followed by ",\"after\":", has the same values
+ * (the same bytes read from the same member name read the same), and they
+ * are compared instead of read. Also the timestamp, which a transaction's
+ * lines share.
+ */
+struct RepeatedHead {
+    std::string_view timestamp;
+    std::string_view bytes; /* empty: nothing yet */
+    std::string_view ns, name, op, lsn, before;
+};
+
+/* Is the text at s[i] the same bytes as v, followed by what ends a value there (c)? */
+static inline bool repeats(std::string_view s, size_t i, std::string_view v, char c)
+{
+    return !v.empty() && s.size() - i > v.size() && s[i + v.size()] == c &&
+           memcmp(s.data() + i, v.data(), v.size()) == 0;
+}
+
 static size_t modification_head(std::string_view lines, size_t at, std::string_view *timestamp,
                                 std::string_view *seq, std::string_view *ns, std::string_view *name,
                                 std::string_view *op, std::string_view *lsn,
                                 std::string_view *before, std::string_view *after,
-                                std::string_view *unchanged)
+                                std::string_view *unchanged, RepeatedHead &repeated)
 {
     size_t i = at;
     std::string_view xid;
     if (!take(lines, &i, "{\"timestamp\":"))
         return std::string_view::npos;
     try {
-        take_value(lines, &i, timestamp);
-        if (!take_member(lines, &i, ",\"sequence\":", seq) ||
-            !take_member(lines, &i, ",\"namespace\":", ns) ||
-            !take_member(lines, &i, ",\"name\":", name) ||
-            !take_member(lines, &i, ",\"op\":", op) || !take_member(lines, &i, ",\"lsn\":", lsn) ||
-            !take_member(lines, &i, ",\"xid\":", &xid) ||
-            !take_member(lines, &i, ",\"before\":", before))
+        if (repeats(lines, i, repeated.timestamp, ',')) {
+            *timestamp = lines.substr(i, repeated.timestamp.size());
+            i += repeated.timestamp.size();
+        } else {
+            take_value(lines, &i, timestamp);
+            repeated.timestamp = *timestamp;
+        }
+        if (!take_member(lines, &i, ",\"sequence\":", seq))
             return std::string_view::npos;
+        if (repeats(lines, i, repeated.bytes, ',') &&
+            lines.compare(i + repeated.bytes.size(), 9, ",\"after\":") == 0) {
+            *ns = repeated.ns;
+            *name = repeated.name;
+            *op = repeated.op;
+            *lsn = repeated.lsn;
+            *before = repeated.before;
+            i += repeated.bytes.size();
+        } else {
+            size_t from = i;
+            repeated.bytes = {};
+            if (!take_member(lines, &i, ",\"namespace\":", ns) ||
+                !take_member(lines, &i, ",\"name\":", name) ||
+                !take_member(lines, &i, ",\"op\":", op) ||
+                !take_member(lines, &i, ",\"lsn\":", lsn) ||
+                !take_member(lines, &i, ",\"xid\":", &xid) ||
+                !take_member(lines, &i, ",\"before\":", before))
+                return std::string_view::npos;
+            repeated = {
+                repeated.timestamp, lines.substr(from, i - from), *ns, *name, *op, *lsn, *before};
+        }
         if (!take(lines, &i, ",\"after\":"))
             return std::string_view::npos;
         if (i < lines.size() && lines[i] == '{') { /* a row: most of the line */
@@ -703,13 +748,14 @@ static void read_batch(std::string_view lines, ElasticsearchBatch &batch_read)
         entries_.reserve(room);
         ask_huge_pages(entries_.data(), entries_.capacity() * sizeof(Change));
     }
+    RepeatedHead repeated;
     while (at < lines.size()) {
         entries_.emplace_back();
         Change &c = entries_.back();
         std::string_view schema, op, ns, name, lsn, seq, unchanged, resync_since;
         /* Most lines are Modifications as the changelog writes them: read in one go. */
         size_t end = modification_head(lines, at, &c.timestamp, &seq, &ns, &name, &op, &lsn,
-                                       &c.before, &c.after, &unchanged);
+                                       &c.before, &c.after, &unchanged, repeated);
         if (end != std::string_view::npos) {
             at = end + 1;
         } else {
