@@ -368,6 +368,39 @@ std::string elasticsearch_selftest()
     c.expect(orders.order_of(line("0/e0", 1, "import", R"("before":null,"after":{"id":"1"})"), "o9",
                              false) == Order::free,
              "order: an import of a transaction of its own is free");
+    /* Lines repeating the head before (one transaction, one table): read by comparing. */
+    std::string upd = line("0/f0", 1, "update", R"("before":null,"after":{"id":"1"})") +
+                      line("0/f0", 2, "update", R"("before":null,"after":{"id":"2"})");
+    c.expect(orders.order_of(upd, "o10", false) == Order::free,
+             "order: repeated heads of plain changes, free");
+    c.expect(orders.order_of(line("0/f8", 1, "update", R"("before":null,"after":{"id":"1"})") +
+                                 line("0/f8", 2, "update",
+                                      R"("before":null,"after":{"id":"2"},"unchanged":["big"])"),
+                             "o11", false) == Order::after_previous,
+             "order: an unchanged TOAST column on a line with a repeated head is seen");
+    c.expect(orders.order_of(line("0/fa", 1, "insert", R"("before":null,"after":{"id":"1"})") +
+                                 line("0/fa", 2, "truncate", R"("before":null,"after":null)"),
+                             "o12", false) == Order::alone,
+             "order: a truncate after a repeated timestamp and sequence is still alone");
+    /* Lines read whole: a repeated head reads as the line before's (its own sequence, before, op).
+     */
+    {
+        auto rx =
+            sink.exchange(kept(line("5/10", 1, "update", R"("before":null,"after":{"id":"51"})") +
+                               line("5/10", 2, "update", R"("before":null,"after":{"id":"52"})") +
+                               line("5/10", 3, "delete", R"("before":{"id":"53"},"after":null)") +
+                               line("5/10", 4, "delete", R"("before":{"id":"54"},"after":null)")),
+                          "o13");
+        HttpRequest rr = rx->next();
+        c.expect(has(rr.body, R"({"id":"52","_pgsink_lsn":21474836496,"_pgsink_sequence":2,)"
+                              R"("_pgsink_op":"update","_pgsink_deleted":false)") &&
+                     has(rr.body, R"({"id":"53","_pgsink_lsn":21474836496,"_pgsink_sequence":3,)"
+                                  R"("_pgsink_op":"delete","_pgsink_deleted":true)") &&
+                     has(rr.body, R"({"id":"54","_pgsink_lsn":21474836496,"_pgsink_sequence":4,)"
+                                  R"("_pgsink_op":"delete","_pgsink_deleted":true)"),
+                 "repeated heads: each line's own sequence, op and before " + rr.url + " " +
+                     rr.body.substr(0, 900));
+    }
 
     /*
      * An exchange made ahead (its _bulk made on the prefetch thread) plans

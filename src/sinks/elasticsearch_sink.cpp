@@ -1868,6 +1868,8 @@ static Outline outline_of(std::string_view lines)
     Outline o;
     size_t at = 0;
     std::string_view first, last;
+    /* The line before's timestamp, and its ",\"namespace\":...,\"lsn\":" (see RepeatedHead). */
+    std::string_view last_timestamp, last_head;
     while (at < lines.size()) {
         const char *nl =
             static_cast<const char *>(memchr(lines.data() + at, '\n', lines.size() - at));
@@ -1883,16 +1885,35 @@ static Outline outline_of(std::string_view lines)
         size_t i = 0;
         bool plain = false;
         try {
-            plain = take(line, &i, "{\"timestamp\":") && (take_value(line, &i, &timestamp), true) &&
-                    take_member(line, &i, ",\"sequence\":", &seq) &&
-                    take_member(line, &i, ",\"namespace\":", &ns) &&
+            plain = take(line, &i, "{\"timestamp\":");
+            if (plain && repeats(line, i, last_timestamp, ',')) {
+                i += last_timestamp.size();
+            } else if (plain) {
+                take_value(line, &i, &timestamp);
+                last_timestamp = timestamp;
+            }
+            plain = plain && take_member(line, &i, ",\"sequence\":", &seq);
+            /* The same bytes as the plain line before, up to its lsn: plain too (o.special is not
+             * set). */
+            if (plain && !last_head.empty() && line.size() - i >= last_head.size() &&
+                memcmp(line.data() + i, last_head.data(), last_head.size()) == 0) {
+                if (line.size() >= 2 && line[line.size() - 2] == ']')
+                    o.unchanged = true;
+                continue;
+            }
+            size_t from = i;
+            plain = plain && take_member(line, &i, ",\"namespace\":", &ns) &&
                     take_member(line, &i, ",\"name\":", &name) &&
                     take_member(line, &i, ",\"op\":", &op) && take(line, &i, ",\"lsn\":");
+            if (plain)
+                last_head = line.substr(from, i - from);
         } catch (const std::exception &) {
             plain = false;
         }
         plain = plain && (is_literal(op, "\"insert\"") || is_literal(op, "\"update\"") ||
                           is_literal(op, "\"delete\"") || is_literal(op, "\"import\""));
+        if (!plain)
+            last_head = {};
         /* "unchanged", an array, is the last member if there is one: the line ends "]}". */
         if (plain && line.size() >= 2 && line[line.size() - 2] == ']')
             o.unchanged = true;
