@@ -588,7 +588,9 @@ struct ElasticsearchBatch {
     bool any_unchanged = false;    /* an update left TOASTed columns unchanged */
 };
 
-static void read_batch(std::string_view lines, ElasticsearchBatch &batch);
+/* compare_heads false: every line's head read in full (RepeatedHead not used; for selftests). */
+static void read_batch(std::string_view lines, ElasticsearchBatch &batch,
+                       bool compare_heads = true);
 
 /*
  * A batch's entries (a vector of tens of MB) kept for the next batch: new
@@ -736,7 +738,7 @@ void ElasticsearchExchange::plan()
     }
 }
 
-static void read_batch(std::string_view lines, ElasticsearchBatch &batch_read)
+static void read_batch(std::string_view lines, ElasticsearchBatch &batch_read, bool compare_heads)
 {
     ElasticsearchBatch *batch = &batch_read;
     std::vector<Change> &entries_ = batch->entries;
@@ -750,6 +752,8 @@ static void read_batch(std::string_view lines, ElasticsearchBatch &batch_read)
     }
     RepeatedHead repeated;
     while (at < lines.size()) {
+        if (!compare_heads)
+            repeated = RepeatedHead();
         entries_.emplace_back();
         Change &c = entries_.back();
         std::string_view schema, op, ns, name, lsn, seq, unchanged, resync_since;
@@ -1863,7 +1867,7 @@ struct Outline {
     bool special = false, unchanged = false;
 };
 
-static Outline outline_of(std::string_view lines)
+static Outline outline_of(std::string_view lines, bool compare_heads = true)
 {
     Outline o;
     size_t at = 0;
@@ -1876,6 +1880,8 @@ static Outline outline_of(std::string_view lines)
         size_t end = nl == nullptr ? lines.size() : static_cast<size_t>(nl - lines.data());
         std::string_view line = lines.substr(at, end - at);
         at = end + 1;
+        if (!compare_heads)
+            last_timestamp = last_head = {};
         if (first.data() == nullptr)
             first = line;
         last = line;
@@ -1924,6 +1930,56 @@ static Outline outline_of(std::string_view lines)
     o.first_lsn = first.data() == nullptr ? 0 : lsn_of_line(first);
     o.last_lsn = last.data() == nullptr ? 0 : lsn_of_line(last);
     return o;
+}
+
+/*
+ * For selftests: what the lines' heads read as, compared with the line
+ * before's (RepeatedHead, outline_of()), against every head read in full;
+ * "" if the same, else the first difference.
+ */
+std::string elasticsearch_compared_heads_problem(std::string_view lines)
+{
+    auto read = [lines](bool compare_heads, std::string *error) {
+        ElasticsearchBatch b;
+        try {
+            read_batch(lines, b, compare_heads);
+        } catch (const std::exception &e) {
+            *error = e.what();
+        }
+        std::vector<std::string> out;
+        for (const Change &c : b.entries) {
+            std::string e = std::to_string(c.schema) + "|" + (c.nsp ? *c.nsp : "-") + "|" +
+                            std::string(c.op_raw) + "|" + std::to_string(static_cast<int>(c.kind)) +
+                            "|" + std::to_string(c.lsn) + "|" + std::to_string(c.seq) + "|" +
+                            std::string(c.timestamp) + "|" + std::string(c.before) + "|" +
+                            std::string(c.after) + "|";
+            for (const std::string &u : c.unchanged)
+                e += u + ",";
+            if (c.schema)
+                e += c.schema_json.dump();
+            out.push_back(std::move(e));
+        }
+        out.push_back(b.any_unchanged ? "any unchanged" : "none unchanged");
+        return out;
+    };
+    std::string error_compared, error_full;
+    std::vector<std::string> compared = read(true, &error_compared),
+                             full = read(false, &error_full);
+    if (error_compared != error_full)
+        return "read: \"" + error_compared + "\" against \"" + error_full + "\"";
+    for (size_t k = 0; k < std::max(compared.size(), full.size()); k++)
+        if (k >= compared.size() || k >= full.size() || compared[k] != full[k])
+            return "entry " + std::to_string(k) + ": " +
+                   (k < compared.size() ? compared[k] : std::string("none")) + " against " +
+                   (k < full.size() ? full[k] : std::string("none"));
+    Outline a = outline_of(lines, true), b = outline_of(lines, false);
+    if (a.special != b.special || a.unchanged != b.unchanged || a.first_lsn != b.first_lsn ||
+        a.last_lsn != b.last_lsn)
+        return "outline: special " + std::to_string(a.special) + "/" + std::to_string(b.special) +
+               " unchanged " + std::to_string(a.unchanged) + "/" + std::to_string(b.unchanged) +
+               " lsn " + std::to_string(a.first_lsn) + "-" + std::to_string(a.last_lsn) + "/" +
+               std::to_string(b.first_lsn) + "-" + std::to_string(b.last_lsn);
+    return "";
 }
 
 Order ElasticsearchSink::order_of(std::string_view lines, const std::string &key, bool resent)

@@ -186,6 +186,12 @@ std::string elasticsearch_prefix_problem(const std::string &prefix);
 std::string elasticsearch_doc_id(const std::vector<std::string> &key_texts);
 /* Checks the above and one exchange through scripted answers; "" if all is well. */
 std::string elasticsearch_selftest();
+/*
+ * For selftests: lines' heads read compared with the line before's against
+ * read in full (Elasticsearch's reading of a batch and order_of()'s
+ * outline): "" if they read the same, else the first difference.
+ */
+std::string elasticsearch_compared_heads_problem(std::string_view lines);
 
 /* The mapping (JSON) of a column of PostgreSQL type pg_type. */
 /*
