@@ -586,6 +586,7 @@ struct ElasticsearchBatch {
     std::vector<Change> entries;
     std::set<std::string> ns_pool; /* the namespaces of the entries (Change::nsp) */
     bool any_unchanged = false;    /* an update left TOASTed columns unchanged */
+    std::vector<size_t> schemas;   /* which entries are Schema entries */
 };
 
 /* compare_heads false: every line's head read in full (RepeatedHead not used; for selftests). */
@@ -682,6 +683,7 @@ class ElasticsearchExchange final : public HttpSink::Exchange
      */
     bool resent_ = false;
     std::set<std::string> ns_pool_; /* the namespaces of the entries (Change::nsp) */
+    std::vector<size_t> schemas_;   /* which of entries_ are Schema entries */
     /* What the sink knew of the indexes when the exchange was made, and its generation_ then. */
     std::map<std::string, ElasticsearchSink::Index> before_;
     uint64_t generation_ = 0;
@@ -727,6 +729,7 @@ void ElasticsearchExchange::plan()
         entries_ = std::move(batch.entries);
         any_unchanged_ = batch.any_unchanged;
         ns_pool_ = std::move(batch.ns_pool); /* a set's nodes move: Change::nsp stays valid */
+        schemas_ = std::move(batch.schemas);
         plan_ddl();
     } catch (const std::bad_alloc &) {
         throw;
@@ -751,6 +754,8 @@ static void read_batch(std::string_view lines, ElasticsearchBatch &batch_read, b
         ask_huge_pages(entries_.data(), entries_.capacity() * sizeof(Change));
     }
     RepeatedHead repeated;
+    std::string_view last_lsn;
+    uint64_t last_lsn_value = 0;
     while (at < lines.size()) {
         if (!compare_heads)
             repeated = RepeatedHead();
@@ -815,6 +820,7 @@ static void read_batch(std::string_view lines, ElasticsearchBatch &batch_read, b
         }
         if (!schema.empty()) {
             c.schema = true;
+            batch->schemas.push_back(entries_.size() - 1);
             c.schema_json = json::parse(schema);
             c.nsp = &*ns_pool_.insert(c.schema_json.value("namespace", "")).first;
             last_namespace = last_name = {};
@@ -835,8 +841,13 @@ static void read_batch(std::string_view lines, ElasticsearchBatch &batch_read, b
                 &*ns_pool_.insert(avro_name(text_of(ns)) + "." + avro_name(text_of(name))).first;
         last_namespace = ns;
         last_name = name;
-        if (lsn.size() >= 2)
+        /* The very view of the line before (a repeated head): its LSN, read once. */
+        if (lsn.size() >= 2 && lsn.data() == last_lsn.data() && lsn.size() == last_lsn.size())
+            c.lsn = last_lsn_value;
+        else if (lsn.size() >= 2)
             parse_lsn(lsn.data() + 1, lsn.size() - 2, &c.lsn);
+        last_lsn = lsn;
+        last_lsn_value = c.lsn;
         std::from_chars(seq.data(), seq.data() + seq.size(), c.seq);
         /*
          * The resync rule (README, The changelog): at resync_end, a document
@@ -894,10 +905,8 @@ static const char kMetaFields[] =
 /* Phase 1: the indexes of new Schema entries, and those to check again. */
 void ElasticsearchExchange::plan_ddl()
 {
-    for (size_t ei = 0; ei < entries_.size(); ei++) {
+    for (size_t ei : schemas_) {
         const Change &c = entries_[ei];
-        if (!c.schema)
-            continue;
         const json &s = c.schema_json;
         ElasticsearchSink::Index t;
         t.signature = s["fields"].dump() + s["key"].dump();
