@@ -21,9 +21,7 @@ use PgsinkTest;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
-my $seed = $ENV{PGSINK_SEED} // (time() ^ $$) % 1000000;
-srand($seed);
-note("seed $seed (PGSINK_SEED=$seed repeats the kill points)");
+test_seed('the kill points');
 my $per_kind = $ENV{PGSINK_KILLS_PER_KIND} // 3;
 
 my $node = pgsink_node(

@@ -18,9 +18,7 @@ use PgsinkTest;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
-my $seed = $ENV{PGSINK_SEED} // (time() ^ $$) % 1000000;
-srand($seed);
-note("seed $seed (PGSINK_SEED=$seed repeats the kill moments)");
+test_seed('the kill moments');
 
 my $node = pgsink_node(
 	'async_rounds',
@@ -45,12 +43,7 @@ sub backlog
 	for my $i (0 .. 7)
 	{
 		my $from = $base + $i * 4000;
-		query_retry(
-			$node, 'postgres', qq{
-INSERT INTO t SELECT g, g % 97, repeat(md5(g::text), 4) FROM generate_series($from, $from + 3999) g;
-UPDATE t SET n = n + 1 WHERE id % 5 = 0 AND id BETWEEN $from AND $from + 3999;
-DELETE FROM t WHERE id % 11 = 0 AND id BETWEEN $from AND $from + 3999;
-}, 60);
+		query_retry($node, 'postgres', churn_sql($from, 4000), 60);
 	}
 }
 

@@ -19,9 +19,7 @@ use PgsinkTest;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
-my $seed = $ENV{PGSINK_SEED} // (time() ^ $$) % 1000000;
-srand($seed);
-note("seed $seed (PGSINK_SEED=$seed repeats the crash moments)");
+test_seed('the crash moments');
 
 my $node = pgsink_node(
 	'power_loss',
@@ -47,10 +45,7 @@ sub backlog
 	for my $i (0 .. 119)
 	{
 		my $from = $k * 1_000_000 + $i * 500;
-		$sql .= qq{
-INSERT INTO t SELECT g, g % 97, repeat(md5(g::text), 4) FROM generate_series($from, $from + 499) g;
-UPDATE t SET n = n + 1 WHERE id % 5 = 0 AND id BETWEEN $from AND $from + 499;
-DELETE FROM t WHERE id % 11 = 0 AND id BETWEEN $from AND $from + 499;};
+		$sql .= churn_sql($from, 500);
 	}
 	query_retry($node, 'postgres', $sql, 120);
 }

@@ -50,11 +50,34 @@ our @EXPORT = qw(
   check_changelog source_state compare_states check_exact
   poll_until query_retry wait_delivered stream_pid worker_pid_status alive
   proc_status crash_node start_after_crash file_lines status_row start_with_fault_shim
-  spool_power_loss
+  spool_power_loss test_seed churn_sql
   sink_status delivery_pid wait_delivery_pid retained_wal spool_bytes
 );
 
 my $json = JSON::PP->new->utf8->canonical;
+
+# Seed rand() from PGSINK_SEED, or from the time and pid; note it so that a
+# failing run's random moments ($what) can be repeated.
+sub test_seed
+{
+	my ($what) = @_;
+	my $seed = $ENV{PGSINK_SEED} // (time() ^ $$) % 1000000;
+	srand($seed);
+	note("seed $seed (PGSINK_SEED=$seed repeats $what)");
+	return $seed;
+}
+
+# SQL that inserts rows $from .. $from + $n - 1 into t (id int8, n int4,
+# v text), then updates every fifth and deletes every eleventh of them.
+sub churn_sql
+{
+	my ($from, $n) = @_;
+	my $to = $from + $n - 1;
+	return qq{
+INSERT INTO t SELECT g, g % 97, repeat(md5(g::text), 4) FROM generate_series($from, $to) g;
+UPDATE t SET n = n + 1 WHERE id % 5 = 0 AND id BETWEEN $from AND $to;
+DELETE FROM t WHERE id % 11 = 0 AND id BETWEEN $from AND $to;};
+}
 
 # The node's sink file, by node name.
 my %sink_files;
