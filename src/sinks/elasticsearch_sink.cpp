@@ -466,6 +466,20 @@ static inline bool repeats(std::string_view s, size_t i, std::string_view v, cha
            memcmp(s.data() + i, v.data(), v.size()) == 0;
 }
 
+/* The value at s[*i] into *v, *i past it: compared with *last first, read (and kept in *last) if
+ * not the same. */
+static inline void take_repeated(std::string_view s, size_t *i, std::string_view *last,
+                                 std::string_view *v)
+{
+    if (repeats(s, *i, *last, ',')) {
+        *v = s.substr(*i, last->size());
+        *i += last->size();
+    } else {
+        take_value(s, i, v);
+        *last = *v;
+    }
+}
+
 static size_t modification_head(std::string_view lines, size_t at, std::string_view *timestamp,
                                 std::string_view *seq, std::string_view *ns, std::string_view *name,
                                 std::string_view *op, std::string_view *lsn,
@@ -477,13 +491,7 @@ static size_t modification_head(std::string_view lines, size_t at, std::string_v
     if (!take(lines, &i, "{\"timestamp\":"))
         return std::string_view::npos;
     try {
-        if (repeats(lines, i, repeated.timestamp, ',')) {
-            *timestamp = lines.substr(i, repeated.timestamp.size());
-            i += repeated.timestamp.size();
-        } else {
-            take_value(lines, &i, timestamp);
-            repeated.timestamp = *timestamp;
-        }
+        take_repeated(lines, &i, &repeated.timestamp, timestamp);
         if (!take_member(lines, &i, ",\"sequence\":", seq))
             return std::string_view::npos;
         if (repeats(lines, i, repeated.bytes, ',') &&
@@ -1900,33 +1908,22 @@ static Outline outline_of(std::string_view lines, bool compare_heads = true)
         size_t i = 0;
         bool plain = false;
         try {
-            plain = take(line, &i, "{\"timestamp\":");
-            if (plain && repeats(line, i, last_timestamp, ',')) {
-                i += last_timestamp.size();
-            } else if (plain) {
-                take_value(line, &i, &timestamp);
-                last_timestamp = timestamp;
+            plain = take(line, &i, "{\"timestamp\":") &&
+                    (take_repeated(line, &i, &last_timestamp, &timestamp), true) &&
+                    take_member(line, &i, ",\"sequence\":", &seq);
+            /* The same bytes as the plain line before, up to its lsn: plain too. */
+            if (plain && !repeats(line, i, last_head, '"')) {
+                size_t from = i;
+                plain = take_member(line, &i, ",\"namespace\":", &ns) &&
+                        take_member(line, &i, ",\"name\":", &name) &&
+                        take_member(line, &i, ",\"op\":", &op) && take(line, &i, ",\"lsn\":") &&
+                        (is_literal(op, "\"insert\"") || is_literal(op, "\"update\"") ||
+                         is_literal(op, "\"delete\"") || is_literal(op, "\"import\""));
+                last_head = plain ? line.substr(from, i - from) : std::string_view();
             }
-            plain = plain && take_member(line, &i, ",\"sequence\":", &seq);
-            /* The same bytes as the plain line before, up to its lsn: plain too (o.special is not
-             * set). */
-            if (plain && !last_head.empty() && line.size() - i >= last_head.size() &&
-                memcmp(line.data() + i, last_head.data(), last_head.size()) == 0) {
-                if (line.size() >= 2 && line[line.size() - 2] == ']')
-                    o.unchanged = true;
-                continue;
-            }
-            size_t from = i;
-            plain = plain && take_member(line, &i, ",\"namespace\":", &ns) &&
-                    take_member(line, &i, ",\"name\":", &name) &&
-                    take_member(line, &i, ",\"op\":", &op) && take(line, &i, ",\"lsn\":");
-            if (plain)
-                last_head = line.substr(from, i - from);
         } catch (const std::exception &) {
             plain = false;
         }
-        plain = plain && (is_literal(op, "\"insert\"") || is_literal(op, "\"update\"") ||
-                          is_literal(op, "\"delete\"") || is_literal(op, "\"import\""));
         if (!plain)
             last_head = {};
         /* "unchanged", an array, is the last member if there is one: the line ends "]}". */
