@@ -194,7 +194,6 @@ bool line_table(const char *line, size_t len, std::string *table)
     return true;
 }
 
-/* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
 bool line_timestamp(const char *line, size_t len, int64_t *ts)
 {
     /* {"timestamp":"2019-10-04T16:05:55.123456+00:00" */

@@ -201,7 +201,6 @@ static int64_t parse_timestamp(std::string_view v)
     return days * 86400 * int64_t(1000000) + t - offset;
 }
 
-/* A decimal's unscaled value at this scale, as big-endian two's complement bytes. */
 /*
  * A decimal's text read: refused unless it is digits with a sign and a point
  * and at most scale decimals; its sign, decimals and digits counted.
@@ -234,6 +233,7 @@ static DecimalText scan_decimal(std::string_view text, int scale)
     return t;
 }
 
+/* A decimal's unscaled value at this scale, as big-endian two's complement bytes. */
 static std::string decimal_bytes_reference(std::string_view text, int scale)
 {
     DecimalText t = scan_decimal(text, scale);

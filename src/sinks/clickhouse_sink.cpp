@@ -1460,11 +1460,12 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
     if (!ok) {
         Answer a;
         a.status = static_cast<int>(r.status);
-        a.response = answer_excerpt(sink_.scrub(r.body), 300);
-        a.message = sink_.describe() + (r.status == 0
-                                            ? ": " + sink_.scrub(r.transport_error)
-                                            : " answered HTTP " + std::to_string(r.status) + ": " +
-                                                  answer_excerpt(sink_.scrub(r.body), 200));
+        const std::string body = sink_.scrub(r.body); /* once: an error page may be large */
+        a.response = answer_excerpt(body, 300);
+        a.message =
+            sink_.describe() + (r.status == 0 ? ": " + sink_.scrub(r.transport_error)
+                                              : " answered HTTP " + std::to_string(r.status) +
+                                                    ": " + answer_excerpt(body, 200));
         /* Values a column cannot hold: the batch is bisected down to the entry. */
         /* Not 49 (LOGICAL_ERROR): a server bug, retried, not a refusal of these rows. */
         static const int kData[] = {6, 25, 26, 27, 33, 38, 41, 53, 69, 70, 72, 117, 130};
@@ -1482,7 +1483,7 @@ std::optional<Answer> ClickHouseExchange::answer(const HttpResponse &r)
              */
             size_t ti = step.table;
             new_tables_[ti].refused = "ClickHouse refused table " + new_tables_[ti].name + ": " +
-                                      answer_excerpt(sink_.scrub(r.body), 300);
+                                      answer_excerpt(body, 300);
             std::string ns = new_ns_[ti];
             while (at_ + 1 < steps_.size() && steps_[at_ + 1].of_table &&
                    steps_[at_ + 1].table == ti)

@@ -386,7 +386,10 @@ void Writer::sync(uint64_t decoded_upto, bool wait)
     check_writes();
     if (end_ != submitted_end_) {
         Round round{0, end_, entries_, decoded_upto, last_commit_time_};
-        pending_.push_back(make_record(kRoundEnd, end_, entries_, decoded_upto, last_commit_time_));
+        /* The round end; a new segment's first record too (where it starts). */
+        const IndexRecord first =
+            make_record(kRoundEnd, end_, entries_, decoded_upto, last_commit_time_);
+        pending_.push_back(first);
         std::vector<IndexRecord> records;
         records.swap(pending_);
         bool roll = end_ - seg_start_ >= static_cast<uint64_t>(guc_spool_segment_size_mb) << 20;
@@ -395,12 +398,8 @@ void Writer::sync(uint64_t decoded_upto, bool wait)
         if (roll) {
             /* The next segment starts here, with the schemas in effect here. */
             open_segment_files(end_, &new_seg_fd, &new_idx_fd);
-            for (const auto &e : schemas_) {
-                schemas.append(e.second);
-                schemas.push_back('\n');
-            }
+            schemas = schemas_text();
         }
-        IndexRecord first = make_record(kRoundEnd, end_, entries_, decoded_upto, last_commit_time_);
         round.ticket =
             io_.call([dir = dir_, seg_start = seg_start_, seg_fd = seg_fd_, idx_fd = idx_fd_,
                       records = std::move(records), roll, schemas = std::move(schemas),
@@ -475,16 +474,22 @@ bool Writer::reap()
     return true;
 }
 
-/* Start the next segment where this one ends, with the schemas in effect there. */
-void Writer::roll()
+/* The schemas in effect at the end written: a new segment's schemas file. */
+std::string Writer::schemas_text() const
 {
-    uint64_t start = durable_end_;
     std::string text;
     for (const auto &e : schemas_) {
         text.append(e.second);
         text.push_back('\n');
     }
-    write_file_durably(dir_, schemas_path(dir_, start), text);
+    return text;
+}
+
+/* Start the next segment where this one ends, with the schemas in effect there. */
+void Writer::roll()
+{
+    uint64_t start = durable_end_;
+    write_file_durably(dir_, schemas_path(dir_, start), schemas_text());
     create_segment(start);
     publish();
 }

@@ -102,6 +102,7 @@ class Writer
     void open_segment_files(uint64_t start, int *seg_fd, int *idx_fd);
     void create_segment(uint64_t start);
     void roll();
+    std::string schemas_text() const;
     void publish();
     void check_writes();
 
