@@ -92,8 +92,6 @@ class ElasticsearchSink final : public HttpSink
      */
     bool prepares_ahead() const override { return true; }
     bool makes_every_request_ahead() const override { return true; }
-    /* The spool read on a thread: the worker's thread sends and reads the answers meanwhile. */
-    bool reads_ahead() const override { return true; }
     /*
      * Two at a time, each on a prefetch thread: a fresh exchange's plan
      * reads only its batch, the settings and its own copy of the indexes

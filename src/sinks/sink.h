@@ -194,8 +194,10 @@ class HttpSink : public Sink
     virtual Answer answer(const HttpResponse &response, std::string_view lines);
     virtual HttpOptions http_options() const = 0;
     /*
-     * Can the first request of a fresh exchange be made on another thread,
-     * while requests are in flight (http/request_prefetch.h)? Only if
+     * Can the first request of a fresh exchange be made on another thread
+     * while requests are in flight (http/request_prefetch.h)? The next
+     * batch is then read from the spool on a thread too (one more batch
+     * held), so that making its request can start at once. Only if
      * next() reads nothing but the batch, settings fixed when the sink was
      * made, and what the exchange took of the sink when it was made (on the
      * worker's thread; current() says if that is still so), and changes
@@ -214,20 +216,13 @@ class HttpSink : public Sink
      * at once, each on a thread of its own? More than one only if fresh
      * exchanges share nothing the making writes.
      */
-    virtual int made_ahead_at_once() const { return 2; }
+    virtual int made_ahead_at_once() const { return 1; }
     /*
      * With prepares_ahead(): the oldest a request made ahead may be when it
      * goes out (older, it is made again): a signature's timestamp goes
      * stale. No limit by default.
      */
     virtual int64_t made_ahead_max_age_ms() const { return INT64_MAX; }
-    /*
-     * Is the next batch read from the spool on a thread of its own while
-     * the worker sends (one more batch held)? For a sink whose worker's
-     * thread is the bound (the webhook's sends; Elasticsearch's sends and
-     * answers while its bodies are made on two threads: measured for both).
-     */
-    virtual bool reads_ahead() const { return false; }
     /*
      * Is the next request sent before the cursor's save (a file synced)?
      * For a sink with one request in flight, whose receiver had nothing to

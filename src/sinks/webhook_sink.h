@@ -35,7 +35,8 @@ class WebhookSink final : public HttpSink
     bool prepares_ahead() const override { return true; }
     /* A webhook-timestamp older than this is stale for a receiver's tolerance (5 minutes). */
     int64_t made_ahead_max_age_ms() const override { return 10000; }
-    bool reads_ahead() const override { return true; }
+    /* Two signed at once (request() only reads): signing costs as much as sending. */
+    int made_ahead_at_once() const override { return 2; }
     bool sends_before_cursor_save() const override { return true; }
     void close() override {}
     std::string describe() const override;

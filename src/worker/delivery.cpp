@@ -883,7 +883,7 @@ void Delivery::read_range(const SpoolShared &d)
      * requests are made ahead too (only a head start: without a thread it
      * is read when needed).
      */
-    if (http_->reads_ahead() && read_end_ < d.durable_end) {
+    if (http_->prepares_ahead() && read_end_ < d.durable_end) {
         try {
             read_ahead_.start(reader_, read_end_, d.durable_end, max);
         } catch (const std::exception &) {
