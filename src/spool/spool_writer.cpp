@@ -137,6 +137,11 @@ static uint64_t new_identity()
     return id;
 }
 
+uint64_t Writer::segment_bytes()
+{
+    return static_cast<uint64_t>(guc_spool_segment_size_mb) << 20;
+}
+
 /* A new segment's two files, empty: made durable by make_segment_durable(). */
 void Writer::open_segment_files(uint64_t start, int *seg_fd, int *idx_fd)
 {
@@ -155,13 +160,33 @@ void Writer::open_segment_files(uint64_t start, int *seg_fd, int *idx_fd)
 }
 
 /*
+ * Reserve a segment's disk blocks before it is written, without changing
+ * its size (readers and start-up go by the size). Appends then fill blocks
+ * already allocated: the file system's per-page work of allocating at
+ * write-out (ext4's delayed allocation, quota) is done once per segment,
+ * which takes about a third of the writes' system time (perf). Best effort:
+ * a file system without fallocate(), or a nearly full disk, only loses the
+ * gain; the writes report a full disk themselves.
+ */
+static void preallocate(int seg_fd, uint64_t bytes)
+{
+#ifdef FALLOC_FL_KEEP_SIZE
+    (void)fallocate(seg_fd, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(bytes));
+#else
+    (void)seg_fd;
+    (void)bytes;
+#endif
+}
+
+/*
  * A new segment's first record (where it starts, and what is before it),
  * written and fsynced with both files and the directory. Until then the
  * segment is empty and has no record: start-up removes it.
  */
 static void make_segment_durable(const std::string &dir, uint64_t start, int seg_fd, int idx_fd,
-                                 const IndexRecord &first)
+                                 const IndexRecord &first, uint64_t segment_bytes)
 {
+    preallocate(seg_fd, segment_bytes);
     write_all(idx_fd, &first, sizeof(first), index_path(dir, start));
     if (fdatasync(seg_fd) != 0)
         fail("fsync", segment_path(dir, start), errno);
@@ -208,7 +233,7 @@ void Writer::create_segment(uint64_t start)
     close();
     seg_fd_ = sfd;
     idx_fd_ = ifd;
-    make_segment_durable(dir_, start, seg_fd_, idx_fd_, r);
+    make_segment_durable(dir_, start, seg_fd_, idx_fd_, r, segment_bytes());
     seg_start_ = start;
     indexed_at_ = start;
     segments_++;
@@ -323,6 +348,7 @@ uint64_t Writer::open(uint64_t slot_confirmed)
         fail("fsync", seg, errno);
     if (fsync(idx_fd_) != 0)
         fail("fsync", idx, errno);
+    preallocate(seg_fd_, segment_bytes()); /* the cut took the reserved blocks too */
     if (lseek(seg_fd_, 0, SEEK_END) < 0 || lseek(idx_fd_, 0, SEEK_END) < 0)
         fail("seek in", seg, errno);
 
@@ -392,7 +418,7 @@ void Writer::sync(uint64_t decoded_upto, bool wait)
         pending_.push_back(first);
         std::vector<IndexRecord> records;
         records.swap(pending_);
-        bool roll = end_ - seg_start_ >= static_cast<uint64_t>(guc_spool_segment_size_mb) << 20;
+        bool roll = end_ - seg_start_ >= segment_bytes();
         int new_seg_fd = -1, new_idx_fd = -1;
         std::string schemas;
         if (roll) {
@@ -400,30 +426,31 @@ void Writer::sync(uint64_t decoded_upto, bool wait)
             open_segment_files(end_, &new_seg_fd, &new_idx_fd);
             schemas = schemas_text();
         }
-        round.ticket =
-            io_.call([dir = dir_, seg_start = seg_start_, seg_fd = seg_fd_, idx_fd = idx_fd_,
-                      records = std::move(records), roll, schemas = std::move(schemas),
-                      start = end_, new_seg_fd, new_idx_fd, first](bool skipped) {
-                try {
-                    if (!skipped) {
-                        make_round_durable(dir, seg_start, seg_fd, idx_fd, records);
-                        if (roll) {
-                            write_file_durably(dir, schemas_path(dir, start), schemas);
-                            make_segment_durable(dir, start, new_seg_fd, new_idx_fd, first);
-                        }
-                    }
-                } catch (...) {
+        round.ticket = io_.call([dir = dir_, seg_start = seg_start_, seg_fd = seg_fd_,
+                                 idx_fd = idx_fd_, records = std::move(records), roll,
+                                 schemas = std::move(schemas), start = end_, new_seg_fd, new_idx_fd,
+                                 first, segment_bytes = segment_bytes()](bool skipped) {
+            try {
+                if (!skipped) {
+                    make_round_durable(dir, seg_start, seg_fd, idx_fd, records);
                     if (roll) {
-                        ::close(seg_fd);
-                        ::close(idx_fd);
+                        write_file_durably(dir, schemas_path(dir, start), schemas);
+                        make_segment_durable(dir, start, new_seg_fd, new_idx_fd, first,
+                                             segment_bytes);
                     }
-                    throw;
                 }
-                if (roll) { /* the filled segment: nothing more is written to it */
+            } catch (...) {
+                if (roll) {
                     ::close(seg_fd);
                     ::close(idx_fd);
                 }
-            });
+                throw;
+            }
+            if (roll) { /* the filled segment: nothing more is written to it */
+                ::close(seg_fd);
+                ::close(idx_fd);
+            }
+        });
         rounds_.push_back(round);
         submitted_end_ = end_;
         if (roll) {

@@ -99,6 +99,8 @@ class Writer
         uint64_t end, entries, lsn;
         int64_t commit_time;
     };
+    /* Size at which a segment is rolled (pgsink.spool_segment_size). */
+    static uint64_t segment_bytes();
     void open_segment_files(uint64_t start, int *seg_fd, int *idx_fd);
     void create_segment(uint64_t start);
     void roll();

@@ -168,6 +168,23 @@ my $oldest = sql('SELECT oldest_offset FROM pgsink.spool');
 is($oldest, $segs[0][0], '(a) pgsink.spool.oldest_offset is the oldest segment');
 cmp_ok($oldest, '>', 0, '(a) the first segments are gone');
 
+# The segment being written has its whole size reserved on disk (fallocate,
+# keeping its size): its appends fill blocks already allocated.
+SKIP:
+{
+	my $probe = "$spool/../fallocate_probe";
+	open(my $fh, '>', $probe) or die "create $probe: $!";
+	close $fh;
+	system('fallocate', '--keep-size', '-l', '1MiB', $probe);
+	my $can = -e $probe && (stat $probe)[12] * 512 >= $MB;
+	unlink $probe;
+	skip('the spool\'s file system does not reserve blocks with fallocate', 2) unless $can;
+	my ($start, $size) = @{ $segs[-1] };
+	my $blocks = (stat sprintf('%s/%016X.jsonl', $spool, $start))[12];
+	cmp_ok($size, '<', $MB, '(a) the newest segment is not full');
+	cmp_ok($blocks * 512, '>=', $MB, '(a) the newest segment has its 1 MB reserved');
+}
+
 # ---------------------------------------------------------------------------
 # (b) Retention: delivered segments are kept.
 sql("ALTER SYSTEM SET pgsink.spool_retention = '1h'; SELECT pg_reload_conf()");
