@@ -101,6 +101,7 @@ static void shmem_startup()
         for (SinkSlot &slot : shared->sinks)
             slot.procno = -1;
         load_pause_state(&shared->pause);
+        ConditionVariableInit(&shared->progress_cv);
     }
     shared_lock = &(GetNamedLWLockTranche("pgsink"))[0].lock;
     spool_lock = &(GetNamedLWLockTranche("pgsink"))[1].lock;
@@ -174,6 +175,11 @@ SinkSlot *find_sink_slot(const char *name)
         if (slot.in_use && strcmp(slot.name, name) == 0)
             return &slot;
     return nullptr;
+}
+
+void announce_progress()
+{
+    ConditionVariableBroadcast(&shared->progress_cv);
 }
 
 void wake_delivery_workers()

@@ -10,6 +10,7 @@ extern "C" {
 #include "postgres.h"
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
+#include "storage/condition_variable.h"
 #include "storage/lwlock.h"
 }
 
@@ -159,6 +160,11 @@ struct SharedState {
     bool caught_up;
     PauseState pause;
     TableStats tables[kMaxTableStats];
+    /*
+     * Broadcast when the slot's confirmed position or a sink's delivered
+     * position advances: pgsink.wait_for_delivery() sleeps on it.
+     */
+    ConditionVariable progress_cv;
 };
 
 /* Attached in every process by the shmem startup hook. */
@@ -190,6 +196,8 @@ void wake_worker();
 
 /* The slot of the sink with this name, or nullptr; call with shared_lock held. */
 SinkSlot *find_sink_slot(const char *name);
+/* The slot or a sink moved forward: wake pgsink.wait_for_delivery() (shared_lock not held). */
+void announce_progress();
 /* Wake every delivery worker (new entries are durable in the spool). */
 void wake_delivery_workers();
 /* Set a process's latch by its proc number (-1: nobody). */

@@ -6,7 +6,9 @@
  * until every sink in pgsink.sink has delivered past it: a delivery worker
  * publishes the spool's durable lsn as delivered once its cursor reached
  * the spool's end, and the spool's durable lsn passes the message only
- * after the stream worker decoded past it.
+ * after the stream worker decoded past it. Both announce their progress
+ * (announce_progress()), so the call returns as soon as the last sink is
+ * there.
  */
 #include "boundary/pg_boundary.h"
 #include "core/config.h"
@@ -47,6 +49,12 @@ static Datum wait_for_delivery(PG_FUNCTION_ARGS)
 
     TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_us / 1000);
     char names[kMaxSinks][kSinkNameLen];
+    /*
+     * Woken when the slot or a sink moves forward (announce_progress()), and
+     * every 100 ms anyway: a sink listed in pgsink.sink may have no worker
+     * yet, and the list itself may change.
+     */
+    ConditionVariablePrepareToSleep(&shared->progress_cv);
     for (;;) {
         XLogRecPtr confirmed = read_slot_state(guc_slot_name).confirmed_flush;
         /* The sink that is furthest behind, and how far it got. */
@@ -72,8 +80,10 @@ static Datum wait_for_delivery(PG_FUNCTION_ARGS)
         char stream_error[kErrorLen];
         strlcpy(stream_error, shared->last_error, sizeof(stream_error));
         LWLockRelease(shared_lock);
-        if (behind == nullptr && confirmed != InvalidXLogRecPtr && confirmed >= target)
+        if (behind == nullptr && confirmed != InvalidXLogRecPtr && confirmed >= target) {
+            ConditionVariableCancelSleep();
             PG_RETURN_LSN(confirmed);
+        }
         if (GetCurrentTimestamp() >= deadline) {
             if (behind != nullptr && confirmed >= target)
                 ereport(ERROR,
@@ -95,10 +105,8 @@ static Datum wait_for_delivery(PG_FUNCTION_ARGS)
                                stream_error[0] ? "; last error: " : "", stream_error),
                      errhint("See SELECT * FROM pgsink.status.")));
         }
-        (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10,
-                        PG_WAIT_EXTENSION);
-        ResetLatch(MyLatch);
-        CHECK_FOR_INTERRUPTS();
+        /* Interrupts are served inside; an ERROR's abort cancels the sleep. */
+        (void)ConditionVariableTimedSleep(&shared->progress_cv, 100, PG_WAIT_EXTENSION);
     }
 }
 

@@ -339,6 +339,7 @@ void Delivery::save()
     s.delivered_lsn = cursor_.delivered_lsn;
     s.delivered_commit_time = cursor_.delivered_time;
     LWLockRelease(shared_lock);
+    announce_progress();
 }
 
 /* Counters and state after a batch. */
@@ -1390,6 +1391,7 @@ void Delivery::run()
                     slot().delivered_lsn = d.durable_lsn;
                     slot().state = SinkState::idle;
                     LWLockRelease(shared_lock);
+                    announce_progress();
                 }
                 wait(kIdleWaitMs);
             }

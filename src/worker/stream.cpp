@@ -270,6 +270,8 @@ void Stream::confirm_durable(bool streaming)
     /* The worker streams again after failing: the failure is over. */
     bool recovered = shared->same_failures > 0 && confirmed_ > shared->failed_at;
     LWLockRelease(shared_lock);
+    if (advanced)
+        announce_progress();
     if (recovered) {
         clear_error();
         clear_problem(ProblemKind::stuck);
