@@ -138,12 +138,21 @@ void WriteBehind::submit(int fd, uint64_t file_offset, std::string &data)
     data = std::move(spare);
     data.clear();
     /*
+     * An idle thread is woken for kWakeAfter buffers at a time, not for
+     * each: on two busy cores the woken thread takes the worker's core, and
+     * a wake-up per 256 kB buffer switched the worker out hundreds of times
+     * a second (perf sched). The round's end (call()) and drain() wake it
+     * for whatever is queued.
+     */
+    bool wake = huge || queue_.size() >= kWakeAfter;
+    /*
      * Woken after the lock is let go: woken under it, the thread would run
      * only to block on the lock, and the worker be switched out twice a
      * buffer (perf: most of the stream worker's context switches).
      */
     lock.unlock();
-    work_.notify_one();
+    if (wake)
+        work_.notify_one();
 }
 
 void WriteBehind::unlink_later(std::vector<std::string> paths)
@@ -194,6 +203,7 @@ void WriteBehind::rethrow_failure()
 
 void WriteBehind::drain()
 {
+    work_.notify_one(); /* buffers submit() queued without waking the thread */
     std::unique_lock<std::mutex> lock(mutex_);
     done_.wait(lock, [&] { return busy_ == 0 || dead_; });
 }

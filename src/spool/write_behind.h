@@ -92,6 +92,7 @@ class WriteBehind
 
     static constexpr size_t kBuffers = 16;
     static constexpr size_t kKeepBytes = 4 << 20;
+    static constexpr size_t kWakeAfter = 4; /* buffers queued before an idle thread is woken */
     mutable std::mutex mutex_;
     std::condition_variable work_, done_;
     std::deque<Job> queue_;
