@@ -2,6 +2,9 @@
  * spool_reader.cpp: see spool_reader.h.
  */
 #include <algorithm>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -79,6 +82,37 @@ int Reader::fd_of(const Segment &s)
     }
     fd_start_ = s.start;
     return fd_;
+}
+
+/*
+ * The newlines in [p, p + len): every piece a delivery reads is counted, and
+ * a memchr() per ~300-byte line was an eighth of the file sink's delivery
+ * (perf). SSE2 (every x86-64) compares 16 bytes at a time, adding the
+ * matches up in byte counters that are summed before they can overflow.
+ */
+uint64_t count_newlines(const char *p, size_t len)
+{
+    uint64_t n = 0;
+    size_t i = 0;
+#ifdef __SSE2__
+    const __m128i nl = _mm_set1_epi8('\n');
+    while (len - i >= 16) {
+        __m128i sums = _mm_setzero_si128();
+        /* At most 255 rounds: a byte counter holds up to 255. */
+        size_t rounds = std::min<size_t>((len - i) / 16, 255);
+        for (size_t r = 0; r < rounds; r++, i += 16) {
+            __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(p + i));
+            /* A match is 0xFF, -1: subtracting it adds one. */
+            sums = _mm_sub_epi8(sums, _mm_cmpeq_epi8(bytes, nl));
+        }
+        __m128i halves = _mm_sad_epu8(sums, _mm_setzero_si128());
+        n += static_cast<uint64_t>(_mm_cvtsi128_si64(halves)) +
+             static_cast<uint64_t>(_mm_cvtsi128_si64(_mm_unpackhi_epi64(halves, halves)));
+    }
+#endif
+    for (; i < len; i++)
+        n += p[i] == '\n';
+    return n;
 }
 
 std::string_view Reader::read(uint64_t offset, uint64_t end, size_t max, uint64_t *lines,
@@ -160,12 +194,7 @@ std::string_view Reader::read(uint64_t offset, uint64_t end, size_t max, uint64_
                         "spool segment " + hex(seg.start) + " holds a line without its end");
         want = static_cast<size_t>(std::min<uint64_t>(avail, static_cast<uint64_t>(want) * 2));
     }
-    uint64_t n = 0;
-    for (const char *p = buf_.get(), *e = p + len;
-         (p = static_cast<const char *>(memchr(p, '\n', static_cast<size_t>(e - p)))) != nullptr;
-         p++)
-        n++;
-    *lines = n;
+    *lines = count_newlines(buf_.get(), len);
     if (segment_end != nullptr)
         *segment_end = offset + len == seg_end && seg_end < end;
     return std::string_view(buf_.get(), len);

@@ -14,6 +14,7 @@
 #include "http/delivery_window.h"
 #include "sinks/clickhouse_sink.h"
 #include "sinks/webhook_sink.h"
+#include "spool/spool_reader.h"
 
 extern "C" {
 #include "fmgr.h"
@@ -80,13 +81,44 @@ static int64 selftest(const std::string &mode)
         if (!failures.empty())
             throw Error(ERRCODE_INTERNAL_ERROR, "webhook: " + failures, "");
         return 1;
+    } else if (mode == "count_newlines") {
+        /*
+         * The spool reader's vectorized newline count against a byte loop:
+         * every length up to 9,000 (past 255 rounds of 16 bytes, where its
+         * byte counters are summed) at every alignment mod 16, from all
+         * newlines to none.
+         */
+        std::string buf(9000 + 16, 'x');
+        uint64_t seed = 1;
+        for (int density : {1, 2, 7, 300, 0}) {
+            for (char &c : buf) {
+                seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+                c = density != 0 && (seed >> 33) % density == 0 ? '\n'
+                                                                : static_cast<char>(seed >> 56);
+                if (c == '\n' && density == 0)
+                    c = 'y';
+            }
+            for (size_t len = 0; len <= 9000; len += len < 600 ? 1 : 37)
+                for (size_t at = 0; at < 16; at++) {
+                    uint64_t want = 0;
+                    for (size_t i = 0; i < len; i++)
+                        want += buf[at + i] == '\n';
+                    if (spool::count_newlines(buf.data() + at, len) != want)
+                        throw Error(ERRCODE_INTERNAL_ERROR,
+                                    "count_newlines: wrong count for " + std::to_string(len) +
+                                        " bytes at " + std::to_string(at) + ", density " +
+                                        std::to_string(density),
+                                    "");
+                }
+        }
+        return 1;
     } else if (mode == "ok") {
         return pg_call(
             [] { return DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum("42"))); });
     }
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "unknown selftest mode \"" + mode + "\"",
                 "Use ok, pg_error, cpp_exception, pgsink_error, bad_alloc, delivery_window, "
-                "elasticsearch, clickhouse, bigquery, webhook or destroyed.");
+                "elasticsearch, clickhouse, bigquery, webhook, count_newlines or destroyed.");
 }
 
 } // namespace pgsink
