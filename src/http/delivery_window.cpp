@@ -149,7 +149,19 @@ void DeliveryWindow::finish(std::list<Batch>::iterator b)
             r.open--;
             break;
         }
+    if (spare_lines_.size() < kSpares && b->lines.capacity() >= kSpareAtLeast)
+        spare_lines_.push_back(std::move(b->lines));
     batches_.erase(b);
+}
+
+std::string DeliveryWindow::take_spare_lines()
+{
+    std::string s;
+    if (!spare_lines_.empty()) {
+        s.swap(spare_lines_.back());
+        spare_lines_.pop_back();
+    }
+    return s;
 }
 
 /* Exponential back-off with full jitter; a longer Retry-After wins, up to the most. */

@@ -119,6 +119,13 @@ class DeliveryWindow
     uint64_t add(std::string lines, size_t entries, std::string key, bool park_always = false,
                  Order order = Order::free);
     size_t ranges() const { return ranges_.size(); }
+    /*
+     * The lines of a batch done with, to be read into again: a batch's
+     * pages are not given back and faulted in anew at every batch. Empty if
+     * there is none. Up to kSpares are kept: batches end in bursts (two
+     * answered between two reads), and one kept was not enough (perf).
+     */
+    std::string take_spare_lines();
     bool empty() const { return ranges_.empty(); }
     size_t in_flight() const { return in_flight_; }
     /* Batches that failed and are not yet acknowledged (waiting, or sent again). */
@@ -160,6 +167,9 @@ class DeliveryWindow
 
     WindowPolicy policy_;
     std::list<Batch> batches_; /* in order: by range, then by place in it */
+    static constexpr size_t kSpares = 3;
+    static constexpr size_t kSpareAtLeast = 64 * 1024; /* smaller ones cost little to make */
+    std::vector<std::string> spare_lines_;             /* see take_spare_lines() */
     std::list<Range> ranges_;
     uint64_t next_id_ = 1, next_range_ = 1;
     size_t in_flight_ = 0;

@@ -17,6 +17,9 @@
 #include <cstring>
 #include <memory>
 #include <vector>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <ctime>
 #include <openssl/evp.h>
 #include <openssl/core_names.h>
@@ -202,6 +205,28 @@ bool WebhookSink::open(const Resume &from)
 }
 
 /*
+ * Copy n bytes of entries, each newline made a comma. One pass at the speed
+ * of a copy: a memchr() per ~300-byte entry after the copy took a tenth of
+ * the worker's thread and of the signing threads (perf).
+ */
+static void copy_lines_as_list(char *out, const char *in, size_t n)
+{
+    size_t i = 0;
+#ifdef __SSE2__
+    const __m128i newline = _mm_set1_epi8('\n');
+    const __m128i flip = _mm_set1_epi8('\n' ^ ','); /* a newline xor this is a comma */
+    for (; i + 16 <= n; i += 16) {
+        __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i *>(in + i));
+        __m128i newlines = _mm_cmpeq_epi8(bytes, newline);
+        bytes = _mm_xor_si128(bytes, _mm_and_si128(newlines, flip));
+        _mm_storeu_si128(reinterpret_cast<__m128i *>(out + i), bytes);
+    }
+#endif
+    for (; i < n; i++)
+        out[i] = in[i] == '\n' ? ',' : in[i];
+}
+
+/*
  * The body {"data":[entry,entry,...]} of newline-terminated entries, made
  * piece by piece from them wherever it is needed: signed through a small
  * buffer (in the cache), and copied into libcurl's upload buffer as it is
@@ -229,11 +254,7 @@ class WebhookBody
                 /* Entries: newlines become commas, a piece at a time while it is in the cache. */
                 size_t from = at - kHeadLen;
                 k = std::min({n_ - from, max - done, kPiece});
-                char *p = out + done, *end = p + k;
-                memcpy(p, lines_.data() + from, k);
-                while ((p = static_cast<char *>(memchr(p, '\n', static_cast<size_t>(end - p)))) !=
-                       nullptr)
-                    *p++ = ',';
+                copy_lines_as_list(out + done, lines_.data() + from, k);
             } else {
                 size_t from = at - kHeadLen - n_;
                 k = std::min(kTailLen - from, max - done);

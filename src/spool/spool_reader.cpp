@@ -123,11 +123,8 @@ std::string_view Reader::read(uint64_t offset, uint64_t end, size_t max, uint64_
         *segment_end = false;
     if (offset >= end)
         return {};
-    if (cap_ > 2 * std::max<size_t>(max, 1 << 20)) {
-        /* A huge line grew the buffer: do not keep it. */
-        buf_.reset();
-        cap_ = 0;
-    }
+    if (buf_.size() > 2 * std::max<size_t>(max, 1 << 20))
+        std::string().swap(buf_); /* a huge line grew the buffer: do not keep it */
     Segment seg = segment_of(offset);
     int fd = fd_of(seg);
     struct stat st;
@@ -157,14 +154,9 @@ std::string_view Reader::read(uint64_t offset, uint64_t end, size_t max, uint64_
     size_t have = 0;
     size_t len = 0;
     for (;;) {
-        if (want > cap_) {
-            /* Never zero-filled: only what pread() returns is looked at. */
-            std::unique_ptr<char[]> bigger(new char[want]);
-            memcpy(bigger.get(), buf_.get(), have);
-            buf_ = std::move(bigger);
-            cap_ = want;
-        }
-        ssize_t n = pread(fd, buf_.get() + have, want - have,
+        if (want > buf_.size())
+            buf_.resize(want); /* zero-fills only what it adds; keeps what was read */
+        ssize_t n = pread(fd, buf_.data() + have, want - have,
                           static_cast<off_t>(offset - seg.start + have));
         if (n < 0) {
             if (errno == EINTR)
@@ -183,9 +175,9 @@ std::string_view Reader::read(uint64_t offset, uint64_t end, size_t max, uint64_
          * line alone, not the lines the bigger read also caught.
          */
         const void *last =
-            want > max ? memchr(buf_.get(), '\n', have) : memrchr(buf_.get(), '\n', have);
+            want > max ? memchr(buf_.data(), '\n', have) : memrchr(buf_.data(), '\n', have);
         if (last != nullptr) {
-            len = static_cast<size_t>(static_cast<const char *>(last) - buf_.get()) + 1;
+            len = static_cast<size_t>(static_cast<const char *>(last) - buf_.data()) + 1;
             break;
         }
         /* One line longer than max: read on to its end. */
@@ -194,10 +186,16 @@ std::string_view Reader::read(uint64_t offset, uint64_t end, size_t max, uint64_
                         "spool segment " + hex(seg.start) + " holds a line without its end");
         want = static_cast<size_t>(std::min<uint64_t>(avail, static_cast<uint64_t>(want) * 2));
     }
-    *lines = count_newlines(buf_.get(), len);
+    *lines = count_newlines(buf_.data(), len);
     if (segment_end != nullptr)
         *segment_end = offset + len == seg_end && seg_end < end;
-    return std::string_view(buf_.get(), len);
+    return std::string_view(buf_.data(), len);
+}
+
+std::string Reader::take_buffer(std::string spare)
+{
+    buf_.swap(spare);
+    return spare;
 }
 
 template <typename F> void Reader::scan(uint64_t from, uint64_t to, F &&f)

@@ -49,6 +49,14 @@ class Reader
      */
     std::string_view read(uint64_t offset, uint64_t end, size_t max, uint64_t *lines,
                           bool *segment_end = nullptr);
+    /*
+     * The buffer the last read() returned a view of (its bytes start the
+     * string; the string may be longer than the view), traded for spare,
+     * which the next read() fills: a batch read is kept without copying
+     * it. A spare that held a batch before keeps its size, so the next
+     * read() neither zero-fills it nor faults its pages in again.
+     */
+    std::string take_buffer(std::string spare);
 
     /* Forget the segments and close the file (the spool was made anew). */
     void reset();
@@ -83,8 +91,7 @@ class Reader
     std::vector<Segment> segments_;
     int fd_ = -1;
     uint64_t fd_start_ = UINT64_MAX;
-    std::unique_ptr<char[]> buf_; /* what read() returns a view of */
-    size_t cap_ = 0;
+    std::string buf_; /* what read() returns a view of; its size is the room used */
 };
 
 } // namespace pgsink::spool

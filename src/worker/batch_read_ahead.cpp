@@ -12,7 +12,8 @@
 namespace pgsink
 {
 
-SpoolBatch read_spool_batch(spool::Reader &reader, uint64_t offset, uint64_t end, size_t max)
+SpoolBatch read_spool_batch(spool::Reader &reader, uint64_t offset, uint64_t end, size_t max,
+                            std::string spare)
 {
     SpoolBatch b;
     bool segment_end = false;
@@ -36,19 +37,22 @@ SpoolBatch read_spool_batch(spool::Reader &reader, uint64_t offset, uint64_t end
         joined.append(piece);
         b.lines = std::move(joined);
     } else {
-        b.lines.assign(piece);
+        /* The reader's buffer itself: a copy was a third of reading (perf). */
+        b.lines = reader.take_buffer(std::move(spare));
+        b.lines.resize(piece.size());
     }
     return b;
 }
 
-void BatchReadAhead::start(spool::Reader &reader, uint64_t offset, uint64_t end, size_t max)
+void BatchReadAhead::start(spool::Reader &reader, uint64_t offset, uint64_t end, size_t max,
+                           std::string spare)
 {
     cancel();
     offset_ = offset;
     max_ = max;
     failed_ = false;
     /* The thread owns batch_ and the reader until joined; nothing else touches them meanwhile. */
-    thread_ = quiet_thread([this, &reader, offset, end, max] {
+    thread_ = quiet_thread([this, &reader, offset, end, max, spare = std::move(spare)]() mutable {
         pthread_setname_np(pthread_self(), "pgsink-read"); /* for top -H and perf */
         /*
          * Behind the worker's thread and the request thread: reading ahead
@@ -56,7 +60,7 @@ void BatchReadAhead::start(spool::Reader &reader, uint64_t offset, uint64_t end,
          */
         setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 5);
         try {
-            batch_ = read_spool_batch(reader, offset, end, max);
+            batch_ = read_spool_batch(reader, offset, end, max, std::move(spare));
         } catch (...) {
             failed_ = true; /* read again by the caller, who reports the error */
         }

@@ -4,9 +4,10 @@
  * before it.
  *
  * Reading a batch costs the worker's thread as much as sending it: the
- * pread() out of the page cache, the reader's count of its lines, and the
- * copy the window keeps (about 55 ms per 1M rows of 287 bytes, a third of
- * the webhook worker's own time). Read ahead, the worker only takes it.
+ * pread() out of the page cache and the reader's count of its lines (about
+ * 55 ms per 1M rows of 287 bytes with a copy the window kept, a third of the
+ * webhook worker's own time; the window now keeps the reader's buffer).
+ * Read ahead, the worker only takes it.
  *
  * The reader belongs to the thread from start() until take() or cancel():
  * the worker uses it for nothing else meanwhile (Delivery::reader() cancels
@@ -37,8 +38,11 @@ struct SpoolBatch {
  * The batch at offset, read before end: whole lines, at most about max bytes
  * (a longer line alone), going on into the next spool segment when one ends
  * before (a short batch at each segment's end cost a request of its own).
+ * Its lines are the reader's buffer, which takes spare (a batch done with)
+ * in exchange.
  */
-SpoolBatch read_spool_batch(spool::Reader &reader, uint64_t offset, uint64_t end, size_t max);
+SpoolBatch read_spool_batch(spool::Reader &reader, uint64_t offset, uint64_t end, size_t max,
+                            std::string spare = {});
 
 class BatchReadAhead
 {
@@ -48,8 +52,9 @@ class BatchReadAhead
     BatchReadAhead(const BatchReadAhead &) = delete;
     BatchReadAhead &operator=(const BatchReadAhead &) = delete;
 
-    /* Read the batch at offset (read_spool_batch()) with reader, on the thread. */
-    void start(spool::Reader &reader, uint64_t offset, uint64_t end, size_t max);
+    /* Read the batch at offset (read_spool_batch(), given spare) with reader, on the thread. */
+    void start(spool::Reader &reader, uint64_t offset, uint64_t end, size_t max,
+               std::string spare = {});
     /*
      * The batch at offset of at most max bytes, once read (waits for the
      * thread); nothing if the thread read another one, or failed.

@@ -829,8 +829,9 @@ void Delivery::read_range(const SpoolShared &d)
     size_t max = static_cast<size_t>(guc_batch_bytes_kb) * 1024;
     RangeInfo info;
     std::optional<SpoolBatch> ahead = read_ahead_.take(read_end_, max);
-    SpoolBatch batch =
-        ahead ? std::move(*ahead) : read_spool_batch(reader_, read_end_, d.durable_end, max);
+    SpoolBatch batch = ahead ? std::move(*ahead)
+                             : read_spool_batch(reader_, read_end_, d.durable_end, max,
+                                                window_->take_spare_lines());
     info.entries = batch.entries;
     std::string_view piece = batch.lines;
     /* The sink may end it earlier (HttpSink::batch_end): the rest is the next batch's. */
@@ -886,7 +887,7 @@ void Delivery::read_range(const SpoolShared &d)
      */
     if (http_->prepares_ahead() && read_end_ < d.durable_end) {
         try {
-            read_ahead_.start(reader_, read_end_, d.durable_end, max);
+            read_ahead_.start(reader_, read_end_, d.durable_end, max, window_->take_spare_lines());
         } catch (const std::exception &) {
             read_ahead_.cancel();
         }

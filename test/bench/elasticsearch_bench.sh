@@ -51,13 +51,6 @@ psqlq -c "SELECT pgsink.wait_for_delivery('30 min')" >/dev/null
 end=$(psqlq -c "SELECT durable_offset FROM pgsink.spool")
 
 rate() { echo $(( $1 * 1000 / ($2 > 0 ? $2 : 1) )); }
-# CPU time (ms, user + system) of process $1 so far.
-cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat"; }
-# The same for its main thread alone (a process's threads: /proc/PID/task/TID/stat).
-thread_cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/task/$1/stat"; }
-# Minor page faults of process $1 so far (all its threads): fresh memory.
-minor_faults() { awk '{ print $10 }' "/proc/$1/stat"; }
-worker_pid() { psqlq -c "SELECT pid FROM pgsink.sinks WHERE sink = '$1'"; }
 
 echo "== delivery rate: a backlog of $ROWS rows in $TXN_ROWS-row transactions, from the spool"
 echo "each sink rewound and timed $PAIRS times, in turn (file, elasticsearch, file, ...): the medians"

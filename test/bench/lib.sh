@@ -115,5 +115,14 @@ bench_time_sink() {
     echo $(( $(now_ms) - t0 ))
 }
 
+# CPU time (ms, user + system) of process $1 so far.
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat"; }
+# The same for its main thread alone (a process's threads: /proc/PID/task/TID/stat).
+thread_cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/task/$1/stat"; }
+# Minor page faults of process $1 so far (all its threads): fresh memory.
+minor_faults() { awk '{ print $10 }' "/proc/$1/stat"; }
+# The pid of the delivery worker of sink $1.
+worker_pid() { psqlq -c "SELECT pid FROM pgsink.sinks WHERE sink = '$1'"; }
+
 # The median of the numbers given.
 bench_median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }

@@ -81,11 +81,16 @@ rate() { echo $(( $1 * 1000 / ($2 > 0 ? $2 : 1) )); }
 
 echo "== 1. delivery rate: a backlog of $ROWS rows in $TXN_ROWS-row transactions, from the spool"
 echo "each rewound and timed $PAIRS times, in turn (file, webhook, ..., file, ...): the medians"
-declare -A runs
+declare -A runs cpu faults
 timed_webhook() { # $1: the label
-    local before got
+    local before got c0 f0 wpid
     before=$(cat "$BENCH_DIR/received.count")
+    # The worker restarts when a setting it uses changes: its pid, each run.
+    wpid=$(worker_pid webhook)
+    c0=$(cpu_ms "$wpid") f0=$(minor_faults "$wpid")
     runs[$1]="${runs[$1]:-} $(bench_time_sink webhook "$end")"
+    cpu[$1]=$(( ${cpu[$1]:-0} + $(cpu_ms "$wpid") - c0 ))
+    faults[$1]=$(( ${faults[$1]:-0} + $(minor_faults "$wpid") - f0 ))
     got=$(( $(cat "$BENCH_DIR/received.count") - before ))
     [ "$got" -ge "$ROWS" ] || { echo "the receiver got $got of $ROWS entries" >&2; exit 1; }
 }
@@ -117,6 +122,8 @@ for label in "${labels[@]}"; do
     printf '%-28s %10s rows %8s ms %10s rows/s   (runs:%s ms)   webhook / file: %s\n' \
         "$label" "$ROWS" "$ms" "$(rate "$ROWS" "$ms")" "${runs[$label]}" \
         "$(awk -v f="$file_ms" -v w="$ms" -v t="$target" 'BEGIN { printf "%.2fx%s", f / w, t }')"
+    echo "    its delivery worker per run: $(( cpu[$label] / PAIRS )) ms of CPU (all threads)," \
+         "$(( faults[$label] / PAIRS )) page faults"
 done
 
 if [ -z "${SKIP_SCALING:-}" ]; then
