@@ -81,21 +81,24 @@ rate() { echo $(( $1 * 1000 / ($2 > 0 ? $2 : 1) )); }
 
 echo "== 1. delivery rate: a backlog of $ROWS rows in $TXN_ROWS-row transactions, from the spool"
 echo "each rewound and timed $PAIRS times, in turn (file, webhook, ..., file, ...): the medians"
-declare -A runs cpu faults
+declare -A runs cpu faults rcpu
 timed_webhook() { # $1: the label
-    local before got c0 f0 wpid
+    local before got c0 f0 r0 wpid
     before=$(cat "$BENCH_DIR/received.count")
     # The worker restarts when a setting it uses changes: its pid, each run.
     wpid=$(worker_pid webhook)
-    c0=$(cpu_ms "$wpid") f0=$(minor_faults "$wpid")
+    c0=$(cpu_ms "$wpid") f0=$(minor_faults "$wpid") r0=$(cpu_ms "$receiver")
     runs[$1]="${runs[$1]:-} $(bench_time_sink webhook "$end")"
     cpu[$1]=$(( ${cpu[$1]:-0} + $(cpu_ms "$wpid") - c0 ))
+    rcpu[$1]=$(( ${rcpu[$1]:-0} + $(cpu_ms "$receiver") - r0 ))
     faults[$1]=$(( ${faults[$1]:-0} + $(minor_faults "$wpid") - f0 ))
     got=$(( $(cat "$BENCH_DIR/received.count") - before ))
     [ "$got" -ge "$ROWS" ] || { echo "the receiver got $got of $ROWS entries" >&2; exit 1; }
 }
 for _ in $(seq 1 "$PAIRS"); do
+    fpid=$(worker_pid file) c0=$(cpu_ms "$fpid")
     runs[file]="${runs[file]:-} $(bench_time_sink file "$end")"
+    cpu[file]=$(( ${cpu[file]:-0} + $(cpu_ms "$fpid") - c0 ))
     for n in $IN_FLIGHT_RATE; do
         set_conf pgsink.max_in_flight "$n"
         timed_webhook "webhook, $n in flight"
@@ -111,6 +114,7 @@ done
 file_ms=$(bench_median ${runs[file]})
 printf '%-28s %10s rows %8s ms %10s rows/s   (runs:%s ms)\n' "file (fsynced)" "$ROWS" "$file_ms" \
     "$(rate "$ROWS" "$file_ms")" "${runs[file]}"
+echo "    CPU per run: its delivery worker $(( cpu[file] / PAIRS )) ms"
 labels=()
 for n in $IN_FLIGHT_RATE; do labels+=("webhook, $n in flight"); done
 [ "${UNSIGNED:-1}" = 0 ] || labels+=("webhook, unsigned, 1")
@@ -122,8 +126,8 @@ for label in "${labels[@]}"; do
     printf '%-28s %10s rows %8s ms %10s rows/s   (runs:%s ms)   webhook / file: %s\n' \
         "$label" "$ROWS" "$ms" "$(rate "$ROWS" "$ms")" "${runs[$label]}" \
         "$(awk -v f="$file_ms" -v w="$ms" -v t="$target" 'BEGIN { printf "%.2fx%s", f / w, t }')"
-    echo "    its delivery worker per run: $(( cpu[$label] / PAIRS )) ms of CPU (all threads)," \
-         "$(( faults[$label] / PAIRS )) page faults"
+    echo "    CPU per run: its delivery worker $(( cpu[$label] / PAIRS )) ms (all threads," \
+         "$(( faults[$label] / PAIRS )) page faults), the receiver $(( rcpu[$label] / PAIRS )) ms"
 done
 
 if [ -z "${SKIP_SCALING:-}" ]; then
