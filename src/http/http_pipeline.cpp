@@ -12,9 +12,23 @@
 #include <strings.h>
 
 #include "http/http_pipeline.h"
+#include "http/redact.h"
 
 namespace pgsink
 {
+
+std::vector<std::string> request_secrets(const HttpRequest &r)
+{
+    std::vector<std::string> secrets;
+    add_url_secrets(r.url, true, secrets);
+    for (const std::string &h : r.headers) {
+        size_t colon = h.find(':');
+        size_t v = colon == std::string::npos ? colon : h.find_first_not_of(' ', colon + 1);
+        if (v != std::string::npos)
+            secrets.push_back(h.substr(v));
+    }
+    return secrets;
+}
 
 /* Idle handles kept for reuse. */
 static constexpr size_t kIdleHandles = 16;
@@ -327,11 +341,13 @@ void HttpPipeline::on_timer()
          * that cannot start fails as a transfer would (retried), instead of
          * failing the worker.
          */
+        std::vector<std::string> secrets = request_secrets(d.request);
         try {
             submit(d.tag, std::move(d.request));
         } catch (const std::exception &e) {
             HttpResponse failed;
-            failed.transport_error = std::string("could not start the request: ") + e.what();
+            failed.transport_error =
+                redact(std::string("could not start the request: ") + e.what(), secrets);
             done_.emplace_back(d.tag, std::move(failed));
         }
     }
@@ -363,9 +379,10 @@ void HttpPipeline::collect()
         curl_multi_remove_handle(m, easy);
         if (result != CURLE_OK) {
             t->response.status = 0;
-            t->response.transport_error = !t->source_error.empty() ? t->source_error
-                                          : t->error[0]            ? t->error
-                                                                   : curl_easy_strerror(result);
+            t->response.transport_error = redact(!t->source_error.empty() ? t->source_error
+                                                 : t->error[0]            ? t->error
+                                                               : curl_easy_strerror(result),
+                                                 request_secrets(t->request));
         } else {
             curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &t->response.status);
         }

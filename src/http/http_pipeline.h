@@ -50,6 +50,13 @@ struct HttpRequest {
     int64_t body_size = -1;
 };
 
+/*
+ * What of a request may be a credential: its URL's parts (redact.h) and
+ * every header's value. A transfer's error text (libcurl's, or why the
+ * request could not start) is cut of them before anyone sees it.
+ */
+std::vector<std::string> request_secrets(const HttpRequest &r);
+
 struct HttpResponse {
     long status = 0; /* 0: no answer (transport_error says why) */
     std::string transport_error;

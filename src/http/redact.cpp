@@ -40,7 +40,8 @@ static void add_both(const std::string &secret, std::vector<std::string> &secret
 /* Query parameters whose value is a credential (ClickHouse's ?password=, a token). */
 static bool credential_parameter(const std::string &name)
 {
-    for (const char *n : {"password", "key", "token", "secret", "api_key", "access_token"})
+    for (const char *n : {"password", "key", "token", "secret", "api_key", "apikey", "access_token",
+                          "auth", "sig", "signature"})
         if (name == n)
             return true;
     return false;
@@ -72,6 +73,10 @@ void add_url_secrets(const std::string &url, bool path_too, std::vector<std::str
     }
     if (path_too && path != std::string::npos && url.size() - path > 1) {
         secrets.push_back(url.substr(path));
+        /* The path alone too (a token in it is echoed without the query, "404 /hooks/T0K"). */
+        size_t path_end = url.find_first_of("?#", path);
+        if (path_end != std::string::npos && path_end > path + 1)
+            secrets.push_back(url.substr(path, path_end - path));
         /* A credential parameter's value alone: echoed without the rest of the query. */
         size_t q = url.find('?', path);
         while (q != std::string::npos && q + 1 < url.size()) {

@@ -18,8 +18,9 @@ namespace pgsink
  * The parts of url that may hold a credential, added to secrets: the whole
  * URL; its user info (user:password@), its password alone, both also
  * %-decoded, and the base64 libcurl sends of them ("Authorization: Basic");
- * with path_too its path and query (a webhook's token), and the value
- * alone of a credential parameter (ClickHouse's ?password=).
+ * with path_too its path with and without its query (a webhook's token),
+ * and the value alone of a credential parameter (ClickHouse's ?password=,
+ * a signed URL's sig=).
  */
 void add_url_secrets(const std::string &url, bool path_too, std::vector<std::string> &secrets);
 

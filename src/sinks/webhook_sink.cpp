@@ -441,6 +441,16 @@ std::string webhook_selftest()
                    what + "the signature is not the one of the body sent");
         }
     }
+    /* A transfer's error text is cut of the request's credentials (http_pipeline.cpp). */
+    HttpRequest r;
+    r.url = "https://hookuser:pa55-w0rd@hooks.example/services/T0KEN-123?sig=q5ecret";
+    r.headers = {"Authorization: Bearer s3cr3t-t0ken", "X-Api-Key:k3y-v4lue"};
+    std::string said = redact("user hookuser:pa55-w0rd, pa55-w0rd, path /services/T0KEN-123, "
+                              "sig=q5ecret, Bearer s3cr3t-t0ken, k3y-v4lue",
+                              request_secrets(r));
+    for (const char *secret : {"pa55-w0rd", "T0KEN-123", "q5ecret", "s3cr3t-t0ken", "k3y-v4lue"})
+        expect(said.find(secret) == std::string::npos,
+               std::string("a transport error keeps a credential of the request: ") + said);
     return failures;
 }
 
