@@ -163,8 +163,7 @@ static int spool_segment(int fd)
 
 static int shim_fallocate(const char *name, int fd, int mode, off_t offset, off_t len)
 {
-    int (*real)(int, int, off_t, off_t) =
-        (int (*)(int, int, off_t, off_t))dlsym(RTLD_NEXT, name);
+    int (*real)(int, int, off_t, off_t) = (int (*)(int, int, off_t, off_t))dlsym(RTLD_NEXT, name);
     if (getenv("PGSINK_FALLOCATE_ENOSPC") != NULL && spool_segment(fd)) {
         (void)real(fd, mode, offset, len / 2);
         errno = ENOSPC;
