@@ -22,7 +22,7 @@ SELECT pgsink.add_table('t', import => false);
 });
 wait_delivered($node, 'postgres', 'the empty table', 30);
 
-for my $k (1 .. 2)
+for my $k (1 .. 3)
 {
 	my $base = $k * 1000;
 	$node->safe_psql('postgres', qq{
