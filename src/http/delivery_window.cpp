@@ -149,7 +149,8 @@ void DeliveryWindow::finish(std::list<Batch>::iterator b)
             r.open--;
             break;
         }
-    if (spare_lines_.size() < kSpares && b->lines.capacity() >= kSpareAtLeast)
+    if (spare_lines_.size() < kSpares && b->lines.capacity() >= kSpareAtLeast &&
+        b->lines.capacity() <= policy_.spare_at_most)
         spare_lines_.push_back(std::move(b->lines));
     batches_.erase(b);
 }
@@ -597,6 +598,24 @@ std::string delivery_window_selftest()
         w.complete(b->id, ack(), 0);
         b = w.next_to_send(0, 4);
         c.expect(b != nullptr && b->lines == "b\n", "split: then the second half");
+    }
+    /* A batch done with is kept for the next read, unless a huge line made it huge. */
+    {
+        WindowPolicy small = policy;
+        small.spare_at_most = 1 << 20;
+        DeliveryWindow w(small);
+        w.add(std::string(100 * 1024 - 1, 'x') + "\n", 1, "k1");
+        w.add(std::string(3 << 20, 'y') + "\n", 1, "k2");
+        for (int i = 0; i < 2; i++) {
+            auto *b = w.next_to_send(0, 1);
+            w.sent(b);
+            w.complete(b->id, ack(), 0);
+        }
+        std::string spare = w.take_spare_lines();
+        c.expect(spare.capacity() >= 100 * 1024 && spare.capacity() <= small.spare_at_most,
+                 "spares: a batch of its usual size is kept");
+        c.expect(w.take_spare_lines().capacity() < 64 * 1024,
+                 "spares: a batch past spare_at_most is not kept");
     }
     return c.failures;
 }

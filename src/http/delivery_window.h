@@ -73,6 +73,12 @@ struct WindowPolicy {
     long first_retry_ms = 100;
     long max_retry_ms = 60000;
     double (*random)() = nullptr; /* uniform in [0, 1), for the jitter */
+    /*
+     * A batch done with is kept to be read into again (take_spare_lines())
+     * only if its buffer is at most this big: one a huge line grew would
+     * otherwise stay in memory, up to kSpares of them, while the sink idles.
+     */
+    size_t spare_at_most = 64 << 20;
 };
 
 class DeliveryWindow

@@ -20,6 +20,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "boundary/pg_boundary.h"
@@ -165,15 +166,30 @@ void Writer::open_segment_files(uint64_t start, int *seg_fd, int *idx_fd)
  * already allocated: the file system's per-page work of allocating at
  * write-out (ext4's delayed allocation, quota) is done once per segment,
  * which takes about a third of the writes' system time (perf). Best effort:
- * a file system without fallocate(), or a nearly full disk, only loses the
- * gain; the writes report a full disk themselves.
+ * a file system without fallocate() only loses the gain; the writes report a
+ * full disk themselves.
+ *
+ * A reservation is space pgsink.spool_max_size does not count, taken before
+ * it is needed, in a file system the server's own files often share: none
+ * is made unless the file system keeps four times as much free, and one
+ * that failed (ext4 keeps the blocks it reserved before it ran out of
+ * space) is given back by truncating the file to its size, which frees the
+ * blocks past it.
  */
-static void preallocate(int seg_fd, uint64_t bytes)
+static void preallocate(int seg_fd, uint64_t size, uint64_t bytes)
 {
 #ifdef FALLOC_FL_KEEP_SIZE
-    (void)fallocate(seg_fd, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(bytes));
+    struct statvfs vfs;
+    if (size >= bytes || fstatvfs(seg_fd, &vfs) != 0 ||
+        static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize / 4 < bytes)
+        return;
+    if (fallocate(seg_fd, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(bytes)) != 0 &&
+        ftruncate(seg_fd, static_cast<off_t>(size)) != 0) {
+        /* Kept, then: only space, freed with the segment. */
+    }
 #else
     (void)seg_fd;
+    (void)size;
     (void)bytes;
 #endif
 }
@@ -186,7 +202,7 @@ static void preallocate(int seg_fd, uint64_t bytes)
 static void make_segment_durable(const std::string &dir, uint64_t start, int seg_fd, int idx_fd,
                                  const IndexRecord &first, uint64_t segment_bytes)
 {
-    preallocate(seg_fd, segment_bytes);
+    preallocate(seg_fd, 0, segment_bytes); /* a new segment: empty */
     write_all(idx_fd, &first, sizeof(first), index_path(dir, start));
     if (fdatasync(seg_fd) != 0)
         fail("fsync", segment_path(dir, start), errno);
@@ -348,7 +364,8 @@ uint64_t Writer::open(uint64_t slot_confirmed)
         fail("fsync", seg, errno);
     if (fsync(idx_fd_) != 0)
         fail("fsync", idx, errno);
-    preallocate(seg_fd_, segment_bytes()); /* the cut took the reserved blocks too */
+    /* The cut took the reserved blocks too. */
+    preallocate(seg_fd_, r.offset - last.start, segment_bytes());
     if (lseek(seg_fd_, 0, SEEK_END) < 0 || lseek(idx_fd_, 0, SEEK_END) < 0)
         fail("seek in", seg, errno);
 

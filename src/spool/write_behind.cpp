@@ -123,7 +123,15 @@ void WriteBehind::submit(int fd, uint64_t file_offset, std::string &data)
     start();
     /* A huge buffer waits for the queue to empty: one at a time in memory. */
     bool huge = data.size() > kKeepBytes;
-    done_.wait(lock, [&] { return dead_ || (huge ? busy_ == 0 : busy_ < kBuffers); });
+    auto room = [&] { return dead_ || (huge ? busy_ == 0 : busy_ < kBuffers); };
+    /*
+     * What it waits for may be buffers queued without waking the thread
+     * (kWakeAfter below): wake it first, or a huge buffer after one to three
+     * of them waits for ever.
+     */
+    if (!room())
+        work_.notify_one();
+    done_.wait(lock, room);
     if (dead_) {
         data.clear(); /* the error is reported (error()); the worker restarts */
         return;

@@ -10,6 +10,8 @@
  * (announce_progress()), so the call returns as soon as the last sink is
  * there.
  */
+#include <algorithm>
+
 #include "boundary/pg_boundary.h"
 #include "core/config.h"
 #include "core/shared_state.h"
@@ -84,7 +86,8 @@ static Datum wait_for_delivery(PG_FUNCTION_ARGS)
             ConditionVariableCancelSleep();
             PG_RETURN_LSN(confirmed);
         }
-        if (GetCurrentTimestamp() >= deadline) {
+        TimestampTz now = GetCurrentTimestamp();
+        if (now >= deadline) {
             if (behind != nullptr && confirmed >= target)
                 ereport(ERROR,
                         (errcode(ERRCODE_QUERY_CANCELED),
@@ -105,8 +108,12 @@ static Datum wait_for_delivery(PG_FUNCTION_ARGS)
                                stream_error[0] ? "; last error: " : "", stream_error),
                      errhint("See SELECT * FROM pgsink.status.")));
         }
-        /* Interrupts are served inside; an ERROR's abort cancels the sleep. */
-        (void)ConditionVariableTimedSleep(&shared->progress_cv, 100, PG_WAIT_EXTENSION);
+        /*
+         * Interrupts are served inside; an ERROR's abort cancels the sleep.
+         * Never past the deadline: a short timeout ends on time.
+         */
+        long sleep_ms = static_cast<long>(std::min<int64>((deadline - now + 999) / 1000, 100));
+        (void)ConditionVariableTimedSleep(&shared->progress_cv, sleep_ms, PG_WAIT_EXTENSION);
     }
 }
 

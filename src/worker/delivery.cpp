@@ -768,6 +768,8 @@ WindowPolicy Delivery::window_policy() const
     p.first_retry_ms = kFirstRetryMs;
     p.max_retry_ms = guc_retry_max_interval_ms;
     p.random = jitter_random;
+    /* What the spool reader keeps of its own buffer (Reader::read()). */
+    p.spare_at_most = 2 * std::max<size_t>(static_cast<size_t>(guc_batch_bytes_kb) * 1024, 1 << 20);
     return p;
 }
 

@@ -106,6 +106,24 @@ sleep 1;
 is(-s $file, $size, '(2) nothing new reaches the sink while decoding is paused');
 cmp_ok($node->safe_psql('postgres', 'SELECT lag_bytes FROM pgsink.status'), '>', 0,
 	'(2) the slot holds the WAL meanwhile');
+# wait_for_delivery() sleeps on a condition variable, at most 100 ms at a
+# time: a shorter timeout still ends on time (it overslept to 100 ms).
+$node->safe_psql('postgres', q{
+CREATE FUNCTION pg_temp.timed_wait() RETURNS text LANGUAGE plpgsql AS $$
+DECLARE t0 timestamptz := clock_timestamp();
+BEGIN
+	BEGIN
+		PERFORM pgsink.wait_for_delivery('10 ms');
+		RETURN 'delivered';
+	EXCEPTION WHEN query_canceled THEN
+		RETURN round(extract(epoch FROM clock_timestamp() - t0) * 1000);
+	END;
+END $$;
+SELECT pg_temp.timed_wait();
+}) =~ /^(\S+)$/ or die;
+my $waited = $1;
+like($waited, qr/^\d+$/, '(2) wait_for_delivery() times out while decoding is paused');
+cmp_ok($waited, '<', 75, '(2) a 10 ms wait_for_delivery() gives up within 75 ms');
 is($node->safe_psql('postgres', 'SELECT pgsink.resume()'), 't', '(2) resume()');
 ok(poll_until($node, 'postgres', "SELECT state FROM pgsink.status", 'streaming', 10),
 	'(2) decoding resumes');

@@ -10,6 +10,10 @@
  * trigger file holds "fsync", only fsync() and fdatasync() of the target
  * fail (EIO), as on a disk that loses its write cache.
  *
+ * With PGSINK_FALLOCATE_ENOSPC set, fallocate() of a spool segment reserves
+ * half of what it is asked for and fails with ENOSPC, as ext4 does on a
+ * nearly full disk (it keeps the blocks it reserved before it ran out).
+ *
  * With PGSINK_SYNC_LOG set, every fsync() or fdatasync() of a spool segment
  * or index that succeeds is logged with the file's size (see log_sync()).
  *
@@ -141,6 +145,41 @@ int ftruncate(int fd, off_t length)
 int ftruncate64(int fd, off_t length)
 {
     return shim_ftruncate("ftruncate64", fd, length);
+}
+
+/* Is fd a spool segment (its name ends in .jsonl, in a pgsink_spool directory)? */
+static int spool_segment(int fd)
+{
+    char link[64], path[4096];
+    ssize_t n;
+
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    n = readlink(link, path, sizeof(path) - 1);
+    if (n <= 6)
+        return 0;
+    path[n] = '\0';
+    return strstr(path, "pgsink_spool") != NULL && strcmp(path + n - 6, ".jsonl") == 0;
+}
+
+static int shim_fallocate(const char *name, int fd, int mode, off_t offset, off_t len)
+{
+    int (*real)(int, int, off_t, off_t) = (int (*)(int, int, off_t, off_t))dlsym(RTLD_NEXT, name);
+    if (getenv("PGSINK_FALLOCATE_ENOSPC") != NULL && spool_segment(fd)) {
+        (void)real(fd, mode, offset, len / 2);
+        errno = ENOSPC;
+        return -1;
+    }
+    return real(fd, mode, offset, len);
+}
+
+int fallocate(int fd, int mode, off_t offset, off_t len)
+{
+    return shim_fallocate("fallocate", fd, mode, offset, len);
+}
+
+int fallocate64(int fd, int mode, off_t offset, off_t len)
+{
+    return shim_fallocate("fallocate64", fd, mode, offset, len);
 }
 
 /*
