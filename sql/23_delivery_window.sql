@@ -16,3 +16,7 @@ SELECT pgsink._selftest_boundary('delivery_window');
 -- vectorized newline count: it agrees with a byte loop at every length up to
 -- 9,000 bytes, every alignment, and densities from all newlines to none.
 SELECT pgsink._selftest_boundary('count_newlines');
+-- The spool's write thread held (as by a round's fsync) while buffers of
+-- 3 MB (rows of up to 4 MB) are submitted: at most 20 MB is queued, not 64
+-- buffers of them.
+SELECT pgsink._selftest_boundary('write_behind');

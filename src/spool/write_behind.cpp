@@ -1,9 +1,12 @@
 /* write_behind.cpp: see write_behind.h. */
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdexcept>
 #include <unistd.h>
 
 #include "core/quiet_thread.h"
@@ -54,6 +57,7 @@ void WriteBehind::run()
             }
         queue_.clear();
         busy_ = 0;
+        queued_bytes_ = 0;
         done_.notify_all();
     }
 }
@@ -86,10 +90,12 @@ void WriteBehind::work()
                 (void)sync_file_range(job.fd, static_cast<off_t>(job.offset),
                                       static_cast<off_t>(job.data.size()), SYNC_FILE_RANGE_WRITE);
         }
+        size_t written = job.data.size();
         if (job.data.capacity() > kKeepBytes)
             std::string().swap(job.data);
         job.data.clear();
         lock.lock();
+        queued_bytes_ -= written;
         if (err != 0 && error_ == 0)
             error_ = err;
         if (failed && error_ == 0) {
@@ -123,7 +129,11 @@ void WriteBehind::submit(int fd, uint64_t file_offset, std::string &data)
     start();
     /* A huge buffer waits for the queue to empty: one at a time in memory. */
     bool huge = data.size() > kKeepBytes;
-    auto room = [&] { return dead_ || (huge ? busy_ == 0 : busy_ < kBuffers); };
+    size_t size = data.size();
+    auto room = [&] {
+        return dead_ || busy_ == 0 ||
+               (!huge && busy_ < kBuffers && queued_bytes_ + size <= kQueueBytes);
+    };
     /*
      * What it waits for may be buffers queued without waking the thread
      * (kWakeAfter below): wake it first, or a huge buffer after one to three
@@ -143,6 +153,7 @@ void WriteBehind::submit(int fd, uint64_t file_offset, std::string &data)
     }
     queue_.push_back(Job{fd, file_offset, std::move(data), {}, {}, 0});
     busy_++;
+    queued_bytes_ += size;
     data = std::move(spare);
     data.clear();
     /*
@@ -243,6 +254,60 @@ void WriteBehind::clear_error()
         error_ = 0;
         failure_ = nullptr;
     }
+}
+
+size_t write_behind_queued_while_stalled()
+{
+    int fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        throw std::runtime_error("could not open /dev/null");
+    std::mutex mutex;
+    std::condition_variable released;
+    bool release = false;
+    std::atomic<size_t> queued{0};
+    WriteBehind io;
+    /* The thread held as by a round's fsync. */
+    io.call([&](bool) {
+        std::unique_lock<std::mutex> lock(mutex);
+        released.wait(lock, [&] { return release; });
+    });
+    auto let_go = [&] {
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            release = true;
+        }
+        released.notify_all();
+    };
+    std::thread feeder;
+    try {
+        feeder = quiet_thread([&] {
+            try {
+                for (int i = 0; i < 70; i++) {
+                    std::string buffer(3 << 20, 'x');
+                    io.submit(fd, 0, buffer);
+                    queued++;
+                }
+            } catch (...) {
+            }
+        });
+    } catch (...) {
+        let_go();
+        io.stop();
+        ::close(fd);
+        throw;
+    }
+    /* Until the feeder waits (its count still for 100 ms), or 5 s. */
+    size_t seen = SIZE_MAX;
+    for (int i = 0; i < 50 && queued.load() != seen; i++) {
+        seen = queued.load();
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    seen = queued.load();
+    let_go();
+    feeder.join();
+    io.stop();
+    ::close(fd);
+    return seen;
 }
 
 } // namespace pgsink::spool

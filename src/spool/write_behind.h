@@ -12,9 +12,10 @@
  * handlers run in the worker's own thread. A failed write is kept and
  * reported to the worker's thread at its next call (the writes after it are
  * dropped: the worker restarts, and the spool is cut back to its last round
- * end). Buffers are recycled, so memory stays at kBuffers × their size;
- * one that a huge row grew past kKeepBytes is queued alone and freed once
- * written.
+ * end). Buffers are recycled; at most kBuffers of them, holding at most
+ * kQueueBytes, are queued at once (rows of up to 4 MB make buffers of up to
+ * 4 MB); one that a huge row grew past kKeepBytes is queued alone and freed
+ * once written.
  *
  * Pure C++: no PostgreSQL headers.
  */
@@ -100,12 +101,18 @@ class WriteBehind
      */
     static constexpr size_t kBuffers = 64;
     static constexpr size_t kKeepBytes = 4 << 20;
+    /*
+     * The bytes queued, whatever their number: 64 buffers of rows of 1 to
+     * 4 MB would hold 256 MB. 64 of 256 kB (and a row's end) stay under it.
+     */
+    static constexpr size_t kQueueBytes = 20 << 20;
     static constexpr size_t kWakeAfter = 4; /* buffers queued before an idle thread is woken */
     mutable std::mutex mutex_;
     std::condition_variable work_, done_;
     std::deque<Job> queue_;
     std::vector<std::string> free_;
-    size_t busy_ = 0; /* jobs queued or being written */
+    size_t busy_ = 0;         /* jobs queued or being written */
+    size_t queued_bytes_ = 0; /* their data's bytes */
     bool stopping_ = false;
     bool dead_ = false; /* the thread ended on an exception (out of memory) */
     int error_ = 0;
@@ -114,5 +121,11 @@ class WriteBehind
     uint64_t completed_ = 0;     /* the last call done without a failure before or in it */
     std::thread thread_;
 };
+
+/*
+ * For pgsink._selftest_boundary('write_behind'): how many 3 MB buffers
+ * submit() queues while the thread is held in a call (a round's fsync).
+ */
+size_t write_behind_queued_while_stalled();
 
 } // namespace pgsink::spool

@@ -15,6 +15,7 @@
 #include "sinks/clickhouse_sink.h"
 #include "sinks/webhook_sink.h"
 #include "spool/spool_reader.h"
+#include "spool/write_behind.h"
 
 extern "C" {
 #include "fmgr.h"
@@ -112,13 +113,26 @@ static int64 selftest(const std::string &mode)
                 }
         }
         return 1;
+    } else if (mode == "write_behind") {
+        /*
+         * The spool's write thread held (a round's fsync) while 3 MB buffers
+         * are submitted: what is queued stays within 20 MB, not 64 buffers.
+         */
+        size_t queued = spool::write_behind_queued_while_stalled();
+        if (queued * 3 > 20)
+            throw Error(ERRCODE_INTERNAL_ERROR,
+                        "write_behind: " + std::to_string(queued) +
+                            " buffers of 3 MB queued behind a stalled write thread",
+                        "");
+        return 1;
     } else if (mode == "ok") {
         return pg_call(
             [] { return DatumGetInt32(DirectFunctionCall1(int4in, CStringGetDatum("42"))); });
     }
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "unknown selftest mode \"" + mode + "\"",
                 "Use ok, pg_error, cpp_exception, pgsink_error, bad_alloc, delivery_window, "
-                "elasticsearch, clickhouse, bigquery, webhook, count_newlines or destroyed.");
+                "elasticsearch, clickhouse, bigquery, webhook, count_newlines, write_behind or "
+                "destroyed.");
 }
 
 } // namespace pgsink
