@@ -21,12 +21,8 @@ std::vector<std::string> request_secrets(const HttpRequest &r)
 {
     std::vector<std::string> secrets;
     add_url_secrets(r.url, true, secrets);
-    for (const std::string &h : r.headers) {
-        size_t colon = h.find(':');
-        size_t v = colon == std::string::npos ? colon : h.find_first_not_of(' ', colon + 1);
-        if (v != std::string::npos)
-            secrets.push_back(h.substr(v));
-    }
+    for (const std::string &h : r.headers)
+        add_header_secrets(h, secrets);
     return secrets;
 }
 

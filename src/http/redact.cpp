@@ -1,4 +1,7 @@
 /* redact.cpp: see redact.h. */
+#include <algorithm>
+#include <cctype>
+
 #include "core/digest.h"
 #include "http/redact.h"
 
@@ -92,12 +95,46 @@ void add_url_secrets(const std::string &url, bool path_too, std::vector<std::str
     }
 }
 
+void add_header_secrets(const std::string &header, std::vector<std::string> &secrets)
+{
+    size_t colon = header.find(':');
+    if (colon == std::string::npos)
+        return;
+    size_t from = header.find_first_not_of(" \t", colon + 1);
+    if (from == std::string::npos)
+        return;
+    size_t to = header.find_last_not_of(" \t\r\n") + 1;
+    std::string value = header.substr(from, to - from);
+    secrets.push_back(value);
+    /*
+     * "Bearer T0KEN", "Basic dXNlcjpwYXNz", "ApiKey ...": a scheme (letters)
+     * and one word after it, the credential alone too ("text/plain;
+     * charset=utf-8" is no scheme).
+     */
+    size_t space = value.find_first_of(" \t");
+    if (space == std::string::npos || space == 0)
+        return;
+    for (size_t i = 0; i < space; i++)
+        if (!isalpha(static_cast<unsigned char>(value[i])))
+            return;
+    size_t credential = value.find_first_not_of(" \t", space);
+    if (value.find_first_of(" \t", credential) == std::string::npos)
+        secrets.push_back(value.substr(credential));
+}
+
 std::string redact(std::string text, const std::vector<std::string> &secrets)
 {
     static const std::string kRedacted = "[redacted]";
-    for (const std::string &secret : secrets) {
-        if (secret.size() < 4)
-            continue;
+    std::vector<const std::string *> longest_first;
+    longest_first.reserve(secrets.size());
+    for (const std::string &secret : secrets)
+        if (secret.size() >= 4)
+            longest_first.push_back(&secret);
+    std::stable_sort(
+        longest_first.begin(), longest_first.end(),
+        [](const std::string *a, const std::string *b) { return a->size() > b->size(); });
+    for (const std::string *each : longest_first) {
+        const std::string &secret = *each;
         for (size_t at = text.find(secret); at != std::string::npos;
              at = text.find(secret, at + kRedacted.size()))
             text.replace(at, secret.size(), kRedacted);

@@ -25,9 +25,19 @@ namespace pgsink
 void add_url_secrets(const std::string &url, bool path_too, std::vector<std::string> &secrets);
 
 /*
+ * The value of an HTTP header line ("Name: value"), added to secrets: with
+ * its spaces and tabs around it taken off (a receiver echoes it without
+ * them), and the credential alone after an authentication scheme
+ * ("Bearer T0KEN": "T0KEN", which a receiver may echo as "token T0KEN is
+ * invalid"). A line without a colon or value adds nothing.
+ */
+void add_header_secrets(const std::string &header, std::vector<std::string> &secrets);
+
+/*
  * text with every occurrence of each secret replaced by "[redacted]";
  * secrets shorter than 4 characters are left alone (they cannot be told
- * from ordinary text).
+ * from ordinary text). The longest are replaced first: a shorter one
+ * replaced inside a longer one would leave the longer one's rest.
  */
 std::string redact(std::string text, const std::vector<std::string> &secrets);
 

@@ -185,12 +185,8 @@ std::string WebhookSink::state() const
 std::string WebhookSink::scrub(std::string body) const
 {
     std::vector<std::string> secrets = {settings_.secret};
-    for (const std::string &h : extra_headers_) {
-        size_t colon = h.find(':');
-        size_t v = h.find_first_not_of(' ', colon + 1);
-        if (v != std::string::npos)
-            secrets.push_back(h.substr(v));
-    }
+    for (const std::string &h : extra_headers_)
+        add_header_secrets(h, secrets);
     /* The URL's parts that may hold a credential: user info, path and query. */
     add_url_secrets(settings_.url, true, secrets);
     return redact(std::move(body), secrets);
@@ -444,11 +440,14 @@ std::string webhook_selftest()
     /* A transfer's error text is cut of the request's credentials (http_pipeline.cpp). */
     HttpRequest r;
     r.url = "https://hookuser:pa55-w0rd@hooks.example/services/T0KEN-123?sig=q5ecret";
-    r.headers = {"Authorization: Bearer s3cr3t-t0ken", "X-Api-Key:k3y-v4lue"};
+    r.headers = {"Authorization: Bearer s3cr3t-t0ken", "X-Api-Key:k3y-v4lue",
+                 "X-Tabbed:\tt4b-v4lue\t", "X-Both: c0mb0-pa55-w0rd-t41l"};
     std::string said = redact("user hookuser:pa55-w0rd, pa55-w0rd, path /services/T0KEN-123, "
-                              "sig=q5ecret, Bearer s3cr3t-t0ken, k3y-v4lue",
+                              "sig=q5ecret, Bearer s3cr3t-t0ken, k3y-v4lue, t4b-v4lue, "
+                              "token s3cr3t-t0ken is invalid, c0mb0-pa55-w0rd-t41l",
                               request_secrets(r));
-    for (const char *secret : {"pa55-w0rd", "T0KEN-123", "q5ecret", "s3cr3t-t0ken", "k3y-v4lue"})
+    for (const char *secret : {"pa55-w0rd", "T0KEN-123", "q5ecret", "s3cr3t-t0ken", "k3y-v4lue",
+                               "t4b-v4lue", "c0mb0", "t41l"})
         expect(said.find(secret) == std::string::npos,
                std::string("a transport error keeps a credential of the request: ") + said);
     return failures;
