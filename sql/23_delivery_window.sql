@@ -18,5 +18,6 @@ SELECT pgsink._selftest_boundary('delivery_window');
 SELECT pgsink._selftest_boundary('count_newlines');
 -- The spool's write thread held (as by a round's fsync) while buffers of
 -- 3 MB (rows of up to 4 MB) are submitted: at most 20 MB is queued, not 64
--- buffers of them.
+-- buffers of them; and of 60 buffers that rows of 3 MB grew, at most 40 MB
+-- is kept for reuse.
 SELECT pgsink._selftest_boundary('write_behind');

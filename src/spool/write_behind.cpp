@@ -104,11 +104,24 @@ void WriteBehind::work()
         }
         if (job.call && !skip && error_ == 0)
             completed_ = job.ticket;
-        if (job.unlink.empty() && !job.call)
-            free_.push_back(std::move(job.data));
+        /*
+         * Kept for reuse while the kept ones' capacity stays under
+         * kFreeBytes: buffers rows of up to 4 MB grew would otherwise all
+         * stay that large (64 of them); freed after the lock is let go.
+         */
+        std::string dropped;
+        if (job.unlink.empty() && !job.call) {
+            if (free_bytes_ + job.data.capacity() <= kFreeBytes) {
+                free_bytes_ += job.data.capacity();
+                free_.push_back(std::move(job.data));
+            } else {
+                dropped.swap(job.data);
+            }
+        }
         busy_--;
         lock.unlock(); /* the worker, woken, does not block on the lock at once */
         done_.notify_all();
+        std::string().swap(dropped);
         lock.lock();
     }
 }
@@ -150,6 +163,7 @@ void WriteBehind::submit(int fd, uint64_t file_offset, std::string &data)
     if (!free_.empty()) {
         spare = std::move(free_.back());
         free_.pop_back();
+        free_bytes_ -= spare.capacity();
     }
     queue_.push_back(Job{fd, file_offset, std::move(data), {}, {}, 0});
     busy_++;
@@ -256,8 +270,9 @@ void WriteBehind::clear_error()
     }
 }
 
-size_t write_behind_queued_while_stalled()
+size_t write_behind_queued_while_stalled(size_t *kept_bytes)
 {
+    *kept_bytes = 0;
     int fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
     if (fd < 0)
         throw std::runtime_error("could not open /dev/null");
@@ -305,6 +320,37 @@ size_t write_behind_queued_while_stalled()
     seen = queued.load();
     let_go();
     feeder.join();
+    io.drain();
+    /*
+     * Then 60 buffers of 256 kB whose capacity is 3 MB (rows of 3 MB grew
+     * them) queued behind a stall (under kBuffers and kQueueBytes: none
+     * waits, as nothing would let the stall go): kept, they hold 180 MB.
+     */
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        release = false;
+    }
+    io.call([&](bool) {
+        std::unique_lock<std::mutex> lock(mutex);
+        released.wait(lock, [&] { return release; });
+    });
+    for (int i = 0; i < 60 && *kept_bytes == 0; i++) {
+        std::string buffer;
+        try {
+            buffer.reserve(3 << 20);
+            buffer.assign(256 << 10, 'x');
+            io.submit(fd, 0, buffer);
+        } catch (...) {
+            *kept_bytes = SIZE_MAX; /* reported as a failure */
+        }
+    }
+    let_go();
+    io.drain();
+    {
+        std::lock_guard<std::mutex> lock(io.mutex_);
+        if (*kept_bytes == 0)
+            *kept_bytes = io.free_bytes_;
+    }
     io.stop();
     ::close(fd);
     return seen;

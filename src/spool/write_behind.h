@@ -14,8 +14,9 @@
  * dropped: the worker restarts, and the spool is cut back to its last round
  * end). Buffers are recycled; at most kBuffers of them, holding at most
  * kQueueBytes, are queued at once (rows of up to 4 MB make buffers of up to
- * 4 MB); one that a huge row grew past kKeepBytes is queued alone and freed
- * once written.
+ * 4 MB), and those kept for reuse have at most kFreeBytes of capacity; one
+ * that a huge row grew past kKeepBytes is queued alone and freed once
+ * written.
  *
  * Pure C++: no PostgreSQL headers.
  */
@@ -90,6 +91,7 @@ class WriteBehind
     void run();
     void work();
     void start();
+    friend size_t write_behind_queued_while_stalled(size_t *kept_bytes);
 
     /*
      * 16 MB of 256 kB buffers: the thread stops writing for a round's
@@ -106,6 +108,12 @@ class WriteBehind
      * 4 MB would hold 256 MB. 64 of 256 kB (and a row's end) stay under it.
      */
     static constexpr size_t kQueueBytes = 20 << 20;
+    /*
+     * The capacity of the buffers kept for reuse: 64 that rows of up to
+     * 256 kB made (a string's doubling leaves each 256 to about 600 kB) are
+     * all kept; 64 that rows of up to 4 MB grew (256 MB) are not.
+     */
+    static constexpr size_t kFreeBytes = 40 << 20;
     static constexpr size_t kWakeAfter = 4; /* buffers queued before an idle thread is woken */
     mutable std::mutex mutex_;
     std::condition_variable work_, done_;
@@ -113,6 +121,7 @@ class WriteBehind
     std::vector<std::string> free_;
     size_t busy_ = 0;         /* jobs queued or being written */
     size_t queued_bytes_ = 0; /* their data's bytes */
+    size_t free_bytes_ = 0;   /* free_'s capacity */
     bool stopping_ = false;
     bool dead_ = false; /* the thread ended on an exception (out of memory) */
     int error_ = 0;
@@ -124,8 +133,10 @@ class WriteBehind
 
 /*
  * For pgsink._selftest_boundary('write_behind'): how many 3 MB buffers
- * submit() queues while the thread is held in a call (a round's fsync).
+ * submit() queues while the thread is held in a call (a round's fsync);
+ * *kept_bytes the capacity kept for reuse after 60 buffers of 3 MB
+ * capacity were written.
  */
-size_t write_behind_queued_while_stalled();
+size_t write_behind_queued_while_stalled(size_t *kept_bytes);
 
 } // namespace pgsink::spool

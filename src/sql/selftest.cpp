@@ -116,13 +116,20 @@ static int64 selftest(const std::string &mode)
     } else if (mode == "write_behind") {
         /*
          * The spool's write thread held (a round's fsync) while 3 MB buffers
-         * are submitted: what is queued stays within 20 MB, not 64 buffers.
+         * are submitted: what is queued stays within 20 MB, not 64 buffers;
+         * and the buffers kept for reuse hold at most 40 MB.
          */
-        size_t queued = spool::write_behind_queued_while_stalled();
+        size_t kept = 0;
+        size_t queued = spool::write_behind_queued_while_stalled(&kept);
         if (queued * 3 > 20)
             throw Error(ERRCODE_INTERNAL_ERROR,
                         "write_behind: " + std::to_string(queued) +
                             " buffers of 3 MB queued behind a stalled write thread",
+                        "");
+        if (kept > 40 << 20)
+            throw Error(ERRCODE_INTERNAL_ERROR,
+                        "write_behind: " + std::to_string(kept >> 20) +
+                            " MB of buffers kept for reuse after 60 of 3 MB",
                         "");
         return 1;
     } else if (mode == "ok") {
