@@ -53,8 +53,9 @@ class Reader
      * The buffer the last read() returned a view of (its bytes start the
      * string; the string may be longer than the view), traded for spare,
      * which the next read() fills: a batch read is kept without copying
-     * it. A spare that held a batch before keeps its size, so the next
-     * read() neither zero-fills it nor faults its pages in again.
+     * it. A spare that held a batch before keeps its pages, so the next
+     * read() does not fault them in again; it zero-fills only what it
+     * grows the spare by (a batch is cut to its last whole line).
      */
     std::string take_buffer(std::string spare);
 

@@ -840,11 +840,7 @@ void Delivery::read_range(const SpoolShared &d)
     if (read_end_ + piece.size() < d.durable_end) {
         size_t cut = http_->batch_end(piece);
         if (cut > 0 && cut < piece.size()) {
-            for (const char *p = piece.data() + cut, *end = piece.data() + piece.size();
-                 (p = static_cast<const char *>(memchr(p, '\n', static_cast<size_t>(end - p)))) !=
-                 nullptr;
-                 p++)
-                info.entries--;
+            info.entries -= spool::count_newlines(piece.data() + cut, piece.size() - cut);
             piece = piece.substr(0, cut);
         }
     }
