@@ -209,6 +209,8 @@ SELECT pgsink.add_table('k');
 INSERT INTO k VALUES (1, 10);
 });
 wait_delivered($node, 'postgres', '(8) before the key change');
+# Its import done too: a row imported after the key change is parked as well.
+ok(defined wait_imports($node, 'postgres', 60), '(8) the import of k is done');
 $node->safe_psql('postgres', q{
 ALTER TABLE k DROP CONSTRAINT k_pkey, ADD PRIMARY KEY (x);
 INSERT INTO k VALUES (2, 20);
@@ -343,6 +345,7 @@ INSERT INTO k2 VALUES (1, 10);
 INSERT INTO dc VALUES (0, 0, 0);
 });
 wait_delivered($node, 'postgres', '(13) tables in place');
+ok(defined wait_imports($node, 'postgres', 60), '(13) the imports of k2 and dc are done');
 $node->safe_psql('postgres', q{
 BEGIN;
 INSERT INTO k2 VALUES (3, 30);
