@@ -852,6 +852,7 @@ def on_term(signum, frame):
 
 signal.signal(signal.SIGTERM, on_term)
 threading.Thread(target=orphan_watch, args=(os.getppid(),), daemon=True).start()
+http.server.ThreadingHTTPServer.request_queue_size = 64  # every connection of a sink at once
 server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
 server.daemon_threads = True
 server.serve_forever()

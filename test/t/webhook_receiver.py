@@ -289,7 +289,16 @@ def orphan_watch(parent):
 
 threading.Thread(target=orphan_watch, args=(os.getppid(),), daemon=True).start()
 save_stats()
-server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), Handler)
+
+
+class Server(http.server.ThreadingHTTPServer):
+    # Room for every connection a sink opens at once (pgsink.max_in_flight
+    # of them): past the default of 5, the kernel drops a SYN and the
+    # client tries again a second later.
+    request_queue_size = 64
+
+
+server = Server(("127.0.0.1", int(port)), Handler)
 if len(sys.argv) > 7:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(sys.argv[6], sys.argv[7])
