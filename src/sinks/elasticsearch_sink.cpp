@@ -1139,10 +1139,15 @@ void ElasticsearchExchange::plan_reads()
             if (!written.count(c.ns() + '\x1e' + source)) {
                 wanted[c.ns()].insert(source);
                 carried[c.ns()].insert(c.unchanged.begin(), c.unchanged.end());
-                /* A key change: the new key's document too, to tell a replay (plan_writes()). */
-                if (source != c.id && !written.count(c.ns() + '\x1e' + c.id))
-                    wanted[c.ns()].insert(c.id);
             }
+            /*
+             * A key change: the new key's document too, to tell a replay
+             * (plan_writes()), also when a change before it in the batch
+             * wrote the old key: in a replay that change is skipped (the
+             * index holds newer), and the values to carry are not there.
+             */
+            if (source != c.id && !written.count(c.ns() + '\x1e' + c.id))
+                wanted[c.ns()].insert(c.id);
         }
         written.insert(c.ns() + '\x1e' + c.id);
     }
