@@ -278,9 +278,14 @@ class ClickHouseExchange final : public HttpSink::Exchange
      * key's greatest (lsn, sequence) in the table (latest_) are left out.
      */
     bool resent_ = false;
-    /* By namespace + '\x1e' + key: the greatest position the table holds (resent_ only). */
+    /*
+     * By namespace + '\x1e' + key: the greatest position the table holds
+     * (resent_; else only the keys of updates that carry values, in a
+     * batch that reads rows back: holds()).
+     */
     std::unordered_map<std::string, Cut> latest_;
     bool stale(const std::string &nskey, const ch::Entry &e) const;
+    bool holds(const std::string &nskey, const ch::Entry &e) const;
     void wrote(const std::string &nskey, const ch::Entry &e);
     std::vector<ch::Entry> entries_;
     std::map<size_t, json> schemas_; /* the Schema entries' schemas, parsed, by entry index */
@@ -971,6 +976,8 @@ void ClickHouseExchange::plan_reads()
     scan_all();
     /* namespace -> key tuples (SQL) and their keys; the columns to read */
     std::map<std::string, std::map<std::string, std::string>> wanted, positions;
+    /* The keys updates with unchanged values write: their positions, if anything is read back. */
+    std::map<std::string, std::map<std::string, std::string>> carrying;
     std::map<std::string, std::set<std::string>> wanted_cols;
     std::set<std::string> written; /* ns + key written earlier in the batch */
     std::map<std::string, const ClickHouseSink::Table *> now;
@@ -997,8 +1004,11 @@ void ClickHouseExchange::plan_reads()
         bool before = update && !e.before.empty() && e.before[0] == '{';
         std::string source_key = before ? ns + '\x1e' + key_of(t, row(e, false)) : key;
         std::vector<std::string> unchanged = update ? unchanged_of(e) : std::vector<std::string>();
-        if (!unchanged.empty())
+        if (!unchanged.empty()) {
             sources_.insert(source_key); /* its row is kept while writing */
+            if (!t.key.empty())
+                carrying[ns][key_tuple(t, row(e, true))] = key;
+        }
         /*
          * Read back unless the batch wrote the row before; sent again out of
          * order, an earlier change of the batch may be left out (stale()):
@@ -1018,6 +1028,16 @@ void ClickHouseExchange::plan_reads()
         }
         written.insert(key);
     }
+    /*
+     * A batch that reads rows back may be a replay (after a crash, a
+     * rewind): where a row to carry values from is gone, the table may
+     * hold this very change already, or a later one (plan_writes()). The
+     * positions of the keys those updates write tell.
+     */
+    if (!resent_)
+        for (auto &[ns, tuples] : carrying)
+            if (wanted.count(ns))
+                positions[ns].insert(tuples.begin(), tuples.end());
     /*
      * The reads, in pieces within ClickHouse's max_query_size (256 kB) and
      * its limit of AST elements: sql_of makes a piece's query of its tuples.
@@ -1292,6 +1312,16 @@ void ClickHouseExchange::plan_writes()
                             missing = true;
                     }
                 }
+            }
+            if (missing && !check && holds(ns + '\x1e' + key, e)) {
+                /*
+                 * A replay: the table holds this change or a later one of
+                 * the key (the row it carried from is gone since, or was
+                 * skipped here): delivered, nothing to carry or park.
+                 */
+                if (source_key != key && !old_newer)
+                    cur.erase(source_key);
+                continue;
             }
             if (missing) {
                 /* Never a null or an empty value for a TOASTed one: parked, with the reason. */
@@ -1656,6 +1686,15 @@ void ClickHouseExchange::read_positions(const Step &step, const std::string &bod
         std::from_chars(digits[1].data(), digits[1].data() + digits[1].size(), c.seq);
         latest_[step.lookup + '\x1e' + key_of(t, row)] = c;
     });
+}
+
+/* Does the table hold e's change of key nskey, or a later one (read_positions())? */
+bool ClickHouseExchange::holds(const std::string &nskey, const ch::Entry &e) const
+{
+    auto it = latest_.find(nskey);
+    return it != latest_.end() &&
+           !(e.lsn_value > it->second.lsn ||
+             (e.lsn_value == it->second.lsn && sequence_of(e) > it->second.seq));
 }
 
 /* Would a row of key nskey (namespace + '\x1e' + key) written by e be older than the table's? */
