@@ -979,7 +979,8 @@ void ClickHouseExchange::plan_reads()
     /* The keys updates with unchanged values write: their positions, if anything is read back. */
     std::map<std::string, std::map<std::string, std::string>> carrying;
     std::map<std::string, std::set<std::string>> wanted_cols;
-    std::set<std::string> written; /* ns + key written earlier in the batch */
+    std::set<std::string> written;      /* ns + key written earlier in the batch */
+    std::set<std::string> carried_here; /* of those, by an update that carried values */
     std::map<std::string, const ClickHouseSink::Table *> now;
     std::map<std::string, Cut> cut;
     for (size_t i = 0; i < entries_.size(); i++) {
@@ -1012,9 +1013,12 @@ void ClickHouseExchange::plan_reads()
         /*
          * Read back unless the batch wrote the row before; sent again out of
          * order, an earlier change of the batch may be left out (stale()):
-         * read back anyway.
+         * read back anyway. Likewise where an update that carried values
+         * wrote it: in a replay that one may be left out (holds()), and the
+         * row it wrote is in the table.
          */
-        if (!unchanged.empty() && (resent_ || !written.count(source_key))) {
+        if (!unchanged.empty() &&
+            (resent_ || !written.count(source_key) || carried_here.count(source_key))) {
             ch::Row source = row(e, !before && e.op != "delete");
             wanted[ns][key_tuple(t, source)] = source_key;
             for (const std::string &u : unchanged)
@@ -1027,6 +1031,10 @@ void ClickHouseExchange::plan_reads()
                 positions[ns][key_tuple(t, row(e, false))] = ns + '\x1e' + key_of(t, row(e, false));
         }
         written.insert(key);
+        if (!unchanged.empty())
+            carried_here.insert(key);
+        else
+            carried_here.erase(key);
     }
     /*
      * A batch that reads rows back may be a replay (after a crash, a
@@ -1324,6 +1332,8 @@ void ClickHouseExchange::plan_writes()
                 continue;
             }
             if (missing) {
+                if (source_key != key)
+                    cur.erase(key); /* a row read back for a later update is not this one's */
                 /* Never a null or an empty value for a TOASTed one: parked, with the reason. */
                 refused_.push_back(Answer::Entry{
                     i, false, 0,

@@ -1416,20 +1416,14 @@ void ElasticsearchExchange::plan_writes()
                 source = &read->second;
             if (source != nullptr && source->version > c.lsn && in_batch == docs.end()) {
                 /* Elasticsearch holds a newer version: this update would be refused (409). */
-                continue;
-            }
-            /*
-             * A key change sent again (a replay after a crash): the old key's
-             * document may be the tombstone it left. If the new key's document
-             * is this change's or a later one, it was delivered: nothing to
-             * carry, nothing to park.
-             */
-            if (key_changed && docs.find(c.id) == docs.end()) {
-                auto target = read_[c.ns()].find(c.id);
-                if (target != read_[c.ns()].end() &&
-                    (target->second.version > c.lsn ||
-                     (target->second.version == c.lsn && target->second.sequence >= c.seq)))
+                if (!key_changed)
                     continue;
+                /*
+                 * A key change: the old key's newer document (a later batch
+                 * overtook this one) is not where its values come from, and
+                 * the new key still needs its row: delivered (below), or parked.
+                 */
+                source = nullptr;
             }
             std::string missing;
             for (const std::string &u : c.unchanged) {
@@ -1448,6 +1442,28 @@ void ElasticsearchExchange::plan_writes()
                 raw_json::append_string(carried, u);
                 carried += ":" + *value;
                 next.fields[u] = *value;
+            }
+            /*
+             * A key change sent again (a replay after a crash, a rewind): the
+             * old key's document may be the tombstone it left. If the new
+             * key's document is this change's or a later one, it was
+             * delivered: nothing to carry, nothing to park. The old key's
+             * tombstone goes again all the same (the same version; 409 if
+             * the index holds newer): only when values are missing, so that
+             * a new key written meanwhile by a batch that overtook this one
+             * never keeps the old key's document alive.
+             */
+            if (!missing.empty() && key_changed && docs.find(c.id) == docs.end()) {
+                auto target = read_[c.ns()].find(c.id);
+                if (target != read_[c.ns()].end() &&
+                    (target->second.version > c.lsn ||
+                     (target->second.version == c.lsn && target->second.sequence >= c.seq))) {
+                    if (!stored_newer(c, c.old_id))
+                        tombstone(t, c.old_id, c.before, c, i);
+                    if (!sources.empty())
+                        cur[c.ns()].erase(c.old_id);
+                    continue;
+                }
             }
             if (!missing.empty()) {
                 refuse(i, "the unchanged TOASTed value of column(s) " + missing +
