@@ -15,7 +15,9 @@ use PgsinkTest;
 use Test::More;
 
 my $node = pgsink_node('spool_fallocate_enospc',
-	extra_conf => "pgsink.spool_segment_size = '1MB'\n");
+	# Segments kept once delivered (else a delivered one may go before
+	# it is looked at: the count of segments raced with the reaper).
+	extra_conf => "pgsink.spool_segment_size = '1MB'\npgsink.spool_retention = '1h'\n");
 start_with_fault_shim($node, PGSINK_FALLOCATE_ENOSPC => 1);
 my %tables = ('public.t' => ['id']);
 $node->safe_psql('postgres', q{
