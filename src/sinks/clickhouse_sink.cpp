@@ -941,9 +941,10 @@ static std::string lookup_sql(const std::string &table_ref, const ClickHouseSink
  * The greatest (lsn, sequence) the table holds for each key given, deleted
  * rows included, as "_pgsink_op":["<lsn>","<sequence>"] beside the key
  * (entries sent again, out of order: see ClickHouseSink::exchange_resent();
- * and updates that carry values, to tell a replay: holds()). Without FINAL: every row not yet
- * merged counts. The alias is a helper column's name (no captured column has it in ClickHouse) that
- * the query reads nowhere else.
+ * and updates that carry values, to tell a replay: holds()). Without
+ * FINAL: every row not yet merged counts. The alias is a helper column's
+ * name (no captured column has it in ClickHouse) that the query reads
+ * nowhere else.
  */
 static std::string positions_sql(const std::string &table_ref, const ClickHouseSink::Table &t,
                                  const std::vector<std::string> &tuples)

@@ -1405,6 +1405,7 @@ void ElasticsearchExchange::plan_writes()
         const std::string &source_id = key_changed ? c.old_id : c.id;
         std::string carried;
         Doc next;
+        bool replayed = false; /* a key change the index holds: its old key's tombstone only */
         if (!c.unchanged.empty()) {
             std::map<std::string, Doc> &docs = cur[c.ns()];
             const Doc *source = nullptr;
@@ -1455,17 +1456,11 @@ void ElasticsearchExchange::plan_writes()
              */
             if (!missing.empty() && key_changed && docs.find(c.id) == docs.end()) {
                 auto target = read_[c.ns()].find(c.id);
-                if (target != read_[c.ns()].end() &&
-                    (target->second.version > c.lsn ||
-                     (target->second.version == c.lsn && target->second.sequence >= c.seq))) {
-                    if (!stored_newer(c, c.old_id))
-                        tombstone(t, c.old_id, c.before, c, i);
-                    if (!sources.empty())
-                        cur[c.ns()].erase(c.old_id);
-                    continue;
-                }
+                replayed = target != read_[c.ns()].end() &&
+                           (target->second.version > c.lsn ||
+                            (target->second.version == c.lsn && target->second.sequence >= c.seq));
             }
-            if (!missing.empty()) {
+            if (!missing.empty() && !replayed) {
                 refuse(i, "the unchanged TOASTed value of column(s) " + missing +
                               " is not in Elasticsearch (the row was never delivered there, or "
                               "was deleted): import the table again");
@@ -1478,7 +1473,7 @@ void ElasticsearchExchange::plan_writes()
             if (!sources.empty())
                 cur[c.ns()].erase(c.old_id);
         }
-        if (stored_newer(c, c.id))
+        if (replayed || stored_newer(c, c.id))
             continue;
         action(t, c.id, c);
         /* The row as the changelog wrote it, the carried values, then the sink's fields. */
